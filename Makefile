@@ -1,0 +1,59 @@
+# task-api: how to build, run, test and ship it. `make help` lists the targets.
+# Every target works on a fresh Debian/Ubuntu machine: what it needs, it installs.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+MUSL_TARGET := x86_64-unknown-linux-musl
+BINARY := target/$(MUSL_TARGET)/release/task-api
+MAX_BINARY_BYTES := 10485760
+# ring compiles C: for musl it needs musl-gcc.
+export CC_x86_64_unknown_linux_musl := musl-gcc
+
+RUN_PGDATA := .pgdata
+RUN_PG_PORT := 54320
+
+.PHONY: help run test build lint musl-toolchain clean
+
+## help          list the targets
+help:
+	@sed -n 's/^## //p' $(MAKEFILE_LIST)
+
+## run           the service on :8000 with a local PostgreSQL it starts itself (data in .pgdata/);
+##               with DATABASE_URL set, that database instead
+run:
+ifdef DATABASE_URL
+	cargo run --release -- serve
+else
+	scripts/pg.sh start $(RUN_PGDATA) $(RUN_PG_PORT)
+	scripts/pg.sh createdb $(RUN_PGDATA) tasks
+	DATABASE_URL=postgres://postgres:postgres@127.0.0.1:$(RUN_PG_PORT)/tasks cargo run --release -- serve
+endif
+
+## test          the whole test suite against a throwaway PostgreSQL (or TEST_DATABASE_URL)
+test:
+	scripts/test.sh
+
+## build         the static, stripped musl binary: target/x86_64-unknown-linux-musl/release/task-api
+build: musl-toolchain
+	cargo build --locked --release --target $(MUSL_TARGET)
+	file $(BINARY)
+	file $(BINARY) | grep -q 'static' || { echo "not a static binary" >&2; exit 1; }
+	@size=$$(stat -c %s $(BINARY)); echo "$(BINARY): $$size bytes"; \
+	  test $$size -lt $(MAX_BINARY_BYTES) || { echo "binary over 10 MB" >&2; exit 1; }
+
+## lint          rustfmt and clippy, warnings as errors
+lint:
+	cargo fmt --check
+	cargo clippy --locked --all-targets -- -D warnings
+
+musl-toolchain:
+	rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET)
+	command -v musl-gcc >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq musl-tools; }
+	command -v file >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq file; }
+
+## clean         stop the local PostgreSQL and remove build output (keeps .pgdata/)
+clean:
+	scripts/pg.sh stop $(RUN_PGDATA)
+	cargo clean

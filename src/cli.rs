@@ -1,0 +1,161 @@
+//! The command line (spec §3): pico-args → [`Command`]. Reading the environment is
+//! config.rs's job; this file only knows argv.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use crate::Error;
+use crate::healthcheck::Probe;
+
+/// What `--help` prints.
+pub const USAGE: &str = "\
+task-api: a Task API in one static binary
+
+USAGE:
+    task-api [serve]      apply pending migrations, then serve HTTP (the default)
+    task-api migrate      apply pending migrations, print what was applied, exit
+    task-api healthcheck [--ready] [--url URL] [--timeout SECS]
+                          GET http://127.0.0.1:$PORT/health (/ready with --ready);
+                          exit 0 on 200 within the timeout (default 3 s), else 1
+    task-api --version    print the version
+    task-api --help       print this help
+
+ENVIRONMENT:
+    DATABASE_URL              postgres:// URL or libpq key=value string (serve, migrate)
+    DATABASE_URL_FILE         read DATABASE_URL from this file instead
+    PORT                      listen port (default 8000)
+    HOST                      listen address (default 0.0.0.0)
+    LOG_LEVEL                 error, warn, info, debug or trace (default info); RUST_LOG wins
+    DATABASE_POOL_SIZE        max database connections (default 8)
+    DATABASE_STARTUP_TIMEOUT  seconds to keep retrying the database at start-up (default 60)
+    SHUTDOWN_TIMEOUT          seconds in-flight requests get after SIGTERM (default 8)
+
+EXIT CODES:
+    0 success, 1 runtime failure, 2 bad usage or configuration
+";
+
+/// The probe's default budget (spec §3).
+const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One parsed invocation.
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    /// Migrate, then serve.
+    Serve,
+    /// Migrate and exit.
+    Migrate,
+    /// Probe a running server.
+    Healthcheck(Probe),
+    /// `--version`.
+    Version,
+    /// `--help`.
+    Help,
+}
+
+/// Parses this process's arguments.
+pub fn parse() -> Result<Command, Error> {
+    parse_from(std::env::args_os().skip(1).collect())
+}
+
+fn parse_from(args: Vec<OsString>) -> Result<Command, Error> {
+    let mut args = pico_args::Arguments::from_vec(args);
+    if args.contains(["-h", "--help"]) {
+        return Ok(Command::Help);
+    }
+    if args.contains(["-V", "--version"]) {
+        return Ok(Command::Version);
+    }
+    let command = match args.subcommand().map_err(usage)?.as_deref() {
+        None | Some("serve") => Command::Serve,
+        Some("migrate") => Command::Migrate,
+        Some("healthcheck") => Command::Healthcheck(Probe {
+            ready: args.contains("--ready"),
+            url: args.opt_value_from_str("--url").map_err(flag("--url"))?,
+            timeout: args
+                .opt_value_from_fn("--timeout", parse_seconds)
+                .map_err(flag("--timeout"))?
+                .unwrap_or(DEFAULT_PROBE_TIMEOUT),
+        }),
+        Some(other) => return Err(Error::Usage(format!("unknown command '{other}'"))),
+    };
+    match args.finish().first() {
+        Some(extra) => Err(Error::Usage(format!(
+            "unexpected argument '{}'",
+            extra.to_string_lossy()
+        ))),
+        None => Ok(command),
+    }
+}
+
+/// A positive number of seconds, fractions allowed: `3`, `0.5`.
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|secs| secs.is_finite() && *secs > 0.0)
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .ok_or_else(|| format!("'{text}' is not a positive number of seconds"))
+}
+
+fn usage(err: pico_args::Error) -> Error {
+    Error::Usage(err.to_string())
+}
+
+/// pico-args names the flag when its value is missing, not when it fails to parse.
+fn flag(name: &'static str) -> impl Fn(pico_args::Error) -> Error {
+    move |err| match err {
+        pico_args::Error::Utf8ArgumentParsingFailed { cause, .. } => {
+            Error::Usage(format!("{name}: {cause}"))
+        }
+        other => usage(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, Error> {
+        parse_from(args.iter().map(OsString::from).collect())
+    }
+
+    #[test]
+    fn no_arguments_means_serve() {
+        assert_eq!(parse(&[]).unwrap(), Command::Serve);
+        assert_eq!(parse(&["serve"]).unwrap(), Command::Serve);
+    }
+
+    #[test]
+    fn healthcheck_takes_its_flags() {
+        let probe = parse(&[
+            "healthcheck",
+            "--ready",
+            "--timeout",
+            "0.5",
+            "--url",
+            "http://x/",
+        ]);
+        assert_eq!(
+            probe.unwrap(),
+            Command::Healthcheck(Probe {
+                ready: true,
+                url: Some("http://x/".into()),
+                timeout: Duration::from_millis(500),
+            })
+        );
+    }
+
+    #[test]
+    fn bad_usage_names_the_flag_and_exits_2() {
+        for (args, needle) in [
+            (&["frobnicate"][..], "frobnicate"),
+            (&["serve", "--port"][..], "--port"),
+            (&["healthcheck", "--timeout"][..], "--timeout"),
+            (&["healthcheck", "--timeout", "-1"][..], "--timeout"),
+            (&["migrate", "now"][..], "now"),
+        ] {
+            let err = parse(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            assert!(err.to_string().contains(needle), "{args:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! The environment → [`Config`], read once (spec §4). Every error names its
+//! variable. Nothing else in the crate reads the environment; `DATABASE_URL_FILE`
+//! is resolved here, so nothing later knows where the URL came from.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+use log::LevelFilter;
+
+use crate::cli::parse_seconds;
+use crate::db::DbOptions;
+
+/// The listen port when `PORT` is unset.
+pub const DEFAULT_PORT: u16 = 8000;
+/// Default `DATABASE_POOL_SIZE`: see the README's Performance section for the measurement.
+pub const DEFAULT_POOL_SIZE: usize = 8;
+const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// Everything `serve` and `migrate` need, parsed and checked.
+pub struct Config {
+    /// Where the database is and how to reach it (TLS included).
+    pub database: DbOptions,
+    /// `HOST`:`PORT`.
+    pub listen: SocketAddr,
+    /// An env_logger filter: `RUST_LOG` when set, else `LOG_LEVEL`.
+    pub log_filter: String,
+    /// `DATABASE_POOL_SIZE`: most connections this process opens.
+    pub pool_size: usize,
+    /// `DATABASE_STARTUP_TIMEOUT`: how long start-up retries an unreachable database.
+    pub startup_timeout: Duration,
+    /// `SHUTDOWN_TIMEOUT`: how long in-flight requests may run after SIGTERM.
+    pub shutdown_timeout: Duration,
+}
+
+/// A variable that is missing or malformed. Never holds the variable's value,
+/// which may be a password.
+#[derive(Debug, PartialEq)]
+pub struct ConfigError {
+    /// The variable's name, as the user must fix it.
+    pub var: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.var, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads this process's environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::parse(|name| std::env::var(name).ok())
+    }
+
+    /// Parses from a lookup function, so tests need not touch the real environment.
+    /// An empty variable counts as unset.
+    pub fn parse(env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let env = |name: &str| env(name).filter(|value| !value.trim().is_empty());
+        let port = parsed(&env, "PORT", DEFAULT_PORT)?;
+        let host = parsed(&env, "HOST", IpAddr::from([0, 0, 0, 0]))?;
+        let log_filter = match env("RUST_LOG") {
+            Some(filter) => filter,
+            None => parsed(&env, "LOG_LEVEL", LevelFilter::Info)?.to_string(),
+        };
+        let pool_size = parsed(&env, "DATABASE_POOL_SIZE", DEFAULT_POOL_SIZE)?;
+        if pool_size == 0 {
+            return Err(invalid("DATABASE_POOL_SIZE", "must be at least 1"));
+        }
+        Ok(Config {
+            database: database(&env)?,
+            listen: SocketAddr::new(host, port),
+            log_filter,
+            pool_size,
+            startup_timeout: seconds(&env, "DATABASE_STARTUP_TIMEOUT", DEFAULT_STARTUP_TIMEOUT)?,
+            shutdown_timeout: seconds(&env, "SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT)?,
+        })
+    }
+}
+
+/// The port `healthcheck` probes: `PORT`, or 8000. The probe reads nothing else.
+pub fn probe_port() -> Result<u16, ConfigError> {
+    parsed(&|name: &str| std::env::var(name).ok(), "PORT", DEFAULT_PORT)
+}
+
+// Hand-written so `{:?}` can never print the password (spec §6).
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("database", &self.database.target())
+            .field("listen", &self.listen)
+            .field("log_filter", &self.log_filter)
+            .field("pool_size", &self.pool_size)
+            .field("startup_timeout", &self.startup_timeout)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .finish()
+    }
+}
+
+fn database(env: &impl Fn(&str) -> Option<String>) -> Result<DbOptions, ConfigError> {
+    let (var, url) = match (env("DATABASE_URL"), env("DATABASE_URL_FILE")) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "DATABASE_URL_FILE",
+                "set either DATABASE_URL or DATABASE_URL_FILE, not both",
+            ));
+        }
+        (Some(url), None) => ("DATABASE_URL", url),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path).map_err(|err| {
+                invalid("DATABASE_URL_FILE", format!("cannot read {path}: {err}"))
+            })?;
+            ("DATABASE_URL_FILE", text.trim().to_owned())
+        }
+        (None, None) => {
+            return Err(invalid("DATABASE_URL", "not set (nor DATABASE_URL_FILE)"));
+        }
+    };
+    DbOptions::parse(&url).map_err(|reason| invalid(var, reason))
+}
+
+fn parsed<T: FromStr>(
+    env: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: T,
+) -> Result<T, ConfigError> {
+    match env(var) {
+        None => Ok(default),
+        Some(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| invalid(var, format!("'{text}' is not valid"))),
+    }
+}
+
+fn seconds(
+    env: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match env(var) {
+        None => Ok(default),
+        Some(text) if text.trim() == "0" => Ok(Duration::ZERO),
+        Some(text) => parse_seconds(text.trim()).map_err(|reason| invalid(var, reason)),
+    }
+}
+
+fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        reason: reason.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const URL: &str = "postgres://app:s3cret@db.internal:5432/tasks";
+
+    fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::parse(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let config = parse(&[("DATABASE_URL", URL)]).unwrap();
+        assert_eq!(config.listen, "0.0.0.0:8000".parse().unwrap());
+        assert_eq!(config.log_filter, "INFO");
+        assert_eq!(config.pool_size, DEFAULT_POOL_SIZE);
+        assert_eq!(config.startup_timeout, Duration::from_secs(60));
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(8));
+    }
+
+    #[test]
+    fn every_error_names_its_variable() {
+        for (vars, var) in [
+            (&[][..], "DATABASE_URL"),
+            (&[("DATABASE_URL", URL), ("PORT", "eighty")][..], "PORT"),
+            (&[("DATABASE_URL", URL), ("PORT", "70000")][..], "PORT"),
+            (
+                &[("DATABASE_URL", URL), ("HOST", "example.com")][..],
+                "HOST",
+            ),
+            (
+                &[("DATABASE_URL", URL), ("LOG_LEVEL", "loud")][..],
+                "LOG_LEVEL",
+            ),
+            (
+                &[("DATABASE_URL", URL), ("DATABASE_POOL_SIZE", "0")][..],
+                "DATABASE_POOL_SIZE",
+            ),
+            (
+                &[("DATABASE_URL", URL), ("SHUTDOWN_TIMEOUT", "-3")][..],
+                "SHUTDOWN_TIMEOUT",
+            ),
+            (
+                &[("DATABASE_URL", URL), ("DATABASE_STARTUP_TIMEOUT", "x")][..],
+                "DATABASE_STARTUP_TIMEOUT",
+            ),
+            (&[("DATABASE_URL", "mysql://x")][..], "DATABASE_URL"),
+            (
+                &[("DATABASE_URL", URL), ("DATABASE_URL_FILE", "/x")][..],
+                "DATABASE_URL_FILE",
+            ),
+            (
+                &[("DATABASE_URL_FILE", "/nonexistent/secret")][..],
+                "DATABASE_URL_FILE",
+            ),
+        ] {
+            assert_eq!(parse(vars).err().map(|e| e.var), Some(var), "{vars:?}");
+        }
+    }
+
+    #[test]
+    fn rust_log_wins_over_log_level() {
+        let config = parse(&[
+            ("DATABASE_URL", URL),
+            ("LOG_LEVEL", "warn"),
+            ("RUST_LOG", "debug"),
+        ]);
+        assert_eq!(config.unwrap().log_filter, "debug");
+    }
+
+    #[test]
+    fn empty_variables_count_as_unset() {
+        let config = parse(&[("DATABASE_URL", URL), ("PORT", ""), ("HOST", " ")]).unwrap();
+        assert_eq!(config.listen.port(), 8000);
+    }
+
+    #[test]
+    fn debug_output_never_holds_the_password() {
+        let config = parse(&[("DATABASE_URL", URL)]).unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("db.internal"), "{shown}");
+    }
+}

@@ -1,0 +1,48 @@
+//! The process-level error: what stopped a command, and the exit code it maps to
+//! (spec §3). Errors a client sees over HTTP are `http::error::ApiError`'s business.
+
+use std::fmt;
+
+use crate::config::ConfigError;
+
+/// Why a command failed. `main` prints it as one line and exits with [`Error::exit_code`].
+#[derive(Debug)]
+pub enum Error {
+    /// Bad command line: exit 2, naming the flag.
+    Usage(String),
+    /// Bad environment: exit 2, naming the variable.
+    Config(ConfigError),
+    /// Start-up, migration or serving failed: exit 1. Never holds a password.
+    Startup(String),
+    /// `healthcheck` got no 200 in time: exit 1.
+    Probe(String),
+}
+
+impl Error {
+    /// 2 for bad usage or configuration, 1 for failures at run time (spec §3).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) | Error::Config(_) => 2,
+            Error::Startup(_) | Error::Probe(_) => 1,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Usage(message) => write!(f, "{message} (see --help)"),
+            Error::Config(err) => err.fmt(f),
+            Error::Startup(message) => f.write_str(message),
+            Error::Probe(message) => write!(f, "healthcheck failed: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<ConfigError> for Error {
+    fn from(err: ConfigError) -> Self {
+        Error::Config(err)
+    }
+}

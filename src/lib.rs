@@ -1,0 +1,31 @@
+//! task-api: a Task API as one static binary that serves HTTP, applies its own
+//! embedded migrations and is its own health probe. The map, one line a module:
+//!
+//! - [`cli`]: the command line → [`cli::Command`].
+//! - [`config`]: the environment → [`config::Config`], read once.
+//! - [`logging`]: env_logger on stdout, at `LOG_LEVEL` or `RUST_LOG`.
+//! - [`db`]: `DATABASE_URL` → tokio-postgres config → pool; the start-up wait.
+//! - [`tls`]: libpq's `sslmode` on rustls: which certificate checks each mode makes.
+//! - [`migrate`]: the embedded `sql/` migrations, under an advisory lock.
+//! - [`shutdown`]: one future that completes on SIGTERM or SIGINT.
+//! - [`healthcheck`]: the client side of `task-api healthcheck`.
+//! - [`tasks`]: the task resource: decoding, validation and SQL; no HTTP.
+//! - [`http`]: the server: accept loop, routing, handlers, bodies, errors, request ids.
+//! - [`error`]: the process-level error and its exit code.
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod healthcheck;
+pub mod http;
+pub mod logging;
+pub mod migrate;
+pub mod shutdown;
+pub mod tasks;
+pub mod tls;
+
+pub use error::Error;
+
+/// The crate version, as `/health` and `--version` report it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

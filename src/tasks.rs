@@ -1,0 +1,505 @@
+//! The task resource (spec §1): [`Task`], [`NewTask`], [`TaskPatch`], [`Status`],
+//! [`ListQuery`]; decoding and validating them, and the SQL that stores them. No
+//! HTTP here: turning errors into responses is http/error.rs's job.
+
+use std::fmt;
+
+use deadpool_postgres::Client;
+use jiff::Timestamp;
+use serde::{Serialize, Serializer};
+use serde_json::{Map, Value};
+use tokio_postgres::Row;
+use tokio_postgres::types::{FromSql, Type};
+
+/// Longest title, in Unicode scalar values.
+pub const MAX_TITLE_CHARS: usize = 200;
+/// Longest description, in Unicode scalar values.
+pub const MAX_DESCRIPTION_CHARS: usize = 5000;
+/// `GET /tasks` returns at most this many per page.
+pub const MAX_LIMIT: i64 = 1000;
+const DEFAULT_LIMIT: i64 = 100;
+const FIELDS: [&str; 3] = ["title", "description", "status"];
+const STATUS_CHOICES: &str = "must be one of pending, in_progress, completed";
+
+/// A stored task, as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct Task {
+    pub id: i64,
+    pub title: String,
+    pub description: Option<String>,
+    pub status: Status,
+    #[serde(serialize_with = "rfc3339_micros")]
+    pub created_at: Timestamp,
+    #[serde(serialize_with = "rfc3339_micros")]
+    pub updated_at: Timestamp,
+}
+
+/// Where a task stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pending,
+    InProgress,
+    Completed,
+}
+
+/// The body of `POST /tasks`, validated.
+#[derive(Debug, PartialEq)]
+pub struct NewTask {
+    pub title: String,
+    pub description: Option<String>,
+    pub status: Status,
+}
+
+/// The body of `PATCH /tasks/{id}`: `None` leaves a field alone;
+/// `description: Some(None)` clears it.
+#[derive(Debug, Default, PartialEq)]
+pub struct TaskPatch {
+    pub title: Option<String>,
+    pub description: Option<Option<String>>,
+    pub status: Option<Status>,
+}
+
+/// The query of `GET /tasks`.
+#[derive(Debug, PartialEq)]
+pub struct ListQuery {
+    pub status: Option<Status>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// Input that breaks a rule; shown to the client as `"<field>: <reason>"` (a 422).
+#[derive(Debug, PartialEq)]
+pub struct Invalid {
+    pub field: String,
+    pub reason: &'static str,
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+fn invalid<T>(field: &str, reason: &'static str) -> Result<T, Invalid> {
+    Err(Invalid {
+        field: field.to_owned(),
+        reason,
+    })
+}
+
+impl Status {
+    /// The spelling in JSON, in queries and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::InProgress => "in_progress",
+            Status::Completed => "completed",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Status> {
+        match text {
+            "pending" => Some(Status::Pending),
+            "in_progress" => Some(Status::InProgress),
+            "completed" => Some(Status::Completed),
+            _ => None,
+        }
+    }
+
+    fn decode(value: &Value) -> Result<Status, Invalid> {
+        value
+            .as_str()
+            .and_then(Status::parse)
+            .map_or_else(|| invalid("status", STATUS_CHOICES), Ok)
+    }
+}
+
+impl<'a> FromSql<'a> for Status {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let text = <&str as FromSql>::from_sql(ty, raw)?;
+        Status::parse(text).ok_or_else(|| format!("unknown status {text:?} in the database").into())
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <&str as FromSql>::accepts(ty)
+    }
+}
+
+impl NewTask {
+    /// Validates a `POST` body. Rules are checked field by field, unknown fields first.
+    pub fn decode(body: &Map<String, Value>) -> Result<NewTask, Invalid> {
+        reject_unknown_fields(body)?;
+        Ok(NewTask {
+            title: match body.get("title") {
+                None => return invalid("title", "field required"),
+                Some(value) => title(value)?,
+            },
+            description: body
+                .get("description")
+                .map(description)
+                .transpose()?
+                .flatten(),
+            status: body
+                .get("status")
+                .map(Status::decode)
+                .transpose()?
+                .unwrap_or(Status::Pending),
+        })
+    }
+}
+
+impl TaskPatch {
+    /// Validates a `PATCH` body, keeping absent apart from `null`.
+    pub fn decode(body: &Map<String, Value>) -> Result<TaskPatch, Invalid> {
+        reject_unknown_fields(body)?;
+        Ok(TaskPatch {
+            title: body.get("title").map(title).transpose()?,
+            description: body.get("description").map(description).transpose()?,
+            status: body.get("status").map(Status::decode).transpose()?,
+        })
+    }
+
+    /// `{}`: nothing to change.
+    pub fn is_empty(&self) -> bool {
+        *self == TaskPatch::default()
+    }
+}
+
+impl ListQuery {
+    /// Parses `status`, `limit` and `offset`; other parameters are ignored, and the
+    /// last of a repeated one wins.
+    pub fn parse(query: Option<&str>) -> Result<ListQuery, Invalid> {
+        let mut list = ListQuery {
+            status: None,
+            limit: DEFAULT_LIMIT,
+            offset: 0,
+        };
+        for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            match &*key {
+                "status" => list.status = Some(Status::decode(&Value::from(&*value))?),
+                "limit" => {
+                    list.limit = match value.parse() {
+                        Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+                        _ => return invalid("limit", "must be an integer from 1 to 1000"),
+                    }
+                }
+                "offset" => {
+                    list.offset = match value.parse() {
+                        Ok(n) if n >= 0 => n,
+                        _ => return invalid("offset", "must be a non-negative integer"),
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(list)
+    }
+}
+
+/// Parses the `{id}` of `/tasks/{id}`: a positive 64-bit integer, digits only.
+pub fn parse_id(text: &str) -> Result<i64, Invalid> {
+    match text.parse::<i64>() {
+        Ok(id) if id > 0 && text.bytes().all(|b| b.is_ascii_digit()) => Ok(id),
+        _ => invalid("id", "must be a positive 64-bit integer"),
+    }
+}
+
+fn reject_unknown_fields(body: &Map<String, Value>) -> Result<(), Invalid> {
+    match body.keys().find(|key| !FIELDS.contains(&key.as_str())) {
+        // Cut what we echo back: the name is the client's, its length is not our problem.
+        Some(key) => invalid(&key.chars().take(64).collect::<String>(), "unknown field"),
+        None => Ok(()),
+    }
+}
+
+fn title(value: &Value) -> Result<String, Invalid> {
+    let Some(text) = value.as_str() else {
+        return invalid("title", "must be a string");
+    };
+    if text.trim().is_empty() {
+        return invalid("title", "must not be empty");
+    }
+    if text.chars().count() > MAX_TITLE_CHARS {
+        return invalid("title", "must be at most 200 characters");
+    }
+    if text.contains('\0') {
+        return invalid("title", "must not contain NUL characters");
+    }
+    Ok(text.to_owned())
+}
+
+fn description(value: &Value) -> Result<Option<String>, Invalid> {
+    let text = match value {
+        Value::Null => return Ok(None),
+        Value::String(text) => text,
+        _ => return invalid("description", "must be a string or null"),
+    };
+    if text.chars().count() > MAX_DESCRIPTION_CHARS {
+        return invalid("description", "must be at most 5000 characters");
+    }
+    // PostgreSQL text cannot hold U+0000 (spec §1: never a 500 for what it cannot store).
+    if text.contains('\0') {
+        return invalid("description", "must not contain NUL characters");
+    }
+    Ok(Some(text.clone()))
+}
+
+fn rfc3339_micros<S: Serializer>(at: &Timestamp, serializer: S) -> Result<S::Ok, S::Error> {
+    // PostgreSQL keeps microseconds; the spec shows all six digits and a Z.
+    serializer.collect_str(&format_args!("{at:.6}"))
+}
+
+const COLUMNS: &str = "id, title, description, status, created_at, updated_at";
+
+impl TryFrom<Row> for Task {
+    type Error = tokio_postgres::Error;
+
+    fn try_from(row: Row) -> Result<Task, Self::Error> {
+        Ok(Task {
+            id: row.try_get(0)?,
+            title: row.try_get(1)?,
+            description: row.try_get(2)?,
+            status: row.try_get(3)?,
+            created_at: row.try_get(4)?,
+            updated_at: row.try_get(5)?,
+        })
+    }
+}
+
+/// Stores a new task.
+pub async fn insert(client: &Client, new: &NewTask) -> Result<Task, tokio_postgres::Error> {
+    let sql = format!(
+        "INSERT INTO tasks (title, description, status) VALUES ($1, $2, $3) RETURNING {COLUMNS}"
+    );
+    let statement = client.prepare_cached(&sql).await?;
+    let row = client
+        .query_one(
+            &statement,
+            &[&new.title, &new.description, &new.status.as_str()],
+        )
+        .await?;
+    Task::try_from(row)
+}
+
+/// One task, if it exists.
+pub async fn find(client: &Client, id: i64) -> Result<Option<Task>, tokio_postgres::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM tasks WHERE id = $1");
+    let statement = client.prepare_cached(&sql).await?;
+    client
+        .query_opt(&statement, &[&id])
+        .await?
+        .map(Task::try_from)
+        .transpose()
+}
+
+/// A page of tasks in id order, optionally of one status.
+pub async fn list(client: &Client, query: &ListQuery) -> Result<Vec<Task>, tokio_postgres::Error> {
+    let rows = match query.status {
+        Some(status) => {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM tasks WHERE status = $1 ORDER BY id LIMIT $2 OFFSET $3"
+            );
+            let statement = client.prepare_cached(&sql).await?;
+            client
+                .query(&statement, &[&status.as_str(), &query.limit, &query.offset])
+                .await?
+        }
+        None => {
+            let sql = format!("SELECT {COLUMNS} FROM tasks ORDER BY id LIMIT $1 OFFSET $2");
+            let statement = client.prepare_cached(&sql).await?;
+            client
+                .query(&statement, &[&query.limit, &query.offset])
+                .await?
+        }
+    };
+    rows.into_iter().map(Task::try_from).collect()
+}
+
+/// Applies a patch; `updated_at` moves only when a value actually changes.
+/// `None` when the task does not exist.
+pub async fn update(
+    client: &Client,
+    id: i64,
+    patch: &TaskPatch,
+) -> Result<Option<Task>, tokio_postgres::Error> {
+    if patch.is_empty() {
+        return find(client, id).await;
+    }
+    // $2/$4: NULL keeps the title/status; $3 says whether $4 (possibly NULL) replaces
+    // the description. Column names on the right-hand side are the old values.
+    let sql = format!(
+        "UPDATE tasks SET
+            title = COALESCE($2::text, title),
+            description = CASE WHEN $3 THEN $4::text ELSE description END,
+            status = COALESCE($5::text, status),
+            updated_at = CASE
+                WHEN (COALESCE($2::text, title),
+                      CASE WHEN $3 THEN $4::text ELSE description END,
+                      COALESCE($5::text, status))
+                     IS DISTINCT FROM (title, description, status)
+                THEN greatest(now(), created_at)
+                ELSE updated_at
+            END
+        WHERE id = $1
+        RETURNING {COLUMNS}"
+    );
+    let statement = client.prepare_cached(&sql).await?;
+    let description = patch.description.clone().flatten();
+    let row = client
+        .query_opt(
+            &statement,
+            &[
+                &id,
+                &patch.title,
+                &patch.description.is_some(),
+                &description,
+                &patch.status.map(Status::as_str),
+            ],
+        )
+        .await?;
+    row.map(Task::try_from).transpose()
+}
+
+/// Deletes a task; `false` when there was none.
+pub async fn delete(client: &Client, id: i64) -> Result<bool, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached("DELETE FROM tasks WHERE id = $1")
+        .await?;
+    Ok(client.execute(&statement, &[&id]).await? == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn object(value: Value) -> Map<String, Value> {
+        value.as_object().expect("test bodies are objects").clone()
+    }
+
+    fn new(value: Value) -> Result<NewTask, String> {
+        NewTask::decode(&object(value)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn title_rules_count_characters_not_bytes() {
+        assert!(new(json!({"title": "é".repeat(200)})).is_ok());
+        assert!(new(json!({"title": "🦀".repeat(200)})).is_ok());
+        assert_eq!(
+            new(json!({"title": "é".repeat(201)})).unwrap_err(),
+            "title: must be at most 200 characters"
+        );
+        assert_eq!(
+            new(json!({"title": " \t\n"})).unwrap_err(),
+            "title: must not be empty"
+        );
+        assert_eq!(
+            new(json!({"title": 5})).unwrap_err(),
+            "title: must be a string"
+        );
+        assert_eq!(new(json!({})).unwrap_err(), "title: field required");
+        assert_eq!(
+            new(json!({"title": null})).unwrap_err(),
+            "title: must be a string"
+        );
+        assert_eq!(
+            new(json!({"title": "a\u{0}b"})).unwrap_err(),
+            "title: must not contain NUL characters"
+        );
+    }
+
+    #[test]
+    fn defaults_and_unknown_fields() {
+        let task = new(json!({"title": "x"})).unwrap();
+        assert_eq!((task.description, task.status), (None, Status::Pending));
+        assert_eq!(
+            new(json!({"title": "x", "owner": 1})).unwrap_err(),
+            "owner: unknown field"
+        );
+        assert_eq!(
+            new(json!({"title": "x", "status": "done"})).unwrap_err(),
+            "status: must be one of pending, in_progress, completed"
+        );
+        assert_eq!(
+            new(json!({"title": "x", "description": 3})).unwrap_err(),
+            "description: must be a string or null"
+        );
+    }
+
+    #[test]
+    fn patch_keeps_absent_apart_from_null() {
+        let patch = TaskPatch::decode(&object(json!({"description": null}))).unwrap();
+        assert_eq!(patch.description, Some(None));
+        assert!(!patch.is_empty());
+        assert!(TaskPatch::decode(&object(json!({}))).unwrap().is_empty());
+        let err = TaskPatch::decode(&object(json!({"status": null}))).unwrap_err();
+        assert_eq!(err.field, "status");
+    }
+
+    #[test]
+    fn ids_are_positive_64_bit_integers() {
+        assert_eq!(parse_id("42"), Ok(42));
+        assert_eq!(parse_id("9223372036854775807"), Ok(i64::MAX));
+        for bad in [
+            "0",
+            "-1",
+            "+1",
+            "1.0",
+            "abc",
+            "",
+            "9223372036854775808",
+            " 1",
+        ] {
+            assert!(parse_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn list_query_bounds() {
+        let q = ListQuery::parse(Some("status=in%5Fprogress&limit=1000&offset=5&x=y")).unwrap();
+        assert_eq!(
+            q,
+            ListQuery {
+                status: Some(Status::InProgress),
+                limit: 1000,
+                offset: 5
+            }
+        );
+        assert_eq!(ListQuery::parse(None).unwrap().limit, 100);
+        for (query, field) in [
+            ("limit=0", "limit"),
+            ("limit=1001", "limit"),
+            ("limit=ten", "limit"),
+            ("offset=-1", "offset"),
+            ("status=done", "status"),
+        ] {
+            assert_eq!(
+                ListQuery::parse(Some(query)).unwrap_err().field,
+                field,
+                "{query}"
+            );
+        }
+    }
+
+    #[test]
+    fn timestamps_always_show_six_digits_and_z() {
+        let at: Timestamp = "2026-11-22T14:05:09.1Z".parse().unwrap();
+        let task = Task {
+            id: 1,
+            title: "t".into(),
+            description: None,
+            status: Status::InProgress,
+            created_at: at,
+            updated_at: at,
+        };
+        let json = serde_json::to_value(&task).unwrap();
+        assert_eq!(json["created_at"], "2026-11-22T14:05:09.100000Z");
+        assert_eq!(json["status"], "in_progress");
+    }
+}

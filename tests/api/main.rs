@@ -1,0 +1,9 @@
+//! The integration suite: the real `task-api` binary over real HTTP against a real
+//! PostgreSQL, one throwaway database per test. Run it with `make test`.
+
+mod cli;
+mod errors;
+mod helpers;
+mod lifecycle;
+mod tasks;
+mod tls;
