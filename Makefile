@@ -53,6 +53,9 @@ musl-toolchain:
 	command -v musl-gcc >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq musl-tools; }
 	command -v file >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq file; }
 
+# Packaging, benchmark and delivery targets live beside this file, one fragment each.
+-include mk/*.mk
+
 ## clean         stop the local PostgreSQL and remove build output (keeps .pgdata/)
 clean:
 	scripts/pg.sh stop $(RUN_PGDATA)

@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [[ -z ${TEST_DATABASE_URL:-} ]]; then
-  dir=target/test-pg
+  # One cluster per run, so two runs at once never share (or delete) one.
+  dir=target/test-pg-$$
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   scripts/pg.sh stop "$dir" 2>/dev/null || true
   rm -rf "$dir"
@@ -14,7 +15,7 @@ if [[ -z ${TEST_DATABASE_URL:-} ]]; then
   # Durability off: this cluster lives for one run. Many tests run at once.
   PG_PASSWORD=test-secret-pw scripts/pg.sh start "$dir" "$port" -- \
     -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400
-  trap 'scripts/pg.sh stop "$dir"' EXIT
+  trap 'scripts/pg.sh stop "$dir"; rm -rf "$dir"' EXIT
   export TEST_DATABASE_URL="postgres://postgres:test-secret-pw@127.0.0.1:$port/postgres?sslmode=disable"
 fi
 # The tests that start servers of their own (TLS, late start) use scripts/pg.sh too.

@@ -1,1 +1,301 @@
-//! placeholder
+//! The command line and configuration as an operator meets them (spec §3–4, §6):
+//! exit codes, one-line errors naming the variable, `DATABASE_URL_FILE`, `migrate`,
+//! and what the logs hold and never hold.
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use serde_json::json;
+use tokio::net::TcpStream;
+
+use crate::helpers::{
+    ADMIN_URL, TestDb, command, free_port, run_cli, send, spawn_app, spawn_server,
+    spawn_server_args, text,
+};
+
+#[tokio::test]
+async fn version_and_help_exit_0() {
+    for flag in ["--version", "-V"] {
+        let output = run_cli(&[flag], &[]).await;
+        assert_eq!(output.status.code(), Some(0));
+        assert_eq!(
+            text(&output).0,
+            format!("task-api {}\n", env!("CARGO_PKG_VERSION"))
+        );
+    }
+    let output = run_cli(&["--help"], &[]).await;
+    assert_eq!(output.status.code(), Some(0));
+    let (help, _) = text(&output);
+    for word in [
+        "serve",
+        "migrate",
+        "healthcheck",
+        "--ready",
+        "--url",
+        "--timeout",
+        "DATABASE_URL_FILE",
+    ] {
+        assert!(help.contains(word), "{word} missing from --help");
+    }
+}
+
+#[tokio::test]
+async fn bad_usage_exits_2_with_one_line_naming_the_flag() {
+    for (args, needle) in [
+        (&["frobnicate"][..], "frobnicate"),
+        (&["serve", "--bogus"][..], "--bogus"),
+        (&["healthcheck", "--timeout"][..], "--timeout"),
+        (&["healthcheck", "--timeout", "soon"][..], "--timeout"),
+        (&["healthcheck", "--url", "ftp://x/"][..], "--url"),
+    ] {
+        let output = run_cli(args, &[]).await;
+        let (stdout, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("task-api: ") && stderr.contains(needle),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(stdout, "");
+    }
+}
+
+#[tokio::test]
+async fn bad_configuration_exits_2_naming_the_variable_before_connecting() {
+    let url = "postgres://app:pa55word-xyz@127.0.0.1:1/db";
+    for (env, var) in [
+        (&[][..], "DATABASE_URL"),
+        (&[("DATABASE_URL", "mysql://u@h/d")][..], "DATABASE_URL"),
+        (
+            &[(
+                "DATABASE_URL",
+                "postgres://app:pa55word-xyz@h/d?sslmode=verify",
+            )][..],
+            "DATABASE_URL",
+        ),
+        (
+            &[("DATABASE_URL", "postgres://app:pa55word-xyz@h:notaport/d")][..],
+            "DATABASE_URL",
+        ),
+        (&[("DATABASE_URL", url), ("PORT", "http")][..], "PORT"),
+        (&[("DATABASE_URL", url), ("HOST", "localhost")][..], "HOST"),
+        (
+            &[("DATABASE_URL", url), ("LOG_LEVEL", "chatty")][..],
+            "LOG_LEVEL",
+        ),
+        (
+            &[("DATABASE_URL", url), ("DATABASE_POOL_SIZE", "0")][..],
+            "DATABASE_POOL_SIZE",
+        ),
+        (
+            &[("DATABASE_URL", url), ("DATABASE_STARTUP_TIMEOUT", "-1")][..],
+            "DATABASE_STARTUP_TIMEOUT",
+        ),
+        (
+            &[("DATABASE_URL", url), ("SHUTDOWN_TIMEOUT", "soon")][..],
+            "SHUTDOWN_TIMEOUT",
+        ),
+        (
+            &[("DATABASE_URL_FILE", "/nonexistent/secret")][..],
+            "DATABASE_URL_FILE",
+        ),
+    ] {
+        for command in ["serve", "migrate"] {
+            let started = Instant::now();
+            let output = run_cli(&[command], env).await;
+            let (stdout, stderr) = text(&output);
+            assert_eq!(output.status.code(), Some(2), "{command} {env:?}: {stderr}");
+            assert!(
+                stderr.starts_with(&format!("task-api: {var}: ")),
+                "{env:?}: {stderr}"
+            );
+            assert_eq!(stderr.lines().count(), 1, "{stderr}");
+            assert!(
+                !stderr.contains("pa55word-xyz") && !stdout.contains("pa55word-xyz"),
+                "{stderr}"
+            );
+            // Port 1 refuses connections; the default start-up wait is 60 s. A quick exit
+            // shows nothing was connected to (or retried) before the check.
+            assert!(started.elapsed() < Duration::from_secs(10), "{env:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn configuration_is_checked_before_the_port_is_bound() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let db = TestDb::create().await;
+    let url = db.url();
+    let output = run_cli(
+        &["serve"],
+        &[("DATABASE_URL", &url), ("PORT", &port), ("LOG_LEVEL", "x")],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(2), "{:?}", text(&output));
+    // With good config, a taken port is a runtime failure: exit 1, saying so.
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("HOST", "127.0.0.1"),
+        ("PORT", port.as_str()),
+    ];
+    let output = run_cli(&["serve"], &env).await;
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn migrate_applies_once_then_reports_nothing_pending() {
+    let db = TestDb::create().await;
+    let url = db.url();
+    let output = run_cli(&["migrate"], &[("DATABASE_URL", &url)]).await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("applied V1__create_tasks"), "{stdout}");
+    let output = run_cli(&["migrate"], &[("DATABASE_URL", &url)]).await;
+    let (stdout, _) = text(&output);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(
+        stdout.contains("no pending migrations") && !stdout.contains("applied V1"),
+        "{stdout}"
+    );
+    let client = db.client().await;
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM tasks", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0);
+}
+
+#[tokio::test]
+async fn serve_is_the_default_command() {
+    let db = TestDb::create().await;
+    let url = db.url();
+    let (mut child, addr, _) = spawn_server_args(&[], &[("DATABASE_URL", &url)]).await;
+    let health = send(addr, Method::GET, "/health", &[], "").await;
+    assert_eq!(health.status, 200);
+    child.kill().await.ok();
+}
+
+#[tokio::test]
+async fn database_url_file_is_read_like_a_docker_secret() {
+    let db = TestDb::create().await;
+    let path = std::env::temp_dir().join(format!("{}.url", db.name));
+    std::fs::write(&path, format!("{}\n", db.url())).unwrap();
+    let path_text = path.display().to_string();
+    let (mut child, addr, _) = spawn_server(&[("DATABASE_URL_FILE", &path_text)]).await;
+    let ready = send(addr, Method::GET, "/ready", &[], "").await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    child.kill().await.ok();
+    let url = db.url();
+    let output = run_cli(
+        &["serve"],
+        &[("DATABASE_URL_FILE", &path_text), ("DATABASE_URL", &url)],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(2));
+    std::fs::remove_file(&path).ok();
+}
+
+#[tokio::test]
+async fn libpq_key_value_strings_work() {
+    let db = TestDb::create().await;
+    // Build host=… port=… from the test server's URL.
+    let url = db.url();
+    let after_scheme = url.split_once("://").unwrap().1;
+    let (credentials, rest) = after_scheme.split_once('@').unwrap();
+    let (user, password) = credentials.split_once(':').unwrap();
+    let (host_port, _) = rest.split_once('/').unwrap();
+    let (host, port) = host_port.rsplit_once(':').unwrap();
+    let key_values = format!(
+        "host={host} port={port} user={user} password='{password}' dbname={} sslmode=disable",
+        db.name
+    );
+    let output = run_cli(&["migrate"], &[("DATABASE_URL", &key_values)]).await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("applied V1__create_tasks"), "{stdout}");
+}
+
+#[tokio::test]
+async fn access_log_has_one_line_per_request_and_never_a_body_or_password() {
+    let app = spawn_app().await;
+    let secret_title = "title-that-must-not-be-logged";
+    let created = app.create_task(json!({"title": secret_title})).await;
+    let response = app.get("/nowhere").await;
+    let id = response.header("x-request-id").unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let output = app.output();
+    let post_line = output
+        .lines()
+        .find(|l| l.contains("POST /tasks 201"))
+        .expect("a POST line");
+    assert!(post_line.contains("request_id="), "{post_line}");
+    assert!(post_line.contains("ms"), "{post_line}");
+    assert!(
+        output
+            .lines()
+            .any(|l| l.contains("GET /nowhere 404") && l.contains(&id)),
+        "{output}"
+    );
+    assert!(
+        !output.contains(secret_title),
+        "a body was logged:\n{output}"
+    );
+    let password = ADMIN_URL
+        .split_once("://")
+        .unwrap()
+        .1
+        .split_once('@')
+        .unwrap()
+        .0;
+    let password = password.split_once(':').map_or("", |(_, p)| p);
+    assert!(
+        !password.is_empty() && !output.contains(password),
+        "password logged:\n{output}"
+    );
+    assert!(created["id"].as_i64().is_some());
+}
+
+#[tokio::test]
+async fn log_level_warn_silences_the_access_log() {
+    let db = TestDb::create().await;
+    let (url, port) = (db.url(), free_port().to_string());
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("HOST", "127.0.0.1"),
+        ("PORT", port.as_str()),
+        ("LOG_LEVEL", "warn"),
+    ];
+    // Not spawn_server: at warn there is no "listening on" line to wait for.
+    let child = command(&["serve"], &env)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "task-api never listened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        send(addr, Method::GET, "/health", &[], "").await.status,
+        200
+    );
+    crate::helpers::signal(&child, libc::SIGTERM);
+    let output = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(!stdout.contains("GET /health"), "{stdout}");
+    assert!(!stdout.contains("INFO"), "{stdout}");
+}

@@ -144,7 +144,15 @@ pub async fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
 /// Starts the binary with exactly `env` (plus HOST and PORT) and waits for its
 /// "listening on" line. Its stdout and stderr keep being collected.
 pub async fn spawn_server(env: &[(&str, &str)]) -> (Child, SocketAddr, Arc<Mutex<String>>) {
-    let mut child = command(&["serve"], &[("HOST", "127.0.0.1"), ("PORT", "0")])
+    spawn_server_args(&["serve"], env).await
+}
+
+/// As [`spawn_server`], with the command line given.
+pub async fn spawn_server_args(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Child, SocketAddr, Arc<Mutex<String>>) {
+    let mut child = command(args, &[("HOST", "127.0.0.1"), ("PORT", "0")])
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -470,4 +478,19 @@ fn pg_script(args: &[String]) {
         "scripts/pg.sh {args:?} failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// Polls `check` every 100 ms until it returns true; false if `limit` passes first
+/// (a check that hangs counts against the limit too).
+pub async fn wait_until<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let poll = async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(limit, poll).await.is_ok()
 }
