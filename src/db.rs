@@ -41,7 +41,7 @@ impl DbOptions {
         } else {
             return Err("must be a postgres:// URL or a key=value connection string".into());
         };
-        let mut pg: tokio_postgres::Config = rest.parse().map_err(|err| format!("{err}"))?;
+        let mut pg: tokio_postgres::Config = rest.parse().map_err(|err| describe(&err))?;
         let mut ssl_mode = match &ssl.mode {
             Some(mode) => SslMode::parse(mode)?,
             None => SslMode::Prefer,
@@ -101,7 +101,7 @@ impl DbOptions {
         let (client, connection) = self.pg.connect(self.tls.clone()).await?;
         tokio::spawn(async move {
             if let Err(err) = connection.await {
-                log::warn!("database connection closed: {err}");
+                log::warn!("database connection closed: {}", describe(&err));
             }
         });
         Ok(client)
@@ -146,19 +146,34 @@ pub async fn connect_with_retry(db: &DbOptions, budget: Duration) -> Result<Clie
         let remaining = deadline.saturating_duration_since(Instant::now());
         if is_permanent(&err) || remaining.is_zero() {
             return Err(Error::Startup(format!(
-                "cannot connect to database {} (attempt {attempt}): {err}",
-                db.target()
+                "cannot connect to database {} (attempt {attempt}): {}",
+                db.target(),
+                describe(&err)
             )));
         }
         let pause_now = pause.min(remaining);
         log::warn!(
-            "database {} not ready (attempt {attempt}): {err}; retrying in {pause_now:?}",
-            db.target()
+            "database {} not ready (attempt {attempt}): {}; retrying in {pause_now:?}",
+            db.target(),
+            describe(&err)
         );
         tokio::time::sleep(pause_now).await;
         pause = (pause * 2).min(MAX_RETRY_PAUSE);
     }
     unreachable!("the retry loop returns")
+}
+
+/// An error and its causes, `a: b: c`. tokio-postgres's own `Display` names only
+/// the kind of failure ("error performing TLS handshake"), not why.
+pub fn describe(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn is_permanent(err: &tokio_postgres::Error) -> bool {
@@ -167,19 +182,13 @@ fn is_permanent(err: &tokio_postgres::Error) -> bool {
             || code == &SqlState::INVALID_AUTHORIZATION_SPECIFICATION
             || code == &SqlState::INVALID_CATALOG_NAME;
     }
-    // A certificate rustls refused will be refused again.
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>()
-            && io
-                .get_ref()
-                .is_some_and(|inner| inner.is::<rustls::Error>())
-        {
-            return true;
-        }
-        source = cause.source();
-    }
-    false
+    // tokio-postgres does not expose its error kinds; its Display is the kind alone.
+    // A TLS handshake that failed (certificate refused, no TLS on the server) or an
+    // authentication exchange we refused (no channel binding) fails the same way again.
+    matches!(
+        err.to_string().as_str(),
+        "error performing TLS handshake" | "authentication error"
+    )
 }
 
 /// `sslmode` and `sslrootcert`, as the user wrote them.

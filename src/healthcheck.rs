@@ -12,6 +12,7 @@ use hyper::{Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::db::describe;
 use crate::{Error, config};
 
 /// What to probe, and how long to wait.
@@ -73,10 +74,10 @@ async fn get(uri: &Uri) -> Result<StatusCode, String> {
         // DNS only when the caller asked for a name.
         Err(_) => TcpStream::connect((host, port)).await,
     }
-    .map_err(|err| err.to_string())?;
+    .map_err(|err| describe(&err))?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|err| err.to_string())?;
+        .map_err(|err| describe(&err))?;
     tokio::spawn(connection);
     let request = Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
         .header(HOST, uri.authority().map_or(host, |a| a.as_str()))
@@ -85,10 +86,10 @@ async fn get(uri: &Uri) -> Result<StatusCode, String> {
             concat!("task-api-healthcheck/", env!("CARGO_PKG_VERSION")),
         )
         .body(Empty::<Bytes>::new())
-        .map_err(|err| err.to_string())?;
+        .map_err(|err| describe(&err))?;
     let response = sender
         .send_request(request)
         .await
-        .map_err(|err| err.to_string())?;
+        .map_err(|err| describe(&err))?;
     Ok(response.status())
 }

@@ -43,14 +43,17 @@ pub async fn apply(client: &mut Client) -> Result<Vec<String>, Error> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
         .await
-        .map_err(|e| failed(&e))?;
+        .map_err(|e| failed(&db::describe(&e)))?;
     let report = embedded::migrations::runner().run_async(client).await;
     // The lock is per session; should unlocking fail, closing the connection frees it.
     if let Err(err) = client
         .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
         .await
     {
-        log::warn!("could not release the migration lock: {err}");
+        log::warn!(
+            "could not release the migration lock: {}",
+            db::describe(&err)
+        );
     }
     let report = report.map_err(|err| match err.kind() {
         Kind::MissingVersion(migration) => Error::Startup(format!(

@@ -57,11 +57,20 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// A JSON response.
 pub fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
     let bytes = serde_json::to_vec(value).expect("our response types have string keys only");
-    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    text(status, "application/json", bytes)
+}
+
+/// A response of ready-made text, `/metrics` and `/openapi.json`.
+pub fn text(
+    status: StatusCode,
+    content_type: &'static str,
+    text: impl Into<Bytes>,
+) -> Response<Body> {
+    let mut response = Response::new(Full::new(text.into()));
     *response.status_mut() = status;
     response
         .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 

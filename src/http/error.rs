@@ -11,6 +11,7 @@ use serde_json::json;
 use tokio_postgres::error::SqlState;
 
 use super::body::{self, Body, MAX_BODY_BYTES};
+use crate::db::describe;
 use crate::tasks::Invalid;
 
 /// Why a request failed. `Display` is written for the client; the `String` in
@@ -106,7 +107,7 @@ impl From<PoolError> for ApiError {
     fn from(err: PoolError) -> Self {
         match err {
             PoolError::Backend(err) => err.into(),
-            PoolError::Timeout(_) | PoolError::Closed => ApiError::Unavailable(err.to_string()),
+            PoolError::Timeout(_) | PoolError::Closed => ApiError::Unavailable(describe(&err)),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -120,8 +121,8 @@ impl From<tokio_postgres::Error> for ApiError {
                 || std::error::Error::source(&err)
                     .is_some_and(|cause| cause.is::<std::io::Error>());
             return match lost {
-                true => ApiError::Unavailable(err.to_string()),
-                false => ApiError::Internal(err.to_string()),
+                true => ApiError::Unavailable(describe(&err)),
+                false => ApiError::Internal(describe(&err)),
             };
         };
         let code = db.code();

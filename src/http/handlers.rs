@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::App;
 use super::body::{self, Body};
 use super::error::ApiError;
-use crate::db::REQUEST_BUDGET;
+use crate::db::{REQUEST_BUDGET, describe};
 use crate::tasks::{self, ListQuery, NewTask, TaskPatch};
 
 /// `/ready` answers within this, whatever the database does (spec §2).
@@ -55,11 +55,11 @@ pub async fn ready(app: &App) -> Response<Body> {
             .pool
             .get()
             .await
-            .map_err(|err| ("unreachable", err.to_string()))?;
+            .map_err(|err| ("unreachable", describe(&err)))?;
         client
             .batch_execute("SELECT 1")
             .await
-            .map_err(|err| ("error", err.to_string()))
+            .map_err(|err| ("error", describe(&err)))
     };
     let (code, status, database) = match tokio::time::timeout(READY_BUDGET, check).await {
         Ok(Ok(())) => (StatusCode::OK, "ready", "ok"),
@@ -80,6 +80,24 @@ pub async fn ready(app: &App) -> Response<Body> {
         },
     )
 }
+
+/// `GET /metrics`: Prometheus text (OpenMetrics 1.0), pool state as of now.
+pub fn metrics(app: &App) -> Response<Body> {
+    let text = app.metrics.render(app.pool.status());
+    body::text(
+        StatusCode::OK,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        text,
+    )
+}
+
+/// `GET /openapi.json`: the API's contract, compiled into the binary.
+pub fn openapi() -> Response<Body> {
+    body::text(StatusCode::OK, "application/json", OPENAPI)
+}
+
+/// The OpenAPI 3.1 document; tests check the server keeps to it.
+const OPENAPI: &str = include_str!("openapi.json");
 
 /// `GET /tasks`.
 pub async fn list(app: &App, query: ListQuery) -> Result<Response<Body>, ApiError> {

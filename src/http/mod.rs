@@ -5,6 +5,7 @@
 pub mod body;
 pub mod error;
 pub mod handlers;
+pub mod metrics;
 pub mod request_id;
 pub mod router;
 
@@ -29,6 +30,8 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct App {
     /// The request pool; every wait on it is bounded (see `db::REQUEST_BUDGET`).
     pub pool: Pool,
+    /// What `/metrics` reports.
+    pub metrics: metrics::Metrics,
 }
 
 /// `task-api serve`: wait for the database, migrate, listen, serve until SIGTERM or
@@ -44,14 +47,18 @@ pub fn run(config: Config) -> Result<(), Error> {
         let signals = shutdown::signals()
             .map_err(|err| Error::Startup(format!("cannot install signal handlers: {err}")))?;
         let mut signals = std::pin::pin!(signals);
-        let (pool, listener) = tokio::select! {
+        let (pool, listener, applied) = tokio::select! {
             started = start(&config) => started?,
             signal = &mut signals => {
                 log::info!("{signal} received during start-up; exiting");
                 return Ok(());
             }
         };
-        let app = Arc::new(App { pool: pool.clone() });
+        let metrics = metrics::Metrics::new(applied, config.pool_size);
+        let app = Arc::new(App {
+            pool: pool.clone(),
+            metrics,
+        });
         serve(listener, app, signals, config.shutdown_timeout).await;
         pool.close();
         log::info!("stopped");
@@ -59,9 +66,11 @@ pub fn run(config: Config) -> Result<(), Error> {
     })
 }
 
-async fn start(config: &Config) -> Result<(Pool, TcpListener), Error> {
+/// Connects, migrates and binds; returns the pool, the listener and how many
+/// migrations were applied.
+async fn start(config: &Config) -> Result<(Pool, TcpListener, usize), Error> {
     let mut client = db::connect_with_retry(&config.database, config.startup_timeout).await?;
-    migrate::apply(&mut client).await?;
+    let applied = migrate::apply(&mut client).await?.len();
     drop(client);
     let pool = config.database.pool(config.pool_size)?;
     // Open the first pooled connection now, so the first request does not pay for it.
@@ -71,7 +80,7 @@ async fn start(config: &Config) -> Result<(Pool, TcpListener), Error> {
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|err| Error::Startup(format!("cannot listen on {}: {err}", config.listen)))?;
-    Ok((pool, listener))
+    Ok((pool, listener, applied))
 }
 
 /// Serves `listener` until `shutdown` completes, then stops accepting and gives

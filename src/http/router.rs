@@ -14,12 +14,14 @@ use super::error::ApiError;
 use super::{App, handlers, request_id};
 use crate::tasks::{ListQuery, NewTask, TaskPatch, parse_id};
 
-/// The service function: route, render any error, stamp the request id, log one line.
+/// The service function: route, render any error, stamp the request id, log one
+/// line, count it.
 pub async fn handle(
     app: Arc<App>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
+    let _in_flight = app.metrics.in_flight();
     let id = request_id::of(request.headers());
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
@@ -27,8 +29,26 @@ pub async fn handle(
         Ok(response) => response,
         Err(err) => err.into_response(&id),
     };
+    let status = response.status();
     request_id::finish(&mut response, id, &method, &path, started);
+    app.metrics
+        .record(&method, template(&path), status, started.elapsed());
     Ok(response)
+}
+
+/// The route a path belongs to, as metrics label it: never a raw id, and one label
+/// for every path that matches no route.
+fn template(path: &str) -> &'static str {
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    match segments.as_slice() {
+        ["tasks"] => "/tasks",
+        ["tasks", id] if !id.is_empty() => "/tasks/{id}",
+        ["health"] => "/health",
+        ["ready"] => "/ready",
+        ["metrics"] => "/metrics",
+        ["openapi.json"] => "/openapi.json",
+        _ => "unmatched",
+    }
 }
 
 async fn route(app: &App, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
@@ -37,7 +57,11 @@ async fn route(app: &App, request: Request<Incoming>) -> Result<Response<Body>, 
     match (&parts.method, segments.as_slice()) {
         (&Method::GET, ["health"]) => Ok(handlers::live()),
         (&Method::GET, ["ready"]) => Ok(handlers::ready(app).await),
-        (_, ["health"] | ["ready"]) => Err(ApiError::MethodNotAllowed("GET")),
+        (&Method::GET, ["metrics"]) => Ok(handlers::metrics(app)),
+        (&Method::GET, ["openapi.json"]) => Ok(handlers::openapi()),
+        (_, ["health"] | ["ready"] | ["metrics"] | ["openapi.json"]) => {
+            Err(ApiError::MethodNotAllowed("GET"))
+        }
 
         (&Method::GET, ["tasks"]) => {
             handlers::list(app, ListQuery::parse(parts.uri.query())?).await

@@ -5,5 +5,6 @@ mod cli;
 mod errors;
 mod helpers;
 mod lifecycle;
+mod metrics;
 mod tasks;
 mod tls;

@@ -1,0 +1,110 @@
+//! `/metrics` as Prometheus scrapes it: parse the text, make requests, and check the
+//! counters moved by exactly what was done, labelled by route template.
+
+use std::collections::HashMap;
+
+use serde_json::json;
+
+use crate::helpers::{TestApp, spawn_app};
+
+/// `series{labels}` → value, for every sample line.
+async fn scrape(app: &TestApp) -> HashMap<String, f64> {
+    let response = app.get("/metrics").await;
+    assert_eq!(response.status, 200);
+    let content_type = response.header("content-type").unwrap_or_default();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    assert!(response.body.ends_with("# EOF\n"), "{}", response.body);
+    response
+        .body
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (series, value) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad line {line}"));
+            (
+                series.to_owned(),
+                value
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad value in {line}")),
+            )
+        })
+        .collect()
+}
+
+fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
+    samples.get(series).copied().unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn request_counters_move_by_route_template_and_status() {
+    let app = spawn_app().await;
+    let before = scrape(&app).await;
+    let task = app.create_task(json!({"title": "counted"})).await;
+    let id = task["id"].as_i64().unwrap();
+    app.get(&format!("/tasks/{id}")).await;
+    app.get(&format!("/tasks/{id}")).await;
+    app.get("/tasks/987654").await;
+    app.get("/not/a/route").await;
+    let after = scrape(&app).await;
+
+    let moved = |series: &str| value(&after, series) - value(&before, series);
+    let requests = |method: &str, route: &str, status: u16| {
+        format!(
+            r#"task_api_http_requests_total{{method="{method}",route="{route}",status="{status}"}}"#
+        )
+    };
+    assert_eq!(moved(&requests("POST", "/tasks", 201)), 1.0);
+    assert_eq!(moved(&requests("GET", "/tasks/{id}", 200)), 2.0);
+    assert_eq!(moved(&requests("GET", "/tasks/{id}", 404)), 1.0);
+    assert_eq!(moved(&requests("GET", "unmatched", 404)), 1.0);
+    // The first scrape itself is counted by the second.
+    assert_eq!(moved(&requests("GET", "/metrics", 200)), 1.0);
+    let count = r#"task_api_http_request_duration_seconds_count{method="GET",route="/tasks/{id}"}"#;
+    assert_eq!(moved(count), 3.0);
+    let inf = r#"task_api_http_request_duration_seconds_bucket{le="+Inf",method="GET",route="/tasks/{id}"}"#;
+    assert_eq!(moved(inf), 3.0);
+    assert!(
+        after
+            .keys()
+            .all(|series| !series.contains(&format!("/tasks/{id}\"")) && !series.contains("987654")),
+        "a raw id became a label"
+    );
+}
+
+#[tokio::test]
+async fn pool_migrations_and_build_info_are_reported() {
+    let app = spawn_app().await;
+    app.get("/tasks").await;
+    let samples = scrape(&app).await;
+    // The scrape itself is in flight while it renders.
+    assert_eq!(value(&samples, "task_api_http_requests_in_flight"), 1.0);
+    assert!(value(&samples, "task_api_db_pool_connections") >= 1.0);
+    assert!(samples.contains_key("task_api_db_pool_available"));
+    assert_eq!(value(&samples, "task_api_db_pool_waiting"), 0.0);
+    assert_eq!(value(&samples, "task_api_db_pool_max"), 8.0);
+    assert_eq!(value(&samples, "task_api_migrations_applied"), 1.0);
+    let build = samples
+        .keys()
+        .find(|series| series.starts_with("task_api_build_info{"))
+        .expect("build info");
+    assert!(
+        build.contains(&format!(r#"version="{}""#, env!("CARGO_PKG_VERSION"))),
+        "{build}"
+    );
+    assert!(build.contains("revision="), "{build}");
+}
+
+#[tokio::test]
+async fn openapi_document_is_served() {
+    let app = spawn_app().await;
+    let response = app.get("/openapi.json").await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    let document = response.json();
+    assert_eq!(document["openapi"], "3.1.0");
+    assert_eq!(document["info"]["version"], env!("CARGO_PKG_VERSION"));
+}
