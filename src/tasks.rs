@@ -184,15 +184,15 @@ impl ListQuery {
             match &*key {
                 "status" => list.status = Some(Status::decode(&Value::from(&*value))?),
                 "limit" => {
-                    list.limit = match value.parse() {
-                        Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+                    list.limit = match digits(&value) {
+                        Some(n) if (1..=MAX_LIMIT).contains(&n) => n,
                         _ => return invalid("limit", "must be an integer from 1 to 1000"),
                     }
                 }
                 "offset" => {
-                    list.offset = match value.parse() {
-                        Ok(n) if n >= 0 => n,
-                        _ => return invalid("offset", "must be a non-negative integer"),
+                    list.offset = match digits(&value) {
+                        Some(n) => n,
+                        None => return invalid("offset", "must be a non-negative integer"),
                     }
                 }
                 _ => {}
@@ -204,10 +204,18 @@ impl ListQuery {
 
 /// Parses the `{id}` of `/tasks/{id}`: a positive 64-bit integer, digits only.
 pub fn parse_id(text: &str) -> Result<i64, Invalid> {
-    match text.parse::<i64>() {
-        Ok(id) if id > 0 && text.bytes().all(|b| b.is_ascii_digit()) => Ok(id),
+    match digits(text) {
+        Some(id) if id > 0 => Ok(id),
         _ => invalid("id", "must be a positive 64-bit integer"),
     }
+}
+
+/// A non-negative i64 written as plain digits: no sign, space or exponent.
+fn digits(text: &str) -> Option<i64> {
+    text.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| text.parse().ok())
+        .flatten()
 }
 
 fn reject_unknown_fields(body: &Map<String, Value>) -> Result<(), Invalid> {
@@ -476,6 +484,8 @@ mod tests {
             ("limit=0", "limit"),
             ("limit=1001", "limit"),
             ("limit=ten", "limit"),
+            ("limit=+5", "limit"),
+            ("offset=+1", "offset"),
             ("offset=-1", "offset"),
             ("status=done", "status"),
         ] {

@@ -355,6 +355,7 @@ async fn bad_query_parameters_and_ids_are_422_naming_them() {
         ("/tasks?limit=1001", "limit"),
         ("/tasks?limit=-5", "limit"),
         ("/tasks?limit=ten", "limit"),
+        ("/tasks?limit=%2B5", "limit"),
         ("/tasks?limit=", "limit"),
         ("/tasks?offset=-1", "offset"),
         ("/tasks?offset=1.5", "offset"),
