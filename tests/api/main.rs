@@ -6,5 +6,6 @@ mod errors;
 mod helpers;
 mod lifecycle;
 mod metrics;
+mod probe;
 mod tasks;
 mod tls;
