@@ -8,6 +8,10 @@ SHELL := bash
 MUSL_TARGET := x86_64-unknown-linux-musl
 BINARY := target/$(MUSL_TARGET)/release/task-api
 MAX_BINARY_BYTES := 10485760
+# Build paths (this checkout, ~/.cargo) stay out of the binary's panic messages.
+RELEASE_RUSTFLAGS := --remap-path-prefix=$(CURDIR)=/task-api --remap-path-prefix=$(HOME)/.cargo=/cargo
+# /metrics reports the revision it was built from.
+export TASK_API_REVISION := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 # ring compiles C: for musl it needs musl-gcc.
 export CC_x86_64_unknown_linux_musl := musl-gcc
 
@@ -37,7 +41,7 @@ test:
 
 ## build         the static, stripped musl binary: target/x86_64-unknown-linux-musl/release/task-api
 build: musl-toolchain
-	cargo build --locked --release --target $(MUSL_TARGET)
+	RUSTFLAGS="$(RELEASE_RUSTFLAGS)" cargo build --locked --release --target $(MUSL_TARGET)
 	file $(BINARY)
 	file $(BINARY) | grep -q 'static' || { echo "not a static binary" >&2; exit 1; }
 	@size=$$(stat -c %s $(BINARY)); echo "$(BINARY): $$size bytes"; \
