@@ -9,7 +9,8 @@ into a table shaped like tasks. Prints one markdown table with the ratios, cold 
 RSS. Stops everything it started.
 
 Environment: BENCH_SECONDS (10), BENCH_WARMUP (2), BENCH_CONNECTIONS ("64 256"),
-BENCH_BINARY (the musl release binary), BENCH_ENV (extra server variables, "K=V K=V").
+BENCH_BINARY (the musl release binary), BENCH_ENV (extra server variables, "K=V K=V"),
+BENCH_QUICK=1 (only get_by_id and create, with their pgbench twins: for tuning runs).
 """
 
 import http.client
@@ -28,6 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "2"))
 CONNECTIONS = [int(c) for c in os.environ.get("BENCH_CONNECTIONS", "64 256").split()]
+# BENCH_QUICK=1: only the two scenarios with a pgbench twin (for tuning runs).
+QUICK = os.environ.get("BENCH_QUICK") == "1"
 BINARY = Path(os.environ.get("BENCH_BINARY", ROOT / "target/x86_64-unknown-linux-musl/release/task-api"))
 SEED_TASKS = 10_000
 PASSWORD = "bench-pw"
@@ -235,8 +238,9 @@ class Bench:
             select = self.pgbench_run("pgbench -S", connections, ["-S"])
             create = self.wrk("create", connections, proc)
             insert = self.pgbench_run("pgbench insert", connections, ["-f", str(self.work / "insert.sql")])
-            self.wrk("list", connections, proc)
-            self.wrk("health", connections, proc)
+            if not QUICK:
+                self.wrk("list", connections, proc)
+                self.wrk("health", connections, proc)
             ratios.append((connections, get["rps"] / select["rps"], create["rps"] / insert["rps"]))
         self.stop_server()
         self.report(cold_ms, idle_kib / 1024, ratios)

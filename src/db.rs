@@ -12,6 +12,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::Error;
+use crate::error::describe;
 use crate::tls::{self, SslMode};
 
 /// How long a request may wait for the database before it gets a 503 (spec §2).
@@ -161,19 +162,6 @@ pub async fn connect_with_retry(db: &DbOptions, budget: Duration) -> Result<Clie
         pause = (pause * 2).min(MAX_RETRY_PAUSE);
     }
     unreachable!("the retry loop returns")
-}
-
-/// An error and its causes, `a: b: c`. tokio-postgres's own `Display` names only
-/// the kind of failure ("error performing TLS handshake"), not why.
-pub fn describe(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn is_permanent(err: &tokio_postgres::Error) -> bool {

@@ -1,5 +1,6 @@
 //! The process-level error: what stopped a command, and the exit code it maps to
-//! (spec §3). Errors a client sees over HTTP are `http::error::ApiError`'s business.
+//! (spec §3); and [`describe`], which spells out any error with its causes. Errors a
+//! client sees over HTTP are `http::error::ApiError`'s business.
 
 use std::fmt;
 
@@ -45,4 +46,17 @@ impl From<ConfigError> for Error {
     fn from(err: ConfigError) -> Self {
         Error::Config(err)
     }
+}
+
+/// An error and its causes, `a: b: c`. tokio-postgres's own `Display` names only
+/// the kind of failure ("error performing TLS handshake"), not why.
+pub fn describe(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -12,7 +12,7 @@ use hyper::{Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::db::describe;
+use crate::error::describe;
 use crate::{Error, config};
 
 /// What to probe, and how long to wait.

@@ -8,6 +8,7 @@ use tokio_postgres::Client;
 use crate::Error;
 use crate::config::Config;
 use crate::db;
+use crate::error::describe;
 
 mod embedded {
     refinery::embed_migrations!("sql");
@@ -43,17 +44,14 @@ pub async fn apply(client: &mut Client) -> Result<Vec<String>, Error> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
         .await
-        .map_err(|e| failed(&db::describe(&e)))?;
+        .map_err(|e| failed(&describe(&e)))?;
     let report = embedded::migrations::runner().run_async(client).await;
     // The lock is per session; should unlocking fail, closing the connection frees it.
     if let Err(err) = client
         .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
         .await
     {
-        log::warn!(
-            "could not release the migration lock: {}",
-            db::describe(&err)
-        );
+        log::warn!("could not release the migration lock: {}", describe(&err));
     }
     let report = report.map_err(|err| match err.kind() {
         Kind::MissingVersion(migration) => Error::Startup(format!(

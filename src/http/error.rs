@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio_postgres::error::SqlState;
 
 use super::body::{self, Body, MAX_BODY_BYTES};
-use crate::db::describe;
+use crate::error::describe;
 use crate::tasks::Invalid;
 
 /// Why a request failed. `Display` is written for the client; the `String` in

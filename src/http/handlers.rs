@@ -12,7 +12,8 @@ use serde::Serialize;
 use super::App;
 use super::body::{self, Body};
 use super::error::ApiError;
-use crate::db::{REQUEST_BUDGET, describe};
+use crate::db::REQUEST_BUDGET;
+use crate::error::describe;
 use crate::tasks::{self, ListQuery, NewTask, TaskPatch};
 
 /// `/ready` answers within this, whatever the database does (spec §2).
