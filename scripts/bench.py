@@ -266,6 +266,8 @@ class Bench:
 
 
 def main():
+    # Stopped from outside (SIGTERM): unwind, so the finally below still stops everything.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not BINARY.exists():
         sys.exit(f"bench: {BINARY} is missing; run `make build` first")
     (ROOT / "target").mkdir(exist_ok=True)

@@ -6,6 +6,10 @@ use task_api::cli::{self, Command};
 use task_api::config::Config;
 use task_api::{Error, healthcheck, http, migrate};
 
+// musl's malloc takes a global lock; see the README's Performance section for the numbers.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,

@@ -263,7 +263,50 @@ fn rfc3339_micros<S: Serializer>(at: &Timestamp, serializer: S) -> Result<S::Ok,
     serializer.collect_str(&format_args!("{at:.6}"))
 }
 
-const COLUMNS: &str = "id, title, description, status, created_at, updated_at";
+/// The columns every query returns, in [`Task`]'s order (a macro, so `concat!` can
+/// build each statement at compile time).
+macro_rules! columns {
+    () => {
+        "id, title, description, status, created_at, updated_at"
+    };
+}
+
+const INSERT: &str = concat!(
+    "INSERT INTO tasks (title, description, status) VALUES ($1, $2, $3) RETURNING ",
+    columns!()
+);
+const FIND: &str = concat!("SELECT ", columns!(), " FROM tasks WHERE id = $1");
+const LIST: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM tasks ORDER BY id LIMIT $1 OFFSET $2"
+);
+const LIST_BY_STATUS: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM tasks WHERE status = $1 ORDER BY id LIMIT $2 OFFSET $3"
+);
+// $2/$5: NULL keeps the title/status; $3 says whether $4 (possibly NULL) replaces the
+// description. On the right-hand side, column names are the old values, so
+// `updated_at` moves only when a value actually changes.
+const UPDATE: &str = concat!(
+    "UPDATE tasks SET
+        title = COALESCE($2::text, title),
+        description = CASE WHEN $3 THEN $4::text ELSE description END,
+        status = COALESCE($5::text, status),
+        updated_at = CASE
+            WHEN (COALESCE($2::text, title),
+                  CASE WHEN $3 THEN $4::text ELSE description END,
+                  COALESCE($5::text, status))
+                 IS DISTINCT FROM (title, description, status)
+            THEN greatest(now(), created_at)
+            ELSE updated_at
+        END
+    WHERE id = $1
+    RETURNING ",
+    columns!()
+);
+const DELETE: &str = "DELETE FROM tasks WHERE id = $1";
 
 impl TryFrom<Row> for Task {
     type Error = tokio_postgres::Error;
@@ -282,10 +325,7 @@ impl TryFrom<Row> for Task {
 
 /// Stores a new task.
 pub async fn insert(client: &Client, new: &NewTask) -> Result<Task, tokio_postgres::Error> {
-    let sql = format!(
-        "INSERT INTO tasks (title, description, status) VALUES ($1, $2, $3) RETURNING {COLUMNS}"
-    );
-    let statement = client.prepare_cached(&sql).await?;
+    let statement = client.prepare_cached(INSERT).await?;
     let row = client
         .query_one(
             &statement,
@@ -297,8 +337,7 @@ pub async fn insert(client: &Client, new: &NewTask) -> Result<Task, tokio_postgr
 
 /// One task, if it exists.
 pub async fn find(client: &Client, id: i64) -> Result<Option<Task>, tokio_postgres::Error> {
-    let sql = format!("SELECT {COLUMNS} FROM tasks WHERE id = $1");
-    let statement = client.prepare_cached(&sql).await?;
+    let statement = client.prepare_cached(FIND).await?;
     client
         .query_opt(&statement, &[&id])
         .await?
@@ -310,17 +349,13 @@ pub async fn find(client: &Client, id: i64) -> Result<Option<Task>, tokio_postgr
 pub async fn list(client: &Client, query: &ListQuery) -> Result<Vec<Task>, tokio_postgres::Error> {
     let rows = match query.status {
         Some(status) => {
-            let sql = format!(
-                "SELECT {COLUMNS} FROM tasks WHERE status = $1 ORDER BY id LIMIT $2 OFFSET $3"
-            );
-            let statement = client.prepare_cached(&sql).await?;
+            let statement = client.prepare_cached(LIST_BY_STATUS).await?;
             client
                 .query(&statement, &[&status.as_str(), &query.limit, &query.offset])
                 .await?
         }
         None => {
-            let sql = format!("SELECT {COLUMNS} FROM tasks ORDER BY id LIMIT $1 OFFSET $2");
-            let statement = client.prepare_cached(&sql).await?;
+            let statement = client.prepare_cached(LIST).await?;
             client
                 .query(&statement, &[&query.limit, &query.offset])
                 .await?
@@ -339,25 +374,7 @@ pub async fn update(
     if patch.is_empty() {
         return find(client, id).await;
     }
-    // $2/$4: NULL keeps the title/status; $3 says whether $4 (possibly NULL) replaces
-    // the description. Column names on the right-hand side are the old values.
-    let sql = format!(
-        "UPDATE tasks SET
-            title = COALESCE($2::text, title),
-            description = CASE WHEN $3 THEN $4::text ELSE description END,
-            status = COALESCE($5::text, status),
-            updated_at = CASE
-                WHEN (COALESCE($2::text, title),
-                      CASE WHEN $3 THEN $4::text ELSE description END,
-                      COALESCE($5::text, status))
-                     IS DISTINCT FROM (title, description, status)
-                THEN greatest(now(), created_at)
-                ELSE updated_at
-            END
-        WHERE id = $1
-        RETURNING {COLUMNS}"
-    );
-    let statement = client.prepare_cached(&sql).await?;
+    let statement = client.prepare_cached(UPDATE).await?;
     let description = patch.description.clone().flatten();
     let row = client
         .query_opt(
@@ -376,9 +393,7 @@ pub async fn update(
 
 /// Deletes a task; `false` when there was none.
 pub async fn delete(client: &Client, id: i64) -> Result<bool, tokio_postgres::Error> {
-    let statement = client
-        .prepare_cached("DELETE FROM tasks WHERE id = $1")
-        .await?;
+    let statement = client.prepare_cached(DELETE).await?;
     Ok(client.execute(&statement, &[&id]).await? == 1)
 }
 
