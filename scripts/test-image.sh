@@ -87,7 +87,10 @@ command -v docker >/dev/null || die "needs the docker CLI (it talks to Docker, o
 if ! docker info >/dev/null 2>&1; then
   engine_tool=${CONTAINER_ENGINE_TOOL:-../shared/tools/container-engine}
   [[ -x $engine_tool ]] || die "no Docker daemon and no $engine_tool to start Podman"
-  "$engine_tool" up
+  # From /: the Podman service it starts keeps its working directory, and conmon fails
+  # ("Failed to get working directory") once a checkout it started in is deleted.
+  engine_tool=$(realpath "$engine_tool")
+  (cd / && "$engine_tool" up)
 fi
 command -v jq >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >/dev/null; }
 docker version --format 'client {{.Client.Version}}, server {{.Server.Version}}'
