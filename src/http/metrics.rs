@@ -106,18 +106,17 @@ impl Metrics {
             "Requests waiting for a connection",
             0,
         );
-        let as_gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         gauge(
             &mut registry,
             "db_pool_max",
             "DATABASE_POOL_SIZE",
-            as_gauge(pool_max),
+            gauge_value(pool_max),
         );
         gauge(
             &mut registry,
             "migrations_applied",
             "Migrations this process applied at start-up",
-            as_gauge(migrations_applied),
+            gauge_value(migrations_applied),
         );
         registry.register(
             "build",
@@ -158,16 +157,18 @@ impl Metrics {
 
     /// The text exposition, with the pool's state as of now.
     pub fn render(&self, pool: PoolStatus) -> String {
-        self.pool_size
-            .set(i64::try_from(pool.size).unwrap_or(i64::MAX));
-        self.pool_available
-            .set(i64::try_from(pool.available).unwrap_or(i64::MAX));
-        self.pool_waiting
-            .set(i64::try_from(pool.waiting).unwrap_or(i64::MAX));
+        self.pool_size.set(gauge_value(pool.size));
+        self.pool_available.set(gauge_value(pool.available));
+        self.pool_waiting.set(gauge_value(pool.waiting));
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text
     }
+}
+
+/// A count as a gauge holds it (saturating: a pool never nears i64::MAX).
+fn gauge_value(count: usize) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
 }
 
 /// Methods outside the API's own become "other", so clients cannot mint label values.
