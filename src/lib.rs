@@ -1,6 +1,7 @@
 //! task-api: a Task API as one static binary that serves HTTP, applies its own
 //! embedded migrations and is its own health probe. The map, one line a module:
 //!
+//! - [`batch`]: concurrent requests for one query share one statement.
 //! - [`cli`]: the command line → [`cli::Command`].
 //! - [`config`]: the environment → [`config::Config`], read once.
 //! - [`logging`]: env_logger on stdout, at `LOG_LEVEL` or `RUST_LOG`.
@@ -13,6 +14,7 @@
 //! - [`http`]: the server: accept loop, routing, handlers, bodies, errors, request ids.
 //! - [`error`]: the process-level error and its exit code.
 
+pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod db;

@@ -22,7 +22,7 @@ const FIELDS: [&str; 3] = ["title", "description", "status"];
 const STATUS_CHOICES: &str = "must be one of pending, in_progress, completed";
 
 /// A stored task, as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Task {
     pub id: i64,
     pub title: String,
@@ -276,6 +276,18 @@ const INSERT: &str = concat!(
     columns!()
 );
 const FIND: &str = concat!("SELECT ", columns!(), " FROM tasks WHERE id = $1");
+const FIND_MANY: &str = concat!("SELECT ", columns!(), " FROM tasks WHERE id = ANY($1)");
+// Rows go in in `n` order, so each takes the next identity value: sorted by id, the
+// returned rows are in input order.
+const INSERT_MANY: &str = concat!(
+    "INSERT INTO tasks (title, description, status)
+    SELECT title, description, status
+    FROM unnest($1::text[], $2::text[], $3::text[])
+        WITH ORDINALITY AS new (title, description, status, n)
+    ORDER BY n
+    RETURNING ",
+    columns!()
+);
 const LIST: &str = concat!(
     "SELECT ",
     columns!(),
@@ -333,6 +345,41 @@ pub async fn insert(client: &Client, new: &NewTask) -> Result<Task, tokio_postgr
         )
         .await?;
     Task::try_from(row)
+}
+
+/// Stores several new tasks in one statement, so one commit; answers in input
+/// order. All or nothing: one row the database refuses fails them all.
+pub async fn insert_many(
+    client: &Client,
+    new: &[NewTask],
+) -> Result<Vec<Task>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(INSERT_MANY).await?;
+    let titles: Vec<&str> = new.iter().map(|task| task.title.as_str()).collect();
+    let descriptions: Vec<Option<&str>> =
+        new.iter().map(|task| task.description.as_deref()).collect();
+    let statuses: Vec<&str> = new.iter().map(|task| task.status.as_str()).collect();
+    let rows = client
+        .query(&statement, &[&titles, &descriptions, &statuses])
+        .await?;
+    let mut tasks = rows
+        .into_iter()
+        .map(Task::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    tasks.sort_unstable_by_key(|task| task.id);
+    Ok(tasks)
+}
+
+/// Several tasks by id, in one statement. A row that cannot be decoded is an error
+/// for its own id only.
+pub async fn find_many(
+    client: &Client,
+    ids: &[i64],
+) -> Result<Vec<(i64, Result<Task, tokio_postgres::Error>)>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(FIND_MANY).await?;
+    let rows = client.query(&statement, &[&ids]).await?;
+    rows.into_iter()
+        .map(|row| Ok((row.try_get(0)?, Task::try_from(row))))
+        .collect()
 }
 
 /// One task, if it exists.

@@ -15,8 +15,9 @@ use crate::error::describe;
 use crate::tasks::Invalid;
 
 /// Why a request failed. `Display` is written for the client; the `String` in
-/// `Unavailable` and `Internal` is the cause, for the log only.
-#[derive(Debug)]
+/// `Unavailable` and `Internal` is the cause, for the log only. `Clone`, because one
+/// failed batched statement fails every request in it (batch.rs).
+#[derive(Clone, Debug)]
 pub enum ApiError {
     /// 400: the body is not JSON, or not an object.
     BadRequest(String),

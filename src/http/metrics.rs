@@ -26,6 +26,14 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
+/// Batch-size buckets: 1 to [`crate::batch::MAX_BATCH`].
+const BATCH_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BatchLabels {
+    query: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     method: &'static str,
@@ -45,6 +53,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     in_flight: Gauge,
+    batch_sizes: Family<BatchLabels, Histogram, fn() -> Histogram>,
     pool_size: Gauge,
     pool_available: Gauge,
     pool_waiting: Gauge,
@@ -81,6 +90,15 @@ impl Metrics {
             "http_requests_in_flight",
             "Requests being served now",
             in_flight.clone(),
+        );
+        let batch_sizes =
+            Family::<BatchLabels, Histogram, fn() -> Histogram>::new_with_constructor(|| {
+                Histogram::new(BATCH_BUCKETS)
+            });
+        registry.register(
+            "db_batch_size",
+            "Requests served by one batched statement, by query",
+            batch_sizes.clone(),
         );
         let gauge = |registry: &mut Registry, name: &str, help: &str, value: i64| {
             let gauge = Gauge::default();
@@ -128,6 +146,7 @@ impl Metrics {
             requests,
             latency,
             in_flight,
+            batch_sizes,
             pool_size,
             pool_available,
             pool_waiting,
@@ -138,6 +157,13 @@ impl Metrics {
     pub fn in_flight(&self) -> InFlight {
         self.in_flight.inc();
         InFlight(self.in_flight.clone())
+    }
+
+    /// Where the batched `query` (`find`, `insert`) records its batch sizes.
+    pub fn batch_sizes(&self, query: &'static str) -> Histogram {
+        self.batch_sizes
+            .get_or_create(&BatchLabels { query })
+            .clone()
     }
 
     /// Counts an answered request. `route` is a template (`/tasks/{id}`), never a raw path.

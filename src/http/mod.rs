@@ -20,8 +20,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use crate::batch::{self, Batcher};
 use crate::config::Config;
+use crate::tasks::{NewTask, Task};
 use crate::{Error, db, logging, migrate, shutdown};
+use error::ApiError;
 
 /// A client that has not sent its whole header by then is disconnected (spec §5).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,6 +35,10 @@ pub struct App {
     pub pool: Pool,
     /// What `/metrics` reports.
     pub metrics: metrics::Metrics,
+    /// `GET /tasks/{id}`, batched.
+    pub finder: Batcher<i64, Result<Option<Task>, ApiError>>,
+    /// `POST /tasks`, batched.
+    pub creator: Batcher<NewTask, Result<Task, ApiError>>,
 }
 
 /// `task-api serve`: wait for the database, migrate, listen, serve until SIGTERM or
@@ -55,7 +62,10 @@ pub fn run(config: Config) -> Result<(), Error> {
             }
         };
         let metrics = metrics::Metrics::new(applied, config.pool_size);
+        let lanes = batch::LANES.min(config.pool_size);
         let app = Arc::new(App {
+            finder: handlers::finder(pool.clone(), lanes, metrics.batch_sizes("find")),
+            creator: handlers::creator(pool.clone(), lanes, metrics.batch_sizes("insert")),
             pool: pool.clone(),
             metrics,
         });

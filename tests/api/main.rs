@@ -1,6 +1,7 @@
 //! The integration suite: the real `task-api` binary over real HTTP against a real
 //! PostgreSQL, one throwaway database per test. Run it with `make test`.
 
+mod batching;
 mod cli;
 mod errors;
 mod helpers;

@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::helpers::{TestApp, spawn_app};
 
 /// `series{labels}` → value, for every sample line.
-async fn scrape(app: &TestApp) -> HashMap<String, f64> {
+pub async fn scrape(app: &TestApp) -> HashMap<String, f64> {
     let response = app.get("/metrics").await;
     assert_eq!(response.status, 200);
     let content_type = response.header("content-type").unwrap_or_default();
@@ -35,7 +35,7 @@ async fn scrape(app: &TestApp) -> HashMap<String, f64> {
         .collect()
 }
 
-fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
+pub fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
     samples.get(series).copied().unwrap_or(0.0)
 }
 
