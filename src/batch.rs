@@ -5,8 +5,9 @@
 //! while every lane is busy do requests pile up, and then they go together.
 //!
 //! The point is the database's cost per request. PostgreSQL spends most of a
-//! one-row lookup on the protocol round trip, not on the row, so forty ids in one
-//! `= ANY($1)` cost little more than one (see the README's Performance section).
+//! one-row lookup or insert on the round trip and the commit, not on the row, so one
+//! statement for many requests costs far less than a statement each (the README's
+//! Performance section has the numbers).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,9 +18,9 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 pub const MAX_BATCH: usize = 128;
 
 /// Batches of one query in flight at once, each on its own pooled connection. Two
-/// beat one, three, four and eight in `make bench` (README, Performance): fewer lanes
+/// beat one, four and eight in paired runs (README, Performance): fewer lanes
 /// make bigger batches, so the database does less per request. A slower or more
-/// distant database needs no more lanes: batches grow to fill the wait.
+/// distant database should need no more lanes: batches grow to fill the wait.
 pub const LANES: usize = 2;
 
 type Job<I, O> = (I, oneshot::Sender<O>);
@@ -126,6 +127,28 @@ mod tests {
         assert_eq!(sizes.iter().sum::<usize>(), 50);
         // One lane, busy for 20 ms: everything that queued meanwhile went together.
         assert!(sizes.len() < 50, "never batched: {sizes:?}");
+    }
+
+    #[tokio::test]
+    async fn a_request_given_up_before_its_batch_starts_is_not_run() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let batcher = Arc::new(Batcher::new(1, move |inputs: Vec<u32>| {
+            log.lock().unwrap().extend(inputs.iter().copied());
+            async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                inputs
+            }
+        }));
+        let busy = batcher.clone();
+        let first = tokio::spawn(async move { busy.submit(1).await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // The only lane is busy with [1]; this one gives up while it waits.
+        let given_up = tokio::time::timeout(Duration::from_millis(10), batcher.submit(2)).await;
+        assert!(given_up.is_err());
+        assert_eq!(batcher.submit(3).await, Some(3));
+        assert_eq!(first.await.unwrap(), Some(1));
+        assert_eq!(*seen.lock().unwrap(), [1, 3]);
     }
 
     #[tokio::test]

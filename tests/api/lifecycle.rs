@@ -296,6 +296,21 @@ async fn ready_and_requests_fail_fast_when_the_database_goes_away() {
         .expect("GET /tasks answered within 6 s");
     assert_eq!(list.status, 503, "{}", list.body);
     assert!(!list.detail().is_empty());
+    // The batched routes (src/batch.rs) too, all the requests of a batch alike.
+    let json = [("content-type", "application/json")];
+    let (one, created, two) = tokio::time::timeout(Duration::from_secs(6), async {
+        tokio::join!(
+            get("/tasks/1"),
+            send(addr, Method::POST, "/tasks", &json, r#"{"title":"lost"}"#),
+            get("/tasks/2"),
+        )
+    })
+    .await
+    .expect("GET and POST answered within 6 s");
+    for response in [one, created, two] {
+        assert_eq!(response.status, 503, "{}", response.body);
+        assert_eq!(response.header("retry-after"), Some("1"));
+    }
     assert_eq!(get("/health").await.status, 200);
     let port = addr.port().to_string();
     let probe = run_cli(&["healthcheck", "--ready"], &[("PORT", &port)]).await;
