@@ -37,6 +37,8 @@ PASSWORD = "bench-pw"
 TICKS = os.sysconf("SC_CLK_TCK")
 THREADS = str(os.cpu_count() or 2)
 
+# The batched query (src/batch.rs) behind each scenario, if any.
+BATCHED = {"get_by_id": "find", "create": "insert"}
 WRK_SCRIPTS = {
     "get_by_id": f"""
 request = function()
@@ -105,6 +107,21 @@ def get(port, path):
         return conn.getresponse().status
     finally:
         conn.close()
+
+
+def batch_totals(port):
+    """(requests, statements) per batched query, from task_api_db_batch_size on /metrics."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    totals = {}
+    for kind, query, value in re.findall(
+            r'^task_api_db_batch_size_(sum|count)\{query="(\w+)"\} (\S+)$', text, re.M):
+        totals.setdefault(query, [0.0, 0.0])[kind == "count"] = float(value)
+    return totals
 
 
 def wait_healthy(port, limit):
@@ -188,11 +205,19 @@ class Bench:
         url = f"http://127.0.0.1:{self.api_port}/"
         base = ["wrk", "-t", THREADS, "-c", str(connections), "--latency", "-s", str(script), url]
         subprocess.run(base[:5] + ["-d", f"{WARMUP}s"] + base[5:], check=True, capture_output=True)
+        batches_before = batch_totals(self.api_port)
         cpu_before = proc.cpu_seconds()
         out = subprocess.run(base[:5] + ["-d", f"{SECONDS}s"] + base[5:], check=True,
                              capture_output=True, text=True).stdout
+        cpu_after = proc.cpu_seconds()
         result = parse_wrk(out)
-        result["cpu_us"] = (proc.cpu_seconds() - cpu_before) * 1e6 / max(result["requests"], 1)
+        result["cpu_us"] = (cpu_after - cpu_before) * 1e6 / max(result["requests"], 1)
+        result["batch"] = None
+        if name in BATCHED:
+            after = batch_totals(self.api_port).get(BATCHED[name], [0, 0])
+            before = batches_before.get(BATCHED[name], [0, 0])
+            statements = after[1] - before[1]
+            result["batch"] = (after[0] - before[0]) / statements if statements else None
         result["peak_rss"] = proc.kib("VmHWM") / 1024
         self.rows.append((f"task-api {name}", connections, result))
         return result
@@ -211,6 +236,7 @@ class Bench:
             "rps": float(re.search(r"tps = ([\d.]+) \(without initial connection time\)", out).group(1)),
             "p50": percentile(latencies, 50), "p99": percentile(latencies, 99),
             "errors": int(failed.group(1)) if failed else 0, "cpu_us": None, "peak_rss": None,
+            "batch": None,
         }
         self.rows.append((name, connections, result))
         return result
@@ -250,13 +276,15 @@ class Bench:
                              capture_output=True, text=True).stdout.strip()
         print(f"\n`make bench` on {os.cpu_count()} cores ({cpu}), {SECONDS} s per run after "
               f"{WARMUP} s warm-up; wrk, pgbench, PostgreSQL and task-api share the machine.\n")
-        print("| scenario | conns | req/s | p50 ms | p99 ms | errors | server CPU µs/req | peak RSS MiB |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        print("| scenario | conns | req/s | p50 ms | p99 ms | errors | server CPU µs/req "
+              "| peak RSS MiB | requests per statement |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for name, connections, r in self.rows:
             cpu_us = f"{r['cpu_us']:.1f}" if r["cpu_us"] is not None else "—"
             rss = f"{r['peak_rss']:.1f}" if r["peak_rss"] is not None else "—"
+            batch = f"{r['batch']:.1f}" if r["batch"] is not None else "—"
             print(f"| {name} | {connections} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} "
-                  f"| {r['errors']} | {cpu_us} | {rss} |")
+                  f"| {r['errors']} | {cpu_us} | {rss} | {batch} |")
         print()
         for connections, get_ratio, create_ratio in ratios:
             print(f"- {connections} connections: get_by_id ÷ pgbench -S = **{get_ratio:.2f}**, "
