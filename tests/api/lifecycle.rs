@@ -172,7 +172,18 @@ async fn sigterm_lets_a_slow_request_finish_and_exits_0() {
     let addr = app.addr;
     let slow =
         tokio::spawn(async move { send(addr, Method::GET, "/tasks", &[], Bytes::new()).await });
-    wait_for_a_blocked_query(&app.db).await;
+    let json = [("content-type", "application/json")];
+    let create = tokio::spawn(async move {
+        send(
+            addr,
+            Method::POST,
+            "/tasks",
+            &json,
+            r#"{"title":"in flight"}"#,
+        )
+        .await
+    });
+    wait_for_blocked_queries(&app.db, 2).await;
     app.terminate();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
@@ -191,6 +202,9 @@ async fn sigterm_lets_a_slow_request_finish_and_exits_0() {
         .expect("GET /tasks got a response");
     assert_eq!(response.status, 200, "{}", response.body);
     assert_eq!(response.json(), serde_json::json!([]));
+    let created = create.await.expect("POST /tasks got a response");
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.json()["title"], "in flight");
     let status = app.wait(Duration::from_secs(10)).await;
     assert!(status.success(), "{status}: {}", app.output());
     assert!(TcpStream::connect(addr).await.is_err());
@@ -202,7 +216,7 @@ async fn shutdown_timeout_bounds_the_drain() {
     let mut app = spawn_app_with(&[("SHUTDOWN_TIMEOUT", "1")]).await;
     let _locker = lock_tasks_table(&app).await; // held until the test ends
     let stuck = tokio::spawn(try_get(app.addr, "/tasks"));
-    wait_for_a_blocked_query(&app.db).await;
+    wait_for_blocked_queries(&app.db, 1).await;
     app.terminate();
     // 1 s of drain plus slack; under 4 s, so the request's own 5 s budget ending
     // cannot be what let the process go.
@@ -340,8 +354,8 @@ async fn lock_tasks_table(app: &TestApp) -> tokio_postgres::Client {
     locker
 }
 
-/// Waits until some query in `db` is blocked on a lock, i.e. a request is in flight.
-async fn wait_for_a_blocked_query(db: &TestDb) {
+/// Waits until `count` queries in `db` are blocked on a lock, i.e. requests are in flight.
+async fn wait_for_blocked_queries(db: &TestDb, count: i64) {
     // A connection of its own: pg_stat_activity is a snapshot per transaction.
     let watcher = db.client().await;
     let blocked = wait_until(Duration::from_secs(5), || async {
@@ -353,10 +367,13 @@ async fn wait_for_a_blocked_query(db: &TestDb) {
             )
             .await
             .unwrap();
-        row.get::<_, i64>(0) > 0
+        row.get::<_, i64>(0) >= count
     })
     .await;
-    assert!(blocked, "no request ever reached the locked table");
+    assert!(
+        blocked,
+        "fewer than {count} requests reached the locked table"
+    );
 }
 
 /// `GET path` that reports a dropped connection instead of panicking.
