@@ -36,7 +36,7 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
     /// `Batcher` is dropped and the queue is empty.
     pub fn new<F, Fut>(lanes: usize, run: F) -> Self
     where
-        F: Fn(Vec<I>) -> Fut + Send + Sync + 'static,
+        F: Fn(Vec<I>) -> Fut + Send + 'static,
         Fut: Future<Output = Vec<O>> + Send + 'static,
     {
         let (queue, jobs) = mpsc::unbounded_channel();
