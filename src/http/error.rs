@@ -156,7 +156,9 @@ impl From<tokio_postgres::Error> for ApiError {
         {
             ApiError::Unavailable(format!("{}: {}", code.code(), db.message()))
         } else {
-            ApiError::Internal(format!("{}: {}", code.code(), db))
+            // The message only: DETAIL can quote the row ("Key (title)=(…) already
+            // exists"), which is the request body, and bodies stay out of the log.
+            ApiError::Internal(format!("{}: {}", code.code(), db.message()))
         }
     }
 }

@@ -200,7 +200,14 @@ pub fn creator(
                     match ApiError::from(err) {
                         // Shutting down, cancelled, too busy: not about any row.
                         unavailable @ ApiError::Unavailable(_) => unavailable,
-                        _ => return insert_one_by_one(&pool, &new).await,
+                        refused => {
+                            log::warn!(
+                                "{} creates refused as one statement ({refused:?}); \
+                                 inserting them one by one",
+                                new.len()
+                            );
+                            return insert_one_by_one(&pool, &new).await;
+                        }
                     }
                 }
                 Ok(Err(err)) => err.into(),

@@ -7,27 +7,8 @@ use std::future::Future;
 use hyper::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestResponse, send, spawn_app};
+use crate::helpers::{TestApp, TestResponse, all_at_once, post_task, send, spawn_app};
 use crate::metrics::{scrape, value};
-
-/// Runs every request at once and returns the responses in the order given.
-async fn all_at_once<F>(requests: Vec<F>) -> Vec<TestResponse>
-where
-    F: Future<Output = TestResponse> + Send + 'static,
-{
-    let handles: Vec<_> = requests.into_iter().map(tokio::spawn).collect();
-    let mut responses = Vec::with_capacity(handles.len());
-    for handle in handles {
-        responses.push(handle.await.expect("a request task"));
-    }
-    responses
-}
-
-fn post(app: &TestApp, body: Value) -> impl Future<Output = TestResponse> + Send + 'static {
-    let headers = [("content-type", "application/json")];
-    let addr = app.addr;
-    async move { send(addr, Method::POST, "/tasks", &headers, body.to_string()).await }
-}
 
 fn get(app: &TestApp, path: String) -> impl Future<Output = TestResponse> + Send + 'static {
     let addr = app.addr;
@@ -59,7 +40,7 @@ async fn concurrent_creates_and_gets_each_answer_their_own_request() {
     let app = spawn_app().await;
     const CREATES: usize = 200;
 
-    let created = all_at_once((0..CREATES).map(|n| post(&app, body(n))).collect()).await;
+    let created = all_at_once((0..CREATES).map(|n| post_task(&app, body(n))).collect()).await;
     let mut ids = Vec::new();
     for (n, response) in created.iter().enumerate() {
         assert_eq!(response.status, 201, "{}", response.body);
@@ -135,7 +116,7 @@ async fn a_row_the_database_refuses_fails_alone_and_its_neighbours_are_stored() 
     };
     let responses = all_at_once(
         (0..100)
-            .map(|n| post(&app, json!({"title": title(n)})))
+            .map(|n| post_task(&app, json!({"title": title(n)})))
             .collect(),
     )
     .await;

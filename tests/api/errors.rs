@@ -6,7 +6,7 @@ use std::time::Duration;
 use hyper::Method;
 use serde_json::json;
 
-use crate::helpers::{TestResponse, send_raw, spawn_app};
+use crate::helpers::{TestResponse, all_at_once, post_task, send_raw, spawn_app};
 
 fn assert_error(response: &TestResponse, status: u16) {
     assert_eq!(response.status, status, "{}", response.body);
@@ -214,4 +214,57 @@ async fn a_check_constraint_the_validation_missed_is_422_naming_the_field() {
         response.body
     );
     assert_eq!(app.row_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_row_the_database_refuses_is_never_quoted_in_the_log() {
+    let app = spawn_app().await;
+    // A rule a newer schema might add. PostgreSQL's error DETAIL quotes the row
+    // ("Key (title)=(…) already exists"): the request body, which the log never holds.
+    let client = app.db.client().await;
+    client
+        .batch_execute("CREATE UNIQUE INDEX tasks_title_unique ON tasks (title)")
+        .await
+        .unwrap();
+    let body = json!({"title": "secret-title-8c1f", "description": "private-note-77"});
+    app.create_task(body.clone()).await;
+    let again = app.post("/tasks", &body.to_string()).await;
+    assert_error(&again, 500);
+    assert_eq!(again.detail(), "Internal server error");
+    // Ten at once: a batch holding two of them is refused as a whole, then each row is
+    // inserted alone (src/batch.rs); the log must stay as quiet about them.
+    let requests = (0..10)
+        .map(|n| {
+            post_task(
+                &app,
+                json!({"title": "shared-title-5e2a", "description": format!("private-{n}")}),
+            )
+        })
+        .collect();
+    let statuses: Vec<u16> = all_at_once(requests)
+        .await
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 500).count(),
+        9,
+        "{statuses:?}"
+    );
+    assert_eq!(app.row_count().await, 2);
+    let logged = app.output();
+    assert!(logged.contains("internal error: 23505"), "{logged}");
+    for secret in [
+        "secret-title-8c1f",
+        "private-note-77",
+        "shared-title-5e2a",
+        "private-",
+    ] {
+        assert!(!logged.contains(secret), "{secret} logged:\n{logged}");
+    }
 }

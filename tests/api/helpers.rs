@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test module uses its own part of this file
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Output, Stdio};
@@ -297,6 +298,32 @@ pub async fn send(
         status: parts.status.as_u16(),
         headers: parts.headers,
         body: String::from_utf8(body.to_vec()).expect("a UTF-8 body"),
+    }
+}
+
+/// Runs every request at once, each on its own connection, and returns the responses
+/// in the order given.
+pub async fn all_at_once<F>(requests: Vec<F>) -> Vec<TestResponse>
+where
+    F: Future<Output = TestResponse> + Send + 'static,
+{
+    let handles: Vec<_> = requests.into_iter().map(tokio::spawn).collect();
+    let mut responses = Vec::with_capacity(handles.len());
+    for handle in handles {
+        responses.push(handle.await.expect("a request task"));
+    }
+    responses
+}
+
+/// `POST /tasks` with `body`, as a future that owns what it needs (for [`all_at_once`]).
+pub fn post_task(
+    app: &TestApp,
+    body: Value,
+) -> impl Future<Output = TestResponse> + Send + 'static {
+    let addr = app.addr;
+    async move {
+        let json = [("content-type", "application/json")];
+        send(addr, Method::POST, "/tasks", &json, body.to_string()).await
     }
 }
 
