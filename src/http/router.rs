@@ -25,22 +25,24 @@ pub async fn handle(
     let id = request_id::of(request.headers());
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let mut response = match route(&app, request).await {
+    // Split once: routing and the metrics label both match on the segments.
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let mut response = match route(&app, request, &segments).await {
         Ok(response) => response,
         Err(err) => err.into_response(&id),
     };
     let status = response.status();
+    let label = template(&segments);
     request_id::finish(&mut response, id, &method, &path, started);
     app.metrics
-        .record(&method, template(&path), status, started.elapsed());
+        .record(&method, label, status, started.elapsed());
     Ok(response)
 }
 
 /// The route a path belongs to, as metrics label it: never a raw id, and one label
 /// for every path that matches no route.
-fn template(path: &str) -> &'static str {
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
-    match segments.as_slice() {
+fn template(segments: &[&str]) -> &'static str {
+    match segments {
         ["tasks"] => "/tasks",
         ["tasks", id] if !id.is_empty() => "/tasks/{id}",
         ["health"] => "/health",
@@ -51,10 +53,13 @@ fn template(path: &str) -> &'static str {
     }
 }
 
-async fn route(app: &App, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn route(
+    app: &App,
+    request: Request<Incoming>,
+    segments: &[&str],
+) -> Result<Response<Body>, ApiError> {
     let (parts, body) = request.into_parts();
-    let segments: Vec<&str> = parts.uri.path().split('/').skip(1).collect();
-    match (&parts.method, segments.as_slice()) {
+    match (&parts.method, segments) {
         (&Method::GET, ["health"]) => Ok(handlers::live()),
         (&Method::GET, ["ready"]) => Ok(handlers::ready(app).await),
         (&Method::GET, ["metrics"]) => Ok(handlers::metrics(app)),
