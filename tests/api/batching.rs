@@ -2,7 +2,7 @@
 //! statements (src/batch.rs); each client must still get exactly its own answer, and
 //! a row the database refuses must fail alone.
 
-use std::future::Future;
+use std::net::SocketAddr;
 
 use hyper::Method;
 use serde_json::{Value, json};
@@ -10,9 +10,8 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, TestResponse, all_at_once, post_task, send, spawn_app};
 use crate::metrics::{scrape, value};
 
-fn get(app: &TestApp, path: String) -> impl Future<Output = TestResponse> + Send + 'static {
-    let addr = app.addr;
-    async move { send(addr, Method::GET, &path, &[], "").await }
+async fn get(addr: SocketAddr, path: String) -> TestResponse {
+    send(addr, Method::GET, &path, &[], "").await
 }
 
 /// Requests served by batched statements of `query`, and how many statements served them.
@@ -40,7 +39,7 @@ async fn concurrent_creates_and_gets_each_answer_their_own_request() {
     let app = spawn_app().await;
     const CREATES: usize = 200;
 
-    let created = all_at_once((0..CREATES).map(|n| post_task(&app, body(n))).collect()).await;
+    let created = all_at_once((0..CREATES).map(|n| post_task(app.addr, body(n))).collect()).await;
     let mut ids = Vec::new();
     for (n, response) in created.iter().enumerate() {
         assert_eq!(response.status, 201, "{}", response.body);
@@ -72,7 +71,7 @@ async fn concurrent_creates_and_gets_each_answer_their_own_request() {
     }
     let requests = paths
         .iter()
-        .map(|(path, _)| get(&app, path.clone()))
+        .map(|(path, _)| get(app.addr, path.clone()))
         .collect();
     for ((path, expected), response) in paths.iter().zip(all_at_once(requests).await) {
         match expected {
@@ -116,7 +115,7 @@ async fn a_row_the_database_refuses_fails_alone_and_its_neighbours_are_stored() 
     };
     let responses = all_at_once(
         (0..100)
-            .map(|n| post_task(&app, json!({"title": title(n)})))
+            .map(|n| post_task(app.addr, json!({"title": title(n)})))
             .collect(),
     )
     .await;

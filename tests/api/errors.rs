@@ -236,7 +236,7 @@ async fn a_row_the_database_refuses_is_never_quoted_in_the_log() {
     let requests = (0..10)
         .map(|n| {
             post_task(
-                &app,
+                app.addr,
                 json!({"title": "shared-title-5e2a", "description": format!("private-{n}")}),
             )
         })

@@ -315,16 +315,10 @@ where
     responses
 }
 
-/// `POST /tasks` with `body`, as a future that owns what it needs (for [`all_at_once`]).
-pub fn post_task(
-    app: &TestApp,
-    body: Value,
-) -> impl Future<Output = TestResponse> + Send + 'static {
-    let addr = app.addr;
-    async move {
-        let json = [("content-type", "application/json")];
-        send(addr, Method::POST, "/tasks", &json, body.to_string()).await
-    }
+/// `POST /tasks` with `body` to `addr`; a future that owns what it needs, for
+/// [`all_at_once`] and spawned requests.
+pub async fn post_task(addr: SocketAddr, body: Value) -> TestResponse {
+    send(addr, Method::POST, "/tasks", &[JSON], body.to_string()).await
 }
 
 /// Writes `request` as raw bytes and reads until the server closes or `wait` passes.

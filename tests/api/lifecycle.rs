@@ -15,9 +15,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::{
-    ADMIN_URL, PgServer, TestApp, TestDb, command, free_port, run_cli, send, signal, spawn_app,
-    spawn_app_with, spawn_server, text, wait_until,
+    ADMIN_URL, PgServer, TestApp, TestDb, command, free_port, post_task, run_cli, send, signal,
+    spawn_app, spawn_app_with, spawn_server, text, wait_until,
 };
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn eight_concurrent_migrations_apply_v1_exactly_once() {
@@ -121,15 +122,12 @@ async fn serve_waits_for_a_database_that_comes_up_later() {
     assert!(!output.contains(PgServer::PASSWORD), "{output}");
 }
 
-#[tokio::test]
-async fn serve_gives_up_after_the_startup_timeout() {
-    let url = format!(
-        "postgres://postgres:never-print-me@127.0.0.1:{}/tasks?sslmode=disable",
-        free_port()
-    );
+/// `task-api serve` against `url`, waiting for the database at most `startup_timeout`
+/// seconds, which must exit 1 within 10 s; its stdout and stderr.
+async fn serve_fails(url: &str, startup_timeout: &str) -> (String, String) {
     let env = [
-        ("DATABASE_URL", url.as_str()),
-        ("DATABASE_STARTUP_TIMEOUT", "1"),
+        ("DATABASE_URL", url),
+        ("DATABASE_STARTUP_TIMEOUT", startup_timeout),
         ("HOST", "127.0.0.1"),
         ("PORT", "0"),
     ];
@@ -138,6 +136,16 @@ async fn serve_gives_up_after_the_startup_timeout() {
         .expect("serve gave up within 10 s");
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    (stdout, stderr)
+}
+
+#[tokio::test]
+async fn serve_gives_up_after_the_startup_timeout() {
+    let url = format!(
+        "postgres://postgres:never-print-me@127.0.0.1:{}/tasks?sslmode=disable",
+        free_port()
+    );
+    let (stdout, stderr) = serve_fails(&url, "1").await;
     assert!(stderr.contains("cannot connect to database"), "{stderr}");
     assert!(stderr.contains("Connection refused"), "{stderr}");
     assert!(!stdout.contains("never-print-me") && !stderr.contains("never-print-me"));
@@ -147,18 +155,8 @@ async fn serve_gives_up_after_the_startup_timeout() {
 async fn wrong_password_fails_at_once() {
     let db = TestDb::create().await;
     let url = with_password(&db.url(), "not-the-password");
-    let env = [
-        ("DATABASE_URL", url.as_str()),
-        ("DATABASE_STARTUP_TIMEOUT", "60"),
-        ("HOST", "127.0.0.1"),
-        ("PORT", "0"),
-    ];
     // Retrying cannot fix a password: it must not wait out the 60 s.
-    let output = tokio::time::timeout(Duration::from_secs(10), run_cli(&["serve"], &env))
-        .await
-        .expect("serve gave up within 10 s");
-    let (stdout, stderr) = text(&output);
-    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    let (stdout, stderr) = serve_fails(&url, "60").await;
     assert!(stderr.contains("authentication"), "{stderr}");
     let all = stdout + &stderr;
     assert!(!all.contains("not-the-password"), "{all}");
@@ -172,17 +170,7 @@ async fn sigterm_lets_a_slow_request_finish_and_exits_0() {
     let addr = app.addr;
     let slow =
         tokio::spawn(async move { send(addr, Method::GET, "/tasks", &[], Bytes::new()).await });
-    let json = [("content-type", "application/json")];
-    let create = tokio::spawn(async move {
-        send(
-            addr,
-            Method::POST,
-            "/tasks",
-            &json,
-            r#"{"title":"in flight"}"#,
-        )
-        .await
-    });
+    let create = tokio::spawn(post_task(addr, json!({"title": "in flight"})));
     wait_for_blocked_queries(&app.db, 2).await;
     app.terminate();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -208,7 +196,7 @@ async fn sigterm_lets_a_slow_request_finish_and_exits_0() {
     assert_eq!(response.status, 200, "{}", response.body);
     let listed = response.json();
     assert!(
-        listed == serde_json::json!([]) || listed == serde_json::json!([created.json()]),
+        listed == json!([]) || listed == json!([created.json()]),
         "{listed}"
     );
     let status = app.wait(Duration::from_secs(10)).await;
@@ -317,11 +305,10 @@ async fn ready_and_requests_fail_fast_when_the_database_goes_away() {
     assert_eq!(list.status, 503, "{}", list.body);
     assert!(!list.detail().is_empty());
     // The batched routes (src/batch.rs) too, all the requests of a batch alike.
-    let json = [("content-type", "application/json")];
     let (one, created, two) = tokio::time::timeout(Duration::from_secs(6), async {
         tokio::join!(
             get("/tasks/1"),
-            send(addr, Method::POST, "/tasks", &json, r#"{"title":"lost"}"#),
+            post_task(addr, json!({"title": "lost"})),
             get("/tasks/2"),
         )
     })
