@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use std::time::Duration;
 
 use crate::Error;
+use crate::config::parse_seconds;
 use crate::healthcheck::Probe;
 
 /// What `--help` prints.
@@ -85,15 +86,6 @@ fn parse_from(args: Vec<OsString>) -> Result<Command, Error> {
         ))),
         None => Ok(command),
     }
-}
-
-/// A positive number of seconds, fractions allowed: `3`, `0.5`.
-pub fn parse_seconds(text: &str) -> Result<Duration, String> {
-    text.parse::<f64>()
-        .ok()
-        .filter(|secs| secs.is_finite() && *secs > 0.0)
-        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-        .ok_or_else(|| format!("'{text}' is not a positive number of seconds"))
 }
 
 fn usage(err: pico_args::Error) -> Error {

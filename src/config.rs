@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
-use crate::cli::parse_seconds;
 use crate::db::DbOptions;
+pub use crate::error::ConfigError;
 
 /// The listen port when `PORT` is unset.
 pub const DEFAULT_PORT: u16 = 8000;
@@ -34,24 +34,6 @@ pub struct Config {
     /// `SHUTDOWN_TIMEOUT`: how long in-flight requests may run after SIGTERM.
     pub shutdown_timeout: Duration,
 }
-
-/// A variable that is missing or malformed. Never holds the variable's value,
-/// which may be a password.
-#[derive(Debug, PartialEq)]
-pub struct ConfigError {
-    /// The variable's name, as the user must fix it.
-    pub var: &'static str,
-    /// What is wrong with it.
-    pub reason: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.var, self.reason)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 impl Config {
     /// Reads this process's environment.
@@ -149,6 +131,16 @@ fn seconds(
         Some(text) if text.trim() == "0" => Ok(Duration::ZERO),
         Some(text) => parse_seconds(text.trim()).map_err(|reason| invalid(var, reason)),
     }
+}
+
+/// A positive number of seconds, fractions allowed: `3`, `0.5`. The command line's
+/// `--timeout` takes the same form.
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|secs| secs.is_finite() && *secs > 0.0)
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .ok_or_else(|| format!("'{text}' is not a positive number of seconds"))
 }
 
 fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {

@@ -1,10 +1,9 @@
-//! The process-level error: what stopped a command, and the exit code it maps to
-//! (spec §3); and [`describe`], which spells out any error with its causes. Errors a
-//! client sees over HTTP are `http::error::ApiError`'s business.
+//! The process-level errors: [`Error`], what stopped a command, with the exit code it
+//! maps to (spec §3); [`ConfigError`], a variable that is missing or malformed; and
+//! [`describe`], which spells out any error with its causes. Errors a client sees over
+//! HTTP are `http::error::ApiError`'s business.
 
 use std::fmt;
-
-use crate::config::ConfigError;
 
 /// Why a command failed. `main` prints it as one line and exits with [`Error::exit_code`].
 #[derive(Debug)]
@@ -17,6 +16,16 @@ pub enum Error {
     Startup(String),
     /// `healthcheck` got no 200 in time: exit 1.
     Probe(String),
+}
+
+/// A variable that is missing or malformed. Never holds the variable's value,
+/// which may be a password.
+#[derive(Debug, PartialEq)]
+pub struct ConfigError {
+    /// The variable's name, as the user must fix it.
+    pub var: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
 }
 
 impl Error {
@@ -47,6 +56,14 @@ impl From<ConfigError> for Error {
         Error::Config(err)
     }
 }
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.var, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 /// An error and its causes, `a: b: c`. tokio-postgres's own `Display` names only
 /// the kind of failure ("error performing TLS handshake"), not why.
