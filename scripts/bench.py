@@ -37,7 +37,7 @@ PASSWORD = "bench-pw"
 TICKS = os.sysconf("SC_CLK_TCK")
 THREADS = str(os.cpu_count() or 2)
 
-# The batched query (src/batch.rs) behind each scenario, if any.
+# The batched query (src/store/batch.rs) behind each scenario, if any.
 BATCHED = {"get_by_id": "find", "create": "insert"}
 WRK_SCRIPTS = {
     "get_by_id": f"""

@@ -1,10 +1,11 @@
-//! The database connection: `DATABASE_URL` → tokio-postgres config + TLS → a
-//! deadpool pool, and the start-up wait with backoff (spec §4, §5). Which
-//! certificate checks each `sslmode` makes is tls.rs's job.
+//! The database connection: `DATABASE_URL` → tokio-postgres config + TLS, single
+//! connections and the pool's connection manager, and the start-up wait with backoff
+//! (spec §4, §5). Which certificate checks each `sslmode` makes is tls.rs's job; how
+//! the pool is used, the store's.
 
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
 use tokio::time::Instant;
 use tokio_postgres::Client;
 use tokio_postgres::config::Host;
@@ -15,8 +16,6 @@ use crate::Error;
 use crate::error::describe;
 use crate::tls::{self, SslMode};
 
-/// How long a request may wait for the database before it gets a 503 (spec §2).
-pub const REQUEST_BUDGET: Duration = Duration::from_secs(5);
 /// A TCP connect that takes longer than this counts as a failure, unless the URL sets one.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Start-up retries double their pause up to this.
@@ -108,25 +107,16 @@ impl DbOptions {
         Ok(client)
     }
 
-    /// The request pool. Every way of waiting for it is bounded by
-    /// [`REQUEST_BUDGET`], so a dead database gives 503s, never hung requests.
-    pub fn pool(&self, max_size: usize) -> Result<Pool, Error> {
-        let manager = Manager::from_config(
+    /// What a pool needs to open connections like [`DbOptions::connect`]'s.
+    pub fn manager(&self) -> Manager {
+        Manager::from_config(
             self.pg.clone(),
             self.tls.clone(),
             ManagerConfig {
                 // is_closed() only: a query that fails on a dead connection drops it.
                 recycling_method: RecyclingMethod::Fast,
             },
-        );
-        Pool::builder(manager)
-            .max_size(max_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(REQUEST_BUDGET))
-            .create_timeout(Some(REQUEST_BUDGET))
-            .recycle_timeout(Some(REQUEST_BUDGET))
-            .build()
-            .map_err(|err| Error::Startup(format!("database pool: {err}")))
+        )
     }
 }
 

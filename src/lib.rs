@@ -1,7 +1,6 @@
 //! task-api: a Task API as one static binary that serves HTTP, applies its own
 //! embedded migrations and is its own health probe. The map, one line a module:
 //!
-//! - [`batch`]: concurrent requests for one query share one statement.
 //! - [`cli`]: the command line → [`cli::Command`].
 //! - [`config`]: the environment → [`config::Config`], read once.
 //! - [`logging`]: env_logger on stdout, at `LOG_LEVEL` or `RUST_LOG`.
@@ -10,11 +9,15 @@
 //! - [`migrate`]: the embedded `sql/` migrations, under an advisory lock.
 //! - [`shutdown`]: one future that completes on SIGTERM or SIGINT.
 //! - [`healthcheck`]: the client side of `task-api healthcheck`.
-//! - [`tasks`]: the task resource: decoding, validation and SQL; no HTTP.
+//! - [`tasks`]: the task resource: its types and the rules input must keep; no SQL, no HTTP.
+//! - [`store`]: the data path: pool, batched statements, the 5 s budget, the SQL, and
+//!   what database errors mean.
 //! - [`http`]: the server: accept loop, routing, handlers, bodies, errors, request ids.
-//! - [`error`]: the process-level error and its exit code.
+//! - [`error`]: the process-level errors, their exit codes, and [`error::describe`].
+//!
+//! Imports point one way: `main` → [`http`] → [`store`] → [`tasks`], with [`config`],
+//! [`db`], [`tls`] and [`error`] below them.
 
-pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod db;
@@ -24,6 +27,7 @@ pub mod http;
 pub mod logging;
 pub mod migrate;
 pub mod shutdown;
+pub mod store;
 pub mod tasks;
 pub mod tls;
 

@@ -1,19 +1,14 @@
-//! JSON in and out (spec §2): 415 unless the body says `application/json`, 413 past
-//! 64 KiB (before reading a byte when the length is declared), 400 unless the body
-//! is a JSON object. What the object must hold is tasks.rs's business.
+//! Request bodies as JSON objects (spec §2): 415 unless the body says
+//! `application/json`, 413 past 64 KiB (before reading a byte when the length is
+//! declared), 400 unless the body is a JSON object. What the object must hold is
+//! tasks.rs's business; building responses is response.rs's.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
-use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
-use hyper::{Response, StatusCode};
-use serde::Serialize;
+use hyper::header::{CONTENT_TYPE, HeaderMap};
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
-
-/// Every response body: small, and whole before it is sent.
-pub type Body = Full<Bytes>;
 
 /// The largest request body read.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -25,11 +20,13 @@ pub async fn object(headers: &HeaderMap, body: Incoming) -> Result<Map<String, V
     }
     // spec §2: a declared length over the limit gets 413 before any of it is read.
     if body.size_hint().lower() > MAX_BODY_BYTES as u64 {
-        return Err(ApiError::PayloadTooLarge);
+        return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
     }
     let bytes = match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(err) if err.is::<LengthLimitError>() => return Err(ApiError::PayloadTooLarge),
+        Err(err) if err.is::<LengthLimitError>() => {
+            return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
+        }
         Err(err) => {
             return Err(ApiError::BadRequest(format!(
                 "could not read the body: {err}"
@@ -54,36 +51,10 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// A JSON response.
-pub fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
-    let bytes = serde_json::to_vec(value).expect("our response types have string keys only");
-    text(status, "application/json", bytes)
-}
-
-/// A response of ready-made text, `/metrics` and `/openapi.json`.
-pub fn text(
-    status: StatusCode,
-    content_type: &'static str,
-    text: impl Into<Bytes>,
-) -> Response<Body> {
-    let mut response = Response::new(Full::new(text.into()));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
-}
-
-/// A response with no body (204).
-pub fn empty(status: StatusCode) -> Response<Body> {
-    let mut response = Response::new(Body::default());
-    *response.status_mut() = status;
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::header::HeaderValue;
 
     fn headers(content_type: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();

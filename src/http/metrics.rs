@@ -1,10 +1,10 @@
 //! Prometheus metrics for `GET /metrics`: requests by method, route template and
 //! status, a latency histogram, requests in flight, the pool, migrations and build
-//! info. prometheus-client keeps and encodes them; this file decides what is counted.
+//! info, and the store's own (batch sizes). prometheus-client keeps and encodes them;
+//! this file decides what is counted.
 
 use std::time::Duration;
 
-use deadpool_postgres::Status as PoolStatus;
 use hyper::{Method, StatusCode};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -14,6 +14,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+
+use crate::store::PoolState;
 
 /// The git revision the binary was built from, when the build said (`make build` does).
 pub const REVISION: &str = match option_env!("TASK_API_REVISION") {
@@ -25,14 +27,6 @@ pub const REVISION: &str = match option_env!("TASK_API_REVISION") {
 const LATENCY_BUCKETS: [f64; 14] = [
     0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
-
-/// Batch-size buckets: 1 to [`crate::batch::MAX_BATCH`].
-const BATCH_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BatchLabels {
-    query: &'static str,
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -53,7 +47,6 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     in_flight: Gauge,
-    batch_sizes: Family<BatchLabels, Histogram, fn() -> Histogram>,
     pool_size: Gauge,
     pool_available: Gauge,
     pool_waiting: Gauge,
@@ -69,8 +62,8 @@ impl Drop for InFlight {
 }
 
 impl Metrics {
-    /// Registers everything; `migrations_applied` is how many this process applied at start-up,
-    /// `pool_max` the pool's `DATABASE_POOL_SIZE`.
+    /// Registers everything of the server's; `migrations_applied` is how many this
+    /// process applied at start-up, `pool_max` the pool's `DATABASE_POOL_SIZE`.
     pub fn new(migrations_applied: usize, pool_max: usize) -> Metrics {
         let mut registry = Registry::with_prefix("task_api");
         let requests = Family::<RequestLabels, Counter>::default();
@@ -90,15 +83,6 @@ impl Metrics {
             "http_requests_in_flight",
             "Requests being served now",
             in_flight.clone(),
-        );
-        let batch_sizes =
-            Family::<BatchLabels, Histogram, fn() -> Histogram>::new_with_constructor(|| {
-                Histogram::new(BATCH_BUCKETS)
-            });
-        registry.register(
-            "db_batch_size",
-            "Requests served by one batched statement, by query",
-            batch_sizes.clone(),
         );
         let gauge = |registry: &mut Registry, name: &str, help: &str, value: i64| {
             let gauge = Gauge::default();
@@ -146,24 +130,21 @@ impl Metrics {
             requests,
             latency,
             in_flight,
-            batch_sizes,
             pool_size,
             pool_available,
             pool_waiting,
         }
     }
 
+    /// Where other parts (the store) register metrics of their own, before serving.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     /// Marks a request in flight for as long as the guard lives.
     pub fn in_flight(&self) -> InFlight {
         self.in_flight.inc();
         InFlight(self.in_flight.clone())
-    }
-
-    /// Where the batched `query` (`find`, `insert`) records its batch sizes.
-    pub fn batch_sizes(&self, query: &'static str) -> Histogram {
-        self.batch_sizes
-            .get_or_create(&BatchLabels { query })
-            .clone()
     }
 
     /// Counts an answered request. `route` is a template (`/tasks/{id}`), never a raw path.
@@ -182,7 +163,7 @@ impl Metrics {
     }
 
     /// The text exposition, with the pool's state as of now.
-    pub fn render(&self, pool: PoolStatus) -> String {
+    pub fn render(&self, pool: PoolState) -> String {
         self.pool_size.set(gauge_value(pool.size));
         self.pool_available.set(gauge_value(pool.available));
         self.pool_waiting.set(gauge_value(pool.waiting));
@@ -231,7 +212,7 @@ mod tests {
             StatusCode::NOT_FOUND,
             Duration::ZERO,
         );
-        let text = metrics.render(PoolStatus {
+        let text = metrics.render(PoolState {
             max_size: 8,
             size: 2,
             available: 1,

@@ -7,42 +7,36 @@ pub mod error;
 pub mod handlers;
 pub mod metrics;
 pub mod request_id;
+pub mod response;
 pub mod router;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::batch::{self, Batcher};
 use crate::config::Config;
-use crate::tasks::{NewTask, Task};
+use crate::store::Store;
 use crate::{Error, db, logging, migrate, shutdown};
-use error::ApiError;
 
 /// A client that has not sent its whole header by then is disconnected (spec §5).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What every handler may use.
 pub struct App {
-    /// The request pool; every wait on it is bounded (see `db::REQUEST_BUDGET`).
-    pub pool: Pool,
+    /// The tasks, in the database.
+    pub store: Store,
     /// What `/metrics` reports.
     pub metrics: metrics::Metrics,
-    /// `GET /tasks/{id}`, batched.
-    pub finder: Batcher<i64, Result<Option<Task>, ApiError>>,
-    /// `POST /tasks`, batched.
-    pub creator: Batcher<NewTask, Result<Task, ApiError>>,
 }
 
 /// `task-api serve`: wait for the database, migrate, listen, serve until SIGTERM or
-/// SIGINT, drain, close the pool.
+/// SIGINT, drain, close the store.
 pub fn run(config: Config) -> Result<(), Error> {
     logging::init(&config.log_filter);
     log::info!("task-api {} starting with {config:?}", crate::VERSION);
@@ -54,43 +48,35 @@ pub fn run(config: Config) -> Result<(), Error> {
         let signals = shutdown::signals()
             .map_err(|err| Error::Startup(format!("cannot install signal handlers: {err}")))?;
         let mut signals = std::pin::pin!(signals);
-        let (pool, listener, applied) = tokio::select! {
+        let (store, listener, applied) = tokio::select! {
             started = start(&config) => started?,
             signal = &mut signals => {
                 log::info!("{signal} received during start-up; exiting");
                 return Ok(());
             }
         };
-        let metrics = metrics::Metrics::new(applied, config.pool_size);
-        let lanes = batch::LANES.min(config.pool_size);
-        let app = Arc::new(App {
-            finder: handlers::finder(pool.clone(), lanes, metrics.batch_sizes("find")),
-            creator: handlers::creator(pool.clone(), lanes, metrics.batch_sizes("insert")),
-            pool: pool.clone(),
-            metrics,
-        });
-        serve(listener, app, signals, config.shutdown_timeout).await;
-        pool.close();
+        let mut metrics = metrics::Metrics::new(applied, config.pool_size);
+        store.register_metrics(metrics.registry_mut());
+        let app = Arc::new(App { store, metrics });
+        serve(listener, app.clone(), signals, config.shutdown_timeout).await;
+        app.store.close();
         log::info!("stopped");
         Ok(())
     })
 }
 
-/// Connects, migrates and binds; returns the pool, the listener and how many
+/// Connects, migrates and binds; returns the store, the listener and how many
 /// migrations were applied.
-async fn start(config: &Config) -> Result<(Pool, TcpListener, usize), Error> {
+async fn start(config: &Config) -> Result<(Store, TcpListener, usize), Error> {
     let mut client = db::connect_with_retry(&config.database, config.startup_timeout).await?;
     let applied = migrate::apply(&mut client).await?.len();
     drop(client);
-    let pool = config.database.pool(config.pool_size)?;
-    // Open the first pooled connection now, so the first request does not pay for it.
-    if let Err(err) = pool.get().await {
-        log::warn!("could not open a pooled database connection yet: {err}");
-    }
+    let store = Store::open(&config.database, config.pool_size).map_err(Error::Startup)?;
+    store.warm_up().await;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|err| Error::Startup(format!("cannot listen on {}: {err}", config.listen)))?;
-    Ok((pool, listener, applied))
+    Ok((store, listener, applied))
 }
 
 /// Serves `listener` until `shutdown` completes, then stops accepting and gives
@@ -131,7 +117,7 @@ pub async fn serve(
                 let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
                 tokio::spawn(async move {
                     if let Err(err) = connection.await {
-                        log::debug!("connection ended: {err}");
+                        log::debug!("connection ended: {}", crate::error::describe(&err));
                     }
                 });
             }

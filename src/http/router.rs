@@ -1,6 +1,6 @@
-//! Turns a request into one handler call: one `match` on (method, path segments),
-//! with 404 and 405 + `allow` (spec §2). Reading bodies is body.rs's job; the request
-//! id and the access-log line are request_id.rs's.
+//! Turns a request into one handler call: the path parsed once into a [`Route`], then
+//! one `match` on (route, method), with 404 and 405 + `allow` (spec §2). Reading
+//! bodies is body.rs's job; the request id and the access-log line are request_id.rs's.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -9,10 +9,70 @@ use std::time::Instant;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 
-use super::body::{self, Body};
 use super::error::ApiError;
-use super::{App, handlers, request_id};
+use super::response::Body;
+use super::{App, body, handlers, request_id};
 use crate::tasks::{ListQuery, NewTask, TaskPatch, parse_id};
+
+/// Where a path leads: the API's one route table.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Route<'a> {
+    /// `/health`
+    Health,
+    /// `/ready`
+    Ready,
+    /// `/metrics`
+    Metrics,
+    /// `/openapi.json`
+    OpenApi,
+    /// `/tasks`
+    Tasks,
+    /// `/tasks/{id}`, the id as written (not yet checked).
+    Task(&'a str),
+    /// Anything else: 404.
+    Unmatched,
+}
+
+impl<'a> Route<'a> {
+    /// The route of `path`.
+    pub fn parse(path: &'a str) -> Route<'a> {
+        match path.strip_prefix('/') {
+            Some("health") => Route::Health,
+            Some("ready") => Route::Ready,
+            Some("metrics") => Route::Metrics,
+            Some("openapi.json") => Route::OpenApi,
+            Some("tasks") => Route::Tasks,
+            Some(rest) => match rest.strip_prefix("tasks/") {
+                Some(id) if !id.is_empty() && !id.contains('/') => Route::Task(id),
+                _ => Route::Unmatched,
+            },
+            None => Route::Unmatched,
+        }
+    }
+
+    /// The route as metrics label it: never a raw id, and one label for every path
+    /// that matches no route.
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Health => "/health",
+            Route::Ready => "/ready",
+            Route::Metrics => "/metrics",
+            Route::OpenApi => "/openapi.json",
+            Route::Tasks => "/tasks",
+            Route::Task(_) => "/tasks/{id}",
+            Route::Unmatched => "unmatched",
+        }
+    }
+
+    /// The methods the route answers, as a 405's `allow` lists them.
+    fn allow(self) -> &'static str {
+        match self {
+            Route::Tasks => "GET, POST",
+            Route::Task(_) => "GET, PATCH, DELETE",
+            _ => "GET",
+        }
+    }
+}
 
 /// The service function: route, render any error, stamp the request id, log one
 /// line, count it.
@@ -25,68 +85,70 @@ pub async fn handle(
     let id = request_id::of(request.headers());
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    // Split once: routing and the metrics label both match on the segments.
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
-    let mut response = match route(&app, request, &segments).await {
+    let route = Route::parse(&path);
+    let mut response = match dispatch(&app, route, request).await {
         Ok(response) => response,
         Err(err) => err.into_response(&id),
     };
     let status = response.status();
-    let label = template(&segments);
     request_id::finish(&mut response, id, &method, &path, started);
     app.metrics
-        .record(&method, label, status, started.elapsed());
+        .record(&method, route.label(), status, started.elapsed());
     Ok(response)
 }
 
-/// The route a path belongs to, as metrics label it: never a raw id, and one label
-/// for every path that matches no route.
-fn template(segments: &[&str]) -> &'static str {
-    match segments {
-        ["tasks"] => "/tasks",
-        ["tasks", id] if !id.is_empty() => "/tasks/{id}",
-        ["health"] => "/health",
-        ["ready"] => "/ready",
-        ["metrics"] => "/metrics",
-        ["openapi.json"] => "/openapi.json",
-        _ => "unmatched",
-    }
-}
-
-async fn route(
+async fn dispatch(
     app: &App,
+    route: Route<'_>,
     request: Request<Incoming>,
-    segments: &[&str],
 ) -> Result<Response<Body>, ApiError> {
     let (parts, body) = request.into_parts();
-    match (&parts.method, segments) {
-        (&Method::GET, ["health"]) => Ok(handlers::live()),
-        (&Method::GET, ["ready"]) => Ok(handlers::ready(app).await),
-        (&Method::GET, ["metrics"]) => Ok(handlers::metrics(app)),
-        (&Method::GET, ["openapi.json"]) => Ok(handlers::openapi()),
-        (_, ["health"] | ["ready"] | ["metrics"] | ["openapi.json"]) => {
-            Err(ApiError::MethodNotAllowed("GET"))
-        }
+    match (route, &parts.method) {
+        (Route::Health, &Method::GET) => Ok(handlers::live()),
+        (Route::Ready, &Method::GET) => Ok(handlers::ready(app).await),
+        (Route::Metrics, &Method::GET) => Ok(handlers::metrics(app)),
+        (Route::OpenApi, &Method::GET) => Ok(handlers::openapi()),
 
-        (&Method::GET, ["tasks"]) => {
+        (Route::Tasks, &Method::GET) => {
             handlers::list(app, ListQuery::parse(parts.uri.query())?).await
         }
-        (&Method::POST, ["tasks"]) => {
+        (Route::Tasks, &Method::POST) => {
             let new = NewTask::decode(&body::object(&parts.headers, body).await?)?;
             handlers::create(app, new).await
         }
-        (_, ["tasks"]) => Err(ApiError::MethodNotAllowed("GET, POST")),
 
-        (_, ["tasks", ""]) => Err(ApiError::NotFound),
-        (&Method::GET, ["tasks", id]) => handlers::get(app, parse_id(id)?).await,
-        (&Method::PATCH, ["tasks", id]) => {
+        (Route::Task(id), &Method::GET) => handlers::get(app, parse_id(id)?).await,
+        (Route::Task(id), &Method::PATCH) => {
             let id = parse_id(id)?;
             let patch = TaskPatch::decode(&body::object(&parts.headers, body).await?)?;
             handlers::update(app, id, patch).await
         }
-        (&Method::DELETE, ["tasks", id]) => handlers::delete(app, parse_id(id)?).await,
-        (_, ["tasks", _]) => Err(ApiError::MethodNotAllowed("GET, PATCH, DELETE")),
+        (Route::Task(id), &Method::DELETE) => handlers::delete(app, parse_id(id)?).await,
 
-        _ => Err(ApiError::NotFound),
+        (Route::Unmatched, _) => Err(ApiError::NotFound),
+        (route, _) => Err(ApiError::MethodNotAllowed(route.allow())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_parse_to_routes_and_labels_never_hold_an_id() {
+        for (path, route, label) in [
+            ("/tasks", Route::Tasks, "/tasks"),
+            ("/tasks/42", Route::Task("42"), "/tasks/{id}"),
+            ("/tasks/x", Route::Task("x"), "/tasks/{id}"),
+            ("/health", Route::Health, "/health"),
+            ("/tasks/", Route::Unmatched, "unmatched"),
+            ("/tasks/1/extra", Route::Unmatched, "unmatched"),
+            ("//tasks", Route::Unmatched, "unmatched"),
+            ("/health/", Route::Unmatched, "unmatched"),
+            ("*", Route::Unmatched, "unmatched"),
+        ] {
+            assert_eq!(Route::parse(path), route, "{path}");
+            assert_eq!(route.label(), label, "{path}");
+        }
     }
 }

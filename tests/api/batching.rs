@@ -1,5 +1,5 @@
 //! Many clients at once. Concurrent `GET /tasks/{id}` and `POST /tasks` share
-//! statements (src/batch.rs); each client must still get exactly its own answer, and
+//! statements (src/store/batch.rs); each client must still get exactly its own answer, and
 //! a row the database refuses must fail alone.
 
 use std::net::SocketAddr;

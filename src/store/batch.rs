@@ -1,18 +1,15 @@
 //! Natural batching: concurrent requests for the same kind of query share one
-//! statement. A request joins a queue; at most `lanes` batches run at a time, and a
-//! lane that comes free takes everything queued (up to [`MAX_BATCH`]). Nothing waits
-//! for a batch to fill: when a lane is free, a lone request runs at once, alone. Only
-//! while every lane is busy do requests pile up, and then they go together.
-//!
-//! The point is the database's cost per request. PostgreSQL spends most of a
-//! one-row lookup or insert on the round trip and the commit, not on the row, so one
+//! statement. The point is the database's cost per request: PostgreSQL spends most of
+//! a one-row lookup or insert on the round trip and the commit, not on the row, so one
 //! statement for many requests costs far less than a statement each (the README's
-//! Performance section has the numbers).
+//! Performance section has the numbers). What each batch runs is store/mod.rs's choice.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::StoreError;
 
 /// Most requests one statement serves.
 pub const MAX_BATCH: usize = 128;
@@ -23,69 +20,87 @@ pub const MAX_BATCH: usize = 128;
 /// distant database should need no more lanes: batches grow to fill the wait.
 pub const LANES: usize = 2;
 
-type Job<I, O> = (I, oneshot::Sender<O>);
+type Answer<T> = Result<T, StoreError>;
+type Job<I, T> = (I, oneshot::Sender<Answer<T>>);
 
 /// A queue in front of one batched query: `run` gets the inputs of a batch and
-/// answers them in the same order.
-pub struct Batcher<I, O> {
-    queue: mpsc::UnboundedSender<Job<I, O>>,
+/// answers them in the same order, one answer per input.
+pub struct Batcher<I, T> {
+    queue: mpsc::UnboundedSender<Job<I, T>>,
 }
 
-impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
-    /// Starts the dispatcher on the current tokio runtime. It stops when the
-    /// `Batcher` is dropped and the queue is empty.
+impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
+    /// Starts the dispatcher on the current tokio runtime, with `lanes` batches in
+    /// flight at most. It stops when the `Batcher` is dropped and the queue is empty.
     pub fn new<F, Fut>(lanes: usize, run: F) -> Self
     where
         F: Fn(Vec<I>) -> Fut + Send + 'static,
-        Fut: Future<Output = Vec<O>> + Send + 'static,
+        Fut: Future<Output = Vec<Answer<T>>> + Send + 'static,
     {
         let (queue, jobs) = mpsc::unbounded_channel();
         tokio::spawn(dispatch(jobs, Arc::new(Semaphore::new(lanes)), run));
         Batcher { queue }
     }
 
-    /// Queues `input` and waits for its answer; `None` if the dispatcher is gone.
-    pub async fn submit(&self, input: I) -> Option<O> {
+    /// Queues `input` and waits for its answer. A caller that stops waiting (its
+    /// client left, or its budget ran out) before its batch starts is not run.
+    pub async fn submit(&self, input: I) -> Answer<T> {
         let (reply, answer) = oneshot::channel();
-        self.queue.send((input, reply)).ok()?;
-        answer.await.ok()
+        let stopped = || StoreError::internal("batch dispatcher stopped");
+        self.queue.send((input, reply)).map_err(|_| stopped())?;
+        answer.await.unwrap_or_else(|_| Err(stopped()))
     }
 }
 
-async fn dispatch<I, O, F, Fut>(
-    mut queue: mpsc::UnboundedReceiver<Job<I, O>>,
+/// The one trick: a free lane is taken *before* jobs are taken from the queue. A
+/// request that finds a lane free runs at once, alone; nothing waits for a batch to
+/// fill. While every lane is busy, requests pile up in the queue, and the lane that
+/// comes free takes all of them (up to [`MAX_BATCH`]) as one batch. So batches grow
+/// exactly as much as the database is slow.
+async fn dispatch<I, T, F, Fut>(
+    mut queue: mpsc::UnboundedReceiver<Job<I, T>>,
     lanes: Arc<Semaphore>,
     run: F,
 ) where
     I: Send + 'static,
-    O: Send + 'static,
+    T: Send + 'static,
     F: Fn(Vec<I>) -> Fut,
-    Fut: Future<Output = Vec<O>> + Send + 'static,
+    Fut: Future<Output = Vec<Answer<T>>> + Send + 'static,
 {
-    while let Some(first) = queue.recv().await {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    loop {
         let lane = lanes
             .clone()
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
+        if queue.recv_many(&mut jobs, MAX_BATCH).await == 0 {
+            return; // the Batcher is gone and the queue is empty
         }
         // A client that gave up (disconnected, or its budget ran out) is not served:
         // no row is read or written on behalf of nobody.
-        jobs.retain(|(_, reply)| !reply.is_closed());
-        if jobs.is_empty() {
+        let (inputs, replies): (Vec<I>, Vec<_>) = jobs
+            .drain(..)
+            .filter(|(_, reply)| !reply.is_closed())
+            .unzip();
+        if inputs.is_empty() {
             continue;
         }
-        let (inputs, replies): (Vec<I>, Vec<_>) = jobs.into_iter().unzip();
         let answers = run(inputs);
         tokio::spawn(async move {
             let answers = answers.await;
-            debug_assert_eq!(answers.len(), replies.len(), "one answer per input");
+            if answers.len() != replies.len() {
+                log::error!(
+                    "a batch of {} got {} answers; failing all of them",
+                    replies.len(),
+                    answers.len()
+                );
+                let wrong = StoreError::internal("a batch got the wrong number of answers");
+                for reply in replies {
+                    let _ = reply.send(Err(wrong.clone()));
+                }
+                return;
+            }
             for (reply, answer) in replies.into_iter().zip(answers) {
                 // The client may have left meanwhile; then nobody needs the answer.
                 let _ = reply.send(answer);
@@ -102,6 +117,10 @@ mod tests {
     use std::sync::Mutex;
     use std::time::Duration;
 
+    fn answered(inputs: Vec<u32>) -> Vec<Answer<u32>> {
+        inputs.into_iter().map(Ok).collect()
+    }
+
     #[tokio::test]
     async fn answers_each_input_in_order_and_batches_while_lanes_are_busy() {
         let sizes = Arc::new(Mutex::new(Vec::new()));
@@ -110,7 +129,7 @@ mod tests {
             seen.lock().unwrap().push(inputs.len());
             async move {
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                inputs.into_iter().map(|n| n * 10).collect::<Vec<_>>()
+                answered(inputs.into_iter().map(|n| n * 10).collect())
             }
         }));
         let waiters: Vec<_> = (0..50)
@@ -121,7 +140,7 @@ mod tests {
             .collect();
         for waiter in waiters {
             let (n, answer) = waiter.await.unwrap();
-            assert_eq!(answer, Some(n * 10));
+            assert_eq!(answer.ok(), Some(n * 10));
         }
         let sizes = sizes.lock().unwrap();
         assert_eq!(sizes.iter().sum::<usize>(), 50);
@@ -137,24 +156,45 @@ mod tests {
             log.lock().unwrap().extend(inputs.iter().copied());
             async move {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                inputs
+                answered(inputs)
             }
         }));
         let busy = batcher.clone();
-        let first = tokio::spawn(async move { busy.submit(1).await });
+        let first = tokio::spawn(async move { busy.submit(1).await.ok() });
         tokio::time::sleep(Duration::from_millis(10)).await;
         // The only lane is busy with [1]; this one gives up while it waits.
         let given_up = tokio::time::timeout(Duration::from_millis(10), batcher.submit(2)).await;
         assert!(given_up.is_err());
-        assert_eq!(batcher.submit(3).await, Some(3));
+        assert_eq!(batcher.submit(3).await.ok(), Some(3));
         assert_eq!(first.await.unwrap(), Some(1));
         assert_eq!(*seen.lock().unwrap(), [1, 3]);
     }
 
     #[tokio::test]
     async fn a_lone_request_does_not_wait_for_company() {
-        let batcher = Batcher::new(4, |inputs: Vec<u32>| async move { inputs });
+        let batcher = Batcher::new(4, |inputs: Vec<u32>| async move { answered(inputs) });
         let answer = tokio::time::timeout(Duration::from_millis(500), batcher.submit(7)).await;
-        assert_eq!(answer.unwrap(), Some(7));
+        assert_eq!(answer.unwrap().ok(), Some(7));
+    }
+
+    #[tokio::test]
+    async fn a_wrong_number_of_answers_fails_every_request_of_the_batch() {
+        let batcher = Arc::new(Batcher::new(1, |mut inputs: Vec<u32>| async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            inputs.pop(); // one answer short
+            answered(inputs)
+        }));
+        let answers: Vec<_> = (0..3)
+            .map(|n| {
+                let batcher = batcher.clone();
+                tokio::spawn(async move { batcher.submit(n).await })
+            })
+            .collect();
+        for answer in answers {
+            assert!(matches!(
+                answer.await.unwrap(),
+                Err(StoreError::Internal(_))
+            ));
+        }
     }
 }

@@ -1,0 +1,140 @@
+//! What a database failure means for a request: [`StoreError`], the one mapping from
+//! pool and tokio-postgres errors to it, and [`is_row_refusal`], the rule that decides
+//! when a refused batch is retried row by row. Turning a `StoreError` into a status
+//! code is http/error.rs's job.
+
+use std::fmt;
+use std::sync::Arc;
+
+use deadpool_postgres::PoolError;
+use tokio_postgres::error::SqlState;
+
+use crate::error::describe;
+use crate::tasks::Invalid;
+
+/// Why the store failed, for the log only: the error with its chain of causes.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
+/// How a store call failed. `Clone` (the causes are shared), because one failed
+/// batched statement fails every request it served.
+#[derive(Clone, Debug)]
+pub enum StoreError {
+    /// The database could not serve in time, or is gone; try again shortly.
+    Unavailable(Cause),
+    /// The database refused a value the validation let through.
+    Refused(Invalid),
+    /// Anything else.
+    Internal(Cause),
+}
+
+impl StoreError {
+    /// An internal failure described by `message`, for what the store itself detects.
+    pub fn internal(message: impl Into<String>) -> StoreError {
+        StoreError::Internal(Arc::new(Message(message.into())))
+    }
+
+    /// An unavailable database, described by `message`.
+    pub fn unavailable(message: impl Into<String>) -> StoreError {
+        StoreError::Unavailable(Arc::new(Message(message.into())))
+    }
+}
+
+/// For the log: the cause with its chain, never a row's values.
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Unavailable(cause) => write!(f, "unavailable: {}", describe(&**cause)),
+            StoreError::Refused(invalid) => write!(f, "refused: {invalid}"),
+            StoreError::Internal(cause) => f.write_str(&describe(&**cause)),
+        }
+    }
+}
+
+impl From<PoolError> for StoreError {
+    fn from(err: PoolError) -> Self {
+        match err {
+            PoolError::Backend(err) => err.into(),
+            PoolError::Timeout(_) | PoolError::Closed => StoreError::Unavailable(Arc::new(err)),
+            other => StoreError::internal(describe(&other)),
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        let Some(db) = err.as_db_error() else {
+            // No answer from the server: the connection failed or was closed.
+            let lost = err.is_closed()
+                || std::error::Error::source(&err)
+                    .is_some_and(|cause| cause.is::<std::io::Error>());
+            return match lost {
+                true => StoreError::Unavailable(Arc::new(err)),
+                false => StoreError::Internal(Arc::new(err)),
+            };
+        };
+        let code = db.code();
+        // The code and message only: DETAIL can quote the row ("Key (title)=(…) already
+        // exists"), which is the request body, and bodies stay out of the log.
+        let refusal = || Arc::new(Message(format!("{}: {}", code.code(), db.message())));
+        if code == &SqlState::CHECK_VIOLATION {
+            // Constraints are named tasks_<field>_check (sql/V1__create_tasks.sql).
+            let field = db
+                .constraint()
+                .and_then(|name| name.strip_prefix("tasks_")?.strip_suffix("_check"))
+                .unwrap_or("body");
+            refused(field, "is not allowed")
+        } else if code == &SqlState::NOT_NULL_VIOLATION {
+            refused(db.column().unwrap_or("body"), "must not be null")
+        } else if code == &SqlState::CHARACTER_NOT_IN_REPERTOIRE
+            || code == &SqlState::UNTRANSLATABLE_CHARACTER
+        {
+            refused("body", "holds a character the database cannot store")
+        } else if is_unavailable(code) {
+            StoreError::Unavailable(refusal())
+        } else {
+            StoreError::Internal(refusal())
+        }
+    }
+}
+
+fn refused(field: &str, reason: &'static str) -> StoreError {
+    StoreError::Refused(Invalid {
+        field: field.to_owned(),
+        reason,
+    })
+}
+
+/// Shutting down, cancelled, too busy: the database could not serve now, whatever
+/// the request held.
+fn is_unavailable(code: &SqlState) -> bool {
+    [
+        SqlState::QUERY_CANCELED,
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CRASH_SHUTDOWN,
+        SqlState::CANNOT_CONNECT_NOW,
+        SqlState::TOO_MANY_CONNECTIONS,
+        SqlState::T_R_SERIALIZATION_FAILURE,
+        SqlState::T_R_DEADLOCK_DETECTED,
+    ]
+    .contains(code)
+}
+
+/// Whether the database refused a batched statement because of what some row held,
+/// so that inserting the rows one by one lets the others through.
+pub fn is_row_refusal(err: &tokio_postgres::Error) -> bool {
+    err.as_db_error()
+        .is_some_and(|db| !is_unavailable(db.code()))
+}
+
+/// A failure told in words: by the store itself, or by the database as the log may
+/// show it (SQLSTATE and message).
+#[derive(Debug)]
+struct Message(String);
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Message {}
