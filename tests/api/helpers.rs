@@ -34,7 +34,8 @@ pub static ADMIN_URL: LazyLock<String> = LazyLock::new(|| {
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
 
-fn unique(prefix: &str) -> String {
+/// `<prefix>_<pid>_<n>`: a name no other test of this run, or of another run, uses.
+pub fn unique(prefix: &str) -> String {
     format!(
         "{prefix}_{}_{}",
         std::process::id(),
@@ -148,13 +149,20 @@ pub async fn spawn_server(env: &[(&str, &str)]) -> (Child, SocketAddr, Arc<Mutex
     spawn_server_args(&["serve"], env).await
 }
 
+/// A server's environment: `env`, after HOST=127.0.0.1 and PORT=0 (which `env` may
+/// override), so it listens on loopback, on a port of its choosing.
+pub fn server_env<'a>(env: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut all = vec![("HOST", "127.0.0.1"), ("PORT", "0")];
+    all.extend_from_slice(env);
+    all
+}
+
 /// As [`spawn_server`], with the command line given.
 pub async fn spawn_server_args(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> (Child, SocketAddr, Arc<Mutex<String>>) {
-    let mut child = command(args, &[("HOST", "127.0.0.1"), ("PORT", "0")])
-        .envs(env.iter().copied())
+    let mut child = command(args, &server_env(env))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -273,10 +281,23 @@ pub async fn send(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> TestResponse {
-    let stream = TcpStream::connect(addr).await.expect("connect to task-api");
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    try_send(addr, method, path, headers, body)
         .await
-        .expect("HTTP handshake");
+        .expect("send the request and read the response")
+}
+
+/// As [`send`], but a connection the server refuses, drops or cuts short is an `Err`,
+/// not a panic.
+pub async fn try_send(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Result<TestResponse, Box<dyn std::error::Error + Send + Sync>> {
+    let stream = TcpStream::connect(addr).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
     let mut request = Request::builder()
         .method(method)
@@ -285,20 +306,15 @@ pub async fn send(
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let request = request
-        .body(Full::new(body.into()))
-        .expect("a valid request");
-    let response = sender
-        .send_request(request)
-        .await
-        .expect("send the request");
+    let request = request.body(Full::new(body.into()))?;
+    let response = sender.send_request(request).await?;
     let (parts, body) = response.into_parts();
-    let body = body.collect().await.expect("read the response").to_bytes();
-    TestResponse {
+    let body = body.collect().await?.to_bytes();
+    Ok(TestResponse {
         status: parts.status.as_u16(),
         headers: parts.headers,
-        body: String::from_utf8(body.to_vec()).expect("a UTF-8 body"),
-    }
+        body: String::from_utf8(body.to_vec())?,
+    })
 }
 
 /// Runs every request at once, each on its own connection, and returns the responses
@@ -429,10 +445,7 @@ impl PgServer {
 
     /// Initialises a cluster and starts it, with TLS from `ssl` (cert, key) when given.
     pub fn start(ssl: Option<(&Path, &Path)>) -> PgServer {
-        let server = PgServer {
-            dir: std::env::temp_dir().join(unique("task-api-pg")),
-            port: free_port(),
-        };
+        let server = PgServer::not_started();
         server.start_again(ssl);
         server
     }
@@ -499,6 +512,25 @@ fn pg_script(args: &[String]) {
         "scripts/pg.sh {args:?} failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// The passwords a test may hold: the test server's (from `TEST_DATABASE_URL`) and
+/// the one of [`PgServer`]s.
+pub fn passwords() -> Vec<&'static str> {
+    let admin = ADMIN_URL
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .map(|(_, password)| password)
+        .filter(|password| !password.is_empty());
+    admin.into_iter().chain([PgServer::PASSWORD]).collect()
+}
+
+/// Spec §6: no password a test knows appears in `output`.
+pub fn assert_no_password(output: &str) {
+    for password in passwords() {
+        assert!(!output.contains(password), "a password is in:\n{output}");
+    }
 }
 
 /// Polls `check` every 100 ms until it returns true; false if `limit` passes first

@@ -2,7 +2,6 @@
 //! exit codes, what the process prints, and what clients get. The probe's own tests
 //! are in probe.rs.
 
-use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -15,8 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::{
-    ADMIN_URL, PgServer, TestApp, TestDb, command, free_port, post_task, run_cli, send, signal,
-    spawn_app, spawn_app_with, spawn_server, text, wait_until,
+    PgServer, TestApp, TestDb, assert_no_password, command, free_port, post_task, run_cli, send,
+    server_env, signal, spawn_app, spawn_app_with, spawn_server, text, try_send, wait_until,
 };
 use serde_json::json;
 
@@ -71,11 +70,7 @@ async fn eight_concurrent_migrations_apply_v1_exactly_once() {
 async fn a_database_with_an_unknown_migration_is_refused() {
     let db = TestDb::create().await;
     let url = db.url();
-    let env = [
-        ("DATABASE_URL", url.as_str()),
-        ("HOST", "127.0.0.1"),
-        ("PORT", "0"),
-    ];
+    let env = server_env(&[("DATABASE_URL", url.as_str())]);
     assert!(run_cli(&["migrate"], &env).await.status.success());
     // As a newer task-api would leave it: a version this binary does not embed.
     db.client()
@@ -119,18 +114,16 @@ async fn serve_waits_for_a_database_that_comes_up_later() {
         let response = send(addr, Method::GET, path, &[], Bytes::new()).await;
         assert_eq!(response.status, 200, "{path}: {}", response.body);
     }
-    assert!(!output.contains(PgServer::PASSWORD), "{output}");
+    assert_no_password(&output);
 }
 
 /// `task-api serve` against `url`, waiting for the database at most `startup_timeout`
 /// seconds, which must exit 1 within 10 s; its stdout and stderr.
 async fn serve_fails(url: &str, startup_timeout: &str) -> (String, String) {
-    let env = [
+    let env = server_env(&[
         ("DATABASE_URL", url),
         ("DATABASE_STARTUP_TIMEOUT", startup_timeout),
-        ("HOST", "127.0.0.1"),
-        ("PORT", "0"),
-    ];
+    ]);
     let output = tokio::time::timeout(Duration::from_secs(10), run_cli(&["serve"], &env))
         .await
         .expect("serve gave up within 10 s");
@@ -160,7 +153,7 @@ async fn wrong_password_fails_at_once() {
     assert!(stderr.contains("authentication"), "{stderr}");
     let all = stdout + &stderr;
     assert!(!all.contains("not-the-password"), "{all}");
-    assert_no_admin_password(&all);
+    assert_no_password(&all);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -202,14 +195,15 @@ async fn sigterm_lets_a_slow_request_finish_and_exits_0() {
     let status = app.wait(Duration::from_secs(10)).await;
     assert!(status.success(), "{status}: {}", app.output());
     assert!(TcpStream::connect(addr).await.is_err());
-    assert_no_admin_password(&app.output());
+    assert_no_password(&app.output());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_timeout_bounds_the_drain() {
     let mut app = spawn_app_with(&[("SHUTDOWN_TIMEOUT", "1")]).await;
     let _locker = lock_tasks_table(&app).await; // held until the test ends
-    let stuck = tokio::spawn(try_get(app.addr, "/tasks"));
+    let addr = app.addr;
+    let stuck = tokio::spawn(async move { try_send(addr, Method::GET, "/tasks", &[], "").await });
     wait_for_blocked_queries(&app.db, 1).await;
     app.terminate();
     // 1 s of drain plus slack; under 4 s, so the request's own 5 s budget ending
@@ -304,7 +298,7 @@ async fn ready_and_requests_fail_fast_when_the_database_goes_away() {
         .expect("GET /tasks answered within 6 s");
     assert_eq!(list.status, 503, "{}", list.body);
     assert!(!list.detail().is_empty());
-    // The batched routes (src/batch.rs) too, all the requests of a batch alike.
+    // The batched routes (src/store/batch.rs) too, all the requests of a batch alike.
     let (one, created, two) = tokio::time::timeout(Duration::from_secs(6), async {
         tokio::join!(
             get("/tasks/1"),
@@ -333,7 +327,7 @@ async fn ready_and_requests_fail_fast_when_the_database_goes_away() {
         "/ready never returned to 200; output:\n{}",
         output.lock().unwrap()
     );
-    assert!(!output.lock().unwrap().contains(PgServer::PASSWORD));
+    assert_no_password(&output.lock().unwrap());
 }
 
 /// Takes an ACCESS EXCLUSIVE lock on `tasks` in an open transaction, so any query
@@ -369,35 +363,10 @@ async fn wait_for_blocked_queries(db: &TestDb, count: i64) {
     );
 }
 
-/// `GET path` that reports a dropped connection instead of panicking.
-async fn try_get(addr: SocketAddr, path: &'static str) -> Result<u16, hyper::Error> {
-    let stream = TcpStream::connect(addr).await.expect("connect to task-api");
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    let request = Request::get(path)
-        .header(HOST, addr.to_string())
-        .body(Empty::<Bytes>::new())
-        .expect("a valid request");
-    Ok(sender.send_request(request).await?.status().as_u16())
-}
-
 /// `url` with its password replaced (or added).
 fn with_password(url: &str, password: &str) -> String {
     let (scheme, rest) = url.split_once("://").expect("a postgres:// URL");
     let (userinfo, host) = rest.split_once('@').expect("a user name in the URL");
     let user = userinfo.split(':').next().unwrap_or(userinfo);
     format!("{scheme}://{user}:{password}@{host}")
-}
-
-/// Spec §6: the test server's password never appears in `output`.
-fn assert_no_admin_password(output: &str) {
-    let password = ADMIN_URL
-        .split_once("://")
-        .and_then(|(_, rest)| rest.split_once('@'))
-        .and_then(|(userinfo, _)| userinfo.split_once(':'))
-        .map(|(_, password)| password);
-    if let Some(password) = password.filter(|p| !p.is_empty()) {
-        assert!(!output.contains(password), "the password is in:\n{output}");
-    }
 }

@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::Method;
@@ -13,7 +12,9 @@ use rcgen::{
     KeyPair, KeyUsagePurpose,
 };
 
-use crate::helpers::{PgServer, connect, run_cli, send, spawn_server, text, with_dbname};
+use crate::helpers::{
+    PgServer, assert_no_password, connect, run_cli, send, spawn_server, text, unique, with_dbname,
+};
 
 /// The PEM files of a test PKI: a CA, a server certificate it issued for the DNS name
 /// `localhost` (not for 127.0.0.1), and an unrelated CA. Removed on drop.
@@ -27,12 +28,7 @@ struct TestPki {
 
 impl TestPki {
     fn new() -> TestPki {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "task-api-tls-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
+        let dir = std::env::temp_dir().join(unique("task-api-tls"));
         std::fs::create_dir_all(&dir).expect("create the PKI directory");
         let ca = certificate_authority("task-api test CA");
         let other_ca = certificate_authority("task-api unrelated CA");
@@ -88,19 +84,10 @@ async fn migrate(url: &str, startup_timeout: &str, limit: Duration) -> Output {
     let output = tokio::time::timeout(limit, run_cli(&["migrate"], &env))
         .await
         .unwrap_or_else(|_| panic!("task-api migrate still running after {limit:?}"));
-    assert_no_password(&output);
+    // Spec §4: the password is never printed, on success or failure.
+    let (stdout, stderr) = text(&output);
+    assert_no_password(&(stdout + &stderr));
     output
-}
-
-/// Spec §4: the password is never printed, on success or failure.
-fn assert_no_password(output: &Output) {
-    let (stdout, stderr) = text(output);
-    for (name, stream) in [("stdout", stdout), ("stderr", stderr)] {
-        assert!(
-            !stream.contains(PgServer::PASSWORD),
-            "the password is on {name}:\n{stream}"
-        );
-    }
 }
 
 /// `migrate` on a fresh database succeeds: exit 0 and the migration applied.
@@ -293,11 +280,7 @@ async fn each_sslmode_checks_what_libpq_checks_against_a_test_ca() {
         connections > 0 && all_tls,
         "{connections} connections, all TLS: {all_tls}"
     );
-    let output = output.lock().unwrap().clone();
-    assert!(
-        !output.contains(PgServer::PASSWORD),
-        "serve printed the password:\n{output}"
-    );
+    assert_no_password(&output.lock().unwrap());
 }
 
 #[tokio::test]
