@@ -4,7 +4,7 @@
 //! - [`cli`]: the command line → [`cli::Command`].
 //! - [`config`]: the environment → [`config::Config`], read once.
 //! - [`logging`]: env_logger on stdout, at `LOG_LEVEL` or `RUST_LOG`.
-//! - [`db`]: `DATABASE_URL` → tokio-postgres config → pool; the start-up wait.
+//! - [`db`]: `DATABASE_URL`, parsed as libpq parses it → connections; the start-up wait.
 //! - [`tls`]: libpq's `sslmode` on rustls: which certificate checks each mode makes.
 //! - [`migrate`]: the embedded `sql/` migrations, under an advisory lock.
 //! - [`shutdown`]: one future that completes on SIGTERM or SIGINT.

@@ -1,6 +1,7 @@
 //! libpq's `sslmode` on rustls (spec §4). tokio-postgres only decides whether to
 //! encrypt (disable, prefer, require); which certificate checks happen is decided
-//! here, by the verifier each mode gets. Parsing the URL is db.rs's job.
+//! here, by the verifier each mode gets. Which mode and roots a URL asks for is
+//! db/options.rs's business.
 
 use std::fmt;
 use std::sync::Arc;
@@ -73,13 +74,36 @@ impl fmt::Display for SslMode {
     }
 }
 
-/// The TLS connector for `mode`. Roots come from `sslrootcert` (a PEM file) when
-/// given, else from the Mozilla roots compiled into the binary: a scratch image has
-/// no CA bundle.
-pub fn connector(mode: SslMode, sslrootcert: Option<&str>) -> Result<MakeRustlsConnect, String> {
+/// The roots a verifying mode trusts: `sslrootcert`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Roots {
+    /// None given: the Mozilla roots compiled into the binary (a scratch image has no
+    /// CA bundle).
+    Default,
+    /// `sslrootcert=system`: the same compiled-in roots, asked for by name.
+    System,
+    /// `sslrootcert=<file>`: the certificates in a PEM file.
+    File(String),
+}
+
+/// The TLS versions a connection may use (`ssl_min_protocol_version`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TlsVersions {
+    /// TLS 1.2 or 1.3: rustls's floor, above libpq's default minimum.
+    OneTwoAndUp,
+    /// TLS 1.3 only.
+    OneThreeOnly,
+}
+
+/// The TLS connector for `mode`, trusting `roots` when the mode verifies the chain.
+pub fn connector(
+    mode: SslMode,
+    roots: &Roots,
+    versions: TlsVersions,
+) -> Result<MakeRustlsConnect, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier: Arc<dyn ServerCertVerifier> = if mode.verifies_chain() {
-        let roots = Arc::new(roots(sslrootcert)?);
+        let roots = Arc::new(root_store(roots)?);
         let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
             .build()
             .map_err(|err| format!("sslrootcert: {err}"))?;
@@ -90,8 +114,12 @@ pub fn connector(mode: SslMode, sslrootcert: Option<&str>) -> Result<MakeRustlsC
     } else {
         Arc::new(EncryptOnly(provider.clone()))
     };
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+    let builder = ClientConfig::builder_with_provider(provider);
+    let builder = match versions {
+        TlsVersions::OneTwoAndUp => builder.with_safe_default_protocol_versions(),
+        TlsVersions::OneThreeOnly => builder.with_protocol_versions(&[&rustls::version::TLS13]),
+    };
+    let mut config = builder
         .map_err(|err| format!("TLS set-up: {err}"))?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
@@ -101,14 +129,14 @@ pub fn connector(mode: SslMode, sslrootcert: Option<&str>) -> Result<MakeRustlsC
     Ok(MakeRustlsConnect::new(config))
 }
 
-fn roots(sslrootcert: Option<&str>) -> Result<RootCertStore, String> {
-    let path = match sslrootcert {
-        None | Some("system") => {
+fn root_store(roots: &Roots) -> Result<RootCertStore, String> {
+    let path = match roots {
+        Roots::Default | Roots::System => {
             return Ok(RootCertStore {
                 roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
             });
         }
-        Some(path) => path,
+        Roots::File(path) => path,
     };
     let unreadable = |err: &dyn fmt::Display| format!("sslrootcert {path}: {err}");
     let mut store = RootCertStore::empty();
@@ -248,12 +276,13 @@ mod tests {
 
     #[test]
     fn compiled_in_roots_are_there() {
-        assert!(roots(None).unwrap().len() > 100);
+        assert!(root_store(&Roots::Default).unwrap().len() > 100);
     }
 
     #[test]
     fn unreadable_root_file_is_named() {
-        let err = connector(SslMode::VerifyFull, Some("/nonexistent/ca.pem"))
+        let roots = Roots::File("/nonexistent/ca.pem".into());
+        let err = connector(SslMode::VerifyFull, &roots, TlsVersions::OneTwoAndUp)
             .err()
             .unwrap();
         assert!(err.contains("/nonexistent/ca.pem"), "{err}");

@@ -68,8 +68,11 @@ pub fn run(config: Config) -> Result<(), Error> {
 /// Connects, migrates and binds; returns the store, the listener and how many
 /// migrations were applied.
 async fn start(config: &Config) -> Result<(Store, TcpListener, usize), Error> {
-    let mut client = db::connect_with_retry(&config.database, config.startup_timeout).await?;
-    let applied = migrate::apply(&mut client).await?.len();
+    let deadline = db::startup_deadline(config.startup_timeout);
+    let mut client = db::connect_with_retry(&config.database, deadline).await?;
+    let applied = migrate::apply(&config.database, &mut client, deadline)
+        .await?
+        .len();
     drop(client);
     let store = Store::open(&config.database, config.pool_size).map_err(Error::Startup)?;
     store.warm_up().await;

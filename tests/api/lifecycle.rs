@@ -145,6 +145,71 @@ async fn serve_gives_up_after_the_startup_timeout() {
 }
 
 #[tokio::test]
+async fn a_database_that_accepts_but_never_answers_cannot_hold_start_up() {
+    // Takes connections and holds them, never a byte: a TLS handshake or login that hangs.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    for sslmode in ["disable", "require"] {
+        let url = format!("postgres://postgres:pw@127.0.0.1:{port}/tasks?sslmode={sslmode}");
+        let started = std::time::Instant::now();
+        let (_, stderr) = serve_fails(&url, "2").await;
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{sslmode}: gave up after {:?}",
+            started.elapsed()
+        );
+        assert!(stderr.contains("did not finish TLS or login"), "{stderr}");
+    }
+    silent.abort();
+}
+
+#[tokio::test]
+async fn a_held_migration_lock_bounds_start_up_and_is_named() {
+    let db = TestDb::create().await;
+    let url = db.url();
+    let holder = db.client().await;
+    let pid: i32 = holder
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    holder
+        .batch_execute("SET application_name = 'lock-holder'")
+        .await
+        .unwrap();
+    // The key every task-api agrees on (src/migrate.rs).
+    holder
+        .execute("SELECT pg_advisory_lock($1)", &[&0x0074_6173_6b61_7069_i64])
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (_, stderr) = serve_fails(&url, "2").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        stderr.contains(&format!("pid {pid} ")) && stderr.contains("\"lock-holder\""),
+        "{stderr}"
+    );
+    // Once the holder lets go, start-up goes through.
+    drop(holder);
+    assert!(
+        run_cli(&["migrate"], &[("DATABASE_URL", &url)])
+            .await
+            .status
+            .success()
+    );
+}
+
+#[tokio::test]
 async fn wrong_password_fails_at_once() {
     let db = TestDb::create().await;
     let url = with_password(&db.url(), "not-the-password");

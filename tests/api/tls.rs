@@ -313,3 +313,66 @@ async fn a_server_without_tls_is_refused_when_tls_or_channel_binding_is_required
         assert!(!stdout.contains("applied"), "{case}: migrated\n{stdout}");
     }
 }
+
+#[tokio::test]
+async fn a_question_mark_in_the_password_never_costs_the_sslmode() {
+    let server = PgServer::start(None);
+    let admin = connect(&server.url("127.0.0.1", "sslmode=disable")).await;
+    // Two statements: CREATE DATABASE cannot share a transaction.
+    for sql in [
+        "CREATE ROLE q LOGIN PASSWORD 'a?b'",
+        "CREATE DATABASE q_db OWNER q",
+    ] {
+        admin.batch_execute(sql).await.expect(sql);
+    }
+    let url = |sslmode: &str| {
+        format!(
+            "postgresql://q:a?b@127.0.0.1:{}/q_db?sslmode={sslmode}",
+            server.port
+        )
+    };
+    // As psql does: the whole 'a?b' is the password, so sslmode=require is honoured,
+    // and a server without TLS is refused rather than spoken to in plaintext.
+    let output = migrate(&url("require"), "3", Duration::from_secs(30)).await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("server does not support TLS"), "{stderr}");
+    // With TLS off, the same password logs in: it was read whole.
+    assert_migrates("sslmode=disable, password a?b", &url("disable")).await;
+    let output = migrate(&url("disable"), "3", Duration::from_secs(30)).await;
+    assert!(!text(&output).0.contains("a?b"));
+}
+
+#[tokio::test]
+async fn tls_settings_libpq_refuses_are_configuration_errors_naming_the_parameter() {
+    for (params, parameter) in [
+        // verify-ca against every public CA, without a name check, would trust anyone.
+        ("sslmode=verify-ca", "sslrootcert"),
+        ("sslmode=verify-ca&sslrootcert=system", "sslrootcert"),
+        ("sslmode=require&sslrootcert=system", "sslrootcert"),
+        ("sslmode=verify-full&sslcert=/client.pem", "sslcert"),
+        ("sslmode=require&gssencmode=require", "gssencmode"),
+    ] {
+        let url = format!("postgres://u:tls-secret-pw@127.0.0.1:1/d?{params}");
+        let output = run_cli(&["migrate"], &[("DATABASE_URL", &url)]).await;
+        let (stdout, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(2), "{params}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("task-api: DATABASE_URL: {parameter}: ")),
+            "{params}: {stderr}"
+        );
+        assert!(!(stdout + &stderr).contains("tls-secret-pw"), "{params}");
+    }
+    // sslrootcert=system alone means verify-full, as in libpq: it verifies, so against a
+    // server with no TLS at all it fails to connect (exit 1), not to configure.
+    let server = PgServer::start(None);
+    let output = migrate(
+        &server.url("127.0.0.1", "sslrootcert=system"),
+        "3",
+        Duration::from_secs(30),
+    )
+    .await;
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("sslmode=verify-full"), "{stderr}");
+}

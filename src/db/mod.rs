@@ -1,0 +1,115 @@
+//! The database connection: single connections, the pool's connection manager, and
+//! the start-up wait with backoff (spec §5). Reading `DATABASE_URL` is options.rs's
+//! job (conninfo.rs splits it); which certificate checks each `sslmode` makes,
+//! tls.rs's; how the pool is used, the store's.
+
+use std::time::Duration;
+
+mod conninfo;
+mod options;
+
+use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
+use tokio::time::Instant;
+use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
+
+use crate::Error;
+use crate::error::describe;
+pub use options::DbOptions;
+
+/// Start-up retries double their pause up to this.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
+/// The least time worth another attempt.
+const LAST_CHANCE: Duration = Duration::from_millis(100);
+/// With `DATABASE_STARTUP_TIMEOUT=0` (no retries), the one attempt gets this long.
+const ONE_ATTEMPT: Duration = Duration::from_secs(5);
+
+/// When start-up must have connected and migrated, for `DATABASE_STARTUP_TIMEOUT`.
+pub fn startup_deadline(budget: Duration) -> Instant {
+    Instant::now()
+        + if budget.is_zero() {
+            ONE_ATTEMPT
+        } else {
+            budget
+        }
+}
+
+impl DbOptions {
+    /// Opens one connection, outside the pool (migrations use it).
+    pub async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
+        let (client, connection) = self.pg.connect(self.tls.clone()).await?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                log::warn!("database connection closed: {}", describe(&err));
+            }
+        });
+        Ok(client)
+    }
+
+    /// What a pool needs to open connections like [`DbOptions::connect`]'s.
+    pub fn manager(&self) -> Manager {
+        Manager::from_config(
+            self.pg.clone(),
+            self.tls.clone(),
+            ManagerConfig {
+                // is_closed() only: a query that fails on a dead connection drops it.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        )
+    }
+}
+
+/// Connects, retrying with backoff until `deadline` and logging each failure's
+/// reason (spec §5). Every attempt, TLS and login included, ends by the deadline: a
+/// server that accepts the connection and then says nothing cannot hold start-up.
+/// Failures that waiting cannot fix (a wrong password, a missing database, a
+/// certificate that does not verify) end the wait at once.
+pub async fn connect_with_retry(db: &DbOptions, deadline: Instant) -> Result<Client, Error> {
+    let mut pause = Duration::from_millis(100);
+    for attempt in 1.. {
+        let (reason, permanent) = match tokio::time::timeout_at(deadline, db.connect()).await {
+            Ok(Ok(client)) => {
+                log::info!("connected to {}", db.target());
+                return Ok(client);
+            }
+            Ok(Err(err)) => (describe(&err), is_permanent(&err)),
+            Err(_) => (
+                "no answer by the end of DATABASE_STARTUP_TIMEOUT (the server took the \
+                 connection but did not finish TLS or login)"
+                    .to_owned(),
+                true,
+            ),
+        };
+        // The next attempt gets at least LAST_CHANCE, else this failure is the last word.
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if permanent || remaining < LAST_CHANCE {
+            return Err(Error::Startup(format!(
+                "cannot connect to database {} (attempt {attempt}): {reason}",
+                db.target(),
+            )));
+        }
+        let pause_now = pause.min(remaining - LAST_CHANCE);
+        log::warn!(
+            "database {} not ready (attempt {attempt}): {reason}; retrying in {pause_now:?}",
+            db.target(),
+        );
+        tokio::time::sleep(pause_now).await;
+        pause = (pause * 2).min(MAX_RETRY_PAUSE);
+    }
+    unreachable!("the retry loop returns")
+}
+
+fn is_permanent(err: &tokio_postgres::Error) -> bool {
+    if let Some(code) = err.code() {
+        return code == &SqlState::INVALID_PASSWORD
+            || code == &SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+            || code == &SqlState::INVALID_CATALOG_NAME;
+    }
+    // tokio-postgres does not expose its error kinds; its Display is the kind alone.
+    // A TLS handshake that failed (certificate refused, no TLS on the server) or an
+    // authentication exchange we refused (no channel binding) fails the same way again.
+    matches!(
+        err.to_string().as_str(),
+        "error performing TLS handshake" | "authentication error"
+    )
+}
