@@ -1,12 +1,19 @@
 //! Logging set-up: env_logger writing to stdout (spec §6), filtered by `RUST_LOG`
-//! when set, else `LOG_LEVEL`. What gets logged is decided where it happens.
+//! when set, else `LOG_LEVEL`; and [`Quoted`], how a value a client controls is
+//! written into a line. What gets logged is decided where it happens.
 
+use std::fmt::{self, Write as _};
 use std::io::Write;
+
+/// Dependencies whose debug output holds statement parameters or SQL text, which are
+/// request bodies (spec §6: never a body, at any level). They log at `warn` at most
+/// unless the filter names them: that is the operator's own choice.
+const HOLD_BODIES: [&str; 1] = ["tokio_postgres"];
 
 /// Starts the logger once. `filter` is an env_logger filter (`info`, `task_api=debug`).
 pub fn init(filter: &str) {
     env_logger::Builder::new()
-        .parse_filters(filter)
+        .parse_filters(&with_quiet_dependencies(filter))
         .target(env_logger::Target::Stdout)
         .format(|buf, record| {
             writeln!(
@@ -19,4 +26,76 @@ pub fn init(filter: &str) {
             )
         })
         .init();
+}
+
+fn with_quiet_dependencies(filter: &str) -> String {
+    let mut filter = filter.to_owned();
+    for target in HOLD_BODIES {
+        if !filter.contains(target) {
+            filter.push_str(&format!(",{target}=warn"));
+        }
+    }
+    filter
+}
+
+/// A value a client controls (a path, a request id, a method), written so that a
+/// line stays one line and its fields cannot be forged (spec §6): bare when it is
+/// plain printable ASCII with no blank, `=` or quote; otherwise a double-quoted
+/// logfmt string in which `"` and `\` are escaped, and every control or non-ASCII
+/// character is written as `\u{…}`.
+pub struct Quoted<'a>(pub &'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plain = |c: char| c.is_ascii_graphic() && !matches!(c, '"' | '=' | '\\');
+        if !self.0.is_empty() && self.0.chars().all(plain) {
+            return f.write_str(self.0);
+        }
+        f.write_char('"')?;
+        for c in self.0.chars() {
+            match c {
+                '"' => f.write_str("\\\"")?,
+                '\\' => f.write_str("\\\\")?,
+                ' ' => f.write_char(' ')?,
+                c if plain(c) || c == '=' => f.write_char(c)?,
+                c => write!(f, "\\u{{{:x}}}", c as u32)?,
+            }
+        }
+        f.write_char('"')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_values_stay_bare_and_the_rest_is_quoted_and_escaped() {
+        for (value, shown) in [
+            ("/tasks/42", "/tasks/42"),
+            ("abc-123", "abc-123"),
+            ("1 status=500 user=admin", r#""1 status=500 user=admin""#),
+            ("a\"b\\c", r#""a\"b\\c""#),
+            (
+                "/x\u{2028}y\u{85}z\u{9b}\r\n",
+                r#""/x\u{2028}y\u{85}z\u{9b}\u{d}\u{a}""#,
+            ),
+            ("/caf\u{e9}", r#""/caf\u{e9}""#),
+            ("", r#""""#),
+        ] {
+            assert_eq!(Quoted(value).to_string(), shown, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn dependencies_that_log_parameters_are_held_at_warn_unless_named() {
+        assert_eq!(
+            with_quiet_dependencies("DEBUG"),
+            "DEBUG,tokio_postgres=warn"
+        );
+        assert_eq!(
+            with_quiet_dependencies("tokio_postgres=debug"),
+            "tokio_postgres=debug"
+        );
+    }
 }

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::response::{self, Body};
 use crate::error::describe;
+use crate::logging::Quoted;
 use crate::store::{Cause, StoreError};
 use crate::tasks::Invalid;
 
@@ -55,7 +56,7 @@ impl ApiError {
 
     /// The response the client gets; logs the cause of 500s and 503s.
     pub fn into_response(self, request_id: &HeaderValue) -> Response<Body> {
-        let request_id = request_id.to_str().unwrap_or("-");
+        let request_id = Quoted(request_id.to_str().unwrap_or("-"));
         match &self {
             ApiError::Internal(cause) => {
                 log::error!(

@@ -6,6 +6,8 @@ use std::time::Instant;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Response};
 
+use crate::logging::Quoted;
+
 /// The header, in both directions.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const MAX_ID_BYTES: usize = 128;
@@ -23,7 +25,8 @@ fn is_sane(id: &[u8]) -> bool {
     !id.is_empty() && id.len() <= MAX_ID_BYTES && id.iter().all(|b| (0x20..=0x7e).contains(b))
 }
 
-/// Stamps the id on the response and writes the access-log line.
+/// Stamps the id on the response and writes the access-log line. The method, path
+/// and id are the client's: written [`Quoted`], a line cannot be broken or forged.
 pub fn finish<B>(
     response: &mut Response<B>,
     id: HeaderValue,
@@ -34,11 +37,13 @@ pub fn finish<B>(
     let micros = started.elapsed().as_micros();
     log::info!(
         target: "access",
-        "{method} {path} {} {}.{:03}ms request_id={}",
+        "{} {} {} {}.{:03}ms request_id={}",
+        Quoted(method.as_str()),
+        Quoted(path),
         response.status().as_u16(),
         micros / 1000,
         micros % 1000,
-        id.to_str().unwrap_or("-"),
+        Quoted(id.to_str().unwrap_or("-")),
     );
     response.headers_mut().insert(X_REQUEST_ID.clone(), id);
 }

@@ -11,8 +11,8 @@ use serde_json::json;
 use tokio::net::TcpStream;
 
 use crate::helpers::{
-    TestDb, assert_no_password, command, free_port, passwords, run_cli, send, server_env,
-    spawn_app, spawn_server, spawn_server_args, text,
+    TestDb, assert_no_password, command, free_port, passwords, run_cli, send, send_raw, server_env,
+    spawn_app, spawn_app_with, spawn_server, spawn_server_args, text,
 };
 
 #[tokio::test]
@@ -283,4 +283,61 @@ async fn log_level_warn_silences_the_access_log() {
     assert_eq!(output.status.code(), Some(0));
     assert!(!stdout.contains("GET /health"), "{stdout}");
     assert!(!stdout.contains("INFO"), "{stdout}");
+}
+
+#[tokio::test]
+async fn a_client_can_neither_break_nor_forge_an_access_log_line() {
+    let app = spawn_app().await;
+    let forged = "1 status=500 user=admin";
+    let response = app
+        .request(Method::GET, "/health", &[("x-request-id", forged)], "")
+        .await;
+    assert_eq!(response.header("x-request-id"), Some(forged));
+    // Raw bytes on the wire: a line separator, NEL and a C1 control in the path.
+    let raw = "GET /x\u{2028}y\u{85}z\u{9b}w HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    send_raw(app.addr, raw.as_bytes(), Duration::from_secs(2)).await;
+    app.get("/tasks/\"quoted\"%20path").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let output = app.output();
+    for c in ['\u{2028}', '\u{85}', '\u{9b}'] {
+        assert!(!output.contains(c), "{c:?} reached the log:\n{output}");
+    }
+    let line = output
+        .lines()
+        .find(|l| l.contains("GET /health 200"))
+        .expect("the access line");
+    assert!(
+        line.ends_with(&format!("request_id=\"{forged}\"")),
+        "the id's fields are not quoted: {line}"
+    );
+    assert!(
+        output.contains(r#"GET "/tasks/\"quoted\"%20path" 422"#),
+        "{output}"
+    );
+}
+
+#[tokio::test]
+async fn debug_logging_never_holds_a_request_body() {
+    for (var, level, logs_bodies) in [
+        ("LOG_LEVEL", "trace", false),
+        ("RUST_LOG", "debug", false),
+        // The operator's own choice, named: the driver's statement parameters.
+        ("RUST_LOG", "info,tokio_postgres=debug", true),
+    ] {
+        let app = spawn_app_with(&[(var, level)]).await;
+        let task = app
+            .create_task(json!({"title": "body-marker-title", "description": "body-marker-desc"}))
+            .await;
+        let path = format!("/tasks/{}", task["id"]);
+        assert_eq!(app.get(&path).await.status, 200);
+        let patched = app.patch(&path, r#"{"title": "body-marker-patch"}"#).await;
+        assert_eq!(patched.status, 200);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let output = app.output();
+        assert_eq!(
+            output.contains("body-marker"),
+            logs_bodies,
+            "{var}={level}:\n{output}"
+        );
+    }
 }
