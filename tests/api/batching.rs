@@ -30,7 +30,7 @@ async fn batches(app: &TestApp, query: &str) -> (f64, f64) {
 
 fn body(n: usize) -> Value {
     let status = ["pending", "in_progress", "completed"][n % 3];
-    let description = (n % 2 == 0).then(|| format!("about task {n}"));
+    let description = n.is_multiple_of(2).then(|| format!("about task {n}"));
     json!({"title": format!("task {n}"), "description": description, "status": status})
 }
 
