@@ -25,7 +25,8 @@ ENVIRONMENT:
     DATABASE_URL              postgres:// URL or libpq key=value string (serve, migrate)
     DATABASE_URL_FILE         read DATABASE_URL from this file instead
     PORT                      listen port (default 8000)
-    HOST                      listen address (default 0.0.0.0)
+    HOST                      listen address (default: every address, IPv4 and IPv6)
+    MAX_CONNECTIONS           most clients at once; more get 503 (default: from the fd limit)
     LOG_LEVEL                 error, warn, info, debug or trace (default info); RUST_LOG wins
     DATABASE_POOL_SIZE        max database connections (default 8)
     DATABASE_STARTUP_TIMEOUT  seconds to keep retrying the database at start-up (default 60)

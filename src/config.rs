@@ -3,7 +3,7 @@
 //! is resolved here, so nothing later knows where the URL came from.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -23,8 +23,13 @@ const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(8);
 pub struct Config {
     /// Where the database is and how to reach it (TLS included).
     pub database: DbOptions,
-    /// `HOST`:`PORT`.
-    pub listen: SocketAddr,
+    /// `HOST`; `None`: every address, IPv4 and IPv6.
+    pub host: Option<IpAddr>,
+    /// `PORT`.
+    pub port: u16,
+    /// `MAX_CONNECTIONS`: most clients served at once; `None`: derived from the
+    /// file-descriptor limit at start.
+    pub max_connections: Option<usize>,
     /// An env_logger filter: `RUST_LOG` when set, else `LOG_LEVEL`.
     pub log_filter: String,
     /// `DATABASE_POOL_SIZE`: most connections this process opens.
@@ -46,7 +51,19 @@ impl Config {
     pub fn parse(env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let env = |name: &str| env(name).filter(|value| !value.trim().is_empty());
         let port = parsed(&env, "PORT", DEFAULT_PORT)?;
-        let host = parsed(&env, "HOST", IpAddr::from([0, 0, 0, 0]))?;
+        let host = env("HOST")
+            .map(|text| text.trim().parse())
+            .transpose()
+            .map_err(|_| invalid("HOST", "not an IP address"))?;
+        let max_connections = env("MAX_CONNECTIONS")
+            .map(|text| match text.trim().parse::<usize>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(invalid(
+                    "MAX_CONNECTIONS",
+                    "must be a whole number of at least 1",
+                )),
+            })
+            .transpose()?;
         let log_filter = match env("RUST_LOG") {
             Some(filter) => filter,
             None => parsed(&env, "LOG_LEVEL", LevelFilter::Info)?.to_string(),
@@ -57,7 +74,9 @@ impl Config {
         }
         Ok(Config {
             database: database(&env)?,
-            listen: SocketAddr::new(host, port),
+            host,
+            port,
+            max_connections,
             log_filter,
             pool_size,
             startup_timeout: seconds(&env, "DATABASE_STARTUP_TIMEOUT", DEFAULT_STARTUP_TIMEOUT)?,
@@ -76,7 +95,9 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("database", &self.database.target())
-            .field("listen", &self.listen)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("max_connections", &self.max_connections)
             .field("log_filter", &self.log_filter)
             .field("pool_size", &self.pool_size)
             .field("startup_timeout", &self.startup_timeout)
@@ -167,7 +188,8 @@ mod tests {
     #[test]
     fn defaults_follow_the_spec() {
         let config = parse(&[("DATABASE_URL", URL)]).unwrap();
-        assert_eq!(config.listen, "0.0.0.0:8000".parse().unwrap());
+        assert_eq!((config.host, config.port), (None, 8000));
+        assert_eq!(config.max_connections, None);
         assert_eq!(config.log_filter, "INFO");
         assert_eq!(config.pool_size, DEFAULT_POOL_SIZE);
         assert_eq!(config.startup_timeout, Duration::from_secs(60));
@@ -183,6 +205,10 @@ mod tests {
             (
                 &[("DATABASE_URL", URL), ("HOST", "example.com")][..],
                 "HOST",
+            ),
+            (
+                &[("DATABASE_URL", URL), ("MAX_CONNECTIONS", "0")][..],
+                "MAX_CONNECTIONS",
             ),
             (
                 &[("DATABASE_URL", URL), ("LOG_LEVEL", "loud")][..],
@@ -227,7 +253,7 @@ mod tests {
     #[test]
     fn empty_variables_count_as_unset() {
         let config = parse(&[("DATABASE_URL", URL), ("PORT", ""), ("HOST", " ")]).unwrap();
-        assert_eq!(config.listen.port(), 8000);
+        assert_eq!((config.host, config.port), (None, 8000));
     }
 
     #[test]

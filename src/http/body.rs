@@ -1,7 +1,10 @@
 //! Request bodies as JSON objects (spec §2): 415 unless the body says
 //! `application/json`, 413 past 64 KiB (before reading a byte when the length is
-//! declared), 400 unless the body is a JSON object. What the object must hold is
-//! tasks.rs's business; building responses is response.rs's.
+//! declared), 408 unless it all arrives within [`BODY_TIMEOUT`] (spec §5), 400 unless
+//! the body is a JSON object. What the object must hold is tasks.rs's business;
+//! building responses is response.rs's.
+
+use std::time::Duration;
 
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
@@ -12,6 +15,9 @@ use super::error::ApiError;
 
 /// The largest request body read.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// A body must arrive whole within this of its handler asking for it, as the head
+/// must within 10 s: a client that stalls halfway cannot hold a connection.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reads a request body as a JSON object.
 pub async fn object(headers: &HeaderMap, body: Incoming) -> Result<Map<String, Value>, ApiError> {
@@ -22,7 +28,8 @@ pub async fn object(headers: &HeaderMap, body: Incoming) -> Result<Map<String, V
     if body.size_hint().lower() > MAX_BODY_BYTES as u64 {
         return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
     }
-    let bytes = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+    let read = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY_BYTES).collect());
+    let bytes = match read.await.map_err(|_| ApiError::RequestTimeout)? {
         Ok(collected) => collected.to_bytes(),
         Err(err) if err.is::<LengthLimitError>() => {
             return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use hyper::header::{ALLOW, HeaderValue, RETRY_AFTER};
+use hyper::header::{ALLOW, CONNECTION, HeaderValue, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 use serde_json::json;
 
@@ -27,6 +27,8 @@ pub enum ApiError {
     TaskNotFound,
     /// 405: the route exists; these are its methods.
     MethodNotAllowed(&'static str),
+    /// 408: the body did not arrive within its deadline; the connection closes.
+    RequestTimeout,
     /// 413: body over the limit, in bytes.
     PayloadTooLarge(usize),
     /// 415: body without `application/json`.
@@ -35,6 +37,8 @@ pub enum ApiError {
     Invalid(Invalid),
     /// 503: the database could not serve in time.
     Unavailable(Cause),
+    /// 503: the server holds as many connections as it may.
+    Overloaded,
     /// 500: anything else.
     Internal(Cause),
 }
@@ -46,10 +50,11 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound | ApiError::TaskNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -78,8 +83,11 @@ impl ApiError {
             ApiError::MethodNotAllowed(allow) => {
                 headers.insert(ALLOW, HeaderValue::from_static(allow));
             }
-            ApiError::Unavailable(_) => {
+            ApiError::Unavailable(_) | ApiError::Overloaded => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::RequestTimeout => {
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }
@@ -95,11 +103,13 @@ impl fmt::Display for ApiError {
             ApiError::NotFound => f.write_str("Not Found"),
             ApiError::TaskNotFound => f.write_str("Task not found"),
             ApiError::MethodNotAllowed(_) => f.write_str("Method Not Allowed"),
+            ApiError::RequestTimeout => f.write_str("The request body did not arrive in time"),
             ApiError::PayloadTooLarge(limit) => {
                 write!(f, "Request body is larger than {limit} bytes")
             }
             ApiError::UnsupportedMediaType => f.write_str("Content-Type must be application/json"),
             ApiError::Unavailable(_) => f.write_str("Database unavailable; try again shortly"),
+            ApiError::Overloaded => f.write_str("Too many connections; try again shortly"),
             ApiError::Internal(_) => f.write_str("Internal server error"),
         }
     }

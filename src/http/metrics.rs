@@ -15,6 +15,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+use super::conn::Cut;
 use crate::store::PoolState;
 
 /// The git revision the binary was built from, when the build said (`make build` does).
@@ -36,6 +37,11 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CutLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     method: &'static str,
     route: &'static str,
@@ -47,12 +53,15 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     in_flight: Gauge,
+    connections_open: Gauge,
+    connections_cut: Family<CutLabels, Counter>,
     pool_size: Gauge,
     pool_available: Gauge,
     pool_waiting: Gauge,
 }
 
-/// Counts one request as in flight until dropped, so a cancelled request is uncounted too.
+/// Counts one request (or connection) as open until dropped, so one that is
+/// cancelled is uncounted too.
 pub struct InFlight(Gauge);
 
 impl Drop for InFlight {
@@ -83,6 +92,18 @@ impl Metrics {
             "http_requests_in_flight",
             "Requests being served now",
             in_flight.clone(),
+        );
+        let connections_open = Gauge::default();
+        registry.register(
+            "http_connections_open",
+            "Client connections open now",
+            connections_open.clone(),
+        );
+        let connections_cut = Family::<CutLabels, Counter>::default();
+        registry.register(
+            "http_connections_closed",
+            "Client connections the server ended, by reason: a deadline, or MAX_CONNECTIONS",
+            connections_cut.clone(),
         );
         let gauge = |registry: &mut Registry, name: &str, help: &str, value: i64| {
             let gauge = Gauge::default();
@@ -130,6 +151,8 @@ impl Metrics {
             requests,
             latency,
             in_flight,
+            connections_open,
+            connections_cut,
             pool_size,
             pool_available,
             pool_waiting,
@@ -145,6 +168,21 @@ impl Metrics {
     pub fn in_flight(&self) -> InFlight {
         self.in_flight.inc();
         InFlight(self.in_flight.clone())
+    }
+
+    /// Marks a client connection open for as long as the guard lives.
+    pub fn connection_open(&self) -> InFlight {
+        self.connections_open.inc();
+        InFlight(self.connections_open.clone())
+    }
+
+    /// Counts a connection the server ended, and why.
+    pub fn cut(&self, cut: Cut) {
+        self.connections_cut
+            .get_or_create(&CutLabels {
+                reason: cut.label(),
+            })
+            .inc();
     }
 
     /// Counts an answered request. `route` is a template (`/tasks/{id}`), never a raw path.

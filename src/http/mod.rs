@@ -1,10 +1,13 @@
 //! The HTTP server: start-up in the spec's order (connect, migrate, listen), the
-//! accept loop, and the bounded drain on SIGTERM (spec §5). What a request does is
-//! router.rs's business.
+//! accept loop with its cap on connections, and the bounded drain on SIGTERM (spec
+//! §5). What a request does is router.rs's business; a connection's own deadlines,
+//! conn.rs's; where it listens, listener.rs's.
 
 pub mod body;
+pub mod conn;
 pub mod error;
 pub mod handlers;
+pub mod listener;
 pub mod metrics;
 pub mod request_id;
 pub mod response;
@@ -12,20 +15,42 @@ pub mod router;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Config;
+use crate::error::describe;
 use crate::store::Store;
 use crate::{Error, db, logging, migrate, shutdown};
+use conn::{Cut, WriteDeadline};
 
 /// A client that has not sent its whole header by then is disconnected (spec §5).
+/// hyper runs the same timer while a kept-alive connection waits for its next
+/// request, so it is the idle timeout too.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// hyper's read and write buffers, per connection: a request head may be this big,
+/// and a response streams out through this much at a time.
+const MAX_BUF_BYTES: usize = 64 * 1024;
+/// Connections over `MAX_CONNECTIONS` answered 503 at once; past these, closed unread.
+const OVER_CAPACITY_ANSWERS: usize = 128;
+/// An over-capacity client gets this long to send its request head.
+const OVER_CAPACITY_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How the accept loop bounds what clients hold.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Clients served at once; the next ones get 503 and `connection: close`.
+    pub max_connections: usize,
+    /// How long in-flight requests get after SIGTERM (`SHUTDOWN_TIMEOUT`).
+    pub drain: Duration,
+}
 
 /// What every handler may use.
 pub struct App {
@@ -48,6 +73,20 @@ pub fn run(config: Config) -> Result<(), Error> {
         let signals = shutdown::signals()
             .map_err(|err| Error::Startup(format!("cannot install signal handlers: {err}")))?;
         let mut signals = std::pin::pin!(signals);
+        let fd_limit = listener::raise_fd_limit()
+            .inspect_err(|err| log::warn!("could not raise the file descriptor limit: {err}"))
+            .ok();
+        let limits = Limits {
+            max_connections: config.max_connections.unwrap_or_else(|| {
+                listener::default_max_connections(fd_limit.unwrap_or(1024), config.pool_size)
+            }),
+            drain: config.shutdown_timeout,
+        };
+        log::info!(
+            "file descriptor limit {}; serving up to {} connections",
+            fd_limit.map_or("unknown".into(), |n| n.to_string()),
+            limits.max_connections
+        );
         let (store, listener, applied) = tokio::select! {
             started = start(&config) => started?,
             signal = &mut signals => {
@@ -58,7 +97,7 @@ pub fn run(config: Config) -> Result<(), Error> {
         let mut metrics = metrics::Metrics::new(applied, config.pool_size);
         store.register_metrics(metrics.registry_mut());
         let app = Arc::new(App { store, metrics });
-        serve(listener, app.clone(), signals, config.shutdown_timeout).await;
+        serve(listener, app.clone(), signals, limits).await;
         app.store.close();
         log::info!("stopped");
         Ok(())
@@ -76,19 +115,23 @@ async fn start(config: &Config) -> Result<(Store, TcpListener, usize), Error> {
     drop(client);
     let store = Store::open(&config.database, config.pool_size).map_err(Error::Startup)?;
     store.warm_up().await;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|err| Error::Startup(format!("cannot listen on {}: {err}", config.listen)))?;
+    let listener = listener::bind(config.host, config.port).map_err(|err| {
+        let host = config
+            .host
+            .map_or("every address".into(), |ip| ip.to_string());
+        Error::Startup(format!("cannot listen on {host}:{}: {err}", config.port))
+    })?;
     Ok((store, listener, applied))
 }
 
 /// Serves `listener` until `shutdown` completes, then stops accepting and gives
-/// in-flight requests up to `drain` to finish. Idle keep-alive connections close at once.
+/// in-flight requests up to `limits.drain` to finish. Idle keep-alive connections
+/// close at once.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = &'static str>,
-    drain: Duration,
+    limits: Limits,
 ) {
     match listener.local_addr() {
         Ok(addr) => log::info!("listening on http://{addr}"),
@@ -97,7 +140,14 @@ pub async fn serve(
     let mut http = http1::Builder::new();
     // Without a timer hyper silently skips the header-read timeout.
     http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_BUF_BYTES);
+    let mut over_capacity = http.clone();
+    over_capacity
+        .keep_alive(false)
+        .header_read_timeout(OVER_CAPACITY_HEADER_TIMEOUT);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let answers = Arc::new(Semaphore::new(OVER_CAPACITY_ANSWERS));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -112,29 +162,78 @@ pub async fn serve(
                         continue;
                     }
                 };
-                if let Err(err) = stream.set_nodelay(true) {
-                    log::debug!("TCP_NODELAY: {err}");
-                }
-                let app = app.clone();
-                let service = service_fn(move |request| router::handle(app.clone(), request));
-                let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-                tokio::spawn(async move {
-                    if let Err(err) = connection.await {
-                        log::debug!("connection ended: {}", crate::error::describe(&err));
+                conn::configure(&stream);
+                if let Ok(slot) = slots.clone().try_acquire_owned() {
+                    spawn_connection(&http, &graceful, &app, stream, slot);
+                } else {
+                    app.metrics.cut(Cut::OverCapacity);
+                    if let Ok(answer) = answers.clone().try_acquire_owned() {
+                        tokio::spawn(refuse(over_capacity.clone(), app.clone(), stream, answer));
                     }
-                });
+                }
             }
             signal = &mut shutdown => {
-                log::info!("{signal} received; draining for up to {drain:?}");
+                log::info!("{signal} received; draining for up to {:?}", limits.drain);
                 break;
             }
         }
     }
     drop(listener); // stop accepting; in-flight requests carry on
-    if tokio::time::timeout(drain, graceful.shutdown())
+    if tokio::time::timeout(limits.drain, graceful.shutdown())
         .await
         .is_err()
     {
-        log::warn!("connections still open after {drain:?}; exiting");
+        log::warn!("connections still open after {:?}; exiting", limits.drain);
     }
+}
+
+/// Serves one client connection: its requests go to the router, and the way it
+/// ends (a deadline, or the client going) is counted. It holds `slot` till then.
+fn spawn_connection(
+    http: &http1::Builder,
+    graceful: &GracefulShutdown,
+    app: &Arc<App>,
+    stream: TcpStream,
+    slot: OwnedSemaphorePermit,
+) {
+    let requests = Arc::new(AtomicU64::new(0));
+    let service = {
+        let (app, requests) = (app.clone(), requests.clone());
+        service_fn(move |request| {
+            requests.fetch_add(1, Ordering::Relaxed);
+            router::handle(app.clone(), request)
+        })
+    };
+    let io = TokioIo::new(WriteDeadline::new(stream));
+    let connection = graceful.watch(http.serve_connection(io, service));
+    let app = app.clone();
+    tokio::spawn(async move {
+        let _open = app.metrics.connection_open();
+        if let Err(err) = connection.await {
+            if let Some(cut) = Cut::of(&err, requests.load(Ordering::Relaxed)) {
+                app.metrics.cut(cut);
+            }
+            log::debug!("connection ended: {}", describe(&err));
+        }
+        drop(slot);
+    });
+}
+
+/// A client over `MAX_CONNECTIONS`: its request is read, answered 503 with
+/// `retry-after` and `connection: close`, and the connection closed.
+async fn refuse(
+    http: http1::Builder,
+    app: Arc<App>,
+    stream: TcpStream,
+    answer: OwnedSemaphorePermit,
+) {
+    let service = {
+        let app = app.clone();
+        service_fn(move |request| router::refuse(app.clone(), request))
+    };
+    let io = TokioIo::new(WriteDeadline::new(stream));
+    if let Err(err) = http.serve_connection(io, service).await {
+        log::debug!("over-capacity connection ended: {}", describe(&err));
+    }
+    drop(answer);
 }

@@ -9,6 +9,7 @@ use std::time::Instant;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 
+use super::conn::Cut;
 use super::error::ApiError;
 use super::response::Body;
 use super::{App, body, handlers, request_id};
@@ -91,9 +92,34 @@ pub async fn handle(
         Err(err) => err.into_response(&id),
     };
     let status = response.status();
+    if status == hyper::StatusCode::REQUEST_TIMEOUT {
+        app.metrics.cut(Cut::BodyTimeout);
+    }
     request_id::finish(&mut response, id, &method, &path, started);
     app.metrics
         .record(&method, route.label(), status, started.elapsed());
+    Ok(response)
+}
+
+/// The service of a connection over `MAX_CONNECTIONS`: every request gets 503.
+pub async fn refuse(
+    app: Arc<App>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let id = request_id::of(request.headers());
+    let route = Route::parse(request.uri().path());
+    let mut response = ApiError::Overloaded.into_response(&id);
+    request_id::finish(
+        &mut response,
+        id,
+        request.method(),
+        request.uri().path(),
+        started,
+    );
+    let status = response.status();
+    app.metrics
+        .record(request.method(), route.label(), status, started.elapsed());
     Ok(response)
 }
 

@@ -1,0 +1,112 @@
+//! Where the server listens, and how many clients it may hold (spec §4, §5): the
+//! dual-stack bind, the file-descriptor limit raised to what the system allows, and
+//! the default of `MAX_CONNECTIONS` derived from it. Serving what is accepted is
+//! mod.rs's job.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use socket2::SockRef;
+use tokio::net::{TcpListener, TcpSocket};
+
+/// Connections the kernel may queue for us while we are busy accepting.
+const BACKLOG: u32 = 4096;
+/// File descriptors kept back from clients: the pool, the log, the runtime, and the
+/// over-capacity answers.
+const RESERVED_FDS: u64 = 256;
+/// A default cap on clients, however many descriptors there are: each idle connection
+/// holds some memory, and 4,096 of them fit a 64 MiB pod.
+const MAX_DEFAULT_CONNECTIONS: u64 = 4096;
+
+/// Binds `host:port`, or with no host every address: `[::]` with IPv6-only off, so
+/// IPv4 clients arrive too; `0.0.0.0` where the host has no IPv6.
+pub fn bind(host: Option<IpAddr>, port: u16) -> io::Result<TcpListener> {
+    match host {
+        Some(ip) => listen(SocketAddr::new(ip, port)),
+        None => match listen(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port)) {
+            Err(err) if no_ipv6(&err) => {
+                log::info!("no IPv6 here ({err}); listening on IPv4 only");
+                listen(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port))
+            }
+            other => other,
+        },
+    }
+}
+
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        SockRef::from(&socket).set_only_v6(false)?;
+    }
+    // As TcpListener::bind does: a restarted server may reuse a port in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+fn no_ipv6(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT | libc::EADDRNOTAVAIL)
+    )
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard one (the soft default, often 1024,
+/// would cap clients far below what the system allows) and returns the limit now in
+/// force.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            limit = raised;
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
+/// `MAX_CONNECTIONS` when unset: what the descriptors allow once the pool and the
+/// rest are kept back, and no more than [`MAX_DEFAULT_CONNECTIONS`].
+pub fn default_max_connections(fd_limit: u64, pool_size: usize) -> usize {
+    let spare = fd_limit.saturating_sub(RESERVED_FDS + pool_size as u64);
+    spare.clamp(1, MAX_DEFAULT_CONNECTIONS) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_cap_leaves_room_for_the_pool_and_stays_bounded() {
+        assert_eq!(default_max_connections(1024, 8), 760);
+        assert_eq!(default_max_connections(1_048_576, 8), 4096);
+        assert_eq!(default_max_connections(100, 8), 1);
+    }
+
+    #[tokio::test]
+    async fn with_no_host_both_ipv4_and_ipv6_clients_arrive() {
+        let listener = bind(None, 0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connect = |ip: IpAddr| tokio::net::TcpStream::connect((ip, addr.port()));
+        connect(Ipv4Addr::LOCALHOST.into()).await.unwrap();
+        if addr.is_ipv6() {
+            connect(Ipv6Addr::LOCALHOST.into()).await.unwrap();
+        }
+    }
+}
