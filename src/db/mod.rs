@@ -46,6 +46,11 @@ impl DbOptions {
         Ok(client)
     }
 
+    /// The TLS connector, for what opens connections of its own (cancel requests).
+    pub fn tls(&self) -> tokio_postgres_rustls::MakeRustlsConnect {
+        self.tls.clone()
+    }
+
     /// What a pool needs to open connections like [`DbOptions::connect`]'s.
     pub fn manager(&self) -> Manager {
         Manager::from_config(

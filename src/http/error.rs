@@ -39,6 +39,9 @@ pub enum ApiError {
     Unavailable(Cause),
     /// 503: the server holds as many connections as it may.
     Overloaded,
+    /// No answer at all: a write was sent and no verdict came back, so any status
+    /// would be a guess. The router closes the connection instead.
+    OutcomeUnknown(Cause),
     /// 500: anything else.
     Internal(Cause),
 }
@@ -55,7 +58,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Internal(_) | ApiError::OutcomeUnknown(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -111,6 +116,7 @@ impl fmt::Display for ApiError {
             ApiError::Unavailable(_) => f.write_str("Database unavailable; try again shortly"),
             ApiError::Overloaded => f.write_str("Too many connections; try again shortly"),
             ApiError::Internal(_) => f.write_str("Internal server error"),
+            ApiError::OutcomeUnknown(_) => f.write_str("The outcome is unknown"),
         }
     }
 }
@@ -126,6 +132,7 @@ impl From<StoreError> for ApiError {
         match err {
             StoreError::Unavailable(cause) => ApiError::Unavailable(cause),
             StoreError::Refused(invalid) => ApiError::Invalid(invalid),
+            StoreError::Unknown(cause) => ApiError::OutcomeUnknown(cause),
             StoreError::Internal(cause) => ApiError::Internal(cause),
         }
     }

@@ -49,16 +49,11 @@ pub fn live() -> Response<Body> {
 
 /// `GET /ready`: one database round trip within [`READY_BUDGET`].
 pub async fn ready(app: &App) -> Response<Body> {
-    let (code, status, database) = match tokio::time::timeout(READY_BUDGET, app.store.check()).await
-    {
-        Ok(DbHealth::Ok) => (StatusCode::OK, "ready", "ok"),
-        Ok(DbHealth::Failed(reason, cause)) => {
-            log::warn!("readiness check failed: {cause}");
+    let (code, status, database) = match app.store.check(READY_BUDGET).await {
+        DbHealth::Ok => (StatusCode::OK, "ready", "ok"),
+        DbHealth::Failed(reason, err) => {
+            log::warn!("readiness check failed: {err}");
             (StatusCode::SERVICE_UNAVAILABLE, "unavailable", reason)
-        }
-        Err(_) => {
-            log::warn!("readiness check got no answer within {READY_BUDGET:?}");
-            (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "timeout")
         }
     };
     let checks = Checks { database };

@@ -55,6 +55,7 @@ pub struct Metrics {
     in_flight: Gauge,
     connections_open: Gauge,
     connections_cut: Family<CutLabels, Counter>,
+    unanswered: Counter,
     pool_size: Gauge,
     pool_available: Gauge,
     pool_waiting: Gauge,
@@ -105,6 +106,12 @@ impl Metrics {
             "Client connections the server ended, by reason: a deadline, or MAX_CONNECTIONS",
             connections_cut.clone(),
         );
+        let unanswered = Counter::default();
+        registry.register(
+            "http_unanswered",
+            "Writes answered by closing the connection: the database gave no verdict in time",
+            unanswered.clone(),
+        );
         let gauge = |registry: &mut Registry, name: &str, help: &str, value: i64| {
             let gauge = Gauge::default();
             gauge.set(value);
@@ -153,6 +160,7 @@ impl Metrics {
             in_flight,
             connections_open,
             connections_cut,
+            unanswered,
             pool_size,
             pool_available,
             pool_waiting,
@@ -183,6 +191,11 @@ impl Metrics {
                 reason: cut.label(),
             })
             .inc();
+    }
+
+    /// Counts a request whose connection was closed unanswered.
+    pub fn unanswered(&self) {
+        self.unanswered.inc();
     }
 
     /// Counts an answered request. `route` is a template (`/tasks/{id}`), never a raw path.

@@ -48,6 +48,28 @@ pub fn finish<B>(
     response.headers_mut().insert(X_REQUEST_ID.clone(), id);
 }
 
+/// The access-log line of a request answered with a closed connection instead of a
+/// status (its write's outcome is unknown), with why, at `error`.
+pub fn unanswered(
+    id: &HeaderValue,
+    method: &Method,
+    path: &str,
+    started: Instant,
+    cause: &(dyn std::error::Error + 'static),
+) {
+    let micros = started.elapsed().as_micros();
+    log::error!(
+        target: "access",
+        "{} {} - {}.{:03}ms request_id={} outcome unknown, connection closed unanswered: {}",
+        Quoted(method.as_str()),
+        Quoted(path),
+        micros / 1000,
+        micros % 1000,
+        Quoted(id.to_str().unwrap_or("-")),
+        crate::error::describe(cause),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 //! bodies is body.rs's job; the request id and the access-log line are request_id.rs's.
 
 use std::convert::Infallible;
+use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -75,12 +76,22 @@ impl<'a> Route<'a> {
     }
 }
 
+/// What the service returns instead of a response when a write's outcome is unknown:
+/// hyper then closes the connection, and the client sees no answer, not a wrong one.
+#[derive(Debug)]
+pub struct NoAnswer;
+
+impl fmt::Display for NoAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("no answer: the outcome of the write is unknown")
+    }
+}
+
+impl std::error::Error for NoAnswer {}
+
 /// The service function: route, render any error, stamp the request id, log one
 /// line, count it.
-pub async fn handle(
-    app: Arc<App>,
-    request: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Result<Response<Body>, NoAnswer> {
     let started = Instant::now();
     let _in_flight = app.metrics.in_flight();
     let id = request_id::of(request.headers());
@@ -89,6 +100,11 @@ pub async fn handle(
     let route = Route::parse(&path);
     let mut response = match dispatch(&app, route, request).await {
         Ok(response) => response,
+        Err(ApiError::OutcomeUnknown(cause)) => {
+            request_id::unanswered(&id, &method, &path, started, &*cause);
+            app.metrics.unanswered();
+            return Err(NoAnswer);
+        }
         Err(err) => err.into_response(&id),
     };
     let status = response.status();

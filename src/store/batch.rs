@@ -10,6 +10,8 @@ use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::StoreError;
+use super::budget::Deadline;
+use super::outcome::OutOfTime;
 
 /// Most requests one statement serves.
 pub const MAX_BATCH: usize = 128;
@@ -21,10 +23,11 @@ pub const MAX_BATCH: usize = 128;
 pub const LANES: usize = 2;
 
 type Answer<T> = Result<T, StoreError>;
-type Job<I, T> = (I, oneshot::Sender<Answer<T>>);
+type Job<I, T> = (I, Deadline, oneshot::Sender<Answer<T>>);
 
-/// A queue in front of one batched query: `run` gets the inputs of a batch and
-/// answers them in the same order, one answer per input.
+/// A queue in front of one batched query: `run` gets the inputs of a batch, and the
+/// earliest deadline among them, and answers them in the same order, one answer per
+/// input.
 pub struct Batcher<I, T> {
     queue: mpsc::UnboundedSender<Job<I, T>>,
 }
@@ -34,7 +37,7 @@ impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
     /// flight at most. It stops when the `Batcher` is dropped and the queue is empty.
     pub fn new<F, Fut>(lanes: usize, run: F) -> Self
     where
-        F: Fn(Vec<I>) -> Fut + Send + 'static,
+        F: Fn(Vec<I>, Deadline) -> Fut + Send + 'static,
         Fut: Future<Output = Vec<Answer<T>>> + Send + 'static,
     {
         let (queue, jobs) = mpsc::unbounded_channel();
@@ -42,12 +45,15 @@ impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
         Batcher { queue }
     }
 
-    /// Queues `input` and waits for its answer. A caller that stops waiting (its
-    /// client left, or its budget ran out) before its batch starts is not run.
-    pub async fn submit(&self, input: I) -> Answer<T> {
+    /// Queues `input` and waits for its answer, due by `deadline`. A caller that stops
+    /// waiting (its client left) before its batch starts is not run; one whose
+    /// deadline has passed by then fails as unavailable, unrun.
+    pub async fn submit(&self, input: I, deadline: Deadline) -> Answer<T> {
         let (reply, answer) = oneshot::channel();
         let stopped = || StoreError::internal("batch dispatcher stopped");
-        self.queue.send((input, reply)).map_err(|_| stopped())?;
+        self.queue
+            .send((input, deadline, reply))
+            .map_err(|_| stopped())?;
         answer.await.unwrap_or_else(|_| Err(stopped()))
     }
 }
@@ -64,7 +70,7 @@ async fn dispatch<I, T, F, Fut>(
 ) where
     I: Send + 'static,
     T: Send + 'static,
-    F: Fn(Vec<I>) -> Fut,
+    F: Fn(Vec<I>, Deadline) -> Fut,
     Fut: Future<Output = Vec<Answer<T>>> + Send + 'static,
 {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
@@ -77,16 +83,25 @@ async fn dispatch<I, T, F, Fut>(
         if queue.recv_many(&mut jobs, MAX_BATCH).await == 0 {
             return; // the Batcher is gone and the queue is empty
         }
-        // A client that gave up (disconnected, or its budget ran out) is not served:
-        // no row is read or written on behalf of nobody.
-        let (inputs, replies): (Vec<I>, Vec<_>) = jobs
-            .drain(..)
-            .filter(|(_, reply)| !reply.is_closed())
-            .unzip();
-        if inputs.is_empty() {
-            continue;
+        // A client that left is not served: no row is read or written for nobody.
+        // One whose time is up fails now, before anything is sent for it.
+        let (mut inputs, mut replies, mut deadline) = (Vec::new(), Vec::new(), None);
+        for (input, due, reply) in jobs.drain(..) {
+            if reply.is_closed() {
+                continue;
+            }
+            if !due.has_time() {
+                let _ = reply.send(Err(OutOfTime.into()));
+                continue;
+            }
+            deadline = Some(deadline.map_or(due, |earliest: Deadline| earliest.min(due)));
+            inputs.push(input);
+            replies.push(reply);
         }
-        let answers = run(inputs);
+        let Some(deadline) = deadline else {
+            continue;
+        };
+        let answers = run(inputs, deadline);
         tokio::spawn(async move {
             let answers = answers.await;
             if answers.len() != replies.len() {
@@ -125,7 +140,7 @@ mod tests {
     async fn answers_each_input_in_order_and_batches_while_lanes_are_busy() {
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let seen = sizes.clone();
-        let batcher = Arc::new(Batcher::new(1, move |inputs: Vec<u32>| {
+        let batcher = Arc::new(Batcher::new(1, move |inputs: Vec<u32>, _| {
             seen.lock().unwrap().push(inputs.len());
             async move {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -135,7 +150,7 @@ mod tests {
         let waiters: Vec<_> = (0..50)
             .map(|n| {
                 let batcher = batcher.clone();
-                tokio::spawn(async move { (n, batcher.submit(n).await) })
+                tokio::spawn(async move { (n, batcher.submit(n, Deadline::start()).await) })
             })
             .collect();
         for waiter in waiters {
@@ -152,7 +167,7 @@ mod tests {
     async fn a_request_given_up_before_its_batch_starts_is_not_run() {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
-        let batcher = Arc::new(Batcher::new(1, move |inputs: Vec<u32>| {
+        let batcher = Arc::new(Batcher::new(1, move |inputs: Vec<u32>, _| {
             log.lock().unwrap().extend(inputs.iter().copied());
             async move {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -160,26 +175,28 @@ mod tests {
             }
         }));
         let busy = batcher.clone();
-        let first = tokio::spawn(async move { busy.submit(1).await.ok() });
+        let first = tokio::spawn(async move { busy.submit(1, Deadline::start()).await.ok() });
         tokio::time::sleep(Duration::from_millis(10)).await;
         // The only lane is busy with [1]; this one gives up while it waits.
-        let given_up = tokio::time::timeout(Duration::from_millis(10), batcher.submit(2)).await;
+        let given_up = batcher.submit(2, Deadline::start());
+        let given_up = tokio::time::timeout(Duration::from_millis(10), given_up).await;
         assert!(given_up.is_err());
-        assert_eq!(batcher.submit(3).await.ok(), Some(3));
+        assert_eq!(batcher.submit(3, Deadline::start()).await.ok(), Some(3));
         assert_eq!(first.await.unwrap(), Some(1));
         assert_eq!(*seen.lock().unwrap(), [1, 3]);
     }
 
     #[tokio::test]
     async fn a_lone_request_does_not_wait_for_company() {
-        let batcher = Batcher::new(4, |inputs: Vec<u32>| async move { answered(inputs) });
-        let answer = tokio::time::timeout(Duration::from_millis(500), batcher.submit(7)).await;
+        let batcher = Batcher::new(4, |inputs: Vec<u32>, _| async move { answered(inputs) });
+        let answer = batcher.submit(7, Deadline::start());
+        let answer = tokio::time::timeout(Duration::from_millis(500), answer).await;
         assert_eq!(answer.unwrap().ok(), Some(7));
     }
 
     #[tokio::test]
     async fn a_wrong_number_of_answers_fails_every_request_of_the_batch() {
-        let batcher = Arc::new(Batcher::new(1, |mut inputs: Vec<u32>| async move {
+        let batcher = Arc::new(Batcher::new(1, |mut inputs: Vec<u32>, _| async move {
             tokio::time::sleep(Duration::from_millis(20)).await;
             inputs.pop(); // one answer short
             answered(inputs)
@@ -187,7 +204,7 @@ mod tests {
         let answers: Vec<_> = (0..3)
             .map(|n| {
                 let batcher = batcher.clone();
-                tokio::spawn(async move { batcher.submit(n).await })
+                tokio::spawn(async move { batcher.submit(n, Deadline::start()).await })
             })
             .collect();
         for answer in answers {
@@ -196,5 +213,35 @@ mod tests {
                 Err(StoreError::Internal(_))
             ));
         }
+    }
+
+    #[tokio::test]
+    async fn a_batch_gets_its_earliest_deadline_and_the_expired_are_not_run() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let batcher = Arc::new(Batcher::new(1, move |inputs: Vec<u32>, deadline| {
+            log.lock().unwrap().push((inputs.clone(), deadline));
+            async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                answered(inputs)
+            }
+        }));
+        let busy = batcher.clone();
+        let first = tokio::spawn(async move { busy.submit(1, Deadline::start()).await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // Queued behind [1]: one whose time is up by the time a lane is free, and two
+        // with time, the sooner of which is the batch's deadline.
+        let soon = Deadline::after(Duration::from_millis(2000));
+        let (expired, late, early) = tokio::join!(
+            batcher.submit(2, Deadline::after(Duration::from_millis(20))),
+            batcher.submit(3, Deadline::after(Duration::from_millis(3000))),
+            batcher.submit(4, soon),
+        );
+        assert!(matches!(expired, Err(StoreError::Unavailable(_))));
+        assert_eq!((late.ok(), early.ok()), (Some(3), Some(4)));
+        assert!(first.await.unwrap().is_ok());
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[1], (vec![3, 4], soon));
     }
 }

@@ -1,41 +1,198 @@
-//! The 5 s budget (spec §2): a request that needs the database gets an answer within
-//! [`REQUEST_BUDGET`], or fails as unavailable (a 503). Every wait on the database goes
-//! through here: the pool's own waits, and each store call as a whole.
+//! The 5 s budget (spec §2), and the honest outcome it buys. A request that needs the
+//! database gets a [`Deadline`] when it reaches the store; waiting for a batch, for a
+//! connection and for the statement all count against it. PostgreSQL enforces it
+//! (`statement_timeout` set to what remains), and the answer waits for the database's
+//! verdict, so an error means nothing was written. A statement nobody waits for any
+//! more (its client left, or the database stopped answering) is cancelled, and its
+//! connection never goes back to the pool.
 
-use std::future::Future;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, Pool, Runtime};
+use deadpool_postgres::{Client, Object, Pool, Runtime};
+use tokio::time::Instant;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::StoreError;
+use super::outcome::{OutOfTime, StoreError};
+use crate::db::DbOptions;
+use crate::error::describe;
 
 /// How long a request may wait for the database before it fails (spec §2).
 pub const REQUEST_BUDGET: Duration = Duration::from_secs(5);
+/// PostgreSQL stops a statement this long before the deadline, so its verdict is
+/// back in time.
+const VERDICT_MARGIN: Duration = Duration::from_millis(50);
+/// With less than this left past the margin, a statement is not started.
+const LEAST_STATEMENT_TIME: Duration = Duration::from_millis(10);
+/// A write whose database stopped answering is waited for this long past its
+/// deadline (TCP keepalive may yet report the connection dead) before its outcome is
+/// given up as unknown.
+const VERDICT_GRACE: Duration = Duration::from_secs(2);
+/// A cancel request that takes longer is left to itself.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Runs `work` within [`REQUEST_BUDGET`]; past it, the request fails as unavailable.
-pub async fn within_budget<T>(
-    work: impl Future<Output = Result<T, StoreError>>,
-) -> Result<T, StoreError> {
-    tokio::time::timeout(REQUEST_BUDGET, work)
+/// When a request's budget runs out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Deadline(Instant);
+
+impl Deadline {
+    /// A request's deadline: [`REQUEST_BUDGET`] from now.
+    pub fn start() -> Deadline {
+        Deadline::after(REQUEST_BUDGET)
+    }
+
+    /// A deadline `budget` from now.
+    pub fn after(budget: Duration) -> Deadline {
+        Deadline(Instant::now() + budget)
+    }
+
+    /// The `statement_timeout` a statement started now gets, if there is time for one.
+    fn statement_timeout(self) -> Option<Duration> {
+        let left = self
+            .0
+            .saturating_duration_since(Instant::now())
+            .checked_sub(VERDICT_MARGIN)?;
+        (left >= LEAST_STATEMENT_TIME).then_some(left)
+    }
+
+    /// Whether there is still time to start a statement.
+    pub fn has_time(self) -> bool {
+        self.statement_timeout().is_some()
+    }
+}
+
+/// What a lost verdict means: for a read, only that there is no answer; for a write,
+/// that nobody knows whether it happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Reads only: past the deadline, the request fails as unavailable.
+    Reads,
+    /// Writes: the request waits for the verdict, a little past the deadline if the
+    /// database stops answering, then fails as unknown.
+    Writes,
+}
+
+/// The database as the store uses it: the pool, and what a cancel request needs.
+pub struct Db {
+    pool: Pool,
+    tls: MakeRustlsConnect,
+}
+
+impl Db {
+    /// A pool of at most `max_size` connections to `db`. Its waits for a connection
+    /// (a free one, a new one, a recycled one) are bounded by [`REQUEST_BUDGET`] too.
+    pub fn open(db: &DbOptions, max_size: usize) -> Result<Db, String> {
+        let pool = Pool::builder(db.manager())
+            .max_size(max_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(REQUEST_BUDGET))
+            .create_timeout(Some(REQUEST_BUDGET))
+            .recycle_timeout(Some(REQUEST_BUDGET))
+            .build()
+            .map_err(|err| format!("database pool: {err}"))?;
+        Ok(Db {
+            pool,
+            tls: db.tls(),
+        })
+    }
+
+    /// The pool, for its state and to close it.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Runs `work` on a pooled connection by `deadline`: PostgreSQL gets what remains
+    /// as the statements' `statement_timeout`, and the answer is the database's
+    /// verdict. Should that not come in time (see [`Effect`]), or the caller stop
+    /// waiting, the statement is cancelled and its connection dropped.
+    pub async fn run<T>(
+        &self,
+        deadline: Deadline,
+        effect: Effect,
+        work: impl AsyncFnOnce(&Client) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, StoreError> {
+        let timeout = deadline.statement_timeout().ok_or(OutOfTime)?;
+        let object = tokio::time::timeout_at(deadline.0, self.pool.get())
+            .await
+            .map_err(|_| OutOfTime)??;
+        let in_flight = InFlight::new(object, &self.tls);
+        let client = in_flight.client();
+        let verdict = async {
+            // Pipelined: both go out together, the limit first.
+            let (limited, result) = tokio::join!(limit(client, timeout), work(client));
+            limited?;
+            result
+        };
+        let wait_until = match effect {
+            Effect::Reads => deadline.0,
+            Effect::Writes => deadline.0 + VERDICT_GRACE,
+        };
+        match tokio::time::timeout_at(wait_until, verdict).await {
+            Ok(result) => {
+                in_flight.finish();
+                Ok(result?)
+            }
+            // `in_flight` drops unfinished: cancelled, and its connection dropped.
+            Err(_) if effect == Effect::Reads => Err(OutOfTime.into()),
+            Err(_) => Err(StoreError::unknown(format!(
+                "the database gave no verdict within {:?} of the deadline",
+                VERDICT_GRACE
+            ))),
+        }
+    }
+}
+
+/// Sets the session's `statement_timeout`.
+pub async fn limit(client: &Client, timeout: Duration) -> Result<(), tokio_postgres::Error> {
+    client
+        .batch_execute(&format!("SET statement_timeout = {}", timeout.as_millis()))
         .await
-        .unwrap_or_else(|_| Err(out_of_time()))
 }
 
-/// The failure of a request whose budget ran out.
-fn out_of_time() -> StoreError {
-    StoreError::unavailable(format!("no answer within {REQUEST_BUDGET:?}"))
+/// Sets `statement_timeout` to what remains of `deadline`, for a statement after the
+/// first on one connection; fails as out of time when nothing does.
+pub async fn limit_to(client: &Client, deadline: Deadline) -> Result<(), StoreError> {
+    let timeout = deadline.statement_timeout().ok_or(OutOfTime)?;
+    Ok(limit(client, timeout).await?)
 }
 
-/// A pool of at most `max_size` connections, every way of waiting for which (a free
-/// connection, a new one, a recycled one) is bounded by [`REQUEST_BUDGET`], so a dead
-/// database gives fast failures, never hung requests.
-pub fn pool(manager: Manager, max_size: usize) -> Result<Pool, String> {
-    Pool::builder(manager)
-        .max_size(max_size)
-        .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(REQUEST_BUDGET))
-        .create_timeout(Some(REQUEST_BUDGET))
-        .recycle_timeout(Some(REQUEST_BUDGET))
-        .build()
-        .map_err(|err| format!("database pool: {err}"))
+/// A pooled connection with a statement running. Finished, it goes back to the pool;
+/// dropped unfinished, the statement is cancelled and the connection never reused.
+struct InFlight<'a> {
+    object: Option<Client>,
+    tls: &'a MakeRustlsConnect,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(object: Client, tls: &'a MakeRustlsConnect) -> Self {
+        InFlight {
+            object: Some(object),
+            tls,
+        }
+    }
+
+    fn client(&self) -> &Client {
+        self.object.as_ref().expect("taken only by finish or drop")
+    }
+
+    fn finish(mut self) {
+        self.object.take();
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let Some(object) = self.object.take() else {
+            return;
+        };
+        let token = object.cancel_token();
+        drop(Object::take(object)); // out of the pool, and closed
+        let tls = self.tls.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(CANCEL_TIMEOUT, token.cancel_query(tls)).await {
+                Ok(Ok(())) => log::debug!("cancelled an abandoned statement"),
+                Ok(Err(err)) => log::warn!("could not cancel a statement: {}", describe(&err)),
+                Err(_) => log::warn!("could not cancel a statement within {CANCEL_TIMEOUT:?}"),
+            }
+        });
+    }
 }

@@ -12,18 +12,19 @@ mod outcome;
 mod sql;
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
-use deadpool_postgres::{Client, Pool};
+use deadpool_postgres::PoolError;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::db::DbOptions;
-use crate::error::describe;
 use crate::tasks::{ListQuery, NewTask, Task, TaskPatch};
 use batch::Batcher;
-use budget::within_budget;
+use budget::{Db, Deadline, Effect};
 pub use outcome::{Cause, StoreError};
 
 /// Batch-size buckets: 1 to [`batch::MAX_BATCH`].
@@ -38,7 +39,7 @@ type BatchSizes = Family<BatchLabels, Histogram, fn() -> Histogram>;
 
 /// The tasks in PostgreSQL, as the API reads and writes them.
 pub struct Store {
-    pool: Pool,
+    db: Arc<Db>,
     /// `get`, batched: one `id = ANY($1)` for every id queued.
     finder: Batcher<i64, Option<Task>>,
     /// `create`, batched: one insert, so one commit, for every create queued.
@@ -64,77 +65,86 @@ pub enum Health {
     /// The database answered.
     Ok,
     /// It did not: a short reason for the client, and the cause for the log.
-    Failed(&'static str, String),
+    Failed(&'static str, StoreError),
 }
 
 impl Store {
     /// A store on a pool of at most `pool_size` connections to `db`. Starts the batch
     /// dispatchers, so it must be called inside the tokio runtime.
     pub fn open(db: &DbOptions, pool_size: usize) -> Result<Store, String> {
-        let pool = budget::pool(db.manager(), pool_size)?;
+        let db = Arc::new(Db::open(db, pool_size)?);
         let lanes = batch::LANES.min(pool_size);
         let batch_sizes = BatchSizes::new_with_constructor(|| Histogram::new(BATCH_BUCKETS));
         Ok(Store {
-            finder: finder(pool.clone(), lanes, size_of(&batch_sizes, "find")),
-            creator: creator(pool.clone(), lanes, size_of(&batch_sizes, "insert")),
-            pool,
+            finder: finder(db.clone(), lanes, size_of(&batch_sizes, "find")),
+            creator: creator(db.clone(), lanes, size_of(&batch_sizes, "insert")),
+            db,
             batch_sizes,
         })
     }
 
     /// Opens the first pooled connection now, so the first request does not pay for it.
     pub async fn warm_up(&self) {
-        if let Err(err) = self.pool.get().await {
+        if let Err(err) = self.db.pool().get().await {
             log::warn!(
                 "could not open a pooled database connection yet: {}",
-                describe(&err)
+                StoreError::from(err)
             );
         }
     }
 
     /// One task, if it exists. Looked up together with the other gets queued now.
     pub async fn get(&self, id: i64) -> Result<Option<Task>, StoreError> {
-        within_budget(self.finder.submit(id)).await
+        self.finder.submit(id, Deadline::start()).await
     }
 
     /// Stores a new task. Inserted together with the other creates queued now.
     pub async fn create(&self, new: NewTask) -> Result<Task, StoreError> {
-        within_budget(self.creator.submit(new)).await
+        self.creator.submit(new, Deadline::start()).await
     }
 
     /// A page of tasks in id order.
     pub async fn list(&self, query: &ListQuery) -> Result<Vec<Task>, StoreError> {
-        with_db(&self.pool, async |client| sql::list(client, query).await).await
+        let list = async |client: &_| sql::list(client, query).await;
+        self.db.run(Deadline::start(), Effect::Reads, list).await
     }
 
     /// Applies a patch; `None` when the task does not exist.
     pub async fn update(&self, id: i64, patch: &TaskPatch) -> Result<Option<Task>, StoreError> {
-        with_db(&self.pool, async |client| {
-            sql::update(client, id, patch).await
-        })
-        .await
+        let update = async |client: &_| sql::update(client, id, patch).await;
+        self.db.run(Deadline::start(), Effect::Writes, update).await
     }
 
     /// Deletes a task; `false` when there was none.
     pub async fn delete(&self, id: i64) -> Result<bool, StoreError> {
-        with_db(&self.pool, async |client| sql::delete(client, id).await).await
+        let delete = async |client: &_| sql::delete(client, id).await;
+        self.db.run(Deadline::start(), Effect::Writes, delete).await
     }
 
-    /// One round trip to the database.
-    pub async fn check(&self) -> Health {
-        let client = match self.pool.get().await {
-            Ok(client) => client,
-            Err(err) => return Health::Failed("unreachable", describe(&err)),
-        };
-        match client.batch_execute("SELECT 1").await {
+    /// One round trip to the database, within `budget`.
+    pub async fn check(&self, budget: Duration) -> Health {
+        let ping =
+            async |client: &deadpool_postgres::Client| client.batch_execute("SELECT 1").await;
+        match self
+            .db
+            .run(Deadline::after(budget), Effect::Reads, ping)
+            .await
+        {
             Ok(()) => Health::Ok,
-            Err(err) => Health::Failed("error", describe(&err)),
+            Err(err) => {
+                let reason = match &err {
+                    StoreError::Unavailable(cause) if cause.is::<outcome::OutOfTime>() => "timeout",
+                    StoreError::Unavailable(cause) if cause.is::<PoolError>() => "unreachable",
+                    _ => "error",
+                };
+                Health::Failed(reason, err)
+            }
         }
     }
 
     /// The pool as of now.
     pub fn pool_state(&self) -> PoolState {
-        let status = self.pool.status();
+        let status = self.db.pool().status();
         PoolState {
             size: status.size,
             available: status.available,
@@ -154,7 +164,7 @@ impl Store {
 
     /// Closes the pool: idle connections now, busy ones when they come back.
     pub fn close(&self) {
-        self.pool.close();
+        self.db.pool().close();
     }
 }
 
@@ -164,13 +174,13 @@ fn size_of(sizes: &BatchSizes, query: &'static str) -> Histogram {
 
 /// The batched lookup behind [`Store::get`], each id answered from the rows that
 /// came back.
-fn finder(pool: Pool, lanes: usize, sizes: Histogram) -> Batcher<i64, Option<Task>> {
-    Batcher::new(lanes, move |ids: Vec<i64>| {
+fn finder(db: Arc<Db>, lanes: usize, sizes: Histogram) -> Batcher<i64, Option<Task>> {
+    Batcher::new(lanes, move |ids: Vec<i64>, deadline| {
         sizes.observe(ids.len() as f64);
-        let pool = pool.clone();
+        let db = db.clone();
         async move {
-            let rows = with_db(&pool, async |client| sql::find_many(client, &ids).await).await;
-            match rows {
+            let find = async |client: &_| sql::find_many(client, &ids).await;
+            match db.run(deadline, Effect::Reads, find).await {
                 Ok(rows) => {
                     let found: HashMap<i64, Result<Task, StoreError>> = rows
                         .into_iter()
@@ -187,54 +197,75 @@ fn finder(pool: Pool, lanes: usize, sizes: Histogram) -> Batcher<i64, Option<Tas
 }
 
 /// The batched insert behind [`Store::create`]. Should the database refuse the
-/// statement for what a row holds, nothing was stored, and each is inserted alone, so
-/// only that one fails.
-fn creator(pool: Pool, lanes: usize, sizes: Histogram) -> Batcher<NewTask, Task> {
-    Batcher::new(lanes, move |new: Vec<NewTask>| {
+/// statement for what a row holds (SQLSTATE class 22 or 23), nothing was stored, and
+/// each is inserted alone, by the same deadline, so only that one fails.
+fn creator(db: Arc<Db>, lanes: usize, sizes: Histogram) -> Batcher<NewTask, Task> {
+    Batcher::new(lanes, move |new: Vec<NewTask>, deadline| {
         sizes.observe(new.len() as f64);
-        let pool = pool.clone();
+        let db = db.clone();
         async move {
-            let all = with_db(&pool, async |client| {
-                Ok(sql::insert_many(client, &new).await)
-            })
-            .await;
-            let err = match all {
-                Ok(Ok(tasks)) => return tasks.into_iter().map(Ok).collect(),
+            let insert = async |client: &_| Ok(sql::insert_many(client, &new).await);
+            match db.run(deadline, Effect::Writes, insert).await {
+                Ok(Ok(tasks)) => answer_in_order(&new, tasks),
                 Ok(Err(err)) if new.len() > 1 && outcome::is_row_refusal(&err) => {
                     log::warn!(
                         "{} creates refused as one statement ({}); inserting them one by one",
                         new.len(),
                         StoreError::from(err)
                     );
-                    return insert_one_by_one(&pool, &new).await;
+                    insert_one_by_one(&db, deadline, &new).await
                 }
-                Ok(Err(err)) => err.into(),
-                Err(err) => err,
-            };
-            vec![Err(err); new.len()]
+                Ok(Err(err)) => vec![Err(err.into()); new.len()],
+                Err(err) => vec![Err(err); new.len()],
+            }
         }
     })
 }
 
-async fn insert_one_by_one(pool: &Pool, new: &[NewTask]) -> Vec<Result<Task, StoreError>> {
-    let each = with_db(pool, async |client| {
+/// Each input's own row, from the rows one insert returned (in id order, which is
+/// input order). Checked, whatever the build: a row that does not hold what its
+/// input asked for is matched by content instead, and an input no row matches fails.
+fn answer_in_order(new: &[NewTask], mut tasks: Vec<Task>) -> Vec<Result<Task, StoreError>> {
+    let holds = |task: &Task, new: &NewTask| {
+        task.title == new.title && task.description == new.description && task.status == new.status
+    };
+    if tasks.len() == new.len() && tasks.iter().zip(new).all(|(task, new)| holds(task, new)) {
+        return tasks.into_iter().map(Ok).collect();
+    }
+    log::error!(
+        "an insert of {} rows returned {} that are not in input order; matching them by content",
+        new.len(),
+        tasks.len()
+    );
+    new.iter()
+        .map(|new| match tasks.iter().position(|task| holds(task, new)) {
+            Some(at) => Ok(tasks.swap_remove(at)),
+            None => Err(StoreError::internal(
+                "an insert returned no row for this input",
+            )),
+        })
+        .collect()
+}
+
+/// The row-by-row fallback: each insert on its own, each limited to what remains
+/// of `deadline`.
+async fn insert_one_by_one(
+    db: &Db,
+    deadline: Deadline,
+    new: &[NewTask],
+) -> Vec<Result<Task, StoreError>> {
+    let each = async |client: &_| {
         let mut tasks = Vec::with_capacity(new.len());
         for task in new {
-            tasks.push(sql::insert(client, task).await.map_err(StoreError::from));
+            let inserted = match budget::limit_to(client, deadline).await {
+                Ok(()) => sql::insert(client, task).await.map_err(StoreError::from),
+                Err(out_of_time) => Err(out_of_time),
+            };
+            tasks.push(inserted);
         }
         Ok(tasks)
-    });
-    each.await.unwrap_or_else(|err| vec![Err(err); new.len()])
-}
-
-/// Runs `work` on a pooled connection, waiting for the pool included, within the budget.
-async fn with_db<T>(
-    pool: &Pool,
-    work: impl AsyncFnOnce(&Client) -> Result<T, tokio_postgres::Error>,
-) -> Result<T, StoreError> {
-    within_budget(async {
-        let client = pool.get().await?;
-        Ok(work(&client).await?)
-    })
-    .await
+    };
+    db.run(deadline, Effect::Writes, each)
+        .await
+        .unwrap_or_else(|err| vec![Err(err); new.len()])
 }

@@ -1,6 +1,6 @@
 //! What a database failure means for a request: [`StoreError`], the one mapping from
-//! pool and tokio-postgres errors to it, and [`is_row_refusal`], the rule that decides
-//! when a refused batch is retried row by row. Turning a `StoreError` into a status
+//! pool and tokio-postgres errors to it (by SQLSTATE), and [`is_row_refusal`], the
+//! rule that decides when a refused batch is retried row by row. Turning a `StoreError` into a status
 //! code is http/error.rs's job.
 
 use std::fmt;
@@ -9,6 +9,7 @@ use std::sync::Arc;
 use deadpool_postgres::PoolError;
 use tokio_postgres::error::SqlState;
 
+use super::budget::REQUEST_BUDGET;
 use crate::error::describe;
 use crate::tasks::Invalid;
 
@@ -23,6 +24,8 @@ pub enum StoreError {
     Unavailable(Cause),
     /// The database refused a value the validation let through.
     Refused(Invalid),
+    /// A write was sent, and no verdict came back: nobody knows whether it happened.
+    Unknown(Cause),
     /// Anything else.
     Internal(Cause),
 }
@@ -33,9 +36,31 @@ impl StoreError {
         StoreError::Internal(Arc::new(Message(message.into())))
     }
 
-    /// An unavailable database, described by `message`.
-    pub fn unavailable(message: impl Into<String>) -> StoreError {
-        StoreError::Unavailable(Arc::new(Message(message.into())))
+    /// A write of unknown outcome, described by `message`.
+    pub fn unknown(message: impl Into<String>) -> StoreError {
+        StoreError::Unknown(Arc::new(Message(message.into())))
+    }
+}
+
+/// The request's budget ran out before the database could serve it: nothing of it
+/// was written.
+#[derive(Debug)]
+pub struct OutOfTime;
+
+impl fmt::Display for OutOfTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "no answer within the request's {REQUEST_BUDGET:?} budget"
+        )
+    }
+}
+
+impl std::error::Error for OutOfTime {}
+
+impl From<OutOfTime> for StoreError {
+    fn from(err: OutOfTime) -> Self {
+        StoreError::Unavailable(Arc::new(err))
     }
 }
 
@@ -45,6 +70,7 @@ impl fmt::Display for StoreError {
         match self {
             StoreError::Unavailable(cause) => write!(f, "unavailable: {}", describe(&**cause)),
             StoreError::Refused(invalid) => write!(f, "refused: {invalid}"),
+            StoreError::Unknown(cause) => write!(f, "outcome unknown: {}", describe(&**cause)),
             StoreError::Internal(cause) => f.write_str(&describe(&**cause)),
         }
     }
@@ -104,26 +130,32 @@ fn refused(field: &str, reason: &'static str) -> StoreError {
     })
 }
 
-/// Shutting down, cancelled, too busy: the database could not serve now, whatever
-/// the request held.
+/// The database could not serve now, whatever the request held, and did nothing:
+/// cancelled (the budget ran out), shutting down or restarting, out of connections,
+/// disk or memory (class 53), read-only after a failover, a lock not had in time,
+/// a serialization failure or deadlock (class 40), a connection exception (class 08).
 fn is_unavailable(code: &SqlState) -> bool {
-    [
-        SqlState::QUERY_CANCELED,
-        SqlState::ADMIN_SHUTDOWN,
-        SqlState::CRASH_SHUTDOWN,
-        SqlState::CANNOT_CONNECT_NOW,
-        SqlState::TOO_MANY_CONNECTIONS,
-        SqlState::T_R_SERIALIZATION_FAILURE,
-        SqlState::T_R_DEADLOCK_DETECTED,
-    ]
-    .contains(code)
+    let class = &code.code()[..2];
+    matches!(class, "08" | "40" | "53")
+        || [
+            SqlState::QUERY_CANCELED,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::IDLE_SESSION_TIMEOUT,
+            SqlState::READ_ONLY_SQL_TRANSACTION,
+            SqlState::LOCK_NOT_AVAILABLE,
+        ]
+        .contains(code)
 }
 
-/// Whether the database refused a batched statement because of what some row held,
-/// so that inserting the rows one by one lets the others through.
+/// Whether the database refused a batched statement because of what some row held
+/// (data exceptions, class 22, and integrity constraints, class 23), so that
+/// inserting the rows one by one lets the others through. Anything else would fail
+/// each row the same way.
 pub fn is_row_refusal(err: &tokio_postgres::Error) -> bool {
     err.as_db_error()
-        .is_some_and(|db| !is_unavailable(db.code()))
+        .is_some_and(|db| matches!(&db.code().code()[..2], "22" | "23"))
 }
 
 /// A failure told in words: by the store itself, or by the database as the log may

@@ -8,6 +8,7 @@ mod helpers;
 mod lifecycle;
 mod limits;
 mod metrics;
+mod outcomes;
 mod probe;
 mod tasks;
 mod tls;

@@ -1,0 +1,195 @@
+//! Honest outcomes under a slow or unwilling database (spec §2, the 5 s budget): an
+//! error answer means nothing was written, PostgreSQL itself stops what ran out of
+//! time, and a statement nobody waits for is cancelled.
+
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use serde_json::json;
+
+use crate::helpers::{TestApp, all_at_once, post_task, spawn_app, try_send, wait_until};
+
+/// Makes every statement of `event` (INSERT, UPDATE, DELETE) on `tasks` sleep `secs`.
+async fn slow_down(app: &TestApp, event: &str, secs: f64) {
+    app.db
+        .client()
+        .await
+        .batch_execute(&format!(
+            "CREATE OR REPLACE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN PERFORM pg_sleep({secs}); RETURN NULL; END $$;
+             CREATE TRIGGER slow_{event} BEFORE {event} ON tasks
+                 FOR EACH STATEMENT EXECUTE FUNCTION slow();"
+        ))
+        .await
+        .unwrap();
+}
+
+/// Queries of task-api's still running or waiting in the test's database.
+async fn busy_statements(app: &TestApp) -> i64 {
+    app.db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = 'task-api'
+               AND state = 'active'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_a_slow_database_a_failed_create_stored_nothing() {
+    let app = spawn_app().await;
+    slow_down(&app, "INSERT", 3.0).await;
+    let started = Instant::now();
+    let responses = all_at_once(
+        (0..30)
+            .map(|n| post_task(app.addr, json!({"title": format!("slow {n}")})))
+            .collect(),
+    )
+    .await;
+    let took = started.elapsed();
+    let client = app.db.client().await;
+    let (mut created, mut failed) = (0, 0);
+    for (n, response) in responses.iter().enumerate() {
+        let stored: i64 = client
+            .query_one(
+                "SELECT count(*) FROM tasks WHERE title = $1",
+                &[&format!("slow {n}")],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        match response.status {
+            201 => {
+                created += 1;
+                assert_eq!(stored, 1, "task {n} answered 201 but is not stored");
+            }
+            503 => {
+                failed += 1;
+                assert_eq!(stored, 0, "task {n} answered 503 but is stored");
+                assert_eq!(response.header("retry-after"), Some("1"));
+            }
+            other => panic!("task {n}: {other} {}", response.body),
+        }
+    }
+    // The first two run alone, one per lane, in 3 s; the rest, batched behind them,
+    // cannot finish 3 s of sleep within what remains of their 5 s.
+    assert!(
+        created >= 1 && failed >= 1,
+        "{created} created, {failed} failed"
+    );
+    assert!(
+        took < Duration::from_millis(5600),
+        "answered after {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_patch_or_delete_that_runs_out_of_time_changes_nothing() {
+    let app = spawn_app().await;
+    let task = app.create_task(json!({"title": "kept"})).await;
+    let path = format!("/tasks/{}", task["id"]);
+    slow_down(&app, "UPDATE", 6.0).await;
+    slow_down(&app, "DELETE", 6.0).await;
+    for (method, body) in [
+        (Method::PATCH, r#"{"title": "changed"}"#),
+        (Method::DELETE, ""),
+    ] {
+        let started = Instant::now();
+        let response = app
+            .request(
+                method.clone(),
+                &path,
+                &[("content-type", "application/json")],
+                body,
+            )
+            .await;
+        assert_eq!(response.status, 503, "{method}: {}", response.body);
+        assert!(
+            started.elapsed() < Duration::from_millis(5600),
+            "{method}: {:?}",
+            started.elapsed()
+        );
+    }
+    // PostgreSQL itself stopped both: nothing still runs, and nothing changed.
+    assert_eq!(busy_statements(&app).await, 0);
+    let now = app.get(&path).await;
+    assert_eq!(now.status, 200);
+    assert_eq!(now.json(), task);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_statement_whose_client_left_is_cancelled_and_the_pool_stays_clean() {
+    let app = spawn_app_small_pool().await;
+    let locker = app.db.client().await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    // Each waits on the lock; its client gives up after half a second.
+    for _ in 0..2 {
+        let addr = app.addr;
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(500),
+            try_send(addr, Method::GET, "/tasks", &[], ""),
+        )
+        .await;
+        assert!(gave_up.is_err(), "answered while the table was locked");
+    }
+    let cancelled = wait_until(Duration::from_secs(3), || async {
+        busy_statements(&app).await == 0
+    })
+    .await;
+    assert!(cancelled, "an abandoned statement still runs");
+    locker.batch_execute("COMMIT").await.unwrap();
+    // Both pooled connections were in use: none is handed out still busy.
+    for _ in 0..20 {
+        let started = Instant::now();
+        assert_eq!(app.get("/tasks").await.status, 200);
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+}
+
+async fn spawn_app_small_pool() -> TestApp {
+    crate::helpers::spawn_app_with(&[("DATABASE_POOL_SIZE", "2")]).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_a_refused_row_is_retried_alone_and_other_failures_fail_once() {
+    let app = spawn_app().await;
+    // Not about any row: inserting is denied (as a revoked privilege would be; the
+    // test runs as a superuser, whom privileges do not bind, so a trigger says it).
+    app.db
+        .client()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION deny() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN RAISE EXCEPTION 'permission denied for table tasks'
+                    USING ERRCODE = 'insufficient_privilege'; END $$;
+             CREATE TRIGGER deny BEFORE INSERT ON tasks
+                 FOR EACH STATEMENT EXECUTE FUNCTION deny();",
+        )
+        .await
+        .unwrap();
+    let responses = all_at_once(
+        (0..64)
+            .map(|n| post_task(app.addr, json!({"title": format!("denied {n}")})))
+            .collect(),
+    )
+    .await;
+    for response in &responses {
+        assert_eq!(response.status, 500, "{}", response.body);
+    }
+    assert_eq!(app.row_count().await, 0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let output = app.output();
+    assert!(output.contains("42501"), "{output}");
+    assert!(
+        !output.contains("one by one"),
+        "fell back row by row:\n{output}"
+    );
+}
