@@ -6,6 +6,7 @@
 //! more (its client left, or the database stopped answering) is cancelled, and its
 //! connection never goes back to the pool.
 
+use std::future::Future;
 use std::time::Duration;
 
 use deadpool_postgres::{Client, Object, Pool, Runtime};
@@ -18,6 +19,11 @@ use crate::error::describe;
 
 /// How long a request may wait for the database before it fails (spec §2).
 pub const REQUEST_BUDGET: Duration = Duration::from_secs(5);
+/// Every pooled connection's own `statement_timeout`. A statement that starts with
+/// more of its budget left than this needs no limit of its own, and most do: one
+/// message fewer each. Only one that waited long for a batch or a connection sets
+/// a lower limit, and puts this one back after.
+const POOLED_STATEMENT_TIMEOUT: Duration = Duration::from_secs(4);
 /// PostgreSQL stops a statement this long before the deadline, so its verdict is
 /// back in time.
 const VERDICT_MARGIN: Duration = Duration::from_millis(50);
@@ -81,7 +87,7 @@ impl Db {
     /// A pool of at most `max_size` connections to `db`. Its waits for a connection
     /// (a free one, a new one, a recycled one) are bounded by [`REQUEST_BUDGET`] too.
     pub fn open(db: &DbOptions, max_size: usize) -> Result<Db, String> {
-        let pool = Pool::builder(db.manager())
+        let pool = Pool::builder(db.manager(POOLED_STATEMENT_TIMEOUT))
             .max_size(max_size)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(REQUEST_BUDGET))
@@ -100,10 +106,10 @@ impl Db {
         &self.pool
     }
 
-    /// Runs `work` on a pooled connection by `deadline`: PostgreSQL gets what remains
-    /// as the statements' `statement_timeout`, and the answer is the database's
-    /// verdict. Should that not come in time (see [`Effect`]), or the caller stop
-    /// waiting, the statement is cancelled and its connection dropped.
+    /// Runs `work` on a pooled connection by `deadline`: PostgreSQL stops it by then
+    /// (`statement_timeout`), and the answer is the database's verdict. Should that
+    /// not come in time (see [`Effect`]), or the caller stop waiting, the statement is
+    /// cancelled and its connection dropped.
     pub async fn run<T>(
         &self,
         deadline: Deadline,
@@ -117,9 +123,13 @@ impl Db {
         let in_flight = InFlight::new(object, &self.tls);
         let client = in_flight.client();
         let verdict = async {
-            // Pipelined: both go out together, the limit first.
+            if timeout >= POOLED_STATEMENT_TIMEOUT {
+                return work(client).await;
+            }
+            // Pipelined: both go out together, the limit first; the usual one after.
             let (limited, result) = tokio::join!(limit(client, timeout), work(client));
             limited?;
+            limit(client, POOLED_STATEMENT_TIMEOUT).await?;
             result
         };
         let wait_until = match effect {
@@ -142,17 +152,25 @@ impl Db {
 }
 
 /// Sets the session's `statement_timeout`.
-pub async fn limit(client: &Client, timeout: Duration) -> Result<(), tokio_postgres::Error> {
+async fn limit(client: &Client, timeout: Duration) -> Result<(), tokio_postgres::Error> {
     client
         .batch_execute(&format!("SET statement_timeout = {}", timeout.as_millis()))
         .await
 }
 
-/// Sets `statement_timeout` to what remains of `deadline`, for a statement after the
-/// first on one connection; fails as out of time when nothing does.
-pub async fn limit_to(client: &Client, deadline: Deadline) -> Result<(), StoreError> {
+/// Runs `statement`, the second or later one of a [`Db::run`] on `client`, limited
+/// to what remains of `deadline`: pipelined behind a `SET statement_timeout`, and the
+/// usual limit put back after. Out of time before it starts, it does not start.
+pub async fn limited<T>(
+    client: &Client,
+    deadline: Deadline,
+    statement: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, StoreError> {
     let timeout = deadline.statement_timeout().ok_or(OutOfTime)?;
-    Ok(limit(client, timeout).await?)
+    let (limited, result) = tokio::join!(limit(client, timeout), statement);
+    limited?;
+    limit(client, POOLED_STATEMENT_TIMEOUT).await?;
+    Ok(result?)
 }
 
 /// A pooled connection with a statement running. Finished, it goes back to the pool;

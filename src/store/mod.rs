@@ -257,11 +257,7 @@ async fn insert_one_by_one(
     let each = async |client: &_| {
         let mut tasks = Vec::with_capacity(new.len());
         for task in new {
-            let inserted = match budget::limit_to(client, deadline).await {
-                Ok(()) => sql::insert(client, task).await.map_err(StoreError::from),
-                Err(out_of_time) => Err(out_of_time),
-            };
-            tasks.push(inserted);
+            tasks.push(budget::limited(client, deadline, sql::insert(client, task)).await);
         }
         Ok(tasks)
     };
