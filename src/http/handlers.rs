@@ -2,15 +2,16 @@
 //! input and returns a response or an [`ApiError`]; routing, rendering errors and
 //! logging happen once, around them (router.rs). The database is the store's.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::header::{HeaderValue, LOCATION};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 
-use super::App;
 use super::error::ApiError;
 use super::response::{self, Body};
+use super::{App, page};
 use crate::store::Health as DbHealth;
 use crate::tasks::{ListQuery, NewTask, TaskPatch};
 
@@ -78,10 +79,11 @@ pub fn openapi() -> Response<Body> {
 /// The OpenAPI 3.1 document; tests check the server keeps to it.
 const OPENAPI: &str = include_str!("openapi.json");
 
-/// `GET /tasks`.
-pub async fn list(app: &App, query: ListQuery) -> Result<Response<Body>, ApiError> {
-    let page = app.store.list(&query).await?;
-    Ok(response::json(StatusCode::OK, &page))
+/// `GET /tasks`: the first chunk now, so a failure is still a status; the rest as
+/// the client reads (page.rs).
+pub async fn list(app: &Arc<App>, query: ListQuery) -> Result<Response<Body>, ApiError> {
+    let first = app.store.list(&query).await?;
+    Ok(page::respond(app, first))
 }
 
 /// `POST /tasks`: 201, the task, and where it lives.

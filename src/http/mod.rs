@@ -9,6 +9,7 @@ pub mod error;
 pub mod handlers;
 pub mod listener;
 pub mod metrics;
+pub mod page;
 pub mod request_id;
 pub mod response;
 pub mod router;

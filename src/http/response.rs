@@ -1,14 +1,74 @@
-//! Building responses: JSON, ready-made text, and empty ones. Every response body is
-//! small and whole before it is sent. Reading request bodies is body.rs's job.
+//! Building responses: JSON, ready-made text, empty ones, and streams. Reading request
+//! bodies is body.rs's job; what a page streams, page.rs's.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use hyper::body::{Frame, SizeHint};
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
+use tokio::sync::mpsc;
 
-/// Every response body.
-pub type Body = Full<Bytes>;
+/// Every response body: bytes ready now, or a stream whose frames hyper takes only as
+/// fast as the client reads.
+#[derive(Debug)]
+pub struct Body(Kind);
+
+#[derive(Debug)]
+enum Kind {
+    Whole(Option<Bytes>),
+    Stream(mpsc::Receiver<io::Result<Bytes>>),
+}
+
+impl Body {
+    /// A body of `bytes`, sent with its length.
+    pub fn whole(bytes: impl Into<Bytes>) -> Body {
+        Body(Kind::Whole(Some(bytes.into())))
+    }
+
+    /// A body of the frames `frames` yields, sent chunked; an `Err` ends it cut short.
+    pub fn stream(frames: mpsc::Receiver<io::Result<Bytes>>) -> Body {
+        Body(Kind::Stream(frames))
+    }
+
+    /// No body.
+    pub fn empty() -> Body {
+        Body(Kind::Whole(None))
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+        match &mut self.get_mut().0 {
+            Kind::Whole(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
+            Kind::Stream(frames) => frames
+                .poll_recv(cx)
+                .map(|frame| frame.map(|bytes| bytes.map(Frame::data))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.0, Kind::Whole(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Kind::Whole(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            Kind::Stream(_) => SizeHint::default(),
+        }
+    }
+}
 
 /// A JSON response.
 pub fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
@@ -22,7 +82,12 @@ pub fn text(
     content_type: &'static str,
     text: impl Into<Bytes>,
 ) -> Response<Body> {
-    let mut response = Response::new(Full::new(text.into()));
+    with_body(status, content_type, Body::whole(text))
+}
+
+/// A response with `body`, of `content_type`.
+pub fn with_body(status: StatusCode, content_type: &'static str, body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -32,7 +97,7 @@ pub fn text(
 
 /// A response with no body (204).
 pub fn empty(status: StatusCode) -> Response<Body> {
-    let mut response = Response::new(Body::default());
+    let mut response = Response::new(Body::empty());
     *response.status_mut() = status;
     response
 }

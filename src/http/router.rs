@@ -140,7 +140,7 @@ pub async fn refuse(
 }
 
 async fn dispatch(
-    app: &App,
+    app: &Arc<App>,
     route: Route<'_>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {

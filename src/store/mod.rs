@@ -22,7 +22,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::db::DbOptions;
-use crate::tasks::{ListQuery, NewTask, Task, TaskPatch};
+use crate::tasks::{ListQuery, NewTask, Status, Task, TaskPatch};
 use batch::Batcher;
 use budget::{Db, Deadline, Effect};
 pub use outcome::{Cause, StoreError};
@@ -58,6 +58,29 @@ pub struct PoolState {
     pub waiting: usize,
     /// The most connections it opens (`DATABASE_POOL_SIZE`).
     pub max_size: usize,
+}
+
+/// Most rows one list statement reads: what a page holds in memory at once, however
+/// slowly its client reads. A page is at most 1,000 tasks of up to 5,200 characters
+/// each; so read, it costs a few hundred KiB whatever its size.
+pub const CHUNK_ROWS: i64 = 32;
+
+/// Part of a page of tasks, and where the rest of it starts.
+pub struct Chunk {
+    /// The tasks, in id order.
+    pub tasks: Vec<Task>,
+    /// The rest of the page, if there may be more.
+    pub more: Option<Cursor>,
+}
+
+/// Where the rest of a page starts: read with [`Store::list_more`]. Between chunks,
+/// tasks may be created or deleted: a page never holds one twice, and keeps id
+/// order, but it is not one snapshot.
+#[derive(Clone, Copy, Debug)]
+pub struct Cursor {
+    status: Option<Status>,
+    after: i64,
+    left: i64,
 }
 
 /// What `/ready` learned from one round trip.
@@ -103,10 +126,38 @@ impl Store {
         self.creator.submit(new, Deadline::start()).await
     }
 
-    /// A page of tasks in id order.
-    pub async fn list(&self, query: &ListQuery) -> Result<Vec<Task>, StoreError> {
-        let list = async |client: &_| sql::list(client, query).await;
-        self.db.run(Deadline::start(), Effect::Reads, list).await
+    /// The first chunk of a page of tasks in id order: at most [`CHUNK_ROWS`], and a
+    /// [`Cursor`] to the rest, if there may be more.
+    pub async fn list(&self, query: &ListQuery) -> Result<Chunk, StoreError> {
+        let cursor = Cursor {
+            status: query.status,
+            after: 0,
+            left: query.limit,
+        };
+        self.chunk(cursor, query.offset).await
+    }
+
+    /// The next chunk of a page, with a fresh budget: a page read slowly holds no
+    /// connection between chunks.
+    pub async fn list_more(&self, cursor: Cursor) -> Result<Chunk, StoreError> {
+        self.chunk(cursor, 0).await
+    }
+
+    async fn chunk(&self, cursor: Cursor, offset: i64) -> Result<Chunk, StoreError> {
+        let limit = cursor.left.min(CHUNK_ROWS);
+        let list =
+            async |client: &_| sql::list(client, cursor.status, cursor.after, limit, offset).await;
+        let tasks = self.db.run(Deadline::start(), Effect::Reads, list).await?;
+        let left = cursor.left - tasks.len() as i64;
+        let more = match tasks.last() {
+            Some(last) if tasks.len() as i64 == limit && left > 0 => Some(Cursor {
+                after: last.id,
+                left,
+                ..cursor
+            }),
+            _ => None,
+        };
+        Ok(Chunk { tasks, more })
     }
 
     /// Applies a patch; `None` when the task does not exist.

@@ -6,7 +6,7 @@ use deadpool_postgres::Client;
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, Type};
 
-use crate::tasks::{ListQuery, NewTask, Status, Task, TaskPatch};
+use crate::tasks::{NewTask, Status, Task, TaskPatch};
 
 /// The columns every query returns, in [`Task`]'s order (a macro, so `concat!` can
 /// build each statement at compile time).
@@ -33,15 +33,17 @@ const INSERT_MANY: &str = concat!(
     RETURNING ",
     columns!()
 );
+// A page is read in chunks: the first skips `offset` rows, the next ones start after
+// the last id seen (ids are positive, so the first starts after 0).
 const LIST: &str = concat!(
     "SELECT ",
     columns!(),
-    " FROM tasks ORDER BY id LIMIT $1 OFFSET $2"
+    " FROM tasks WHERE id > $1 ORDER BY id LIMIT $2 OFFSET $3"
 );
 const LIST_BY_STATUS: &str = concat!(
     "SELECT ",
     columns!(),
-    " FROM tasks WHERE status = $1 ORDER BY id LIMIT $2 OFFSET $3"
+    " FROM tasks WHERE status = $1 AND id > $2 ORDER BY id LIMIT $3 OFFSET $4"
 );
 // $2/$5: NULL keeps the title/status; $3 says whether $4 (possibly NULL) replaces the
 // description. On the right-hand side, column names are the old values, so
@@ -151,20 +153,25 @@ pub async fn find(client: &Client, id: i64) -> Result<Option<Task>, tokio_postgr
         .transpose()
 }
 
-/// A page of tasks in id order, optionally of one status.
-pub async fn list(client: &Client, query: &ListQuery) -> Result<Vec<Task>, tokio_postgres::Error> {
-    let rows = match query.status {
+/// Up to `limit` tasks in id order after id `after`, skipping `offset` of them,
+/// optionally of one status.
+pub async fn list(
+    client: &Client,
+    status: Option<Status>,
+    after: i64,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<Task>, tokio_postgres::Error> {
+    let rows = match status {
         Some(status) => {
             let statement = client.prepare_cached(LIST_BY_STATUS).await?;
             client
-                .query(&statement, &[&status.as_str(), &query.limit, &query.offset])
+                .query(&statement, &[&status.as_str(), &after, &limit, &offset])
                 .await?
         }
         None => {
             let statement = client.prepare_cached(LIST).await?;
-            client
-                .query(&statement, &[&query.limit, &query.offset])
-                .await?
+            client.query(&statement, &[&after, &limit, &offset]).await?
         }
     };
     rows.into_iter().map(Task::try_from).collect()

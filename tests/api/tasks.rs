@@ -143,6 +143,31 @@ async fn list_defaults_to_100_and_allows_up_to_1000() {
 }
 
 #[tokio::test]
+async fn a_long_page_streams_whole_and_in_order() {
+    let app = spawn_app().await;
+    seed(&app, 1005).await;
+    // Far past one chunk: sent chunked, and still one JSON array of exactly its tasks.
+    let page = app.get("/tasks?limit=1000&offset=3").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("content-type"), Some("application/json"));
+    assert_eq!(page.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(ids(&page.json()), (4..=1003).collect::<Vec<_>>());
+    let completed = app.get("/tasks?status=completed&limit=300&offset=10").await;
+    let completed_ids = ids(&completed.json());
+    let expected: Vec<i64> = (1..=1005)
+        .filter(|id| id % 3 == 2)
+        .skip(10)
+        .take(300)
+        .collect();
+    assert_eq!(completed_ids, expected);
+    // A page that ends on a chunk's last row is not short of its end.
+    assert_eq!(
+        ids(&app.get("/tasks?limit=64&offset=941").await.json()),
+        (942..=1005).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
 async fn list_filters_by_status() {
     let app = spawn_app().await;
     seed(&app, 9).await;

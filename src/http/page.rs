@@ -1,0 +1,73 @@
+//! `GET /tasks` as it leaves (spec §5: memory bounded whatever the input). A page that
+//! fits one chunk goes out whole. A longer one streams: a task encodes its JSON a
+//! frame at a time, reading the next chunk only once the client has taken the last,
+//! so a page of any size, read however slowly, holds one chunk and a frame or two;
+//! and no database connection between chunks. A client that stops reading is cut
+//! off by the write deadline (conn.rs). Reading the chunks is the store's job.
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper::{Response, StatusCode};
+use tokio::sync::mpsc;
+
+use super::App;
+use super::response::{self, Body};
+use crate::store::{Chunk, Cursor};
+use crate::tasks::Task;
+
+/// JSON gathered before it goes to hyper as one frame.
+const FRAME_BYTES: usize = 16 * 1024;
+
+/// The response to `GET /tasks`, given its first chunk.
+pub fn respond(app: &Arc<App>, first: Chunk) -> Response<Body> {
+    let Some(more) = first.more else {
+        return response::json(StatusCode::OK, &first.tasks);
+    };
+    // One frame waits for hyper at most; the next is made only once it is taken.
+    let (frames, body) = mpsc::channel(1);
+    tokio::spawn(stream(app.clone(), first.tasks, Some(more), frames));
+    response::with_body(StatusCode::OK, "application/json", Body::stream(body))
+}
+
+/// Writes the page as a JSON array into `frames`, chunk after chunk; stops when the
+/// page ends, the client goes, or a chunk cannot be read (then the response is cut
+/// short, so the client cannot take part of a page for all of it).
+async fn stream(
+    app: Arc<App>,
+    mut tasks: Vec<Task>,
+    mut more: Option<Cursor>,
+    frames: mpsc::Sender<io::Result<Bytes>>,
+) {
+    let mut frame = Vec::with_capacity(FRAME_BYTES * 2);
+    frame.push(b'[');
+    let mut first = true;
+    loop {
+        for task in tasks.drain(..) {
+            if !std::mem::take(&mut first) {
+                frame.push(b',');
+            }
+            serde_json::to_writer(&mut frame, &task).expect("a task serializes");
+            if frame.len() >= FRAME_BYTES {
+                let full = std::mem::replace(&mut frame, Vec::with_capacity(FRAME_BYTES * 2));
+                if frames.send(Ok(full.into())).await.is_err() {
+                    return; // the client went
+                }
+            }
+        }
+        let Some(cursor) = more else {
+            break;
+        };
+        match app.store.list_more(cursor).await {
+            Ok(chunk) => (tasks, more) = (chunk.tasks, chunk.more),
+            Err(err) => {
+                log::warn!("a page of tasks was cut short: {err}");
+                let _ = frames.send(Err(io::Error::other("page cut short"))).await;
+                return;
+            }
+        }
+    }
+    frame.push(b']');
+    let _ = frames.send(Ok(frame.into())).await;
+}
