@@ -85,8 +85,10 @@ build-arm64:
 	  || { test -x $(DELIVERY_VENV)/bin/pip || python3 -m venv $(DELIVERY_VENV); \
 	       $(DELIVERY_PIP) $(ZIGLANG_PACKAGE); }
 	command -v file >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq file; }
+	command -v cargo-auditable >/dev/null || cargo install --locked --debug cargo-auditable --version $(CARGO_AUDITABLE_VERSION)
+	# cargo-auditable wraps any cargo subcommand: the dependency list goes in here too.
 	CARGO_ZIGBUILD_PYTHON_PATH="$(abspath $(DELIVERY_VENV))/bin/python3" \
-	  cargo zigbuild --locked --release --target $(ARM64_TARGET)
+	  cargo auditable zigbuild --locked --release --target $(ARM64_TARGET)
 	file $(ARM64_BINARY)
 	file $(ARM64_BINARY) | grep -q 'ARM aarch64' || { echo "not an aarch64 binary" >&2; exit 1; }
 	file $(ARM64_BINARY) | grep -q 'static' || { echo "not a static binary" >&2; exit 1; }
