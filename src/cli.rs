@@ -31,6 +31,7 @@ ENVIRONMENT:
     DATABASE_POOL_SIZE        max database connections (default 8)
     DATABASE_STARTUP_TIMEOUT  seconds to keep retrying the database at start-up (default 60)
     SHUTDOWN_TIMEOUT          seconds in-flight requests get after SIGTERM (default 8)
+    IDEMPOTENCY_KEY_TTL       seconds an Idempotency-Key is remembered (default 86400)
 
 EXIT CODES:
     0 success, 1 runtime failure, 2 bad usage or configuration

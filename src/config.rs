@@ -18,6 +18,7 @@ pub const DEFAULT_PORT: u16 = 8000;
 pub const DEFAULT_POOL_SIZE: usize = 8;
 const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(8);
+const DEFAULT_IDEMPOTENCY_KEY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Everything `serve` and `migrate` need, parsed and checked.
 pub struct Config {
@@ -38,6 +39,8 @@ pub struct Config {
     pub startup_timeout: Duration,
     /// `SHUTDOWN_TIMEOUT`: how long in-flight requests may run after SIGTERM.
     pub shutdown_timeout: Duration,
+    /// `IDEMPOTENCY_KEY_TTL`: how long an Idempotency-Key is remembered.
+    pub idempotency_key_ttl: Duration,
 }
 
 impl Config {
@@ -81,6 +84,11 @@ impl Config {
             pool_size,
             startup_timeout: seconds(&env, "DATABASE_STARTUP_TIMEOUT", DEFAULT_STARTUP_TIMEOUT)?,
             shutdown_timeout: seconds(&env, "SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT)?,
+            idempotency_key_ttl: positive_seconds(
+                &env,
+                "IDEMPOTENCY_KEY_TTL",
+                DEFAULT_IDEMPOTENCY_KEY_TTL,
+            )?,
         })
     }
 }
@@ -102,6 +110,7 @@ impl fmt::Debug for Config {
             .field("pool_size", &self.pool_size)
             .field("startup_timeout", &self.startup_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("idempotency_key_ttl", &self.idempotency_key_ttl)
             .finish()
     }
 }
@@ -154,6 +163,18 @@ fn seconds(
     }
 }
 
+/// A duration in seconds that must be more than zero.
+fn positive_seconds(
+    env: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match env(var) {
+        None => Ok(default),
+        Some(text) => parse_seconds(text.trim()).map_err(|reason| invalid(var, reason)),
+    }
+}
+
 /// A positive number of seconds, fractions allowed: `3`, `0.5`. The command line's
 /// `--timeout` takes the same form.
 pub fn parse_seconds(text: &str) -> Result<Duration, String> {
@@ -194,6 +215,7 @@ mod tests {
         assert_eq!(config.pool_size, DEFAULT_POOL_SIZE);
         assert_eq!(config.startup_timeout, Duration::from_secs(60));
         assert_eq!(config.shutdown_timeout, Duration::from_secs(8));
+        assert_eq!(config.idempotency_key_ttl, Duration::from_secs(86_400));
     }
 
     #[test]
@@ -225,6 +247,10 @@ mod tests {
             (
                 &[("DATABASE_URL", URL), ("DATABASE_STARTUP_TIMEOUT", "x")][..],
                 "DATABASE_STARTUP_TIMEOUT",
+            ),
+            (
+                &[("DATABASE_URL", URL), ("IDEMPOTENCY_KEY_TTL", "0")][..],
+                "IDEMPOTENCY_KEY_TTL",
             ),
             (&[("DATABASE_URL", "mysql://x")][..], "DATABASE_URL"),
             (

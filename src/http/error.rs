@@ -27,6 +27,8 @@ pub enum ApiError {
     TaskNotFound,
     /// 405: the route exists; these are its methods.
     MethodNotAllowed(&'static str),
+    /// 412: `If-Match` did not match the task; nothing changed.
+    PreconditionFailed,
     /// 408: the body did not arrive within its deadline; the connection closes.
     RequestTimeout,
     /// 413: body over the limit, in bytes.
@@ -53,6 +55,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound | ApiError::TaskNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -108,6 +111,9 @@ impl fmt::Display for ApiError {
             ApiError::NotFound => f.write_str("Not Found"),
             ApiError::TaskNotFound => f.write_str("Task not found"),
             ApiError::MethodNotAllowed(_) => f.write_str("Method Not Allowed"),
+            ApiError::PreconditionFailed => {
+                f.write_str("The task is not the version If-Match names; nothing was changed")
+            }
             ApiError::RequestTimeout => f.write_str("The request body did not arrive in time"),
             ApiError::PayloadTooLarge(limit) => {
                 write!(f, "Request body is larger than {limit} bytes")

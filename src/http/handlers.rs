@@ -5,15 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::header::{HeaderValue, LOCATION};
+use hyper::header::{ETAG, HeaderMap, HeaderValue, LOCATION};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 
 use super::error::ApiError;
+use super::idempotency::IDEMPOTENT_REPLAYED;
 use super::response::{self, Body};
-use super::{App, page};
-use crate::store::Health as DbHealth;
-use crate::tasks::{ListQuery, NewTask, TaskPatch};
+use super::{App, conditional, page};
+use crate::store::{Change, Creation, Health as DbHealth, NewCreate, Precondition};
+use crate::tasks::{Invalid, ListQuery, Task, TaskPatch};
 
 /// `/ready` answers within this, whatever the database does (spec §2).
 const READY_BUDGET: Duration = Duration::from_secs(1);
@@ -86,35 +87,81 @@ pub async fn list(app: &Arc<App>, query: ListQuery) -> Result<Response<Body>, Ap
     Ok(page::respond(app, first))
 }
 
-/// `POST /tasks`: 201, the task, and where it lives.
-pub async fn create(app: &App, new: NewTask) -> Result<Response<Body>, ApiError> {
-    let task = app.store.create(new).await?;
-    let mut response = response::json(StatusCode::CREATED, &task);
+/// `POST /tasks`: 201, the task, its ETag and where it lives. With an `Idempotency-Key`
+/// seen before for the same body: the same answer again, marked replayed, and nothing
+/// stored.
+pub async fn create(app: &App, create: NewCreate) -> Result<Response<Body>, ApiError> {
+    let (task, replayed) = match app.store.create(create).await? {
+        Creation::Created(task) => (task, false),
+        Creation::Replayed(task) => (task, true),
+        Creation::KeyReused => {
+            return Err(ApiError::Invalid(Invalid {
+                field: "idempotency-key".into(),
+                reason: "was already used for another request",
+            }));
+        }
+    };
+    let mut response = with_task(StatusCode::CREATED, &task);
     let location = HeaderValue::try_from(format!("/tasks/{}", task.id))
         .expect("a path of ASCII digits is a valid header value");
-    response.headers_mut().insert(LOCATION, location);
+    let headers = response.headers_mut();
+    headers.insert(LOCATION, location);
+    if replayed {
+        headers.insert(
+            IDEMPOTENT_REPLAYED.clone(),
+            HeaderValue::from_static("true"),
+        );
+    }
     Ok(response)
 }
 
-/// `GET /tasks/{id}`.
-pub async fn get(app: &App, id: i64) -> Result<Response<Body>, ApiError> {
+/// `GET /tasks/{id}`; 304 and no body when `If-None-Match` names its ETag.
+pub async fn get(app: &App, id: i64, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
     let task = app.store.get(id).await?.ok_or(ApiError::TaskNotFound)?;
-    Ok(response::json(StatusCode::OK, &task))
+    if conditional::none_match(headers, &task) {
+        let mut response = response::empty(StatusCode::NOT_MODIFIED);
+        response
+            .headers_mut()
+            .insert(ETAG, conditional::etag(&task));
+        return Ok(response);
+    }
+    Ok(with_task(StatusCode::OK, &task))
 }
 
-/// `PATCH /tasks/{id}`.
-pub async fn update(app: &App, id: i64, patch: TaskPatch) -> Result<Response<Body>, ApiError> {
-    let task = app.store.update(id, &patch).await?;
-    Ok(response::json(
-        StatusCode::OK,
-        &task.ok_or(ApiError::TaskNotFound)?,
-    ))
+/// `PATCH /tasks/{id}`, if the task meets `expected` (`If-Match`): else 412.
+pub async fn update(
+    app: &App,
+    id: i64,
+    patch: TaskPatch,
+    expected: Precondition,
+) -> Result<Response<Body>, ApiError> {
+    let task = changed(app.store.update(id, &patch, &expected).await?)?;
+    Ok(with_task(StatusCode::OK, &task))
 }
 
-/// `DELETE /tasks/{id}`: 204, no body.
-pub async fn delete(app: &App, id: i64) -> Result<Response<Body>, ApiError> {
-    match app.store.delete(id).await? {
-        true => Ok(response::empty(StatusCode::NO_CONTENT)),
-        false => Err(ApiError::TaskNotFound),
+/// `DELETE /tasks/{id}`: 204, no body; if the task meets `expected` (`If-Match`),
+/// else 412.
+pub async fn delete(
+    app: &App,
+    id: i64,
+    expected: Precondition,
+) -> Result<Response<Body>, ApiError> {
+    changed(app.store.delete(id, &expected).await?)?;
+    Ok(response::empty(StatusCode::NO_CONTENT))
+}
+
+/// A task as JSON, with its ETag.
+fn with_task(status: StatusCode, task: &Task) -> Response<Body> {
+    let mut response = response::json(status, task);
+    response.headers_mut().insert(ETAG, conditional::etag(task));
+    response
+}
+
+/// What a conditional change did, as the client meets it.
+fn changed<T>(change: Change<T>) -> Result<T, ApiError> {
+    match change {
+        Change::Done(done) => Ok(done),
+        Change::NotFound => Err(ApiError::TaskNotFound),
+        Change::PreconditionFailed => Err(ApiError::PreconditionFailed),
     }
 }

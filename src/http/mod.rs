@@ -4,9 +4,11 @@
 //! conn.rs's; where it listens, listener.rs's.
 
 pub mod body;
+pub mod conditional;
 pub mod conn;
 pub mod error;
 pub mod handlers;
+pub mod idempotency;
 pub mod listener;
 pub mod metrics;
 pub mod page;
@@ -114,7 +116,12 @@ async fn start(config: &Config) -> Result<(Store, TcpListener, usize), Error> {
         .await?
         .len();
     drop(client);
-    let store = Store::open(&config.database, config.pool_size).map_err(Error::Startup)?;
+    let store = Store::open(
+        &config.database,
+        config.pool_size,
+        config.idempotency_key_ttl,
+    )
+    .map_err(Error::Startup)?;
     store.warm_up().await;
     let listener = listener::bind(config.host, config.port).map_err(|err| {
         let host = config

@@ -13,7 +13,8 @@ use hyper::{Method, Request, Response};
 use super::conn::Cut;
 use super::error::ApiError;
 use super::response::Body;
-use super::{App, body, handlers, request_id};
+use super::{App, body, conditional, handlers, idempotency, request_id};
+use crate::store::NewCreate;
 use crate::tasks::{ListQuery, NewTask, TaskPatch, parse_id};
 
 /// Where a path leads: the API's one route table.
@@ -155,17 +156,22 @@ async fn dispatch(
             handlers::list(app, ListQuery::parse(parts.uri.query())?).await
         }
         (Route::Tasks, &Method::POST) => {
-            let new = NewTask::decode(&body::object(&parts.headers, body).await?)?;
-            handlers::create(app, new).await
+            let body = body::object(&parts.headers, body).await?;
+            let claim = idempotency::claim(&parts.headers, &body)?;
+            let task = NewTask::decode(&body)?;
+            handlers::create(app, NewCreate { task, claim }).await
         }
 
-        (Route::Task(id), &Method::GET) => handlers::get(app, parse_id(id)?).await,
+        (Route::Task(id), &Method::GET) => handlers::get(app, parse_id(id)?, &parts.headers).await,
         (Route::Task(id), &Method::PATCH) => {
             let id = parse_id(id)?;
             let patch = TaskPatch::decode(&body::object(&parts.headers, body).await?)?;
-            handlers::update(app, id, patch).await
+            handlers::update(app, id, patch, conditional::if_match(&parts.headers)).await
         }
-        (Route::Task(id), &Method::DELETE) => handlers::delete(app, parse_id(id)?).await,
+        (Route::Task(id), &Method::DELETE) => {
+            let id = parse_id(id)?;
+            handlers::delete(app, id, conditional::if_match(&parts.headers)).await
+        }
 
         (Route::Unmatched, _) => Err(ApiError::NotFound),
         (route, _) => Err(ApiError::MethodNotAllowed(route.allow())),

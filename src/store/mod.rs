@@ -8,6 +8,8 @@
 
 mod batch;
 mod budget;
+mod create;
+mod keys;
 mod outcome;
 mod sql;
 
@@ -22,9 +24,12 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::db::DbOptions;
+use jiff::Timestamp;
+
 use crate::tasks::{ListQuery, NewTask, Status, Task, TaskPatch};
 use batch::Batcher;
 use budget::{Db, Deadline, Effect};
+pub use keys::Claim;
 pub use outcome::{Cause, StoreError};
 
 /// Batch-size buckets: 1 to [`batch::MAX_BATCH`].
@@ -43,7 +48,7 @@ pub struct Store {
     /// `get`, batched: one `id = ANY($1)` for every id queued.
     finder: Batcher<i64, Option<Task>>,
     /// `create`, batched: one insert, so one commit, for every create queued.
-    creator: Batcher<NewTask, Task>,
+    creator: Batcher<NewCreate, Creation>,
     batch_sizes: BatchSizes,
 }
 
@@ -83,6 +88,48 @@ pub struct Cursor {
     left: i64,
 }
 
+/// A create: the task, and the Idempotency-Key it came with, if any.
+#[derive(Debug)]
+pub struct NewCreate {
+    /// What to store.
+    pub task: NewTask,
+    /// Its key and body fingerprint.
+    pub claim: Option<Claim>,
+}
+
+/// What a create did.
+#[derive(Clone, Debug)]
+pub enum Creation {
+    /// Stored the task.
+    Created(Task),
+    /// Nothing: its key had created this task before, for the same body.
+    Replayed(Task),
+    /// Nothing: its key had been used for another body.
+    KeyReused,
+}
+
+/// What a client expects of a task before it changes it (`If-Match`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Precondition {
+    /// Nothing.
+    None,
+    /// That it exists (`If-Match: *`).
+    Exists,
+    /// That its `updated_at` is one of these.
+    UpdatedAt(Vec<Timestamp>),
+}
+
+/// What a conditional change did.
+#[derive(Debug, PartialEq)]
+pub enum Change<T> {
+    /// Done.
+    Done(T),
+    /// No such task (and no precondition).
+    NotFound,
+    /// A precondition was not met: nothing changed.
+    PreconditionFailed,
+}
+
 /// What `/ready` learned from one round trip.
 pub enum Health {
     /// The database answered.
@@ -94,13 +141,15 @@ pub enum Health {
 impl Store {
     /// A store on a pool of at most `pool_size` connections to `db`. Starts the batch
     /// dispatchers, so it must be called inside the tokio runtime.
-    pub fn open(db: &DbOptions, pool_size: usize) -> Result<Store, String> {
+    /// Keys are kept for `key_ttl`, and pruned in the background after that.
+    pub fn open(db: &DbOptions, pool_size: usize, key_ttl: Duration) -> Result<Store, String> {
         let db = Arc::new(Db::open(db, pool_size)?);
         let lanes = batch::LANES.min(pool_size);
         let batch_sizes = BatchSizes::new_with_constructor(|| Histogram::new(BATCH_BUCKETS));
+        keys::prune_expired(db.clone(), key_ttl);
         Ok(Store {
             finder: finder(db.clone(), lanes, size_of(&batch_sizes, "find")),
-            creator: creator(db.clone(), lanes, size_of(&batch_sizes, "insert")),
+            creator: create::creator(db.clone(), lanes, size_of(&batch_sizes, "insert"), key_ttl),
             db,
             batch_sizes,
         })
@@ -121,9 +170,10 @@ impl Store {
         self.finder.submit(id, Deadline::start()).await
     }
 
-    /// Stores a new task. Inserted together with the other creates queued now.
-    pub async fn create(&self, new: NewTask) -> Result<Task, StoreError> {
-        self.creator.submit(new, Deadline::start()).await
+    /// Stores a new task, unless its key says it was stored before. Inserted together
+    /// with the other creates queued now.
+    pub async fn create(&self, create: NewCreate) -> Result<Creation, StoreError> {
+        self.creator.submit(create, Deadline::start()).await
     }
 
     /// The first chunk of a page of tasks in id order: at most [`CHUNK_ROWS`], and a
@@ -160,16 +210,37 @@ impl Store {
         Ok(Chunk { tasks, more })
     }
 
-    /// Applies a patch; `None` when the task does not exist.
-    pub async fn update(&self, id: i64, patch: &TaskPatch) -> Result<Option<Task>, StoreError> {
-        let update = async |client: &_| sql::update(client, id, patch).await;
-        self.db.run(Deadline::start(), Effect::Writes, update).await
+    /// Applies a patch, if the task meets `expected`: the check and the change are one
+    /// statement. `{}` changes nothing and writes nothing.
+    pub async fn update(
+        &self,
+        id: i64,
+        patch: &TaskPatch,
+        expected: &Precondition,
+    ) -> Result<Change<Task>, StoreError> {
+        let versions = expected.versions();
+        let task = if patch.is_empty() {
+            self.get(id)
+                .await?
+                .filter(|task| versions.is_none_or(|v| v.contains(&task.updated_at)))
+        } else {
+            let update = async |client: &_| sql::update(client, id, patch, versions).await;
+            self.db
+                .run(Deadline::start(), Effect::Writes, update)
+                .await?
+        };
+        Ok(expected.judge(task))
     }
 
-    /// Deletes a task; `false` when there was none.
-    pub async fn delete(&self, id: i64) -> Result<bool, StoreError> {
-        let delete = async |client: &_| sql::delete(client, id).await;
-        self.db.run(Deadline::start(), Effect::Writes, delete).await
+    /// Deletes a task, if it meets `expected`: the check and the delete are one statement.
+    pub async fn delete(&self, id: i64, expected: &Precondition) -> Result<Change<()>, StoreError> {
+        let versions = expected.versions();
+        let delete = async |client: &_| sql::delete(client, id, versions).await;
+        let deleted = self
+            .db
+            .run(Deadline::start(), Effect::Writes, delete)
+            .await?;
+        Ok(expected.judge(deleted.then_some(())))
     }
 
     /// One round trip to the database, within `budget`.
@@ -219,6 +290,26 @@ impl Store {
     }
 }
 
+impl Precondition {
+    /// The `updated_at` values a statement must find, if any.
+    fn versions(&self) -> Option<&[Timestamp]> {
+        match self {
+            Precondition::UpdatedAt(versions) => Some(versions),
+            Precondition::None | Precondition::Exists => None,
+        }
+    }
+
+    /// What a change that found `done` (`None`: no task met the statement) means. With
+    /// a precondition, finding none is a failed precondition (RFC 9110 §13.1.1).
+    fn judge<T>(&self, done: Option<T>) -> Change<T> {
+        match (done, self) {
+            (Some(done), _) => Change::Done(done),
+            (None, Precondition::None) => Change::NotFound,
+            (None, _) => Change::PreconditionFailed,
+        }
+    }
+}
+
 fn size_of(sizes: &BatchSizes, query: &'static str) -> Histogram {
     sizes.get_or_create(&BatchLabels { query }).clone()
 }
@@ -245,74 +336,4 @@ fn finder(db: Arc<Db>, lanes: usize, sizes: Histogram) -> Batcher<i64, Option<Ta
             }
         }
     })
-}
-
-/// The batched insert behind [`Store::create`]. Should the database refuse the
-/// statement for what a row holds (SQLSTATE class 22 or 23), nothing was stored, and
-/// each is inserted alone, by the same deadline, so only that one fails.
-fn creator(db: Arc<Db>, lanes: usize, sizes: Histogram) -> Batcher<NewTask, Task> {
-    Batcher::new(lanes, move |new: Vec<NewTask>, deadline| {
-        sizes.observe(new.len() as f64);
-        let db = db.clone();
-        async move {
-            let insert = async |client: &_| Ok(sql::insert_many(client, &new).await);
-            match db.run(deadline, Effect::Writes, insert).await {
-                Ok(Ok(tasks)) => answer_in_order(&new, tasks),
-                Ok(Err(err)) if new.len() > 1 && outcome::is_row_refusal(&err) => {
-                    log::warn!(
-                        "{} creates refused as one statement ({}); inserting them one by one",
-                        new.len(),
-                        StoreError::from(err)
-                    );
-                    insert_one_by_one(&db, deadline, &new).await
-                }
-                Ok(Err(err)) => vec![Err(err.into()); new.len()],
-                Err(err) => vec![Err(err); new.len()],
-            }
-        }
-    })
-}
-
-/// Each input's own row, from the rows one insert returned (in id order, which is
-/// input order). Checked, whatever the build: a row that does not hold what its
-/// input asked for is matched by content instead, and an input no row matches fails.
-fn answer_in_order(new: &[NewTask], mut tasks: Vec<Task>) -> Vec<Result<Task, StoreError>> {
-    let holds = |task: &Task, new: &NewTask| {
-        task.title == new.title && task.description == new.description && task.status == new.status
-    };
-    if tasks.len() == new.len() && tasks.iter().zip(new).all(|(task, new)| holds(task, new)) {
-        return tasks.into_iter().map(Ok).collect();
-    }
-    log::error!(
-        "an insert of {} rows returned {} that are not in input order; matching them by content",
-        new.len(),
-        tasks.len()
-    );
-    new.iter()
-        .map(|new| match tasks.iter().position(|task| holds(task, new)) {
-            Some(at) => Ok(tasks.swap_remove(at)),
-            None => Err(StoreError::internal(
-                "an insert returned no row for this input",
-            )),
-        })
-        .collect()
-}
-
-/// The row-by-row fallback: each insert on its own, each limited to what remains
-/// of `deadline`.
-async fn insert_one_by_one(
-    db: &Db,
-    deadline: Deadline,
-    new: &[NewTask],
-) -> Vec<Result<Task, StoreError>> {
-    let each = async |client: &_| {
-        let mut tasks = Vec::with_capacity(new.len());
-        for task in new {
-            tasks.push(budget::limited(client, deadline, sql::insert(client, task)).await);
-        }
-        Ok(tasks)
-    };
-    db.run(deadline, Effect::Writes, each)
-        .await
-        .unwrap_or_else(|err| vec![Err(err); new.len()])
 }

@@ -36,6 +36,11 @@ impl StoreError {
         StoreError::Internal(Arc::new(Message(message.into())))
     }
 
+    /// An unavailable database, or a request to try again, described by `message`.
+    pub fn unavailable(message: impl Into<String>) -> StoreError {
+        StoreError::Unavailable(Arc::new(Message(message.into())))
+    }
+
     /// A write of unknown outcome, described by `message`.
     pub fn unknown(message: impl Into<String>) -> StoreError {
         StoreError::Unknown(Arc::new(Message(message.into())))

@@ -3,8 +3,9 @@
 //! statement serves and how long it may take are decided in store/mod.rs.
 
 use deadpool_postgres::Client;
+use jiff::Timestamp;
 use tokio_postgres::Row;
-use tokio_postgres::types::{FromSql, Type};
+use tokio_postgres::types::{FromSql, ToSql, Type};
 
 use crate::tasks::{NewTask, Status, Task, TaskPatch};
 
@@ -16,11 +17,6 @@ macro_rules! columns {
     };
 }
 
-const INSERT: &str = concat!(
-    "INSERT INTO tasks (title, description, status) VALUES ($1, $2, $3) RETURNING ",
-    columns!()
-);
-const FIND: &str = concat!("SELECT ", columns!(), " FROM tasks WHERE id = $1");
 const FIND_MANY: &str = concat!("SELECT ", columns!(), " FROM tasks WHERE id = ANY($1)");
 // Rows go in in `n` order, so each takes the next identity value: sorted by id, the
 // returned rows are in input order.
@@ -46,8 +42,10 @@ const LIST_BY_STATUS: &str = concat!(
     " FROM tasks WHERE status = $1 AND id > $2 ORDER BY id LIMIT $3 OFFSET $4"
 );
 // $2/$5: NULL keeps the title/status; $3 says whether $4 (possibly NULL) replaces the
-// description. On the right-hand side, column names are the old values, so
-// `updated_at` moves only when a value actually changes.
+// description; $6, when not NULL, the updated_at values the client expects (If-Match),
+// checked by this statement, so atomically. On the right-hand side, column names are
+// the old values, so `updated_at` moves only when a value actually changes, and then
+// always forward, so that it (the ETag) names one version of the task.
 const UPDATE: &str = concat!(
     "UPDATE tasks SET
         title = COALESCE($2::text, title),
@@ -58,14 +56,55 @@ const UPDATE: &str = concat!(
                   CASE WHEN $3 THEN $4::text ELSE description END,
                   COALESCE($5::text, status))
                  IS DISTINCT FROM (title, description, status)
-            THEN greatest(now(), created_at)
+            THEN greatest(now(), updated_at + interval '1 microsecond')
             ELSE updated_at
         END
-    WHERE id = $1
+    WHERE id = $1 AND ($6::timestamptz[] IS NULL OR updated_at = ANY($6))
     RETURNING ",
     columns!()
 );
-const DELETE: &str = "DELETE FROM tasks WHERE id = $1";
+const DELETE: &str =
+    "DELETE FROM tasks WHERE id = $1 AND ($2::timestamptz[] IS NULL OR updated_at = ANY($2))";
+// Keyed creates (Idempotency-Key): each input gets its id up front, so that its key row
+// (idempotency_keys, sql/V2) can name it in the same statement, and its row comes back
+// with its input's number `n`. A key already held, and not older than $6 seconds, is
+// not claimed again: its task is not inserted, and its row does not come back.
+const INSERT_KEYED: &str = concat!(
+    "WITH new AS MATERIALIZED (
+        SELECT nextval(pg_get_serial_sequence('tasks', 'id')) AS id, *
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[])
+            WITH ORDINALITY AS new (title, description, status, key, fingerprint, n)
+    ), claimed AS (
+        INSERT INTO idempotency_keys AS held
+            (key, fingerprint, task_id, title, description, status, created_at)
+        SELECT key, fingerprint, id, title, description, status, now()
+        FROM new WHERE key IS NOT NULL
+        ON CONFLICT (key) DO UPDATE SET
+            fingerprint = excluded.fingerprint, task_id = excluded.task_id,
+            title = excluded.title, description = excluded.description,
+            status = excluded.status, created_at = excluded.created_at
+        WHERE held.created_at < now() - make_interval(secs => $6)
+        RETURNING key
+    ), inserted AS (
+        INSERT INTO tasks (id, title, description, status) OVERRIDING SYSTEM VALUE
+        SELECT id, title, description, status FROM new
+        WHERE key IS NULL OR key IN (SELECT key FROM claimed)
+        RETURNING ",
+    columns!(),
+    "
+    )
+    SELECT new.n, inserted.* FROM inserted JOIN new USING (id)"
+);
+// The keys held, not older than $2 seconds, with what their creates answered.
+const FIND_KEYS: &str = "SELECT key, fingerprint, task_id, title, description, status, created_at
+    FROM idempotency_keys
+    WHERE key = ANY($1) AND created_at >= now() - make_interval(secs => $2)";
+// At most $2 keys older than $1 seconds; rows another session holds are skipped.
+const PRUNE_KEYS: &str = "DELETE FROM idempotency_keys WHERE key IN (
+        SELECT key FROM idempotency_keys
+        WHERE created_at < now() - make_interval(secs => $1)
+        ORDER BY created_at LIMIT $2
+        FOR UPDATE SKIP LOCKED)";
 
 impl<'a> FromSql<'a> for Status {
     fn from_sql(
@@ -96,23 +135,11 @@ impl TryFrom<Row> for Task {
     }
 }
 
-/// Stores a new task.
-pub async fn insert(client: &Client, new: &NewTask) -> Result<Task, tokio_postgres::Error> {
-    let statement = client.prepare_cached(INSERT).await?;
-    let row = client
-        .query_one(
-            &statement,
-            &[&new.title, &new.description, &new.status.as_str()],
-        )
-        .await?;
-    Task::try_from(row)
-}
-
 /// Stores several new tasks in one statement, so one commit; answers in input
 /// order. All or nothing: one row the database refuses fails them all.
 pub async fn insert_many(
     client: &Client,
-    new: &[NewTask],
+    new: &[&NewTask],
 ) -> Result<Vec<Task>, tokio_postgres::Error> {
     let statement = client.prepare_cached(INSERT_MANY).await?;
     let titles: Vec<&str> = new.iter().map(|task| task.title.as_str()).collect();
@@ -143,16 +170,6 @@ pub async fn find_many(
         .collect()
 }
 
-/// One task, if it exists.
-pub async fn find(client: &Client, id: i64) -> Result<Option<Task>, tokio_postgres::Error> {
-    let statement = client.prepare_cached(FIND).await?;
-    client
-        .query_opt(&statement, &[&id])
-        .await?
-        .map(Task::try_from)
-        .transpose()
-}
-
 /// Up to `limit` tasks in id order after id `after`, skipping `offset` of them,
 /// optionally of one status.
 pub async fn list(
@@ -177,16 +194,15 @@ pub async fn list(
     rows.into_iter().map(Task::try_from).collect()
 }
 
-/// Applies a patch; `updated_at` moves only when a value actually changes.
-/// `None` when the task does not exist.
+/// Applies a patch (even `{}`: it still checks `expected`), if the task has one of the
+/// `expected` updated_at values when given; `updated_at` moves only when a value
+/// actually changes. `None` when no task matched.
 pub async fn update(
     client: &Client,
     id: i64,
     patch: &TaskPatch,
+    expected: Option<&[Timestamp]>,
 ) -> Result<Option<Task>, tokio_postgres::Error> {
-    if patch.is_empty() {
-        return find(client, id).await;
-    }
     let statement = client.prepare_cached(UPDATE).await?;
     let description = patch.description.clone().flatten();
     let row = client
@@ -198,14 +214,113 @@ pub async fn update(
                 &patch.description.is_some(),
                 &description,
                 &patch.status.map(Status::as_str),
+                &expected,
             ],
         )
         .await?;
     row.map(Task::try_from).transpose()
 }
 
-/// Deletes a task; `false` when there was none.
-pub async fn delete(client: &Client, id: i64) -> Result<bool, tokio_postgres::Error> {
+/// Deletes a task, if it has one of the `expected` updated_at values when given;
+/// `false` when there was none to delete.
+pub async fn delete(
+    client: &Client,
+    id: i64,
+    expected: Option<&[Timestamp]>,
+) -> Result<bool, tokio_postgres::Error> {
     let statement = client.prepare_cached(DELETE).await?;
-    Ok(client.execute(&statement, &[&id]).await? == 1)
+    Ok(client.execute(&statement, &[&id, &expected]).await? == 1)
+}
+
+/// An input of a keyed insert: the task, and its key and body fingerprint, if any.
+pub struct Keyed<'a> {
+    /// What to store.
+    pub task: &'a NewTask,
+    /// The Idempotency-Key and the fingerprint of its request's body.
+    pub claim: Option<(&'a str, &'a [u8])>,
+}
+
+/// Stores new tasks and claims their keys in one statement: `(n, task)` for each input
+/// (numbered from 1) whose task was stored. An input missing from the answer had its
+/// key held already (see [`find_keys`]).
+pub async fn insert_keyed(
+    client: &Client,
+    inputs: &[Keyed<'_>],
+    ttl_secs: f64,
+) -> Result<Vec<(i64, Task)>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(INSERT_KEYED).await?;
+    let titles: Vec<&str> = inputs.iter().map(|i| i.task.title.as_str()).collect();
+    let descriptions: Vec<Option<&str>> = inputs
+        .iter()
+        .map(|i| i.task.description.as_deref())
+        .collect();
+    let statuses: Vec<&str> = inputs.iter().map(|i| i.task.status.as_str()).collect();
+    let keys: Vec<Option<&str>> = inputs.iter().map(|i| i.claim.map(|c| c.0)).collect();
+    let prints: Vec<Option<&[u8]>> = inputs.iter().map(|i| i.claim.map(|c| c.1)).collect();
+    let params: [&(dyn ToSql + Sync); 6] =
+        [&titles, &descriptions, &statuses, &keys, &prints, &ttl_secs];
+    let rows = client.query(&statement, &params).await?;
+    rows.into_iter()
+        .map(|row| {
+            let n: i64 = row.try_get(0)?;
+            let task = Task {
+                id: row.try_get(1)?,
+                title: row.try_get(2)?,
+                description: row.try_get(3)?,
+                status: row.try_get(4)?,
+                created_at: row.try_get(5)?,
+                updated_at: row.try_get(6)?,
+            };
+            Ok((n, task))
+        })
+        .collect()
+}
+
+/// A key held, with the fingerprint of the body it came with and the task its create
+/// answered, as it answered it.
+pub struct HeldKey {
+    /// The Idempotency-Key.
+    pub key: String,
+    /// The fingerprint of the body it came with.
+    pub fingerprint: Vec<u8>,
+    /// The task as the 201 showed it.
+    pub task: Task,
+}
+
+/// The keys of `keys` held and not older than `ttl_secs`.
+pub async fn find_keys(
+    client: &Client,
+    keys: &[&str],
+    ttl_secs: f64,
+) -> Result<Vec<HeldKey>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(FIND_KEYS).await?;
+    let rows = client.query(&statement, &[&keys, &ttl_secs]).await?;
+    rows.into_iter()
+        .map(|row| {
+            let created_at = row.try_get(6)?;
+            Ok(HeldKey {
+                key: row.try_get(0)?,
+                fingerprint: row.try_get(1)?,
+                task: Task {
+                    id: row.try_get(2)?,
+                    title: row.try_get(3)?,
+                    description: row.try_get(4)?,
+                    status: row.try_get(5)?,
+                    created_at,
+                    updated_at: created_at,
+                },
+            })
+        })
+        .collect()
+}
+
+/// Deletes at most `limit` keys older than `ttl_secs`, skipping any a request holds;
+/// how many went.
+pub async fn prune_keys(
+    client: &Client,
+    ttl_secs: f64,
+    limit: i64,
+) -> Result<u64, tokio_postgres::Error> {
+    let statement = client.prepare_cached(PRUNE_KEYS).await?;
+    client.execute(&statement, &[&ttl_secs, &limit]).await
 }

@@ -10,5 +10,6 @@ mod limits;
 mod metrics;
 mod outcomes;
 mod probe;
+mod retries;
 mod tasks;
 mod tls;

@@ -1,0 +1,179 @@
+//! Idempotency keys of `POST /tasks`: a batch of keyed creates as one statement that
+//! stores each task with its key (sql.rs), the replay of what a key answered before,
+//! and the pruning of expired keys. What a key looks like on the wire is http's
+//! business.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Client;
+
+use super::budget::{self, Db, Deadline, Effect};
+use super::sql::{self, HeldKey, Keyed};
+use super::{Creation, NewCreate, StoreError};
+use crate::tasks::Task;
+
+/// Keys pruned by one statement: short, so the rows it locks are few and brief.
+const PRUNE_BATCH: i64 = 1000;
+/// The pruner's pause between rounds, at most; less with a short TTL.
+const PRUNE_EVERY: Duration = Duration::from_secs(300);
+
+/// An Idempotency-Key, and the fingerprint of the request body it came with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    /// The key, 1 to 255 printable ASCII characters.
+    pub key: String,
+    /// A digest of the body's canonical JSON.
+    pub fingerprint: Vec<u8>,
+}
+
+/// What one keyed insert statement gave: an answer per create (`None`: no row came
+/// back for it), or the statement's own failure, for the caller to judge.
+pub type KeyedAnswers = Result<Vec<Option<Result<Creation, StoreError>>>, tokio_postgres::Error>;
+
+/// Runs a batch of creates of which some carry keys, within `deadline`: one statement
+/// in the common case, answers in input order. A key given twice in the batch is
+/// claimed by its first create; a key held already is replayed (or refused, for
+/// another body) from what it answered.
+pub async fn create(
+    db: &Db,
+    deadline: Deadline,
+    ttl: Duration,
+    creates: &[NewCreate],
+) -> Result<KeyedAnswers, StoreError> {
+    // Within the batch, the first create of each key goes to the database; the others
+    // take its answer.
+    let mut first_of: HashMap<&str, usize> = HashMap::new();
+    let mut sent = Vec::with_capacity(creates.len());
+    for (at, create) in creates.iter().enumerate() {
+        match &create.claim {
+            Some(claim) if first_of.contains_key(claim.key.as_str()) => {}
+            Some(claim) => {
+                first_of.insert(&claim.key, at);
+                sent.push(at);
+            }
+            None => sent.push(at),
+        }
+    }
+    let ttl_secs = ttl.as_secs_f64();
+    let work = async |client: &Client| {
+        let inputs: Vec<Keyed> = sent
+            .iter()
+            .map(|&at| Keyed {
+                task: &creates[at].task,
+                claim: creates[at]
+                    .claim
+                    .as_ref()
+                    .map(|c| (c.key.as_str(), c.fingerprint.as_slice())),
+            })
+            .collect();
+        let stored = match sql::insert_keyed(client, &inputs, ttl_secs).await {
+            Ok(stored) => stored,
+            Err(err) => return Ok(Err(err)),
+        };
+        let mut answers: Vec<Option<Result<Creation, StoreError>>> = vec![None; creates.len()];
+        for (n, task) in stored {
+            match usize::try_from(n - 1).ok().and_then(|i| sent.get(i)) {
+                Some(&at) => answers[at] = Some(Ok(Creation::Created(task))),
+                None => log::error!("a keyed insert returned row {n} of {}", sent.len()),
+            }
+        }
+        // Keys held before this statement: what did they answer?
+        let held: Vec<&str> = sent
+            .iter()
+            .filter(|&&at| answers[at].is_none())
+            .filter_map(|&at| creates[at].claim.as_ref().map(|c| c.key.as_str()))
+            .collect();
+        if !held.is_empty() {
+            let lookup = sql::find_keys(client, &held, ttl_secs);
+            match budget::limited(client, deadline, lookup).await {
+                Ok(found) => {
+                    for found in found {
+                        let at = first_of[found.key.as_str()];
+                        answers[at] = Some(Ok(replay(&creates[at], found)));
+                    }
+                }
+                Err(err) => {
+                    for at in held.iter().map(|key| first_of[key]) {
+                        answers[at] = Some(Err(err.clone()));
+                    }
+                }
+            }
+        }
+        Ok(Ok(answers))
+    };
+    let answers = match db.run(deadline, Effect::Writes, work).await? {
+        Ok(answers) => answers,
+        Err(err) => return Ok(Err(err)),
+    };
+    Ok(Ok(creates
+        .iter()
+        .enumerate()
+        .map(|(at, create)| {
+            let first = match &create.claim {
+                Some(claim) => first_of[claim.key.as_str()],
+                None => at,
+            };
+            let answer = answers[first].clone()?;
+            Some(match answer {
+                // A second create with its batch-mate's key.
+                Ok(Creation::Created(task) | Creation::Replayed(task)) if first != at => {
+                    Ok(same_body(create, &creates[first], &task))
+                }
+                other => other,
+            })
+        })
+        .collect()))
+}
+
+/// A create whose key was held: the task it answered, if the body is the same.
+fn replay(create: &NewCreate, held: HeldKey) -> Creation {
+    match create.claim.as_ref() {
+        Some(claim) if claim.fingerprint == held.fingerprint => Creation::Replayed(held.task),
+        _ => Creation::KeyReused,
+    }
+}
+
+/// A create that came in the same batch as `first`, with its key: `first`'s task if
+/// the bodies are the same.
+fn same_body(create: &NewCreate, first: &NewCreate, task: &Task) -> Creation {
+    match (&create.claim, &first.claim) {
+        (Some(mine), Some(theirs)) if mine.fingerprint == theirs.fingerprint => {
+            Creation::Replayed(task.clone())
+        }
+        _ => Creation::KeyReused,
+    }
+}
+
+/// Deletes expired keys now and then, for as long as the store lives: a few at a time,
+/// skipping any a request holds, so no request waits on the pruner.
+pub fn prune_expired(db: Arc<Db>, ttl: Duration) {
+    let pause = (ttl / 2).clamp(Duration::from_secs(1), PRUNE_EVERY);
+    let ttl_secs = ttl.as_secs_f64();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(pause).await;
+            let mut pruned = 0;
+            loop {
+                let prune =
+                    async |client: &Client| sql::prune_keys(client, ttl_secs, PRUNE_BATCH).await;
+                match db.run(Deadline::start(), Effect::Writes, prune).await {
+                    Ok(count) => {
+                        pruned += count;
+                        if count < PRUNE_BATCH as u64 {
+                            break;
+                        }
+                    }
+                    Err(err) => {
+                        log::warn!("could not prune expired idempotency keys: {err}");
+                        break;
+                    }
+                }
+            }
+            if pruned > 0 {
+                log::info!("pruned {pruned} expired idempotency keys");
+            }
+        }
+    });
+}

@@ -1,0 +1,407 @@
+//! Safe retries and safe concurrent edits: `Idempotency-Key` on `POST /tasks`, and
+//! ETags with `If-None-Match` / `If-Match` on a task. Each promise is tried the way the
+//! world breaks it: a retry after a kill -9 or a database restart, sixteen clients
+//! with one key, two editors with one ETag.
+
+use std::time::Duration;
+
+use hyper::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    PgServer, TestApp, TestResponse, all_at_once, send, spawn_app, spawn_app_with, spawn_server,
+    wait_until,
+};
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+async fn post_keyed(app: &TestApp, key: &str, body: &Value) -> TestResponse {
+    app.request(
+        Method::POST,
+        "/tasks",
+        &[JSON, ("idempotency-key", key)],
+        body.to_string(),
+    )
+    .await
+}
+
+async fn keys_held(app: &TestApp) -> i64 {
+    app.db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM idempotency_keys", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn a_retried_create_is_answered_again_and_stores_nothing_new() {
+    let app = spawn_app().await;
+    let body = json!({"title": "pay invoice 42", "description": "once"});
+    let first = post_keyed(&app, "8e03978e-40d5-43e8", &body).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    assert_eq!(first.header("idempotent-replayed"), None);
+    // The same object, keys in another order and other spacing: the same request.
+    let again = app
+        .request(
+            Method::POST,
+            "/tasks",
+            &[JSON, ("idempotency-key", "\"8e03978e-40d5-43e8\"")],
+            r#"{ "description": "once", "title": "pay invoice 42" }"#,
+        )
+        .await;
+    assert_eq!(again.status, 201, "{}", again.body);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.header("location"), first.header("location"));
+    assert_eq!(again.header("etag"), first.header("etag"));
+    assert_eq!(app.row_count().await, 1);
+    // Even after the task changed, the key answers what it answered.
+    let path = first.header("location").unwrap().to_owned();
+    assert_eq!(
+        app.patch(&path, r#"{"status":"completed"}"#).await.status,
+        200
+    );
+    assert_eq!(
+        post_keyed(&app, "8e03978e-40d5-43e8", &body).await.body,
+        first.body
+    );
+    // Another key is another create.
+    assert_eq!(post_keyed(&app, "another", &body).await.status, 201);
+    assert_eq!(app.row_count().await, 2);
+}
+
+#[tokio::test]
+async fn a_key_used_for_another_body_is_422_and_stores_nothing() {
+    let app = spawn_app().await;
+    assert_eq!(
+        post_keyed(&app, "k1", &json!({"title": "a"})).await.status,
+        201
+    );
+    let other = post_keyed(&app, "k1", &json!({"title": "b"})).await;
+    assert_eq!(other.status, 422, "{}", other.body);
+    let detail = other.detail();
+    assert!(
+        detail.starts_with("idempotency-key: ") && detail.contains("another request"),
+        "{detail}"
+    );
+    assert_eq!(app.row_count().await, 1);
+    // Keys that are not 1 to 255 printable ASCII characters are refused, naming the header.
+    let long = "k".repeat(256);
+    for key in ["", "caf\u{e9}", long.as_str(), "\"unterminated"] {
+        let response = app
+            .request(
+                Method::POST,
+                "/tasks",
+                &[JSON, ("idempotency-key", key)],
+                r#"{"title":"c"}"#,
+            )
+            .await;
+        assert_eq!(response.status, 422, "{key:?}: {}", response.body);
+        assert!(
+            response.detail().starts_with("idempotency-key: "),
+            "{key:?}"
+        );
+    }
+    assert_eq!(app.row_count().await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sixteen_clients_with_one_key_store_one_row() {
+    let app = spawn_app().await;
+    // Slow enough that all sixteen are in flight together, across batches and lanes.
+    app.db
+        .client()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$;
+             CREATE TRIGGER slow BEFORE INSERT ON tasks
+                 FOR EACH STATEMENT EXECUTE FUNCTION slow();",
+        )
+        .await
+        .unwrap();
+    let addr = app.addr;
+    let requests = (0..16)
+        .map(|_| async move {
+            send(
+                addr,
+                Method::POST,
+                "/tasks",
+                &[JSON, ("idempotency-key", "same-key")],
+                r#"{"title":"only once"}"#,
+            )
+            .await
+        })
+        .collect();
+    let responses = all_at_once(requests).await;
+    let mut ids = Vec::new();
+    for response in &responses {
+        assert_eq!(response.status, 201, "{}", response.body);
+        ids.push(response.json()["id"].clone());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let replayed = responses
+        .iter()
+        .filter(|r| r.header("idempotent-replayed") == Some("true"))
+        .count();
+    assert_eq!(replayed, 15);
+    assert_eq!(app.row_count().await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_survives_kill_9_of_the_server_mid_request() {
+    let mut app = spawn_app().await;
+    app.db
+        .client()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$;
+             CREATE TRIGGER slow BEFORE INSERT ON tasks
+                 FOR EACH STATEMENT EXECUTE FUNCTION slow();",
+        )
+        .await
+        .unwrap();
+    let addr = app.addr;
+    let body = json!({"title": "survives"});
+    let in_flight = tokio::spawn(crate::helpers::try_send(
+        addr,
+        Method::POST,
+        "/tasks",
+        &[JSON, ("idempotency-key", "kill-9")],
+        body.to_string(),
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    crate::helpers::signal(&app.child, libc::SIGKILL);
+    app.wait(Duration::from_secs(5)).await;
+    assert!(
+        in_flight.await.unwrap().is_err(),
+        "answered before the kill"
+    );
+    // The statement the server sent runs on without it, and commits.
+    let settled = wait_until(Duration::from_secs(5), || async {
+        app.db
+            .client()
+            .await
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND application_name = 'task-api'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            == 0
+    })
+    .await;
+    assert!(settled);
+    let url = app.db.url();
+    let (_child, addr, _) = spawn_server(&[("DATABASE_URL", &url)]).await;
+    let retry = send(
+        addr,
+        Method::POST,
+        "/tasks",
+        &[JSON, ("idempotency-key", "kill-9")],
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(retry.status, 201, "{}", retry.body);
+    assert_eq!(app.row_count().await, 1);
+    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_survives_a_database_restart() {
+    let pg = tokio::task::block_in_place(|| PgServer::start(None));
+    let url = pg.url("127.0.0.1", "sslmode=disable");
+    let (_child, addr, _) = spawn_server(&[("DATABASE_URL", &url)]).await;
+    let post = || {
+        send(
+            addr,
+            Method::POST,
+            "/tasks",
+            &[JSON, ("idempotency-key", "restart")],
+            r#"{"title":"kept"}"#,
+        )
+    };
+    let first = post().await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    tokio::task::block_in_place(|| {
+        pg.stop();
+        pg.start_again(None);
+    });
+    let retried = wait_until(Duration::from_secs(10), || async {
+        post().await.status == 201
+    })
+    .await;
+    assert!(retried, "no 201 after the restart");
+    let again = post().await;
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.body, first.body);
+    let client = crate::helpers::connect(&url).await;
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM tasks", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1);
+}
+
+#[tokio::test]
+async fn keys_expire_after_their_ttl_and_are_pruned() {
+    let app = spawn_app_with(&[("IDEMPOTENCY_KEY_TTL", "1")]).await;
+    let body = json!({"title": "twice, a second apart"});
+    let first = post_keyed(&app, "short-lived", &body).await;
+    assert_eq!(first.status, 201);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let later = post_keyed(&app, "short-lived", &body).await;
+    assert_eq!(later.status, 201, "{}", later.body);
+    assert_eq!(later.header("idempotent-replayed"), None);
+    assert_ne!(later.json()["id"], first.json()["id"]);
+    assert_eq!(app.row_count().await, 2);
+    // Left alone, the key goes.
+    let pruned = wait_until(Duration::from_secs(5), || async {
+        keys_held(&app).await == 0
+    })
+    .await;
+    assert!(pruned, "the expired key was never pruned");
+}
+
+#[tokio::test]
+async fn etags_name_versions_and_if_none_match_gives_304() {
+    let app = spawn_app().await;
+    let created = app.post("/tasks", r#"{"title":"cached"}"#).await;
+    let etag = created.header("etag").unwrap().to_owned();
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+    let path = created.header("location").unwrap().to_owned();
+    let got = app.get(&path).await;
+    assert_eq!(got.header("etag"), Some(etag.as_str()));
+    let weak = format!("W/{etag}");
+    for value in [
+        etag.as_str(),
+        weak.as_str(),
+        "*",
+        &format!("\"other\", {etag}"),
+    ] {
+        let response = app
+            .request(Method::GET, &path, &[("if-none-match", value)], "")
+            .await;
+        assert_eq!(response.status, 304, "{value}");
+        assert_eq!(response.body, "");
+        assert_eq!(response.header("etag"), Some(etag.as_str()));
+    }
+    for value in ["\"other\"", "not-an-etag"] {
+        let response = app
+            .request(Method::GET, &path, &[("if-none-match", value)], "")
+            .await;
+        assert_eq!(response.status, 200, "{value}");
+    }
+    // A PATCH that changes nothing keeps the ETag; one that changes something moves it.
+    let same = app.patch(&path, r#"{"title":"cached"}"#).await;
+    assert_eq!(same.header("etag"), Some(etag.as_str()));
+    let changed = app.patch(&path, r#"{"title":"changed"}"#).await;
+    assert_ne!(changed.header("etag"), Some(etag.as_str()));
+    let stale = app
+        .request(Method::GET, &path, &[("if-none-match", etag.as_str())], "")
+        .await;
+    assert_eq!(stale.status, 200);
+}
+
+#[tokio::test]
+async fn if_match_guards_patch_and_delete() {
+    let app = spawn_app().await;
+    let created = app.post("/tasks", r#"{"title":"guarded"}"#).await;
+    let etag = created.header("etag").unwrap().to_owned();
+    let path = created.header("location").unwrap().to_owned();
+    let patched = app
+        .request(
+            Method::PATCH,
+            &path,
+            &[JSON, ("if-match", etag.as_str())],
+            r#"{"status":"in_progress"}"#,
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    let new_etag = patched.header("etag").unwrap().to_owned();
+    // The old ETag, a weak one, and a malformed one are all stale: 412, nothing changes.
+    let weak = format!("W/{new_etag}");
+    for stale in [etag.as_str(), weak.as_str(), "garbage"] {
+        let response = app
+            .request(
+                Method::PATCH,
+                &path,
+                &[JSON, ("if-match", stale)],
+                r#"{"title":"no"}"#,
+            )
+            .await;
+        assert_eq!(response.status, 412, "{stale}: {}", response.body);
+        assert!(!response.detail().is_empty());
+        let response = app
+            .request(Method::DELETE, &path, &[("if-match", stale)], "")
+            .await;
+        assert_eq!(response.status, 412, "{stale}");
+    }
+    assert_eq!(app.get(&path).await.json()["title"], "guarded");
+    // `*` means "exists".
+    let star = app
+        .request(Method::PATCH, &path, &[JSON, ("if-match", "*")], "{}")
+        .await;
+    assert_eq!(star.status, 200);
+    let deleted = app
+        .request(
+            Method::DELETE,
+            &path,
+            &[("if-match", new_etag.as_str())],
+            "",
+        )
+        .await;
+    assert_eq!(deleted.status, 204);
+    let gone = app
+        .request(Method::DELETE, &path, &[("if-match", "*")], "")
+        .await;
+    assert_eq!(gone.status, 412);
+    assert_eq!(app.delete(&path).await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_editors_with_one_etag_get_one_200_and_one_412() {
+    let app = spawn_app().await;
+    let created = app.post("/tasks", r#"{"title":"contended"}"#).await;
+    let etag = created.header("etag").unwrap().to_owned();
+    let path = created.header("location").unwrap().to_owned();
+    // Both updates are in flight at once: the second waits for the first's row lock.
+    app.db
+        .client()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN PERFORM pg_sleep(0.3); RETURN NEW; END $$;
+             CREATE TRIGGER slow BEFORE UPDATE ON tasks
+                 FOR EACH ROW EXECUTE FUNCTION slow();",
+        )
+        .await
+        .unwrap();
+    let edit = |title: &'static str| {
+        let (addr, path, etag) = (app.addr, path.clone(), etag.clone());
+        async move {
+            let body = json!({ "title": title }).to_string();
+            send(
+                addr,
+                Method::PATCH,
+                &path,
+                &[JSON, ("if-match", &etag)],
+                body,
+            )
+            .await
+        }
+    };
+    let responses = all_at_once(vec![edit("alice"), edit("bob")]).await;
+    let mut statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 412]);
+    let winner = responses.iter().find(|r| r.status == 200).unwrap();
+    assert_eq!(app.get(&path).await.json()["title"], winner.json()["title"]);
+}
