@@ -28,9 +28,11 @@ ENVIRONMENT:
     HOST                      listen address (default: every address, IPv4 and IPv6)
     MAX_CONNECTIONS           most clients at once; more get 503 (default: from the fd limit)
     LOG_LEVEL                 error, warn, info, debug or trace (default info); RUST_LOG wins
+    LOG_FORMAT                text (default) or json: one JSON object a line
     DATABASE_POOL_SIZE        max database connections (default 8)
     DATABASE_STARTUP_TIMEOUT  seconds to keep retrying the database at start-up (default 60)
-    SHUTDOWN_TIMEOUT          seconds in-flight requests get after SIGTERM (default 8)
+    SHUTDOWN_DELAY            seconds it serves on after SIGTERM, /ready failing (default 0)
+    SHUTDOWN_TIMEOUT          seconds in-flight requests get after that (default 8)
     IDEMPOTENCY_KEY_TTL       seconds an Idempotency-Key is remembered (default 86400)
 
 EXIT CODES:

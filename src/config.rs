@@ -11,6 +11,7 @@ use log::LevelFilter;
 
 use crate::db::DbOptions;
 pub use crate::error::ConfigError;
+use crate::logging::Format;
 
 /// The listen port when `PORT` is unset.
 pub const DEFAULT_PORT: u16 = 8000;
@@ -33,11 +34,16 @@ pub struct Config {
     pub max_connections: Option<usize>,
     /// An env_logger filter: `RUST_LOG` when set, else `LOG_LEVEL`.
     pub log_filter: String,
+    /// `LOG_FORMAT`: text (the default) or JSON lines.
+    pub log_format: Format,
     /// `DATABASE_POOL_SIZE`: most connections this process opens.
     pub pool_size: usize,
     /// `DATABASE_STARTUP_TIMEOUT`: how long start-up retries an unreachable database.
     pub startup_timeout: Duration,
-    /// `SHUTDOWN_TIMEOUT`: how long in-flight requests may run after SIGTERM.
+    /// `SHUTDOWN_DELAY`: how long the server goes on serving after SIGTERM, `/ready`
+    /// failing, before it stops accepting.
+    pub shutdown_delay: Duration,
+    /// `SHUTDOWN_TIMEOUT`: how long in-flight requests may run after that.
     pub shutdown_timeout: Duration,
     /// `IDEMPOTENCY_KEY_TTL`: how long an Idempotency-Key is remembered.
     pub idempotency_key_ttl: Duration,
@@ -81,8 +87,10 @@ impl Config {
             port,
             max_connections,
             log_filter,
+            log_format: parsed(&env, "LOG_FORMAT", Format::Text)?,
             pool_size,
             startup_timeout: seconds(&env, "DATABASE_STARTUP_TIMEOUT", DEFAULT_STARTUP_TIMEOUT)?,
+            shutdown_delay: seconds(&env, "SHUTDOWN_DELAY", Duration::ZERO)?,
             shutdown_timeout: seconds(&env, "SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT)?,
             idempotency_key_ttl: positive_seconds(
                 &env,
@@ -107,8 +115,10 @@ impl fmt::Debug for Config {
             .field("port", &self.port)
             .field("max_connections", &self.max_connections)
             .field("log_filter", &self.log_filter)
+            .field("log_format", &self.log_format)
             .field("pool_size", &self.pool_size)
             .field("startup_timeout", &self.startup_timeout)
+            .field("shutdown_delay", &self.shutdown_delay)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("idempotency_key_ttl", &self.idempotency_key_ttl)
             .finish()
@@ -214,6 +224,7 @@ mod tests {
         assert_eq!(config.log_filter, "INFO");
         assert_eq!(config.pool_size, DEFAULT_POOL_SIZE);
         assert_eq!(config.startup_timeout, Duration::from_secs(60));
+        assert_eq!(config.shutdown_delay, Duration::ZERO);
         assert_eq!(config.shutdown_timeout, Duration::from_secs(8));
         assert_eq!(config.idempotency_key_ttl, Duration::from_secs(86_400));
     }
@@ -237,12 +248,20 @@ mod tests {
                 "LOG_LEVEL",
             ),
             (
+                &[("DATABASE_URL", URL), ("LOG_FORMAT", "yaml")][..],
+                "LOG_FORMAT",
+            ),
+            (
                 &[("DATABASE_URL", URL), ("DATABASE_POOL_SIZE", "0")][..],
                 "DATABASE_POOL_SIZE",
             ),
             (
                 &[("DATABASE_URL", URL), ("SHUTDOWN_TIMEOUT", "-3")][..],
                 "SHUTDOWN_TIMEOUT",
+            ),
+            (
+                &[("DATABASE_URL", URL), ("SHUTDOWN_DELAY", "soon")][..],
+                "SHUTDOWN_DELAY",
             ),
             (
                 &[("DATABASE_URL", URL), ("DATABASE_STARTUP_TIMEOUT", "x")][..],

@@ -1,21 +1,50 @@
 //! Logging set-up: env_logger writing to stdout (spec §6), filtered by `RUST_LOG`
-//! when set, else `LOG_LEVEL`; and [`Quoted`], how a value a client controls is
-//! written into a line. What gets logged is decided where it happens.
+//! when set, else `LOG_LEVEL`, as text or (`LOG_FORMAT=json`) one JSON object a line;
+//! and [`Quoted`], how a value a client controls is written into a text line. What
+//! gets logged is decided where it happens.
 
 use std::fmt::{self, Write as _};
-use std::io::Write;
+use std::io::{self, Write};
+
+use log::kv::{Key, Value, VisitSource};
+use serde_json::{Map, Value as Json};
 
 /// Dependencies whose debug output holds statement parameters or SQL text, which are
 /// request bodies (spec §6: never a body, at any level). They log at `warn` at most
 /// unless the filter names them: that is the operator's own choice.
 const HOLD_BODIES: [&str; 1] = ["tokio_postgres"];
 
+/// How lines are written (`LOG_FORMAT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `2026-11-30T00:44:19.166026Z INFO  access: GET /health 200 …`
+    Text,
+    /// One JSON object a line, written by a JSON encoder: `timestamp`, `level`,
+    /// `target`, `message`, and the record's own fields (an access line's `method`,
+    /// `path`, `status`, `duration_ms`, `request_id`, `trace_id`).
+    Json,
+}
+
+impl std::str::FromStr for Format {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<Format, ()> {
+        match text {
+            "text" => Ok(Format::Text),
+            "json" => Ok(Format::Json),
+            _ => Err(()),
+        }
+    }
+}
+
 /// Starts the logger once. `filter` is an env_logger filter (`info`, `task_api=debug`).
-pub fn init(filter: &str) {
-    env_logger::Builder::new()
+pub fn init(filter: &str, format: Format) {
+    let mut logger = env_logger::Builder::new();
+    logger
         .parse_filters(&with_quiet_dependencies(filter))
-        .target(env_logger::Target::Stdout)
-        .format(|buf, record| {
+        .target(env_logger::Target::Stdout);
+    match format {
+        Format::Text => logger.format(|buf, record| {
             writeln!(
                 buf,
                 "{} {:<5} {}: {}",
@@ -24,8 +53,43 @@ pub fn init(filter: &str) {
                 record.target(),
                 record.args()
             )
-        })
-        .init();
+        }),
+        Format::Json => logger.format(|buf, record| {
+            let mut line = Map::new();
+            line.insert(
+                "timestamp".into(),
+                buf.timestamp_micros().to_string().into(),
+            );
+            line.insert("level".into(), record.level().as_str().into());
+            line.insert("target".into(), record.target().into());
+            line.insert("message".into(), record.args().to_string().into());
+            let _ = record.key_values().visit(&mut Fields(&mut line));
+            serde_json::to_writer(&mut *buf, &line).map_err(io::Error::other)?;
+            writeln!(buf)
+        }),
+    };
+    logger.init();
+}
+
+/// A record's fields, as JSON values: numbers stay numbers.
+struct Fields<'a>(&'a mut Map<String, Json>);
+
+impl<'kvs> VisitSource<'kvs> for Fields<'_> {
+    fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), log::kv::Error> {
+        let json = if let Some(n) = value.to_u64() {
+            n.into()
+        } else if let Some(n) = value.to_i64() {
+            n.into()
+        } else if let Some(n) = value.to_f64() {
+            n.into()
+        } else if let Some(text) = value.to_borrowed_str() {
+            text.into()
+        } else {
+            value.to_string().into()
+        };
+        self.0.insert(key.as_str().to_owned(), json);
+        Ok(())
+    }
 }
 
 fn with_quiet_dependencies(filter: &str) -> String {

@@ -49,8 +49,19 @@ pub fn live() -> Response<Body> {
     response::json(StatusCode::OK, &health)
 }
 
-/// `GET /ready`: one database round trip within [`READY_BUDGET`].
+/// `GET /ready`: one database round trip within [`READY_BUDGET`]; 503 at once when the
+/// server is stopping, so load balancers take it out before it stops accepting.
 pub async fn ready(app: &App) -> Response<Body> {
+    if app.is_stopping() {
+        let checks = Checks {
+            database: "not checked",
+        };
+        let stopping = Readiness {
+            status: "stopping",
+            checks,
+        };
+        return response::json(StatusCode::SERVICE_UNAVAILABLE, &stopping);
+    }
     let (code, status, database) = match app.store.check(READY_BUDGET).await {
         DbHealth::Ok => (StatusCode::OK, "ready", "ok"),
         DbHealth::Failed(reason, err) => {

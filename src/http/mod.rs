@@ -3,6 +3,7 @@
 //! §5). What a request does is router.rs's business; a connection's own deadlines,
 //! conn.rs's; where it listens, listener.rs's.
 
+pub mod access;
 pub mod body;
 pub mod conditional;
 pub mod conn;
@@ -15,10 +16,11 @@ pub mod page;
 pub mod request_id;
 pub mod response;
 pub mod router;
+pub mod trace;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -51,7 +53,10 @@ const OVER_CAPACITY_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Limits {
     /// Clients served at once; the next ones get 503 and `connection: close`.
     pub max_connections: usize,
-    /// How long in-flight requests get after SIGTERM (`SHUTDOWN_TIMEOUT`).
+    /// How long the server goes on serving after SIGTERM, `/ready` failing, so load
+    /// balancers stop sending before it stops accepting (`SHUTDOWN_DELAY`).
+    pub delay: Duration,
+    /// How long in-flight requests get after that (`SHUTDOWN_TIMEOUT`).
     pub drain: Duration,
 }
 
@@ -61,12 +66,21 @@ pub struct App {
     pub store: Store,
     /// What `/metrics` reports.
     pub metrics: metrics::Metrics,
+    /// Set at SIGTERM: `/ready` fails, and every response says `connection: close`.
+    pub stopping: AtomicBool,
+}
+
+impl App {
+    /// Whether the server is on its way out (see [`App::stopping`]).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
 }
 
 /// `task-api serve`: wait for the database, migrate, listen, serve until SIGTERM or
 /// SIGINT, drain, close the store.
 pub fn run(config: Config) -> Result<(), Error> {
-    logging::init(&config.log_filter);
+    logging::init(&config.log_filter, config.log_format);
     log::info!("task-api {} starting with {config:?}", crate::VERSION);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -83,6 +97,7 @@ pub fn run(config: Config) -> Result<(), Error> {
             max_connections: config.max_connections.unwrap_or_else(|| {
                 listener::default_max_connections(fd_limit.unwrap_or(1024), config.pool_size)
             }),
+            delay: config.shutdown_delay,
             drain: config.shutdown_timeout,
         };
         log::info!(
@@ -99,7 +114,12 @@ pub fn run(config: Config) -> Result<(), Error> {
         };
         let mut metrics = metrics::Metrics::new(applied, config.pool_size);
         store.register_metrics(metrics.registry_mut());
-        let app = Arc::new(App { store, metrics });
+        let stopping = AtomicBool::new(false);
+        let app = Arc::new(App {
+            store,
+            metrics,
+            stopping,
+        });
         serve(listener, app.clone(), signals, limits).await;
         app.store.close();
         log::info!("stopped");
@@ -132,9 +152,10 @@ async fn start(config: &Config) -> Result<(Store, TcpListener, usize), Error> {
     Ok((store, listener, applied))
 }
 
-/// Serves `listener` until `shutdown` completes, then stops accepting and gives
-/// in-flight requests up to `limits.drain` to finish. Idle keep-alive connections
-/// close at once.
+/// Serves `listener` until `shutdown` completes; then `/ready` fails and responses say
+/// `connection: close` while it goes on serving for `limits.delay`; then it stops
+/// accepting and gives in-flight requests up to `limits.drain` to finish. Idle
+/// keep-alive connections close at once.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
@@ -158,6 +179,7 @@ pub async fn serve(
     let answers = Arc::new(Semaphore::new(OVER_CAPACITY_ANSWERS));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut stop_accepting = std::pin::pin!(None);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -180,8 +202,19 @@ pub async fn serve(
                     }
                 }
             }
-            signal = &mut shutdown => {
-                log::info!("{signal} received; draining for up to {:?}", limits.drain);
+            signal = &mut shutdown, if stop_accepting.is_none() => {
+                app.stopping.store(true, Ordering::Relaxed);
+                if !limits.delay.is_zero() {
+                    log::info!(
+                        "{signal} received; /ready fails, serving on for {:?}",
+                        limits.delay
+                    );
+                }
+                stop_accepting.set(Some(tokio::time::sleep(limits.delay)));
+            }
+            () = async { stop_accepting.as_mut().as_pin_mut().expect("set").await },
+                if stop_accepting.is_some() => {
+                log::info!("stopped accepting; draining for up to {:?}", limits.drain);
                 break;
             }
         }

@@ -1,12 +1,8 @@
-//! `x-request-id` (spec §2): keep the caller's when it is sane, mint one otherwise;
-//! and the one access-log line per request (spec §6), which never holds a body.
+//! `x-request-id` (spec §2): keep the caller's when it is sane, mint one otherwise.
+//! The access-log line that names it is access.rs's.
 
-use std::time::Instant;
-
+use hyper::Response;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
-use hyper::{Method, Response};
-
-use crate::logging::Quoted;
 
 /// The header, in both directions.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -25,49 +21,9 @@ fn is_sane(id: &[u8]) -> bool {
     !id.is_empty() && id.len() <= MAX_ID_BYTES && id.iter().all(|b| (0x20..=0x7e).contains(b))
 }
 
-/// Stamps the id on the response and writes the access-log line. The method, path
-/// and id are the client's: written [`Quoted`], a line cannot be broken or forged.
-pub fn finish<B>(
-    response: &mut Response<B>,
-    id: HeaderValue,
-    method: &Method,
-    path: &str,
-    started: Instant,
-) {
-    let micros = started.elapsed().as_micros();
-    log::info!(
-        target: "access",
-        "{} {} {} {}.{:03}ms request_id={}",
-        Quoted(method.as_str()),
-        Quoted(path),
-        response.status().as_u16(),
-        micros / 1000,
-        micros % 1000,
-        Quoted(id.to_str().unwrap_or("-")),
-    );
+/// Stamps the id on the response.
+pub fn stamp<B>(response: &mut Response<B>, id: HeaderValue) {
     response.headers_mut().insert(X_REQUEST_ID.clone(), id);
-}
-
-/// The access-log line of a request answered with a closed connection instead of a
-/// status (its write's outcome is unknown), with why, at `error`.
-pub fn unanswered(
-    id: &HeaderValue,
-    method: &Method,
-    path: &str,
-    started: Instant,
-    cause: &(dyn std::error::Error + 'static),
-) {
-    let micros = started.elapsed().as_micros();
-    log::error!(
-        target: "access",
-        "{} {} - {}.{:03}ms request_id={} outcome unknown, connection closed unanswered: {}",
-        Quoted(method.as_str()),
-        Quoted(path),
-        micros / 1000,
-        micros % 1000,
-        Quoted(id.to_str().unwrap_or("-")),
-        crate::error::describe(cause),
-    );
 }
 
 #[cfg(test)]

@@ -8,12 +8,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hyper::body::Incoming;
+use hyper::header::{CONNECTION, HeaderValue};
 use hyper::{Method, Request, Response};
 
+use super::access::Access;
 use super::conn::Cut;
 use super::error::ApiError;
 use super::response::Body;
-use super::{App, body, conditional, handlers, idempotency, request_id};
+use super::{App, body, conditional, handlers, idempotency, request_id, trace};
 use crate::store::NewCreate;
 use crate::tasks::{ListQuery, NewTask, TaskPatch, parse_id};
 
@@ -96,23 +98,38 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Result<Respons
     let started = Instant::now();
     let _in_flight = app.metrics.in_flight();
     let id = request_id::of(request.headers());
+    let trace_id = trace::trace_id(request.headers()).map(str::to_owned);
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let route = Route::parse(&path);
+    let access = Access {
+        method: &method,
+        path: &path,
+        request_id: &id,
+        trace_id: trace_id.as_deref(),
+        started,
+    };
     let mut response = match dispatch(&app, route, request).await {
         Ok(response) => response,
         Err(ApiError::OutcomeUnknown(cause)) => {
-            request_id::unanswered(&id, &method, &path, started, &*cause);
+            access.unanswered(&*cause);
             app.metrics.unanswered();
             return Err(NoAnswer);
         }
         Err(err) => err.into_response(&id),
     };
+    if app.is_stopping() {
+        // Draining: the client should take its next request elsewhere.
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
     let status = response.status();
     if status == hyper::StatusCode::REQUEST_TIMEOUT {
         app.metrics.cut(Cut::BodyTimeout);
     }
-    request_id::finish(&mut response, id, &method, &path, started);
+    access.answered(status);
+    request_id::stamp(&mut response, id.clone());
     app.metrics
         .record(&method, route.label(), status, started.elapsed());
     Ok(response)
@@ -127,14 +144,16 @@ pub async fn refuse(
     let id = request_id::of(request.headers());
     let route = Route::parse(request.uri().path());
     let mut response = ApiError::Overloaded.into_response(&id);
-    request_id::finish(
-        &mut response,
-        id,
-        request.method(),
-        request.uri().path(),
-        started,
-    );
     let status = response.status();
+    let access = Access {
+        method: request.method(),
+        path: request.uri().path(),
+        request_id: &id,
+        trace_id: trace::trace_id(request.headers()),
+        started,
+    };
+    access.answered(status);
+    request_id::stamp(&mut response, id.clone());
     app.metrics
         .record(request.method(), route.label(), status, started.elapsed());
     Ok(response)

@@ -13,7 +13,7 @@ use deadpool_postgres::{Client, Object, Pool, Runtime};
 use tokio::time::Instant;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::outcome::{OutOfTime, StoreError};
+use super::outcome::{self, OutOfTime, StoreError};
 use crate::db::DbOptions;
 use crate::error::describe;
 
@@ -35,6 +35,43 @@ const LEAST_STATEMENT_TIME: Duration = Duration::from_millis(10);
 const VERDICT_GRACE: Duration = Duration::from_secs(2);
 /// A cancel request that takes longer is left to itself.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why [`Db::run`] failed: a statement's own error, kept whole so the caller can judge
+/// it (a refused row is retried alone), or anything else.
+#[derive(Debug)]
+pub enum Failure {
+    /// The database answered a statement with this error.
+    Statement(tokio_postgres::Error),
+    /// No connection, no time, or no verdict.
+    Other(StoreError),
+}
+
+impl From<Failure> for StoreError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Statement(err) => err.into(),
+            Failure::Other(err) => err,
+        }
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(err: StoreError) -> Self {
+        Failure::Other(err)
+    }
+}
+
+impl From<OutOfTime> for Failure {
+    fn from(err: OutOfTime) -> Self {
+        Failure::Other(err.into())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Failure {
+    fn from(err: deadpool_postgres::PoolError) -> Self {
+        Failure::Other(err.into())
+    }
+}
 
 /// When a request's budget runs out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -109,13 +146,16 @@ impl Db {
     /// Runs `work` on a pooled connection by `deadline`: PostgreSQL stops it by then
     /// (`statement_timeout`), and the answer is the database's verdict. Should that
     /// not come in time (see [`Effect`]), or the caller stop waiting, the statement is
-    /// cancelled and its connection dropped.
+    /// cancelled and its connection dropped. A connection whose statement says it is
+    /// no good any more (a server read-only after a failover, or shutting down) is
+    /// dropped too; on a read-only one, so are the pool's idle ones, which may well be
+    /// on the same server: new ones go to whichever host is the primary now.
     pub async fn run<T>(
         &self,
         deadline: Deadline,
         effect: Effect,
         work: impl AsyncFnOnce(&Client) -> Result<T, tokio_postgres::Error>,
-    ) -> Result<T, StoreError> {
+    ) -> Result<T, Failure> {
         let timeout = deadline.statement_timeout().ok_or(OutOfTime)?;
         let object = tokio::time::timeout_at(deadline.0, self.pool.get())
             .await
@@ -137,16 +177,32 @@ impl Db {
             Effect::Writes => deadline.0 + VERDICT_GRACE,
         };
         match tokio::time::timeout_at(wait_until, verdict).await {
-            Ok(result) => {
+            Ok(Ok(value)) => {
                 in_flight.finish();
-                Ok(result?)
+                Ok(value)
+            }
+            Ok(Err(err)) if outcome::spoils_connection(&err) => {
+                in_flight.discard();
+                if outcome::is_read_only(&err) {
+                    let dropped = self.pool.retain(|_, _| false).removed.len();
+                    log::warn!(
+                        "the database is read-only (a failover?): dropped this connection and \
+                         {dropped} idle ones"
+                    );
+                }
+                Err(Failure::Statement(err))
+            }
+            Ok(Err(err)) => {
+                in_flight.finish();
+                Err(Failure::Statement(err))
             }
             // `in_flight` drops unfinished: cancelled, and its connection dropped.
             Err(_) if effect == Effect::Reads => Err(OutOfTime.into()),
             Err(_) => Err(StoreError::unknown(format!(
                 "the database gave no verdict within {:?} of the deadline",
                 VERDICT_GRACE
-            ))),
+            ))
+            .into()),
         }
     }
 }
@@ -192,8 +248,16 @@ impl<'a> InFlight<'a> {
         self.object.as_ref().expect("taken only by finish or drop")
     }
 
+    /// The statement is done: the connection goes back to the pool.
     fn finish(mut self) {
         self.object.take();
+    }
+
+    /// The statement is done, and the connection is no good: it is closed.
+    fn discard(mut self) {
+        if let Some(object) = self.object.take() {
+            drop(Object::take(object));
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use deadpool_postgres::Client;
 use prometheus_client::metrics::histogram::Histogram;
 
 use super::batch::Batcher;
-use super::budget::{Db, Deadline, Effect};
+use super::budget::{Db, Deadline, Effect, Failure};
 use super::{Creation, NewCreate, StoreError, keys, outcome, sql};
 use crate::tasks::{NewTask, Task};
 
@@ -33,9 +33,10 @@ pub fn creator(
                 false => keyed(&db, deadline, key_ttl, &creates).await,
             };
             match together {
-                Ok(Ok(answers)) => answers,
-                Err(err) => vec![Err(err); creates.len()],
-                Ok(Err(err)) if creates.len() > 1 && outcome::is_row_refusal(&err) => {
+                Ok(answers) => answers,
+                Err(Failure::Statement(err))
+                    if creates.len() > 1 && outcome::is_row_refusal(&err) =>
+                {
                     log::warn!(
                         "{} creates refused as one statement ({}); inserting them one by one",
                         creates.len(),
@@ -43,46 +44,35 @@ pub fn creator(
                     );
                     one_by_one(&db, deadline, key_ttl, &creates).await
                 }
-                Ok(Err(err)) => vec![Err(err.into()); creates.len()],
+                Err(failure) => vec![Err(failure.into()); creates.len()],
             }
         }
     })
 }
 
-/// Answers, or the statement's own failure, for the caller to judge.
-type Answers = Result<Vec<Result<Creation, StoreError>>, tokio_postgres::Error>;
+/// An answer per create, in order; or why the statement as a whole failed.
+type Answers = Result<Vec<Result<Creation, StoreError>>, Failure>;
 
-async fn unkeyed(
-    db: &Db,
-    deadline: Deadline,
-    creates: &[NewCreate],
-) -> Result<Answers, StoreError> {
+async fn unkeyed(db: &Db, deadline: Deadline, creates: &[NewCreate]) -> Answers {
     let new: Vec<&NewTask> = creates.iter().map(|create| &create.task).collect();
-    let insert = async |client: &Client| Ok(sql::insert_many(client, &new).await);
+    let insert = async |client: &Client| sql::insert_many(client, &new).await;
     let tasks = db.run(deadline, Effect::Writes, insert).await?;
-    Ok(tasks.map(|tasks| answer_in_order(&new, tasks)))
+    Ok(answer_in_order(&new, tasks))
 }
 
-async fn keyed(
-    db: &Db,
-    deadline: Deadline,
-    key_ttl: Duration,
-    creates: &[NewCreate],
-) -> Result<Answers, StoreError> {
+async fn keyed(db: &Db, deadline: Deadline, key_ttl: Duration, creates: &[NewCreate]) -> Answers {
     let answers = keys::create(db, deadline, key_ttl, creates).await?;
-    Ok(answers.map(|answers| {
-        answers
-            .into_iter()
-            .zip(creates)
-            .map(|(answer, create)| {
-                answer.unwrap_or_else(|| match create.claim {
-                    // Its key's first use was undone meanwhile: nothing was written.
-                    Some(_) => Err(StoreError::unavailable("the key was released; try again")),
-                    None => Err(StoreError::internal("an insert returned no row for it")),
-                })
+    Ok(answers
+        .into_iter()
+        .zip(creates)
+        .map(|(answer, create)| {
+            answer.unwrap_or_else(|| match create.claim {
+                // Its key's first use was undone meanwhile: nothing was written.
+                Some(_) => Err(StoreError::unavailable("the key was released; try again")),
+                None => Err(StoreError::internal("an insert returned no row for it")),
             })
-            .collect()
-    }))
+        })
+        .collect())
 }
 
 /// Each input's own row, from the rows one insert returned (in id order, which is
@@ -124,9 +114,8 @@ async fn one_by_one(
     for create in creates {
         let alone = std::slice::from_ref(create);
         let answer = match keyed(db, deadline, key_ttl, alone).await {
-            Ok(Ok(mut answer)) => answer.pop().expect("one answer for one create"),
-            Ok(Err(err)) => Err(err.into()),
-            Err(err) => Err(err),
+            Ok(mut answer) => answer.pop().expect("one answer for one create"),
+            Err(failure) => Err(failure.into()),
         };
         answers.push(answer);
     }

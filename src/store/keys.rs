@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use deadpool_postgres::Client;
 
-use super::budget::{self, Db, Deadline, Effect};
+use super::budget::{self, Db, Deadline, Effect, Failure};
 use super::sql::{self, HeldKey, Keyed};
 use super::{Creation, NewCreate, StoreError};
 use crate::tasks::Task;
@@ -28,9 +28,8 @@ pub struct Claim {
     pub fingerprint: Vec<u8>,
 }
 
-/// What one keyed insert statement gave: an answer per create (`None`: no row came
-/// back for it), or the statement's own failure, for the caller to judge.
-pub type KeyedAnswers = Result<Vec<Option<Result<Creation, StoreError>>>, tokio_postgres::Error>;
+/// An answer per create (`None`: no row came back for it).
+pub type KeyedAnswers = Vec<Option<Result<Creation, StoreError>>>;
 
 /// Runs a batch of creates of which some carry keys, within `deadline`: one statement
 /// in the common case, answers in input order. A key given twice in the batch is
@@ -41,7 +40,7 @@ pub async fn create(
     deadline: Deadline,
     ttl: Duration,
     creates: &[NewCreate],
-) -> Result<KeyedAnswers, StoreError> {
+) -> Result<KeyedAnswers, Failure> {
     // Within the batch, the first create of each key goes to the database; the others
     // take its answer.
     let mut first_of: HashMap<&str, usize> = HashMap::new();
@@ -68,10 +67,7 @@ pub async fn create(
                     .map(|c| (c.key.as_str(), c.fingerprint.as_slice())),
             })
             .collect();
-        let stored = match sql::insert_keyed(client, &inputs, ttl_secs).await {
-            Ok(stored) => stored,
-            Err(err) => return Ok(Err(err)),
-        };
+        let stored = sql::insert_keyed(client, &inputs, ttl_secs).await?;
         let mut answers: Vec<Option<Result<Creation, StoreError>>> = vec![None; creates.len()];
         for (n, task) in stored {
             match usize::try_from(n - 1).ok().and_then(|i| sent.get(i)) {
@@ -101,13 +97,10 @@ pub async fn create(
                 }
             }
         }
-        Ok(Ok(answers))
+        Ok(answers)
     };
-    let answers = match db.run(deadline, Effect::Writes, work).await? {
-        Ok(answers) => answers,
-        Err(err) => return Ok(Err(err)),
-    };
-    Ok(Ok(creates
+    let answers = db.run(deadline, Effect::Writes, work).await?;
+    Ok(creates
         .iter()
         .enumerate()
         .map(|(at, create)| {
@@ -124,7 +117,7 @@ pub async fn create(
                 other => other,
             })
         })
-        .collect()))
+        .collect())
 }
 
 /// A create whose key was held: the task it answered, if the body is the same.
@@ -165,7 +158,8 @@ pub fn prune_expired(db: Arc<Db>, ttl: Duration) {
                             break;
                         }
                     }
-                    Err(err) => {
+                    Err(failure) => {
+                        let err = StoreError::from(failure);
                         log::warn!("could not prune expired idempotency keys: {err}");
                         break;
                     }

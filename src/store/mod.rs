@@ -22,8 +22,10 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use tokio_postgres::SimpleQueryMessage;
 
 use crate::db::DbOptions;
+use crate::error::describe;
 use jiff::Timestamp;
 
 use crate::tasks::{ListQuery, NewTask, Status, Task, TaskPatch};
@@ -130,7 +132,8 @@ pub enum Change<T> {
     PreconditionFailed,
 }
 
-/// What `/ready` learned from one round trip.
+/// What `/ready` learned from one round trip: the database answers and takes writes,
+/// or why not.
 pub enum Health {
     /// The database answered.
     Ok,
@@ -245,17 +248,30 @@ impl Store {
 
     /// One round trip to the database, within `budget`.
     pub async fn check(&self, budget: Duration) -> Health {
-        let ping =
-            async |client: &deadpool_postgres::Client| client.batch_execute("SELECT 1").await;
-        match self
-            .db
-            .run(Deadline::after(budget), Effect::Reads, ping)
-            .await
-        {
-            Ok(()) => Health::Ok,
-            Err(err) => {
+        let ping = async |client: &deadpool_postgres::Client| {
+            let rows = client.simple_query("SHOW transaction_read_only").await?;
+            Ok(rows.iter().any(|message| match message {
+                SimpleQueryMessage::Row(row) => row.get(0) == Some("on"),
+                _ => false,
+            }))
+        };
+        let deadline = Deadline::after(budget);
+        match self.db.run(deadline, Effect::Reads, ping).await {
+            Ok(false) => Health::Ok,
+            Ok(true) => Health::Failed(
+                "read-only",
+                StoreError::unavailable("the database takes no writes (a standby?)"),
+            ),
+            Err(failure) => {
+                let err = StoreError::from(failure);
                 let reason = match &err {
                     StoreError::Unavailable(cause) if cause.is::<outcome::OutOfTime>() => "timeout",
+                    // target_session_attrs=read-write, and only a standby answered.
+                    StoreError::Unavailable(cause)
+                        if describe(&**cause).contains("does not allow writes") =>
+                    {
+                        "read-only"
+                    }
                     StoreError::Unavailable(cause) if cause.is::<PoolError>() => "unreachable",
                     _ => "error",
                 };
@@ -322,7 +338,11 @@ fn finder(db: Arc<Db>, lanes: usize, sizes: Histogram) -> Batcher<i64, Option<Ta
         let db = db.clone();
         async move {
             let find = async |client: &_| sql::find_many(client, &ids).await;
-            match db.run(deadline, Effect::Reads, find).await {
+            match db
+                .run(deadline, Effect::Reads, find)
+                .await
+                .map_err(StoreError::from)
+            {
                 Ok(rows) => {
                     let found: HashMap<i64, Result<Task, StoreError>> = rows
                         .into_iter()

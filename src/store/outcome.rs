@@ -154,6 +154,29 @@ fn is_unavailable(code: &SqlState) -> bool {
         .contains(code)
 }
 
+/// Whether the connection a statement failed on is no good for the next one: its
+/// server is read-only (a standby, or a primary demoted by a failover), shutting down,
+/// or gone (class 08).
+pub fn spoils_connection(err: &tokio_postgres::Error) -> bool {
+    err.as_db_error().is_some_and(|db| {
+        let code = db.code();
+        &code.code()[..2] == "08"
+            || [
+                SqlState::READ_ONLY_SQL_TRANSACTION,
+                SqlState::ADMIN_SHUTDOWN,
+                SqlState::CRASH_SHUTDOWN,
+                SqlState::CANNOT_CONNECT_NOW,
+                SqlState::IDLE_SESSION_TIMEOUT,
+            ]
+            .contains(code)
+    })
+}
+
+/// Whether a statement was refused because the server takes no writes (25006).
+pub fn is_read_only(err: &tokio_postgres::Error) -> bool {
+    err.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION)
+}
+
 /// Whether the database refused a batched statement because of what some row held
 /// (data exceptions, class 22, and integrity constraints, class 23), so that
 /// inserting the rows one by one lets the others through. Anything else would fail

@@ -198,9 +198,11 @@ fn collect(
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            if let (Some(tx), Some((_, addr))) =
+            if let (Some(tx), Some((_, rest))) =
                 (&listening, line.split_once("listening on http://"))
             {
+                // The address ends the text line, or a JSON string (LOG_FORMAT=json).
+                let addr = rest.split(['"', ' ']).next().unwrap_or(rest);
                 tx.send(addr.trim().parse().expect("a socket address")).ok();
             }
             let mut output = output.lock().unwrap();

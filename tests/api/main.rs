@@ -11,5 +11,6 @@ mod metrics;
 mod outcomes;
 mod probe;
 mod retries;
+mod running;
 mod tasks;
 mod tls;
