@@ -14,8 +14,7 @@ ACTIONLINT = $(shell command -v actionlint || echo $(DELIVERY_VENV)/bin/actionli
 CHECK_JSONSCHEMA_PACKAGE ?= check-jsonschema==0.39.0
 
 # Kubernetes: the kustomize base, and the versions whose JSON schemas it must satisfy
-# (kubernetes-validate bundles them all: nothing is downloaded). 1.30 is the oldest with
-# the kubelet's own preStop sleep on by default.
+# (kubernetes-validate bundles them all: nothing is downloaded).
 K8S_DIR := deploy/kubernetes
 K8S_VERSIONS ?= 1.30.0 1.37.0
 K8S_RENDERED := target/kubernetes/rendered.yaml
