@@ -146,7 +146,7 @@ pub async fn update(
     patch: TaskPatch,
     expected: Precondition,
 ) -> Result<Response<Body>, ApiError> {
-    let task = changed(app.store.update(id, &patch, &expected).await?)?;
+    let task = changed(app.store.update(id, patch, expected).await?)?;
     Ok(with_task(StatusCode::OK, &task))
 }
 
@@ -157,7 +157,7 @@ pub async fn delete(
     id: i64,
     expected: Precondition,
 ) -> Result<Response<Body>, ApiError> {
-    changed(app.store.delete(id, &expected).await?)?;
+    changed(app.store.delete(id, expected).await?)?;
     Ok(response::empty(StatusCode::NO_CONTENT))
 }
 

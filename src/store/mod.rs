@@ -8,6 +8,7 @@
 
 mod batch;
 mod budget;
+mod change;
 mod create;
 mod keys;
 mod outcome;
@@ -31,6 +32,7 @@ use jiff::Timestamp;
 use crate::tasks::{ListQuery, NewTask, Status, Task, TaskPatch};
 use batch::Batcher;
 use budget::{Db, Deadline, Effect};
+use change::{Delete, Update};
 pub use keys::Claim;
 pub use outcome::{Cause, StoreError};
 
@@ -51,6 +53,10 @@ pub struct Store {
     finder: Batcher<i64, Option<Task>>,
     /// `create`, batched: one insert, so one commit, for every create queued.
     creator: Batcher<NewCreate, Creation>,
+    /// `update`, batched: one statement for every change queued.
+    updater: Batcher<Update, Change<Task>>,
+    /// `delete`, batched likewise.
+    deleter: Batcher<Delete, Change<()>>,
     batch_sizes: BatchSizes,
 }
 
@@ -122,7 +128,7 @@ pub enum Precondition {
 }
 
 /// What a conditional change did.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Change<T> {
     /// Done.
     Done(T),
@@ -153,6 +159,8 @@ impl Store {
         Ok(Store {
             finder: finder(db.clone(), lanes, size_of(&batch_sizes, "find")),
             creator: create::creator(db.clone(), lanes, size_of(&batch_sizes, "insert"), key_ttl),
+            updater: change::changer(db.clone(), lanes, size_of(&batch_sizes, "update")),
+            deleter: change::changer(db.clone(), lanes, size_of(&batch_sizes, "delete")),
             db,
             batch_sizes,
         })
@@ -214,36 +222,34 @@ impl Store {
     }
 
     /// Applies a patch, if the task meets `expected`: the check and the change are one
-    /// statement. `{}` changes nothing and writes nothing.
+    /// statement, shared with the other changes queued now. `{}` changes nothing and
+    /// writes nothing.
     pub async fn update(
         &self,
         id: i64,
-        patch: &TaskPatch,
-        expected: &Precondition,
+        patch: TaskPatch,
+        expected: Precondition,
     ) -> Result<Change<Task>, StoreError> {
-        let versions = expected.versions();
-        let task = if patch.is_empty() {
-            self.get(id)
-                .await?
-                .filter(|task| versions.is_none_or(|v| v.contains(&task.updated_at)))
-        } else {
-            let update = async |client: &_| sql::update(client, id, patch, versions).await;
-            self.db
-                .run(Deadline::start(), Effect::Writes, update)
-                .await?
+        if patch.is_empty() {
+            let task = self.get(id).await?.filter(|task| match &expected {
+                Precondition::UpdatedAt(versions) => versions.contains(&task.updated_at),
+                Precondition::None | Precondition::Exists => true,
+            });
+            return Ok(expected.judge(task));
+        }
+        let update = Update {
+            id,
+            patch,
+            expected,
         };
-        Ok(expected.judge(task))
+        self.updater.submit(update, Deadline::start()).await
     }
 
-    /// Deletes a task, if it meets `expected`: the check and the delete are one statement.
-    pub async fn delete(&self, id: i64, expected: &Precondition) -> Result<Change<()>, StoreError> {
-        let versions = expected.versions();
-        let delete = async |client: &_| sql::delete(client, id, versions).await;
-        let deleted = self
-            .db
-            .run(Deadline::start(), Effect::Writes, delete)
-            .await?;
-        Ok(expected.judge(deleted.then_some(())))
+    /// Deletes a task, if it meets `expected`: the check and the delete are one
+    /// statement, shared with the other deletes queued now.
+    pub async fn delete(&self, id: i64, expected: Precondition) -> Result<Change<()>, StoreError> {
+        let delete = Delete { id, expected };
+        self.deleter.submit(delete, Deadline::start()).await
     }
 
     /// One round trip to the database, within `budget`.
@@ -307,14 +313,6 @@ impl Store {
 }
 
 impl Precondition {
-    /// The `updated_at` values a statement must find, if any.
-    fn versions(&self) -> Option<&[Timestamp]> {
-        match self {
-            Precondition::UpdatedAt(versions) => Some(versions),
-            Precondition::None | Precondition::Exists => None,
-        }
-    }
-
     /// What a change that found `done` (`None`: no task met the statement) means. With
     /// a precondition, finding none is a failed precondition (RFC 9110 §13.1.1).
     fn judge<T>(&self, done: Option<T>) -> Change<T> {

@@ -2,12 +2,16 @@
 //! connection, and decoding rows into [`Task`]s. Which connection, how many requests a
 //! statement serves and how long it may take are decided in store/mod.rs.
 
+use std::collections::HashMap;
+
 use deadpool_postgres::Client;
 use jiff::Timestamp;
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, ToSql, Type};
 
-use crate::tasks::{NewTask, Status, Task, TaskPatch};
+use super::Precondition;
+use super::change::{Delete, Update};
+use crate::tasks::{NewTask, Status, Task};
 
 /// The columns every query returns, in [`Task`]'s order (a macro, so `concat!` can
 /// build each statement at compile time).
@@ -41,30 +45,40 @@ const LIST_BY_STATUS: &str = concat!(
     columns!(),
     " FROM tasks WHERE status = $1 AND id > $2 ORDER BY id LIMIT $3 OFFSET $4"
 );
-// $2/$5: NULL keeps the title/status; $3 says whether $4 (possibly NULL) replaces the
-// description; $6, when not NULL, the updated_at values the client expects (If-Match),
-// checked by this statement, so atomically. On the right-hand side, column names are
-// the old values, so `updated_at` moves only when a value actually changes, and then
+// Changes to several tasks, one row of arrays each: $2/$5 NULL keep the title/status;
+// $3 says whether $4 (possibly NULL) replaces the description; $6 whether the change
+// is checked against the versions (updated_at) $7/$8 list for its id (If-Match):
+// checked in the statement that writes, so atomically. `t.id = ANY($1)` lets the
+// planner fetch the rows by primary key. On the right-hand side, t's columns are the
+// old values, so `updated_at` moves only when a value actually changes, and then
 // always forward, so that it (the ETag) names one version of the task.
-const UPDATE: &str = concat!(
-    "UPDATE tasks SET
-        title = COALESCE($2::text, title),
-        description = CASE WHEN $3 THEN $4::text ELSE description END,
-        status = COALESCE($5::text, status),
+const UPDATE_MANY: &str = "UPDATE tasks AS t SET
+        title = COALESCE(u.title, t.title),
+        description = CASE WHEN u.set_description THEN u.description ELSE t.description END,
+        status = COALESCE(u.status, t.status),
         updated_at = CASE
-            WHEN (COALESCE($2::text, title),
-                  CASE WHEN $3 THEN $4::text ELSE description END,
-                  COALESCE($5::text, status))
-                 IS DISTINCT FROM (title, description, status)
-            THEN greatest(now(), updated_at + interval '1 microsecond')
-            ELSE updated_at
+            WHEN (COALESCE(u.title, t.title),
+                  CASE WHEN u.set_description THEN u.description ELSE t.description END,
+                  COALESCE(u.status, t.status))
+                 IS DISTINCT FROM (t.title, t.description, t.status)
+            THEN greatest(now(), t.updated_at + interval '1 microsecond')
+            ELSE t.updated_at
         END
-    WHERE id = $1 AND ($6::timestamptz[] IS NULL OR updated_at = ANY($6))
-    RETURNING ",
-    columns!()
-);
-const DELETE: &str =
-    "DELETE FROM tasks WHERE id = $1 AND ($2::timestamptz[] IS NULL OR updated_at = ANY($2))";
+    FROM unnest($1::bigint[], $2::text[], $3::bool[], $4::text[], $5::text[], $6::bool[])
+        AS u (id, title, set_description, description, status, checked)
+    WHERE t.id = u.id AND t.id = ANY($1)
+      AND (NOT u.checked OR EXISTS (
+          SELECT FROM unnest($7::bigint[], $8::timestamptz[]) AS v (id, at)
+          WHERE v.id = t.id AND v.at = t.updated_at))
+    RETURNING t.id, t.title, t.description, t.status, t.created_at, t.updated_at";
+// Deletes, checked as UPDATE_MANY's changes are.
+const DELETE_MANY: &str = "DELETE FROM tasks AS t
+    USING unnest($1::bigint[], $2::bool[]) AS d (id, checked)
+    WHERE t.id = d.id AND t.id = ANY($1)
+      AND (NOT d.checked OR EXISTS (
+          SELECT FROM unnest($3::bigint[], $4::timestamptz[]) AS v (id, at)
+          WHERE v.id = t.id AND v.at = t.updated_at))
+    RETURNING t.id";
 // Keyed creates (Idempotency-Key): each input gets its id up front, so that its key row
 // (idempotency_keys, sql/V2) can name it in the same statement, and its row comes back
 // with its input's number `n`. A key already held, and not older than $6 seconds, is
@@ -194,42 +208,82 @@ pub async fn list(
     rows.into_iter().map(Task::try_from).collect()
 }
 
-/// Applies a patch (even `{}`: it still checks `expected`), if the task has one of the
-/// `expected` updated_at values when given; `updated_at` moves only when a value
-/// actually changes. `None` when no task matched.
-pub async fn update(
+/// Applies each update (no two to the same task), where its task passes its check;
+/// the tasks changed, by id.
+pub async fn update_many(
     client: &Client,
-    id: i64,
-    patch: &TaskPatch,
-    expected: Option<&[Timestamp]>,
-) -> Result<Option<Task>, tokio_postgres::Error> {
-    let statement = client.prepare_cached(UPDATE).await?;
-    let description = patch.description.clone().flatten();
-    let row = client
-        .query_opt(
-            &statement,
-            &[
-                &id,
-                &patch.title,
-                &patch.description.is_some(),
-                &description,
-                &patch.status.map(Status::as_str),
-                &expected,
-            ],
-        )
-        .await?;
-    row.map(Task::try_from).transpose()
+    updates: &[&Update],
+) -> Result<HashMap<i64, Task>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(UPDATE_MANY).await?;
+    let ids: Vec<i64> = updates.iter().map(|u| u.id).collect();
+    let titles: Vec<Option<&str>> = updates.iter().map(|u| u.patch.title.as_deref()).collect();
+    let set_descriptions: Vec<bool> = updates
+        .iter()
+        .map(|u| u.patch.description.is_some())
+        .collect();
+    let descriptions: Vec<Option<&str>> = updates
+        .iter()
+        .map(|u| u.patch.description.as_ref().and_then(Option::as_deref))
+        .collect();
+    let statuses: Vec<Option<&str>> = updates
+        .iter()
+        .map(|u| u.patch.status.map(Status::as_str))
+        .collect();
+    let (checked, version_ids, versions) = checks(updates.iter().map(|u| (u.id, &u.expected)));
+    let params: [&(dyn ToSql + Sync); 8] = [
+        &ids,
+        &titles,
+        &set_descriptions,
+        &descriptions,
+        &statuses,
+        &checked,
+        &version_ids,
+        &versions,
+    ];
+    let rows = client.query(&statement, &params).await?;
+    rows.into_iter()
+        .map(|row| {
+            let task = Task::try_from(row)?;
+            Ok((task.id, task))
+        })
+        .collect()
 }
 
-/// Deletes a task, if it has one of the `expected` updated_at values when given;
-/// `false` when there was none to delete.
-pub async fn delete(
+/// Deletes each task (no two the same) that passes its check; the ids deleted.
+pub async fn delete_many(
     client: &Client,
-    id: i64,
-    expected: Option<&[Timestamp]>,
-) -> Result<bool, tokio_postgres::Error> {
-    let statement = client.prepare_cached(DELETE).await?;
-    Ok(client.execute(&statement, &[&id, &expected]).await? == 1)
+    deletes: &[&Delete],
+) -> Result<HashMap<i64, ()>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(DELETE_MANY).await?;
+    let ids: Vec<i64> = deletes.iter().map(|d| d.id).collect();
+    let (checked, version_ids, versions) = checks(deletes.iter().map(|d| (d.id, &d.expected)));
+    let rows = client
+        .query(&statement, &[&ids, &checked, &version_ids, &versions])
+        .await?;
+    rows.into_iter()
+        .map(|row| Ok((row.try_get(0)?, ())))
+        .collect()
+}
+
+/// The If-Match checks of a batch, as the statements take them: whether each change
+/// is checked, and every (id, version) it may match.
+fn checks<'a>(
+    changes: impl Iterator<Item = (i64, &'a Precondition)>,
+) -> (Vec<bool>, Vec<i64>, Vec<Timestamp>) {
+    let (mut checked, mut ids, mut versions) = (Vec::new(), Vec::new(), Vec::new());
+    for (id, expected) in changes {
+        match expected {
+            Precondition::UpdatedAt(at) => {
+                checked.push(true);
+                for version in at {
+                    ids.push(id);
+                    versions.push(*version);
+                }
+            }
+            Precondition::None | Precondition::Exists => checked.push(false),
+        }
+    }
+    (checked, ids, versions)
 }
 
 /// An input of a keyed insert: the task, and its key and body fingerprint, if any.

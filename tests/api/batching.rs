@@ -135,3 +135,83 @@ async fn a_row_the_database_refuses_fails_alone_and_its_neighbours_are_stored() 
         "no insert was batched, so no batch was refused"
     );
 }
+
+#[tokio::test]
+async fn concurrent_changes_to_one_task_behave_as_if_sent_one_after_the_other() {
+    let app = spawn_app().await;
+    let task = app.create_task(json!({"title": "start"})).await;
+    let path = format!("/tasks/{}", task["id"]);
+    let patches = (0..30)
+        .map(|n| {
+            let (addr, path) = (app.addr, path.clone());
+            async move {
+                send(
+                    addr,
+                    Method::PATCH,
+                    &path,
+                    &[("content-type", "application/json")],
+                    json!({"title": format!("edit {n}")}).to_string(),
+                )
+                .await
+            }
+        })
+        .collect();
+    let responses = all_at_once(patches).await;
+    let mut versions = Vec::new();
+    for response in &responses {
+        assert_eq!(response.status, 200, "{}", response.body);
+        versions.push(response.json()["updated_at"].as_str().unwrap().to_owned());
+    }
+    // Each change made its own version: updated_at moved every time.
+    versions.sort();
+    versions.dedup();
+    assert_eq!(versions.len(), 30, "{versions:?}");
+    let last = responses
+        .iter()
+        .max_by_key(|r| r.json()["updated_at"].as_str().unwrap().to_owned())
+        .unwrap();
+    assert_eq!(app.get(&path).await.json(), last.json());
+
+    // Two deletes of one task: one 204, one 404; deletes of others all 204.
+    let others: Vec<Value> = all_at_once(
+        (0..20)
+            .map(|n| post_task(app.addr, json!({"title": format!("doomed {n}")})))
+            .collect(),
+    )
+    .await
+    .iter()
+    .map(TestResponse::json)
+    .collect();
+    let mut deletes: Vec<String> = others
+        .iter()
+        .map(|t| format!("/tasks/{}", t["id"]))
+        .collect();
+    deletes.push(path.clone());
+    deletes.push(path.clone());
+    let responses = all_at_once(
+        deletes
+            .into_iter()
+            .map(|path| {
+                let addr = app.addr;
+                async move { send(addr, Method::DELETE, &path, &[], "").await }
+            })
+            .collect(),
+    )
+    .await;
+    let mut statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 204).count(),
+        21,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 404).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(app.row_count().await, 0);
+    let (patched, statements) = batches(&app, "update").await;
+    assert_eq!(patched, 30.0);
+    assert!(statements >= 1.0);
+}
