@@ -39,7 +39,8 @@ pub enum ApiError {
     Invalid(Invalid),
     /// 503: the database could not serve in time.
     Unavailable(Cause),
-    /// 503: the server holds as many connections as it may.
+    /// 503: the server is at capacity (connections, or requests waiting for the
+    /// database); nothing was done. Not logged: the metrics count it.
     Overloaded,
     /// No answer at all: a write was sent and no verdict came back, so any status
     /// would be a guess. The router closes the connection instead.
@@ -120,7 +121,7 @@ impl fmt::Display for ApiError {
             }
             ApiError::UnsupportedMediaType => f.write_str("Content-Type must be application/json"),
             ApiError::Unavailable(_) => f.write_str("Database unavailable; try again shortly"),
-            ApiError::Overloaded => f.write_str("Too many connections; try again shortly"),
+            ApiError::Overloaded => f.write_str("The server is at capacity; try again shortly"),
             ApiError::Internal(_) => f.write_str("Internal server error"),
             ApiError::OutcomeUnknown(_) => f.write_str("The outcome is unknown"),
         }
@@ -139,6 +140,7 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(cause) => ApiError::Unavailable(cause),
             StoreError::Refused(invalid) => ApiError::Invalid(invalid),
             StoreError::Unknown(cause) => ApiError::OutcomeUnknown(cause),
+            StoreError::Busy => ApiError::Overloaded,
             StoreError::Internal(cause) => ApiError::Internal(cause),
         }
     }

@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -15,6 +16,12 @@ use super::outcome::OutOfTime;
 
 /// Most requests one statement serves.
 pub const MAX_BATCH: usize = 128;
+
+/// Requests queued for one query, not yet taken by a lane, past which the next is
+/// turned away at once (503, `retry-after`): sixteen full batches per lane are more
+/// than the database gets through in the time a request should wait. Past capacity,
+/// load is shed fast; no request waits out its budget in a queue that cannot drain.
+pub const MAX_QUEUED: usize = 16 * MAX_BATCH;
 
 /// Batches of one query in flight at once, each on its own pooled connection. Two
 /// beat one, four and eight in paired runs (README, Performance): fewer lanes
@@ -30,6 +37,8 @@ type Job<I, T> = (I, Deadline, oneshot::Sender<Answer<T>>);
 /// input.
 pub struct Batcher<I, T> {
     queue: mpsc::UnboundedSender<Job<I, T>>,
+    /// Jobs queued and not yet taken by a lane.
+    queued: Arc<AtomicUsize>,
 }
 
 impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
@@ -41,14 +50,21 @@ impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
         Fut: Future<Output = Vec<Answer<T>>> + Send + 'static,
     {
         let (queue, jobs) = mpsc::unbounded_channel();
-        tokio::spawn(dispatch(jobs, Arc::new(Semaphore::new(lanes)), run));
-        Batcher { queue }
+        let queued = Arc::new(AtomicUsize::new(0));
+        let lanes = Arc::new(Semaphore::new(lanes));
+        tokio::spawn(dispatch(jobs, queued.clone(), lanes, run));
+        Batcher { queue, queued }
     }
 
     /// Queues `input` and waits for its answer, due by `deadline`. A caller that stops
     /// waiting (its client left) before its batch starts is not run; one whose
-    /// deadline has passed by then fails as unavailable, unrun.
+    /// deadline has passed by then fails as unavailable, unrun. With [`MAX_QUEUED`]
+    /// waiting already, it is turned away at once, as busy.
     pub async fn submit(&self, input: I, deadline: Deadline) -> Answer<T> {
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUED {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(StoreError::Busy);
+        }
         let (reply, answer) = oneshot::channel();
         let stopped = || StoreError::internal("batch dispatcher stopped");
         self.queue
@@ -65,6 +81,7 @@ impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
 /// exactly as much as the database is slow.
 async fn dispatch<I, T, F, Fut>(
     mut queue: mpsc::UnboundedReceiver<Job<I, T>>,
+    queued: Arc<AtomicUsize>,
     lanes: Arc<Semaphore>,
     run: F,
 ) where
@@ -80,9 +97,11 @@ async fn dispatch<I, T, F, Fut>(
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        if queue.recv_many(&mut jobs, MAX_BATCH).await == 0 {
+        let taken = queue.recv_many(&mut jobs, MAX_BATCH).await;
+        if taken == 0 {
             return; // the Batcher is gone and the queue is empty
         }
+        queued.fetch_sub(taken, Ordering::Relaxed);
         // A client that left is not served: no row is read or written for nobody.
         // One whose time is up fails now, before anything is sent for it.
         let (mut inputs, mut replies, mut deadline) = (Vec::new(), Vec::new(), None);
@@ -243,5 +262,30 @@ mod tests {
         let seen = seen.lock().unwrap();
         assert_eq!(seen.len(), 2, "{seen:?}");
         assert_eq!(seen[1], (vec![3, 4], soon));
+    }
+
+    #[tokio::test]
+    async fn past_max_queued_a_request_is_turned_away_at_once() {
+        let batcher = Arc::new(Batcher::new(1, |inputs: Vec<u32>, _| async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            answered(inputs)
+        }));
+        // One lane, busy: the rest queue, and past MAX_QUEUED they are turned away.
+        let waiters: Vec<_> = (0..(MAX_QUEUED + 50) as u32)
+            .map(|n| {
+                let batcher = batcher.clone();
+                tokio::spawn(async move { batcher.submit(n, Deadline::start()).await })
+            })
+            .collect();
+        let (mut served, mut busy) = (0, 0);
+        for waiter in waiters {
+            match waiter.await.unwrap() {
+                Ok(_) => served += 1,
+                Err(StoreError::Busy) => busy += 1,
+                Err(other) => panic!("{other}"),
+            }
+        }
+        assert!((49..=50).contains(&busy), "{busy} turned away");
+        assert_eq!(served + busy, MAX_QUEUED + 50);
     }
 }

@@ -33,6 +33,9 @@ const LEAST_STATEMENT_TIME: Duration = Duration::from_millis(10);
 /// deadline (TCP keepalive may yet report the connection dead) before its outcome is
 /// given up as unknown.
 const VERDICT_GRACE: Duration = Duration::from_secs(2);
+/// Requests that may wait for each pooled connection before the next is turned away
+/// at once as busy (503).
+const WAITERS_PER_CONNECTION: usize = 32;
 /// A cancel request that takes longer is left to itself.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -157,6 +160,11 @@ impl Db {
         work: impl AsyncFnOnce(&Client) -> Result<T, tokio_postgres::Error>,
     ) -> Result<T, Failure> {
         let timeout = deadline.statement_timeout().ok_or(OutOfTime)?;
+        // Past this many waiting for a connection, waiting only runs out the budget.
+        let pool = self.pool.status();
+        if pool.waiting >= pool.max_size * WAITERS_PER_CONNECTION {
+            return Err(StoreError::Busy.into());
+        }
         let object = tokio::time::timeout_at(deadline.0, self.pool.get())
             .await
             .map_err(|_| OutOfTime)??;

@@ -26,6 +26,8 @@ pub enum StoreError {
     Refused(Invalid),
     /// A write was sent, and no verdict came back: nobody knows whether it happened.
     Unknown(Cause),
+    /// Turned away before anything was sent: too many requests are waiting already.
+    Busy,
     /// Anything else.
     Internal(Cause),
 }
@@ -76,6 +78,7 @@ impl fmt::Display for StoreError {
             StoreError::Unavailable(cause) => write!(f, "unavailable: {}", describe(&**cause)),
             StoreError::Refused(invalid) => write!(f, "refused: {invalid}"),
             StoreError::Unknown(cause) => write!(f, "outcome unknown: {}", describe(&**cause)),
+            StoreError::Busy => f.write_str("busy: too many requests waiting"),
             StoreError::Internal(cause) => f.write_str(&describe(&**cause)),
         }
     }
