@@ -1,10 +1,15 @@
 //! The schema: refinery's migrations from `sql/`, embedded at build time and applied
-//! under a PostgreSQL advisory lock, so replicas starting together migrate once
-//! (spec §5). A database holding a migration this binary does not know is refused.
+//! in one transaction that first takes a PostgreSQL advisory lock, so replicas starting
+//! together migrate once (spec §5), through a transaction-mode connection pooler too.
+//! A database holding a migration this binary does not know is refused.
 
+use refinery::Migration;
 use refinery::error::Kind;
+use refinery_core::traits::r#async::{AsyncMigrate, AsyncQuery, AsyncTransaction};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use tokio::time::{Duration, Instant};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::Error;
 use crate::config::Config;
@@ -54,19 +59,22 @@ pub async fn apply(
         .await
         .map_err(|e| failed(&describe(&e)))?
         .get(0);
+    // One transaction, the lock its first statement: the lock lasts exactly as long as
+    // the migrations do, and is not a session's, which a pooler in transaction mode
+    // would hand to others. All of a run's migrations commit together, or none.
     let locked_run = async {
         client
-            .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
+            .batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({LOCK_KEY})"))
             .await
             .map_err(|e| failed(&describe(&e)))?;
-        let report = embedded::migrations::runner().run_async(client).await;
-        // The lock is per session; should unlocking fail, closing the connection frees it.
-        if let Err(err) = client
-            .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
+        let report = embedded::migrations::runner()
+            .run_async(&mut InTransaction(client))
+            .await;
+        let end = if report.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        client
+            .batch_execute(end)
             .await
-        {
-            log::warn!("could not release the migration lock: {}", describe(&err));
-        }
+            .map_err(|e| failed(&describe(&e)))?;
         Ok::<_, Error>(report)
     };
     let Ok(report) = tokio::time::timeout_at(deadline, locked_run).await else {
@@ -98,6 +106,87 @@ pub async fn apply(
     }
     Ok(applied)
 }
+
+/// refinery's runner on a connection already in the transaction [`apply`] opened: its
+/// statements run in it, rather than each in a transaction of its own (which would
+/// commit [`apply`]'s, and end its lock). Simple queries only, so that a connection
+/// pooler in transaction mode, which keeps no prepared statement, can carry them.
+struct InTransaction<'a>(&'a Client);
+
+/// Why reading or writing the history failed.
+#[derive(Debug)]
+enum HistoryError {
+    Db(tokio_postgres::Error),
+    /// A row refinery did not write (it would apply a migration again): refused.
+    Unreadable(String),
+}
+
+impl std::fmt::Display for HistoryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HistoryError::Db(err) => f.write_str(&describe(err)),
+            HistoryError::Unreadable(version) => {
+                write!(
+                    f,
+                    "an unreadable row in the migration history (version {version})"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for HistoryError {}
+
+impl From<tokio_postgres::Error> for HistoryError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        HistoryError::Db(err)
+    }
+}
+
+impl AsyncTransaction for InTransaction<'_> {
+    type Error = HistoryError;
+
+    async fn execute<'a, T: Iterator<Item = &'a str> + Send + 'a>(
+        &mut self,
+        queries: T,
+    ) -> Result<usize, Self::Error> {
+        let mut count = 0;
+        for query in queries {
+            self.0.batch_execute(query).await?;
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+impl AsyncQuery<Vec<Migration>> for InTransaction<'_> {
+    /// The migrations applied, as refinery's own driver reads its history table.
+    async fn query(&mut self, query: &str) -> Result<Vec<Migration>, Self::Error> {
+        let mut applied = Vec::new();
+        for message in self.0.simple_query(query).await? {
+            let SimpleQueryMessage::Row(row) = message else {
+                continue;
+            };
+            let unreadable = || HistoryError::Unreadable(row.get(0).unwrap_or("?").to_owned());
+            let (Some(version), Some(name), Some(on), Some(checksum)) =
+                (row.get(0), row.get(1), row.get(2), row.get(3))
+            else {
+                return Err(unreadable());
+            };
+            let (Ok(version), Ok(on), Ok(checksum)) = (
+                version.parse(),
+                OffsetDateTime::parse(on, &Rfc3339),
+                checksum.parse(),
+            ) else {
+                return Err(unreadable());
+            };
+            applied.push(Migration::applied(version, name.to_owned(), on, checksum));
+        }
+        Ok(applied)
+    }
+}
+
+impl AsyncMigrate for InTransaction<'_> {}
 
 /// The sessions that block backend `pid`, as `pid 123 (application_name "psql", user
 /// "app", state "idle in transaction")`; within a couple of seconds, or a reason why not.
