@@ -30,6 +30,7 @@ ENVIRONMENT:
     LOG_LEVEL                 error, warn, info, debug or trace (default info); RUST_LOG wins
     LOG_FORMAT                text (default) or json: one JSON object a line
     DATABASE_POOL_SIZE        max database connections (default 8)
+    DATABASE_STATEMENTS       prepared (default), or unnamed behind a transaction-mode pooler
     DATABASE_STARTUP_TIMEOUT  seconds to keep retrying the database at start-up (default 60)
     SHUTDOWN_DELAY            seconds it serves on after SIGTERM, /ready failing (default 0)
     SHUTDOWN_TIMEOUT          seconds in-flight requests get after that (default 8)

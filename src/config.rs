@@ -38,6 +38,9 @@ pub struct Config {
     pub log_format: Format,
     /// `DATABASE_POOL_SIZE`: most connections this process opens.
     pub pool_size: usize,
+    /// `DATABASE_STATEMENTS=unnamed`: no prepared statement outlives its transaction,
+    /// for a connection pooler in transaction mode.
+    pub unnamed_statements: bool,
     /// `DATABASE_STARTUP_TIMEOUT`: how long start-up retries an unreachable database.
     pub startup_timeout: Duration,
     /// `SHUTDOWN_DELAY`: how long the server goes on serving after SIGTERM, `/ready`
@@ -81,8 +84,19 @@ impl Config {
         if pool_size == 0 {
             return Err(invalid("DATABASE_POOL_SIZE", "must be at least 1"));
         }
+        let unnamed_statements = match env("DATABASE_STATEMENTS").as_deref().map(str::trim) {
+            None | Some("prepared") => false,
+            Some("unnamed") => true,
+            Some(_) => {
+                return Err(invalid(
+                    "DATABASE_STATEMENTS",
+                    "must be prepared or unnamed",
+                ));
+            }
+        };
         Ok(Config {
             database: database(&env)?,
+            unnamed_statements,
             host,
             port,
             max_connections,
@@ -117,6 +131,7 @@ impl fmt::Debug for Config {
             .field("log_filter", &self.log_filter)
             .field("log_format", &self.log_format)
             .field("pool_size", &self.pool_size)
+            .field("unnamed_statements", &self.unnamed_statements)
             .field("startup_timeout", &self.startup_timeout)
             .field("shutdown_delay", &self.shutdown_delay)
             .field("shutdown_timeout", &self.shutdown_timeout)
@@ -250,6 +265,10 @@ mod tests {
             (
                 &[("DATABASE_URL", URL), ("LOG_FORMAT", "yaml")][..],
                 "LOG_FORMAT",
+            ),
+            (
+                &[("DATABASE_URL", URL), ("DATABASE_STATEMENTS", "named")][..],
+                "DATABASE_STATEMENTS",
             ),
             (
                 &[("DATABASE_URL", URL), ("DATABASE_POOL_SIZE", "0")][..],

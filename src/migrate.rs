@@ -54,11 +54,12 @@ pub async fn apply(
     deadline: Instant,
 ) -> Result<Vec<String>, Error> {
     let failed = |err: &dyn std::fmt::Display| Error::Startup(format!("migration failed: {err}"));
-    let pid: i32 = client
-        .query_one("SELECT pg_backend_pid()", &[])
+    // Simple queries only, here too: a pooler in transaction mode keeps no prepared one.
+    let pid: i32 = first_value(client, "SELECT pg_backend_pid()")
         .await
         .map_err(|e| failed(&describe(&e)))?
-        .get(0);
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or(0);
     // One transaction, the lock its first statement: the lock lasts exactly as long as
     // the migrations do, and is not a session's, which a pooler in transaction mode
     // would hand to others. All of a run's migrations commit together, or none.
@@ -105,6 +106,18 @@ pub async fn apply(
         log::info!("applied migration {name}");
     }
     Ok(applied)
+}
+
+/// The first column of the first row `query` returns, as text.
+async fn first_value(
+    client: &Client,
+    query: &str,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    let messages = client.simple_query(query).await?;
+    Ok(messages.iter().find_map(|message| match message {
+        SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+        _ => None,
+    }))
 }
 
 /// refinery's runner on a connection already in the transaction [`apply`] opened: its
@@ -194,21 +207,26 @@ async fn blockers(db: &DbOptions, pid: i32) -> String {
     const LOOKUP: Duration = Duration::from_secs(2);
     let lookup = async {
         let client = db.connect().await.map_err(|e| describe(&e))?;
-        let rows = client
-            .query(
-                "SELECT pid, application_name, usename::text, state \
-                 FROM pg_stat_activity WHERE pid = ANY(pg_blocking_pids($1)) ORDER BY pid",
-                &[&pid],
-            )
+        let query = format!(
+            "SELECT pid, application_name, usename, state \
+             FROM pg_stat_activity WHERE pid = ANY(pg_blocking_pids({pid})) ORDER BY pid"
+        );
+        let messages = client
+            .simple_query(&query)
             .await
             .map_err(|e| describe(&e))?;
         Ok::<_, String>(
-            rows.iter()
+            messages
+                .iter()
+                .filter_map(|message| match message {
+                    SimpleQueryMessage::Row(row) => Some(row),
+                    _ => None,
+                })
                 .map(|row| {
-                    let text = |i| row.get::<_, Option<String>>(i).unwrap_or_default();
+                    let text = |i| row.get(i).unwrap_or_default();
                     format!(
                         "pid {} (application_name {:?}, user {:?}, state {:?})",
-                        row.get::<_, i32>(0),
+                        text(0),
                         text(1),
                         text(2),
                         text(3)

@@ -51,18 +51,10 @@ impl DbOptions {
         self.tls.clone()
     }
 
-    /// What a pool needs to open connections like [`DbOptions::connect`]'s, but with
-    /// `statement_timeout` set for the session from the start (in the startup packet:
-    /// no round trip).
-    pub fn manager(&self, statement_timeout: Duration) -> Manager {
-        let mut pg = self.pg.clone();
-        let timeout = format!("-c statement_timeout={}", statement_timeout.as_millis());
-        match pg.get_options() {
-            Some(options) => pg.options(format!("{options} {timeout}")),
-            None => pg.options(timeout),
-        };
+    /// What a pool needs to open connections like [`DbOptions::connect`]'s.
+    pub fn manager(&self) -> Manager {
         Manager::from_config(
-            pg,
+            self.pg.clone(),
             self.tls.clone(),
             ManagerConfig {
                 // is_closed() only: a query that fails on a dead connection drops it.

@@ -140,6 +140,7 @@ async fn start(config: &Config) -> Result<(Store, TcpListener, usize), Error> {
         &config.database,
         config.pool_size,
         config.idempotency_key_ttl,
+        config.unnamed_statements,
     )
     .map_err(Error::Startup)?;
     store.warm_up().await;

@@ -9,11 +9,12 @@
 use std::future::Future;
 use std::time::Duration;
 
-use deadpool_postgres::{Client, Object, Pool, Runtime};
+use deadpool_postgres::{Client, Hook, HookError, Object, Pool, Runtime};
 use tokio::time::Instant;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::outcome::{self, OutOfTime, StoreError};
+use super::sql;
 use crate::db::DbOptions;
 use crate::error::describe;
 
@@ -127,8 +128,21 @@ impl Db {
     /// A pool of at most `max_size` connections to `db`. Its waits for a connection
     /// (a free one, a new one, a recycled one) are bounded by [`REQUEST_BUDGET`] too.
     pub fn open(db: &DbOptions, max_size: usize) -> Result<Db, String> {
-        let pool = Pool::builder(db.manager(POOLED_STATEMENT_TIMEOUT))
+        let pool = Pool::builder(db.manager())
             .max_size(max_size)
+            .post_create(Hook::async_fn(|client, _| {
+                Box::pin(async move {
+                    // Prepared statements mean a direct connection (or a session-mode
+                    // pooler): the session may keep a limit of its own. Unnamed ones
+                    // mean a pooler may hand the session to anyone: nothing is set.
+                    if !sql::unnamed() {
+                        limit(client, POOLED_STATEMENT_TIMEOUT)
+                            .await
+                            .map_err(HookError::Backend)?;
+                    }
+                    Ok(())
+                })
+            }))
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(REQUEST_BUDGET))
             .create_timeout(Some(REQUEST_BUDGET))
@@ -169,28 +183,55 @@ impl Db {
             .await
             .map_err(|_| OutOfTime)??;
         let in_flight = InFlight::new(object, &self.tls);
-        let client = in_flight.client();
-        let verdict = async {
-            if timeout >= POOLED_STATEMENT_TIMEOUT {
-                return work(client).await;
-            }
-            // Pipelined: both go out together, the limit first; the usual one after.
-            let (limited, result) = tokio::join!(limit(client, timeout), work(client));
-            limited?;
-            limit(client, POOLED_STATEMENT_TIMEOUT).await?;
-            result
-        };
         let wait_until = match effect {
             Effect::Reads => deadline.0,
             Effect::Writes => deadline.0 + VERDICT_GRACE,
         };
-        match tokio::time::timeout_at(wait_until, verdict).await {
+        let unnamed = sql::unnamed();
+        let answer = {
+            let client = in_flight.client();
+            let verdict = async {
+                // Behind a pooler PostgreSQL cannot keep a session's limit: a cancel
+                // request at the deadline (below) enforces it instead.
+                if unnamed || timeout >= POOLED_STATEMENT_TIMEOUT {
+                    return work(client).await;
+                }
+                // Pipelined: both go out together, the limit first; the usual one after.
+                let (limited, result) = tokio::join!(limit(client, timeout), work(client));
+                limited?;
+                limit(client, POOLED_STATEMENT_TIMEOUT).await?;
+                result
+            };
+            let mut verdict = std::pin::pin!(verdict);
+            match unnamed {
+                false => tokio::time::timeout_at(wait_until, &mut verdict).await,
+                true => match tokio::time::timeout_at(deadline.0, &mut verdict).await {
+                    Ok(answer) => Ok(answer),
+                    Err(_) => {
+                        in_flight.cancel();
+                        let grace = deadline.0 + VERDICT_GRACE;
+                        tokio::time::timeout_at(grace, &mut verdict).await
+                    }
+                },
+            }
+        };
+        match answer {
             Ok(Ok(value)) => {
                 in_flight.finish();
                 Ok(value)
             }
             Ok(Err(err)) if outcome::spoils_connection(&err) => {
                 in_flight.discard();
+                if outcome::is_lost_statement(&err) && !sql::unnamed() {
+                    sql::use_unnamed();
+                    log::error!(
+                        "a prepared statement was lost between transactions: a connection \
+                         pooler in transaction mode (PgBouncer before 1.21, a hosted \
+                         \"pooled\" URL) is between task-api and PostgreSQL. Statements go \
+                         unnamed from now on; set DATABASE_STATEMENTS=unnamed to start so, \
+                         or use the database's direct endpoint"
+                    );
+                }
                 if outcome::is_read_only(&err) {
                     let dropped = self.pool.retain(|_, _| false).removed.len();
                     log::warn!(
@@ -216,7 +257,10 @@ impl Db {
 }
 
 /// Sets the session's `statement_timeout`.
-async fn limit(client: &Client, timeout: Duration) -> Result<(), tokio_postgres::Error> {
+async fn limit(
+    client: &tokio_postgres::Client,
+    timeout: Duration,
+) -> Result<(), tokio_postgres::Error> {
     client
         .batch_execute(&format!("SET statement_timeout = {}", timeout.as_millis()))
         .await
@@ -231,6 +275,10 @@ pub async fn limited<T>(
     statement: impl Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Result<T, StoreError> {
     let timeout = deadline.statement_timeout().ok_or(OutOfTime)?;
+    if sql::unnamed() {
+        // No session limit behind a pooler: Db::run cancels at the deadline.
+        return Ok(statement.await?);
+    }
     let (limited, result) = tokio::join!(limit(client, timeout), statement);
     limited?;
     limit(client, POOLED_STATEMENT_TIMEOUT).await?;
@@ -261,6 +309,14 @@ impl<'a> InFlight<'a> {
         self.object.take();
     }
 
+    /// Asks the server to stop the statement (a cancel request, on a connection of its
+    /// own); the verdict still comes back on this one.
+    fn cancel(&self) {
+        let token = self.client().cancel_token();
+        let tls = self.tls.clone();
+        tokio::spawn(cancel(token, tls));
+    }
+
     /// The statement is done, and the connection is no good: it is closed.
     fn discard(mut self) {
         if let Some(object) = self.object.take() {
@@ -276,13 +332,15 @@ impl Drop for InFlight<'_> {
         };
         let token = object.cancel_token();
         drop(Object::take(object)); // out of the pool, and closed
-        let tls = self.tls.clone();
-        tokio::spawn(async move {
-            match tokio::time::timeout(CANCEL_TIMEOUT, token.cancel_query(tls)).await {
-                Ok(Ok(())) => log::debug!("cancelled an abandoned statement"),
-                Ok(Err(err)) => log::warn!("could not cancel a statement: {}", describe(&err)),
-                Err(_) => log::warn!("could not cancel a statement within {CANCEL_TIMEOUT:?}"),
-            }
-        });
+        tokio::spawn(cancel(token, self.tls.clone()));
+    }
+}
+
+/// Sends a cancel request for the statement `token` names, bounded in time.
+async fn cancel(token: tokio_postgres::CancelToken, tls: MakeRustlsConnect) {
+    match tokio::time::timeout(CANCEL_TIMEOUT, token.cancel_query(tls)).await {
+        Ok(Ok(())) => log::debug!("cancelled a statement past its deadline"),
+        Ok(Err(err)) => log::warn!("could not cancel a statement: {}", describe(&err)),
+        Err(_) => log::warn!("could not cancel a statement within {CANCEL_TIMEOUT:?}"),
     }
 }

@@ -151,7 +151,17 @@ impl Store {
     /// A store on a pool of at most `pool_size` connections to `db`. Starts the batch
     /// dispatchers, so it must be called inside the tokio runtime.
     /// Keys are kept for `key_ttl`, and pruned in the background after that.
-    pub fn open(db: &DbOptions, pool_size: usize, key_ttl: Duration) -> Result<Store, String> {
+    /// With `unnamed_statements`, no statement outlives its transaction (for a pooler
+    /// in transaction mode).
+    pub fn open(
+        db: &DbOptions,
+        pool_size: usize,
+        key_ttl: Duration,
+        unnamed_statements: bool,
+    ) -> Result<Store, String> {
+        if unnamed_statements {
+            sql::use_unnamed();
+        }
         let db = Arc::new(Db::open(db, pool_size)?);
         let lanes = batch::LANES.min(pool_size);
         let batch_sizes = BatchSizes::new_with_constructor(|| Histogram::new(BATCH_BUCKETS));

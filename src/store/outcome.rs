@@ -89,6 +89,8 @@ impl From<PoolError> for StoreError {
         match err {
             PoolError::Backend(err) => err.into(),
             PoolError::Timeout(_) | PoolError::Closed => StoreError::Unavailable(Arc::new(err)),
+            // The new connection's own set-up failed: as a failed connect.
+            PoolError::PostCreateHook(deadpool_postgres::HookError::Backend(err)) => err.into(),
             other => StoreError::internal(describe(&other)),
         }
     }
@@ -141,7 +143,8 @@ fn refused(field: &str, reason: &'static str) -> StoreError {
 /// The database could not serve now, whatever the request held, and did nothing:
 /// cancelled (the budget ran out), shutting down or restarting, out of connections,
 /// disk or memory (class 53), read-only after a failover, a lock not had in time,
-/// a serialization failure or deadlock (class 40), a connection exception (class 08).
+/// a serialization failure or deadlock (class 40), a connection exception (class 08),
+/// a prepared statement a pooler lost.
 fn is_unavailable(code: &SqlState) -> bool {
     let class = &code.code()[..2];
     matches!(class, "08" | "40" | "53")
@@ -153,6 +156,8 @@ fn is_unavailable(code: &SqlState) -> bool {
             SqlState::IDLE_SESSION_TIMEOUT,
             SqlState::READ_ONLY_SQL_TRANSACTION,
             SqlState::LOCK_NOT_AVAILABLE,
+            SqlState::INVALID_SQL_STATEMENT_NAME,
+            SqlState::DUPLICATE_PSTATEMENT,
         ]
         .contains(code)
 }
@@ -166,6 +171,8 @@ pub fn spoils_connection(err: &tokio_postgres::Error) -> bool {
         &code.code()[..2] == "08"
             || [
                 SqlState::READ_ONLY_SQL_TRANSACTION,
+                SqlState::INVALID_SQL_STATEMENT_NAME,
+                SqlState::DUPLICATE_PSTATEMENT,
                 SqlState::ADMIN_SHUTDOWN,
                 SqlState::CRASH_SHUTDOWN,
                 SqlState::CANNOT_CONNECT_NOW,
@@ -173,6 +180,13 @@ pub fn spoils_connection(err: &tokio_postgres::Error) -> bool {
             ]
             .contains(code)
     })
+}
+
+/// Whether a prepared statement was not where it was prepared (26000), or was there
+/// already (42P05): the mark of a pooler in transaction mode.
+pub fn is_lost_statement(err: &tokio_postgres::Error) -> bool {
+    err.code() == Some(&SqlState::INVALID_SQL_STATEMENT_NAME)
+        || err.code() == Some(&SqlState::DUPLICATE_PSTATEMENT)
 }
 
 /// Whether a statement was refused because the server takes no writes (25006).

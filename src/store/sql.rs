@@ -3,6 +3,7 @@
 //! statement serves and how long it may take are decided in store/mod.rs.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use deadpool_postgres::Client;
 use jiff::Timestamp;
@@ -13,6 +14,63 @@ use super::Precondition;
 use super::change::{Delete, Update};
 use crate::tasks::{NewTask, Status, Task};
 
+/// Whether statements go unnamed (`DATABASE_STATEMENTS=unnamed`, or once a pooler
+/// was found to lose prepared ones): parsed with each execution, in the same round
+/// trip, so nothing has to live on one server connection between transactions.
+static UNNAMED: AtomicBool = AtomicBool::new(false);
+
+/// Whether statements go unnamed now.
+pub fn unnamed() -> bool {
+    UNNAMED.load(Ordering::Relaxed)
+}
+
+/// From now on, statements go unnamed.
+pub fn use_unnamed() {
+    UNNAMED.store(true, Ordering::Relaxed);
+}
+
+/// A statement, and the types of its parameters (what an unnamed one needs).
+pub struct Sql {
+    text: &'static str,
+    types: &'static [Type],
+}
+
+impl Sql {
+    /// Runs the statement: prepared once per connection and cached, or unnamed.
+    async fn query(
+        &self,
+        client: &Client,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        if unnamed() {
+            return client.query_typed(self.text, &self.typed(params)).await;
+        }
+        let statement = client.prepare_cached(self.text).await?;
+        client.query(&statement, params).await
+    }
+
+    /// Runs the statement for how many rows it touched, as [`Sql::query`] does.
+    async fn execute(
+        &self,
+        client: &Client,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        if unnamed() {
+            return client.execute_typed(self.text, &self.typed(params)).await;
+        }
+        let statement = client.prepare_cached(self.text).await?;
+        client.execute(&statement, params).await
+    }
+
+    fn typed<'a>(&self, params: &[&'a (dyn ToSql + Sync)]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
+        params
+            .iter()
+            .copied()
+            .zip(self.types.iter().cloned())
+            .collect()
+    }
+}
+
 /// The columns every query returns, in [`Task`]'s order (a macro, so `concat!` can
 /// build each statement at compile time).
 macro_rules! columns {
@@ -21,30 +79,42 @@ macro_rules! columns {
     };
 }
 
-const FIND_MANY: &str = concat!("SELECT ", columns!(), " FROM tasks WHERE id = ANY($1)");
+static FIND_MANY: Sql = Sql {
+    text: concat!("SELECT ", columns!(), " FROM tasks WHERE id = ANY($1)"),
+    types: &[Type::INT8_ARRAY],
+};
 // Rows go in in `n` order, so each takes the next identity value: sorted by id, the
 // returned rows are in input order.
-const INSERT_MANY: &str = concat!(
-    "INSERT INTO tasks (title, description, status)
+static INSERT_MANY: Sql = Sql {
+    text: concat!(
+        "INSERT INTO tasks (title, description, status)
     SELECT title, description, status
     FROM unnest($1::text[], $2::text[], $3::text[])
         WITH ORDINALITY AS new (title, description, status, n)
     ORDER BY n
     RETURNING ",
-    columns!()
-);
+        columns!()
+    ),
+    types: &[Type::TEXT_ARRAY, Type::TEXT_ARRAY, Type::TEXT_ARRAY],
+};
 // A page is read in chunks: the first skips `offset` rows, the next ones start after
 // the last id seen (ids are positive, so the first starts after 0).
-const LIST: &str = concat!(
-    "SELECT ",
-    columns!(),
-    " FROM tasks WHERE id > $1 ORDER BY id LIMIT $2 OFFSET $3"
-);
-const LIST_BY_STATUS: &str = concat!(
-    "SELECT ",
-    columns!(),
-    " FROM tasks WHERE status = $1 AND id > $2 ORDER BY id LIMIT $3 OFFSET $4"
-);
+static LIST: Sql = Sql {
+    text: concat!(
+        "SELECT ",
+        columns!(),
+        " FROM tasks WHERE id > $1 ORDER BY id LIMIT $2 OFFSET $3"
+    ),
+    types: &[Type::INT8, Type::INT8, Type::INT8],
+};
+static LIST_BY_STATUS: Sql = Sql {
+    text: concat!(
+        "SELECT ",
+        columns!(),
+        " FROM tasks WHERE status = $1 AND id > $2 ORDER BY id LIMIT $3 OFFSET $4"
+    ),
+    types: &[Type::TEXT, Type::INT8, Type::INT8, Type::INT8],
+};
 // Changes to several tasks, one row of arrays each: $2/$5 NULL keep the title/status;
 // $3 says whether $4 (possibly NULL) replaces the description; $6 whether the change
 // is checked against the versions (updated_at) $7/$8 list for its id (If-Match):
@@ -52,7 +122,8 @@ const LIST_BY_STATUS: &str = concat!(
 // planner fetch the rows by primary key. On the right-hand side, t's columns are the
 // old values, so `updated_at` moves only when a value actually changes, and then
 // always forward, so that it (the ETag) names one version of the task.
-const UPDATE_MANY: &str = "UPDATE tasks AS t SET
+static UPDATE_MANY: Sql = Sql {
+    text: "UPDATE tasks AS t SET
         title = COALESCE(u.title, t.title),
         description = CASE WHEN u.set_description THEN u.description ELSE t.description END,
         status = COALESCE(u.status, t.status),
@@ -70,21 +141,41 @@ const UPDATE_MANY: &str = "UPDATE tasks AS t SET
       AND (NOT u.checked OR EXISTS (
           SELECT FROM unnest($7::bigint[], $8::timestamptz[]) AS v (id, at)
           WHERE v.id = t.id AND v.at = t.updated_at))
-    RETURNING t.id, t.title, t.description, t.status, t.created_at, t.updated_at";
+    RETURNING t.id, t.title, t.description, t.status, t.created_at, t.updated_at",
+    types: &[
+        Type::INT8_ARRAY,
+        Type::TEXT_ARRAY,
+        Type::BOOL_ARRAY,
+        Type::TEXT_ARRAY,
+        Type::TEXT_ARRAY,
+        Type::BOOL_ARRAY,
+        Type::INT8_ARRAY,
+        Type::TIMESTAMPTZ_ARRAY,
+    ],
+};
 // Deletes, checked as UPDATE_MANY's changes are.
-const DELETE_MANY: &str = "DELETE FROM tasks AS t
+static DELETE_MANY: Sql = Sql {
+    text: "DELETE FROM tasks AS t
     USING unnest($1::bigint[], $2::bool[]) AS d (id, checked)
     WHERE t.id = d.id AND t.id = ANY($1)
       AND (NOT d.checked OR EXISTS (
           SELECT FROM unnest($3::bigint[], $4::timestamptz[]) AS v (id, at)
           WHERE v.id = t.id AND v.at = t.updated_at))
-    RETURNING t.id";
+    RETURNING t.id",
+    types: &[
+        Type::INT8_ARRAY,
+        Type::BOOL_ARRAY,
+        Type::INT8_ARRAY,
+        Type::TIMESTAMPTZ_ARRAY,
+    ],
+};
 // Keyed creates (Idempotency-Key): each input gets its id up front, so that its key row
 // (idempotency_keys, sql/V2) can name it in the same statement, and its row comes back
 // with its input's number `n`. A key already held, and not older than $6 seconds, is
 // not claimed again: its task is not inserted, and its row does not come back.
-const INSERT_KEYED: &str = concat!(
-    "WITH new AS MATERIALIZED (
+static INSERT_KEYED: Sql = Sql {
+    text: concat!(
+        "WITH new AS MATERIALIZED (
         SELECT nextval(pg_get_serial_sequence('tasks', 'id')) AS id, *
         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[])
             WITH ORDINALITY AS new (title, description, status, key, fingerprint, n)
@@ -104,21 +195,36 @@ const INSERT_KEYED: &str = concat!(
         SELECT id, title, description, status FROM new
         WHERE key IS NULL OR key IN (SELECT key FROM claimed)
         RETURNING ",
-    columns!(),
-    "
+        columns!(),
+        "
     )
     SELECT new.n, inserted.* FROM inserted JOIN new USING (id)"
-);
+    ),
+    types: &[
+        Type::TEXT_ARRAY,
+        Type::TEXT_ARRAY,
+        Type::TEXT_ARRAY,
+        Type::TEXT_ARRAY,
+        Type::BYTEA_ARRAY,
+        Type::FLOAT8,
+    ],
+};
 // The keys held, not older than $2 seconds, with what their creates answered.
-const FIND_KEYS: &str = "SELECT key, fingerprint, task_id, title, description, status, created_at
+static FIND_KEYS: Sql = Sql {
+    text: "SELECT key, fingerprint, task_id, title, description, status, created_at
     FROM idempotency_keys
-    WHERE key = ANY($1) AND created_at >= now() - make_interval(secs => $2)";
+    WHERE key = ANY($1) AND created_at >= now() - make_interval(secs => $2)",
+    types: &[Type::TEXT_ARRAY, Type::FLOAT8],
+};
 // At most $2 keys older than $1 seconds; rows another session holds are skipped.
-const PRUNE_KEYS: &str = "DELETE FROM idempotency_keys WHERE key IN (
+static PRUNE_KEYS: Sql = Sql {
+    text: "DELETE FROM idempotency_keys WHERE key IN (
         SELECT key FROM idempotency_keys
         WHERE created_at < now() - make_interval(secs => $1)
         ORDER BY created_at LIMIT $2
-        FOR UPDATE SKIP LOCKED)";
+        FOR UPDATE SKIP LOCKED)",
+    types: &[Type::FLOAT8, Type::INT8],
+};
 
 impl<'a> FromSql<'a> for Status {
     fn from_sql(
@@ -155,13 +261,12 @@ pub async fn insert_many(
     client: &Client,
     new: &[&NewTask],
 ) -> Result<Vec<Task>, tokio_postgres::Error> {
-    let statement = client.prepare_cached(INSERT_MANY).await?;
     let titles: Vec<&str> = new.iter().map(|task| task.title.as_str()).collect();
     let descriptions: Vec<Option<&str>> =
         new.iter().map(|task| task.description.as_deref()).collect();
     let statuses: Vec<&str> = new.iter().map(|task| task.status.as_str()).collect();
-    let rows = client
-        .query(&statement, &[&titles, &descriptions, &statuses])
+    let rows = INSERT_MANY
+        .query(client, &[&titles, &descriptions, &statuses])
         .await?;
     let mut tasks = rows
         .into_iter()
@@ -177,8 +282,7 @@ pub async fn find_many(
     client: &Client,
     ids: &[i64],
 ) -> Result<Vec<(i64, Result<Task, tokio_postgres::Error>)>, tokio_postgres::Error> {
-    let statement = client.prepare_cached(FIND_MANY).await?;
-    let rows = client.query(&statement, &[&ids]).await?;
+    let rows = FIND_MANY.query(client, &[&ids]).await?;
     rows.into_iter()
         .map(|row| Ok((row.try_get(0)?, Task::try_from(row))))
         .collect()
@@ -195,15 +299,10 @@ pub async fn list(
 ) -> Result<Vec<Task>, tokio_postgres::Error> {
     let rows = match status {
         Some(status) => {
-            let statement = client.prepare_cached(LIST_BY_STATUS).await?;
-            client
-                .query(&statement, &[&status.as_str(), &after, &limit, &offset])
-                .await?
+            let params: [&(dyn ToSql + Sync); 4] = [&status.as_str(), &after, &limit, &offset];
+            LIST_BY_STATUS.query(client, &params).await?
         }
-        None => {
-            let statement = client.prepare_cached(LIST).await?;
-            client.query(&statement, &[&after, &limit, &offset]).await?
-        }
+        None => LIST.query(client, &[&after, &limit, &offset]).await?,
     };
     rows.into_iter().map(Task::try_from).collect()
 }
@@ -214,7 +313,6 @@ pub async fn update_many(
     client: &Client,
     updates: &[&Update],
 ) -> Result<HashMap<i64, Task>, tokio_postgres::Error> {
-    let statement = client.prepare_cached(UPDATE_MANY).await?;
     let ids: Vec<i64> = updates.iter().map(|u| u.id).collect();
     let titles: Vec<Option<&str>> = updates.iter().map(|u| u.patch.title.as_deref()).collect();
     let set_descriptions: Vec<bool> = updates
@@ -240,7 +338,7 @@ pub async fn update_many(
         &version_ids,
         &versions,
     ];
-    let rows = client.query(&statement, &params).await?;
+    let rows = UPDATE_MANY.query(client, &params).await?;
     rows.into_iter()
         .map(|row| {
             let task = Task::try_from(row)?;
@@ -254,11 +352,10 @@ pub async fn delete_many(
     client: &Client,
     deletes: &[&Delete],
 ) -> Result<HashMap<i64, ()>, tokio_postgres::Error> {
-    let statement = client.prepare_cached(DELETE_MANY).await?;
     let ids: Vec<i64> = deletes.iter().map(|d| d.id).collect();
     let (checked, version_ids, versions) = checks(deletes.iter().map(|d| (d.id, &d.expected)));
-    let rows = client
-        .query(&statement, &[&ids, &checked, &version_ids, &versions])
+    let rows = DELETE_MANY
+        .query(client, &[&ids, &checked, &version_ids, &versions])
         .await?;
     rows.into_iter()
         .map(|row| Ok((row.try_get(0)?, ())))
@@ -302,7 +399,6 @@ pub async fn insert_keyed(
     inputs: &[Keyed<'_>],
     ttl_secs: f64,
 ) -> Result<Vec<(i64, Task)>, tokio_postgres::Error> {
-    let statement = client.prepare_cached(INSERT_KEYED).await?;
     let titles: Vec<&str> = inputs.iter().map(|i| i.task.title.as_str()).collect();
     let descriptions: Vec<Option<&str>> = inputs
         .iter()
@@ -313,7 +409,7 @@ pub async fn insert_keyed(
     let prints: Vec<Option<&[u8]>> = inputs.iter().map(|i| i.claim.map(|c| c.1)).collect();
     let params: [&(dyn ToSql + Sync); 6] =
         [&titles, &descriptions, &statuses, &keys, &prints, &ttl_secs];
-    let rows = client.query(&statement, &params).await?;
+    let rows = INSERT_KEYED.query(client, &params).await?;
     rows.into_iter()
         .map(|row| {
             let n: i64 = row.try_get(0)?;
@@ -347,8 +443,7 @@ pub async fn find_keys(
     keys: &[&str],
     ttl_secs: f64,
 ) -> Result<Vec<HeldKey>, tokio_postgres::Error> {
-    let statement = client.prepare_cached(FIND_KEYS).await?;
-    let rows = client.query(&statement, &[&keys, &ttl_secs]).await?;
+    let rows = FIND_KEYS.query(client, &[&keys, &ttl_secs]).await?;
     rows.into_iter()
         .map(|row| {
             let created_at = row.try_get(6)?;
@@ -375,6 +470,5 @@ pub async fn prune_keys(
     ttl_secs: f64,
     limit: i64,
 ) -> Result<u64, tokio_postgres::Error> {
-    let statement = client.prepare_cached(PRUNE_KEYS).await?;
-    client.execute(&statement, &[&ttl_secs, &limit]).await
+    PRUNE_KEYS.execute(client, &[&ttl_secs, &limit]).await
 }

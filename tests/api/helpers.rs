@@ -503,17 +503,85 @@ impl Drop for PgServer {
 }
 
 fn pg_script(args: &[String]) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pg.sh");
-    let output = std::process::Command::new(script)
+    script("pg.sh", args);
+}
+
+/// Runs `scripts/<name>` with `args`; fails the test if it fails.
+fn script(name: &str, args: &[String]) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(name);
+    let output = std::process::Command::new(path)
         .args(args)
         .env("PG_PASSWORD", PgServer::PASSWORD)
         .output()
-        .expect("run scripts/pg.sh");
+        .unwrap_or_else(|err| panic!("run scripts/{name}: {err}"));
     assert!(
         output.status.success(),
-        "scripts/pg.sh {args:?} failed:\n{}",
+        "scripts/{name} {args:?} failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// A PgBouncer of a test's own, in transaction mode, in front of the test server
+/// (`TEST_DATABASE_URL`), run by `scripts/pgbouncer.sh`; stopped on drop.
+pub struct PgBouncer {
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+impl PgBouncer {
+    /// Starts one on a free port.
+    pub fn start() -> PgBouncer {
+        let (userinfo, host) = ADMIN_URL
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split_once('@'))
+            .expect("TEST_DATABASE_URL holds user:password@host");
+        let (user, password) = userinfo.split_once(':').expect("a password");
+        let pg_port = host
+            .split(['/', '?'])
+            .next()
+            .and_then(|h| h.rsplit_once(':'))
+            .map(|(_, port)| port)
+            .expect("a port in TEST_DATABASE_URL");
+        let bouncer = PgBouncer {
+            dir: std::env::temp_dir().join(unique("task-api-pgbouncer")),
+            port: free_port(),
+        };
+        script(
+            "pgbouncer.sh",
+            &[
+                "start".into(),
+                bouncer.dir.display().to_string(),
+                bouncer.port.to_string(),
+                pg_port.to_owned(),
+                user.to_owned(),
+                password.to_owned(),
+            ],
+        );
+        bouncer
+    }
+
+    /// `db`'s URL, through the pooler.
+    pub fn url(&self, db: &TestDb) -> String {
+        let (scheme, rest) = db
+            .url()
+            .split_once('@')
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .expect("a URL with credentials");
+        let (_, path) = rest.split_once('/').expect("a database in the URL");
+        format!("{scheme}@127.0.0.1:{}/{path}", self.port)
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        script(
+            "pgbouncer.sh",
+            &["stop".into(), self.dir.display().to_string()],
+        );
+        std::fs::remove_dir_all(&self.dir).ok();
+    }
 }
 
 /// The passwords a test may hold: the test server's (from `TEST_DATABASE_URL`) and

@@ -9,6 +9,7 @@ mod lifecycle;
 mod limits;
 mod metrics;
 mod outcomes;
+mod pooler;
 mod probe;
 mod retries;
 mod running;
