@@ -18,5 +18,20 @@ if [[ -z ${TEST_DATABASE_URL:-} ]]; then
   trap 'scripts/pg.sh stop "$dir"; rm -rf "$dir"' EXIT
   export TEST_DATABASE_URL="postgres://postgres:test-secret-pw@127.0.0.1:$port/postgres?sslmode=disable"
 fi
+# The metrics test reads /metrics with each format's own parser: promtool (Debian's
+# prometheus) for the text format, prometheus_client (PyPI) for OpenMetrics.
+if ! command -v promtool >/dev/null; then
+  if [[ $(id -u) == 0 ]]; then
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    echo "test.sh: promtool is missing: install Debian's prometheus package" >&2
+  fi
+fi
+TOOLS_VENV=target/tools
+if ! "$TOOLS_VENV/bin/python3" -c 'import prometheus_client' 2>/dev/null; then
+  [[ -x $TOOLS_VENV/bin/pip ]] || python3 -m venv "$TOOLS_VENV"
+  "$TOOLS_VENV/bin/pip" install --quiet --disable-pip-version-check prometheus-client==0.23.1
+fi
 # The tests that start servers of their own (TLS, late start) use scripts/pg.sh too.
 cargo test --locked "$@"

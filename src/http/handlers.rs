@@ -10,6 +10,7 @@ use hyper::{Response, StatusCode};
 use serde::Serialize;
 
 use super::error::ApiError;
+use super::exposition::{self, Format};
 use super::idempotency::IDEMPOTENT_REPLAYED;
 use super::response::{self, Body};
 use super::{App, conditional, page};
@@ -73,14 +74,15 @@ pub async fn ready(app: &App) -> Response<Body> {
     response::json(code, &Readiness { status, checks })
 }
 
-/// `GET /metrics`: Prometheus text (OpenMetrics 1.0), pool state as of now.
-pub fn metrics(app: &App) -> Response<Body> {
-    let text = app.metrics.render(app.store.pool_state());
-    response::text(
-        StatusCode::OK,
-        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        text,
-    )
+/// `GET /metrics`: pool state as of now, in the Prometheus format `Accept` asks for.
+pub fn metrics(app: &App, headers: &HeaderMap) -> Response<Body> {
+    let format = Format::accepted(headers);
+    let openmetrics = app.metrics.render(app.store.pool_state());
+    let text = match format {
+        Format::OpenMetrics => openmetrics,
+        Format::Text => exposition::to_text(&openmetrics),
+    };
+    response::text(StatusCode::OK, format.content_type(), text)
 }
 
 /// `GET /openapi.json`: the API's contract, compiled into the binary.

@@ -8,6 +8,7 @@ pub mod body;
 pub mod conditional;
 pub mod conn;
 pub mod error;
+pub mod exposition;
 pub mod handlers;
 pub mod idempotency;
 pub mod listener;

@@ -168,7 +168,7 @@ async fn dispatch(
     match (route, &parts.method) {
         (Route::Health, &Method::GET) => Ok(handlers::live()),
         (Route::Ready, &Method::GET) => Ok(handlers::ready(app).await),
-        (Route::Metrics, &Method::GET) => Ok(handlers::metrics(app)),
+        (Route::Metrics, &Method::GET) => Ok(handlers::metrics(app, &parts.headers)),
         (Route::OpenApi, &Method::GET) => Ok(handlers::openapi()),
 
         (Route::Tasks, &Method::GET) => {

@@ -3,13 +3,16 @@
 
 use std::collections::HashMap;
 
+use hyper::Method;
 use serde_json::json;
 
 use crate::helpers::{TestApp, spawn_app};
 
 /// `series{labels}` → value, for every sample line.
 pub async fn scrape(app: &TestApp) -> HashMap<String, f64> {
-    let response = app.get("/metrics").await;
+    // As Prometheus asks: OpenMetrics.
+    let accept = [("accept", "application/openmetrics-text; version=1.0.0")];
+    let response = app.request(Method::GET, "/metrics", &accept, "").await;
     assert_eq!(response.status, 200);
     let content_type = response.header("content-type").unwrap_or_default();
     assert!(
@@ -108,4 +111,57 @@ async fn openapi_document_is_served() {
     let document = response.json();
     assert_eq!(document["openapi"], "3.1.0");
     assert_eq!(document["info"]["version"], env!("CARGO_PKG_VERSION"));
+}
+
+/// Runs `program` with `args`, `input` on its stdin; its exit status and output.
+fn run_with_input(program: &str, args: &[&str], input: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("run {program} (make test installs it): {err}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+#[tokio::test]
+async fn each_format_passes_its_own_parser() {
+    let app = spawn_app().await;
+    app.create_task(json!({"title": "counted"})).await;
+    app.get("/tasks/1").await;
+    // Any scraper that does not ask for OpenMetrics: the classic text format, which
+    // promtool (Prometheus's own linter and parser) must accept without a complaint.
+    let text = app.get("/metrics").await;
+    assert_eq!(
+        text.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    assert!(!text.body.contains("# EOF"), "{}", text.body);
+    assert!(text.body.contains("# TYPE task_api_http_requests_total counter"));
+    assert!(text.body.contains("# TYPE task_api_build_info gauge"));
+    let (ok, said) = run_with_input("promtool", &["check", "metrics"], &text.body);
+    assert!(ok, "promtool check metrics: {said}\n{}", text.body);
+    // Prometheus asks for OpenMetrics: the reference parser (prometheus_client's)
+    // must read every family.
+    let accept = [("accept", "application/openmetrics-text; version=1.0.0")];
+    let openmetrics = app.request(Method::GET, "/metrics", &accept, "").await;
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/target/tools/bin/python3");
+    let parse = "import sys\n\
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
+        families = list(text_string_to_metric_families(sys.stdin.read()))\n\
+        print(len(families), sorted(f.type for f in families))";
+    let (ok, said) = run_with_input(python, &["-c", parse], &openmetrics.body);
+    assert!(ok, "OpenMetrics parser: {said}\n{}", openmetrics.body);
+    assert!(said.contains("'counter'") && said.contains("'info'"), "{said}");
 }
