@@ -1,21 +1,51 @@
 #!/usr/bin/env python3
 """`make bench`: task-api measured against PostgreSQL's own pgbench, in one run.
 
-Starts a throwaway PostgreSQL and the release binary, seeds 10,000 tasks, then runs each
-scenario for a fixed time after a warm-up, at 64 and at 256 connections: task-api under wrk
-(GET /tasks/{random id}, POST /tasks, GET /tasks?limit=20, GET /health) and, against the same
-database with the same client count, `pgbench -M prepared -S` and a pgbench INSERT ... RETURNING
-into a table shaped like tasks. Prints one markdown table with the ratios, cold start and idle
-RSS. Stops everything it started.
+Starts a throwaway PostgreSQL and the release binary, seeds 10,000 tasks (a third of each
+status) and copies them into `bench_tasks`, a table made `LIKE tasks INCLUDING ALL`. Then
+each scenario runs for a fixed time after a warm-up, at 64 and at 256 connections, task-api
+under wrk, each followed at once by its pgbench twin: the statement the server runs for it
+(src/store/sql.rs), with the same client count, on the copy.
+
+  get_by_id      GET /tasks/{random id}                    pgbench -S
+  get_304        the same with If-None-Match: its ETag     (ratio to get_by_id)
+  create         POST /tasks                               INSERT ... RETURNING
+  keyed_create   the same with a new Idempotency-Key each  (ratio to create)
+  patch          PATCH /tasks/{random id}, status flipped  the UPDATE ... RETURNING
+  delete         DELETE /tasks/{id}, each seeded id once   the DELETE, each seeded id once
+  list           GET /tasks?limit=20                       the SELECT ... LIMIT 20
+  list_status    GET /tasks?status=completed&limit=20      the SELECT ... WHERE status
+  mixed          70 % get_by_id, 20 % create, 10 % patch   their statements, 70/20/10
+  health         GET /health                               —
+  overload       get_by_id at 1,024 and 4,096 connections  —
+
+The twins write the server's NULL parameters (no If-Match, no title) as typed NULL literals:
+pgbench cannot bind a NULL. get_304 fetches the seeded tasks' ETags over HTTP before each
+run (patch runs move them). Delete runs are seeded for DELETE_CEILING requests a second.
+For the overload runs wrk gets the hard fd limit; the server keeps its own MAX_CONNECTIONS
+(derived from its fd limit, at most 4,096; BENCH_ENV may set it), past which it answers 503.
+req/s counts answers with a 2xx or 3xx status. "errors" counts socket errors and responses
+with another status than the scenario's (from the server's /metrics: a 200 in get_304 is an
+error); for a twin, failed transactions and deletes that found no row. Prints one markdown
+table, the ratios, cold start, idle RSS and the targets met or missed. Stops everything it
+started.
+
+`bench.py curve` (make bench-curve) runs get_by_id, create and patch at 16 to 4,096
+connections instead, draws docs/load-latency.svg and prints its numbers as a table.
 
 Environment: BENCH_SECONDS (10), BENCH_WARMUP (2), BENCH_CONNECTIONS ("64 256"),
 BENCH_BINARY (the musl release binary), BENCH_ENV (extra server variables, "K=V K=V"),
-BENCH_QUICK=1 (only get_by_id and create, with their pgbench twins: for tuning runs).
+BENCH_QUICK=1 (only get_by_id and create, with their pgbench twins: for tuning runs),
+BENCH_ONLY (scenarios to run, "patch,delete"), BENCH_CURVE=1 (the curve too, after the
+table), BENCH_CURVE_SECONDS (5, per point of the curve).
 """
 
+import datetime
 import http.client
 import os
 import re
+import resource
+import secrets
 import shutil
 import signal
 import socket
@@ -24,42 +54,162 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from string import Template
+
+import curve
 
 ROOT = Path(__file__).resolve().parent.parent
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "2"))
 CONNECTIONS = [int(c) for c in os.environ.get("BENCH_CONNECTIONS", "64 256").split()]
-# BENCH_QUICK=1: only the two scenarios with a pgbench twin (for tuning runs).
-QUICK = os.environ.get("BENCH_QUICK") == "1"
+SCENARIOS = ["get_by_id", "get_304", "create", "keyed_create", "patch", "delete", "list",
+             "list_status", "mixed", "health", "overload"]
+# BENCH_QUICK=1: only get_by_id and create, with their twins (for tuning runs).
+ONLY = (["get_by_id", "create"] if os.environ.get("BENCH_QUICK") == "1"
+        else os.environ.get("BENCH_ONLY", ",".join(SCENARIOS)).replace(",", " ").split())
+CURVE = os.environ.get("BENCH_CURVE") == "1"
+CURVE_SECONDS = int(os.environ.get("BENCH_CURVE_SECONDS", "5"))
 BINARY = Path(os.environ.get("BENCH_BINARY", ROOT / "target/x86_64-unknown-linux-musl/release/task-api"))
 SEED_TASKS = 10_000
+OVERLOAD = [1024, 4096]
+CURVE_CONNECTIONS = [16, 64, 256, 1024, 4096]
+CURVE_SCENARIOS = ["get_by_id", "create", "patch"]
+# Requests a second a delete run is seeded for (about twice the fastest route's rate).
+DELETE_CEILING = 60_000
 PASSWORD = "bench-pw"
 TICKS = os.sysconf("SC_CLK_TCK")
 THREADS = str(os.cpu_count() or 2)
+SVG = ROOT / "docs/load-latency.svg"
 
-# The batched query (src/store/batch.rs) behind each scenario, if any.
-BATCHED = {"get_by_id": "find", "create": "insert"}
+# The batched query (src/store/batch.rs, `task_api_db_batch_size`) behind a scenario.
+BATCHED = {"get_by_id": "find", "get_304": "find", "create": "insert", "keyed_create": "insert",
+           "patch": "update", "delete": "delete"}
+# The statuses a scenario's requests should get; any other is an error.
+EXPECTED = {"get_by_id": {200}, "get_304": {304}, "create": {201}, "keyed_create": {201},
+            "patch": {200}, "delete": {204}, "list": {200}, "list_status": {200},
+            "mixed": {200, 201}, "health": {200}}
+# The other task-api scenario a scenario is compared with, and the least ratio wanted.
+BASELINES = {"keyed_create": ("create", 0.8), "get_304": ("get_by_id", 0.8)}
+
+BODY = '{"title":"bench","description":"a task made by make bench"}'
+LUA_GET = 'wrk.format("GET", "/tasks/" .. math.random(1, $seed))'
+LUA_CREATE = f"wrk.format(\"POST\", \"/tasks\", json, '{BODY}')"
+# Alternately completed and pending, per thread.
+LUA_PATCH = """wrk.format("PATCH", "/tasks/" .. math.random(1, $seed), json,
+    flips % 2 == 0 and '{"status":"completed"}' or '{"status":"pending"}')"""
+# Each thread learns its number (tid) before its init.
+LUA_THREADS = """
+local threads = 0
+function setup(thread)
+  thread:set("tid", threads)
+  threads = threads + 1
+end
+"""
+# string.Template: $seed, $etags, $key, $first, $per_thread.
 WRK_SCRIPTS = {
-    "get_by_id": f"""
+    "get_by_id": f"request = function() return {LUA_GET} end\n",
+    "get_304": f"""
+local etags = {{$etags}}
 request = function()
-  return wrk.format("GET", "/tasks/" .. math.random(1, {SEED_TASKS}))
+  local id = math.random(1, $seed)
+  return wrk.format("GET", "/tasks/" .. id, {{["If-None-Match"] = etags[id]}})
 end
 """,
-    "create": """
+    "create": f"""
 wrk.path = "/tasks"
 wrk.method = "POST"
-wrk.body = '{"title":"bench","description":"a task made by make bench"}'
+wrk.body = '{BODY}'
 wrk.headers["Content-Type"] = "application/json"
 """,
+    "keyed_create": LUA_THREADS + f"""
+local sent = 0
+request = function()
+  sent = sent + 1
+  local headers = {{["Content-Type"] = "application/json",
+                   ["Idempotency-Key"] = "$key-" .. tid .. "-" .. sent}}
+  return wrk.format("POST", "/tasks", headers, '{BODY}')
+end
+""",
+    "patch": f"""
+local json = {{["Content-Type"] = "application/json"}}
+local flips = 0
+request = function()
+  flips = flips + 1
+  return {LUA_PATCH}
+end
+""",
+    # Thread t deletes $first + t * $per_thread and on, one id after the other.
+    "delete": LUA_THREADS + """
+local next_id
+function init()
+  next_id = $first + tid * $per_thread
+end
+request = function()
+  next_id = next_id + 1
+  return wrk.format("DELETE", "/tasks/" .. (next_id - 1))
+end
+""",
     "list": 'wrk.path = "/tasks?limit=20"\n',
+    "list_status": 'wrk.path = "/tasks?status=completed&limit=20"\n',
+    "mixed": f"""
+local json = {{["Content-Type"] = "application/json"}}
+local flips = 0
+request = function()
+  local pick = math.random(1, 100)
+  if pick <= 70 then return {LUA_GET} end
+  if pick <= 90 then return {LUA_CREATE} end
+  flips = flips + 1
+  return {LUA_PATCH}
+end
+""",
     "health": 'wrk.path = "/health"\n',
 }
-# A row as POST /tasks makes it, returned as POST /tasks returns it.
-PGBENCH_INSERT = (
-    "INSERT INTO bench_tasks (title, description, status) "
-    "VALUES ('bench', 'a task made by make bench', 'pending') "
-    "RETURNING id, title, description, status, created_at, updated_at;\n"
-)
+
+COLUMNS = "id, title, description, status, created_at, updated_at"
+RANDOM_ID = f"\\set id random(1, {SEED_TASKS})\n"
+# UPDATE of src/store/sql.rs for {"status": ...}: $1 id, $2 NULL (title), $3 false (no
+# description), $4 NULL, $5 the status, $6 NULL (no If-Match).
+PGBENCH_UPDATE = Template(
+    "UPDATE bench_tasks SET title = COALESCE(NULL::text, title), "
+    "description = CASE WHEN false THEN NULL::text ELSE description END, "
+    "status = COALESCE($status::text, status), "
+    "updated_at = CASE WHEN (COALESCE(NULL::text, title), "
+    "CASE WHEN false THEN NULL::text ELSE description END, COALESCE($status::text, status)) "
+    "IS DISTINCT FROM (title, description, status) "
+    "THEN greatest(now(), updated_at + interval '1 microsecond') ELSE updated_at END "
+    "WHERE id = :id AND (NULL::timestamptz[] IS NULL OR updated_at = ANY(NULL::timestamptz[])) "
+    f"RETURNING {COLUMNS};\n")
+PGBENCH_SCRIPTS = {
+    # A row as POST /tasks makes it, returned as POST /tasks returns it.
+    "insert.sql": "INSERT INTO bench_tasks (title, description, status) "
+                  "VALUES ('bench', 'a task made by make bench', 'pending') "
+                  f"RETURNING {COLUMNS};\n",
+    "get.sql": RANDOM_ID + f"SELECT {COLUMNS} FROM bench_tasks WHERE id = :id;\n",
+    "update.sql": RANDOM_ID + "\\set flip random(0, 1)\n\\if :flip\n"
+                  + PGBENCH_UPDATE.substitute(status=":completed") + "\\else\n"
+                  + PGBENCH_UPDATE.substitute(status=":pending") + "\\endif\n",
+    # Client c deletes :first + c * :per and on, one id after the other.
+    "delete.sql": "\\set id :first + :client_id * :per + :n\n\\set n :n + 1\n"
+                  "DELETE FROM bench_deletes WHERE id = :id "
+                  "AND (NULL::timestamptz[] IS NULL OR updated_at = ANY(NULL::timestamptz[]));\n",
+    "list.sql": f"\\set after 0\n\\set limit 20\n\\set offset 0\nSELECT {COLUMNS} FROM bench_tasks "
+                "WHERE id > :after ORDER BY id LIMIT :limit OFFSET :offset;\n",
+    "list_status.sql": f"\\set after 0\n\\set limit 20\n\\set offset 0\nSELECT {COLUMNS} "
+                       "FROM bench_tasks WHERE status = :status AND id > :after "
+                       "ORDER BY id LIMIT :limit OFFSET :offset;\n",
+}
+# Each scenario's twin: its name in the table, and its pgbench arguments (delete adds its ids).
+TWINS = {
+    "get_by_id": ("pgbench -S", ["-S"]),
+    "create": ("pgbench insert", ["-f", "insert.sql"]),
+    "patch": ("pgbench update", ["-f", "update.sql", "-D", "completed=completed",
+                                 "-D", "pending=pending"]),
+    "delete": ("pgbench delete", ["-f", "delete.sql", "-D", "n=0"]),
+    "list": ("pgbench list", ["-f", "list.sql"]),
+    "list_status": ("pgbench list_status", ["-f", "list_status.sql", "-D", "status=completed"]),
+    "mixed": ("pgbench mixed", ["-f", "get.sql@70", "-f", "insert.sql@20", "-f", "update.sql@10",
+                                "-D", "completed=completed", "-D", "pending=pending"]),
+}
 
 
 def free_port():
@@ -77,6 +227,12 @@ def need(command, package):
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, stdout=subprocess.DEVNULL)
     subprocess.run(["apt-get", "install", "-y", "-qq", package], check=True, env=env, stdout=subprocess.DEVNULL)
+
+
+def raise_fd_limit():
+    """Soft RLIMIT_NOFILE to the hard one, for wrk's thousands of connections."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 class Proc:
@@ -109,19 +265,63 @@ def get(port, path):
         conn.close()
 
 
-def batch_totals(port):
-    """(requests, statements) per batched query, from task_api_db_batch_size on /metrics."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+def etags(port):
+    """The ETag of each seeded task, by id, over one kept-alive connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
-        conn.request("GET", "/metrics")
-        text = conn.getresponse().read().decode()
+        tags = []
+        for task in range(1, SEED_TASKS + 1):
+            conn.request("GET", f"/tasks/{task}")
+            response = conn.getresponse()
+            response.read()
+            tags.append(response.getheader("etag"))
+        return tags
     finally:
         conn.close()
+
+
+def metrics(port):
+    """The /metrics text; retried while the server still holds the last run's clients."""
+    for _ in range(50):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("GET", "/metrics")
+            response = conn.getresponse()
+            if response.status == 200:
+                return response.read().decode()
+        except OSError:
+            pass
+        finally:
+            conn.close()
+        time.sleep(0.1)
+    sys.exit("bench: /metrics did not answer")
+
+
+def batch_totals(text):
+    """(requests, statements) per batched query, from task_api_db_batch_size."""
     totals = {}
     for kind, query, value in re.findall(
             r'^task_api_db_batch_size_(sum|count)\{query="(\w+)"\} (\S+)$', text, re.M):
         totals.setdefault(query, [0.0, 0.0])[kind == "count"] = float(value)
     return totals
+
+
+def status_counts(text):
+    """Responses by status, all routes but /metrics, from task_api_http_requests_total."""
+    counts = {}
+    for route, status, value in re.findall(
+            r'^task_api_http_requests_total\{method="\w+",route="([^"]*)",status="(\d+)"\} (\S+)$',
+            text, re.M):
+        if route != "/metrics":
+            counts[int(status)] = counts.get(int(status), 0) + float(value)
+    return counts
+
+
+def over_capacity(text):
+    """Connections answered 503 and closed at MAX_CONNECTIONS, from /metrics."""
+    found = re.search(r'^task_api_http_connections_closed_total\{reason="over_capacity"\} (\S+)$',
+                      text, re.M)
+    return float(found.group(1)) if found else 0.0
 
 
 def wait_healthy(port, limit):
@@ -141,15 +341,19 @@ def parse_wrk(output):
         value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
         return float(value) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
 
-    requests = int(re.search(r"(\d+) requests in", output).group(1))
-    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
+    socket_errors = re.search(r"connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    errors += int(non_2xx.group(1)) if non_2xx else 0
+    requests = int(re.search(r"(\d+) requests in", output).group(1))
+    answered = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    non_2xx = int(non_2xx.group(1)) if non_2xx else 0
     return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        # Answers with a 2xx or 3xx status a second; "answered" counts the others too.
+        "rps": answered * (requests - non_2xx) / max(requests, 1),
+        "answered": answered,
         "p50": number(re.search(r"^\s+50%\s+(\S+)", output, re.M).group(1)),
         "p99": number(re.search(r"^\s+99%\s+(\S+)", output, re.M).group(1)),
-        "errors": errors,
+        "socket": [int(n) for n in socket_errors.groups()] if socket_errors else [0, 0, 0, 0],
+        "non_2xx": non_2xx,
         "requests": requests,
     }
 
@@ -162,6 +366,11 @@ class Bench:
         self.api_port = free_port()
         self.server = None
         self.rows = []
+        self.results = {}
+        self.started = time.perf_counter()
+        self.etags = []
+        # The next seeded id a delete run may take, by table.
+        self.deletable = {}
 
     # --- PostgreSQL -------------------------------------------------------------------
     def start_postgres(self):
@@ -171,16 +380,54 @@ class Bench:
             check=True, env=dict(os.environ, PG_PASSWORD=PASSWORD))
         subprocess.run([ROOT / "scripts/pg.sh", "createdb", self.pg_dir, "bench"], check=True)
         self.url = f"postgres://postgres:{PASSWORD}@127.0.0.1:{self.pg_port}/bench?sslmode=disable"
+        self.pgbench_bin = shutil.which("pgbench") or subprocess.run(
+            [ROOT / "scripts/pg.sh", "bindir"], check=True, capture_output=True, text=True
+        ).stdout.strip() + "/pgbench"
 
     def psql(self, sql):
-        subprocess.run(["psql", "-qX", "-v", "ON_ERROR_STOP=1", self.url.split("?")[0], "-c", sql],
-                       check=True, stdout=subprocess.DEVNULL)
+        return subprocess.run(["psql", "-qAtX", "-v", "ON_ERROR_STOP=1", self.url.split("?")[0],
+                               "-c", sql], check=True, capture_output=True, text=True).stdout
 
-    def pgbench(self, *args, log=None):
+    def pgbench(self, *args):
         env = dict(os.environ, PGPASSWORD=PASSWORD)
         base = [self.pgbench_bin, "-h", "127.0.0.1", "-p", str(self.pg_port), "-U", "postgres"]
         return subprocess.run(base + list(args) + ["bench"], check=True, env=env,
                               capture_output=True, text=True, cwd=self.work).stdout
+
+    def seed(self):
+        """The tasks, their copy for the twins, and pgbench's own tables and scripts."""
+        self.psql(f"INSERT INTO tasks (title, description, status) "
+                  f"SELECT 'task ' || g, 'seeded', (ARRAY['pending', 'in_progress', 'completed'])[g % 3 + 1] "
+                  f"FROM generate_series(1, {SEED_TASKS}) g")
+        for table in ("bench_tasks", "bench_deletes"):
+            self.psql(f"CREATE TABLE {table} (LIKE tasks INCLUDING ALL)")
+        self.psql("INSERT INTO bench_tasks OVERRIDING SYSTEM VALUE SELECT * FROM tasks; "
+                  "SELECT setval(pg_get_serial_sequence('bench_tasks', 'id'), max(id)) FROM bench_tasks; "
+                  "ANALYZE")
+        self.pgbench("-i", "-s", "1", "-q")
+        for name, text in PGBENCH_SCRIPTS.items():
+            (self.work / name).write_text(text)
+
+    def seed_deletes(self, table):
+        """Rows for a delete run and its warm-up, at DELETE_CEILING requests a second."""
+        rows = DELETE_CEILING * (WARMUP + SECONDS)
+        first, last = map(int, self.psql(
+            f"WITH new AS (INSERT INTO {table} (title, description) "
+            f"SELECT 'delete me', 'seeded' FROM generate_series(1, {rows}) RETURNING id) "
+            f"SELECT min(id), max(id) FROM new").split("|"))
+        if last - first + 1 != rows:
+            sys.exit(f"bench: the ids seeded into {table} are not one range: {first}..{last}")
+        self.deletable[table] = first
+        self.psql(f"VACUUM ANALYZE {table}")  # not autovacuum, during the run
+
+    def take_deletes(self, table, seconds):
+        """The first of the seeded ids a delete run of `seconds` may take."""
+        first = self.deletable[table]
+        self.deletable[table] += DELETE_CEILING * seconds
+        return first
+
+    def count(self, table):
+        return int(self.psql(f"SELECT count(*) FROM {table}"))
 
     # --- task-api ---------------------------------------------------------------------
     def start_server(self):
@@ -199,83 +446,150 @@ class Bench:
             self.server.wait(timeout=15)
 
     # --- runs ---------------------------------------------------------------------------
-    def wrk(self, name, connections, proc):
+    def lua(self, name, seconds):
+        """The wrk script of a scenario, for a run of `seconds`."""
+        values = {"seed": SEED_TASKS, "key": secrets.token_hex(8)}
+        if name == "get_304":
+            values["etags"] = ", ".join('"' + tag.replace('"', '\\"') + '"' for tag in self.etags)
+        if name == "delete":
+            values["first"] = self.take_deletes("tasks", seconds)
+            values["per_thread"] = DELETE_CEILING * seconds // int(THREADS)
+        return Template(WRK_SCRIPTS[name]).substitute(values)
+
+    def run_wrk(self, name, connections, seconds):
         script = self.work / f"{name}.lua"
-        script.write_text(WRK_SCRIPTS[name])
-        url = f"http://127.0.0.1:{self.api_port}/"
-        base = ["wrk", "-t", THREADS, "-c", str(connections), "--latency", "-s", str(script), url]
-        subprocess.run(base[:5] + ["-d", f"{WARMUP}s"] + base[5:], check=True, capture_output=True)
-        batches_before = batch_totals(self.api_port)
+        script.write_text(self.lua(name, seconds))
+        return subprocess.run(
+            ["wrk", "-t", THREADS, "-c", str(connections), "-d", f"{seconds}s", "--timeout", "5s",
+             "--latency", "-s", str(script), f"http://127.0.0.1:{self.api_port}/"],
+            check=True, capture_output=True, text=True).stdout
+
+    def wrk(self, name, connections, proc, seconds=SECONDS, warmup=WARMUP, row=True):
+        if name == "get_304":
+            self.etags = etags(self.api_port)  # patch runs move them
+        self.run_wrk(name, connections, warmup)
+        before = metrics(self.api_port)
         cpu_before = proc.cpu_seconds()
-        out = subprocess.run(base[:5] + ["-d", f"{SECONDS}s"] + base[5:], check=True,
-                             capture_output=True, text=True).stdout
+        result = parse_wrk(self.run_wrk(name, connections, seconds))
         cpu_after = proc.cpu_seconds()
-        result = parse_wrk(out)
+        after = metrics(self.api_port)
         result["cpu_us"] = (cpu_after - cpu_before) * 1e6 / max(result["requests"], 1)
+        statuses = status_counts(after)
+        for status, n in status_counts(before).items():
+            statuses[status] -= n
+        unexpected = sum(n for status, n in statuses.items() if status not in EXPECTED[name])
+        result["errors"] = sum(result["socket"]) + round(unexpected)
+        result["over_capacity"] = round(over_capacity(after) - over_capacity(before))
         result["batch"] = None
         if name in BATCHED:
-            after = batch_totals(self.api_port).get(BATCHED[name], [0, 0])
-            before = batches_before.get(BATCHED[name], [0, 0])
-            statements = after[1] - before[1]
-            result["batch"] = (after[0] - before[0]) / statements if statements else None
+            requests, statements = (a - b for a, b in zip(
+                batch_totals(after).get(BATCHED[name], [0, 0]),
+                batch_totals(before).get(BATCHED[name], [0, 0])))
+            result["batch"] = requests / statements if statements else None
         result["peak_rss"] = proc.kib("VmHWM") / 1024
-        self.rows.append((f"task-api {name}", connections, result))
+        if row:
+            self.rows.append((f"task-api {name}", connections, result))
+            self.results[name, connections] = result
         return result
 
-    def pgbench_run(self, name, connections, script_args):
+    def pgbench_run(self, name, connections):
+        label, args = TWINS[name]
         jobs = str(min(connections, int(THREADS)))
         common = ["-n", "-M", "prepared", "-c", str(connections), "-j", jobs]
-        self.pgbench(*common, "-T", str(WARMUP), *script_args)
+
+        def ids(seconds):  # a delete twin's share of the seeded ids, per client
+            if name != "delete":
+                return []
+            first = self.take_deletes("bench_deletes", seconds)
+            return ["-D", f"first={first}", "-D", f"per={DELETE_CEILING * seconds // connections}"]
+
+        self.pgbench(*common, "-T", str(WARMUP), *args, *ids(WARMUP))
         for old in self.work.glob("pgb_log*"):
             old.unlink()
-        out = self.pgbench(*common, "-T", str(SECONDS), "-l", "--log-prefix", "pgb_log", *script_args)
+        rows_before = self.count("bench_deletes") if name == "delete" else 0
+        out = self.pgbench(*common, "-T", str(SECONDS), "-l", "--log-prefix", "pgb_log", *args,
+                           *ids(SECONDS))
         latencies = sorted(int(line.split()[2]) / 1000 for f in self.work.glob("pgb_log*")
                            for line in f.read_text().splitlines())
         failed = re.search(r"number of failed transactions: (\d+)", out)
+        errors = int(failed.group(1)) if failed else 0
+        if name == "delete":  # a delete that found no row
+            processed = int(re.search(r"actually processed: (\d+)", out).group(1))
+            errors += processed - (rows_before - self.count("bench_deletes"))
         result = {
             "rps": float(re.search(r"tps = ([\d.]+) \(without initial connection time\)", out).group(1)),
             "p50": percentile(latencies, 50), "p99": percentile(latencies, 99),
-            "errors": int(failed.group(1)) if failed else 0, "cpu_us": None, "peak_rss": None,
-            "batch": None,
+            "errors": errors, "cpu_us": None, "peak_rss": None, "batch": None,
         }
-        self.rows.append((name, connections, result))
-        return result
+        self.rows.append((label, connections, result))
+        self.results[label, connections] = result
 
     def run(self):
         need("wrk", "wrk")
         self.start_postgres()
-        self.pgbench_bin = shutil.which("pgbench") or subprocess.run(
-            [ROOT / "scripts/pg.sh", "bindir"], check=True, capture_output=True, text=True
-        ).stdout.strip() + "/pgbench"
         # First start applies the migrations; cold start is measured on the second.
         self.start_server()
         self.stop_server()
         cold_ms, proc = self.start_server()
-        self.psql(f"INSERT INTO tasks (title, description) SELECT 'task ' || g, 'seeded' "
-                  f"FROM generate_series(1, {SEED_TASKS}) g")
-        self.psql("CREATE TABLE bench_tasks (LIKE tasks INCLUDING ALL)")
-        self.pgbench("-i", "-s", "1", "-q")
-        (self.work / "insert.sql").write_text(PGBENCH_INSERT)
+        self.seed()
         time.sleep(1)
         idle_kib = proc.kib("VmRSS")
-        ratios = []
         for connections in CONNECTIONS:
-            get = self.wrk("get_by_id", connections, proc)
-            select = self.pgbench_run("pgbench -S", connections, ["-S"])
-            create = self.wrk("create", connections, proc)
-            insert = self.pgbench_run("pgbench insert", connections, ["-f", str(self.work / "insert.sql")])
-            if not QUICK:
-                self.wrk("list", connections, proc)
-                self.wrk("health", connections, proc)
-            ratios.append((connections, get["rps"] / select["rps"], create["rps"] / insert["rps"]))
+            for name in SCENARIOS[:-1]:
+                if name not in ONLY:
+                    continue
+                if name == "delete":
+                    self.seed_deletes("tasks")
+                    self.seed_deletes("bench_deletes")
+                self.wrk(name, connections, proc)
+                if name in TWINS:
+                    self.pgbench_run(name, connections)
+                if name == "delete":  # their dead rows, before the next runs
+                    self.psql("VACUUM tasks, bench_deletes")
+        if "overload" in ONLY:
+            for connections in OVERLOAD:
+                self.wrk("get_by_id", connections, proc)
+        self.report(cold_ms, idle_kib / 1024)
+        if CURVE:
+            self.curve(proc)
         self.stop_server()
-        self.report(cold_ms, idle_kib / 1024, ratios)
 
-    def report(self, cold_ms, idle_mib, ratios):
-        cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"],
-                             capture_output=True, text=True).stdout.strip()
-        print(f"\n`make bench` on {os.cpu_count()} cores ({cpu}), {SECONDS} s per run after "
-              f"{WARMUP} s warm-up; wrk, pgbench, PostgreSQL and task-api share the machine.\n")
+    def run_curve(self):
+        need("wrk", "wrk")
+        self.start_postgres()
+        _, proc = self.start_server()
+        self.seed()
+        self.curve(proc)
+        self.stop_server()
+
+    def curve(self, proc):
+        """get_by_id, create and patch from 16 to 4,096 connections: the SVG and its table."""
+        started = time.perf_counter()
+        points = {name: [(connections, self.wrk(name, connections, proc, CURVE_SECONDS, 1, row=False))
+                         for connections in CURVE_CONNECTIONS] for name in CURVE_SCENARIOS}
+        took = time.perf_counter() - started
+        title = (f"task-api load–latency, {machine()}, {datetime.date.today().isoformat()}, "
+                 f"{CURVE_SECONDS} s per point")
+        SVG.parent.mkdir(exist_ok=True)
+        SVG.write_text(curve.svg(points, title))
+        print(f"\n{title}; {SVG.relative_to(ROOT)}, {took:.0f} s.\n")
+        print(curve.table(points))
+
+    # --- report ------------------------------------------------------------------------
+    def ratio(self, name, connections):
+        """A scenario's req/s over its twin's (or its baseline's), and the least wanted."""
+        if name in BASELINES:
+            other, least = BASELINES[name]
+        else:
+            other, least = TWINS[name][0], 1.5 if name == "get_by_id" else 1.0
+        mine, theirs = self.results.get((name, connections)), self.results.get((other, connections))
+        if not mine or not theirs:
+            return None
+        return other, mine["rps"] / theirs["rps"], least
+
+    def report(self, cold_ms, idle_mib):
+        print(f"\n`make bench` on {machine()}, {SECONDS} s per run after {WARMUP} s warm-up; "
+              f"wrk, pgbench, PostgreSQL and task-api share the machine.\n")
         print("| scenario | conns | req/s | p50 ms | p99 ms | errors | server CPU µs/req "
               "| peak RSS MiB | requests per statement |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -286,11 +600,59 @@ class Bench:
             print(f"| {name} | {connections} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} "
                   f"| {r['errors']} | {cpu_us} | {rss} | {batch} |")
         print()
-        for connections, get_ratio, create_ratio in ratios:
-            print(f"- {connections} connections: get_by_id ÷ pgbench -S = **{get_ratio:.2f}**, "
-                  f"create ÷ pgbench insert = **{create_ratio:.2f}**")
+        ratios = {}
+        for connections in CONNECTIONS:
+            parts = []
+            for name in SCENARIOS:
+                ratio = self.ratio(name, connections) if name in TWINS or name in BASELINES else None
+                if ratio:
+                    other, value, least = ratio
+                    ratios.setdefault((name, other, least), []).append((value, connections))
+                    parts.append(f"{name} ÷ {other} = **{value:.2f}**")
+            if parts:
+                print(f"- {connections} connections: " + ", ".join(parts))
+        for connections in OVERLOAD:
+            r = self.results.get(("get_by_id", connections))
+            if r:
+                connect, read, write, timeout = r["socket"]
+                print(f"- overload, get_by_id at {connections} connections: socket errors "
+                      f"{sum(r['socket'])} (connect {connect}, read {read}, write {write}, "
+                      f"timeout {timeout}), non-2xx {r['non_2xx']} of {r['requests']} answers "
+                      f"({r['answered']:.0f}/s; {r['over_capacity']} connections over "
+                      f"MAX_CONNECTIONS), p99 {r['p99']:.1f} ms, peak RSS {r['peak_rss']:.1f} MiB")
         print(f"- cold start (spawn → first 200 on /health, migrations applied): **{cold_ms:.1f} ms**")
         print(f"- idle RSS: **{idle_mib:.1f} MiB**")
+        print(f"- the whole run took {time.perf_counter() - self.started:.0f} s\n\nTargets:\n")
+        for (name, other, least), values in ratios.items():
+            target(f"{name} ≥ {least} × {other}", values, lambda v: v >= least, "{:.2f}")
+        cpu = [("get_by_id", 15), ("list", 40), ("list_status", 40)]
+        for name, most in cpu:
+            values = [(self.results[name, c]["cpu_us"], c) for c in CONNECTIONS if (name, c) in self.results]
+            target(f"server CPU ≤ {most} µs per {name}", values, lambda v: v <= most, "{:.1f} µs")
+        overload = [(self.results["get_by_id", c], c) for c in OVERLOAD if ("get_by_id", c) in self.results]
+        target("0 socket errors under overload", [(sum(r["socket"]), c) for r, c in overload],
+               lambda v: v == 0, "{}")
+        target("p99 of get_by_id ≤ 100 ms under overload", [(r["p99"], c) for r, c in overload],
+               lambda v: v <= 100, "{:.1f} ms")
+        target("peak RSS ≤ 64 MiB under overload", [(r["peak_rss"], c) for r, c in overload],
+               lambda v: v <= 64, "{:.1f} MiB")
+        target("cold start ≤ 50 ms", [(cold_ms, None)], lambda v: v <= 50, "{:.1f} ms")
+        target("idle RSS ≤ 10 MiB", [(idle_mib, None)], lambda v: v <= 10, "{:.1f} MiB")
+
+
+def target(label, values, ok, form):
+    """One line of the targets: the numbers, by connections, and met or missed."""
+    if not values:
+        return
+    shown = ", ".join(form.format(v) + (f" at {c}" if c else "") for v, c in values)
+    verdict = "met" if all(ok(v) for v, _ in values) else "**missed**"
+    print(f"- {label}: {shown}: {verdict}")
+
+
+def machine():
+    cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"],
+                         capture_output=True, text=True).stdout.strip()
+    return f"{os.cpu_count()} cores ({cpu})"
 
 
 def main():
@@ -298,12 +660,16 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not BINARY.exists():
         sys.exit(f"bench: {BINARY} is missing; run `make build` first")
+    unknown = set(ONLY) - set(SCENARIOS)
+    if unknown:
+        sys.exit(f"bench: unknown scenario {', '.join(sorted(unknown))}; known: {', '.join(SCENARIOS)}")
+    raise_fd_limit()
     (ROOT / "target").mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="task-api-bench-", dir=ROOT / "target"))
     work.chmod(0o755)  # as root, the cluster inside runs as `postgres`
     bench = Bench(work)
     try:
-        bench.run()
+        bench.run_curve() if sys.argv[1:] == ["curve"] else bench.run()
     finally:
         bench.stop_server()
         subprocess.run([ROOT / "scripts/pg.sh", "stop", bench.pg_dir], check=False)
