@@ -148,7 +148,10 @@ async fn each_format_passes_its_own_parser() {
         Some("text/plain; version=0.0.4; charset=utf-8")
     );
     assert!(!text.body.contains("# EOF"), "{}", text.body);
-    assert!(text.body.contains("# TYPE task_api_http_requests_total counter"));
+    assert!(
+        text.body
+            .contains("# TYPE task_api_http_requests_total counter")
+    );
     assert!(text.body.contains("# TYPE task_api_build_info gauge"));
     let (ok, said) = run_with_input("promtool", &["check", "metrics"], &text.body);
     assert!(ok, "promtool check metrics: {said}\n{}", text.body);
@@ -163,5 +166,8 @@ async fn each_format_passes_its_own_parser() {
         print(len(families), sorted(f.type for f in families))";
     let (ok, said) = run_with_input(python, &["-c", parse], &openmetrics.body);
     assert!(ok, "OpenMetrics parser: {said}\n{}", openmetrics.body);
-    assert!(said.contains("'counter'") && said.contains("'info'"), "{said}");
+    assert!(
+        said.contains("'counter'") && said.contains("'info'"),
+        "{said}"
+    );
 }
