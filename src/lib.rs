@@ -12,11 +12,12 @@
 //! - [`tasks`]: the task resource: its types and the rules input must keep; no SQL, no HTTP.
 //! - [`store`]: the data path: pool, batched statements, the 5 s budget, the SQL, and
 //!   what database errors mean.
+//! - [`trace`]: OpenTelemetry traces, off by default: spans, sampling, the OTLP export.
 //! - [`http`]: the server: accept loop, routing, handlers, bodies, errors, request ids.
 //! - [`error`]: the process-level errors, their exit codes, and [`error::describe`].
 //!
-//! Imports point one way: `main` → [`http`] → [`store`] → [`tasks`], with [`config`],
-//! [`db`], [`tls`] and [`error`] below them.
+//! Imports point one way: `main` → [`http`] → [`store`] → [`tasks`], with [`trace`],
+//! [`config`], [`db`], [`tls`] and [`error`] below them.
 
 pub mod cli;
 pub mod config;
@@ -30,6 +31,7 @@ pub mod shutdown;
 pub mod store;
 pub mod tasks;
 pub mod tls;
+pub mod trace;
 
 pub use error::Error;
 

@@ -129,7 +129,8 @@ pub fn connector(
     Ok(MakeRustlsConnect::new(config))
 }
 
-fn root_store(roots: &Roots) -> Result<RootCertStore, String> {
+/// The certificates `roots` names (also what an https:// trace collector must chain to).
+pub fn root_store(roots: &Roots) -> Result<RootCertStore, String> {
     let path = match roots {
         Roots::Default | Roots::System => {
             return Ok(RootCertStore {

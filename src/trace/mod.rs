@@ -1,0 +1,240 @@
+//! OpenTelemetry traces, off unless an OTLP endpoint is configured: a server span per
+//! request (router.rs starts it), a client span per database statement (the store's
+//! `Db::run`), and the task-local [`Scope`] that carries a request's span to its
+//! statements, through a batch too. Which traces are kept is sampler.rs's business; the
+//! spans, span.rs's; the wire format, otlp.rs's; sending, export.rs's; the environment,
+//! config.rs's.
+
+pub mod config;
+mod export;
+mod otlp;
+pub mod sampler;
+mod span;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use prometheus_client::registry::Registry;
+
+pub use config::TraceConfig;
+pub use span::{Span, Statement};
+
+use export::Exporter;
+use sampler::Sampler;
+use span::{Kind, Name, Value};
+
+/// A trace's id: 16 bytes, never all zeros.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceId(pub [u8; 16]);
+
+/// A span's id: 8 bytes, never all zeros.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpanId(pub [u8; 8]);
+
+impl TraceId {
+    /// A fresh random id (W3C Trace Context: the rightmost 7 bytes random, which the
+    /// ratio sampler relies on).
+    fn random() -> TraceId {
+        loop {
+            let id: u128 = rand::random();
+            if id != 0 {
+                return TraceId(id.to_be_bytes());
+            }
+        }
+    }
+}
+
+impl SpanId {
+    fn random() -> SpanId {
+        loop {
+            let id: u64 = rand::random();
+            if id != 0 {
+                return SpanId(id.to_be_bytes());
+            }
+        }
+    }
+}
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+    }
+}
+
+impl fmt::Display for SpanId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+    }
+}
+
+/// Where a span sits: its trace, its own id, and whether its trace is sampled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpanContext {
+    /// The trace it belongs to.
+    pub trace_id: TraceId,
+    /// The span itself.
+    pub span_id: SpanId,
+    /// The `sampled` trace flag.
+    pub sampled: bool,
+}
+
+/// What a server span describes: an HTTP request as the semantic conventions name it.
+pub struct ServerRequest {
+    /// `http.request.method`: a known method, or `_OTHER`.
+    pub method: &'static str,
+    /// `http.route`, the route template; `None` when no route matched.
+    pub route: Option<&'static str>,
+    /// `url.path`.
+    pub path: String,
+    /// `network.protocol.version`: `1.0` or `1.1`.
+    pub protocol: &'static str,
+    /// `user_agent.original`, if the client sent one.
+    pub user_agent: Option<String>,
+}
+
+/// Starts spans and hands finished ones to the exporter. Cheap to clone.
+#[derive(Clone)]
+pub struct Tracer(Arc<Exporter>);
+
+impl Tracer {
+    /// Starts the exporter task for `config`, so it must be called inside the tokio
+    /// runtime.
+    pub fn start(config: TraceConfig) -> Tracer {
+        Tracer(Arc::new(Exporter::start(config)))
+    }
+
+    /// The server span of a request whose caller sent `parent` (a valid `traceparent`),
+    /// or `None` when the sampler drops it.
+    pub fn server_span(&self, parent: Option<SpanContext>, request: ServerRequest) -> Option<Span> {
+        let sampler: &Sampler = self.0.sampler();
+        let trace_id = parent.map_or_else(TraceId::random, |parent| parent.trace_id);
+        if !sampler.samples(trace_id, parent.map(|parent| parent.sampled)) {
+            return None;
+        }
+        let mut attributes = Vec::with_capacity(8);
+        attributes.push(("http.request.method", Value::Static(request.method)));
+        attributes.push(("url.scheme", Value::Static("http")));
+        attributes.push(("url.path", Value::Owned(request.path)));
+        if let Some(route) = request.route {
+            attributes.push(("http.route", Value::Static(route)));
+        }
+        attributes.push(("network.protocol.version", Value::Static(request.protocol)));
+        if let Some(agent) = request.user_agent {
+            attributes.push(("user_agent.original", Value::Owned(agent)));
+        }
+        let name = Name::Http {
+            method: request.method,
+            route: request.route,
+        };
+        Some(Span::start(
+            self.clone(),
+            trace_id,
+            parent.map(|parent| (parent.span_id, true)),
+            Kind::Server,
+            name,
+            attributes,
+            Vec::new(),
+        ))
+    }
+
+    /// Registers the exporter's counters: `trace_spans_dropped{reason}` and
+    /// `trace_spans_exported`.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        self.0.register_metrics(registry);
+    }
+
+    /// Exports every span finished so far; gives up at `deadline` (the shutdown timeout).
+    pub async fn flush(&self, deadline: Instant) {
+        self.0.flush(deadline).await;
+    }
+
+    fn finish(&self, span: span::Finished) {
+        self.0.queue(span);
+    }
+}
+
+tokio::task_local! {
+    /// The span the current task's database statements belong to. Set only while
+    /// tracing is on and the request is sampled.
+    static CURRENT: Scope;
+}
+
+/// What a task works for: the span its statements are children of and, for a batched
+/// statement, every traced request it serves.
+#[derive(Clone)]
+pub struct Scope {
+    tracer: Tracer,
+    parent: SpanContext,
+    batch: Option<Batch>,
+}
+
+#[derive(Clone)]
+struct Batch {
+    /// The spans of the traced requests served, each a link.
+    links: Vec<SpanContext>,
+    /// Requests served, traced or not.
+    size: usize,
+}
+
+impl Scope {
+    /// The scope of a batched statement that serves `size` requests, `traced` being the
+    /// scopes of those that are traced: a child of the first (so it shows in a trace),
+    /// linked to each. `None` when none of them is traced.
+    pub fn batch(traced: Vec<Scope>, size: usize) -> Option<Scope> {
+        let first = traced.first()?;
+        Some(Scope {
+            tracer: first.tracer.clone(),
+            parent: first.parent,
+            batch: Some(Batch {
+                links: traced.iter().map(|scope| scope.parent).collect(),
+                size,
+            }),
+        })
+    }
+
+    fn statement(&self, statement: Statement) -> Span {
+        let mut attributes = Vec::with_capacity(4);
+        attributes.push(("db.system.name", Value::Static("postgresql")));
+        attributes.push(("db.operation.name", Value::Static(statement.operation)));
+        if let Some(collection) = statement.collection {
+            attributes.push(("db.collection.name", Value::Static(collection)));
+        }
+        let links = match &self.batch {
+            Some(batch) => {
+                // Semantic conventions: a batch size is never 1.
+                if batch.size > 1 {
+                    let size = i64::try_from(batch.size).unwrap_or(i64::MAX);
+                    attributes.push(("db.operation.batch.size", Value::Int(size)));
+                }
+                batch.links.clone()
+            }
+            None => Vec::new(),
+        };
+        Span::start(
+            self.tracer.clone(),
+            self.parent.trace_id,
+            Some((self.parent.span_id, false)),
+            Kind::Client,
+            Name::Db(statement),
+            attributes,
+            links,
+        )
+    }
+}
+
+/// The current task's scope, if it has one (to hand to another task).
+pub fn current() -> Option<Scope> {
+    CURRENT.try_with(Scope::clone).ok()
+}
+
+/// Runs `work` within `scope`.
+pub async fn within<F: Future>(scope: Scope, work: F) -> F::Output {
+    CURRENT.scope(scope, work).await
+}
+
+/// A client span for `statement`, if the current task has a scope.
+pub fn statement(statement: Statement) -> Option<Span> {
+    CURRENT.try_with(|scope| scope.statement(statement)).ok()
+}
