@@ -12,6 +12,7 @@ use log::LevelFilter;
 use crate::db::DbOptions;
 pub use crate::error::ConfigError;
 use crate::logging::Format;
+use crate::trace::TraceConfig;
 
 /// The listen port when `PORT` is unset.
 pub const DEFAULT_PORT: u16 = 8000;
@@ -50,6 +51,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// `IDEMPOTENCY_KEY_TTL`: how long an Idempotency-Key is remembered.
     pub idempotency_key_ttl: Duration,
+    /// The `OTEL_*` variables: where traces go; `None`: tracing is off.
+    pub tracing: Option<TraceConfig>,
 }
 
 impl Config {
@@ -111,6 +114,7 @@ impl Config {
                 "IDEMPOTENCY_KEY_TTL",
                 DEFAULT_IDEMPOTENCY_KEY_TTL,
             )?,
+            tracing: crate::trace::config::parse(&env)?,
         })
     }
 }
@@ -136,6 +140,7 @@ impl fmt::Debug for Config {
             .field("shutdown_delay", &self.shutdown_delay)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("idempotency_key_ttl", &self.idempotency_key_ttl)
+            .field("tracing", &self.tracing)
             .finish()
     }
 }
@@ -242,6 +247,7 @@ mod tests {
         assert_eq!(config.shutdown_delay, Duration::ZERO);
         assert_eq!(config.shutdown_timeout, Duration::from_secs(8));
         assert_eq!(config.idempotency_key_ttl, Duration::from_secs(86_400));
+        assert!(config.tracing.is_none(), "tracing is off by default");
     }
 
     #[test]
@@ -291,6 +297,14 @@ mod tests {
                 "IDEMPOTENCY_KEY_TTL",
             ),
             (&[("DATABASE_URL", "mysql://x")][..], "DATABASE_URL"),
+            (
+                &[
+                    ("DATABASE_URL", URL),
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+                    ("OTEL_TRACES_SAMPLER", "sometimes"),
+                ][..],
+                "OTEL_TRACES_SAMPLER",
+            ),
             (
                 &[("DATABASE_URL", URL), ("DATABASE_URL_FILE", "/x")][..],
                 "DATABASE_URL_FILE",

@@ -34,6 +34,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::config::Config;
 use crate::error::describe;
 use crate::store::Store;
+use crate::trace::Tracer;
 use crate::{Error, db, logging, migrate, shutdown};
 use conn::{Cut, WriteDeadline};
 
@@ -69,6 +70,8 @@ pub struct App {
     pub metrics: metrics::Metrics,
     /// Set at SIGTERM: `/ready` fails, and every response says `connection: close`.
     pub stopping: AtomicBool,
+    /// Where spans go; `None`: tracing is off.
+    pub tracer: Option<Tracer>,
 }
 
 impl App {
@@ -80,7 +83,7 @@ impl App {
 
 /// `task-api serve`: wait for the database, migrate, listen, serve until SIGTERM or
 /// SIGINT, drain, close the store.
-pub fn run(config: Config) -> Result<(), Error> {
+pub fn run(mut config: Config) -> Result<(), Error> {
     logging::init(&config.log_filter, config.log_format);
     log::info!("task-api {} starting with {config:?}", crate::VERSION);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -115,11 +118,16 @@ pub fn run(config: Config) -> Result<(), Error> {
         };
         let mut metrics = metrics::Metrics::new(applied, config.pool_size);
         store.register_metrics(metrics.registry_mut());
+        let tracer = config.tracing.take().map(Tracer::start);
+        if let Some(tracer) = &tracer {
+            tracer.register_metrics(metrics.registry_mut());
+        }
         let stopping = AtomicBool::new(false);
         let app = Arc::new(App {
             store,
             metrics,
             stopping,
+            tracer,
         });
         serve(listener, app.clone(), signals, limits).await;
         app.store.close();
@@ -157,7 +165,8 @@ async fn start(config: &Config) -> Result<(Store, TcpListener, usize), Error> {
 /// Serves `listener` until `shutdown` completes; then `/ready` fails and responses say
 /// `connection: close` while it goes on serving for `limits.delay`; then it stops
 /// accepting and gives in-flight requests up to `limits.drain` to finish. Idle
-/// keep-alive connections close at once.
+/// keep-alive connections close at once. Spans not yet exported are sent in what is
+/// left of `limits.drain`.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
@@ -222,11 +231,15 @@ pub async fn serve(
         }
     }
     drop(listener); // stop accepting; in-flight requests carry on
+    let drained_by = std::time::Instant::now() + limits.drain;
     if tokio::time::timeout(limits.drain, graceful.shutdown())
         .await
         .is_err()
     {
         log::warn!("connections still open after {:?}; exiting", limits.drain);
+    }
+    if let Some(tracer) = &app.tracer {
+        tracer.flush(drained_by).await;
     }
 }
 

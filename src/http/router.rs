@@ -1,5 +1,6 @@
 //! Turns a request into one handler call: the path parsed once into a [`Route`], then
-//! one `match` on (route, method), with 404 and 405 + `allow` (spec §2). Reading
+//! one `match` on (route, method), with 404 and 405 + `allow` (spec §2). With tracing
+//! on, the request runs inside its server span, whose scope its statements see. Reading
 //! bodies is body.rs's job; the request id and the access-log line are request_id.rs's.
 
 use std::convert::Infallible;
@@ -8,8 +9,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hyper::body::Incoming;
-use hyper::header::{CONNECTION, HeaderValue};
-use hyper::{Method, Request, Response};
+use hyper::header::{CONNECTION, HeaderValue, USER_AGENT};
+use hyper::{Method, Request, Response, Version};
 
 use super::access::Access;
 use super::conn::Cut;
@@ -18,6 +19,7 @@ use super::response::Body;
 use super::{App, body, conditional, handlers, idempotency, request_id, trace};
 use crate::store::NewCreate;
 use crate::tasks::{ListQuery, NewTask, TaskPatch, parse_id};
+use crate::trace::{ServerRequest, Tracer};
 
 /// Where a path leads: the API's one route table.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -93,12 +95,86 @@ impl fmt::Display for NoAnswer {
 impl std::error::Error for NoAnswer {}
 
 /// The service function: route, render any error, stamp the request id, log one
-/// line, count it.
+/// line, count it; with tracing on, within the request's server span.
 pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Result<Response<Body>, NoAnswer> {
+    match &app.tracer {
+        // Tracing off costs this one branch: no span, no id, no scope.
+        None => answer(&app, request, None).await,
+        // Boxed: the traced future's extra state stays out of every untraced request's.
+        Some(tracer) => Box::pin(traced(&app, tracer, request)).await,
+    }
+}
+
+/// A request with tracing on: its server span (unless the sampler drops it), the
+/// scope in which its statements are the span's children, and the span's trace id in
+/// the access line.
+async fn traced(
+    app: &Arc<App>,
+    tracer: &Tracer,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, NoAnswer> {
+    let parent = trace::parent(request.headers());
+    let Some(span) = tracer.server_span(parent, server_request(&request)) else {
+        return answer(app, request, None).await;
+    };
+    let trace_id = span.context().trace_id.to_string();
+    let answered = crate::trace::within(span.scope(), answer(app, request, Some(trace_id))).await;
+    match &answered {
+        Ok(response) => span.answered(response.status().as_u16()),
+        Err(NoAnswer) => {
+            let mut span = span;
+            span.failed("outcome_unknown".into(), NoAnswer.to_string());
+        }
+    }
+    answered
+}
+
+/// A request as its server span describes it (HTTP semantic conventions).
+fn server_request(request: &Request<Incoming>) -> ServerRequest {
+    let path = request.uri().path();
+    let method = match *request.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::PUT => "PUT",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        // Clients cannot mint span names: every other method is `_OTHER`.
+        _ => "_OTHER",
+    };
+    ServerRequest {
+        method,
+        route: match Route::parse(path) {
+            Route::Unmatched => None,
+            route => Some(route.label()),
+        },
+        path: path.to_owned(),
+        protocol: match request.version() {
+            Version::HTTP_10 => "1.0",
+            _ => "1.1",
+        },
+        user_agent: request
+            .headers()
+            .get(USER_AGENT)
+            .and_then(|agent| agent.to_str().ok())
+            .map(str::to_owned),
+    }
+}
+
+/// Routes, answers and logs a request; `traced_id` is its span's trace id, when it
+/// has a span.
+async fn answer(
+    app: &Arc<App>,
+    request: Request<Incoming>,
+    traced_id: Option<String>,
+) -> Result<Response<Body>, NoAnswer> {
     let started = Instant::now();
     let _in_flight = app.metrics.in_flight();
     let id = request_id::of(request.headers());
-    let trace_id = trace::trace_id(request.headers()).map(str::to_owned);
+    let trace_id = traced_id.or_else(|| trace::trace_id(request.headers()).map(str::to_owned));
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let route = Route::parse(&path);
@@ -109,7 +185,7 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Result<Respons
         trace_id: trace_id.as_deref(),
         started,
     };
-    let mut response = match dispatch(&app, route, request).await {
+    let mut response = match dispatch(app, route, request).await {
         Ok(response) => response,
         Err(ApiError::OutcomeUnknown(cause)) => {
             access.unanswered(&*cause);
@@ -143,8 +219,14 @@ pub async fn refuse(
     let started = Instant::now();
     let id = request_id::of(request.headers());
     let route = Route::parse(request.uri().path());
+    let span = app.tracer.as_ref().and_then(|tracer| {
+        tracer.server_span(trace::parent(request.headers()), server_request(&request))
+    });
     let mut response = ApiError::Overloaded.into_response(&id);
     let status = response.status();
+    if let Some(span) = span {
+        span.answered(status.as_u16());
+    }
     let access = Access {
         method: request.method(),
         path: request.uri().path(),

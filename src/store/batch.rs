@@ -3,6 +3,8 @@
 //! a one-row lookup or insert on the round trip and the commit, not on the row, so one
 //! statement for many requests costs far less than a statement each (the README's
 //! Performance section has the numbers). What each batch runs is store/mod.rs's choice.
+//! A traced request's scope travels with its job, so the batch's statement span can
+//! link to every request it serves.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use super::StoreError;
 use super::budget::Deadline;
 use super::outcome::OutOfTime;
+use crate::trace::{self, Scope};
 
 /// Most requests one statement serves.
 pub const MAX_BATCH: usize = 128;
@@ -30,7 +33,10 @@ pub const MAX_QUEUED: usize = 16 * MAX_BATCH;
 pub const LANES: usize = 2;
 
 type Answer<T> = Result<T, StoreError>;
-type Job<I, T> = (I, Deadline, oneshot::Sender<Answer<T>>);
+/// A request's input, its deadline, where its answer goes, and its trace scope (if it
+/// is traced: the dispatcher runs batches in a task of its own, so the scope travels
+/// with the job).
+type Job<I, T> = (I, Deadline, oneshot::Sender<Answer<T>>, Option<Scope>);
 
 /// A queue in front of one batched query: `run` gets the inputs of a batch, and the
 /// earliest deadline among them, and answers them in the same order, one answer per
@@ -68,7 +74,7 @@ impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
         let (reply, answer) = oneshot::channel();
         let stopped = || StoreError::internal("batch dispatcher stopped");
         self.queue
-            .send((input, deadline, reply))
+            .send((input, deadline, reply, trace::current()))
             .map_err(|_| stopped())?;
         answer.await.unwrap_or_else(|_| Err(stopped()))
     }
@@ -105,7 +111,8 @@ async fn dispatch<I, T, F, Fut>(
         // A client that left is not served: no row is read or written for nobody.
         // One whose time is up fails now, before anything is sent for it.
         let (mut inputs, mut replies, mut deadline) = (Vec::new(), Vec::new(), None);
-        for (input, due, reply) in jobs.drain(..) {
+        let mut traced = Vec::new();
+        for (input, due, reply, scope) in jobs.drain(..) {
             if reply.is_closed() {
                 continue;
             }
@@ -116,13 +123,19 @@ async fn dispatch<I, T, F, Fut>(
             deadline = Some(deadline.map_or(due, |earliest: Deadline| earliest.min(due)));
             inputs.push(input);
             replies.push(reply);
+            traced.extend(scope);
         }
         let Some(deadline) = deadline else {
             continue;
         };
+        // The statement's span: a child of the first traced request, linked to each.
+        let scope = Scope::batch(traced, inputs.len());
         let answers = run(inputs, deadline);
         tokio::spawn(async move {
-            let answers = answers.await;
+            let answers = match scope {
+                Some(scope) => trace::within(scope, answers).await,
+                None => answers.await,
+            };
             if answers.len() != replies.len() {
                 log::error!(
                     "a batch of {} got {} answers; failing all of them",

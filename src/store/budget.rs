@@ -17,6 +17,7 @@ use super::outcome::{self, OutOfTime, StoreError};
 use super::sql;
 use crate::db::DbOptions;
 use crate::error::describe;
+use crate::trace::{self, Statement};
 
 /// How long a request may wait for the database before it fails (spec §2).
 pub const REQUEST_BUDGET: Duration = Duration::from_secs(5);
@@ -167,7 +168,38 @@ impl Db {
     /// no good any more (a server read-only after a failover, or shutting down) is
     /// dropped too; on a read-only one, so are the pool's idle ones, which may well be
     /// on the same server: new ones go to whichever host is the primary now.
+    ///
+    /// When the task has a trace scope (a traced request, or a batch serving one),
+    /// `statement` names the client span that covers it all, the wait included.
     pub async fn run<T>(
+        &self,
+        statement: Statement,
+        deadline: Deadline,
+        effect: Effect,
+        work: impl AsyncFnOnce(&Client) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, Failure> {
+        let span = trace::statement(statement);
+        let result = self.attempt(deadline, effect, work).await;
+        if let Some(mut span) = span
+            && let Err(failure) = &result
+        {
+            match failure {
+                Failure::Statement(err) => {
+                    // Semantic conventions: the SQLSTATE is the error's type.
+                    let code = err.code().map(|code| code.code().to_owned());
+                    if let Some(code) = &code {
+                        span.set_text("db.response.status_code", code.clone());
+                    }
+                    let kind = code.unwrap_or_else(|| "connection".to_owned());
+                    span.failed(kind, describe(err));
+                }
+                Failure::Other(err) => span.failed(err.kind().to_owned(), err.to_string()),
+            }
+        }
+        result
+    }
+
+    async fn attempt<T>(
         &self,
         deadline: Deadline,
         effect: Effect,

@@ -14,6 +14,7 @@ use super::batch::Batcher;
 use super::budget::{self, Db, Deadline, Effect, Failure};
 use super::{Change, Precondition, StoreError, outcome, sql};
 use crate::tasks::{Task, TaskPatch};
+use crate::trace::Statement;
 
 /// A `PATCH`: the task, the change, and what the client expects of it.
 #[derive(Debug)]
@@ -34,6 +35,8 @@ pub struct Delete {
 pub trait ById: Sized + Send + Sync + 'static {
     /// What the statement gives back for a task it changed.
     type Done: Clone + Send + 'static;
+    /// The statement, as its trace span names it.
+    const STATEMENT: Statement;
     /// The task it changes.
     fn id(&self) -> i64;
     /// What the client expects of the task (`If-Match`).
@@ -48,6 +51,7 @@ pub trait ById: Sized + Send + Sync + 'static {
 
 impl ById for Update {
     type Done = Task;
+    const STATEMENT: Statement = sql::UPDATE_TASKS;
 
     fn id(&self) -> i64 {
         self.id
@@ -67,6 +71,7 @@ impl ById for Update {
 
 impl ById for Delete {
     type Done = ();
+    const STATEMENT: Statement = sql::DELETE_TASKS;
 
     fn id(&self) -> i64 {
         self.id
@@ -156,5 +161,5 @@ async fn together<C: ById>(
             .map(|answer| answer.expect("every change answered"))
             .collect())
     };
-    db.run(deadline, Effect::Writes, work).await
+    db.run(C::STATEMENT, deadline, Effect::Writes, work).await
 }

@@ -56,7 +56,9 @@ type Answers = Result<Vec<Result<Creation, StoreError>>, Failure>;
 async fn unkeyed(db: &Db, deadline: Deadline, creates: &[NewCreate]) -> Answers {
     let new: Vec<&NewTask> = creates.iter().map(|create| &create.task).collect();
     let insert = async |client: &Client| sql::insert_many(client, &new).await;
-    let tasks = db.run(deadline, Effect::Writes, insert).await?;
+    let tasks = db
+        .run(sql::INSERT_TASKS, deadline, Effect::Writes, insert)
+        .await?;
     Ok(answer_in_order(&new, tasks))
 }
 

@@ -99,7 +99,9 @@ pub async fn create(
         }
         Ok(answers)
     };
-    let answers = db.run(deadline, Effect::Writes, work).await?;
+    let answers = db
+        .run(sql::INSERT_TASKS, deadline, Effect::Writes, work)
+        .await?;
     Ok(creates
         .iter()
         .enumerate()
@@ -151,7 +153,10 @@ pub fn prune_expired(db: Arc<Db>, ttl: Duration) {
             loop {
                 let prune =
                     async |client: &Client| sql::prune_keys(client, ttl_secs, PRUNE_BATCH).await;
-                match db.run(Deadline::start(), Effect::Writes, prune).await {
+                match db
+                    .run(sql::DELETE_KEYS, Deadline::start(), Effect::Writes, prune)
+                    .await
+                {
                     Ok(count) => {
                         pruned += count;
                         if count < PRUNE_BATCH as u64 {

@@ -218,7 +218,10 @@ impl Store {
         let limit = cursor.left.min(CHUNK_ROWS);
         let list =
             async |client: &_| sql::list(client, cursor.status, cursor.after, limit, offset).await;
-        let tasks = self.db.run(Deadline::start(), Effect::Reads, list).await?;
+        let tasks = self
+            .db
+            .run(sql::SELECT_TASKS, Deadline::start(), Effect::Reads, list)
+            .await?;
         let left = cursor.left - tasks.len() as i64;
         let more = match tasks.last() {
             Some(last) if tasks.len() as i64 == limit && left > 0 => Some(Cursor {
@@ -272,7 +275,7 @@ impl Store {
             }))
         };
         let deadline = Deadline::after(budget);
-        match self.db.run(deadline, Effect::Reads, ping).await {
+        match self.db.run(sql::SHOW, deadline, Effect::Reads, ping).await {
             Ok(false) => Health::Ok,
             Ok(true) => Health::Failed(
                 "read-only",
@@ -347,7 +350,7 @@ fn finder(db: Arc<Db>, lanes: usize, sizes: Histogram) -> Batcher<i64, Option<Ta
         async move {
             let find = async |client: &_| sql::find_many(client, &ids).await;
             match db
-                .run(deadline, Effect::Reads, find)
+                .run(sql::SELECT_TASKS, deadline, Effect::Reads, find)
                 .await
                 .map_err(StoreError::from)
             {

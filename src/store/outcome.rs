@@ -47,6 +47,17 @@ impl StoreError {
     pub fn unknown(message: impl Into<String>) -> StoreError {
         StoreError::Unknown(Arc::new(Message(message.into())))
     }
+
+    /// Its kind in one word, as a span's `error.type` gives it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::Refused(_) => "refused",
+            StoreError::Unknown(_) => "outcome_unknown",
+            StoreError::Busy => "busy",
+            StoreError::Internal(_) => "internal",
+        }
+    }
 }
 
 /// The request's budget ran out before the database could serve it: nothing of it

@@ -13,6 +13,7 @@ use tokio_postgres::types::{FromSql, ToSql, Type};
 use super::Precondition;
 use super::change::{Delete, Update};
 use crate::tasks::{NewTask, Status, Task};
+use crate::trace::Statement;
 
 /// Whether statements go unnamed (`DATABASE_STATEMENTS=unnamed`, or once a pooler
 /// was found to lose prepared ones): parsed with each execution, in the same round
@@ -28,6 +29,37 @@ pub fn unnamed() -> bool {
 pub fn use_unnamed() {
     UNNAMED.store(true, Ordering::Relaxed);
 }
+
+/// `SELECT … FROM tasks`, as its trace span names it (`Db::run`).
+pub const SELECT_TASKS: Statement = Statement {
+    operation: "SELECT",
+    collection: Some("tasks"),
+};
+/// `INSERT INTO tasks`, keys or not.
+pub const INSERT_TASKS: Statement = Statement {
+    operation: "INSERT",
+    collection: Some("tasks"),
+};
+/// `UPDATE tasks`.
+pub const UPDATE_TASKS: Statement = Statement {
+    operation: "UPDATE",
+    collection: Some("tasks"),
+};
+/// `DELETE FROM tasks`.
+pub const DELETE_TASKS: Statement = Statement {
+    operation: "DELETE",
+    collection: Some("tasks"),
+};
+/// Pruning `idempotency_keys`.
+pub const DELETE_KEYS: Statement = Statement {
+    operation: "DELETE",
+    collection: Some("idempotency_keys"),
+};
+/// `/ready`'s `SHOW transaction_read_only`.
+pub const SHOW: Statement = Statement {
+    operation: "SHOW",
+    collection: None,
+};
 
 /// A statement, and the types of its parameters (what an unnamed one needs).
 pub struct Sql {

@@ -15,3 +15,4 @@ mod retries;
 mod running;
 mod tasks;
 mod tls;
+mod tracing;

@@ -17,17 +17,18 @@ use crate::helpers::{
 };
 
 /// The PEM files of a test PKI: a CA, a server certificate it issued for the DNS name
-/// `localhost` (not for 127.0.0.1), and an unrelated CA. Removed on drop.
-struct TestPki {
+/// `localhost` (not for 127.0.0.1), and an unrelated CA. Removed on drop. The tracing
+/// tests' https:// collector uses it too.
+pub struct TestPki {
     dir: PathBuf,
-    ca: PathBuf,
+    pub ca: PathBuf,
     other_ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
 }
 
 impl TestPki {
-    fn new() -> TestPki {
+    pub fn new() -> TestPki {
         let dir = std::env::temp_dir().join(unique("task-api-tls"));
         std::fs::create_dir_all(&dir).expect("create the PKI directory");
         let ca = certificate_authority("task-api test CA");
