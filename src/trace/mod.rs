@@ -3,9 +3,10 @@
 //! `Db::run`), and the task-local [`Scope`] that carries a request's span to its
 //! statements, through a batch too. Which traces are kept is sampler.rs's business; the
 //! spans, span.rs's; the wire format, otlp.rs's; sending, export.rs's; the environment,
-//! config.rs's.
+//! config.rs's, and the collector's URL, endpoint.rs's.
 
 pub mod config;
+mod endpoint;
 mod export;
 mod otlp;
 pub mod sampler;
