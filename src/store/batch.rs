@@ -8,7 +8,8 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -21,10 +22,20 @@ use crate::trace::{self, Scope};
 pub const MAX_BATCH: usize = 128;
 
 /// Requests queued for one query, not yet taken by a lane, past which the next is
-/// turned away at once (503, `retry-after`): sixteen full batches per lane are more
-/// than the database gets through in the time a request should wait. Past capacity,
-/// load is shed fast; no request waits out its budget in a queue that cannot drain.
-pub const MAX_QUEUED: usize = 16 * MAX_BATCH;
+/// turned away at once (503, `retry-after`) whatever the queue's pace: the last
+/// resort (each client connection has one request in flight at most, so the
+/// connection limit bounds the queue before this does).
+pub const MAX_QUEUED: usize = 64 * MAX_BATCH;
+
+/// How long a request may wait in the queue before newcomers are turned away (503,
+/// `retry-after`), once more than a full batch per lane is queued. Past capacity,
+/// load is shed fast, by how long requests wait rather than how many do: a queue
+/// the database drains quickly may be long; one that drains slowly, or not at all,
+/// turns newcomers away, and no request waits out its budget in it. Not less: 4,096
+/// clients in a closed loop wait about 90 ms here (README, Performance), and a client
+/// turned away comes straight back, so shedding at 50 ms served a fifth as many
+/// (9.7k/s against 44k/s in `make bench`'s overload run).
+pub const SHED_AFTER: Duration = Duration::from_millis(250);
 
 /// Batches of one query in flight at once, each on its own pooled connection. Two
 /// beat one, four and eight in paired runs (README, Performance): fewer lanes
@@ -36,15 +47,75 @@ type Answer<T> = Result<T, StoreError>;
 /// A request's input, its deadline, where its answer goes, and its trace scope (if it
 /// is traced: the dispatcher runs batches in a task of its own, so the scope travels
 /// with the job).
-type Job<I, T> = (I, Deadline, oneshot::Sender<Answer<T>>, Option<Scope>);
+type Job<I, T> = (
+    I,
+    Deadline,
+    oneshot::Sender<Answer<T>>,
+    Option<Scope>,
+    Instant,
+);
+
+/// How the queue moves, for admission: how many wait, how long the oldest of the last
+/// batch taken had waited, and since when the queue has not moved (the last take, or
+/// the moment it stopped being empty), both as microseconds since `epoch`.
+struct Pace {
+    queued: AtomicUsize,
+    waited: AtomicU64,
+    still_since: AtomicU64,
+    epoch: Instant,
+}
+
+impl Pace {
+    fn new() -> Self {
+        Pace {
+            queued: AtomicUsize::new(0),
+            waited: AtomicU64::new(0),
+            still_since: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn micros(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_micros() as u64
+    }
+
+    /// Counts a newcomer in, or turns it away: the queue is full, or longer than a
+    /// batch per lane and either its last batch waited past [`SHED_AFTER`] or it has
+    /// not moved for that long.
+    fn admit(&self, now: Instant) -> bool {
+        let before = self.queued.fetch_add(1, Ordering::Relaxed);
+        if before == 0 {
+            self.still_since.store(self.micros(now), Ordering::Relaxed);
+        }
+        let shed = before >= MAX_QUEUED
+            || (before > LANES * MAX_BATCH && {
+                let limit = SHED_AFTER.as_micros() as u64;
+                let since = self.still_since.load(Ordering::Relaxed);
+                let still = self.micros(now).saturating_sub(since);
+                self.waited.load(Ordering::Relaxed) > limit || still > limit
+            });
+        if shed {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        !shed
+    }
+
+    /// A lane took `taken` jobs `now`, the oldest queued at `oldest`.
+    fn took(&self, taken: usize, oldest: Instant, now: Instant) {
+        self.queued.fetch_sub(taken, Ordering::Relaxed);
+        let waited = now.saturating_duration_since(oldest).as_micros() as u64;
+        self.waited.store(waited, Ordering::Relaxed);
+        self.still_since.store(self.micros(now), Ordering::Relaxed);
+    }
+}
 
 /// A queue in front of one batched query: `run` gets the inputs of a batch, and the
 /// earliest deadline among them, and answers them in the same order, one answer per
 /// input.
 pub struct Batcher<I, T> {
     queue: mpsc::UnboundedSender<Job<I, T>>,
-    /// Jobs queued and not yet taken by a lane.
-    queued: Arc<AtomicUsize>,
+    /// Jobs queued and not yet taken by a lane, and how fast they are taken.
+    pace: Arc<Pace>,
 }
 
 impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
@@ -56,25 +127,25 @@ impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
         Fut: Future<Output = Vec<Answer<T>>> + Send + 'static,
     {
         let (queue, jobs) = mpsc::unbounded_channel();
-        let queued = Arc::new(AtomicUsize::new(0));
+        let pace = Arc::new(Pace::new());
         let lanes = Arc::new(Semaphore::new(lanes));
-        tokio::spawn(dispatch(jobs, queued.clone(), lanes, run));
-        Batcher { queue, queued }
+        tokio::spawn(dispatch(jobs, pace.clone(), lanes, run));
+        Batcher { queue, pace }
     }
 
     /// Queues `input` and waits for its answer, due by `deadline`. A caller that stops
     /// waiting (its client left) before its batch starts is not run; one whose
-    /// deadline has passed by then fails as unavailable, unrun. With [`MAX_QUEUED`]
-    /// waiting already, it is turned away at once, as busy.
+    /// deadline has passed by then fails as unavailable, unrun. When the queue is past
+    /// capacity ([`SHED_AFTER`], [`MAX_QUEUED`]), it is turned away at once, as busy.
     pub async fn submit(&self, input: I, deadline: Deadline) -> Answer<T> {
-        if self.queued.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUED {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
+        let now = Instant::now();
+        if !self.pace.admit(now) {
             return Err(StoreError::Busy);
         }
         let (reply, answer) = oneshot::channel();
         let stopped = || StoreError::internal("batch dispatcher stopped");
         self.queue
-            .send((input, deadline, reply, trace::current()))
+            .send((input, deadline, reply, trace::current(), now))
             .map_err(|_| stopped())?;
         answer.await.unwrap_or_else(|_| Err(stopped()))
     }
@@ -87,7 +158,7 @@ impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
 /// exactly as much as the database is slow.
 async fn dispatch<I, T, F, Fut>(
     mut queue: mpsc::UnboundedReceiver<Job<I, T>>,
-    queued: Arc<AtomicUsize>,
+    pace: Arc<Pace>,
     lanes: Arc<Semaphore>,
     run: F,
 ) where
@@ -107,12 +178,12 @@ async fn dispatch<I, T, F, Fut>(
         if taken == 0 {
             return; // the Batcher is gone and the queue is empty
         }
-        queued.fetch_sub(taken, Ordering::Relaxed);
+        pace.took(taken, jobs[0].4, Instant::now());
         // A client that left is not served: no row is read or written for nobody.
         // One whose time is up fails now, before anything is sent for it.
         let (mut inputs, mut replies, mut deadline) = (Vec::new(), Vec::new(), None);
         let mut traced = Vec::new();
-        for (input, due, reply, scope) in jobs.drain(..) {
+        for (input, due, reply, scope, _) in jobs.drain(..) {
             if reply.is_closed() {
                 continue;
             }
@@ -278,27 +349,61 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn past_max_queued_a_request_is_turned_away_at_once() {
+    async fn a_queue_that_does_not_move_turns_newcomers_away_at_once() {
         let batcher = Arc::new(Batcher::new(1, |inputs: Vec<u32>, _| async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            tokio::time::sleep(SHED_AFTER * 4).await;
             answered(inputs)
         }));
-        // One lane, busy: the rest queue, and past MAX_QUEUED they are turned away.
-        let waiters: Vec<_> = (0..(MAX_QUEUED + 50) as u32)
+        // One lane, stuck on its first batch (of up to MAX_BATCH): a batch per lane and
+        // more queue behind it, all taken in.
+        let queued = ((LANES + 1) * MAX_BATCH + 2) as u32;
+        let waiters: Vec<_> = (0..queued)
             .map(|n| {
                 let batcher = batcher.clone();
                 tokio::spawn(async move { batcher.submit(n, Deadline::start()).await })
             })
             .collect();
-        let (mut served, mut busy) = (0, 0);
+        tokio::time::sleep(SHED_AFTER * 2).await;
+        // The queue has not moved for longer than SHED_AFTER: the next is turned away.
+        let started = Instant::now();
+        let late = batcher.submit(queued, Deadline::start()).await;
+        assert!(matches!(late, Err(StoreError::Busy)), "{late:?}");
+        assert!(
+            started.elapsed() < SHED_AFTER,
+            "turned away only after {:?}",
+            started.elapsed()
+        );
         for waiter in waiters {
-            match waiter.await.unwrap() {
-                Ok(_) => served += 1,
-                Err(StoreError::Busy) => busy += 1,
-                Err(other) => panic!("{other}"),
-            }
+            assert!(waiter.await.unwrap().is_ok());
         }
-        assert!((49..=50).contains(&busy), "{busy} turned away");
-        assert_eq!(served + busy, MAX_QUEUED + 50);
+        // Once it moves again, a newcomer is served.
+        assert_eq!(batcher.submit(7, Deadline::start()).await.ok(), Some(7));
+    }
+
+    #[test]
+    fn admission_sheds_by_how_long_the_queue_waits_and_how_long_it_is() {
+        let pace = Pace::new();
+        let now = pace.epoch + Duration::from_secs(1);
+        // Fast-moving: a long queue is fine, up to MAX_QUEUED.
+        pace.took(0, now, now);
+        assert!((0..MAX_QUEUED).all(|_| pace.admit(now)));
+        assert!(!pace.admit(now), "past MAX_QUEUED");
+        // Its last batch waited too long: past a batch per lane, newcomers are shed ...
+        pace.took(
+            MAX_QUEUED - LANES * MAX_BATCH - 1,
+            now - SHED_AFTER * 2,
+            now,
+        );
+        assert!(!pace.admit(now));
+        // ... but a short queue is never shed.
+        pace.took(MAX_BATCH, now, now);
+        pace.waited.store(u64::MAX, Ordering::Relaxed);
+        assert!(pace.admit(now));
+        // Not moved for longer than SHED_AFTER, with a long queue: shed.
+        let pace = Pace::new();
+        let start = pace.epoch + Duration::from_secs(1);
+        assert!((0..=LANES * MAX_BATCH).all(|_| pace.admit(start)));
+        assert!(pace.admit(start + SHED_AFTER / 2));
+        assert!(!pace.admit(start + SHED_AFTER * 2));
     }
 }

@@ -193,3 +193,51 @@ async fn only_a_refused_row_is_retried_alone_and_other_failures_fail_once() {
         "fell back row by row:\n{output}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn past_capacity_a_newcomer_is_turned_away_at_once_and_nothing_is_lost() {
+    let app = spawn_app().await;
+    slow_down(&app, "INSERT", 3.0).await;
+    // Creates stuck behind a stalled insert: both lanes busy, and more than a batch per
+    // lane queued behind them.
+    let stuck: Vec<_> = (0..600)
+        .map(|n| tokio::spawn(post_task(app.addr, json!({"title": format!("stuck {n}")}))))
+        .collect();
+    // The queue has not moved for longer than the server lets a request wait in it.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let started = Instant::now();
+    let newcomer = post_task(app.addr, json!({"title": "newcomer"})).await;
+    let took = started.elapsed();
+    assert_eq!(newcomer.status, 503, "{}", newcomer.body);
+    assert_eq!(newcomer.header("retry-after"), Some("1"));
+    assert!(
+        newcomer.detail().contains("capacity"),
+        "{}",
+        newcomer.detail()
+    );
+    assert!(took < Duration::from_secs(1), "turned away after {took:?}");
+    // The ones already queued get their verdict, and each verdict holds.
+    let client = app.db.client().await;
+    for (n, waiter) in stuck.into_iter().enumerate() {
+        let response = waiter.await.unwrap();
+        let stored: i64 = client
+            .query_one(
+                "SELECT count(*) FROM tasks WHERE title = $1",
+                &[&format!("stuck {n}")],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        match response.status {
+            201 => assert_eq!(stored, 1, "stuck {n}: 201 but not stored"),
+            503 => assert_eq!(stored, 0, "stuck {n}: 503 but stored"),
+            other => panic!("stuck {n}: {other} {}", response.body),
+        }
+    }
+    let newcomer_stored: i64 = client
+        .query_one("SELECT count(*) FROM tasks WHERE title = 'newcomer'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(newcomer_stored, 0);
+}
