@@ -35,13 +35,14 @@ pub fn if_match(headers: &HeaderMap) -> Precondition {
 /// Whether `If-None-Match` matches `task` (weak comparison), so a GET gets 304. A
 /// malformed list matches nothing.
 pub fn none_match(headers: &HeaderMap, task: &Task) -> bool {
-    let current = etag(task);
-    let current = current.as_bytes();
     match tags(headers, &IF_NONE_MATCH) {
         Some(Tags::Any) => true,
-        Some(Tags::List(list)) => list
-            .iter()
-            .any(|tag| current.get(1..current.len() - 1) == Some(tag.opaque.as_bytes())),
+        Some(Tags::List(list)) => {
+            let current = etag(task);
+            let current = current.as_bytes();
+            list.iter()
+                .any(|tag| current.get(1..current.len() - 1) == Some(tag.opaque.as_bytes()))
+        }
         None | Some(Tags::Malformed) => false,
     }
 }
