@@ -18,6 +18,8 @@ under wrk, each followed at once by its pgbench twin: the statement the server r
   mixed          70 % get_by_id, 20 % create, 10 % patch   their statements, 70/20/10
   health         GET /health                               —
   overload       get_by_id at 1,024 and 4,096 connections  —
+  pooled         get_by_id and create through PgBouncer    (ratio to the direct rows)
+                 (transaction mode, DATABASE_STATEMENTS=unnamed), a second server
 
 The twins write the server's NULL parameters (no If-Match, no title) as typed NULL literals:
 pgbench cannot bind a NULL. get_304 fetches the seeded tasks' ETags over HTTP before each
@@ -63,7 +65,11 @@ SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "2"))
 CONNECTIONS = [int(c) for c in os.environ.get("BENCH_CONNECTIONS", "64 256").split()]
 SCENARIOS = ["get_by_id", "get_304", "create", "keyed_create", "patch", "delete", "list",
-             "list_status", "mixed", "health", "overload"]
+             "list_status", "mixed", "health", "overload", "pooled"]
+# Not run by the loop over SCENARIOS: runs of their own, after it.
+APART = ("overload", "pooled")
+# What the pooled runs measure through PgBouncer, beside the direct rows.
+POOLED = ["get_by_id", "create"]
 # BENCH_QUICK=1: only get_by_id and create, with their twins (for tuning runs).
 ONLY = (["get_by_id", "create"] if os.environ.get("BENCH_QUICK") == "1"
         else os.environ.get("BENCH_ONLY", ",".join(SCENARIOS)).replace(",", " ").split())
@@ -77,6 +83,7 @@ CURVE_SCENARIOS = ["get_by_id", "create", "patch"]
 # Requests a second a delete run is seeded for (about twice the fastest route's rate).
 DELETE_CEILING = 60_000
 PASSWORD = "bench-pw"
+VIA_PGBOUNCER = "via PgBouncer"
 TICKS = os.sysconf("SC_CLK_TCK")
 THREADS = str(os.cpu_count() or 2)
 SVG = ROOT / "docs/load-latency.svg"
@@ -365,6 +372,7 @@ class Bench:
         self.pg_port = free_port()
         self.api_port = free_port()
         self.server = None
+        self.pooled_server = None
         self.rows = []
         self.results = {}
         self.started = time.perf_counter()
@@ -430,20 +438,39 @@ class Bench:
         return int(self.psql(f"SELECT count(*) FROM {table}"))
 
     # --- task-api ---------------------------------------------------------------------
-    def start_server(self):
-        env = {"PATH": os.environ.get("PATH", ""), "DATABASE_URL": self.url,
-               "HOST": "127.0.0.1", "PORT": str(self.api_port)}
+    def spawn(self, url, port, extra=()):
+        """A server on `port` with DATABASE_URL `url`; its Popen and start time in ms."""
+        env = {"PATH": os.environ.get("PATH", ""), "DATABASE_URL": url,
+               "HOST": "127.0.0.1", "PORT": str(port)}
         env.update(kv.split("=", 1) for kv in os.environ.get("BENCH_ENV", "").split() if "=" in kv)
+        env.update(extra)
         log = open(self.work / "server.log", "ab")
         started = time.perf_counter()
-        self.server = subprocess.Popen([BINARY, "serve"], env=env, stdout=log, stderr=log)
-        ready = wait_healthy(self.api_port, 30)
-        return (ready - started) * 1000, Proc(self.server.pid)
+        server = subprocess.Popen([BINARY, "serve"], env=env, stdout=log, stderr=log)
+        ready = wait_healthy(port, 30)
+        return server, (ready - started) * 1000
+
+    def start_server(self):
+        self.server, cold_ms = self.spawn(self.url, self.api_port)
+        return cold_ms, Proc(self.server.pid)
 
     def stop_server(self):
-        if self.server and self.server.poll() is None:
-            self.server.send_signal(signal.SIGTERM)
-            self.server.wait(timeout=15)
+        for server in (self.server, self.pooled_server):
+            if server and server.poll() is None:
+                server.send_signal(signal.SIGTERM)
+                server.wait(timeout=15)
+
+    def start_pooled(self):
+        """PgBouncer in transaction mode in front of the bench database, and a second
+        server through it: its port and Proc."""
+        bouncer, port = self.work / "pgbouncer", free_port()
+        subprocess.run([ROOT / "scripts/pgbouncer.sh", "start", bouncer, str(port),
+                        str(self.pg_port), "postgres", PASSWORD], check=True)
+        self.bouncer = bouncer
+        url = f"postgres://postgres:{PASSWORD}@127.0.0.1:{port}/bench?sslmode=disable"
+        api_port = free_port()
+        self.pooled_server, _ = self.spawn(url, api_port, {"DATABASE_STATEMENTS": "unnamed"})
+        return api_port, Proc(self.pooled_server.pid)
 
     # --- runs ---------------------------------------------------------------------------
     def lua(self, name, seconds):
@@ -456,23 +483,26 @@ class Bench:
             values["per_thread"] = DELETE_CEILING * seconds // int(THREADS)
         return Template(WRK_SCRIPTS[name]).substitute(values)
 
-    def run_wrk(self, name, connections, seconds):
+    def run_wrk(self, name, connections, seconds, port):
         script = self.work / f"{name}.lua"
         script.write_text(self.lua(name, seconds))
         return subprocess.run(
             ["wrk", "-t", THREADS, "-c", str(connections), "-d", f"{seconds}s", "--timeout", "5s",
-             "--latency", "-s", str(script), f"http://127.0.0.1:{self.api_port}/"],
+             "--latency", "-s", str(script), f"http://127.0.0.1:{port}/"],
             check=True, capture_output=True, text=True).stdout
 
-    def wrk(self, name, connections, proc, seconds=SECONDS, warmup=WARMUP, row=True):
+    def wrk(self, name, connections, proc, seconds=SECONDS, warmup=WARMUP, row=True, via=None):
+        """A scenario under wrk, against the direct server, or `via` (a label and a
+        port) another one."""
+        port = via[1] if via else self.api_port
         if name == "get_304":
-            self.etags = etags(self.api_port)  # patch runs move them
-        self.run_wrk(name, connections, warmup)
-        before = metrics(self.api_port)
+            self.etags = etags(port)  # patch runs move them
+        self.run_wrk(name, connections, warmup, port)
+        before = metrics(port)
         cpu_before = proc.cpu_seconds()
-        result = parse_wrk(self.run_wrk(name, connections, seconds))
+        result = parse_wrk(self.run_wrk(name, connections, seconds, port))
         cpu_after = proc.cpu_seconds()
-        after = metrics(self.api_port)
+        after = metrics(port)
         result["cpu_us"] = (cpu_after - cpu_before) * 1e6 / max(result["requests"], 1)
         statuses = status_counts(after)
         for status, n in status_counts(before).items():
@@ -488,8 +518,9 @@ class Bench:
             result["batch"] = requests / statements if statements else None
         result["peak_rss"] = proc.kib("VmHWM") / 1024
         if row:
-            self.rows.append((f"task-api {name}", connections, result))
-            self.results[name, connections] = result
+            label = f"{name} {via[0]}" if via else name
+            self.rows.append((f"task-api {label}", connections, result))
+            self.results[label, connections] = result
         return result
 
     def pgbench_run(self, name, connections):
@@ -535,8 +566,8 @@ class Bench:
         time.sleep(1)
         idle_kib = proc.kib("VmRSS")
         for connections in CONNECTIONS:
-            for name in SCENARIOS[:-1]:
-                if name not in ONLY:
+            for name in SCENARIOS:
+                if name not in ONLY or name in APART:
                     continue
                 if name == "delete":
                     self.seed_deletes("tasks")
@@ -549,6 +580,11 @@ class Bench:
         if "overload" in ONLY:
             for connections in OVERLOAD:
                 self.wrk("get_by_id", connections, proc)
+        if "pooled" in ONLY:
+            port, pooled = self.start_pooled()
+            for connections in CONNECTIONS:
+                for name in POOLED:
+                    self.wrk(name, connections, pooled, via=(VIA_PGBOUNCER, port))
         self.report(cold_ms, idle_kib / 1024)
         if CURVE:
             self.curve(proc)
@@ -580,6 +616,8 @@ class Bench:
         """A scenario's req/s over its twin's (or its baseline's), and the least wanted."""
         if name in BASELINES:
             other, least = BASELINES[name]
+        elif name.endswith(VIA_PGBOUNCER):  # its cost: no target
+            other, least = name.removesuffix(" " + VIA_PGBOUNCER), None
         else:
             other, least = TWINS[name][0], 1.5 if name == "get_by_id" else 1.0
         mine, theirs = self.results.get((name, connections)), self.results.get((other, connections))
@@ -603,11 +641,13 @@ class Bench:
         ratios = {}
         for connections in CONNECTIONS:
             parts = []
-            for name in SCENARIOS:
-                ratio = self.ratio(name, connections) if name in TWINS or name in BASELINES else None
+            pooled = [f"{name} {VIA_PGBOUNCER}" for name in POOLED]
+            for name in SCENARIOS + pooled:
+                ratio = self.ratio(name, connections) if name in TWINS or name in BASELINES or name in pooled else None
                 if ratio:
                     other, value, least = ratio
-                    ratios.setdefault((name, other, least), []).append((value, connections))
+                    if least is not None:
+                        ratios.setdefault((name, other, least), []).append((value, connections))
                     parts.append(f"{name} ÷ {other} = **{value:.2f}**")
             if parts:
                 print(f"- {connections} connections: " + ", ".join(parts))
@@ -672,6 +712,8 @@ def main():
         bench.run_curve() if sys.argv[1:] == ["curve"] else bench.run()
     finally:
         bench.stop_server()
+        if getattr(bench, "bouncer", None):
+            subprocess.run([ROOT / "scripts/pgbouncer.sh", "stop", bench.bouncer], check=False)
         subprocess.run([ROOT / "scripts/pg.sh", "stop", bench.pg_dir], check=False)
         shutil.rmtree(work, ignore_errors=True)
 
