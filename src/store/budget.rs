@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::outcome::{self, OutOfTime, StoreError};
-use super::sql;
+use super::statement;
 use crate::db::DbOptions;
 use crate::error::describe;
 use crate::trace::{self, Statement};
@@ -136,7 +136,7 @@ impl Db {
                     // Prepared statements mean a direct connection (or a session-mode
                     // pooler): the session may keep a limit of its own. Unnamed ones
                     // mean a pooler may hand the session to anyone: nothing is set.
-                    if !sql::unnamed() {
+                    if !statement::unnamed() {
                         limit(client, POOLED_STATEMENT_TIMEOUT)
                             .await
                             .map_err(HookError::Backend)?;
@@ -219,7 +219,7 @@ impl Db {
             Effect::Reads => deadline.0,
             Effect::Writes => deadline.0 + VERDICT_GRACE,
         };
-        let unnamed = sql::unnamed();
+        let unnamed = statement::unnamed();
         let answer = {
             let client = in_flight.client();
             let verdict = async {
@@ -254,8 +254,8 @@ impl Db {
             }
             Ok(Err(err)) if outcome::spoils_connection(&err) => {
                 in_flight.discard();
-                if outcome::is_lost_statement(&err) && !sql::unnamed() {
-                    sql::use_unnamed();
+                if outcome::is_lost_statement(&err) && !statement::unnamed() {
+                    statement::use_unnamed();
                     log::error!(
                         "a prepared statement was lost between transactions: a connection \
                          pooler in transaction mode (PgBouncer before 1.21, a hosted \
@@ -307,7 +307,7 @@ pub async fn limited<T>(
     statement: impl Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Result<T, StoreError> {
     let timeout = deadline.statement_timeout().ok_or(OutOfTime)?;
-    if sql::unnamed() {
+    if statement::unnamed() {
         // No session limit behind a pooler: Db::run cancels at the deadline.
         return Ok(statement.await?);
     }

@@ -12,7 +12,7 @@ use prometheus_client::metrics::histogram::Histogram;
 
 use super::batch::Batcher;
 use super::budget::{self, Db, Deadline, Effect, Failure};
-use super::{Change, Precondition, StoreError, outcome, sql};
+use super::{Change, Precondition, StoreError, outcome, sql, statement};
 use crate::tasks::{Task, TaskPatch};
 use crate::trace::Statement;
 
@@ -51,7 +51,7 @@ pub trait ById: Sized + Send + Sync + 'static {
 
 impl ById for Update {
     type Done = Task;
-    const STATEMENT: Statement = sql::UPDATE_TASKS;
+    const STATEMENT: Statement = statement::UPDATE_TASKS;
 
     fn id(&self) -> i64 {
         self.id
@@ -71,7 +71,7 @@ impl ById for Update {
 
 impl ById for Delete {
     type Done = ();
-    const STATEMENT: Statement = sql::DELETE_TASKS;
+    const STATEMENT: Statement = statement::DELETE_TASKS;
 
     fn id(&self) -> i64 {
         self.id

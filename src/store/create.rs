@@ -10,7 +10,7 @@ use prometheus_client::metrics::histogram::Histogram;
 
 use super::batch::Batcher;
 use super::budget::{Db, Deadline, Effect, Failure};
-use super::{Creation, NewCreate, StoreError, keys, outcome, sql};
+use super::{Creation, NewCreate, StoreError, keys, outcome, sql, statement};
 use crate::tasks::{NewTask, Task};
 
 /// The batched insert behind [`super::Store::create`]: one statement, so one commit,
@@ -57,7 +57,7 @@ async fn unkeyed(db: &Db, deadline: Deadline, creates: &[NewCreate]) -> Answers 
     let new: Vec<&NewTask> = creates.iter().map(|create| &create.task).collect();
     let insert = async |client: &Client| sql::insert_many(client, &new).await;
     let tasks = db
-        .run(sql::INSERT_TASKS, deadline, Effect::Writes, insert)
+        .run(statement::INSERT_TASKS, deadline, Effect::Writes, insert)
         .await?;
     Ok(answer_in_order(&new, tasks))
 }

@@ -11,7 +11,7 @@ use deadpool_postgres::Client;
 
 use super::budget::{self, Db, Deadline, Effect, Failure};
 use super::sql::{self, HeldKey, Keyed};
-use super::{Creation, NewCreate, StoreError};
+use super::{Creation, NewCreate, StoreError, statement};
 use crate::tasks::Task;
 
 /// Keys pruned by one statement: short, so the rows it locks are few and brief.
@@ -100,7 +100,7 @@ pub async fn create(
         Ok(answers)
     };
     let answers = db
-        .run(sql::INSERT_TASKS, deadline, Effect::Writes, work)
+        .run(statement::INSERT_TASKS, deadline, Effect::Writes, work)
         .await?;
     Ok(creates
         .iter()
@@ -154,7 +154,12 @@ pub fn prune_expired(db: Arc<Db>, ttl: Duration) {
                 let prune =
                     async |client: &Client| sql::prune_keys(client, ttl_secs, PRUNE_BATCH).await;
                 match db
-                    .run(sql::DELETE_KEYS, Deadline::start(), Effect::Writes, prune)
+                    .run(
+                        statement::DELETE_KEYS,
+                        Deadline::start(),
+                        Effect::Writes,
+                        prune,
+                    )
                     .await
                 {
                     Ok(count) => {

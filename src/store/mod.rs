@@ -13,6 +13,7 @@ mod create;
 mod keys;
 mod outcome;
 mod sql;
+mod statement;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -160,7 +161,7 @@ impl Store {
         unnamed_statements: bool,
     ) -> Result<Store, String> {
         if unnamed_statements {
-            sql::use_unnamed();
+            statement::use_unnamed();
         }
         let db = Arc::new(Db::open(db, pool_size)?);
         let lanes = batch::LANES.min(pool_size);
@@ -220,7 +221,12 @@ impl Store {
             async |client: &_| sql::list(client, cursor.status, cursor.after, limit, offset).await;
         let tasks = self
             .db
-            .run(sql::SELECT_TASKS, Deadline::start(), Effect::Reads, list)
+            .run(
+                statement::SELECT_TASKS,
+                Deadline::start(),
+                Effect::Reads,
+                list,
+            )
             .await?;
         let left = cursor.left - tasks.len() as i64;
         let more = match tasks.last() {
@@ -275,7 +281,11 @@ impl Store {
             }))
         };
         let deadline = Deadline::after(budget);
-        match self.db.run(sql::SHOW, deadline, Effect::Reads, ping).await {
+        match self
+            .db
+            .run(statement::SHOW, deadline, Effect::Reads, ping)
+            .await
+        {
             Ok(false) => Health::Ok,
             Ok(true) => Health::Failed(
                 "read-only",
@@ -350,7 +360,7 @@ fn finder(db: Arc<Db>, lanes: usize, sizes: Histogram) -> Batcher<i64, Option<Ta
         async move {
             let find = async |client: &_| sql::find_many(client, &ids).await;
             match db
-                .run(sql::SELECT_TASKS, deadline, Effect::Reads, find)
+                .run(statement::SELECT_TASKS, deadline, Effect::Reads, find)
                 .await
                 .map_err(StoreError::from)
             {

@@ -1,9 +1,9 @@
 //! The SQL: every statement the store runs, the functions that run each on one
 //! connection, and decoding rows into [`Task`]s. Which connection, how many requests a
-//! statement serves and how long it may take are decided in store/mod.rs.
+//! statement serves and how long it may take are decided in store/mod.rs; how a
+//! statement is sent (prepared or unnamed) in store/statement.rs.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use deadpool_postgres::Client;
 use jiff::Timestamp;
@@ -12,96 +12,8 @@ use tokio_postgres::types::{FromSql, ToSql, Type};
 
 use super::Precondition;
 use super::change::{Delete, Update};
+use super::statement::Sql;
 use crate::tasks::{NewTask, Status, Task};
-use crate::trace::Statement;
-
-/// Whether statements go unnamed (`DATABASE_STATEMENTS=unnamed`, or once a pooler
-/// was found to lose prepared ones): parsed with each execution, in the same round
-/// trip, so nothing has to live on one server connection between transactions.
-static UNNAMED: AtomicBool = AtomicBool::new(false);
-
-/// Whether statements go unnamed now.
-pub fn unnamed() -> bool {
-    UNNAMED.load(Ordering::Relaxed)
-}
-
-/// From now on, statements go unnamed.
-pub fn use_unnamed() {
-    UNNAMED.store(true, Ordering::Relaxed);
-}
-
-/// `SELECT … FROM tasks`, as its trace span names it (`Db::run`).
-pub const SELECT_TASKS: Statement = Statement {
-    operation: "SELECT",
-    collection: Some("tasks"),
-};
-/// `INSERT INTO tasks`, keys or not.
-pub const INSERT_TASKS: Statement = Statement {
-    operation: "INSERT",
-    collection: Some("tasks"),
-};
-/// `UPDATE tasks`.
-pub const UPDATE_TASKS: Statement = Statement {
-    operation: "UPDATE",
-    collection: Some("tasks"),
-};
-/// `DELETE FROM tasks`.
-pub const DELETE_TASKS: Statement = Statement {
-    operation: "DELETE",
-    collection: Some("tasks"),
-};
-/// Pruning `idempotency_keys`.
-pub const DELETE_KEYS: Statement = Statement {
-    operation: "DELETE",
-    collection: Some("idempotency_keys"),
-};
-/// `/ready`'s `SHOW transaction_read_only`.
-pub const SHOW: Statement = Statement {
-    operation: "SHOW",
-    collection: None,
-};
-
-/// A statement, and the types of its parameters (what an unnamed one needs).
-pub struct Sql {
-    text: &'static str,
-    types: &'static [Type],
-}
-
-impl Sql {
-    /// Runs the statement: prepared once per connection and cached, or unnamed.
-    async fn query(
-        &self,
-        client: &Client,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>, tokio_postgres::Error> {
-        if unnamed() {
-            return client.query_typed(self.text, &self.typed(params)).await;
-        }
-        let statement = client.prepare_cached(self.text).await?;
-        client.query(&statement, params).await
-    }
-
-    /// Runs the statement for how many rows it touched, as [`Sql::query`] does.
-    async fn execute(
-        &self,
-        client: &Client,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<u64, tokio_postgres::Error> {
-        if unnamed() {
-            return client.execute_typed(self.text, &self.typed(params)).await;
-        }
-        let statement = client.prepare_cached(self.text).await?;
-        client.execute(&statement, params).await
-    }
-
-    fn typed<'a>(&self, params: &[&'a (dyn ToSql + Sync)]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
-        params
-            .iter()
-            .copied()
-            .zip(self.types.iter().cloned())
-            .collect()
-    }
-}
 
 /// The columns every query returns, in [`Task`]'s order (a macro, so `concat!` can
 /// build each statement at compile time).
