@@ -105,7 +105,8 @@ fn answer_in_order(new: &[&NewTask], mut tasks: Vec<Task>) -> Vec<Result<Creatio
         .collect()
 }
 
-/// The row-by-row retry: each create alone, keyed or not, by the same deadline.
+/// The row-by-row retry: each create alone, by the same deadline; only a keyed one
+/// takes the keyed insert, so a create without a key never touches the keys table.
 async fn one_by_one(
     db: &Db,
     deadline: Deadline,
@@ -115,7 +116,11 @@ async fn one_by_one(
     let mut answers = Vec::with_capacity(creates.len());
     for create in creates {
         let alone = std::slice::from_ref(create);
-        let answer = match keyed(db, deadline, key_ttl, alone).await {
+        let inserted = match create.claim {
+            None => unkeyed(db, deadline, alone).await,
+            Some(_) => keyed(db, deadline, key_ttl, alone).await,
+        };
+        let answer = match inserted {
             Ok(mut answer) => answer.pop().expect("one answer for one create"),
             Err(failure) => Err(failure.into()),
         };
