@@ -215,17 +215,23 @@ pub async fn serve(
             }
             signal = &mut shutdown, if stop_accepting.is_none() => {
                 app.stopping.store(true, Ordering::Relaxed);
-                if !limits.delay.is_zero() {
-                    log::info!(
+                match limits.delay.is_zero() {
+                    true => log::info!(
+                        "{signal} received; draining for up to {:?}",
+                        limits.drain
+                    ),
+                    false => log::info!(
                         "{signal} received; /ready fails, serving on for {:?}",
                         limits.delay
-                    );
+                    ),
                 }
                 stop_accepting.set(Some(tokio::time::sleep(limits.delay)));
             }
             () = async { stop_accepting.as_mut().as_pin_mut().expect("set").await },
                 if stop_accepting.is_some() => {
-                log::info!("stopped accepting; draining for up to {:?}", limits.drain);
+                if !limits.delay.is_zero() {
+                    log::info!("stopped accepting; draining for up to {:?}", limits.drain);
+                }
                 break;
             }
         }
