@@ -176,8 +176,14 @@ pid=$(docker inspect -f '{{.State.Pid}}' "$container")
 expect "the process runs as uid 65534" "$(awk '/^Uid:/ {print $2, $3, $4, $5}' "/proc/$pid/status")" "65534 65534 65534 65534"
 expect "the process runs as gid 65534" "$(awk '/^Gid:/ {print $2, $3, $4, $5}' "/proc/$pid/status")" "65534 65534 65534 65534"
 expect "the process has no capabilities" "$(awk '/^CapEff:/ {print $2}' "/proc/$pid/status")" "0000000000000000"
-check "the log says V1 was applied" log_says "applied migration V1__create_tasks"
-expect "refinery_schema_history holds V1" "$(psql_tasks 'SELECT version FROM refinery_schema_history')" "1"
+# Every migration in sql/, each applied once: one log line and one history row apiece.
+migrations=$(printf '%s\n' sql/V*__*.sql | sed 's|^sql/||; s/\.sql$//' | sort -V)
+for migration in $migrations; do
+  check "the log says $migration was applied" log_says "applied migration $migration"
+done
+expect "refinery_schema_history holds each migration once" \
+  "$(psql_tasks 'SELECT version FROM refinery_schema_history ORDER BY version' | paste -sd' ')" \
+  "$(sed 's/^V\([0-9]*\)__.*/\1/' <<<"$migrations" | paste -sd' ')"
 
 say "CRUD over HTTP"
 http POST /tasks '{"title":"ship the image","description":"FROM scratch"}'
