@@ -178,12 +178,15 @@ expect "the process runs as gid 65534" "$(awk '/^Gid:/ {print $2, $3, $4, $5}' "
 expect "the process has no capabilities" "$(awk '/^CapEff:/ {print $2}' "/proc/$pid/status")" "0000000000000000"
 # Every migration in sql/, each applied once: one log line and one history row apiece.
 migrations=$(printf '%s\n' sql/V*__*.sql | sed 's|^sql/||; s/\.sql$//' | sort -V)
+versions=()
 for migration in $migrations; do
   check "the log says $migration was applied" log_says "applied migration $migration"
+  version=${migration%%__*}
+  versions+=("${version#V}")
 done
 expect "refinery_schema_history holds each migration once" \
   "$(psql_tasks 'SELECT version FROM refinery_schema_history ORDER BY version' | paste -sd' ')" \
-  "$(sed 's/^V\([0-9]*\)__.*/\1/' <<<"$migrations" | paste -sd' ')"
+  "${versions[*]}"
 
 say "CRUD over HTTP"
 http POST /tasks '{"title":"ship the image","description":"FROM scratch"}'
