@@ -91,7 +91,7 @@ SVG = ROOT / "docs/load-latency.svg"
 
 # The batched query (src/store/batch.rs, `task_api_db_batch_size`) behind a scenario.
 BATCHED = {"get_by_id": "find", "get_304": "find", "create": "insert", "keyed_create": "insert",
-           "patch": "update", "delete": "delete"}
+           "patch": "update", "delete": "delete", "list": "list", "list_status": "list_status"}
 # The statuses a scenario's requests should get; any other is an error.
 EXPECTED = {"get_by_id": {200}, "get_304": {304}, "create": {201}, "keyed_create": {201},
             "patch": {200}, "delete": {204}, "list": {200}, "list_status": {200},

@@ -59,6 +59,8 @@ type Job<I, T> = (
 /// batch taken had waited, and since when the queue has not moved (the last take, or
 /// the moment it stopped being empty), both as microseconds since `epoch`.
 struct Pace {
+    /// Queued requests past which admission looks at the pace: a full batch per lane.
+    busy: usize,
     queued: AtomicUsize,
     waited: AtomicU64,
     still_since: AtomicU64,
@@ -66,8 +68,9 @@ struct Pace {
 }
 
 impl Pace {
-    fn new() -> Self {
+    fn new(busy: usize) -> Self {
         Pace {
+            busy,
             queued: AtomicUsize::new(0),
             waited: AtomicU64::new(0),
             still_since: AtomicU64::new(0),
@@ -88,7 +91,7 @@ impl Pace {
             self.still_since.store(self.micros(now), Ordering::Relaxed);
         }
         let shed = before >= MAX_QUEUED
-            || (before > LANES * MAX_BATCH && {
+            || (before > self.busy && {
                 let limit = SHED_AFTER.as_micros() as u64;
                 let since = self.still_since.load(Ordering::Relaxed);
                 let still = self.micros(now).saturating_sub(since);
@@ -120,16 +123,41 @@ pub struct Batcher<I, T> {
 
 impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
     /// Starts the dispatcher on the current tokio runtime, with `lanes` batches in
-    /// flight at most. It stops when the `Batcher` is dropped and the queue is empty.
+    /// flight at most, of up to [`MAX_BATCH`] requests. It stops when the `Batcher` is
+    /// dropped and the queue is empty.
     pub fn new<F, Fut>(lanes: usize, run: F) -> Self
     where
         F: Fn(Vec<I>, Deadline) -> Fut + Send + 'static,
         Fut: Future<Output = Vec<Answer<T>>> + Send + 'static,
     {
+        Self::start(lanes, MAX_BATCH, Abandoned::RunOn, run)
+    }
+
+    /// A batcher for reads whose answers are large: batches of up to `most`, so what
+    /// one holds at once stays bounded; and a batch whose clients have all left is
+    /// dropped, which cancels its statement, as a read of their own would be.
+    pub fn for_reads<F, Fut>(lanes: usize, most: usize, run: F) -> Self
+    where
+        F: Fn(Vec<I>, Deadline) -> Fut + Send + 'static,
+        Fut: Future<Output = Vec<Answer<T>>> + Send + 'static,
+    {
+        Self::start(lanes, most, Abandoned::Drop, run)
+    }
+
+    fn start<F, Fut>(lanes: usize, most: usize, abandoned: Abandoned, run: F) -> Self
+    where
+        F: Fn(Vec<I>, Deadline) -> Fut + Send + 'static,
+        Fut: Future<Output = Vec<Answer<T>>> + Send + 'static,
+    {
         let (queue, jobs) = mpsc::unbounded_channel();
-        let pace = Arc::new(Pace::new());
+        let pace = Arc::new(Pace::new(lanes * most));
         let lanes = Arc::new(Semaphore::new(lanes));
-        tokio::spawn(dispatch(jobs, pace.clone(), lanes, run));
+        let batches = Batches {
+            lanes,
+            most,
+            abandoned,
+        };
+        tokio::spawn(dispatch(jobs, pace.clone(), batches, run));
         Batcher { queue, pace }
     }
 
@@ -151,15 +179,32 @@ impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
     }
 }
 
+/// What a batch already running does once every client it serves has left.
+#[derive(Clone, Copy, PartialEq)]
+enum Abandoned {
+    /// Runs to its end: a write's outcome must be known (its budget bounds it).
+    RunOn,
+    /// Is dropped, its statement cancelled: a read for nobody.
+    Drop,
+}
+
+/// How a dispatcher makes batches: how many at once, how large, and what happens to
+/// one nobody waits for any more.
+struct Batches {
+    lanes: Arc<Semaphore>,
+    most: usize,
+    abandoned: Abandoned,
+}
+
 /// The one trick: a free lane is taken *before* jobs are taken from the queue. A
 /// request that finds a lane free runs at once, alone; nothing waits for a batch to
 /// fill. While every lane is busy, requests pile up in the queue, and the lane that
-/// comes free takes all of them (up to [`MAX_BATCH`]) as one batch. So batches grow
+/// comes free takes all of them (up to `most`) as one batch. So batches grow
 /// exactly as much as the database is slow.
 async fn dispatch<I, T, F, Fut>(
     mut queue: mpsc::UnboundedReceiver<Job<I, T>>,
     pace: Arc<Pace>,
-    lanes: Arc<Semaphore>,
+    batches: Batches,
     run: F,
 ) where
     I: Send + 'static,
@@ -167,14 +212,19 @@ async fn dispatch<I, T, F, Fut>(
     F: Fn(Vec<I>, Deadline) -> Fut,
     Fut: Future<Output = Vec<Answer<T>>> + Send + 'static,
 {
-    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    let Batches {
+        lanes,
+        most,
+        abandoned,
+    } = batches;
+    let mut jobs = Vec::with_capacity(most);
     loop {
         let lane = lanes
             .clone()
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        let taken = queue.recv_many(&mut jobs, MAX_BATCH).await;
+        let taken = queue.recv_many(&mut jobs, most).await;
         if taken == 0 {
             return; // the Batcher is gone and the queue is empty
         }
@@ -203,9 +253,18 @@ async fn dispatch<I, T, F, Fut>(
         let scope = Scope::batch(traced, inputs.len());
         let answers = run(inputs, deadline);
         tokio::spawn(async move {
-            let answers = match scope {
-                Some(scope) => trace::within(scope, answers).await,
-                None => answers.await,
+            let answers = async {
+                match scope {
+                    Some(scope) => trace::within(scope, answers).await,
+                    None => answers.await,
+                }
+            };
+            let answers = match abandoned {
+                Abandoned::RunOn => answers.await,
+                Abandoned::Drop => tokio::select! {
+                    answers = answers => answers,
+                    () = all_closed(&mut replies) => return,
+                },
             };
             if answers.len() != replies.len() {
                 log::error!(
@@ -225,6 +284,13 @@ async fn dispatch<I, T, F, Fut>(
             }
             drop(lane);
         });
+    }
+}
+
+/// Done once every reply's receiver is gone: nobody waits for the batch any more.
+async fn all_closed<T>(replies: &mut [oneshot::Sender<T>]) {
+    for reply in replies {
+        reply.closed().await;
     }
 }
 
@@ -380,9 +446,43 @@ mod tests {
         assert_eq!(batcher.submit(7, Deadline::start()).await.ok(), Some(7));
     }
 
+    #[tokio::test]
+    async fn a_read_batch_nobody_waits_for_is_dropped_and_a_write_batch_runs_on() {
+        /// Set when the batch's future is dropped, or when it ran to its end.
+        struct Ends(Arc<Mutex<Vec<&'static str>>>, &'static str);
+        impl Drop for Ends {
+            fn drop(&mut self) {
+                self.0.lock().unwrap().push(self.1);
+            }
+        }
+        let ends = Arc::new(Mutex::new(Vec::new()));
+        let slow = |name: &'static str| {
+            let ends = ends.clone();
+            move |inputs: Vec<u32>, _| {
+                let end = Ends(ends.clone(), name);
+                async move {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    std::mem::forget(end); // ran to its end: not counted as dropped
+                    answered(inputs)
+                }
+            }
+        };
+        let read = Batcher::for_reads(1, 8, slow("read"));
+        let write = Batcher::new(1, slow("write"));
+        let quick = Duration::from_millis(50);
+        let gave_up = tokio::join!(
+            tokio::time::timeout(quick, read.submit(1, Deadline::start())),
+            tokio::time::timeout(quick, write.submit(1, Deadline::start())),
+        );
+        assert!(gave_up.0.is_err() && gave_up.1.is_err());
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        // The read was dropped when its client left; the write ran on to its end.
+        assert_eq!(*ends.lock().unwrap(), vec!["read"]);
+    }
+
     #[test]
     fn admission_sheds_by_how_long_the_queue_waits_and_how_long_it_is() {
-        let pace = Pace::new();
+        let pace = Pace::new(LANES * MAX_BATCH);
         let now = pace.epoch + Duration::from_secs(1);
         // Fast-moving: a long queue is fine, up to MAX_QUEUED.
         pace.took(0, now, now);
@@ -400,7 +500,7 @@ mod tests {
         pace.waited.store(u64::MAX, Ordering::Relaxed);
         assert!(pace.admit(now));
         // Not moved for longer than SHED_AFTER, with a long queue: shed.
-        let pace = Pace::new();
+        let pace = Pace::new(LANES * MAX_BATCH);
         let start = pace.epoch + Duration::from_secs(1);
         assert!((0..=LANES * MAX_BATCH).all(|_| pace.admit(start)));
         assert!(pace.admit(start + SHED_AFTER / 2));

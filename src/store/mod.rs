@@ -11,6 +11,7 @@ mod budget;
 mod change;
 mod create;
 mod keys;
+mod list;
 mod outcome;
 mod sql;
 mod statement;
@@ -52,6 +53,8 @@ pub struct Store {
     db: Arc<Db>,
     /// `get`, batched: one `id = ANY($1)` for every id queued.
     finder: Batcher<i64, Option<Task>>,
+    lister: Batcher<list::Read, Vec<Task>>,
+    status_lister: Batcher<list::Read, Vec<Task>>,
     /// `create`, batched: one insert, so one commit, for every create queued.
     creator: Batcher<NewCreate, Creation>,
     /// `update`, batched: one statement for every change queued.
@@ -169,6 +172,13 @@ impl Store {
         keys::prune_expired(db.clone(), key_ttl);
         Ok(Store {
             finder: finder(db.clone(), lanes, size_of(&batch_sizes, "find")),
+            lister: list::lister(db.clone(), lanes, size_of(&batch_sizes, "list"), false),
+            status_lister: list::lister(
+                db.clone(),
+                lanes,
+                size_of(&batch_sizes, "list_status"),
+                true,
+            ),
             creator: create::creator(db.clone(), lanes, size_of(&batch_sizes, "insert"), key_ttl),
             updater: change::changer(db.clone(), lanes, size_of(&batch_sizes, "update")),
             deleter: change::changer(db.clone(), lanes, size_of(&batch_sizes, "delete")),
@@ -217,17 +227,17 @@ impl Store {
 
     async fn chunk(&self, cursor: Cursor, offset: i64) -> Result<Chunk, StoreError> {
         let limit = cursor.left.min(CHUNK_ROWS);
-        let list =
-            async |client: &_| sql::list(client, cursor.status, cursor.after, limit, offset).await;
-        let tasks = self
-            .db
-            .run(
-                statement::SELECT_TASKS,
-                Deadline::start(),
-                Effect::Reads,
-                list,
-            )
-            .await?;
+        let read = list::Read {
+            status: cursor.status,
+            after: cursor.after,
+            limit,
+            offset,
+        };
+        let lister = match cursor.status {
+            Some(_) => &self.status_lister,
+            None => &self.lister,
+        };
+        let tasks = lister.submit(read, Deadline::start()).await?;
         let left = cursor.left - tasks.len() as i64;
         let more = match tasks.last() {
             Some(last) if tasks.len() as i64 == limit && left > 0 => Some(Cursor {

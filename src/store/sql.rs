@@ -12,6 +12,7 @@ use tokio_postgres::types::{FromSql, ToSql, Type};
 
 use super::Precondition;
 use super::change::{Delete, Update};
+use super::list::Read;
 use super::statement::Sql;
 use crate::tasks::{NewTask, Status, Task};
 
@@ -42,22 +43,36 @@ static INSERT_MANY: Sql = Sql {
     types: &[Type::TEXT_ARRAY, Type::TEXT_ARRAY, Type::TEXT_ARRAY],
 };
 // A page is read in chunks: the first skips `offset` rows, the next ones start after
-// the last id seen (ids are positive, so the first starts after 0).
-static LIST: Sql = Sql {
+// the last id seen (ids are positive, so the first starts after 0). Chunks of several
+// pages are read at once, one element of each array per chunk (after, limit, offset;
+// and status, by status), each its own `ORDER BY id LIMIT … OFFSET …` on an index;
+// every row comes with its chunk's place in the arrays, counted from 1.
+static LIST_MANY: Sql = Sql {
     text: concat!(
-        "SELECT ",
+        "SELECT t.*, q.n
+    FROM unnest($1::int8[], $2::int8[], $3::int8[]) WITH ORDINALITY AS q (after, lim, skip, n)
+    CROSS JOIN LATERAL (SELECT ",
         columns!(),
-        " FROM tasks WHERE id > $1 ORDER BY id LIMIT $2 OFFSET $3"
+        " FROM tasks WHERE id > q.after ORDER BY id LIMIT q.lim OFFSET q.skip) t"
     ),
-    types: &[Type::INT8, Type::INT8, Type::INT8],
+    types: &[Type::INT8_ARRAY, Type::INT8_ARRAY, Type::INT8_ARRAY],
 };
-static LIST_BY_STATUS: Sql = Sql {
+static LIST_MANY_BY_STATUS: Sql = Sql {
     text: concat!(
-        "SELECT ",
+        "SELECT t.*, q.n
+    FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int8[])
+        WITH ORDINALITY AS q (status, after, lim, skip, n)
+    CROSS JOIN LATERAL (SELECT ",
         columns!(),
-        " FROM tasks WHERE status = $1 AND id > $2 ORDER BY id LIMIT $3 OFFSET $4"
+        " FROM tasks WHERE status = q.status AND id > q.after
+        ORDER BY id LIMIT q.lim OFFSET q.skip) t"
     ),
-    types: &[Type::TEXT, Type::INT8, Type::INT8, Type::INT8],
+    types: &[
+        Type::TEXT_ARRAY,
+        Type::INT8_ARRAY,
+        Type::INT8_ARRAY,
+        Type::INT8_ARRAY,
+    ],
 };
 // Changes to several tasks, one row of arrays each: $2/$5 NULL keep the title/status;
 // $3 says whether $4 (possibly NULL) replaces the description; $6 whether the change
@@ -232,23 +247,44 @@ pub async fn find_many(
         .collect()
 }
 
-/// Up to `limit` tasks in id order after id `after`, skipping `offset` of them,
-/// optionally of one status.
-pub async fn list(
+/// Several chunks at once, all with a status or all without: each read's tasks, in id
+/// order, in the order of `reads`.
+pub async fn list_many(
     client: &Client,
-    status: Option<Status>,
-    after: i64,
-    limit: i64,
-    offset: i64,
-) -> Result<Vec<Task>, tokio_postgres::Error> {
-    let rows = match status {
-        Some(status) => {
-            let params: [&(dyn ToSql + Sync); 4] = [&status.as_str(), &after, &limit, &offset];
-            LIST_BY_STATUS.query(client, &params).await?
+    reads: &[Read],
+    by_status: bool,
+) -> Result<Vec<Vec<Task>>, tokio_postgres::Error> {
+    let afters: Vec<i64> = reads.iter().map(|read| read.after).collect();
+    let limits: Vec<i64> = reads.iter().map(|read| read.limit).collect();
+    let offsets: Vec<i64> = reads.iter().map(|read| read.offset).collect();
+    let rows = match by_status {
+        true => {
+            let statuses: Vec<Option<&str>> = reads
+                .iter()
+                .map(|read| read.status.map(Status::as_str))
+                .collect();
+            let params: [&(dyn ToSql + Sync); 4] = [&statuses, &afters, &limits, &offsets];
+            LIST_MANY_BY_STATUS.query(client, &params).await?
         }
-        None => LIST.query(client, &[&after, &limit, &offset]).await?,
+        false => {
+            LIST_MANY
+                .query(client, &[&afters, &limits, &offsets])
+                .await?
+        }
     };
-    rows.into_iter().map(Task::try_from).collect()
+    let mut pages: Vec<Vec<Task>> = reads.iter().map(|_| Vec::new()).collect();
+    for row in rows {
+        let n: i64 = row.try_get(6)?;
+        let task = Task::try_from(row)?;
+        // `n` counts from 1 over `reads`, so it always has a place.
+        if let Some(page) = usize::try_from(n - 1).ok().and_then(|at| pages.get_mut(at)) {
+            page.push(task);
+        }
+    }
+    for page in &mut pages {
+        page.sort_unstable_by_key(|task| task.id);
+    }
+    Ok(pages)
 }
 
 /// Applies each update (no two to the same task), where its task passes its check;

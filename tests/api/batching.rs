@@ -1,6 +1,6 @@
-//! Many clients at once. Concurrent `GET /tasks/{id}` and `POST /tasks` share
-//! statements (src/store/batch.rs); each client must still get exactly its own answer, and
-//! a row the database refuses must fail alone.
+//! Many clients at once. Concurrent requests of one kind share statements
+//! (src/store/batch.rs); each client must still get exactly its own answer, and a row the
+//! database refuses must fail alone.
 
 use std::net::SocketAddr;
 
@@ -93,6 +93,57 @@ async fn concurrent_creates_and_gets_each_answer_their_own_request() {
     let (found, find_statements) = batches(&app, "find").await;
     assert_eq!(found, paths.len() as f64);
     assert!(find_statements < found, "no lookup was batched");
+}
+
+#[tokio::test]
+async fn concurrent_pages_each_get_their_own_tasks() {
+    let app = spawn_app().await;
+    const TASKS: usize = 90;
+    for n in 0..TASKS {
+        assert_eq!(post_task(app.addr, body(n)).await.status, 201);
+    }
+    let all = get(app.addr, "/tasks?limit=1000".into()).await.json();
+    let all = all.as_array().unwrap().clone();
+    assert_eq!(all.len(), TASKS);
+
+    // Pages of every shape at once: with and without a status, offsets, limits past
+    // a chunk (32 rows), and past the end.
+    let mut pages: Vec<(String, Vec<Value>)> = Vec::new();
+    for n in 0..120usize {
+        let (limit, offset) = (1 + n * 7 % 50, n * 11 % 95);
+        let status = [
+            None,
+            Some("pending"),
+            Some("in_progress"),
+            Some("completed"),
+        ][n % 4];
+        let mut path = format!("/tasks?limit={limit}&offset={offset}");
+        if let Some(status) = status {
+            path.push_str(&format!("&status={status}"));
+        }
+        let expected = all
+            .iter()
+            .filter(|task| status.is_none_or(|status| task["status"] == status))
+            .skip(offset)
+            .take(limit)
+            .cloned()
+            .collect();
+        pages.push((path, expected));
+    }
+    let requests = pages
+        .iter()
+        .map(|(path, _)| get(app.addr, path.clone()))
+        .collect();
+    for ((path, expected), response) in pages.iter().zip(all_at_once(requests).await) {
+        assert_eq!(response.status, 200, "{path}: {}", response.body);
+        assert_eq!(response.json(), Value::Array(expected.clone()), "{path}");
+    }
+
+    // Pages of each kind shared statements.
+    for query in ["list", "list_status"] {
+        let (chunks, statements) = batches(&app, query).await;
+        assert!(statements < chunks, "no {query} chunk was batched");
+    }
 }
 
 #[tokio::test]

@@ -285,12 +285,15 @@ async fn a_request_is_a_server_span_in_the_callers_trace_and_its_statement_a_chi
     assert_eq!(attr(&server.attributes, "error.type"), None);
     assert_ne!(server.status.as_ref().map_or(0, |s| s.code), STATUS_ERROR);
 
-    // GET /tasks is not batched: its statement is the server span's child.
+    // GET /tasks alone: its statement, a batch of one, is the server span's child and
+    // links to it, the one request it served.
     let statement = one_of_kind(&traced, CLIENT);
     assert_eq!(statement.name, "SELECT tasks");
     assert_eq!(statement.parent_span_id, server.span_id);
     assert_eq!(statement.flags & 0x3ff, 0x101, "a local parent");
-    assert!(statement.links.is_empty());
+    assert_eq!(statement.links.len(), 1);
+    assert_eq!(statement.links[0].span_id, server.span_id);
+    assert_eq!(attr(&statement.attributes, "db.operation.batch.size"), None);
     for (key, expected) in [
         ("db.system.name", "postgresql"),
         ("db.operation.name", "SELECT"),
