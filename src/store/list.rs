@@ -1,6 +1,7 @@
 //! `GET /tasks` in the store: the chunks of concurrent pages read by one statement,
 //! one for pages of any status and one for pages of one status, so each can use its
-//! index. Cutting a page into chunks is store/mod.rs's business.
+//! index. Cutting a page into chunks, and reading a first chunk with an offset alone,
+//! is store/mod.rs's business.
 
 use std::sync::Arc;
 
@@ -16,14 +17,13 @@ use crate::tasks::{Status, Task};
 /// chunks of [`CHUNK_ROWS`] rows (256), as many as a pool of 8 read one at a time.
 pub const MOST_CHUNKS: usize = 256 / CHUNK_ROWS as usize;
 
-/// One chunk of a page: up to `limit` tasks in id order after id `after`, skipping
-/// `offset` of them, of one status or any.
+/// One chunk of a page without an offset: up to `limit` tasks (at most
+/// [`CHUNK_ROWS`]) in id order after id `after`, of one status or any.
 #[derive(Debug)]
 pub struct Read {
     pub status: Option<Status>,
     pub after: i64,
     pub limit: i64,
-    pub offset: i64,
 }
 
 /// The batched read behind [`super::Store::list`]: every read queued now, all with a

@@ -43,36 +43,61 @@ static INSERT_MANY: Sql = Sql {
     types: &[Type::TEXT_ARRAY, Type::TEXT_ARRAY, Type::TEXT_ARRAY],
 };
 // A page is read in chunks: the first skips `offset` rows, the next ones start after
-// the last id seen (ids are positive, so the first starts after 0). Chunks of several
-// pages are read at once, one element of each array per chunk (after, limit, offset;
-// and status, by status), each its own `ORDER BY id LIMIT … OFFSET …` on an index;
-// every row comes with its chunk's place in the arrays, counted from 1.
-static LIST_MANY: Sql = Sql {
+// the last id seen (ids are positive, so the first starts after 0). A first chunk with
+// an offset is read alone, by LIST or LIST_BY_STATUS.
+static LIST: Sql = Sql {
     text: concat!(
-        "SELECT t.*, q.n
-    FROM unnest($1::int8[], $2::int8[], $3::int8[]) WITH ORDINALITY AS q (after, lim, skip, n)
-    CROSS JOIN LATERAL (SELECT ",
+        "SELECT ",
         columns!(),
-        " FROM tasks WHERE id > q.after ORDER BY id LIMIT q.lim OFFSET q.skip) t"
+        " FROM tasks WHERE id > $1 ORDER BY id LIMIT $2 OFFSET $3"
     ),
-    types: &[Type::INT8_ARRAY, Type::INT8_ARRAY, Type::INT8_ARRAY],
+    types: &[Type::INT8, Type::INT8, Type::INT8],
+};
+static LIST_BY_STATUS: Sql = Sql {
+    text: concat!(
+        "SELECT ",
+        columns!(),
+        " FROM tasks WHERE status = $1 AND id > $2 ORDER BY id LIMIT $3 OFFSET $4"
+    ),
+    types: &[Type::TEXT, Type::INT8, Type::INT8, Type::INT8],
+};
+// Chunks without an offset, of several pages at once: one element of each array per
+// chunk (after, limit; and status, by status); every row comes with its chunk's place
+// in the arrays, counted from 1. The index scan's LIMIT is the constant CHUNK_ROWS and
+// each chunk's own limit a filter above it: with `LIMIT q.lim` the planner, not knowing
+// the limit, guesses a tenth of the table, and once the table is large enough that
+// guess makes PostgreSQL JIT-compile the statement, some milliseconds, every time.
+macro_rules! chunks {
+    ($arrays:literal, $names:literal, $filter:literal) => {
+        concat!(
+            "SELECT t.id, t.title, t.description, t.status, t.created_at, t.updated_at, q.n
+    FROM unnest(",
+            $arrays,
+            ") WITH ORDINALITY AS q (",
+            $names,
+            ", n)
+    CROSS JOIN LATERAL (
+        SELECT *, row_number() OVER (ORDER BY id) AS r
+        FROM (SELECT ",
+            columns!(),
+            " FROM tasks WHERE ",
+            $filter,
+            " ORDER BY id LIMIT 32) s) t
+    WHERE t.r <= q.lim"
+        )
+    };
+}
+static LIST_MANY: Sql = Sql {
+    text: chunks!("$1::int8[], $2::int8[]", "after, lim", "id > q.after"),
+    types: &[Type::INT8_ARRAY, Type::INT8_ARRAY],
 };
 static LIST_MANY_BY_STATUS: Sql = Sql {
-    text: concat!(
-        "SELECT t.*, q.n
-    FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int8[])
-        WITH ORDINALITY AS q (status, after, lim, skip, n)
-    CROSS JOIN LATERAL (SELECT ",
-        columns!(),
-        " FROM tasks WHERE status = q.status AND id > q.after
-        ORDER BY id LIMIT q.lim OFFSET q.skip) t"
+    text: chunks!(
+        "$1::int8[], $2::int8[], $3::text[]",
+        "after, lim, status",
+        "status = q.status AND id > q.after"
     ),
-    types: &[
-        Type::TEXT_ARRAY,
-        Type::INT8_ARRAY,
-        Type::INT8_ARRAY,
-        Type::INT8_ARRAY,
-    ],
+    types: &[Type::INT8_ARRAY, Type::INT8_ARRAY, Type::TEXT_ARRAY],
 };
 // Changes to several tasks, one row of arrays each: $2/$5 NULL keep the title/status;
 // $3 says whether $4 (possibly NULL) replaces the description; $6 whether the change
@@ -247,8 +272,27 @@ pub async fn find_many(
         .collect()
 }
 
-/// Several chunks at once, all with a status or all without: each read's tasks, in id
-/// order, in the order of `reads`.
+/// Up to `limit` tasks in id order after id `after`, skipping `offset` of them,
+/// optionally of one status: one chunk, alone.
+pub async fn list(
+    client: &Client,
+    status: Option<Status>,
+    after: i64,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<Task>, tokio_postgres::Error> {
+    let rows = match status {
+        Some(status) => {
+            let params: [&(dyn ToSql + Sync); 4] = [&status.as_str(), &after, &limit, &offset];
+            LIST_BY_STATUS.query(client, &params).await?
+        }
+        None => LIST.query(client, &[&after, &limit, &offset]).await?,
+    };
+    rows.into_iter().map(Task::try_from).collect()
+}
+
+/// Several chunks without an offset (each `limit` at most 32) at once, all with a
+/// status or all without: each read's tasks, in id order, in the order of `reads`.
 pub async fn list_many(
     client: &Client,
     reads: &[Read],
@@ -256,21 +300,16 @@ pub async fn list_many(
 ) -> Result<Vec<Vec<Task>>, tokio_postgres::Error> {
     let afters: Vec<i64> = reads.iter().map(|read| read.after).collect();
     let limits: Vec<i64> = reads.iter().map(|read| read.limit).collect();
-    let offsets: Vec<i64> = reads.iter().map(|read| read.offset).collect();
     let rows = match by_status {
         true => {
             let statuses: Vec<Option<&str>> = reads
                 .iter()
                 .map(|read| read.status.map(Status::as_str))
                 .collect();
-            let params: [&(dyn ToSql + Sync); 4] = [&statuses, &afters, &limits, &offsets];
+            let params: [&(dyn ToSql + Sync); 3] = [&afters, &limits, &statuses];
             LIST_MANY_BY_STATUS.query(client, &params).await?
         }
-        false => {
-            LIST_MANY
-                .query(client, &[&afters, &limits, &offsets])
-                .await?
-        }
+        false => LIST_MANY.query(client, &[&afters, &limits]).await?,
     };
     let mut pages: Vec<Vec<Task>> = reads.iter().map(|_| Vec::new()).collect();
     for row in rows {
@@ -451,4 +490,21 @@ pub async fn prune_keys(
     limit: i64,
 ) -> Result<u64, tokio_postgres::Error> {
     PRUNE_KEYS.execute(client, &[&ttl_secs, &limit]).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::CHUNK_ROWS;
+    use super::{LIST_MANY, LIST_MANY_BY_STATUS};
+
+    #[test]
+    fn a_batched_chunk_reads_chunk_rows_at_most() {
+        for sql in [&LIST_MANY, &LIST_MANY_BY_STATUS] {
+            assert!(
+                sql.text.contains(&format!(" LIMIT {CHUNK_ROWS})")),
+                "{}",
+                sql.text
+            );
+        }
+    }
 }

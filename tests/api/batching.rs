@@ -106,17 +106,19 @@ async fn concurrent_pages_each_get_their_own_tasks() {
     let all = all.as_array().unwrap().clone();
     assert_eq!(all.len(), TASKS);
 
-    // Pages of every shape at once: with and without a status, offsets, limits past
-    // a chunk (32 rows), and past the end.
+    // Pages of every shape at once: with and without a status, with an offset (read
+    // alone) and without (batched), limits past a chunk (32 rows), and past the end.
+    let statuses = [
+        None,
+        Some("pending"),
+        Some("in_progress"),
+        Some("completed"),
+    ];
     let mut pages: Vec<(String, Vec<Value>)> = Vec::new();
-    for n in 0..120usize {
-        let (limit, offset) = (1 + n * 7 % 50, n * 11 % 95);
-        let status = [
-            None,
-            Some("pending"),
-            Some("in_progress"),
-            Some("completed"),
-        ][n % 4];
+    for n in 0..160usize {
+        let limit = 1 + n * 7 % 50;
+        let offset = if n % 2 == 0 { 0 } else { n * 11 % 95 };
+        let status = statuses[n / 2 % 4];
         let mut path = format!("/tasks?limit={limit}&offset={offset}");
         if let Some(status) = status {
             path.push_str(&format!("&status={status}"));
