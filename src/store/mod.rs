@@ -230,8 +230,9 @@ impl Store {
         let tasks = match (offset, cursor.status) {
             // Rare, and an offset would cost the batched statement its plan: alone.
             (1.., status) => {
-                let list =
-                    async |client: &_| sql::list(client, status, cursor.after, limit, offset).await;
+                let list = async |client: &_| {
+                    list::list(client, status, cursor.after, limit, offset).await
+                };
                 self.db
                     .run(
                         statement::SELECT_TASKS,
