@@ -15,7 +15,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::StoreError;
 use super::budget::Deadline;
-use super::outcome::OutOfTime;
+use super::budget::OutOfTime;
 use crate::trace::{self, Scope};
 
 /// Most requests one statement serves.

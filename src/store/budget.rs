@@ -6,14 +6,16 @@
 //! more (its client left, or the database stopped answering) is cancelled, and its
 //! connection never goes back to the pool.
 
+use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Client, Hook, HookError, Object, Pool, Runtime};
 use tokio::time::Instant;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::outcome::{self, OutOfTime, StoreError};
+use super::outcome::{self, StoreError};
 use super::statement;
 use crate::db::DbOptions;
 use crate::error::describe;
@@ -21,6 +23,28 @@ use crate::trace::{self, Statement};
 
 /// How long a request may wait for the database before it fails (spec §2).
 pub const REQUEST_BUDGET: Duration = Duration::from_secs(5);
+
+/// The request's budget ran out before the database could serve it: nothing of it
+/// was written.
+#[derive(Debug)]
+pub struct OutOfTime;
+
+impl fmt::Display for OutOfTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "no answer within the request's {REQUEST_BUDGET:?} budget"
+        )
+    }
+}
+
+impl std::error::Error for OutOfTime {}
+
+impl From<OutOfTime> for StoreError {
+    fn from(err: OutOfTime) -> Self {
+        StoreError::Unavailable(Arc::new(err))
+    }
+}
 /// Every pooled connection's own `statement_timeout`. A statement that starts with
 /// more of its budget left than this needs no limit of its own, and most do: one
 /// message fewer each. Only one that waited long for a batch or a connection sets

@@ -12,24 +12,9 @@ use prometheus_client::metrics::histogram::Histogram;
 
 use super::batch::Batcher;
 use super::budget::{self, Db, Deadline, Effect, Failure};
-use super::{Change, Precondition, StoreError, outcome, sql, statement};
-use crate::tasks::{Task, TaskPatch};
+use super::{Change, Delete, Precondition, StoreError, Update, outcome, sql, statement};
+use crate::tasks::Task;
 use crate::trace::Statement;
-
-/// A `PATCH`: the task, the change, and what the client expects of it.
-#[derive(Debug)]
-pub struct Update {
-    pub id: i64,
-    pub patch: TaskPatch,
-    pub expected: Precondition,
-}
-
-/// A `DELETE`, and what the client expects of the task.
-#[derive(Debug)]
-pub struct Delete {
-    pub id: i64,
-    pub expected: Precondition,
-}
 
 /// A change to one task that can share a statement with others.
 pub trait ById: Sized + Send + Sync + 'static {

@@ -34,7 +34,7 @@ use jiff::Timestamp;
 use crate::tasks::{ListQuery, NewTask, Status, Task, TaskPatch};
 use batch::Batcher;
 use budget::{Db, Deadline, Effect};
-use change::{Delete, Update};
+
 pub use keys::Claim;
 pub use outcome::{Cause, StoreError};
 
@@ -107,6 +107,21 @@ pub struct NewCreate {
     pub task: NewTask,
     /// Its key and body fingerprint.
     pub claim: Option<Claim>,
+}
+
+/// A `PATCH`: the task, the change, and what the client expects of it.
+#[derive(Debug)]
+pub struct Update {
+    pub id: i64,
+    pub patch: TaskPatch,
+    pub expected: Precondition,
+}
+
+/// A `DELETE`, and what the client expects of the task.
+#[derive(Debug)]
+pub struct Delete {
+    pub id: i64,
+    pub expected: Precondition,
 }
 
 /// What a create did.
@@ -321,7 +336,7 @@ impl Store {
             Err(failure) => {
                 let err = StoreError::from(failure);
                 let reason = match &err {
-                    StoreError::Unavailable(cause) if cause.is::<outcome::OutOfTime>() => "timeout",
+                    StoreError::Unavailable(cause) if cause.is::<budget::OutOfTime>() => "timeout",
                     // target_session_attrs=read-write, and only a standby answered.
                     StoreError::Unavailable(cause)
                         if describe(&**cause).contains("does not allow writes") =>

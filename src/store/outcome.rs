@@ -9,7 +9,6 @@ use std::sync::Arc;
 use deadpool_postgres::PoolError;
 use tokio_postgres::error::SqlState;
 
-use super::budget::REQUEST_BUDGET;
 use crate::error::describe;
 use crate::tasks::Invalid;
 
@@ -57,28 +56,6 @@ impl StoreError {
             StoreError::Busy => "busy",
             StoreError::Internal(_) => "internal",
         }
-    }
-}
-
-/// The request's budget ran out before the database could serve it: nothing of it
-/// was written.
-#[derive(Debug)]
-pub struct OutOfTime;
-
-impl fmt::Display for OutOfTime {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "no answer within the request's {REQUEST_BUDGET:?} budget"
-        )
-    }
-}
-
-impl std::error::Error for OutOfTime {}
-
-impl From<OutOfTime> for StoreError {
-    fn from(err: OutOfTime) -> Self {
-        StoreError::Unavailable(Arc::new(err))
     }
 }
 

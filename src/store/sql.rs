@@ -10,9 +10,8 @@ use jiff::Timestamp;
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, ToSql, Type};
 
-use super::Precondition;
-use super::change::{Delete, Update};
 use super::statement::Sql;
+use super::{Delete, Precondition, Update};
 use crate::tasks::{NewTask, Status, Task};
 
 /// The columns every query returns, in [`Task`]'s order (a macro, so `concat!` can
