@@ -45,12 +45,13 @@ async fn under_a_slow_database_a_failed_create_stored_nothing() {
     let app = spawn_app().await;
     slow_down(&app, "INSERT", 3.0).await;
     let started = Instant::now();
-    let responses = all_at_once(
-        (0..30)
-            .map(|n| post_task(app.addr, json!({"title": format!("slow {n}")})))
-            .collect(),
-    )
-    .await;
+    let create = |n: usize| post_task(app.addr, json!({"title": format!("slow {n}")}));
+    // Two first, so both lanes are surely busy when the other 28 arrive.
+    let first = tokio::spawn(all_at_once((0..2).map(create).collect()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let rest = all_at_once((2..30).map(create).collect()).await;
+    let mut responses = first.await.unwrap();
+    responses.extend(rest);
     let took = started.elapsed();
     let client = app.db.client().await;
     let (mut created, mut failed) = (0, 0);
