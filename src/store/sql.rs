@@ -102,7 +102,7 @@ static DELETE_MANY: Sql = Sql {
 static INSERT_KEYED: Sql = Sql {
     text: concat!(
         "WITH new AS MATERIALIZED (
-        SELECT nextval(pg_get_serial_sequence('tasks', 'id')) AS id, *
+        SELECT nextval('tasks_id_seq') AS id, *
         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[])
             WITH ORDINALITY AS new (title, description, status, key, fingerprint, n)
     ), claimed AS (
