@@ -69,11 +69,11 @@ impl Config {
         let host = env("HOST")
             .map(|text| text.trim().parse())
             .transpose()
-            .map_err(|_| invalid("HOST", "not an IP address"))?;
+            .map_err(|_| ConfigError::invalid("HOST", "not an IP address"))?;
         let max_connections = env("MAX_CONNECTIONS")
             .map(|text| match text.trim().parse::<usize>() {
                 Ok(n) if n > 0 => Ok(n),
-                _ => Err(invalid(
+                _ => Err(ConfigError::invalid(
                     "MAX_CONNECTIONS",
                     "must be a whole number of at least 1",
                 )),
@@ -85,13 +85,16 @@ impl Config {
         };
         let pool_size = parsed(&env, "DATABASE_POOL_SIZE", DEFAULT_POOL_SIZE)?;
         if pool_size == 0 {
-            return Err(invalid("DATABASE_POOL_SIZE", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "DATABASE_POOL_SIZE",
+                "must be at least 1",
+            ));
         }
         let unnamed_statements = match env("DATABASE_STATEMENTS").as_deref().map(str::trim) {
             None | Some("prepared") => false,
             Some("unnamed") => true,
             Some(_) => {
-                return Err(invalid(
+                return Err(ConfigError::invalid(
                     "DATABASE_STATEMENTS",
                     "must be prepared or unnamed",
                 ));
@@ -148,7 +151,7 @@ impl fmt::Debug for Config {
 fn database(env: &impl Fn(&str) -> Option<String>) -> Result<DbOptions, ConfigError> {
     let (var, url) = match (env("DATABASE_URL"), env("DATABASE_URL_FILE")) {
         (Some(_), Some(_)) => {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "DATABASE_URL_FILE",
                 "set either DATABASE_URL or DATABASE_URL_FILE, not both",
             ));
@@ -156,15 +159,18 @@ fn database(env: &impl Fn(&str) -> Option<String>) -> Result<DbOptions, ConfigEr
         (Some(url), None) => ("DATABASE_URL", url),
         (None, Some(path)) => {
             let text = std::fs::read_to_string(&path).map_err(|err| {
-                invalid("DATABASE_URL_FILE", format!("cannot read {path}: {err}"))
+                ConfigError::invalid("DATABASE_URL_FILE", format!("cannot read {path}: {err}"))
             })?;
             ("DATABASE_URL_FILE", text.trim().to_owned())
         }
         (None, None) => {
-            return Err(invalid("DATABASE_URL", "not set (nor DATABASE_URL_FILE)"));
+            return Err(ConfigError::invalid(
+                "DATABASE_URL",
+                "not set (nor DATABASE_URL_FILE)",
+            ));
         }
     };
-    DbOptions::parse(&url).map_err(|reason| invalid(var, reason))
+    DbOptions::parse(&url).map_err(|reason| ConfigError::invalid(var, reason))
 }
 
 fn parsed<T: FromStr>(
@@ -177,7 +183,7 @@ fn parsed<T: FromStr>(
         Some(text) => text
             .trim()
             .parse()
-            .map_err(|_| invalid(var, format!("'{text}' is not valid"))),
+            .map_err(|_| ConfigError::invalid(var, format!("'{text}' is not valid"))),
     }
 }
 
@@ -189,7 +195,9 @@ fn seconds(
     match env(var) {
         None => Ok(default),
         Some(text) if text.trim() == "0" => Ok(Duration::ZERO),
-        Some(text) => parse_seconds(text.trim()).map_err(|reason| invalid(var, reason)),
+        Some(text) => {
+            parse_seconds(text.trim()).map_err(|reason| ConfigError::invalid(var, reason))
+        }
     }
 }
 
@@ -201,7 +209,9 @@ fn positive_seconds(
 ) -> Result<Duration, ConfigError> {
     match env(var) {
         None => Ok(default),
-        Some(text) => parse_seconds(text.trim()).map_err(|reason| invalid(var, reason)),
+        Some(text) => {
+            parse_seconds(text.trim()).map_err(|reason| ConfigError::invalid(var, reason))
+        }
     }
 }
 
@@ -213,13 +223,6 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
         .filter(|secs| secs.is_finite() && *secs > 0.0)
         .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
         .ok_or_else(|| format!("'{text}' is not a positive number of seconds"))
-}
-
-fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        var,
-        reason: reason.into(),
-    }
 }
 
 #[cfg(test)]

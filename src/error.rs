@@ -28,6 +28,16 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+impl ConfigError {
+    /// `var` is wrong, and why (never its value).
+    pub fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            var,
+            reason: reason.into(),
+        }
+    }
+}
+
 impl Error {
     /// 2 for bad usage or configuration, 1 for failures at run time (spec §3).
     pub fn exit_code(&self) -> u8 {

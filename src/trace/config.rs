@@ -52,13 +52,18 @@ pub fn parse(env: &impl Fn(&str) -> Option<String>) -> Result<Option<TraceConfig
         None => false,
         Some(value) if value == "true" => true,
         Some(value) if value == "false" => false,
-        Some(_) => return Err(invalid("OTEL_SDK_DISABLED", "must be true or false")),
+        Some(_) => {
+            return Err(ConfigError::invalid(
+                "OTEL_SDK_DISABLED",
+                "must be true or false",
+            ));
+        }
     };
     match env("OTEL_TRACES_EXPORTER").as_deref().map(str::trim) {
         None | Some("otlp") => {}
         Some("none") => return Ok(None),
         Some(_) => {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "OTEL_TRACES_EXPORTER",
                 "must be otlp or none: task-api exports OTLP only",
             ));
@@ -71,9 +76,9 @@ pub fn parse(env: &impl Fn(&str) -> Option<String>) -> Result<Option<TraceConfig
         _ if disabled => return Ok(None),
         // The signal's own endpoint is used as it is; the base gets the signal's path.
         (Some(url), _) => Endpoint::parse(url.trim(), false)
-            .map_err(|reason| invalid("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", reason))?,
+            .map_err(|reason| ConfigError::invalid("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", reason))?,
         (None, Some(url)) => Endpoint::parse(url.trim(), true)
-            .map_err(|reason| invalid("OTEL_EXPORTER_OTLP_ENDPOINT", reason))?,
+            .map_err(|reason| ConfigError::invalid("OTEL_EXPORTER_OTLP_ENDPOINT", reason))?,
         (None, None) => return Ok(None),
     };
     let (var, protocol) = signal_or_base(
@@ -84,7 +89,7 @@ pub fn parse(env: &impl Fn(&str) -> Option<String>) -> Result<Option<TraceConfig
     if let Some(protocol) = protocol
         && protocol.trim() != "http/protobuf"
     {
-        return Err(invalid(
+        return Err(ConfigError::invalid(
             var,
             "must be http/protobuf: task-api sends no gRPC or JSON",
         ));
@@ -96,7 +101,7 @@ pub fn parse(env: &impl Fn(&str) -> Option<String>) -> Result<Option<TraceConfig
     );
     let headers = match headers {
         None => Vec::new(),
-        Some(text) => headers_of(&text).map_err(|reason| invalid(var, reason))?,
+        Some(text) => headers_of(&text).map_err(|reason| ConfigError::invalid(var, reason))?,
     };
     let (var, timeout) = signal_or_base(
         env,
@@ -117,7 +122,7 @@ pub fn parse(env: &impl Fn(&str) -> Option<String>) -> Result<Option<TraceConfig
         Some(path) => {
             let roots = Roots::File(path.trim().to_owned());
             // Read now, so a missing or empty file stops start-up, naming the variable.
-            tls::root_store(&roots).map_err(|reason| invalid(var, reason))?;
+            tls::root_store(&roots).map_err(|reason| ConfigError::invalid(var, reason))?;
             roots
         }
     };
@@ -130,14 +135,14 @@ pub fn parse(env: &impl Fn(&str) -> Option<String>) -> Result<Option<TraceConfig
                     true => "OTEL_TRACES_SAMPLER_ARG",
                     false => "OTEL_TRACES_SAMPLER",
                 };
-                invalid(var, reason)
+                ConfigError::invalid(var, reason)
             })?
         }
     };
     let max_queue = count(env, "OTEL_BSP_MAX_QUEUE_SIZE", DEFAULT_MAX_QUEUE)?;
     let max_batch = count(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", DEFAULT_MAX_BATCH)?;
     if max_batch > max_queue {
-        return Err(invalid(
+        return Err(ConfigError::invalid(
             "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
             "must not be more than OTEL_BSP_MAX_QUEUE_SIZE",
         ));
@@ -178,7 +183,7 @@ fn resource(env: &impl Fn(&str) -> Option<String>) -> Result<Vec<(String, String
     let var = "OTEL_RESOURCE_ATTRIBUTES";
     let mut given = match env(var) {
         None => Vec::new(),
-        Some(text) => pairs(&text).map_err(|reason| invalid(var, reason))?,
+        Some(text) => pairs(&text).map_err(|reason| ConfigError::invalid(var, reason))?,
     };
     let mut take = |key: &str| {
         let at = given.iter().rposition(|(k, _)| k == key)?;
@@ -246,7 +251,7 @@ fn headers_of(text: &str) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
 fn positive(var: &'static str, text: &str) -> Result<u64, ConfigError> {
     match text.trim().parse::<u64>() {
         Ok(n) if n > 0 => Ok(n),
-        _ => Err(invalid(
+        _ => Err(ConfigError::invalid(
             var,
             format!(
                 "'{}' is not a positive whole number of milliseconds",
@@ -265,7 +270,7 @@ fn count(
         None => Ok(default),
         Some(text) => match text.trim().parse::<usize>() {
             Ok(n) if n > 0 => Ok(n),
-            _ => Err(invalid(
+            _ => Err(ConfigError::invalid(
                 var,
                 format!("'{}' is not a whole number of at least 1", text.trim()),
             )),
@@ -288,13 +293,6 @@ impl fmt::Debug for TraceConfig {
             .field("max_queue", &self.max_queue)
             .field("max_batch", &self.max_batch)
             .finish()
-    }
-}
-
-fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        var,
-        reason: reason.into(),
     }
 }
 
