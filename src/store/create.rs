@@ -28,11 +28,7 @@ pub fn creator(
         sizes.observe(creates.len() as f64);
         let db = db.clone();
         async move {
-            let together = match creates.iter().all(|create| create.claim.is_none()) {
-                true => unkeyed(&db, deadline, &creates).await,
-                false => keyed(&db, deadline, key_ttl, &creates).await,
-            };
-            match together {
+            match insert(&db, deadline, key_ttl, &creates).await {
                 Ok(answers) => answers,
                 Err(Failure::Statement(err))
                     if creates.len() > 1 && outcome::is_row_refusal(&err) =>
@@ -52,6 +48,15 @@ pub fn creator(
 
 /// An answer per create, in order; or why the statement as a whole failed.
 type Answers = Result<Vec<Result<Creation, StoreError>>, Failure>;
+
+/// Creates by one statement: the plain insert when none has a key, so a create
+/// without a key never touches the keys table; else the keyed one.
+async fn insert(db: &Db, deadline: Deadline, key_ttl: Duration, creates: &[NewCreate]) -> Answers {
+    match creates.iter().all(|create| create.claim.is_none()) {
+        true => unkeyed(db, deadline, creates).await,
+        false => keyed(db, deadline, key_ttl, creates).await,
+    }
+}
 
 async fn unkeyed(db: &Db, deadline: Deadline, creates: &[NewCreate]) -> Answers {
     let new: Vec<&NewTask> = creates.iter().map(|create| &create.task).collect();
@@ -105,8 +110,7 @@ fn answer_in_order(new: &[&NewTask], mut tasks: Vec<Task>) -> Vec<Result<Creatio
         .collect()
 }
 
-/// The row-by-row retry: each create alone, by the same deadline; only a keyed one
-/// takes the keyed insert, so a create without a key never touches the keys table.
+/// The row-by-row retry: each create alone, by the same deadline.
 async fn one_by_one(
     db: &Db,
     deadline: Deadline,
@@ -116,11 +120,7 @@ async fn one_by_one(
     let mut answers = Vec::with_capacity(creates.len());
     for create in creates {
         let alone = std::slice::from_ref(create);
-        let inserted = match create.claim {
-            None => unkeyed(db, deadline, alone).await,
-            Some(_) => keyed(db, deadline, key_ttl, alone).await,
-        };
-        let answer = match inserted {
+        let answer = match insert(db, deadline, key_ttl, alone).await {
             Ok(mut answer) => answer.pop().expect("one answer for one create"),
             Err(failure) => Err(failure.into()),
         };

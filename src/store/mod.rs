@@ -242,33 +242,30 @@ impl Store {
 
     async fn chunk(&self, cursor: Cursor, offset: i64) -> Result<Chunk, StoreError> {
         let limit = cursor.left.min(CHUNK_ROWS);
-        let tasks = match (offset, cursor.status) {
+        let tasks = if offset > 0 {
             // Rare, and an offset would cost the batched statement its plan: alone.
-            (1.., status) => {
-                let list = async |client: &_| {
-                    list::list(client, status, cursor.after, limit, offset).await
-                };
-                self.db
-                    .run(
-                        statement::SELECT_TASKS,
-                        Deadline::start(),
-                        Effect::Reads,
-                        list,
-                    )
-                    .await?
-            }
-            (_, status) => {
-                let lister = match status {
-                    Some(_) => &self.status_lister,
-                    None => &self.lister,
-                };
-                let read = list::Read {
-                    status,
-                    after: cursor.after,
-                    limit,
-                };
-                lister.submit(read, Deadline::start()).await?
-            }
+            let list = async |client: &_| {
+                list::list(client, cursor.status, cursor.after, limit, offset).await
+            };
+            self.db
+                .run(
+                    statement::SELECT_TASKS,
+                    Deadline::start(),
+                    Effect::Reads,
+                    list,
+                )
+                .await?
+        } else {
+            let lister = match cursor.status {
+                Some(_) => &self.status_lister,
+                None => &self.lister,
+            };
+            let read = list::Read {
+                status: cursor.status,
+                after: cursor.after,
+                limit,
+            };
+            lister.submit(read, Deadline::start()).await?
         };
         let left = cursor.left - tasks.len() as i64;
         let more = match tasks.last() {
