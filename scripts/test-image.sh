@@ -57,10 +57,18 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# A port no listener holds, below the kernel's ephemeral range: a port in that range may
+# be the local end of some connection, which nothing answers but no server can bind.
 free_port() {
-  local port
+  local port first=20000 span=40000 low high
+  read -r low high </proc/sys/net/ipv4/ip_local_port_range
+  if ((low > 21000)); then
+    span=$((low - first))
+  elif ((high < 64000)); then
+    first=$((high + 1)) span=$((65535 - high))
+  fi
   for _ in $(seq 100); do
-    port=$((20000 + RANDOM % 40000))
+    port=$((first + RANDOM % span))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return; fi
   done
   die "no free port found"
