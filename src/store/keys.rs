@@ -34,7 +34,8 @@ pub type KeyedAnswers = Vec<Option<Result<Creation, StoreError>>>;
 /// Runs a batch of creates of which some carry keys, within `deadline`: one statement
 /// in the common case, answers in input order. A key given twice in the batch is
 /// claimed by its first create; a key held already is replayed (or refused, for
-/// another body) from what it answered.
+/// another body) from what it answered. A key a task held past its TTL is let go, and
+/// its create inserted once more.
 pub async fn create(
     db: &Db,
     deadline: Deadline,
@@ -55,53 +56,36 @@ pub async fn create(
             None => sent.push(at),
         }
     }
-    let ttl_secs = ttl.as_secs_f64();
-    let work = async |client: &Client| {
-        let inputs: Vec<Keyed> = sent
-            .iter()
-            .map(|&at| Keyed {
-                task: &creates[at].task,
-                claim: creates[at]
-                    .claim
-                    .as_ref()
-                    .map(|c| (c.key.as_str(), c.fingerprint.as_slice())),
-            })
-            .collect();
-        let stored = sql::insert_keyed(client, &inputs, ttl_secs).await?;
-        let mut answers: Vec<Option<Result<Creation, StoreError>>> = vec![None; creates.len()];
-        for (n, task) in stored {
-            match usize::try_from(n - 1).ok().and_then(|i| sent.get(i)) {
-                Some(&at) => answers[at] = Some(Ok(Creation::Created(task))),
-                None => log::error!("a keyed insert returned row {n} of {}", sent.len()),
-            }
-        }
-        // Keys held before this statement: what did they answer?
-        let held: Vec<&str> = sent
-            .iter()
-            .filter(|&&at| answers[at].is_none())
-            .filter_map(|&at| creates[at].claim.as_ref().map(|c| c.key.as_str()))
-            .collect();
-        if !held.is_empty() {
-            let lookup = sql::find_keys(client, &held, ttl_secs);
-            match budget::limited(client, deadline, lookup).await {
-                Ok(found) => {
-                    for found in found {
-                        let at = first_of[found.key.as_str()];
-                        answers[at] = Some(Ok(replay(&creates[at], found)));
-                    }
+    let mut answers: Vec<Option<Result<Creation, StoreError>>> = vec![None; creates.len()];
+    for last in [false, true] {
+        let round = async |client: &Client| {
+            attempt(client, deadline, ttl, creates, &sent, &first_of, !last).await
+        };
+        let released = db
+            .run(statement::INSERT_TASKS, deadline, Effect::Writes, round)
+            .await;
+        // A failed second round fails only the creates it was for.
+        let released = match released {
+            Ok((round, released)) => {
+                for (at, answer) in round {
+                    answers[at] = Some(answer);
                 }
-                Err(err) => {
-                    for at in held.iter().map(|key| first_of[key]) {
-                        answers[at] = Some(Err(err.clone()));
-                    }
-                }
+                released
             }
+            Err(failure) if last => {
+                let err = StoreError::from(failure);
+                for &at in &sent {
+                    answers[at] = Some(Err(err.clone()));
+                }
+                break;
+            }
+            Err(failure) => return Err(failure),
+        };
+        if released.is_empty() {
+            break;
         }
-        Ok(answers)
-    };
-    let answers = db
-        .run(statement::INSERT_TASKS, deadline, Effect::Writes, work)
-        .await?;
+        sent = released;
+    }
     Ok(creates
         .iter()
         .enumerate()
@@ -122,10 +106,100 @@ pub async fn create(
         .collect())
 }
 
-/// A create whose key was held: the task it answered, if the body is the same.
+/// The creates at `sent` (no key twice) inserted by one statement: an answer for each
+/// stored or replayed; and, if `release`, those whose keys tasks held past their TTL
+/// and that were let go, to be inserted again.
+async fn attempt(
+    client: &Client,
+    deadline: Deadline,
+    ttl: Duration,
+    creates: &[NewCreate],
+    sent: &[usize],
+    first_of: &HashMap<&str, usize>,
+    release: bool,
+) -> Result<(Vec<(usize, Result<Creation, StoreError>)>, Vec<usize>), tokio_postgres::Error> {
+    let ttl_secs = ttl.as_secs_f64();
+    let inputs: Vec<Keyed> = sent
+        .iter()
+        .map(|&at| Keyed {
+            task: &creates[at].task,
+            claim: creates[at]
+                .claim
+                .as_ref()
+                .map(|c| (c.key.as_str(), c.fingerprint.as_slice())),
+        })
+        .collect();
+    let stored = sql::insert_keyed(client, &inputs, ttl_secs).await?;
+    let mut answers = Vec::with_capacity(sent.len());
+    let mut answered = vec![false; creates.len()];
+    for (n, task) in stored {
+        match usize::try_from(n - 1).ok().and_then(|i| sent.get(i)) {
+            Some(&at) => {
+                answered[at] = true;
+                answers.push((at, Ok(Creation::Created(task))));
+            }
+            None => log::error!("a keyed insert returned row {n} of {}", sent.len()),
+        }
+    }
+    // Keys held before this statement: what did they answer?
+    let held: Vec<&str> = sent
+        .iter()
+        .filter(|&&at| !answered[at])
+        .filter_map(|&at| creates[at].claim.as_ref().map(|c| c.key.as_str()))
+        .collect();
+    if held.is_empty() {
+        return Ok((answers, Vec::new()));
+    }
+    let lookup = sql::find_keys(client, &held, ttl_secs);
+    match budget::limited(client, deadline, lookup).await {
+        Ok(found) => {
+            for found in found {
+                let at = first_of[found.key.as_str()];
+                answered[at] = true;
+                answers.push((at, Ok(replay(&creates[at], found))));
+            }
+        }
+        Err(err) => {
+            for at in held.iter().map(|key| first_of[key]) {
+                answers.push((at, Err(err.clone())));
+            }
+            return Ok((answers, Vec::new()));
+        }
+    }
+    // Held, but by nobody within the TTL: by a task past it, which lets go of it now.
+    let expired: Vec<&str> = held
+        .into_iter()
+        .filter(|key| !answered[first_of[key]])
+        .collect();
+    if !release || expired.is_empty() {
+        return Ok((answers, Vec::new()));
+    }
+    let release = sql::release_keys(client, &expired, ttl_secs);
+    match budget::limited(client, deadline, release).await {
+        Ok(_) => Ok((answers, expired.iter().map(|key| first_of[key]).collect())),
+        Err(err) => {
+            for at in expired.iter().map(|key| first_of[key]) {
+                answers.push((at, Err(err.clone())));
+            }
+            Ok((answers, Vec::new()))
+        }
+    }
+}
+
+/// A create whose key was held: the task it answered, if the body is the same. Then
+/// this create's task is that one's (the task follows from the body, and the bodies
+/// are the same), so the answer is rebuilt from it, the id and the time: as it was,
+/// whatever happened to the task since.
 fn replay(create: &NewCreate, held: HeldKey) -> Creation {
     match create.claim.as_ref() {
-        Some(claim) if claim.fingerprint == held.fingerprint => Creation::Replayed(held.task),
+        Some(claim) if claim.fingerprint == held.fingerprint => Creation::Replayed(Task {
+            id: held.task_id,
+            title: create.task.title.clone(),
+            description: create.task.description.clone(),
+            status: create.task.status,
+            created_at: held.created_at,
+            updated_at: held.created_at,
+        }),
         _ => Creation::KeyReused,
     }
 }

@@ -79,15 +79,27 @@ static UPDATE_MANY: Sql = Sql {
         Type::TIMESTAMPTZ_ARRAY,
     ],
 };
-// Deletes, checked as UPDATE_MANY's changes are.
+// Deletes, checked as UPDATE_MANY's changes are. A deleted task's Idempotency-Key
+// moves to idempotency_keys, so that a retry of its create is still answered as it
+// was, and stores nothing new, until the key expires.
 static DELETE_MANY: Sql = Sql {
-    text: "DELETE FROM tasks AS t
-    USING unnest($1::bigint[], $2::bool[]) AS d (id, checked)
-    WHERE t.id = d.id AND t.id = ANY($1)
-      AND (NOT d.checked OR EXISTS (
-          SELECT FROM unnest($3::bigint[], $4::timestamptz[]) AS v (id, at)
-          WHERE v.id = t.id AND v.at = t.updated_at))
-    RETURNING t.id",
+    text: "WITH gone AS (
+        DELETE FROM tasks AS t
+        USING unnest($1::bigint[], $2::bool[]) AS d (id, checked)
+        WHERE t.id = d.id AND t.id = ANY($1)
+          AND (NOT d.checked OR EXISTS (
+              SELECT FROM unnest($3::bigint[], $4::timestamptz[]) AS v (id, at)
+              WHERE v.id = t.id AND v.at = t.updated_at))
+        RETURNING t.id, t.idempotency_key, t.idempotency_fingerprint, t.created_at
+    ), kept AS (
+        INSERT INTO idempotency_keys AS held (key, fingerprint, task_id, created_at)
+        SELECT idempotency_key, idempotency_fingerprint, id, created_at
+        FROM gone WHERE idempotency_key IS NOT NULL
+        ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint,
+            task_id = excluded.task_id, created_at = excluded.created_at
+        WHERE held.created_at < excluded.created_at
+    )
+    SELECT id FROM gone",
     types: &[
         Type::INT8_ARRAY,
         Type::BOOL_ARRAY,
@@ -95,36 +107,26 @@ static DELETE_MANY: Sql = Sql {
         Type::TIMESTAMPTZ_ARRAY,
     ],
 };
-// Keyed creates (Idempotency-Key): each input gets its id up front, so that its key row
-// (idempotency_keys, sql/V2) can name it in the same statement, and its row comes back
-// with its input's number `n`. A key already held, and not older than $6 seconds, is
-// not claimed again: its task is not inserted, and its row does not come back.
+// Keyed creates (Idempotency-Key): each task is stored with its key and fingerprint
+// (sql/V3), so the unique index on the key is what makes a key's first use its only
+// one: no second row, and the batch stays one plain insert. An input whose key a task
+// holds (ON CONFLICT), or a deleted task held (idempotency_keys), not older than $6
+// seconds, is not inserted and does not come back: FIND_KEYS says what it answered. A
+// key held by a task older than that is not inserted either, until RELEASE_KEYS lets
+// it go. Rows come back in input order, each with its key.
 static INSERT_KEYED: Sql = Sql {
     text: concat!(
-        "WITH new AS MATERIALIZED (
-        SELECT nextval('tasks_id_seq') AS id, *
-        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[])
-            WITH ORDINALITY AS new (title, description, status, key, fingerprint, n)
-    ), claimed AS (
-        INSERT INTO idempotency_keys AS held
-            (key, fingerprint, task_id, title, description, status, created_at)
-        SELECT key, fingerprint, id, title, description, status, now()
-        FROM new WHERE key IS NOT NULL
-        ON CONFLICT (key) DO UPDATE SET
-            fingerprint = excluded.fingerprint, task_id = excluded.task_id,
-            title = excluded.title, description = excluded.description,
-            status = excluded.status, created_at = excluded.created_at
-        WHERE held.created_at < now() - make_interval(secs => $6)
-        RETURNING key
-    ), inserted AS (
-        INSERT INTO tasks (id, title, description, status) OVERRIDING SYSTEM VALUE
-        SELECT id, title, description, status FROM new
-        WHERE key IS NULL OR key IN (SELECT key FROM claimed)
-        RETURNING ",
-        columns!(),
-        "
-    )
-    SELECT new.n, inserted.* FROM inserted JOIN new USING (id)"
+        "INSERT INTO tasks (title, description, status, idempotency_key, idempotency_fingerprint)
+    SELECT title, description, status, key, fingerprint
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[])
+        WITH ORDINALITY AS new (title, description, status, key, fingerprint, n)
+    WHERE key IS NULL OR NOT EXISTS (
+        SELECT FROM idempotency_keys AS held
+        WHERE held.key = new.key AND held.created_at >= now() - make_interval(secs => $6))
+    ORDER BY n
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING idempotency_key, ",
+        columns!()
     ),
     types: &[
         Type::TEXT_ARRAY,
@@ -135,14 +137,41 @@ static INSERT_KEYED: Sql = Sql {
         Type::FLOAT8,
     ],
 };
-// The keys held, not older than $2 seconds, with what their creates answered.
+// The keys held, not older than $2 seconds, by tasks or by deleted tasks, with the id
+// and time of their tasks.
 static FIND_KEYS: Sql = Sql {
-    text: "SELECT key, fingerprint, task_id, title, description, status, created_at
+    text: "SELECT idempotency_key, idempotency_fingerprint, id, created_at
+    FROM tasks
+    WHERE idempotency_key = ANY($1) AND created_at >= now() - make_interval(secs => $2)
+    UNION ALL
+    SELECT key, fingerprint, task_id, created_at
     FROM idempotency_keys
     WHERE key = ANY($1) AND created_at >= now() - make_interval(secs => $2)",
     types: &[Type::TEXT_ARRAY, Type::FLOAT8],
 };
-// At most $2 keys older than $1 seconds; rows another session holds are skipped.
+// Keys of $1 that tasks older than $2 seconds still hold: let go, so they can be used
+// again. Rows another session holds are skipped (it is letting them go, or pruning).
+static RELEASE_KEYS: Sql = Sql {
+    text: "UPDATE tasks SET idempotency_key = NULL, idempotency_fingerprint = NULL
+    WHERE id IN (
+        SELECT id FROM tasks
+        WHERE idempotency_key = ANY($1) AND created_at < now() - make_interval(secs => $2)
+        FOR UPDATE SKIP LOCKED)",
+    types: &[Type::TEXT_ARRAY, Type::FLOAT8],
+};
+// At most $2 keys that tasks older than $1 seconds hold, let go; rows another session
+// holds are skipped.
+static PRUNE_TASK_KEYS: Sql = Sql {
+    text: "UPDATE tasks SET idempotency_key = NULL, idempotency_fingerprint = NULL
+    WHERE id IN (
+        SELECT id FROM tasks
+        WHERE idempotency_key IS NOT NULL AND created_at < now() - make_interval(secs => $1)
+        ORDER BY created_at LIMIT $2
+        FOR UPDATE SKIP LOCKED)",
+    types: &[Type::FLOAT8, Type::INT8],
+};
+// At most $2 keys of deleted tasks older than $1 seconds; rows another session holds
+// are skipped.
 static PRUNE_KEYS: Sql = Sql {
     text: "DELETE FROM idempotency_keys WHERE key IN (
         SELECT key FROM idempotency_keys
@@ -298,9 +327,9 @@ pub struct Keyed<'a> {
     pub claim: Option<(&'a str, &'a [u8])>,
 }
 
-/// Stores new tasks and claims their keys in one statement: `(n, task)` for each input
-/// (numbered from 1) whose task was stored. An input missing from the answer had its
-/// key held already (see [`find_keys`]).
+/// Stores new tasks with their keys in one statement: `(n, task)` for each input
+/// (numbered from 1, no key twice) whose task was stored. An input missing from the
+/// answer had its key held already (see [`find_keys`] and [`release_keys`]).
 pub async fn insert_keyed(
     client: &Client,
     inputs: &[Keyed<'_>],
@@ -317,9 +346,27 @@ pub async fn insert_keyed(
     let params: [&(dyn ToSql + Sync); 6] =
         [&titles, &descriptions, &statuses, &keys, &prints, &ttl_secs];
     let rows = INSERT_KEYED.query(client, &params).await?;
+    // Rows come back in input order, an input whose key was held missing: a keyed row
+    // is its key's input; one without a key, the next input without a key.
+    let mut numbered: HashMap<&str, i64> = HashMap::new();
+    let mut unkeyed = Vec::new();
+    for (n, key) in (1..).zip(&keys) {
+        match key {
+            Some(key) => {
+                numbered.insert(key, n);
+            }
+            None => unkeyed.push(n),
+        }
+    }
+    let mut unkeyed = unkeyed.into_iter();
     rows.into_iter()
         .map(|row| {
-            let n: i64 = row.try_get(0)?;
+            let key: Option<&str> = row.try_get(0)?;
+            let n = match key {
+                Some(key) => numbered.get(key).copied(),
+                None => unkeyed.next(),
+            }
+            .unwrap_or(0);
             let task = Task {
                 id: row.try_get(1)?,
                 title: row.try_get(2)?,
@@ -333,15 +380,18 @@ pub async fn insert_keyed(
         .collect()
 }
 
-/// A key held, with the fingerprint of the body it came with and the task its create
-/// answered, as it answered it.
+/// A key held: the fingerprint of the body it came with, and the task its create
+/// stored, by id and time. The rest of what that create answered is the body's, so a
+/// retry with the same fingerprint holds it (keys.rs).
 pub struct HeldKey {
     /// The Idempotency-Key.
     pub key: String,
     /// The fingerprint of the body it came with.
     pub fingerprint: Vec<u8>,
-    /// The task as the 201 showed it.
-    pub task: Task,
+    /// The id of the task its create stored.
+    pub task_id: i64,
+    /// When that task was created.
+    pub created_at: Timestamp,
 }
 
 /// The keys of `keys` held and not older than `ttl_secs`.
@@ -353,29 +403,35 @@ pub async fn find_keys(
     let rows = FIND_KEYS.query(client, &[&keys, &ttl_secs]).await?;
     rows.into_iter()
         .map(|row| {
-            let created_at = row.try_get(6)?;
             Ok(HeldKey {
                 key: row.try_get(0)?,
                 fingerprint: row.try_get(1)?,
-                task: Task {
-                    id: row.try_get(2)?,
-                    title: row.try_get(3)?,
-                    description: row.try_get(4)?,
-                    status: row.try_get(5)?,
-                    created_at,
-                    updated_at: created_at,
-                },
+                task_id: row.try_get(2)?,
+                created_at: row.try_get(3)?,
             })
         })
         .collect()
 }
 
-/// Deletes at most `limit` keys older than `ttl_secs`, skipping any a request holds;
-/// how many went.
+/// Lets go of the keys of `keys` that tasks older than `ttl_secs` hold.
+pub async fn release_keys(
+    client: &Client,
+    keys: &[&str],
+    ttl_secs: f64,
+) -> Result<u64, tokio_postgres::Error> {
+    RELEASE_KEYS.execute(client, &[&keys, &ttl_secs]).await
+}
+
+/// Lets go of at most `limit` keys older than `ttl_secs` held by tasks, then deletes at
+/// most `limit` of deleted tasks' keys, skipping any a request holds; how many went.
 pub async fn prune_keys(
     client: &Client,
     ttl_secs: f64,
     limit: i64,
 ) -> Result<u64, tokio_postgres::Error> {
-    PRUNE_KEYS.execute(client, &[&ttl_secs, &limit]).await
+    let held = PRUNE_TASK_KEYS
+        .execute(client, &[&ttl_secs, &limit])
+        .await?;
+    let kept = PRUNE_KEYS.execute(client, &[&ttl_secs, &limit]).await?;
+    Ok(held + kept)
 }

@@ -20,7 +20,11 @@ use crate::helpers::{
 use serde_json::json;
 
 /// Every migration in sql/, as `migrate` names them.
-const MIGRATIONS: [&str; 2] = ["V1__create_tasks", "V2__idempotency_keys"];
+const MIGRATIONS: [&str; 3] = [
+    "V1__create_tasks",
+    "V2__idempotency_keys",
+    "V3__keys_on_tasks",
+];
 
 #[tokio::test(flavor = "multi_thread")]
 async fn eight_concurrent_migrations_apply_each_exactly_once() {

@@ -29,7 +29,11 @@ async fn keys_held(app: &TestApp) -> i64 {
     app.db
         .client()
         .await
-        .query_one("SELECT count(*) FROM idempotency_keys", &[])
+        .query_one(
+            "SELECT (SELECT count(*) FROM tasks WHERE idempotency_key IS NOT NULL)
+                  + (SELECT count(*) FROM idempotency_keys)",
+            &[],
+        )
         .await
         .unwrap()
         .get(0)
@@ -268,6 +272,56 @@ async fn keys_expire_after_their_ttl_and_are_pruned() {
     })
     .await;
     assert!(pruned, "the expired key was never pruned");
+}
+
+#[tokio::test]
+async fn a_key_outlives_its_deleted_task_and_a_retry_stores_nothing() {
+    let app = spawn_app().await;
+    let body = json!({"title": "deleted, then retried"});
+    let first = post_keyed(&app, "gone-then-retried", &body).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let location = first.header("location").unwrap().to_string();
+    let deleted = app.request(Method::DELETE, &location, &[], "").await;
+    assert_eq!(deleted.status, 204);
+    let again = post_keyed(&app, "gone-then-retried", &body).await;
+    assert_eq!(again.status, 201, "{}", again.body);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.header("etag"), first.header("etag"));
+    assert_eq!(app.row_count().await, 0, "the retry stored a task");
+    let other = post_keyed(&app, "gone-then-retried", &json!({"title": "another"})).await;
+    assert_eq!(other.status, 422, "{}", other.body);
+    assert_eq!(app.row_count().await, 0);
+}
+
+#[tokio::test]
+async fn an_expired_key_its_task_still_holds_is_let_go_and_used_again() {
+    // The pruner waits half the TTL (a day) before its first round: the old task still
+    // holds the key when it comes again.
+    let app = spawn_app().await;
+    let body = json!({"title": "a day and more ago"});
+    let first = post_keyed(&app, "reused-after-a-day", &body).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    app.db
+        .client()
+        .await
+        .execute(
+            "UPDATE tasks SET created_at = created_at - interval '2 days',
+                              updated_at = updated_at - interval '2 days'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let later = post_keyed(&app, "reused-after-a-day", &body).await;
+    assert_eq!(later.status, 201, "{}", later.body);
+    assert_eq!(later.header("idempotent-replayed"), None);
+    assert_ne!(later.json()["id"], first.json()["id"]);
+    assert_eq!(app.row_count().await, 2);
+    // The new task holds the key now: a retry is its replay.
+    let again = post_keyed(&app, "reused-after-a-day", &body).await;
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.json()["id"], later.json()["id"]);
+    assert_eq!(keys_held(&app).await, 1);
 }
 
 #[tokio::test]
