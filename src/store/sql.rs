@@ -109,20 +109,20 @@ static DELETE_MANY: Sql = Sql {
 };
 // Keyed creates (Idempotency-Key): each task is stored with its key and fingerprint
 // (sql/V3), so the unique index on the key is what makes a key's first use its only
-// one: no second row, and the batch stays one plain insert. An input whose key a task
-// holds (ON CONFLICT), or a deleted task held (idempotency_keys), not older than $6
-// seconds, is not inserted and does not come back: FIND_KEYS says what it answered. A
-// key held by a task older than that is not inserted either, until RELEASE_KEYS lets
-// it go. Rows come back in input order, each with its key.
+// one: no second row, and the batch stays one insert. An input whose key a task holds
+// (ON CONFLICT), or a deleted task held (idempotency_keys, looked up once for the whole
+// batch), not older than $6 seconds, is not inserted and does not come back: FIND_KEYS
+// says what it answered. A key held by a task older than that is not inserted either,
+// until RELEASE_KEYS lets it go. Rows come back in input order, each with its key.
 static INSERT_KEYED: Sql = Sql {
     text: concat!(
         "INSERT INTO tasks (title, description, status, idempotency_key, idempotency_fingerprint)
     SELECT title, description, status, key, fingerprint
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[])
         WITH ORDINALITY AS new (title, description, status, key, fingerprint, n)
-    WHERE key IS NULL OR NOT EXISTS (
-        SELECT FROM idempotency_keys AS held
-        WHERE held.key = new.key AND held.created_at >= now() - make_interval(secs => $6))
+    WHERE key IS NULL OR key <> ALL (ARRAY(
+        SELECT held.key FROM idempotency_keys AS held
+        WHERE held.key = ANY($4) AND held.created_at >= now() - make_interval(secs => $6)))
     ORDER BY n
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING idempotency_key, ",
