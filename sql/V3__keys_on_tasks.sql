@@ -15,9 +15,11 @@ ALTER TABLE tasks
 CREATE UNIQUE INDEX tasks_idempotency_key_idx ON tasks (idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 
--- The pruner walks expired keys oldest first.
+-- The pruner walks expired keys oldest first. Its predicate names the fingerprint (set
+-- and cleared with the key), so that no lookup by key can use this index: on stale
+-- statistics the planner took it for one, and walked every key of the last day.
 CREATE INDEX tasks_idempotency_created_at_idx ON tasks (created_at)
-    WHERE idempotency_key IS NOT NULL;
+    WHERE idempotency_fingerprint IS NOT NULL;
 
 -- idempotency_keys now holds the keys of deleted tasks, until they expire (a retry of
 -- a deleted task's create is still answered as it was), and those a server of the
