@@ -11,7 +11,7 @@ use deadpool_postgres::Client;
 
 use super::budget::{self, Db, Deadline, Effect, Failure};
 use super::sql::{self, HeldKey, Keyed};
-use super::{Creation, NewCreate, StoreError, statement};
+use super::{Creation, NewCreate, StoreError, outcome, statement};
 use crate::tasks::Task;
 
 /// Keys pruned by one statement: short, so the rows it locks are few and brief.
@@ -57,22 +57,52 @@ pub async fn create(
         }
     }
     let mut answers: Vec<Option<Result<Creation, StoreError>>> = vec![None; creates.len()];
-    for last in [false, true] {
+    let (mut releasing, mut asked_again) = (false, false);
+    loop {
         let round = async |client: &Client| {
-            attempt(client, deadline, ttl, creates, &sent, &first_of, !last).await
+            attempt(client, deadline, ttl, creates, &sent, &first_of, !releasing).await
         };
-        let released = db
+        match db
             .run(statement::INSERT_TASKS, deadline, Effect::Writes, round)
-            .await;
-        // A failed second round fails only the creates it was for.
-        let released = match released {
+            .await
+        {
             Ok((round, released)) => {
                 for (at, answer) in round {
                     answers[at] = Some(answer);
                 }
-                released
+                if released.is_empty() || releasing {
+                    break;
+                }
+                // Keys let go past their TTL: those creates once more.
+                releasing = true;
+                sent = released;
             }
-            Err(failure) if last => {
+            // The connection went with the statement: stored or not, only the keys
+            // can tell. A keyed create is safe to send again, and then gets what the
+            // database holds (its own task, replayed, if the first one was stored); one
+            // without a key is not, and fails as before.
+            Err(Failure::Statement(err))
+                if !asked_again && outcome::is_connection_lost(&err) && deadline.has_time() =>
+            {
+                asked_again = true;
+                let lost = StoreError::from(err);
+                sent.retain(|&at| {
+                    let keyed = creates[at].claim.is_some();
+                    if !keyed {
+                        answers[at] = Some(Err(lost.clone()));
+                    }
+                    keyed
+                });
+                log::warn!(
+                    "the connection was lost with a keyed insert ({lost}); asking again for {} keys",
+                    sent.len()
+                );
+                if sent.is_empty() {
+                    break;
+                }
+            }
+            // A later round's failure fails only the creates it was for.
+            Err(failure) if releasing || asked_again => {
                 let err = StoreError::from(failure);
                 for &at in &sent {
                     answers[at] = Some(Err(err.clone()));
@@ -80,11 +110,7 @@ pub async fn create(
                 break;
             }
             Err(failure) => return Err(failure),
-        };
-        if released.is_empty() {
-            break;
         }
-        sent = released;
     }
     Ok(creates
         .iter()

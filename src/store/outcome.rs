@@ -87,11 +87,7 @@ impl From<PoolError> for StoreError {
 impl From<tokio_postgres::Error> for StoreError {
     fn from(err: tokio_postgres::Error) -> Self {
         let Some(db) = err.as_db_error() else {
-            // No answer from the server: the connection failed or was closed.
-            let lost = err.is_closed()
-                || std::error::Error::source(&err)
-                    .is_some_and(|cause| cause.is::<std::io::Error>());
-            return match lost {
+            return match is_connection_lost(&err) {
                 true => StoreError::Unavailable(Arc::new(err)),
                 false => StoreError::Internal(Arc::new(err)),
             };
@@ -119,6 +115,14 @@ impl From<tokio_postgres::Error> for StoreError {
             StoreError::Internal(refusal())
         }
     }
+}
+
+/// No answer from the server: the connection failed or was closed, so a statement in
+/// flight may or may not have been committed.
+pub fn is_connection_lost(err: &tokio_postgres::Error) -> bool {
+    err.as_db_error().is_none()
+        && (err.is_closed()
+            || std::error::Error::source(err).is_some_and(|cause| cause.is::<std::io::Error>()))
 }
 
 fn refused(field: &str, reason: &'static str) -> StoreError {
