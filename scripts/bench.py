@@ -427,6 +427,14 @@ class Bench:
         for name, text in PGBENCH_SCRIPTS.items():
             (self.work / name).write_text(text)
 
+    def settle(self):
+        """What the runs before left PostgreSQL to do, done before the next: their new
+        and dead rows vacuumed, the statistics renewed, the dirty pages written. Else a
+        run pays for the one before it, as an autovacuum or a checkpoint that starts
+        during it (pgbench vacuums before each of its runs too, unless told -n)."""
+        self.psql("VACUUM ANALYZE")
+        self.psql("CHECKPOINT")
+
     def seed_deletes(self, table):
         """Rows for a delete run and its warm-up, at DELETE_CEILING requests a second."""
         rows = DELETE_CEILING * (WARMUP + SECONDS)
@@ -583,11 +591,11 @@ class Bench:
                 if name == "delete":
                     self.seed_deletes("tasks")
                     self.seed_deletes("bench_deletes")
+                self.settle()
                 self.wrk(name, connections, proc)
                 if name in TWINS:
+                    self.settle()
                     self.pgbench_run(name, connections)
-                if name == "delete":  # their dead rows, before the next runs
-                    self.psql("VACUUM tasks, bench_deletes")
         if "overload" in ONLY:
             for connections in OVERLOAD:
                 self.wrk("get_by_id", connections, proc)

@@ -13,9 +13,12 @@ use super::budget::{self, Db, Deadline, Effect, Failure};
 use super::sql::{self, HeldKey, Keyed};
 use super::{Creation, NewCreate, StoreError, outcome, statement};
 use crate::tasks::Task;
+use crate::trace::Statement;
 
 /// Keys pruned by one statement: short, so the rows it locks are few and brief.
 const PRUNE_BATCH: i64 = 1000;
+/// Tasks the pruner's walk looks at per statement, by id.
+const PRUNE_SPAN: i64 = 10_000;
 /// The pruner's pause between rounds, at most; less with a short TTL.
 const PRUNE_EVERY: Duration = Duration::from_secs(300);
 
@@ -241,43 +244,103 @@ fn same_body(create: &NewCreate, first: &NewCreate, task: &Task) -> Creation {
     }
 }
 
-/// Deletes expired keys now and then, for as long as the store lives: a few at a time,
-/// skipping any a request holds, so no request waits on the pruner.
+/// Lets go of expired keys now and then, for as long as the store lives: a few at a
+/// time, skipping any a request holds, so no request waits on the pruner. Keys held by
+/// tasks are found by a walk over the tasks in id order, which is the order of their
+/// times: each round goes on from the first task that was still within the TTL at the
+/// last one, so it reads only the tasks created since, not an index every keyed
+/// create would have to keep (sql/V4). Keys of deleted tasks are deleted by their time.
 pub fn prune_expired(db: Arc<Db>, ttl: Duration) {
     let pause = (ttl / 2).clamp(Duration::from_secs(1), PRUNE_EVERY);
     let ttl_secs = ttl.as_secs_f64();
     tokio::spawn(async move {
+        let mut walk = None;
         loop {
             tokio::time::sleep(pause).await;
-            let mut pruned = 0;
-            loop {
-                let prune =
-                    async |client: &Client| sql::prune_keys(client, ttl_secs, PRUNE_BATCH).await;
-                match db
-                    .run(
-                        statement::DELETE_KEYS,
-                        Deadline::start(),
-                        Effect::Writes,
-                        prune,
-                    )
-                    .await
-                {
-                    Ok(count) => {
-                        pruned += count;
-                        if count < PRUNE_BATCH as u64 {
-                            break;
-                        }
-                    }
-                    Err(failure) => {
-                        let err = StoreError::from(failure);
-                        log::warn!("could not prune expired idempotency keys: {err}");
-                        break;
-                    }
-                }
-            }
-            if pruned > 0 {
-                log::info!("pruned {pruned} expired idempotency keys");
+            let pruned = match release_expired(&db, ttl_secs, &mut walk).await {
+                Ok(released) => prune_kept(&db, ttl_secs).await.map(|kept| released + kept),
+                Err(err) => Err(err),
+            };
+            match pruned {
+                Ok(0) => {}
+                Ok(pruned) => log::info!("pruned {pruned} expired idempotency keys"),
+                Err(err) => log::warn!("could not prune expired idempotency keys: {err}"),
             }
         }
     });
+}
+
+/// One statement of the pruner, within the store's usual budget.
+async fn prune_step<T>(
+    db: &Db,
+    name: Statement,
+    effect: Effect,
+    step: impl AsyncFnOnce(&Client) -> Result<T, tokio_postgres::Error>,
+) -> Result<T, StoreError> {
+    Ok(db.run(name, Deadline::start(), effect, step).await?)
+}
+
+/// Walks the tasks from `walk` (first, from the first task that holds a key) to the
+/// first one within the TTL, letting go of the expired keys on the way: how many. A
+/// task skipped because a request held it stops the walk there, so the next round
+/// looks at it again.
+async fn release_expired(
+    db: &Db,
+    ttl_secs: f64,
+    walk: &mut Option<i64>,
+) -> Result<u64, StoreError> {
+    let mut from = match *walk {
+        Some(from) => from,
+        None => {
+            match prune_step(db, statement::SELECT_TASKS, Effect::Reads, sql::first_keyed).await? {
+                Some(first) => first,
+                None => return Ok(0),
+            }
+        }
+    };
+    let mut released = 0;
+    loop {
+        // Where the next round starts, should this one fail from here on.
+        *walk = Some(from);
+        let step = async |client: &Client| {
+            sql::release_expired(client, ttl_secs, from, PRUNE_SPAN, PRUNE_BATCH).await
+        };
+        let walked = prune_step(db, statement::UPDATE_TASKS, Effect::Writes, step).await?;
+        released += walked.released;
+        let stop = match (walked.fresh, walked.left) {
+            (Some(fresh), Some(left)) => Some(fresh.min(left)),
+            (fresh, left) => fresh.or(left),
+        };
+        match stop {
+            // Keys past the batch's limit before the first task within the TTL.
+            Some(left) if walked.left == Some(left) && walked.released > 0 => from = left,
+            Some(stop) => {
+                from = stop;
+                break;
+            }
+            None => match walked.last {
+                Some(last) if last >= from + PRUNE_SPAN => from += PRUNE_SPAN,
+                last => {
+                    from = from.max(last.map_or(from, |last| last + 1));
+                    break;
+                }
+            },
+        }
+    }
+    *walk = Some(from);
+    Ok(released)
+}
+
+/// Deletes the expired keys of deleted tasks: how many.
+async fn prune_kept(db: &Db, ttl_secs: f64) -> Result<u64, StoreError> {
+    let mut pruned = 0;
+    loop {
+        let step =
+            async |client: &Client| sql::prune_kept_keys(client, ttl_secs, PRUNE_BATCH).await;
+        let count = prune_step(db, statement::DELETE_KEYS, Effect::Writes, step).await?;
+        pruned += count;
+        if count < PRUNE_BATCH as u64 {
+            return Ok(pruned);
+        }
+    }
 }

@@ -169,18 +169,40 @@ static RELEASE_KEYS: Sql = Sql {
         FOR UPDATE SKIP LOCKED)",
     types: &[Type::TEXT_ARRAY, Type::FLOAT8],
 };
-// At most $2 keys that tasks older than $1 seconds hold, let go, by the index on
-// created_at of the tasks with a key (a fingerprint); rows another session holds are
-// skipped.
-static PRUNE_TASK_KEYS: Sql = Sql {
-    text: "UPDATE tasks SET idempotency_key = NULL, idempotency_fingerprint = NULL
-    WHERE id IN (
-        SELECT id FROM tasks
-        WHERE idempotency_fingerprint IS NOT NULL
-          AND created_at < now() - make_interval(secs => $1)
-        ORDER BY created_at LIMIT $2
-        FOR UPDATE SKIP LOCKED)",
-    types: &[Type::FLOAT8, Type::INT8],
+// The pruner's walk over tasks, by id (ids go with time: sql/V4), $3 ids from $2 on:
+// the keys that at most $4 of them older than $1 seconds hold, let go (rows another
+// session holds are skipped); and where the walk goes on: the first task of the span
+// not older than that, the first that still holds an expired key (skipped, or past
+// $4), and the last id of all.
+static RELEASE_EXPIRED: Sql = Sql {
+    text: "WITH released AS (
+        UPDATE tasks SET idempotency_key = NULL, idempotency_fingerprint = NULL
+        WHERE id IN (
+            SELECT id FROM tasks
+            WHERE id >= $2 AND id < $2 + $3
+              AND idempotency_fingerprint IS NOT NULL
+              AND created_at < now() - make_interval(secs => $1)
+            ORDER BY id LIMIT $4
+            FOR UPDATE SKIP LOCKED)
+        RETURNING id)
+    SELECT (SELECT count(*) FROM released),
+        (SELECT min(id) FROM tasks
+         WHERE id >= $2 AND id < $2 + $3
+           AND created_at >= now() - make_interval(secs => $1)),
+        (SELECT min(id) FROM tasks
+         WHERE id >= $2 AND id < $2 + $3
+           AND idempotency_fingerprint IS NOT NULL
+           AND created_at < now() - make_interval(secs => $1)
+           AND id NOT IN (SELECT id FROM released)),
+        (SELECT max(id) FROM tasks)",
+    types: &[Type::FLOAT8, Type::INT8, Type::INT8, Type::INT8],
+};
+// Where the pruner's walk starts: the first task that holds a key. (OFFSET 0: by the
+// key's index, not a walk up the primary key that would pass every task without one.)
+static FIRST_KEYED: Sql = Sql {
+    text: "SELECT min(id) FROM (SELECT id FROM tasks WHERE idempotency_key IS NOT NULL
+                         OFFSET 0) AS keyed",
+    types: &[],
 };
 // At most $2 keys of deleted tasks older than $1 seconds; rows another session holds
 // are skipped.
@@ -434,16 +456,61 @@ pub async fn release_keys(
     RELEASE_KEYS.execute(client, &[&keys, &ttl_secs]).await
 }
 
-/// Lets go of at most `limit` keys older than `ttl_secs` held by tasks, then deletes at
-/// most `limit` of deleted tasks' keys, skipping any a request holds; how many went.
-pub async fn prune_keys(
+/// One step of the pruner's walk over tasks (RELEASE_EXPIRED).
+pub struct Walked {
+    /// Keys let go.
+    pub released: u64,
+    /// The first task of the span within the TTL.
+    pub fresh: Option<i64>,
+    /// The first task of the span that still holds an expired key.
+    pub left: Option<i64>,
+    /// The last id of all.
+    pub last: Option<i64>,
+}
+
+/// Lets go of the keys that at most `limit` tasks of ids `from` to `from + span - 1`,
+/// older than `ttl_secs`, hold; skipping any a request holds.
+pub async fn release_expired(
+    client: &Client,
+    ttl_secs: f64,
+    from: i64,
+    span: i64,
+    limit: i64,
+) -> Result<Walked, tokio_postgres::Error> {
+    let rows = RELEASE_EXPIRED
+        .query(client, &[&ttl_secs, &from, &span, &limit])
+        .await?;
+    let mut walked = Walked {
+        released: 0,
+        fresh: None,
+        left: None,
+        last: None,
+    };
+    // One row, always.
+    if let Some(row) = rows.first() {
+        walked.released = row.try_get::<_, i64>(0)?.try_into().unwrap_or(0);
+        walked.fresh = row.try_get(1)?;
+        walked.left = row.try_get(2)?;
+        walked.last = row.try_get(3)?;
+    }
+    Ok(walked)
+}
+
+/// The first task that holds a key, if any.
+pub async fn first_keyed(client: &Client) -> Result<Option<i64>, tokio_postgres::Error> {
+    let rows = FIRST_KEYED.query(client, &[]).await?;
+    Ok(match rows.first() {
+        Some(row) => row.try_get(0)?,
+        None => None,
+    })
+}
+
+/// Deletes at most `limit` keys of deleted tasks older than `ttl_secs`, skipping any a
+/// request holds; how many went.
+pub async fn prune_kept_keys(
     client: &Client,
     ttl_secs: f64,
     limit: i64,
 ) -> Result<u64, tokio_postgres::Error> {
-    let held = PRUNE_TASK_KEYS
-        .execute(client, &[&ttl_secs, &limit])
-        .await?;
-    let kept = PRUNE_KEYS.execute(client, &[&ttl_secs, &limit]).await?;
-    Ok(held + kept)
+    PRUNE_KEYS.execute(client, &[&ttl_secs, &limit]).await
 }

@@ -20,10 +20,11 @@ use crate::helpers::{
 use serde_json::json;
 
 /// Every migration in sql/, as `migrate` names them.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     "V1__create_tasks",
     "V2__idempotency_keys",
     "V3__keys_on_tasks",
+    "V4__prune_by_id",
 ];
 
 #[tokio::test(flavor = "multi_thread")]

@@ -89,8 +89,8 @@ async fn pool_migrations_and_build_info_are_reported() {
     assert!(samples.contains_key("task_api_db_pool_available"));
     assert_eq!(value(&samples, "task_api_db_pool_waiting"), 0.0);
     assert_eq!(value(&samples, "task_api_db_pool_max"), 8.0);
-    // V1 to V3, on the test's empty database.
-    assert_eq!(value(&samples, "task_api_migrations_applied"), 3.0);
+    // V1 to V4, on the test's empty database.
+    assert_eq!(value(&samples, "task_api_migrations_applied"), 4.0);
     let build = samples
         .keys()
         .find(|series| series.starts_with("task_api_build_info{"))

@@ -275,6 +275,57 @@ async fn keys_expire_after_their_ttl_and_are_pruned() {
 }
 
 #[tokio::test]
+async fn the_pruner_walks_past_many_tasks_and_keeps_the_keys_within_their_ttl() {
+    // Tasks of long ago, more than one step of the walk: keyed, then a run without
+    // keys, then keyed again; then tasks within the TTL (a day from now, so they stay
+    // within it while the test runs), keyed or not.
+    let app = spawn_app_with(&[("IDEMPOTENCY_KEY_TTL", "2")]).await;
+    let insert = |first: i32, last: i32, keyed: bool, when: &'static str| {
+        format!(
+            "INSERT INTO tasks (title, idempotency_key, idempotency_fingerprint, created_at,
+                                updated_at)
+             SELECT 'old ' || g, CASE WHEN {keyed} THEN 'walk-' || g END,
+                    CASE WHEN {keyed} THEN '\\x00'::bytea END, {when}, {when}
+             FROM generate_series({first}, {last}) AS g"
+        )
+    };
+    let client = app.db.client().await;
+    let past = "now() - interval '1 hour'";
+    let future = "now() + interval '1 day'";
+    for sql in [
+        insert(1, 15_000, true, past),
+        insert(15_001, 40_000, false, past),
+        insert(40_001, 42_000, true, past),
+        insert(42_001, 42_010, true, future),
+        insert(42_011, 42_020, false, future),
+    ] {
+        client.execute(&sql, &[]).await.unwrap();
+    }
+    assert_eq!(keys_held(&app).await, 17_010);
+    let pruned = wait_until(Duration::from_secs(10), || async {
+        keys_held(&app).await == 10
+    })
+    .await;
+    assert!(
+        pruned,
+        "{} keys held, not the 10 within the TTL",
+        keys_held(&app).await
+    );
+    let fresh: i64 = client
+        .query_one(
+            "SELECT count(*) FROM tasks WHERE idempotency_key IS NOT NULL
+             AND created_at > now()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(fresh, 10);
+    // Nothing else changed: every task is still there.
+    assert_eq!(app.row_count().await, 42_020);
+}
+
+#[tokio::test]
 async fn a_key_outlives_its_deleted_task_and_a_retry_stores_nothing() {
     let app = spawn_app().await;
     let body = json!({"title": "deleted, then retried"});
