@@ -4,8 +4,9 @@
 //! business.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::Client;
 
@@ -21,6 +22,41 @@ const PRUNE_BATCH: i64 = 1000;
 const PRUNE_SPAN: i64 = 10_000;
 /// The pruner's pause between rounds, at most; less with a short TTL.
 const PRUNE_EVERY: Duration = Duration::from_secs(300);
+
+/// How long keyed creates stay careful after a key was found held.
+const CAREFUL_FOR: Duration = Duration::from_secs(1);
+
+/// When a key was last found held, in this process: keyed creates expect new keys
+/// unless one was found held within [`CAREFUL_FOR`]. Expecting new keys, the insert
+/// leaves out `ON CONFLICT`, whose look-up and lock before each row are about a tenth
+/// of what a keyed create costs PostgreSQL; a held key then fails it, nothing stored,
+/// and it goes again with `ON CONFLICT` (sql.rs). Retries that come often keep the
+/// creates careful, so few statements are sent twice.
+struct HeldKeys {
+    /// Milliseconds from `epoch` to when a key was last found held, plus one (0: never).
+    at: AtomicU64,
+    epoch: LazyLock<Instant>,
+}
+
+static HELD_KEYS: HeldKeys = HeldKeys {
+    at: AtomicU64::new(0),
+    epoch: LazyLock::new(Instant::now),
+};
+
+impl HeldKeys {
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    fn seen(&self) {
+        self.at.store(self.now(), Ordering::Relaxed);
+    }
+
+    fn seen_lately(&self) -> bool {
+        let at = self.at.load(Ordering::Relaxed);
+        at != 0 && self.now().saturating_sub(at) < CAREFUL_FOR.as_millis() as u64
+    }
+}
 
 /// An Idempotency-Key, and the fingerprint of the request body it came with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -158,7 +194,17 @@ async fn attempt(
                 .map(|c| (c.key.as_str(), c.fingerprint.as_slice())),
         })
         .collect();
-    let stored = sql::insert_keyed(client, &inputs, ttl_secs).await?;
+    let stored = match HELD_KEYS.seen_lately() {
+        true => sql::insert_keyed(client, &inputs, ttl_secs, true).await?,
+        false => match sql::insert_keyed(client, &inputs, ttl_secs, false).await {
+            Err(err) if outcome::is_key_held(&err) => {
+                log::debug!("a key of the batch was held; inserting it again, skipping held keys");
+                HELD_KEYS.seen();
+                sql::insert_keyed(client, &inputs, ttl_secs, true).await?
+            }
+            stored => stored?,
+        },
+    };
     let mut answers = Vec::with_capacity(sent.len());
     let mut answered = vec![false; creates.len()];
     for (n, task) in stored {
@@ -179,6 +225,7 @@ async fn attempt(
     if held.is_empty() {
         return Ok((answers, Vec::new()));
     }
+    HELD_KEYS.seen();
     let lookup = sql::find_keys(client, &held, ttl_secs);
     match budget::limited(client, deadline, lookup).await {
         Ok(found) => {

@@ -186,6 +186,15 @@ pub fn is_read_only(err: &tokio_postgres::Error) -> bool {
     err.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION)
 }
 
+/// Whether an insert failed because a task holds one of its Idempotency-Keys already
+/// (unique_violation on the key's index, sql/V3): nothing was stored.
+pub fn is_key_held(err: &tokio_postgres::Error) -> bool {
+    err.as_db_error().is_some_and(|db| {
+        db.code() == &SqlState::UNIQUE_VIOLATION
+            && db.constraint() == Some("tasks_idempotency_key_idx")
+    })
+}
+
 /// Whether the database refused a batched statement because of what some row held
 /// (data exceptions, class 22, and integrity constraints, class 23), so that
 /// inserting the rows one by one lets the others through. Anything else would fail

@@ -109,14 +109,19 @@ static DELETE_MANY: Sql = Sql {
 };
 // Keyed creates (Idempotency-Key): each task is stored with its key and fingerprint
 // (sql/V3), so the unique index on the key is what makes a key's first use its only
-// one: no second row, and the batch stays one insert. An input whose key a task holds
-// (ON CONFLICT), or a deleted task held (idempotency_keys, looked up once for the whole
-// batch), not older than $6 seconds, is not inserted and does not come back: FIND_KEYS
-// says what it answered. A key held by a task older than that is not inserted either,
-// until RELEASE_KEYS lets it go. Rows come back in input order, each with its key.
-static INSERT_KEYED: Sql = Sql {
-    text: concat!(
-        "INSERT INTO tasks (title, description, status, idempotency_key, idempotency_fingerprint)
+// one: no second row, and the batch stays one insert. An input whose key a deleted
+// task held (idempotency_keys, looked up once for the whole batch) not older than $6
+// seconds is not inserted and does not come back: FIND_KEYS says what it answered.
+// Rows come back in input order, each with its key. The statement comes in two kinds
+// (keys.rs chooses): INSERT_KEYED skips an input whose key a task holds (ON CONFLICT),
+// as it does one held past its TTL, until RELEASE_KEYS lets it go; INSERT_NEW_KEYS
+// leaves out ON CONFLICT, whose look-up and lock before each row are about a tenth of
+// what a keyed create costs PostgreSQL, and fails whole (unique_violation) if a task
+// holds any of its keys.
+macro_rules! insert_keyed {
+    ($on_conflict:literal) => {
+        concat!(
+            "INSERT INTO tasks (title, description, status, idempotency_key, idempotency_fingerprint)
     SELECT title, description, status, key, fingerprint
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[])
         WITH ORDINALITY AS new (title, description, status, key, fingerprint, n)
@@ -125,24 +130,36 @@ static INSERT_KEYED: Sql = Sql {
                          OFFSET 0) AS held
         WHERE created_at >= now() - make_interval(secs => $6)))
     ORDER BY n
-    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING idempotency_key, ",
-        columns!()
+    ",
+            $on_conflict,
+            "RETURNING idempotency_key, ",
+            columns!()
+        )
+    };
+}
+const INSERT_KEYED_TYPES: &[Type] = &[
+    Type::TEXT_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::BYTEA_ARRAY,
+    Type::FLOAT8,
+];
+static INSERT_KEYED: Sql = Sql {
+    text: insert_keyed!(
+        "ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING\n    "
     ),
-    types: &[
-        Type::TEXT_ARRAY,
-        Type::TEXT_ARRAY,
-        Type::TEXT_ARRAY,
-        Type::TEXT_ARRAY,
-        Type::BYTEA_ARRAY,
-        Type::FLOAT8,
-    ],
+    types: INSERT_KEYED_TYPES,
+};
+static INSERT_NEW_KEYS: Sql = Sql {
+    text: insert_keyed!(""),
+    types: INSERT_KEYED_TYPES,
 };
 // Each lookup of keys below finds them by their key's index alone (OFFSET 0 keeps the
 // subquery apart), and tests their time on what it found: with the time in the same
 // WHERE, the planner may pick an index on created_at instead, which on stale
-// statistics, just after a burst of keyed creates, walks every key of the last day.
-// (The pruner's index on tasks is out of reach of a lookup by key: sql/V3.)
+// statistics, just after a burst of keyed creates, walks every key of the last day
+// (sql/V3 had such an index for the pruner; V4 dropped it).
 
 // The keys held, not older than $2 seconds, by tasks or by deleted tasks, with the id
 // and time of their tasks.
@@ -363,11 +380,13 @@ pub struct Keyed<'a> {
 
 /// Stores new tasks with their keys in one statement: `(n, task)` for each input
 /// (numbered from 1, no key twice) whose task was stored. An input missing from the
-/// answer had its key held already (see [`find_keys`] and [`release_keys`]).
+/// answer had its key held already (see [`find_keys`] and [`release_keys`]). If not
+/// `skip_held`, a key a task holds fails the statement instead, and nothing is stored.
 pub async fn insert_keyed(
     client: &Client,
     inputs: &[Keyed<'_>],
     ttl_secs: f64,
+    skip_held: bool,
 ) -> Result<Vec<(i64, Task)>, tokio_postgres::Error> {
     let titles: Vec<&str> = inputs.iter().map(|i| i.task.title.as_str()).collect();
     let descriptions: Vec<Option<&str>> = inputs
@@ -379,7 +398,12 @@ pub async fn insert_keyed(
     let prints: Vec<Option<&[u8]>> = inputs.iter().map(|i| i.claim.map(|c| c.1)).collect();
     let params: [&(dyn ToSql + Sync); 6] =
         [&titles, &descriptions, &statuses, &keys, &prints, &ttl_secs];
-    let rows = INSERT_KEYED.query(client, &params).await?;
+    let statement = if skip_held {
+        &INSERT_KEYED
+    } else {
+        &INSERT_NEW_KEYS
+    };
+    let rows = statement.query(client, &params).await?;
     // Rows come back in input order, an input whose key was held missing: a keyed row
     // is its key's input; one without a key, the next input without a key.
     let mut numbered: HashMap<&str, i64> = HashMap::new();
