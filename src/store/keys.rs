@@ -23,6 +23,21 @@ const PRUNE_SPAN: i64 = 10_000;
 /// The pruner's pause between rounds, at most; less with a short TTL.
 const PRUNE_EVERY: Duration = Duration::from_secs(300);
 
+/// The pause before a keyed insert whose connection was lost is asked again once more.
+const ASK_AGAIN_AFTER: Duration = Duration::from_millis(100);
+
+/// Whether `failure` says nothing of the statement's fate in the database: no
+/// connection, no time, shed, or no verdict (again).
+fn could_not_ask(failure: &Failure) -> bool {
+    match failure {
+        Failure::Statement(err) => outcome::is_connection_lost(err) || outcome::is_unavailable(err),
+        Failure::Other(err) => matches!(
+            err,
+            StoreError::Unavailable(_) | StoreError::Busy | StoreError::Unknown(_)
+        ),
+    }
+}
+
 /// How long keyed creates stay careful after a key was found held.
 const CAREFUL_FOR: Duration = Duration::from_secs(1);
 
@@ -96,12 +111,15 @@ pub async fn create(
         }
     }
     let mut answers: Vec<Option<Result<Creation, StoreError>>> = vec![None; creates.len()];
-    let (mut releasing, mut asked_again) = (false, false);
+    let mut releasing = false;
+    // Set once the connection went with a keyed insert: until the database is asked
+    // again and answers, nobody knows whether those creates were stored.
+    let mut lost: Option<StoreError> = None;
     loop {
         let round = async |client: &Client| {
             attempt(client, deadline, ttl, creates, &sent, &first_of, !releasing).await
         };
-        match db
+        let failure = match db
             .run(statement::INSERT_TASKS, deadline, Effect::Writes, round)
             .await
         {
@@ -115,40 +133,71 @@ pub async fn create(
                 // Keys let go past their TTL: those creates once more.
                 releasing = true;
                 sent = released;
+                lost = None;
+                continue;
             }
-            // The connection went with the statement: stored or not, only the keys
-            // can tell. A keyed create is safe to send again, and then gets what the
-            // database holds (its own task, replayed, if the first one was stored); one
-            // without a key is not, and fails as before.
-            Err(Failure::Statement(err))
-                if !asked_again && outcome::is_connection_lost(&err) && deadline.has_time() =>
-            {
-                asked_again = true;
-                let lost = StoreError::from(err);
+            Err(failure) => failure,
+        };
+        let connection_lost =
+            matches!(&failure, Failure::Statement(err) if outcome::is_connection_lost(err));
+        match lost.as_ref() {
+            // The connection went with the statement: stored or not, only the keys can
+            // tell. A keyed create is safe to send again, and then gets what the database
+            // holds (its own task, replayed, if the first one was stored); one without a
+            // key is not, and fails as before.
+            None if connection_lost => {
+                let err = StoreError::from(failure);
                 sent.retain(|&at| {
                     let keyed = creates[at].claim.is_some();
                     if !keyed {
-                        answers[at] = Some(Err(lost.clone()));
+                        answers[at] = Some(Err(err.clone()));
                     }
                     keyed
                 });
                 log::warn!(
-                    "the connection was lost with a keyed insert ({lost}); asking again for {} keys",
+                    "the connection was lost with a keyed insert ({err}); asking again for {} keys",
                     sent.len()
                 );
-                if sent.is_empty() {
-                    break;
-                }
+                lost = Some(err);
             }
-            // A later round's failure fails only the creates it was for.
-            Err(failure) if releasing || asked_again => {
+            None if !releasing => return Err(failure),
+            // A later round's answer fails only the creates it was for: the database
+            // said no to them, so the first round could not have stored them either.
+            _ if !could_not_ask(&failure) => {
                 let err = StoreError::from(failure);
                 for &at in &sent {
                     answers[at] = Some(Err(err.clone()));
                 }
                 break;
             }
-            Err(failure) => return Err(failure),
+            // Asked again, and no answer yet (no connection, or lost once more): wait a
+            // little, and ask again.
+            Some(_) => tokio::time::sleep(ASK_AGAIN_AFTER).await,
+            // The keys were let go and the database could not be asked to insert them:
+            // nothing was stored.
+            None => {
+                let err = StoreError::from(failure);
+                for &at in &sent {
+                    answers[at] = Some(Err(err.clone()));
+                }
+                break;
+            }
+        }
+        if sent.is_empty() {
+            break;
+        }
+        if let Some(err) = &lost
+            && !deadline.has_time()
+        {
+            // Out of time before the truth came back: its outcome stays unknown, and
+            // it is answered so (no answer), never as an error.
+            let unknown = StoreError::unknown(format!(
+                "the connection was lost with a keyed insert ({err}), and the database could not be asked again in time"
+            ));
+            for &at in &sent {
+                answers[at] = Some(Err(unknown.clone()));
+            }
+            break;
         }
     }
     Ok(creates

@@ -109,7 +109,7 @@ impl From<tokio_postgres::Error> for StoreError {
             || code == &SqlState::UNTRANSLATABLE_CHARACTER
         {
             refused("body", "holds a character the database cannot store")
-        } else if is_unavailable(code) {
+        } else if unavailable(code) {
             StoreError::Unavailable(refusal())
         } else {
             StoreError::Internal(refusal())
@@ -132,12 +132,17 @@ fn refused(field: &str, reason: &'static str) -> StoreError {
     })
 }
 
+/// Whether the database answered a statement that it could not serve now (below).
+pub fn is_unavailable(err: &tokio_postgres::Error) -> bool {
+    err.as_db_error().is_some_and(|db| unavailable(db.code()))
+}
+
 /// The database could not serve now, whatever the request held, and did nothing:
 /// cancelled (the budget ran out), shutting down or restarting, out of connections,
 /// disk or memory (class 53), read-only after a failover, a lock not had in time,
 /// a serialization failure or deadlock (class 40), a connection exception (class 08),
 /// a prepared statement a pooler lost.
-fn is_unavailable(code: &SqlState) -> bool {
+fn unavailable(code: &SqlState) -> bool {
     let class = &code.code()[..2];
     matches!(class, "08" | "40" | "53")
         || [
