@@ -26,18 +26,6 @@ const PRUNE_EVERY: Duration = Duration::from_secs(300);
 /// The pause before a keyed insert whose connection was lost is asked again once more.
 const ASK_AGAIN_AFTER: Duration = Duration::from_millis(100);
 
-/// Whether `failure` says nothing of the statement's fate in the database: no
-/// connection, no time, shed, or no verdict (again).
-fn could_not_ask(failure: &Failure) -> bool {
-    match failure {
-        Failure::Statement(err) => outcome::is_connection_lost(err) || outcome::is_unavailable(err),
-        Failure::Other(err) => matches!(
-            err,
-            StoreError::Unavailable(_) | StoreError::Busy | StoreError::Unknown(_)
-        ),
-    }
-}
-
 /// How long keyed creates stay careful after a key was found held.
 const CAREFUL_FOR: Duration = Duration::from_secs(1);
 
@@ -161,21 +149,13 @@ pub async fn create(
                 lost = Some(err);
             }
             None if !releasing => return Err(failure),
-            // A later round's answer fails only the creates it was for: the database
-            // said no to them, so the first round could not have stored them either.
-            _ if !could_not_ask(&failure) => {
-                let err = StoreError::from(failure);
-                for &at in &sent {
-                    answers[at] = Some(Err(err.clone()));
-                }
-                break;
-            }
             // Asked again, and no answer yet (no connection, or lost once more): wait a
             // little, and ask again.
-            Some(_) => tokio::time::sleep(ASK_AGAIN_AFTER).await,
-            // The keys were let go and the database could not be asked to insert them:
-            // nothing was stored.
-            None => {
+            Some(_) if could_not_ask(&failure) => tokio::time::sleep(ASK_AGAIN_AFTER).await,
+            // A later round's failure fails only the creates it was for: the database
+            // said no to them, so the first round could not have stored them either; or
+            // the keys were let go, and the database could not be asked to insert them.
+            _ => {
                 let err = StoreError::from(failure);
                 for &at in &sent {
                     answers[at] = Some(Err(err.clone()));
@@ -218,6 +198,18 @@ pub async fn create(
             })
         })
         .collect())
+}
+
+/// Whether `failure` says nothing of the statement's fate in the database: no
+/// connection, no time, shed, or no verdict (again).
+fn could_not_ask(failure: &Failure) -> bool {
+    match failure {
+        Failure::Statement(err) => outcome::is_connection_lost(err) || outcome::is_unavailable(err),
+        Failure::Other(err) => matches!(
+            err,
+            StoreError::Unavailable(_) | StoreError::Busy | StoreError::Unknown(_)
+        ),
+    }
 }
 
 /// The creates at `sent` (no key twice) inserted by one statement: an answer for each
@@ -403,11 +395,7 @@ async fn release_expired(
         };
         let walked = prune_step(db, statement::UPDATE_TASKS, Effect::Writes, step).await?;
         released += walked.released;
-        let stop = match (walked.fresh, walked.left) {
-            (Some(fresh), Some(left)) => Some(fresh.min(left)),
-            (fresh, left) => fresh.or(left),
-        };
-        match stop {
+        match walked.fresh.into_iter().chain(walked.left).min() {
             // Keys past the batch's limit before the first task within the TTL.
             Some(left) if walked.left == Some(left) && walked.released > 0 => from = left,
             Some(stop) => {

@@ -404,27 +404,19 @@ pub async fn insert_keyed(
         &INSERT_NEW_KEYS
     };
     let rows = statement.query(client, &params).await?;
-    // Rows come back in input order, an input whose key was held missing: a keyed row
-    // is its key's input; one without a key, the next input without a key.
-    let mut numbered: HashMap<&str, i64> = HashMap::new();
-    let mut unkeyed = Vec::new();
-    for (n, key) in (1..).zip(&keys) {
-        match key {
-            Some(key) => {
-                numbered.insert(key, n);
-            }
-            None => unkeyed.push(n),
-        }
-    }
-    let mut unkeyed = unkeyed.into_iter();
+    // Rows come back in input order, the inputs whose keys were held missing: each row
+    // is the next input with its key (without one: the next input without one).
+    let mut next = 0;
     rows.into_iter()
         .map(|row| {
             let key: Option<&str> = row.try_get(0)?;
-            let n = match key {
-                Some(key) => numbered.get(key).copied(),
-                None => unkeyed.next(),
-            }
-            .unwrap_or(0);
+            let n = match keys[next..].iter().position(|input| *input == key) {
+                Some(skipped) => {
+                    next += skipped + 1;
+                    next as i64
+                }
+                None => 0,
+            };
             let task = Task {
                 id: row.try_get(1)?,
                 title: row.try_get(2)?,
@@ -481,6 +473,7 @@ pub async fn release_keys(
 }
 
 /// One step of the pruner's walk over tasks (RELEASE_EXPIRED).
+#[derive(Default)]
 pub struct Walked {
     /// Keys let go.
     pub released: u64,
@@ -504,20 +497,16 @@ pub async fn release_expired(
     let rows = RELEASE_EXPIRED
         .query(client, &[&ttl_secs, &from, &span, &limit])
         .await?;
-    let mut walked = Walked {
-        released: 0,
-        fresh: None,
-        left: None,
-        last: None,
-    };
     // One row, always.
-    if let Some(row) = rows.first() {
-        walked.released = row.try_get::<_, i64>(0)?.try_into().unwrap_or(0);
-        walked.fresh = row.try_get(1)?;
-        walked.left = row.try_get(2)?;
-        walked.last = row.try_get(3)?;
-    }
-    Ok(walked)
+    let Some(row) = rows.first() else {
+        return Ok(Walked::default());
+    };
+    Ok(Walked {
+        released: row.try_get::<_, i64>(0)?.try_into().unwrap_or(0),
+        fresh: row.try_get(1)?,
+        left: row.try_get(2)?,
+        last: row.try_get(3)?,
+    })
 }
 
 /// The first task that holds a key, if any.
