@@ -5,8 +5,8 @@
 
 use std::time::Instant;
 
+use hyper::StatusCode;
 use hyper::header::HeaderValue;
-use hyper::{Method, StatusCode};
 use log::kv::{self, Key, Value, VisitSource};
 use log::{Level, Record};
 
@@ -14,8 +14,8 @@ use crate::logging::Quoted;
 
 /// A request, as its access line will name it.
 pub struct Access<'a> {
-    /// Its method.
-    pub method: &'a Method,
+    /// Its method (`-` for a head that could not be parsed).
+    pub method: &'a str,
     /// Its path, without the query string.
     pub path: &'a str,
     /// Its `x-request-id`.
@@ -41,7 +41,7 @@ impl Access<'_> {
                 .key_values(&fields)
                 .args(format_args!(
                     "{} {} {} {}.{:03}ms request_id={}{}",
-                    Quoted(self.method.as_str()),
+                    Quoted(self.method),
                     Quoted(self.path),
                     status.as_u16(),
                     micros / 1000,
@@ -66,7 +66,7 @@ impl Access<'_> {
                 .args(format_args!(
                     "{} {} - {}.{:03}ms request_id={}{} outcome unknown, connection closed \
                      unanswered: {}",
-                    Quoted(self.method.as_str()),
+                    Quoted(self.method),
                     Quoted(self.path),
                     micros / 1000,
                     micros % 1000,
@@ -80,7 +80,7 @@ impl Access<'_> {
 
     fn fields(&self, status: Option<u16>) -> Fields<'_> {
         Fields {
-            method: self.method.as_str(),
+            method: self.method,
             path: self.path,
             status,
             micros: self.started.elapsed().as_micros(),

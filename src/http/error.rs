@@ -19,8 +19,12 @@ use crate::tasks::Invalid;
 /// `Unavailable` and `Internal` is for the log only.
 #[derive(Debug)]
 pub enum ApiError {
-    /// 400: the body is not JSON, or not an object.
+    /// 400: the body is not JSON, or not an object; or a malformed header.
     BadRequest(String),
+    /// 400: a request head hyper could not parse (conn.rs answers it).
+    MalformedHead,
+    /// 431: a request head over the limit (conn.rs answers it).
+    HeadTooLarge,
     /// 404: no such route.
     NotFound,
     /// 404: no such task.
@@ -53,7 +57,8 @@ impl ApiError {
     /// The HTTP status for this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::MalformedHead => StatusCode::BAD_REQUEST,
+            ApiError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::NotFound | ApiError::TaskNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
@@ -108,6 +113,15 @@ impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ApiError::BadRequest(detail) => f.write_str(detail),
+            ApiError::MalformedHead => f.write_str(
+                "The request line or a header is not valid HTTP (a control character, or bad \
+                 syntax)",
+            ),
+            ApiError::HeadTooLarge => write!(
+                f,
+                "The request head (line and headers) is larger than {} bytes",
+                super::MAX_HEAD_BYTES
+            ),
             ApiError::Invalid(invalid) => invalid.fmt(f),
             ApiError::NotFound => f.write_str("Not Found"),
             ApiError::TaskNotFound => f.write_str("Task not found"),

@@ -129,9 +129,13 @@ pub async fn create(app: &App, create: NewCreate) -> Result<Response<Body>, ApiE
 }
 
 /// `GET /tasks/{id}`; 304 and no body when `If-None-Match` names its ETag.
-pub async fn get(app: &App, id: i64, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
+pub async fn get(
+    app: &App,
+    id: i64,
+    none_match: Option<conditional::Tags>,
+) -> Result<Response<Body>, ApiError> {
     let task = app.store.get(id).await?.ok_or(ApiError::TaskNotFound)?;
-    if conditional::none_match(headers, &task) {
+    if none_match.is_some_and(|tags| conditional::none_match(&tags, &task)) {
         let mut response = response::empty(StatusCode::NOT_MODIFIED);
         response
             .headers_mut()

@@ -7,7 +7,7 @@ use ring::digest::{SHA256, digest};
 use serde_json::{Map, Value};
 
 use crate::store::Claim;
-use crate::tasks::Invalid;
+use crate::tasks::{Invalid, NewTask, Status};
 
 /// The request header.
 pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -16,11 +16,20 @@ pub static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent
 /// The longest key, in characters.
 const MAX_KEY_CHARS: usize = 255;
 
-/// The request's key, if it sent one, with the fingerprint of `body`: a SHA-256 of its
-/// canonical JSON (keys sorted, no blanks), so the same object sent with other spacing
-/// or key order is the same request. The draft makes the value a structured-field
+/// The request's key, if it sent one, with the fingerprint of the create it asks for:
+/// a SHA-256 of `task` as canonical JSON (keys sorted, no blanks, a default value left
+/// out), so a retry that differs only in spacing, key order, escapes, a default status
+/// or a `null` description is the same request. That is also the digest of the body
+/// itself whenever it spells out no default, which is what 02cade1 stored: a retry
+/// crossing the two versions is recognised either way. For a body that does spell one
+/// out, the digest of the body as written goes along too ([`Claim::as_written`]), to
+/// match what 02cade1 stored for it. The draft makes the value a structured-field
 /// string (`"…"`); a bare token, as most clients send, is taken as it is.
-pub fn claim(headers: &HeaderMap, body: &Map<String, Value>) -> Result<Option<Claim>, Invalid> {
+pub fn claim(
+    headers: &HeaderMap,
+    task: &NewTask,
+    body: &Map<String, Value>,
+) -> Result<Option<Claim>, Invalid> {
     let mut values = headers.get_all(&IDEMPOTENCY_KEY).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -33,11 +42,26 @@ pub fn claim(headers: &HeaderMap, body: &Map<String, Value>) -> Result<Option<Cl
         return Err(refused());
     }
     let key = key(value.as_bytes()).ok_or_else(refused)?;
-    let canonical = serde_json::to_vec(body).expect("a JSON object serializes");
+    let mut canonical = Map::new();
+    canonical.insert("title".into(), task.title.clone().into());
+    if let Some(description) = &task.description {
+        canonical.insert("description".into(), description.clone().into());
+    }
+    if task.status != Status::Pending {
+        canonical.insert("status".into(), task.status.as_str().into());
+    }
+    let fingerprint = sha256(&canonical);
+    let as_written = sha256(body);
     Ok(Some(Claim {
         key,
-        fingerprint: digest(&SHA256, &canonical).as_ref().to_vec(),
+        as_written: (as_written != fingerprint).then_some(as_written),
+        fingerprint,
     }))
+}
+
+fn sha256(object: &Map<String, Value>) -> Vec<u8> {
+    let canonical = serde_json::to_vec(object).expect("a JSON object serializes");
+    digest(&SHA256, &canonical).as_ref().to_vec()
 }
 
 /// The key in `value`: a structured-field string unquoted, or the value as it is; 1 to
@@ -90,17 +114,30 @@ mod tests {
     }
 
     #[test]
-    fn the_same_object_has_the_same_fingerprint_however_written() {
+    fn the_same_create_has_the_same_fingerprint_however_written() {
         let mut headers = HeaderMap::new();
         headers.insert(&IDEMPOTENCY_KEY, "k".parse().unwrap());
         let print = |text: &str| {
             let body: Map<String, Value> = serde_json::from_str(text).unwrap();
-            claim(&headers, &body).unwrap().unwrap().fingerprint
+            let task = NewTask::decode(&body).unwrap();
+            claim(&headers, &task, &body).unwrap().unwrap()
         };
-        assert_eq!(
-            print(r#"{"title":"a","status":"pending"}"#),
-            print(r#"{ "status": "pending",  "title": "a" }"#)
+        let plain = print(r#"{"title":"a"}"#);
+        for same in [
+            r#"{ "status": "pending",  "title": "a" }"#,
+            r#"{"title":"\u0061","description":null}"#,
+        ] {
+            assert_eq!(print(same).fingerprint, plain.fingerprint, "{same}");
+            assert!(print(same).as_written.is_some(), "{same}");
+        }
+        // A body with no default spelled out: the digest 02cade1 stored for it.
+        let body = r#"{"title":"a"}"#.as_bytes();
+        assert_eq!(plain.fingerprint, digest(&SHA256, body).as_ref());
+        assert_eq!(plain.as_written, None);
+        assert_ne!(plain.fingerprint, print(r#"{"title":"b"}"#).fingerprint);
+        assert_ne!(
+            plain.fingerprint,
+            print(r#"{"title":"a","status":"completed"}"#).fingerprint
         );
-        assert_ne!(print(r#"{"title":"a"}"#), print(r#"{"title":"b"}"#));
     }
 }

@@ -103,7 +103,8 @@ impl Metrics {
         let connections_cut = Family::<CutLabels, Counter>::default();
         registry.register(
             "http_connections_closed",
-            "Client connections the server ended, by reason: a deadline, or MAX_CONNECTIONS",
+            "Client connections the server ended, by reason: a deadline, MAX_CONNECTIONS, or a \
+             request head it could not parse (malformed) or over 16 KiB (head_too_large)",
             connections_cut.clone(),
         );
         let unanswered = Counter::default();

@@ -36,15 +36,16 @@ use crate::error::describe;
 use crate::store::Store;
 use crate::trace::Tracer;
 use crate::{Error, db, logging, migrate, shutdown};
-use conn::{Cut, WriteDeadline};
+use conn::{ClientIo, Cut, Unparsed};
 
 /// A client that has not sent its whole header by then is disconnected (spec §5).
 /// hyper runs the same timer while a kept-alive connection waits for its next
 /// request, so it is the idle timeout too.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// hyper's read and write buffers, per connection: a request head may be this big,
-/// and a response streams out through this much at a time.
-const MAX_BUF_BYTES: usize = 64 * 1024;
+/// The largest request head (line and headers) read (spec §2: 431 past it). hyper's
+/// read and write buffers are this big at most, per connection: so is what an
+/// unfinished head holds, and a response streams out through this much at a time.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Connections over `MAX_CONNECTIONS` answered 503 at once; past these, closed unread.
 const OVER_CAPACITY_ANSWERS: usize = 128;
 /// An over-capacity client gets this long to send its request head.
@@ -181,7 +182,7 @@ pub async fn serve(
     // Without a timer hyper silently skips the header-read timeout.
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_BUF_BYTES);
+        .max_buf_size(MAX_HEAD_BYTES);
     let mut over_capacity = http.clone();
     over_capacity
         .keep_alive(false)
@@ -266,7 +267,7 @@ fn spawn_connection(
             router::handle(app.clone(), request)
         })
     };
-    let io = TokioIo::new(WriteDeadline::new(stream));
+    let io = TokioIo::new(ClientIo::new(stream, unparsed(app)));
     let connection = graceful.watch(http.serve_connection(io, service));
     let app = app.clone();
     tokio::spawn(async move {
@@ -281,6 +282,12 @@ fn spawn_connection(
     });
 }
 
+/// How a connection answers a head hyper could not parse (router.rs writes it).
+fn unparsed(app: &Arc<App>) -> Unparsed {
+    let app = app.clone();
+    Arc::new(move |status| router::unparsed(&app, status))
+}
+
 /// A client over `MAX_CONNECTIONS`: its request is read, answered 503 with
 /// `retry-after` and `connection: close`, and the connection closed.
 async fn refuse(
@@ -293,7 +300,7 @@ async fn refuse(
         let app = app.clone();
         service_fn(move |request| router::refuse(app.clone(), request))
     };
-    let io = TokioIo::new(WriteDeadline::new(stream));
+    let io = TokioIo::new(ClientIo::new(stream, unparsed(&app)));
     if let Err(err) = http.serve_connection(io, service).await {
         log::debug!("over-capacity connection ended: {}", describe(&err));
     }

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use hyper::body::Incoming;
 use hyper::header::{CONNECTION, HeaderValue, USER_AGENT};
-use hyper::{Method, Request, Response, Version};
+use hyper::{Method, Request, Response, StatusCode, Version};
 
 use super::access::Access;
 use super::conn::Cut;
@@ -179,7 +179,7 @@ async fn answer(
     let path = request.uri().path().to_owned();
     let route = Route::parse(&path);
     let access = Access {
-        method: &method,
+        method: method.as_str(),
         path: &path,
         request_id: &id,
         trace_id: trace_id.as_deref(),
@@ -201,7 +201,7 @@ async fn answer(
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
     let status = response.status();
-    if status == hyper::StatusCode::REQUEST_TIMEOUT {
+    if status == StatusCode::REQUEST_TIMEOUT {
         app.metrics.cut(Cut::BodyTimeout);
     }
     access.answered(status);
@@ -228,7 +228,7 @@ pub async fn refuse(
         span.answered(status.as_u16());
     }
     let access = Access {
-        method: request.method(),
+        method: request.method().as_str(),
         path: request.uri().path(),
         request_id: &id,
         trace_id: trace::trace_id(request.headers()),
@@ -239,6 +239,36 @@ pub async fn refuse(
     app.metrics
         .record(request.method(), route.label(), status, started.elapsed());
     Ok(response)
+}
+
+/// The whole answer to a request head hyper could not parse, `status` being hyper's
+/// choice (400, or 431 past the head limit): a JSON `detail` and a new request id, as
+/// the bytes conn.rs writes in place of hyper's bare answer. Logged and counted as a
+/// request with no method or path, and as a connection the server closed.
+pub fn unparsed(app: &App, status: StatusCode) -> Vec<u8> {
+    let started = Instant::now();
+    let id = request_id::of(&hyper::HeaderMap::new());
+    let (error, cut) = match status {
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => (ApiError::HeadTooLarge, Cut::HeadTooLarge),
+        _ => (ApiError::MalformedHead, Cut::Malformed),
+    };
+    let body = serde_json::json!({ "detail": error.to_string() }).to_string();
+    let access = Access {
+        method: "-",
+        path: "-",
+        request_id: &id,
+        trace_id: None,
+        started,
+    };
+    access.answered(status);
+    app.metrics.cut(cut);
+    let id = id.to_str().unwrap_or("-");
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\nx-request-id: {id}\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 async fn dispatch(
@@ -258,20 +288,24 @@ async fn dispatch(
         }
         (Route::Tasks, &Method::POST) => {
             let body = body::object(&parts.headers, body).await?;
-            let claim = idempotency::claim(&parts.headers, &body)?;
             let task = NewTask::decode(&body)?;
+            let claim = idempotency::claim(&parts.headers, &task, &body)?;
             handlers::create(app, NewCreate { task, claim }).await
         }
 
-        (Route::Task(id), &Method::GET) => handlers::get(app, parse_id(id)?, &parts.headers).await,
+        (Route::Task(id), &Method::GET) => {
+            let id = parse_id(id)?;
+            handlers::get(app, id, conditional::if_none_match(&parts.headers)?).await
+        }
         (Route::Task(id), &Method::PATCH) => {
             let id = parse_id(id)?;
+            let expected = conditional::if_match(&parts.headers)?;
             let patch = TaskPatch::decode(&body::object(&parts.headers, body).await?)?;
-            handlers::update(app, id, patch, conditional::if_match(&parts.headers)).await
+            handlers::update(app, id, patch, expected).await
         }
         (Route::Task(id), &Method::DELETE) => {
             let id = parse_id(id)?;
-            handlers::delete(app, id, conditional::if_match(&parts.headers)).await
+            handlers::delete(app, id, conditional::if_match(&parts.headers)?).await
         }
 
         (Route::Unmatched, _) => Err(ApiError::NotFound),

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{Client, Hook, HookError, Object, Pool, Runtime};
 use tokio::time::Instant;
+use tokio_postgres::error::SqlState;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::outcome::{self, StoreError};
@@ -383,12 +384,50 @@ impl<'a> InFlight<'a> {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        let Some(object) = self.object.take() else {
-            return;
+        if let Some(object) = self.object.take() {
+            tokio::spawn(settle(object, self.tls.clone()));
+        }
+    }
+}
+
+/// A connection whose statement nobody waits for any more: the statement is cancelled
+/// and, once the server answers on the connection again (so it is idle), the
+/// connection goes back to the pool; one that does not answer within
+/// [`CANCEL_TIMEOUT`] is closed. So a client that leaves costs a cancel request, not
+/// a new connection.
+async fn settle(object: Client, tls: MakeRustlsConnect) {
+    let token = object.cancel_token();
+    let idle = async {
+        token.cancel_query(tls).await?;
+        // Answered after whatever the cancelled statement still sends. Behind a
+        // pooler the session keeps no limit of ours; else it gets its usual one back,
+        // which a pipelined limit of the cancelled work may have left lowered.
+        let reset = match statement::unnamed() {
+            true => String::new(),
+            false => format!(
+                "SET statement_timeout = {}",
+                POOLED_STATEMENT_TIMEOUT.as_millis()
+            ),
         };
-        let token = object.cancel_token();
-        drop(Object::take(object)); // out of the pool, and closed
-        tokio::spawn(cancel(token, self.tls.clone()));
+        for _ in 0..2 {
+            // A cancel that came too late for the statement can hit this one instead.
+            match object.batch_execute(&reset).await {
+                Err(err) if err.code() == Some(&SqlState::QUERY_CANCELED) => continue,
+                other => return other,
+            }
+        }
+        object.batch_execute(&reset).await
+    };
+    match tokio::time::timeout(CANCEL_TIMEOUT, idle).await {
+        Ok(Ok(())) => log::debug!("cancelled a statement; its connection is idle again"),
+        Ok(Err(err)) => {
+            log::warn!("could not cancel a statement: {}", describe(&err));
+            drop(Object::take(object));
+        }
+        Err(_) => {
+            log::warn!("could not cancel a statement within {CANCEL_TIMEOUT:?}");
+            drop(Object::take(object));
+        }
     }
 }
 

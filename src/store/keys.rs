@@ -9,6 +9,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Client;
+use prometheus_client::metrics::gauge::Gauge;
 
 use super::budget::{self, Db, Deadline, Effect, Failure};
 use super::sql::{self, HeldKey, Keyed};
@@ -61,13 +62,23 @@ impl HeldKeys {
     }
 }
 
-/// An Idempotency-Key, and the fingerprint of the request body it came with.
+/// An Idempotency-Key, and the fingerprint of the create it came with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claim {
     /// The key, 1 to 255 printable ASCII characters.
     pub key: String,
-    /// A digest of the body's canonical JSON.
+    /// A digest of the create's canonical JSON: what is stored with the key.
     pub fingerprint: Vec<u8>,
+    /// A digest of the body as written, when it differs: what 02cade1 stored for the
+    /// same request, also a match.
+    pub as_written: Option<Vec<u8>>,
+}
+
+impl Claim {
+    /// Whether `stored`, a fingerprint kept with this key, is of the same request.
+    fn matches(&self, stored: &[u8]) -> bool {
+        self.fingerprint == stored || self.as_written.as_deref() == Some(stored)
+    }
 }
 
 /// An answer per create (`None`: no row came back for it).
@@ -309,7 +320,7 @@ async fn attempt(
 /// whatever happened to the task since.
 fn replay(create: &NewCreate, held: HeldKey) -> Creation {
     match create.claim.as_ref() {
-        Some(claim) if claim.fingerprint == held.fingerprint => Creation::Replayed(Task {
+        Some(claim) if claim.matches(&held.fingerprint) => Creation::Replayed(Task {
             id: held.task_id,
             title: create.task.title.clone(),
             description: create.task.description.clone(),
@@ -325,7 +336,7 @@ fn replay(create: &NewCreate, held: HeldKey) -> Creation {
 /// the bodies are the same.
 fn same_body(create: &NewCreate, first: &NewCreate, task: &Task) -> Creation {
     match (&create.claim, &first.claim) {
-        (Some(mine), Some(theirs)) if mine.fingerprint == theirs.fingerprint => {
+        (Some(mine), Some(theirs)) if mine.matches(&theirs.fingerprint) => {
             Creation::Replayed(task.clone())
         }
         _ => Creation::KeyReused,
@@ -338,7 +349,9 @@ fn same_body(create: &NewCreate, first: &NewCreate, task: &Task) -> Creation {
 /// times: each round goes on from the first task that was still within the TTL at the
 /// last one, so it reads only the tasks created since, not an index every keyed
 /// create would have to keep (sql/V4). Keys of deleted tasks are deleted by their time.
-pub fn prune_expired(db: Arc<Db>, ttl: Duration) {
+/// After each round, `held` is set to how many keys the database holds (tasks' and
+/// deleted tasks'): what keys cost in storage is about proportional to it.
+pub fn prune_expired(db: Arc<Db>, ttl: Duration, held: Gauge) {
     let pause = (ttl / 2).clamp(Duration::from_secs(1), PRUNE_EVERY);
     let ttl_secs = ttl.as_secs_f64();
     tokio::spawn(async move {
@@ -353,6 +366,13 @@ pub fn prune_expired(db: Arc<Db>, ttl: Duration) {
                 Ok(0) => {}
                 Ok(pruned) => log::info!("pruned {pruned} expired idempotency keys"),
                 Err(err) => log::warn!("could not prune expired idempotency keys: {err}"),
+            }
+            let count = prune_step(&db, statement::SELECT_TASKS, Effect::Reads, sql::count_keys);
+            match count.await {
+                Ok(count) => {
+                    held.set(count);
+                }
+                Err(err) => log::warn!("could not count idempotency keys: {err}"),
             }
         }
     });

@@ -23,6 +23,7 @@ use std::time::Duration;
 use deadpool_postgres::PoolError;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio_postgres::SimpleQueryMessage;
@@ -62,6 +63,8 @@ pub struct Store {
     /// `delete`, batched likewise.
     deleter: Batcher<Delete, Change<()>>,
     batch_sizes: BatchSizes,
+    /// Idempotency keys the database holds, as the pruner last counted them.
+    keys_held: Gauge,
 }
 
 /// The pool's state as of now, for `/metrics`.
@@ -184,7 +187,8 @@ impl Store {
         let db = Arc::new(Db::open(db, pool_size)?);
         let lanes = batch::LANES.min(pool_size);
         let batch_sizes = BatchSizes::new_with_constructor(|| Histogram::new(BATCH_BUCKETS));
-        keys::prune_expired(db.clone(), key_ttl);
+        let keys_held = Gauge::default();
+        keys::prune_expired(db.clone(), key_ttl, keys_held.clone());
         Ok(Store {
             finder: finder(db.clone(), lanes, size_of(&batch_sizes, "find")),
             lister: list::lister(db.clone(), lanes, size_of(&batch_sizes, "list"), false),
@@ -199,6 +203,7 @@ impl Store {
             deleter: change::changer(db.clone(), lanes, size_of(&batch_sizes, "delete")),
             db,
             batch_sizes,
+            keys_held,
         })
     }
 
@@ -359,12 +364,19 @@ impl Store {
         }
     }
 
-    /// Registers the store's own metrics: `db_batch_size{query}`.
+    /// Registers the store's own metrics: `db_batch_size{query}` and
+    /// `idempotency_keys_held`.
     pub fn register_metrics(&self, registry: &mut Registry) {
         registry.register(
             "db_batch_size",
             "Requests served by one batched statement, by query",
             self.batch_sizes.clone(),
+        );
+        registry.register(
+            "idempotency_keys_held",
+            "Idempotency keys the database holds (of tasks and of deleted tasks), as counted \
+             after each pruning round",
+            self.keys_held.clone(),
         );
     }
 

@@ -43,7 +43,8 @@ static INSERT_MANY: Sql = Sql {
 };
 // Changes to several tasks, one row of arrays each: $2/$5 NULL keep the title/status;
 // $3 says whether $4 (possibly NULL) replaces the description; $6 whether the change
-// is checked against the versions (updated_at) $7/$8 list for its id (If-Match):
+// is checked against the versions (updated_at) its If-Match names: the n-th change's
+// are the n-th run of $8 elements of $7 (padded with NULLs), one `= ANY` each,
 // checked in the statement that writes, so atomically. `t.id = ANY($1)` lets the
 // planner fetch the rows by primary key. On the right-hand side, t's columns are the
 // old values, so `updated_at` moves only when a value actually changes, and then
@@ -62,11 +63,10 @@ static UPDATE_MANY: Sql = Sql {
             ELSE t.updated_at
         END
     FROM unnest($1::bigint[], $2::text[], $3::bool[], $4::text[], $5::text[], $6::bool[])
-        AS u (id, title, set_description, description, status, checked)
+        WITH ORDINALITY AS u (id, title, set_description, description, status, checked, n)
     WHERE t.id = u.id AND t.id = ANY($1)
-      AND (NOT u.checked OR EXISTS (
-          SELECT FROM unnest($7::bigint[], $8::timestamptz[]) AS v (id, at)
-          WHERE v.id = t.id AND v.at = t.updated_at))
+      AND (NOT u.checked
+           OR t.updated_at = ANY(($7::timestamptz[])[(u.n::int - 1) * $8 + 1 : u.n::int * $8]))
     RETURNING t.id, t.title, t.description, t.status, t.created_at, t.updated_at",
     types: &[
         Type::INT8_ARRAY,
@@ -75,8 +75,8 @@ static UPDATE_MANY: Sql = Sql {
         Type::TEXT_ARRAY,
         Type::TEXT_ARRAY,
         Type::BOOL_ARRAY,
-        Type::INT8_ARRAY,
         Type::TIMESTAMPTZ_ARRAY,
+        Type::INT4,
     ],
 };
 // Deletes, checked as UPDATE_MANY's changes are. A deleted task's Idempotency-Key
@@ -85,11 +85,10 @@ static UPDATE_MANY: Sql = Sql {
 static DELETE_MANY: Sql = Sql {
     text: "WITH gone AS (
         DELETE FROM tasks AS t
-        USING unnest($1::bigint[], $2::bool[]) AS d (id, checked)
+        USING unnest($1::bigint[], $2::bool[]) WITH ORDINALITY AS d (id, checked, n)
         WHERE t.id = d.id AND t.id = ANY($1)
-          AND (NOT d.checked OR EXISTS (
-              SELECT FROM unnest($3::bigint[], $4::timestamptz[]) AS v (id, at)
-              WHERE v.id = t.id AND v.at = t.updated_at))
+          AND (NOT d.checked
+               OR t.updated_at = ANY(($3::timestamptz[])[(d.n::int - 1) * $4 + 1 : d.n::int * $4]))
         RETURNING t.id, t.idempotency_key, t.idempotency_fingerprint, t.created_at
     ), kept AS (
         INSERT INTO idempotency_keys AS held (key, fingerprint, task_id, created_at)
@@ -103,8 +102,8 @@ static DELETE_MANY: Sql = Sql {
     types: &[
         Type::INT8_ARRAY,
         Type::BOOL_ARRAY,
-        Type::INT8_ARRAY,
         Type::TIMESTAMPTZ_ARRAY,
+        Type::INT4,
     ],
 };
 // Keyed creates (Idempotency-Key): each task is stored with its key and fingerprint
@@ -221,6 +220,13 @@ static FIRST_KEYED: Sql = Sql {
                          OFFSET 0) AS keyed",
     types: &[],
 };
+// Every key held: by the key's index (partial, so it holds keyed tasks only), and the
+// deleted tasks' table.
+static COUNT_KEYS: Sql = Sql {
+    text: "SELECT (SELECT count(*) FROM tasks WHERE idempotency_key IS NOT NULL)
+        + (SELECT count(*) FROM idempotency_keys)",
+    types: &[],
+};
 // At most $2 keys of deleted tasks older than $1 seconds; rows another session holds
 // are skipped.
 static PRUNE_KEYS: Sql = Sql {
@@ -314,7 +320,7 @@ pub async fn update_many(
         .iter()
         .map(|u| u.patch.status.map(Status::as_str))
         .collect();
-    let (checked, version_ids, versions) = checks(updates.iter().map(|u| (u.id, &u.expected)));
+    let (checked, versions, stride) = checks(updates.iter().map(|u| &u.expected));
     let params: [&(dyn ToSql + Sync); 8] = [
         &ids,
         &titles,
@@ -322,8 +328,8 @@ pub async fn update_many(
         &descriptions,
         &statuses,
         &checked,
-        &version_ids,
         &versions,
+        &stride,
     ];
     let rows = UPDATE_MANY.query(client, &params).await?;
     rows.into_iter()
@@ -340,9 +346,9 @@ pub async fn delete_many(
     deletes: &[&Delete],
 ) -> Result<HashMap<i64, ()>, tokio_postgres::Error> {
     let ids: Vec<i64> = deletes.iter().map(|d| d.id).collect();
-    let (checked, version_ids, versions) = checks(deletes.iter().map(|d| (d.id, &d.expected)));
+    let (checked, versions, stride) = checks(deletes.iter().map(|d| &d.expected));
     let rows = DELETE_MANY
-        .query(client, &[&ids, &checked, &version_ids, &versions])
+        .query(client, &[&ids, &checked, &versions, &stride])
         .await?;
     rows.into_iter()
         .map(|row| Ok((row.try_get(0)?, ())))
@@ -350,24 +356,31 @@ pub async fn delete_many(
 }
 
 /// The If-Match checks of a batch, as the statements take them: whether each change
-/// is checked, and every (id, version) it may match.
+/// is checked, and the versions each may match, in runs of the same length (the
+/// longest list's, at most `conditional::MAX_TAGS`), padded with NULLs.
 fn checks<'a>(
-    changes: impl Iterator<Item = (i64, &'a Precondition)>,
-) -> (Vec<bool>, Vec<i64>, Vec<Timestamp>) {
-    let (mut checked, mut ids, mut versions) = (Vec::new(), Vec::new(), Vec::new());
-    for (id, expected) in changes {
-        match expected {
-            Precondition::UpdatedAt(at) => {
-                checked.push(true);
-                for version in at {
-                    ids.push(id);
-                    versions.push(*version);
-                }
-            }
-            Precondition::None | Precondition::Exists => checked.push(false),
-        }
+    changes: impl Iterator<Item = &'a Precondition> + Clone,
+) -> (Vec<bool>, Vec<Option<Timestamp>>, i32) {
+    let stride = changes
+        .clone()
+        .map(|expected| match expected {
+            Precondition::UpdatedAt(at) => at.len(),
+            Precondition::None | Precondition::Exists => 0,
+        })
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let (mut checked, mut versions) = (Vec::new(), Vec::new());
+    for expected in changes {
+        let listed = match expected {
+            Precondition::UpdatedAt(at) => at.as_slice(),
+            Precondition::None | Precondition::Exists => &[],
+        };
+        checked.push(matches!(expected, Precondition::UpdatedAt(_)));
+        versions.extend(listed.iter().copied().map(Some));
+        versions.extend(std::iter::repeat_n(None, stride - listed.len()));
     }
-    (checked, ids, versions)
+    (checked, versions, i32::try_from(stride).unwrap_or(i32::MAX))
 }
 
 /// An input of a keyed insert: the task, and its key and body fingerprint, if any.
@@ -515,6 +528,15 @@ pub async fn first_keyed(client: &Client) -> Result<Option<i64>, tokio_postgres:
     Ok(match rows.first() {
         Some(row) => row.try_get(0)?,
         None => None,
+    })
+}
+
+/// How many keys the database holds: tasks' and deleted tasks', expired or not.
+pub async fn count_keys(client: &Client) -> Result<i64, tokio_postgres::Error> {
+    let rows = COUNT_KEYS.query(client, &[]).await?;
+    Ok(match rows.first() {
+        Some(row) => row.try_get(0)?,
+        None => 0,
     })
 }
 

@@ -19,6 +19,13 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_millis(10_000);
 const DEFAULT_SCHEDULE_DELAY: Duration = Duration::from_millis(5_000);
 const DEFAULT_MAX_QUEUE: usize = 2_048;
 const DEFAULT_MAX_BATCH: usize = 512;
+/// Longest attribute value kept, in characters: a URL path or user agent may be as
+/// long as a request head (16 KiB), and the spec's default (no limit) would let
+/// clients decide how large spans are.
+const DEFAULT_VALUE_LIMIT: usize = 1024;
+/// Requests traced per second at most, whatever the sampler and the callers'
+/// `traceparent` say.
+const DEFAULT_MAX_PER_SECOND: u32 = 100;
 /// `service.name` when neither variable gives one.
 const DEFAULT_SERVICE_NAME: &str = "task-api";
 
@@ -43,6 +50,12 @@ pub struct TraceConfig {
     pub max_queue: usize,
     /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`: most spans in one export.
     pub max_batch: usize,
+    /// `OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT` (or `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`):
+    /// longer text values are cut to this many characters.
+    pub value_limit: usize,
+    /// `TRACES_MAX_PER_SECOND`: requests sampled per second at most (a burst of one
+    /// second's worth allowed); the rest are not traced, and counted.
+    pub max_per_second: u32,
 }
 
 /// The tracing settings, or `None` when tracing is off: no OTLP endpoint, or
@@ -151,7 +164,23 @@ pub fn parse(env: &impl Fn(&str) -> Option<String>) -> Result<Option<TraceConfig
         None => DEFAULT_SCHEDULE_DELAY,
         Some(text) => Duration::from_millis(positive("OTEL_BSP_SCHEDULE_DELAY", &text)?),
     };
+    let (var, value_limit) = signal_or_base(
+        env,
+        "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+        "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    );
+    let value_limit = match value_limit {
+        None => DEFAULT_VALUE_LIMIT,
+        Some(_) => count(env, var, DEFAULT_VALUE_LIMIT)?,
+    };
+    let max_per_second = count(
+        env,
+        "TRACES_MAX_PER_SECOND",
+        DEFAULT_MAX_PER_SECOND as usize,
+    )?;
     Ok(Some(TraceConfig {
+        value_limit,
+        max_per_second: u32::try_from(max_per_second).unwrap_or(u32::MAX),
         endpoint,
         headers,
         timeout,
@@ -292,6 +321,8 @@ impl fmt::Debug for TraceConfig {
             .field("schedule_delay", &self.schedule_delay)
             .field("max_queue", &self.max_queue)
             .field("max_batch", &self.max_batch)
+            .field("value_limit", &self.value_limit)
+            .field("max_per_second", &self.max_per_second)
             .finish()
     }
 }
@@ -335,6 +366,7 @@ mod tests {
         assert_eq!(config.sampler, sampler::DEFAULT);
         assert_eq!(config.schedule_delay, Duration::from_secs(5));
         assert_eq!((config.max_queue, config.max_batch), (2048, 512));
+        assert_eq!((config.value_limit, config.max_per_second), (1024, 100));
         assert_eq!(
             config.resource[0],
             ("service.name".into(), "task-api".into())
@@ -491,6 +523,18 @@ mod tests {
             (
                 vec![BASE, ("OTEL_BSP_SCHEDULE_DELAY", "soon")],
                 "OTEL_BSP_SCHEDULE_DELAY",
+            ),
+            (
+                vec![BASE, ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "0")],
+                "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+            ),
+            (
+                vec![BASE, ("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "x")],
+                "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+            ),
+            (
+                vec![BASE, ("TRACES_MAX_PER_SECOND", "-1")],
+                "TRACES_MAX_PER_SECOND",
             ),
         ] {
             assert_eq!(

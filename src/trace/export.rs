@@ -1,10 +1,13 @@
-//! Sending spans, never in a request's way: a finished span goes into a bounded queue
-//! with `try_send` (when full, it is dropped and counted), and a task of its own posts
-//! them to the collector in batches over OTLP/HTTP, each export bounded by the OTLP
-//! timeout. A failed export drops its batch (counted; a warning at most every 30 s):
-//! a dead or slow collector costs the requests nothing. The messages are otlp.rs's.
+//! Sending spans, never in a request's way: a finished span goes into a queue bounded
+//! in spans and in bytes with `try_send` (when full, it is dropped and counted), and a
+//! task of its own posts them to the collector in batches over OTLP/HTTP, each export
+//! at most [`MAX_EXPORT_BYTES`] and bounded by the OTLP timeout. A failed export drops
+//! its batch (counted; a warning at most every 30 s): a dead or slow collector costs
+//! the requests nothing, and the memory it can hold up is bounded. The messages are
+//! otlp.rs's.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,7 +31,7 @@ use tokio_rustls::TlsConnector;
 
 use super::config::{Endpoint, TraceConfig};
 use super::otlp;
-use super::sampler::Sampler;
+use super::sampler::{RateLimit, Sampler};
 use super::span::Finished;
 use crate::error::describe;
 
@@ -36,6 +39,12 @@ use crate::error::describe;
 const WARN_EVERY: Duration = Duration::from_secs(30);
 /// The most of a collector's answer that is read.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// Spans waiting for export, or being exported, hold at most about this much
+/// ([`Finished::size`]); past it, new ones are dropped as if the queue were full.
+const MAX_QUEUE_BYTES: usize = 4 * 1024 * 1024;
+/// One export's spans hold at most about this much (a batch is split past it), well
+/// under what collectors take in one request (the OpenTelemetry Collector: 20 MiB).
+const MAX_EXPORT_BYTES: usize = 1024 * 1024;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DropLabels {
@@ -51,6 +60,8 @@ enum Dropped {
     ExportFailed,
     /// The collector took the export but refused these spans (a partial success).
     Rejected,
+    /// A sampled request past `TRACES_MAX_PER_SECOND`: its span was never started.
+    RateLimited,
 }
 
 impl Dropped {
@@ -59,6 +70,7 @@ impl Dropped {
             Dropped::QueueFull => "queue_full",
             Dropped::ExportFailed => "export_failed",
             Dropped::Rejected => "rejected",
+            Dropped::RateLimited => "rate_limited",
         }
     }
 }
@@ -79,10 +91,14 @@ impl Counters {
     }
 }
 
-/// The request side of the exporter: the sampler, the queue, and the counters.
+/// The request side of the exporter: the sampler and its rate limit, the queue and
+/// the bytes it holds, and the counters.
 pub(super) struct Exporter {
     sampler: Sampler,
+    rate: RateLimit,
+    value_limit: usize,
     spans: mpsc::Sender<Finished>,
+    queued_bytes: Arc<AtomicUsize>,
     flushes: mpsc::UnboundedSender<oneshot::Sender<()>>,
     counters: Counters,
 }
@@ -93,13 +109,17 @@ impl Exporter {
         let (spans, queue) = mpsc::channel(config.max_queue);
         let (flushes, flush_requests) = mpsc::unbounded_channel();
         let counters = Counters::default();
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
         let exporter = Exporter {
             sampler: config.sampler,
+            rate: RateLimit::new(config.max_per_second),
+            value_limit: config.value_limit,
             spans,
+            queued_bytes: queued_bytes.clone(),
             flushes,
             counters: counters.clone(),
         };
-        tokio::spawn(run(config, queue, flush_requests, counters));
+        tokio::spawn(run(config, queue, flush_requests, counters, queued_bytes));
         exporter
     }
 
@@ -107,9 +127,27 @@ impl Exporter {
         &self.sampler
     }
 
-    /// Queues a finished span, or drops and counts it if the queue is full.
+    pub(super) fn value_limit(&self) -> usize {
+        self.value_limit
+    }
+
+    /// Whether one more request may be traced now (`TRACES_MAX_PER_SECOND`); if not,
+    /// it is counted.
+    pub(super) fn admit(&self) -> bool {
+        let admitted = self.rate.admit();
+        if !admitted {
+            self.counters.dropped(Dropped::RateLimited, 1);
+        }
+        admitted
+    }
+
+    /// Queues a finished span, or drops and counts it if the queue is full, in spans
+    /// or in bytes.
     pub(super) fn queue(&self, span: Finished) {
-        if self.spans.try_send(span).is_err() {
+        let size = span.size();
+        let before = self.queued_bytes.fetch_add(size, Ordering::Relaxed);
+        if before + size > MAX_QUEUE_BYTES || self.spans.try_send(span).is_err() {
+            self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
             self.counters.dropped(Dropped::QueueFull, 1);
         }
     }
@@ -118,7 +156,8 @@ impl Exporter {
         registry.register(
             "trace_spans_dropped",
             "Spans not exported, by reason: queue_full (the exporter is behind), \
-             export_failed, or rejected by the collector",
+             export_failed, rejected by the collector, or rate_limited (not started: past \
+             TRACES_MAX_PER_SECOND)",
             self.counters.dropped.clone(),
         );
         registry.register(
@@ -152,12 +191,14 @@ async fn run(
     mut queue: mpsc::Receiver<Finished>,
     mut flushes: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
     counters: Counters,
+    queued_bytes: Arc<AtomicUsize>,
 ) {
     let mut export = Export {
         resource: otlp::resource(&config),
         client: Client::new(&config),
         timeout: config.timeout,
         counters,
+        queued_bytes,
         warned: None,
         unlogged: 0,
     };
@@ -210,16 +251,40 @@ struct Export {
     client: Client,
     timeout: Duration,
     counters: Counters,
+    /// What the queue and the spans being exported hold (see [`MAX_QUEUE_BYTES`]).
+    queued_bytes: Arc<AtomicUsize>,
     /// When a failure was last logged, and how many have not been since.
     warned: Option<Instant>,
     unlogged: u64,
 }
 
 impl Export {
+    /// Exports `spans`, in parts of at most [`MAX_EXPORT_BYTES`].
     async fn send(&mut self, spans: Vec<Finished>) {
+        let mut part = Vec::new();
+        let mut bytes = 0;
+        for span in spans {
+            let size = span.size();
+            if bytes + size > MAX_EXPORT_BYTES && !part.is_empty() {
+                self.post(std::mem::take(&mut part), bytes).await;
+                bytes = 0;
+            }
+            bytes += size;
+            part.push(span);
+        }
+        self.post(part, bytes).await;
+    }
+
+    /// Exports `spans`, which hold `bytes` of the queue's count, and lets go of them.
+    async fn post(&mut self, spans: Vec<Finished>, bytes: usize) {
         if spans.is_empty() {
             return;
         }
+        self.export(spans).await;
+        self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    async fn export(&mut self, spans: Vec<Finished>) {
         let count = spans.len();
         let body = otlp::request(&self.resource, spans).encode_to_vec();
         let failure = match tokio::time::timeout(self.timeout, self.client.post(body)).await {

@@ -24,7 +24,7 @@ pub use span::{Span, Statement};
 
 use export::Exporter;
 use sampler::Sampler;
-use span::{Kind, Name, Value};
+use span::{Kind, Name, Value, truncated};
 
 /// A trace's id: 16 bytes, never all zeros.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,23 +107,24 @@ impl Tracer {
     }
 
     /// The server span of a request whose caller sent `parent` (a valid `traceparent`),
-    /// or `None` when the sampler drops it.
+    /// or `None` when the sampler drops it, or it would pass `TRACES_MAX_PER_SECOND`.
     pub fn server_span(&self, parent: Option<SpanContext>, request: ServerRequest) -> Option<Span> {
         let sampler: &Sampler = self.0.sampler();
         let trace_id = parent.map_or_else(TraceId::random, |parent| parent.trace_id);
-        if !sampler.samples(trace_id, parent.map(|parent| parent.sampled)) {
+        if !sampler.samples(trace_id, parent.map(|parent| parent.sampled)) || !self.0.admit() {
             return None;
         }
+        let limit = self.value_limit();
         let mut attributes = Vec::with_capacity(8);
         attributes.push(("http.request.method", Value::Static(request.method)));
         attributes.push(("url.scheme", Value::Static("http")));
-        attributes.push(("url.path", Value::Owned(request.path)));
+        attributes.push(("url.path", Value::Owned(truncated(request.path, limit))));
         if let Some(route) = request.route {
             attributes.push(("http.route", Value::Static(route)));
         }
         attributes.push(("network.protocol.version", Value::Static(request.protocol)));
         if let Some(agent) = request.user_agent {
-            attributes.push(("user_agent.original", Value::Owned(agent)));
+            attributes.push(("user_agent.original", Value::Owned(truncated(agent, limit))));
         }
         let name = Name::Http {
             method: request.method,
@@ -153,6 +154,10 @@ impl Tracer {
 
     fn finish(&self, span: span::Finished) {
         self.0.queue(span);
+    }
+
+    fn value_limit(&self) -> usize {
+        self.0.value_limit()
     }
 }
 

@@ -1,7 +1,11 @@
 //! Which traces are kept: the SDK's built-in samplers, as `OTEL_TRACES_SAMPLER` names
-//! them. A server span is the only one that is sampled; its statements follow it.
+//! them, and a cap on how many per second ([`RateLimit`]), so that callers, who
+//! choose their trace ids and `sampled` flags, cannot choose the cost. A server span is
+//! the only one that is sampled; its statements follow it.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use super::TraceId;
 
@@ -82,6 +86,53 @@ impl Sampler {
     }
 }
 
+/// At most `per_second` admissions a second, and a burst of as many: the generic cell
+/// rate algorithm, one atomic word (the time at which the bucket would be empty).
+#[derive(Debug)]
+pub struct RateLimit {
+    /// Nanoseconds one admission costs.
+    cost: u64,
+    /// Nanoseconds of admissions the bucket holds: one second's worth.
+    window: u64,
+    /// When the bucket would be empty, in nanoseconds since `epoch`.
+    empty_at: AtomicU64,
+    epoch: Instant,
+}
+
+impl RateLimit {
+    /// A limit of `per_second` (at least 1).
+    pub fn new(per_second: u32) -> RateLimit {
+        let window = Duration::from_secs(1).as_nanos() as u64;
+        RateLimit {
+            cost: window / u64::from(per_second.max(1)),
+            window,
+            empty_at: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Whether one more is admitted now.
+    pub fn admit(&self) -> bool {
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        let mut empty_at = self.empty_at.load(Ordering::Relaxed);
+        loop {
+            let next = empty_at.max(now) + self.cost;
+            if next > now + self.window {
+                return false;
+            }
+            match self.empty_at.compare_exchange_weak(
+                empty_at,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(current) => empty_at = current,
+            }
+        }
+    }
+}
+
 /// The spec's TraceIdRatioBased: kept when the trace id's randomness reaches the
 /// threshold `(1 - ratio) * 2^56`. Deterministic by trace id, so every service with the
 /// same ratio keeps the same traces.
@@ -151,6 +202,16 @@ mod tests {
             .filter(|_| half.samples(TraceId::random(), None))
             .count();
         assert!((4_500..5_500).contains(&kept), "{kept} of 10,000");
+    }
+
+    #[test]
+    fn the_rate_limit_admits_a_seconds_worth_then_refills() {
+        let limit = RateLimit::new(50);
+        let admitted = (0..1000).filter(|_| limit.admit()).count();
+        assert!((50..=51).contains(&admitted), "{admitted}");
+        std::thread::sleep(Duration::from_millis(100));
+        let refilled = (0..1000).filter(|_| limit.admit()).count();
+        assert!((4..=7).contains(&refilled), "{refilled}");
     }
 
     #[test]

@@ -60,6 +60,17 @@ pub(super) enum Value {
     Int(i64),
 }
 
+/// `text` cut to at most `limit` characters (`OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`).
+pub(super) fn truncated(mut text: String, limit: usize) -> String {
+    if let Some((at, _)) = text.char_indices().nth(limit) {
+        text.truncate(at);
+    }
+    text
+}
+
+/// What a span's fields add up to, besides its texts: ids, times, kind, numbers.
+const SPAN_BYTES: usize = 128;
+
 /// A span that has ended, as the exporter takes it.
 #[derive(Debug)]
 pub(super) struct Finished {
@@ -74,6 +85,26 @@ pub(super) struct Finished {
     pub links: Vec<SpanContext>,
     /// Status `Error`, and why.
     pub error: Option<String>,
+}
+
+impl Finished {
+    /// About how many bytes it holds, and its export will: what the exporter's
+    /// queue counts against its byte limit.
+    pub(super) fn size(&self) -> usize {
+        let texts: usize = self
+            .attributes
+            .iter()
+            .map(|(key, value)| {
+                key.len()
+                    + match value {
+                        Value::Static(text) => text.len(),
+                        Value::Owned(text) => text.len(),
+                        Value::Int(_) => 8,
+                    }
+            })
+            .sum();
+        SPAN_BYTES + texts + self.links.len() * 32 + self.error.as_ref().map_or(0, String::len)
+    }
 }
 
 /// A span being recorded; it ends when dropped.
@@ -146,13 +177,16 @@ impl Span {
     /// Marks the span failed: status `Error`, `error.type` set to `kind`, and
     /// `description` as the status message.
     pub fn failed(&mut self, kind: String, description: String) {
+        let limit = self.tracer.value_limit();
         let span = self.recording_mut();
-        span.attributes.push(("error.type", Value::Owned(kind)));
-        span.error = Some(description);
+        span.attributes
+            .push(("error.type", Value::Owned(truncated(kind, limit))));
+        span.error = Some(truncated(description, limit));
     }
 
     /// Adds an attribute whose value is text.
     pub fn set_text(&mut self, key: &'static str, value: String) {
+        let value = truncated(value, self.tracer.value_limit());
         self.recording_mut()
             .attributes
             .push((key, Value::Owned(value)));

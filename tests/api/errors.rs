@@ -268,3 +268,76 @@ async fn a_row_the_database_refuses_is_never_quoted_in_the_log() {
         assert!(!logged.contains(secret), "{secret} logged:\n{logged}");
     }
 }
+
+/// A raw response's status, its headers in lower case, and its body.
+fn raw_parts(raw: &str) -> (u16, String, String) {
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_ascii_lowercase(), body.to_owned())
+}
+
+#[tokio::test]
+async fn a_request_head_over_16_kib_is_431_with_a_detail_and_a_request_id() {
+    let app = spawn_app().await;
+    let head = |header_bytes: usize| {
+        let start = "GET /health HTTP/1.1\r\nhost: x\r\nx-pad: ";
+        let pad = "a".repeat(header_bytes - start.len() - 4);
+        format!("{start}{pad}\r\n\r\n")
+    };
+    // A head of exactly 16 KiB is read; one byte more is not, nor 100 KB.
+    let (status, _, _) =
+        raw_parts(&send_raw(app.addr, head(16 * 1024).as_bytes(), Duration::from_secs(2)).await);
+    assert_eq!(status, 200);
+    for bytes in [16 * 1024 + 1, 100_000] {
+        let raw = send_raw(app.addr, head(bytes).as_bytes(), Duration::from_secs(5)).await;
+        let (status, head, body) = raw_parts(&raw);
+        assert_eq!(status, 431, "{bytes}: {raw:.200}");
+        assert!(head.contains("content-type: application/json"), "{head}");
+        assert!(head.contains("x-request-id: "), "{head}");
+        let detail: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            detail["detail"].as_str().unwrap().contains("16384"),
+            "{body}"
+        );
+    }
+    // The server is fine, and logged each refusal as a request.
+    assert_eq!(app.get("/health").await.status, 200);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        app.output().matches(" - - 431 ").count(),
+        2,
+        "{}",
+        app.output()
+    );
+}
+
+#[tokio::test]
+async fn a_header_hyper_cannot_parse_is_400_with_a_detail_a_request_id_and_an_access_line() {
+    let app = spawn_app().await;
+    for request in [
+        &b"POST /tasks HTTP/1.1\r\nhost: x\r\nidempotency-key: a\x01b\r\ncontent-length: 2\r\n\r\n{}"[..],
+        b"GET /health HTTP/1.1\r\nhost: x\r\nno colon here\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nhost: x\r\n\r\nGET /health HTTP/1.1\r\nbad\x7f: 1\r\n\r\n",
+    ] {
+        let raw = send_raw(app.addr, request, Duration::from_secs(5)).await;
+        let last = raw.rfind("HTTP/1.1 ").unwrap();
+        let (status, head, body) = raw_parts(&raw[last..]);
+        assert_eq!(status, 400, "{raw}");
+        assert!(head.contains("content-type: application/json"), "{head}");
+        assert!(head.contains("x-request-id: "), "{head}");
+        let detail: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(detail["detail"].is_string(), "{body}");
+    }
+    assert_eq!(app.row_count().await, 0);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        app.output().matches(" - - 400 ").count(),
+        3,
+        "{}",
+        app.output()
+    );
+}

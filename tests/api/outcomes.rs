@@ -242,3 +242,63 @@ async fn past_capacity_a_newcomer_is_turned_away_at_once_and_nothing_is_lost() {
         .get(0);
     assert_eq!(newcomer_stored, 0);
 }
+
+/// Sessions PostgreSQL has opened on the test's database so far, asked on `client`.
+async fn sessions_opened(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one(
+            "SELECT sessions FROM pg_stat_database WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_that_leave_mid_read_give_their_connections_back_to_the_pool() {
+    let app = spawn_app_small_pool().await;
+    // Both pooled connections open and idle.
+    let addr = app.addr;
+    let reads =
+        (0..8).map(|_| crate::helpers::send(addr, Method::GET, "/tasks?limit=1000", &[], ""));
+    all_at_once(reads.collect()).await;
+    let (locker, watcher) = (app.db.client().await, app.db.client().await);
+    let before = sessions_opened(&watcher).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    // Twenty reads in turn, each waiting on the lock until its client hangs up.
+    for _ in 0..20 {
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(300),
+            try_send(app.addr, Method::GET, "/tasks?limit=1000", &[], ""),
+        )
+        .await;
+        assert!(gave_up.is_err(), "answered while the table was locked");
+        let idle = wait_until(Duration::from_secs(3), || async {
+            let row = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+                       AND application_name = 'task-api' AND state = 'active'",
+                    &[],
+                )
+                .await
+                .unwrap();
+            row.get::<_, i64>(0) == 0
+        })
+        .await;
+        assert!(idle, "an abandoned statement still runs");
+    }
+    locker.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(app.get("/tasks?limit=1000").await.status, 200);
+    // Each cancelled read gave its connection back: no new session was needed.
+    let opened = sessions_opened(&watcher).await - before;
+    assert_eq!(
+        opened,
+        0,
+        "new sessions for 20 abandoned reads:\n{}",
+        app.output()
+    );
+}

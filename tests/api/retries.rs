@@ -12,6 +12,7 @@ use crate::helpers::{
     PgServer, TestApp, TestResponse, all_at_once, send, spawn_app, spawn_app_with, spawn_server,
     wait_until,
 };
+use crate::metrics::scrape;
 
 const JSON: (&str, &str) = ("content-type", "application/json");
 
@@ -266,12 +267,43 @@ async fn keys_expire_after_their_ttl_and_are_pruned() {
     assert_eq!(later.header("idempotent-replayed"), None);
     assert_ne!(later.json()["id"], first.json()["id"]);
     assert_eq!(app.row_count().await, 2);
-    // Left alone, the key goes.
+    // Left alone, the key goes, and /metrics says how many are held (none).
     let pruned = wait_until(Duration::from_secs(5), || async {
         keys_held(&app).await == 0
     })
     .await;
     assert!(pruned, "the expired key was never pruned");
+    let counted = wait_until(Duration::from_secs(5), || async {
+        let samples = scrape(&app).await;
+        samples.get("task_api_idempotency_keys_held") == Some(&0.0)
+    })
+    .await;
+    assert!(counted, "keys held never counted");
+}
+
+#[tokio::test]
+async fn metrics_count_the_keys_held() {
+    let app = spawn_app_with(&[("IDEMPOTENCY_KEY_TTL", "4")]).await;
+    for n in 0..3 {
+        let body = json!({ "title": format!("keyed {n}") });
+        assert_eq!(
+            post_keyed(&app, &format!("held-{n}"), &body).await.status,
+            201
+        );
+    }
+    let deleted = post_keyed(&app, "held-deleted", &json!({"title": "gone"})).await;
+    let path = deleted.header("location").unwrap().to_owned();
+    assert_eq!(app.delete(&path).await.status, 204);
+    // The pruner counts after each round (every 2 s here): three tasks' and one kept.
+    let counted = wait_until(Duration::from_secs(6), || async {
+        scrape(&app).await.get("task_api_idempotency_keys_held") == Some(&4.0)
+    })
+    .await;
+    assert!(
+        counted,
+        "{:?}",
+        scrape(&app).await.get("task_api_idempotency_keys_held")
+    );
 }
 
 #[tokio::test]
@@ -398,12 +430,23 @@ async fn etags_name_versions_and_if_none_match_gives_304() {
         assert_eq!(response.body, "");
         assert_eq!(response.header("etag"), Some(etag.as_str()));
     }
-    for value in ["\"other\"", "not-an-etag"] {
+    let upper = etag.to_uppercase();
+    for value in ["\"other\"", upper.as_str()] {
         let response = app
             .request(Method::GET, &path, &[("if-none-match", value)], "")
             .await;
         assert_eq!(response.status, 200, "{value}");
     }
+    // Not a list of entity tags (spec §2): 400, naming the header.
+    let response = app
+        .request(Method::GET, &path, &[("if-none-match", "not-an-etag")], "")
+        .await;
+    assert_eq!(response.status, 400);
+    assert!(
+        response.detail().contains("if-none-match"),
+        "{}",
+        response.body
+    );
     // A PATCH that changes nothing keeps the ETag; one that changes something moves it.
     let same = app.patch(&path, r#"{"title":"cached"}"#).await;
     assert_eq!(same.header("etag"), Some(etag.as_str()));
@@ -431,9 +474,11 @@ async fn if_match_guards_patch_and_delete() {
         .await;
     assert_eq!(patched.status, 200, "{}", patched.body);
     let new_etag = patched.header("etag").unwrap().to_owned();
-    // The old ETag, a weak one, and a malformed one are all stale: 412, nothing changes.
+    // The old ETag, a weak one, and the current one in other case are all stale: 412,
+    // nothing changes (tags compare byte for byte, spec §2).
     let weak = format!("W/{new_etag}");
-    for stale in [etag.as_str(), weak.as_str(), "garbage"] {
+    let upper = new_etag.to_uppercase();
+    for stale in [etag.as_str(), weak.as_str(), upper.as_str()] {
         let response = app
             .request(
                 Method::PATCH,
@@ -450,6 +495,19 @@ async fn if_match_guards_patch_and_delete() {
         assert_eq!(response.status, 412, "{stale}");
     }
     assert_eq!(app.get(&path).await.json()["title"], "guarded");
+    // A malformed one is a bad request: 400 naming the header, nothing changes.
+    for method in [Method::PATCH, Method::DELETE] {
+        let response = app
+            .request(
+                method.clone(),
+                &path,
+                &[JSON, ("if-match", "garbage")],
+                "{}",
+            )
+            .await;
+        assert_eq!(response.status, 400, "{method}");
+        assert!(response.detail().contains("if-match"), "{}", response.body);
+    }
     // `*` means "exists".
     let star = app
         .request(Method::PATCH, &path, &[JSON, ("if-match", "*")], "{}")
@@ -509,4 +567,94 @@ async fn two_editors_with_one_etag_get_one_200_and_one_412() {
     assert_eq!(statuses, [200, 412]);
     let winner = responses.iter().find(|r| r.status == 200).unwrap();
     assert_eq!(app.get(&path).await.json()["title"], winner.json()["title"]);
+}
+
+#[tokio::test]
+async fn if_match_and_if_none_match_hold_at_most_16_distinct_tags() {
+    let app = spawn_app().await;
+    let created = app.post("/tasks", r#"{"title":"listed"}"#).await;
+    let etag = created.header("etag").unwrap().to_owned();
+    let path = created.header("location").unwrap().to_owned();
+    let others = |n: usize| (0..n).map(|i| format!("\"{i:x}0\"")).collect::<Vec<_>>();
+    // Fifteen others, the current tag last, and every one of them twice: 16 distinct.
+    let mut sixteen = others(15);
+    sixteen.push(etag.clone());
+    let sixteen = format!("{0}, {0}", sixteen.join(", "));
+    let response = app
+        .request(
+            Method::GET,
+            &path,
+            &[("if-none-match", sixteen.as_str())],
+            "",
+        )
+        .await;
+    assert_eq!(response.status, 304);
+    let patched = app
+        .request(
+            Method::PATCH,
+            &path,
+            &[JSON, ("if-match", sixteen.as_str())],
+            r#"{"status":"completed"}"#,
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    // Seventeen distinct: 400 naming the header, whatever the method; nothing changes.
+    let current = patched.header("etag").unwrap().to_owned();
+    let mut seventeen = others(16);
+    seventeen.push(current);
+    let seventeen = seventeen.join(", ");
+    for (method, header) in [
+        (Method::GET, "if-none-match"),
+        (Method::PATCH, "if-match"),
+        (Method::DELETE, "if-match"),
+    ] {
+        let response = app
+            .request(
+                method.clone(),
+                &path,
+                &[JSON, (header, seventeen.as_str())],
+                r#"{"title":"no"}"#,
+            )
+            .await;
+        assert_eq!(response.status, 400, "{method}: {}", response.body);
+        assert!(response.detail().contains(header), "{}", response.body);
+    }
+    let task = app.get(&path).await.json();
+    assert_eq!(
+        (task["title"].as_str(), task["status"].as_str()),
+        (Some("listed"), Some("completed"))
+    );
+}
+
+#[tokio::test]
+async fn a_retry_that_differs_only_by_a_default_or_a_null_description_replays() {
+    let app = spawn_app().await;
+    let post = |body: &'static str| {
+        app.request(
+            Method::POST,
+            "/tasks",
+            &[JSON, ("idempotency-key", "defaults")],
+            body,
+        )
+    };
+    let first = post(r#"{"title":"a"}"#).await;
+    assert_eq!(first.status, 201);
+    for same in [
+        r#"{"title":"a","status":"pending"}"#,
+        r#"{"title":"a","description":null}"#,
+        r#"{"description":null,"status":"pending","title":"a"}"#,
+    ] {
+        let again = post(same).await;
+        assert_eq!(again.status, 201, "{same}: {}", again.body);
+        assert_eq!(again.header("idempotent-replayed"), Some("true"), "{same}");
+        assert_eq!(again.json()["id"], first.json()["id"], "{same}");
+    }
+    for other in [
+        r#"{"title":"a","status":"completed"}"#,
+        r#"{"title":"a","description":""}"#,
+    ] {
+        let refused = post(other).await;
+        assert_eq!(refused.status, 422, "{other}: {}", refused.body);
+    }
+    assert_eq!(app.row_count().await, 1);
 }

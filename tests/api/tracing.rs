@@ -424,7 +424,8 @@ async fn a_request_is_a_server_span_in_the_callers_trace_and_its_statement_a_chi
 #[tokio::test]
 async fn a_batched_statement_is_linked_to_every_request_span_it_served() {
     let receiver = Receiver::start().await;
-    let app = traced_app(&receiver.endpoint(), &[]).await;
+    // 400 requests within a second or two: past the default cap of 100 traced a second.
+    let app = traced_app(&receiver.endpoint(), &[("TRACES_MAX_PER_SECOND", "1000")]).await;
     const REQUESTS: usize = 200;
     let created = all_at_once(
         (0..REQUESTS)
@@ -770,4 +771,93 @@ async fn a_bad_otel_variable_stops_start_up_naming_it() {
         stderr.starts_with("task-api: OTEL_EXPORTER_OTLP_ENDPOINT: "),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn long_paths_and_user_agents_are_cut_to_the_attribute_limit() {
+    let receiver = Receiver::start().await;
+    let app = traced_app(&receiver.endpoint(), &[]).await;
+    // As long as a 16 KiB head allows: 7,000 characters each.
+    let path = format!("/{}", "p".repeat(6999));
+    let agent = "u".repeat(7000);
+    let response = app
+        .request(Method::GET, &path, &[("user-agent", agent.as_str())], "")
+        .await;
+    assert_eq!(response.status, 404);
+    let spans = receiver
+        .spans_when(|spans| spans.iter().any(|s| s.kind == SERVER))
+        .await;
+    let span = spans.iter().find(|s| s.kind == SERVER).unwrap();
+    assert_eq!(attr(&span.attributes, "url.path").unwrap(), path[..1024]);
+    assert_eq!(
+        attr(&span.attributes, "user_agent.original").unwrap(),
+        agent[..1024]
+    );
+    // The limit is the operator's to set.
+    let receiver = Receiver::start().await;
+    let app = traced_app(
+        &receiver.endpoint(),
+        &[("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "10")],
+    )
+    .await;
+    app.request(Method::GET, &path, &[("user-agent", agent.as_str())], "")
+        .await;
+    let spans = receiver
+        .spans_when(|spans| spans.iter().any(|s| s.kind == SERVER))
+        .await;
+    let span = spans.iter().find(|s| s.kind == SERVER).unwrap();
+    assert_eq!(attr(&span.attributes, "url.path").unwrap(), path[..10]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn callers_cannot_raise_how_many_requests_are_traced() {
+    let receiver = Receiver::start().await;
+    let app = traced_app(
+        &receiver.endpoint(),
+        &[
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.01"),
+            ("TRACES_MAX_PER_SECOND", "20"),
+        ],
+    )
+    .await;
+    // Every caller says "sampled", or picks a trace id a ratio sampler keeps.
+    let started = Instant::now();
+    let sent = all_at_once(
+        (0..300)
+            .map(|n| {
+                let addr = app.addr;
+                async move {
+                    let traceparent = format!("00-{n:016x}ffffffffffffffff-{CALLER_SPAN}-01");
+                    send(
+                        addr,
+                        Method::GET,
+                        "/health",
+                        &[("traceparent", &traceparent)],
+                        "",
+                    )
+                    .await
+                }
+            })
+            .collect(),
+    )
+    .await;
+    let took = started.elapsed().as_secs_f64();
+    assert!(sent.iter().all(|response| response.status == 200));
+    // A second's worth at once, and 20 a second after that.
+    let most = 20 + (20.0 * took).ceil() as usize + 1;
+    let spans = receiver.spans_when(|spans| !spans.is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let traced = receiver.spans().iter().filter(|s| s.kind == SERVER).count();
+    assert!(
+        (1..=most).contains(&traced),
+        "{traced} of 300 traced in {took:.2} s (at most {most}); first: {}",
+        describe(&spans)
+    );
+    let samples = scrape(&app).await;
+    let limited = value(
+        &samples,
+        r#"task_api_trace_spans_dropped_total{reason="rate_limited"}"#,
+    );
+    assert_eq!(limited as usize, 300 - traced);
 }
