@@ -11,8 +11,8 @@ use log::LevelFilter;
 
 use crate::db::DbOptions;
 pub use crate::error::ConfigError;
-use crate::logging::Format;
-use crate::trace::TraceConfig;
+use crate::observe::logs::Format;
+use crate::observe::traces::TraceConfig;
 
 /// The listen port when `PORT` is unset.
 pub const DEFAULT_PORT: u16 = 8000;
@@ -117,7 +117,7 @@ impl Config {
                 "IDEMPOTENCY_KEY_TTL",
                 DEFAULT_IDEMPOTENCY_KEY_TTL,
             )?,
-            tracing: crate::trace::config::parse(&env)?,
+            tracing: crate::observe::traces::config::parse(&env)?,
         })
     }
 }

@@ -25,13 +25,12 @@ pub mod db;
 pub mod error;
 pub mod healthcheck;
 pub mod http;
-pub mod logging;
 pub mod migrate;
+pub mod observe;
 pub mod shutdown;
 pub mod store;
 pub mod tasks;
 pub mod tls;
-pub mod trace;
 
 pub use error::Error;
 

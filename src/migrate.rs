@@ -25,7 +25,7 @@ const LOCK_KEY: i64 = 0x0074_6173_6b61_7069;
 
 /// `task-api migrate`: connect (with the start-up wait), apply, print what was applied.
 pub fn run(config: Config) -> Result<(), Error> {
-    crate::logging::init(&config.log_filter, config.log_format);
+    crate::observe::logs::init(&config.log_filter, config.log_format);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

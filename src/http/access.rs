@@ -10,7 +10,7 @@ use hyper::header::HeaderValue;
 use log::kv::{self, Key, Value, VisitSource};
 use log::{Level, Record};
 
-use crate::logging::Quoted;
+use crate::observe::logs::Quoted;
 
 /// A request, as its access line will name it.
 pub struct Access<'a> {

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::response::{self, Body};
 use crate::error::describe;
-use crate::logging::Quoted;
+use crate::observe::logs::Quoted;
 use crate::store::{Cause, StoreError};
 use crate::tasks::Invalid;
 

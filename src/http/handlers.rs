@@ -10,10 +10,10 @@ use hyper::{Response, StatusCode};
 use serde::Serialize;
 
 use super::error::ApiError;
-use super::exposition::{self, Format};
 use super::idempotency::IDEMPOTENT_REPLAYED;
 use super::response::{self, Body};
 use super::{App, conditional, page};
+use crate::observe::metrics::Format;
 use crate::store::{Change, Creation, Health as DbHealth, NewCreate, Precondition};
 use crate::tasks::{Invalid, ListQuery, Task, TaskPatch};
 
@@ -77,11 +77,7 @@ pub async fn ready(app: &App) -> Response<Body> {
 /// `GET /metrics`: pool state as of now, in the Prometheus format `Accept` asks for.
 pub fn metrics(app: &App, headers: &HeaderMap) -> Response<Body> {
     let format = Format::accepted(headers);
-    let openmetrics = app.metrics.render(app.store.pool_state());
-    let text = match format {
-        Format::OpenMetrics => openmetrics,
-        Format::Text => exposition::to_text(&openmetrics),
-    };
+    let text = app.metrics.render(app.store.pool_state(), format);
     response::text(StatusCode::OK, format.content_type(), text)
 }
 

@@ -8,16 +8,13 @@ pub mod body;
 pub mod conditional;
 pub mod conn;
 pub mod error;
-pub mod exposition;
 pub mod handlers;
 pub mod idempotency;
 pub mod listener;
-pub mod metrics;
 pub mod page;
 pub mod request_id;
 pub mod response;
 pub mod router;
-pub mod trace;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,9 +30,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Config;
 use crate::error::describe;
+use crate::observe::traces::Tracer;
+use crate::observe::{logs, metrics};
 use crate::store::Store;
-use crate::trace::Tracer;
-use crate::{Error, db, logging, migrate, shutdown};
+use crate::{Error, db, migrate, shutdown};
 use conn::{ClientIo, Cut, Unparsed};
 
 /// A client that has not sent its whole header by then is disconnected (spec §5).
@@ -85,7 +83,7 @@ impl App {
 /// `task-api serve`: wait for the database, migrate, listen, serve until SIGTERM or
 /// SIGINT, drain, close the store.
 pub fn run(mut config: Config) -> Result<(), Error> {
-    logging::init(&config.log_filter, config.log_format);
+    logs::init(&config.log_filter, config.log_format);
     log::info!("task-api {} starting with {config:?}", crate::VERSION);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -208,7 +206,7 @@ pub async fn serve(
                 if let Ok(slot) = slots.clone().try_acquire_owned() {
                     spawn_connection(&http, &graceful, &app, stream, slot);
                 } else {
-                    app.metrics.cut(Cut::OverCapacity);
+                    app.metrics.cut(Cut::OverCapacity.label());
                     if let Ok(answer) = answers.clone().try_acquire_owned() {
                         tokio::spawn(refuse(over_capacity.clone(), app.clone(), stream, answer));
                     }
@@ -274,7 +272,7 @@ fn spawn_connection(
         let _open = app.metrics.connection_open();
         if let Err(err) = connection.await {
             if let Some(cut) = Cut::of(&err, requests.load(Ordering::Relaxed)) {
-                app.metrics.cut(cut);
+                app.metrics.cut(cut.label());
             }
             log::debug!("connection ended: {}", describe(&err));
         }

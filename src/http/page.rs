@@ -28,9 +28,9 @@ pub fn respond(app: &Arc<App>, first: Chunk) -> Response<Body> {
     // One frame waits for hyper at most; the next is made only once it is taken.
     let (frames, body) = mpsc::channel(1);
     let rest = stream(app.clone(), first.tasks, Some(more), frames);
-    match crate::trace::current() {
+    match crate::observe::traces::current() {
         // The chunks read later are statements of this request too.
-        Some(scope) => tokio::spawn(crate::trace::within(scope, rest)),
+        Some(scope) => tokio::spawn(crate::observe::traces::within(scope, rest)),
         None => tokio::spawn(rest),
     };
     response::with_body(StatusCode::OK, "application/json", Body::stream(body))

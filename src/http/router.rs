@@ -16,10 +16,11 @@ use super::access::Access;
 use super::conn::Cut;
 use super::error::ApiError;
 use super::response::Body;
-use super::{App, body, conditional, handlers, idempotency, request_id, trace};
+use super::{App, body, conditional, handlers, idempotency, request_id};
+use crate::observe::traces::context as trace;
+use crate::observe::traces::{ServerRequest, Tracer};
 use crate::store::NewCreate;
 use crate::tasks::{ListQuery, NewTask, TaskPatch, parse_id};
-use crate::trace::{ServerRequest, Tracer};
 
 /// Where a path leads: the API's one route table.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -118,7 +119,8 @@ async fn traced(
         return answer(app, request, None).await;
     };
     let trace_id = span.context().trace_id.to_string();
-    let answered = crate::trace::within(span.scope(), answer(app, request, Some(trace_id))).await;
+    let answered =
+        crate::observe::traces::within(span.scope(), answer(app, request, Some(trace_id))).await;
     match &answered {
         Ok(response) => span.answered(response.status().as_u16()),
         Err(NoAnswer) => {
@@ -202,7 +204,7 @@ async fn answer(
     }
     let status = response.status();
     if status == StatusCode::REQUEST_TIMEOUT {
-        app.metrics.cut(Cut::BodyTimeout);
+        app.metrics.cut(Cut::BodyTimeout.label());
     }
     access.answered(status);
     request_id::stamp(&mut response, id.clone());
@@ -261,7 +263,7 @@ pub fn unparsed(app: &App, status: StatusCode) -> Vec<u8> {
         started,
     };
     access.answered(status);
-    app.metrics.cut(cut);
+    app.metrics.cut(cut.label());
     let id = id.to_str().unwrap_or("-");
     format!(
         "HTTP/1.1 {status}\r\ncontent-type: application/json\r\nx-request-id: {id}\r\n\

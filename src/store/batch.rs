@@ -16,7 +16,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use super::StoreError;
 use super::budget::Deadline;
 use super::budget::OutOfTime;
-use crate::trace::{self, Scope};
+use crate::observe::traces::{self as trace, Scope};
 
 /// Most requests one statement serves.
 pub const MAX_BATCH: usize = 128;

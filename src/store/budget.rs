@@ -20,7 +20,7 @@ use super::outcome::{self, StoreError};
 use super::statement;
 use crate::db::DbOptions;
 use crate::error::describe;
-use crate::trace::{self, Statement};
+use crate::observe::traces::{self as trace, Statement};
 
 /// How long a request may wait for the database before it fails (spec §2).
 pub const REQUEST_BUDGET: Duration = Duration::from_secs(5);

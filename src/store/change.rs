@@ -13,8 +13,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use super::batch::Batcher;
 use super::budget::{self, Db, Deadline, Effect, Failure};
 use super::{Change, Delete, Precondition, StoreError, Update, outcome, sql, statement};
+use crate::observe::traces::Statement;
 use crate::tasks::Task;
-use crate::trace::Statement;
 
 /// A change to one task that can share a statement with others.
 pub trait ById: Sized + Send + Sync + 'static {

@@ -14,8 +14,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use super::budget::{self, Db, Deadline, Effect, Failure};
 use super::sql::{self, HeldKey, Keyed};
 use super::{Creation, NewCreate, StoreError, outcome, statement};
+use crate::observe::traces::Statement;
 use crate::tasks::Task;
-use crate::trace::Statement;
 
 /// Keys pruned by one statement: short, so the rows it locks are few and brief.
 const PRUNE_BATCH: i64 = 1000;

@@ -30,6 +30,7 @@ use tokio_postgres::SimpleQueryMessage;
 
 use crate::db::DbOptions;
 use crate::error::describe;
+use crate::observe::metrics::PoolState;
 use jiff::Timestamp;
 
 use crate::tasks::{ListQuery, NewTask, Status, Task, TaskPatch};
@@ -65,19 +66,6 @@ pub struct Store {
     batch_sizes: BatchSizes,
     /// Idempotency keys the database holds, as the pruner last counted them.
     keys_held: Gauge,
-}
-
-/// The pool's state as of now, for `/metrics`.
-#[derive(Debug)]
-pub struct PoolState {
-    /// Open connections.
-    pub size: usize,
-    /// Idle connections.
-    pub available: usize,
-    /// Requests waiting for a connection.
-    pub waiting: usize,
-    /// The most connections it opens (`DATABASE_POOL_SIZE`).
-    pub max_size: usize,
 }
 
 /// Most rows one list statement reads: what a page holds in memory at once, however
@@ -360,7 +348,6 @@ impl Store {
             size: status.size,
             available: status.available,
             waiting: status.waiting,
-            max_size: status.max_size,
         }
     }
 

@@ -11,7 +11,7 @@ use deadpool_postgres::Client;
 use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
 
-use crate::trace::Statement;
+use crate::observe::traces::Statement;
 
 /// Whether statements go unnamed (the module's doc says when).
 static UNNAMED: AtomicBool = AtomicBool::new(false);

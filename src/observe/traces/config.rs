@@ -6,10 +6,10 @@
 use std::fmt;
 use std::time::Duration;
 
+use hyper::Uri;
 use hyper::header::{HeaderName, HeaderValue};
 use percent_encoding::percent_decode_str;
 
-pub use super::endpoint::Endpoint;
 use super::sampler::{self, Sampler};
 use crate::error::ConfigError;
 use crate::tls::{self, Roots};
@@ -56,6 +56,67 @@ pub struct TraceConfig {
     /// `TRACES_MAX_PER_SECOND`: requests sampled per second at most (a burst of one
     /// second's worth allowed); the rest are not traced, and counted.
     pub max_per_second: u32,
+}
+
+/// An OTLP/HTTP collector's URL, and where to connect for it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Endpoint {
+    /// What is posted to.
+    pub uri: Uri,
+    /// https://, not http://.
+    pub tls: bool,
+    /// The host to connect to (an IPv6 address without its brackets).
+    pub host: String,
+    /// The port: given, or the scheme's.
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// Parses `http[s]://host[:port][/path][?query]`, with the spec's rule for the path:
+    /// a base endpoint (`signal_path`, `OTEL_EXPORTER_OTLP_ENDPOINT`) gets `v1/traces`
+    /// appended; a signal's own (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is used as it is.
+    pub fn parse(url: &str, signal_path: bool) -> Result<Endpoint, String> {
+        let uri: Uri = url.parse().map_err(|err| format!("not a URL: {err}"))?;
+        let tls = match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err("must be an http:// or https:// URL".into()),
+        };
+        let authority = uri.authority().ok_or("has no host")?;
+        if authority.as_str().contains('@') {
+            return Err("must not hold credentials: use OTEL_EXPORTER_OTLP_HEADERS".into());
+        }
+        let host = authority.host();
+        // http::Uri's own port is `None` for one that is not a u16: look at the text.
+        let port = match authority.as_str()[host.len()..].strip_prefix(':') {
+            None | Some("") if tls => 443,
+            None | Some("") => 80,
+            Some(port) => match port.parse() {
+                Ok(port) if port > 0 => port,
+                _ => return Err(format!("'{port}' is not a port")),
+            },
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let path = match signal_path {
+            true => format!("{}/v1/traces", uri.path().trim_end_matches('/')),
+            false => uri.path().to_owned(),
+        };
+        let query = uri
+            .query()
+            .map_or(String::new(), |query| format!("?{query}"));
+        let uri = Uri::builder()
+            .scheme(if tls { "https" } else { "http" })
+            .authority(authority.as_str())
+            .path_and_query(format!("{path}{query}"))
+            .build()
+            .map_err(|err| format!("not a URL: {err}"))?;
+        Ok(Endpoint {
+            uri,
+            tls,
+            host: host.to_owned(),
+            port,
+        })
+    }
 }
 
 /// The tracing settings, or `None` when tracing is off: no OTLP endpoint, or
@@ -312,7 +373,7 @@ impl fmt::Debug for TraceConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let headers: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
         f.debug_struct("TraceConfig")
-            .field("endpoint", &self.endpoint.to_string())
+            .field("endpoint", &self.endpoint.uri.to_string())
             .field("headers", &headers)
             .field("timeout", &self.timeout)
             .field("sampler", &format_args!("{}", self.sampler))
@@ -361,7 +422,7 @@ mod tests {
     #[test]
     fn defaults_follow_the_spec() {
         let config = parse_with(&[BASE]).unwrap().unwrap();
-        assert_eq!(config.endpoint.path, "/v1/traces");
+        assert_eq!(config.endpoint.uri, "http://collector:4318/v1/traces");
         assert_eq!(config.timeout, Duration::from_secs(10));
         assert_eq!(config.sampler, sampler::DEFAULT);
         assert_eq!(config.schedule_delay, Duration::from_secs(5));
@@ -378,6 +439,50 @@ mod tests {
     }
 
     #[test]
+    fn the_base_endpoint_gets_the_signal_path_and_the_signal_endpoint_is_used_as_is() {
+        for (url, signal_path, tls, host, port, uri) in [
+            (
+                "http://c:4318",
+                true,
+                false,
+                "c",
+                4318,
+                "http://c:4318/v1/traces",
+            ),
+            (
+                "https://c/otlp/",
+                true,
+                true,
+                "c",
+                443,
+                "https://c/otlp/v1/traces",
+            ),
+            (
+                "http://[::1]:4318",
+                true,
+                false,
+                "::1",
+                4318,
+                "http://[::1]:4318/v1/traces",
+            ),
+            ("http://c:4318", false, false, "c", 4318, "http://c:4318/"),
+            (
+                "HTTP://c/x/traces?k=v",
+                false,
+                false,
+                "c",
+                80,
+                "http://c/x/traces?k=v",
+            ),
+        ] {
+            let endpoint = Endpoint::parse(url, signal_path).unwrap();
+            let got = (endpoint.tls, endpoint.host.as_str(), endpoint.port);
+            assert_eq!(got, (tls, host, port), "{url}");
+            assert_eq!(endpoint.uri, uri, "{url}");
+        }
+    }
+
+    #[test]
     fn the_signal_endpoint_wins_over_the_base_one() {
         let config = parse_with(&[
             BASE,
@@ -387,7 +492,7 @@ mod tests {
             ),
         ]);
         assert_eq!(
-            config.unwrap().unwrap().endpoint.to_string(),
+            config.unwrap().unwrap().endpoint.uri,
             "http://other:9999/traces"
         );
     }

@@ -1,18 +1,16 @@
 //! OpenTelemetry traces, off unless an OTLP endpoint is configured: a server span per
-//! request (router.rs starts it), a client span per database statement (the store's
-//! `Db::run`), and the task-local [`Scope`] that carries a request's span to its
-//! statements, through a batch too. Which traces are kept is sampler.rs's business; the
-//! spans, span.rs's; the wire format, otlp.rs's; sending, export.rs's; the environment,
-//! config.rs's, and the collector's URL, endpoint.rs's.
+//! request (http/router.rs starts it), a client span per database statement (the
+//! store's pool), and the task-local [`Scope`] that carries a request's span to its
+//! statements, through a batch too. Ids and the caller's `traceparent` are context.rs's;
+//! which traces are kept, sampler.rs's; the spans, span.rs's; sending them, export.rs's;
+//! the environment, config.rs's.
 
 pub mod config;
-mod endpoint;
+pub mod context;
 mod export;
-mod otlp;
 pub mod sampler;
 mod span;
 
-use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,66 +18,11 @@ use std::time::Instant;
 use prometheus_client::registry::Registry;
 
 pub use config::TraceConfig;
+pub use context::{SpanContext, SpanId, TraceId};
 pub use span::{Span, Statement};
 
 use export::Exporter;
-use sampler::Sampler;
-use span::{Kind, Name, Value, truncated};
-
-/// A trace's id: 16 bytes, never all zeros.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TraceId(pub [u8; 16]);
-
-/// A span's id: 8 bytes, never all zeros.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SpanId(pub [u8; 8]);
-
-impl TraceId {
-    /// A fresh random id (W3C Trace Context: the rightmost 7 bytes random, which the
-    /// ratio sampler relies on).
-    fn random() -> TraceId {
-        loop {
-            let id: u128 = rand::random();
-            if id != 0 {
-                return TraceId(id.to_be_bytes());
-            }
-        }
-    }
-}
-
-impl SpanId {
-    fn random() -> SpanId {
-        loop {
-            let id: u64 = rand::random();
-            if id != 0 {
-                return SpanId(id.to_be_bytes());
-            }
-        }
-    }
-}
-
-impl fmt::Display for TraceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
-    }
-}
-
-impl fmt::Display for SpanId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
-    }
-}
-
-/// Where a span sits: its trace, its own id, and whether its trace is sampled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SpanContext {
-    /// The trace it belongs to.
-    pub trace_id: TraceId,
-    /// The span itself.
-    pub span_id: SpanId,
-    /// The `sampled` trace flag.
-    pub sampled: bool,
-}
+use span::{Kind, Name, Value};
 
 /// What a server span describes: an HTTP request as the semantic conventions name it.
 pub struct ServerRequest {
@@ -109,36 +52,31 @@ impl Tracer {
     /// The server span of a request whose caller sent `parent` (a valid `traceparent`),
     /// or `None` when the sampler drops it, or it would pass `TRACES_MAX_PER_SECOND`.
     pub fn server_span(&self, parent: Option<SpanContext>, request: ServerRequest) -> Option<Span> {
-        let sampler: &Sampler = self.0.sampler();
         let trace_id = parent.map_or_else(TraceId::random, |parent| parent.trace_id);
-        if !sampler.samples(trace_id, parent.map(|parent| parent.sampled)) || !self.0.admit() {
+        let sampled = self.0.sampler.samples(trace_id, parent.map(|p| p.sampled));
+        if !sampled || !self.0.admit() {
             return None;
         }
-        let limit = self.value_limit();
-        let mut attributes = Vec::with_capacity(8);
-        attributes.push(("http.request.method", Value::Static(request.method)));
-        attributes.push(("url.scheme", Value::Static("http")));
-        attributes.push(("url.path", Value::Owned(truncated(request.path, limit))));
+        let text = |value: String| Value::Owned(span::truncated(value, self.0.value_limit));
+        let mut attributes = vec![
+            ("http.request.method", Value::Static(request.method)),
+            ("url.scheme", Value::Static("http")),
+            ("url.path", text(request.path)),
+            ("network.protocol.version", Value::Static(request.protocol)),
+        ];
         if let Some(route) = request.route {
             attributes.push(("http.route", Value::Static(route)));
         }
-        attributes.push(("network.protocol.version", Value::Static(request.protocol)));
         if let Some(agent) = request.user_agent {
-            attributes.push(("user_agent.original", Value::Owned(truncated(agent, limit))));
+            attributes.push(("user_agent.original", text(agent)));
         }
         let name = Name::Http {
             method: request.method,
             route: request.route,
         };
-        Some(Span::start(
-            self.clone(),
-            trace_id,
-            parent.map(|parent| (parent.span_id, true)),
-            Kind::Server,
-            name,
-            attributes,
-            Vec::new(),
-        ))
+        let parent = parent.map(|parent| (parent.span_id, true));
+        let started = (trace_id, parent, Kind::Server, name);
+        Some(Span::start(self.clone(), started, attributes, Vec::new()))
     }
 
     /// Registers the exporter's counters: `trace_spans_dropped{reason}` and
@@ -150,14 +88,6 @@ impl Tracer {
     /// Exports every span finished so far; gives up at `deadline` (the shutdown timeout).
     pub async fn flush(&self, deadline: Instant) {
         self.0.flush(deadline).await;
-    }
-
-    fn finish(&self, span: span::Finished) {
-        self.0.queue(span);
-    }
-
-    fn value_limit(&self) -> usize {
-        self.0.value_limit()
     }
 }
 
@@ -201,32 +131,30 @@ impl Scope {
     }
 
     fn statement(&self, statement: Statement) -> Span {
-        let mut attributes = Vec::with_capacity(4);
-        attributes.push(("db.system.name", Value::Static("postgresql")));
-        attributes.push(("db.operation.name", Value::Static(statement.operation)));
+        let mut attributes = vec![
+            ("db.system.name", Value::Static("postgresql")),
+            ("db.operation.name", Value::Static(statement.operation)),
+        ];
         if let Some(collection) = statement.collection {
             attributes.push(("db.collection.name", Value::Static(collection)));
         }
-        let links = match &self.batch {
-            Some(batch) => {
-                // Semantic conventions: a batch size is never 1.
-                if batch.size > 1 {
-                    let size = i64::try_from(batch.size).unwrap_or(i64::MAX);
-                    attributes.push(("db.operation.batch.size", Value::Int(size)));
-                }
-                batch.links.clone()
+        let mut links = Vec::new();
+        if let Some(batch) = &self.batch {
+            // Semantic conventions: a batch size is never 1.
+            if batch.size > 1 {
+                let size = i64::try_from(batch.size).unwrap_or(i64::MAX);
+                attributes.push(("db.operation.batch.size", Value::Int(size)));
             }
-            None => Vec::new(),
-        };
-        Span::start(
-            self.tracer.clone(),
+            links.clone_from(&batch.links);
+        }
+        let parent = Some((self.parent.span_id, false));
+        let started = (
             self.parent.trace_id,
-            Some((self.parent.span_id, false)),
+            parent,
             Kind::Client,
             Name::Db(statement),
-            attributes,
-            links,
-        )
+        );
+        Span::start(self.tracer.clone(), started, attributes, links)
     }
 }
 

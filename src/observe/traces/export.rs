@@ -4,7 +4,7 @@
 //! at most [`MAX_EXPORT_BYTES`] and bounded by the OTLP timeout. A failed export drops
 //! its batch (counted; a warning at most every 30 s): a dead or slow collector costs
 //! the requests nothing, and the memory it can hold up is bounded. The messages are
-//! otlp.rs's.
+//! opentelemetry-proto's.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,10 +29,17 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::Link;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, SpanFlags, Status};
+
 use super::config::{Endpoint, TraceConfig};
-use super::otlp;
 use super::sampler::{RateLimit, Sampler};
-use super::span::Finished;
+use super::span::{Finished, Value};
 use crate::error::describe;
 
 /// Export failures are logged at most this often; the ones between are counted.
@@ -94,9 +101,10 @@ impl Counters {
 /// The request side of the exporter: the sampler and its rate limit, the queue and
 /// the bytes it holds, and the counters.
 pub(super) struct Exporter {
-    sampler: Sampler,
+    pub(super) sampler: Sampler,
     rate: RateLimit,
-    value_limit: usize,
+    /// `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`.
+    pub(super) value_limit: usize,
     spans: mpsc::Sender<Finished>,
     queued_bytes: Arc<AtomicUsize>,
     flushes: mpsc::UnboundedSender<oneshot::Sender<()>>,
@@ -121,14 +129,6 @@ impl Exporter {
         };
         tokio::spawn(run(config, queue, flush_requests, counters, queued_bytes));
         exporter
-    }
-
-    pub(super) fn sampler(&self) -> &Sampler {
-        &self.sampler
-    }
-
-    pub(super) fn value_limit(&self) -> usize {
-        self.value_limit
     }
 
     /// Whether one more request may be traced now (`TRACES_MAX_PER_SECOND`); if not,
@@ -194,7 +194,7 @@ async fn run(
     queued_bytes: Arc<AtomicUsize>,
 ) {
     let mut export = Export {
-        resource: otlp::resource(&config),
+        resource: resource(&config),
         client: Client::new(&config),
         timeout: config.timeout,
         counters,
@@ -247,7 +247,7 @@ async fn run(
 
 /// One export after another: the client, what goes with every batch, and the counts.
 struct Export {
-    resource: otlp::Resource,
+    resource: Resource,
     client: Client,
     timeout: Duration,
     counters: Counters,
@@ -286,7 +286,7 @@ impl Export {
 
     async fn export(&mut self, spans: Vec<Finished>) {
         let count = spans.len();
-        let body = otlp::request(&self.resource, spans).encode_to_vec();
+        let body = request(&self.resource, spans).encode_to_vec();
         let failure = match tokio::time::timeout(self.timeout, self.client.post(body)).await {
             Ok(Ok(rejected)) => {
                 let rejected = rejected.min(count);
@@ -319,7 +319,7 @@ impl Export {
             self.unlogged += 1;
             return;
         }
-        let endpoint = &self.client.endpoint;
+        let endpoint = &self.client.endpoint.uri;
         match std::mem::take(&mut self.unlogged) {
             0 => log::warn!("traces to {endpoint}: {failure}"),
             n => log::warn!(
@@ -371,10 +371,16 @@ impl Client {
             },
             None => self.connect().await?,
         };
+        let target = self
+            .endpoint
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str());
+        let authority = self.endpoint.uri.authority().map_or("", |a| a.as_str());
         let mut request = Request::builder()
             .method(Method::POST)
-            .uri(&self.endpoint.path)
-            .header(HOST, &self.endpoint.authority)
+            .uri(target)
+            .header(HOST, authority)
             .header(CONTENT_TYPE, "application/x-protobuf")
             .header(USER_AGENT, self.user_agent.clone())
             .body(Full::new(Bytes::from(body)))
@@ -398,7 +404,7 @@ impl Client {
             return Err(format!("the collector answered {status}: {text:?}"));
         }
         // An empty or undecodable answer is a full success: the status says so.
-        let rejected = otlp::ExportTraceServiceResponse::decode(answer)
+        let rejected = ExportTraceServiceResponse::decode(answer)
             .ok()
             .and_then(|response| response.partial_success)
             .map_or(0, |partial| partial.rejected_spans.max(0));
@@ -460,4 +466,98 @@ fn connector(config: &TraceConfig) -> Result<TlsConnector, String> {
         .with_no_client_auth();
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsConnector::from(Arc::new(tls)))
+}
+
+/// `SpanFlags`: the low byte holds the W3C trace flags (01: sampled); the next bits say
+/// whether the parent's or link's remoteness is known, and that it is remote.
+const SAMPLED: u32 = 0x01;
+const HAS_IS_REMOTE: u32 = SpanFlags::ContextHasIsRemoteMask as u32;
+const IS_REMOTE: u32 = SpanFlags::ContextIsRemoteMask as u32;
+
+/// The resource every export carries: `OTEL_RESOURCE_ATTRIBUTES` and the rest.
+fn resource(config: &TraceConfig) -> Resource {
+    Resource {
+        attributes: config
+            .resource
+            .iter()
+            .map(|(key, value)| text(key.clone(), value.clone()))
+            .collect(),
+        ..Resource::default()
+    }
+}
+
+/// One export request holding `spans`, under `resource`.
+fn request(resource: &Resource, spans: Vec<Finished>) -> ExportTraceServiceRequest {
+    let scope = InstrumentationScope {
+        name: "task-api".to_owned(),
+        version: crate::VERSION.to_owned(),
+        ..InstrumentationScope::default()
+    };
+    let scope_spans = ScopeSpans {
+        scope: Some(scope),
+        spans: spans.into_iter().map(span).collect(),
+        schema_url: String::new(),
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(resource.clone()),
+            scope_spans: vec![scope_spans],
+            schema_url: String::new(),
+        }],
+    }
+}
+
+fn span(finished: Finished) -> Span {
+    let (parent_span_id, flags) = match finished.parent {
+        None => (Vec::new(), SAMPLED),
+        Some((id, remote)) => {
+            let remote = if remote { IS_REMOTE } else { 0 };
+            (id.0.to_vec(), SAMPLED | HAS_IS_REMOTE | remote)
+        }
+    };
+    let attribute = |(key, value): (&str, Value)| match value {
+        Value::Static(value) => text(key.to_owned(), value.to_owned()),
+        Value::Owned(value) => text(key.to_owned(), value),
+        Value::Int(n) => KeyValue {
+            key: key.to_owned(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::IntValue(n)),
+            }),
+            ..KeyValue::default()
+        },
+    };
+    let link = |to: &super::SpanContext| Link {
+        trace_id: to.trace_id.0.to_vec(),
+        span_id: to.span_id.0.to_vec(),
+        // A request's span, in this process: not remote.
+        flags: SAMPLED | HAS_IS_REMOTE,
+        ..Link::default()
+    };
+    Span {
+        trace_id: finished.context.trace_id.0.to_vec(),
+        span_id: finished.context.span_id.0.to_vec(),
+        parent_span_id,
+        flags,
+        name: finished.name.text(),
+        kind: finished.kind as i32,
+        start_time_unix_nano: finished.start_unix_nanos,
+        end_time_unix_nano: finished.end_unix_nanos,
+        attributes: finished.attributes.into_iter().map(attribute).collect(),
+        links: finished.links.iter().map(link).collect(),
+        status: finished.error.map(|message| Status {
+            message,
+            code: opentelemetry_proto::tonic::trace::v1::status::StatusCode::Error as i32,
+        }),
+        ..Span::default()
+    }
+}
+
+fn text(key: String, value: String) -> KeyValue {
+    KeyValue {
+        key,
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value)),
+        }),
+        ..KeyValue::default()
+    }
 }

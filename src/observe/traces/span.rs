@@ -1,6 +1,7 @@
 //! A span being recorded, and what it becomes when it ends: [`Span`] ends when dropped,
 //! so a request or statement that is cancelled still ends its span, and it is handed to
-//! the exporter's queue then. Which spans start is mod.rs's business.
+//! the exporter's queue then. Text values are cut to the attribute limit as they are
+//! set. Which spans start is mod.rs's business.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,8 +19,8 @@ pub struct Statement {
 /// SpanKind, as OTLP numbers it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Kind {
-    Server = 2,
-    Client = 3,
+    Server = opentelemetry_proto::tonic::trace::v1::span::SpanKind::Server as isize,
+    Client = opentelemetry_proto::tonic::trace::v1::span::SpanKind::Client as isize,
 }
 
 /// A span's name, kept in parts until export (no string built on the request's path).
@@ -115,13 +116,14 @@ pub struct Span {
     span: Option<Finished>,
 }
 
+/// A span's place and kind as it starts: its trace, its parent (and whether that is
+/// the caller's), its kind and its name.
+pub(super) type Start = (TraceId, Option<(SpanId, bool)>, Kind, Name);
+
 impl Span {
     pub(super) fn start(
         tracer: Tracer,
-        trace_id: TraceId,
-        parent: Option<(SpanId, bool)>,
-        kind: Kind,
-        name: Name,
+        (trace_id, parent, kind, name): Start,
         attributes: Vec<(&'static str, Value)>,
         links: Vec<SpanContext>,
     ) -> Span {
@@ -177,7 +179,7 @@ impl Span {
     /// Marks the span failed: status `Error`, `error.type` set to `kind`, and
     /// `description` as the status message.
     pub fn failed(&mut self, kind: String, description: String) {
-        let limit = self.tracer.value_limit();
+        let limit = self.tracer.0.value_limit;
         let span = self.recording_mut();
         span.attributes
             .push(("error.type", Value::Owned(truncated(kind, limit))));
@@ -186,7 +188,7 @@ impl Span {
 
     /// Adds an attribute whose value is text.
     pub fn set_text(&mut self, key: &'static str, value: String) {
-        let value = truncated(value, self.tracer.value_limit());
+        let value = truncated(value, self.tracer.0.value_limit);
         self.recording_mut()
             .attributes
             .push((key, Value::Owned(value)));
@@ -210,7 +212,7 @@ impl Drop for Span {
         // make a span end before it started.
         let took = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         span.end_unix_nanos = span.start_unix_nanos.saturating_add(took);
-        self.tracer.finish(span);
+        self.tracer.0.queue(span);
     }
 }
 

@@ -1,14 +1,60 @@
-//! W3C Trace Context (https://www.w3.org/TR/trace-context/): the caller's
-//! `traceparent`, validated, so its trace id can join the access line to the caller's
-//! trace, and its span can be our server span's parent. An invalid header is ignored,
-//! as the spec says.
+//! Where a span sits in a trace: [`TraceId`], [`SpanId`], [`SpanContext`], and the
+//! caller's W3C `traceparent` (https://www.w3.org/TR/trace-context/), validated, so its
+//! trace id can join the access line to the caller's trace and its span can be our
+//! server span's parent. An invalid header is ignored, as the spec says.
+
+use std::fmt;
 
 use hyper::header::{HeaderMap, HeaderName};
 
-use crate::trace::{SpanContext, SpanId, TraceId};
-
 /// The request header.
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// A trace's id: 16 bytes, never all zeros.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceId(pub [u8; 16]);
+
+/// A span's id: 8 bytes, never all zeros.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpanId(pub [u8; 8]);
+
+/// Where a span sits: its trace, its own id, and whether its trace is sampled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpanContext {
+    /// The trace it belongs to.
+    pub trace_id: TraceId,
+    /// The span itself.
+    pub span_id: SpanId,
+    /// The `sampled` trace flag.
+    pub sampled: bool,
+}
+
+impl TraceId {
+    /// A fresh random id (W3C Trace Context: the rightmost 7 bytes random, which the
+    /// ratio sampler relies on).
+    pub fn random() -> TraceId {
+        TraceId(rand::random::<std::num::NonZeroU128>().get().to_be_bytes())
+    }
+}
+
+impl SpanId {
+    /// A fresh random id.
+    pub fn random() -> SpanId {
+        SpanId(rand::random::<std::num::NonZeroU64>().get().to_be_bytes())
+    }
+}
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+    }
+}
+
+impl fmt::Display for SpanId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+    }
+}
 
 /// The 32 lowercase hex digits of the caller's trace id, when it sent one valid
 /// `traceparent`: `version-traceid-parentid-flags`, lowercase hex; version not `ff`, and
@@ -23,9 +69,9 @@ pub fn parent(headers: &HeaderMap) -> Option<SpanContext> {
     let fields = traceparent(headers)?;
     let mut trace_id = [0u8; 16];
     let mut span_id = [0u8; 8];
+    let mut flags = [0u8; 1];
     decode_hex(fields.trace_id, &mut trace_id)?;
     decode_hex(fields.parent_id, &mut span_id)?;
-    let mut flags = [0u8; 1];
     decode_hex(&fields.flags[..2], &mut flags)?;
     Some(SpanContext {
         trace_id: TraceId(trace_id),
@@ -78,8 +124,7 @@ fn traceparent(headers: &HeaderMap) -> Option<Fields<'_>> {
 /// Lowercase hex (already checked) into `out`.
 fn decode_hex(text: &str, out: &mut [u8]) -> Option<()> {
     for (byte, pair) in out.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
-        let digit = |b: u8| (b as char).to_digit(16);
-        *byte = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?;
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
     }
     Some(())
 }
@@ -88,24 +133,31 @@ fn decode_hex(text: &str, out: &mut [u8]) -> Option<()> {
 mod tests {
     use super::*;
 
-    fn parse(value: &str) -> Option<String> {
+    fn headers(value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert(&TRACEPARENT, value.parse().unwrap());
-        trace_id(&headers).map(str::to_owned)
+        headers
     }
 
     #[test]
-    fn a_valid_traceparent_gives_its_trace_id_and_an_invalid_one_nothing() {
+    fn a_valid_traceparent_gives_the_callers_span_and_an_invalid_one_nothing() {
         let id = "4bf92f3577b34da6a3ce929d0e0e4736";
-        assert_eq!(
-            parse(&format!("00-{id}-00f067aa0ba902b7-01")).as_deref(),
-            Some(id)
-        );
+        let sampled = parent(&headers(&format!("00-{id}-00f067aa0ba902b7-01"))).unwrap();
+        assert_eq!(sampled.trace_id.to_string(), id);
+        assert_eq!(sampled.span_id.to_string(), "00f067aa0ba902b7");
+        assert!(sampled.sampled);
+        for (flags, is_sampled) in [("00", false), ("02", false), ("03-x", true)] {
+            let version = if flags.len() > 2 { "01" } else { "00" };
+            let value = format!("{version}-{id}-00f067aa0ba902b7-{flags}");
+            assert_eq!(
+                parent(&headers(&value)).unwrap().sampled,
+                is_sampled,
+                "{value}"
+            );
+        }
         // A later version, with a field this one does not know.
-        assert_eq!(
-            parse(&format!("01-{id}-00f067aa0ba902b7-01-what-comes")).as_deref(),
-            Some(id)
-        );
+        let later = format!("01-{id}-00f067aa0ba902b7-01-what-comes");
+        assert_eq!(trace_id(&headers(&later)), Some(id));
         for bad in [
             format!("00-{id}-00f067aa0ba902b7-01-extra"),
             format!("ff-{id}-00f067aa0ba902b7-01"),
@@ -116,40 +168,8 @@ mod tests {
             format!("00-{id}-00f067aa0ba902b7-1"),
             "garbage".to_owned(),
         ] {
-            assert_eq!(parse(&bad), None, "{bad}");
+            assert_eq!(trace_id(&headers(&bad)), None, "{bad}");
+            assert_eq!(parent(&headers(&bad)), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn the_parent_holds_the_callers_ids_and_sampled_flag() {
-        let parent = |value: &str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(&TRACEPARENT, value.parse().unwrap());
-            super::parent(&headers)
-        };
-        let sampled = parent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
-        assert_eq!(
-            sampled.trace_id.to_string(),
-            "4bf92f3577b34da6a3ce929d0e0e4736"
-        );
-        assert_eq!(sampled.span_id.to_string(), "00f067aa0ba902b7");
-        assert!(sampled.sampled);
-        let not = parent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
-        assert!(!not.sampled);
-        // Other flags (random, 02) do not mean sampled.
-        assert!(
-            !parent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-02")
-                .unwrap()
-                .sampled
-        );
-        assert!(
-            parent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03-x")
-                .unwrap()
-                .sampled
-        );
-        assert_eq!(
-            parent("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"),
-            None
-        );
     }
 }

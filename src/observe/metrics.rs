@@ -1,0 +1,360 @@
+//! Prometheus metrics for `GET /metrics`: requests by method, route template and
+//! status, a latency histogram, requests and connections open, connections the server
+//! ended and why, the pool, migrations and build info, and what other parts register
+//! (the store's batch sizes and keys, the tracer's drops). prometheus-client keeps them
+//! and writes OpenMetrics; the classic text format 0.0.4 is derived from that for
+//! scrapers that do not ask for OpenMetrics.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use hyper::header::{ACCEPT, HeaderMap};
+use hyper::{Method, StatusCode};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+/// The git revision the binary was built from, when the build said (`make build` does).
+pub const REVISION: &str = match option_env!("TASK_API_REVISION") {
+    Some(revision) => revision,
+    None => "unknown",
+};
+
+/// Latency buckets, in seconds: 250 µs to 5 s (the database budget).
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: &'static str,
+    route: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: &'static str,
+    route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// The pool's state as of now.
+#[derive(Debug)]
+pub struct PoolState {
+    /// Open connections.
+    pub size: usize,
+    /// Idle connections.
+    pub available: usize,
+    /// Requests waiting for a connection.
+    pub waiting: usize,
+}
+
+/// Every metric the server keeps, and the registry that encodes them.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    in_flight: Gauge,
+    connections_open: Gauge,
+    connections_cut: Family<ReasonLabels, Counter>,
+    unanswered: Counter,
+    pool: [Gauge; 3],
+}
+
+/// Counts one request (or connection) as open until dropped, so one that is
+/// cancelled is uncounted too.
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl Metrics {
+    /// Registers everything of the server's; `migrations_applied` is how many this
+    /// process applied at start-up, `pool_max` the pool's `DATABASE_POOL_SIZE`.
+    pub fn new(migrations_applied: usize, pool_max: usize) -> Metrics {
+        let mut registry = Registry::with_prefix("task_api");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests answered", requests.clone());
+        let latency: Family<RouteLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time from request head to response, by route",
+            Unit::Seconds,
+            latency.clone(),
+        );
+        let connections_cut = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "http_connections_closed",
+            "Client connections the server ended, by reason: a deadline, MAX_CONNECTIONS, or a \
+             request head it could not parse (malformed) or over 16 KiB (head_too_large)",
+            connections_cut.clone(),
+        );
+        let unanswered = Counter::default();
+        registry.register(
+            "http_unanswered",
+            "Writes answered by closing the connection: the database gave no verdict in time",
+            unanswered.clone(),
+        );
+        let mut gauge = |name: &str, help: &str, value: usize| {
+            let gauge = Gauge::default();
+            gauge.set(gauge_value(value));
+            registry.register(name, help, gauge.clone());
+            gauge
+        };
+        let in_flight = gauge("http_requests_in_flight", "Requests being served now", 0);
+        let connections_open = gauge("http_connections_open", "Client connections open now", 0);
+        let pool = [
+            gauge("db_pool_connections", "Open database connections", 0),
+            gauge("db_pool_available", "Idle database connections", 0),
+            gauge("db_pool_waiting", "Requests waiting for a connection", 0),
+        ];
+        gauge("db_pool_max", "DATABASE_POOL_SIZE", pool_max);
+        gauge(
+            "migrations_applied",
+            "Migrations this process applied at start-up",
+            migrations_applied,
+        );
+        let build = Info::new(vec![("version", crate::VERSION), ("revision", REVISION)]);
+        registry.register("build", "The running binary", build);
+        Metrics {
+            registry,
+            requests,
+            latency,
+            in_flight,
+            connections_open,
+            connections_cut,
+            unanswered,
+            pool,
+        }
+    }
+
+    /// Where other parts register their own metrics, at start-up.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// Counts a request as being served until the guard drops.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    /// Counts a client connection as open until the guard drops.
+    pub fn connection_open(&self) -> InFlight {
+        self.connections_open.inc();
+        InFlight(self.connections_open.clone())
+    }
+
+    /// Counts a connection the server ended, and why (a label such as `idle_timeout`).
+    pub fn cut(&self, reason: &'static str) {
+        self.connections_cut
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts a request whose connection was closed unanswered.
+    pub fn unanswered(&self) {
+        self.unanswered.inc();
+    }
+
+    /// Counts an answered request. `route` is a template (`/tasks/{id}`), never a raw path.
+    pub fn record(&self, method: &Method, route: &'static str, status: StatusCode, took: Duration) {
+        let method = method_label(method);
+        let status = status.as_u16();
+        let labels = RequestLabels {
+            method,
+            route,
+            status,
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.latency
+            .get_or_create(&RouteLabels { method, route })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Everything, with the pool as of now, in `format`.
+    pub fn render(&self, pool: PoolState, format: Format) -> String {
+        for (gauge, value) in self
+            .pool
+            .iter()
+            .zip([pool.size, pool.available, pool.waiting])
+        {
+            gauge.set(gauge_value(value));
+        }
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        match format {
+            Format::OpenMetrics => text,
+            Format::Text => to_text(&text),
+        }
+    }
+}
+
+/// A count as a gauge holds it (saturating: a pool never nears i64::MAX).
+fn gauge_value(count: usize) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+/// Methods outside the API's own become "other", so clients cannot mint label values.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::PUT => "PUT",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// The two Prometheus text formats `/metrics` speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `application/openmetrics-text; version=1.0.0`, for a scraper that asks for it
+    /// (Prometheus does).
+    OpenMetrics,
+    /// `text/plain; version=0.0.4`, which every other scraper reads and
+    /// `promtool check metrics` accepts.
+    Text,
+}
+
+impl Format {
+    /// The format a request's `Accept` asks for: OpenMetrics when it names it (and not
+    /// with `q=0`), else the classic text format.
+    pub fn accepted(headers: &HeaderMap) -> Format {
+        let asks = headers
+            .get_all(ACCEPT)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|range| {
+                let mut parts = range.split(';').map(str::trim);
+                let media = parts.next().unwrap_or_default();
+                let refused = parts.any(|p| matches!(p, "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
+                media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+            });
+        if asks {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        }
+    }
+
+    /// The response's content type.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+/// The classic text format of an OpenMetrics exposition: a counter family's `HELP` and
+/// `TYPE` name its `_total` samples; an info family becomes a gauge named `_info`;
+/// `UNIT` lines and the closing `# EOF` go.
+fn to_text(openmetrics: &str) -> String {
+    let types: HashMap<&str, &str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_once(' '))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        let meta = line
+            .strip_prefix("# HELP ")
+            .map(|rest| ("HELP", rest))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|rest| ("TYPE", rest)));
+        match meta {
+            Some((kind, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let (name, tail) = match (types.get(name).copied(), kind) {
+                    (Some("counter"), _) => (format!("{name}_total"), tail),
+                    (Some("info"), "TYPE") => (format!("{name}_info"), "gauge"),
+                    (Some("info"), _) => (format!("{name}_info"), tail),
+                    _ => (name.to_owned(), tail),
+                };
+                text.push_str(&format!("# {kind} {name} {tail}\n"));
+            }
+            None if line.starts_with("# UNIT ") || line == "# EOF" => {}
+            None => {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::header::HeaderValue;
+
+    #[test]
+    fn prometheus_gets_openmetrics_and_everyone_else_the_text_format() {
+        let accept = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(ACCEPT, HeaderValue::from_str(value).unwrap());
+            Format::accepted(&headers)
+        };
+        let prometheus = "application/openmetrics-text;version=1.0.0,\
+            application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(accept(prometheus), Format::OpenMetrics);
+        for other in [
+            "text/plain;version=0.0.4",
+            "*/*",
+            "application/openmetrics-text; q=0",
+        ] {
+            assert_eq!(accept(other), Format::Text, "{other}");
+        }
+        assert_eq!(Format::accepted(&HeaderMap::new()), Format::Text);
+    }
+
+    #[test]
+    fn the_text_format_renames_counters_and_info_and_drops_openmetrics_lines() {
+        let metrics = Metrics::new(1, 8);
+        let _busy = metrics.in_flight();
+        let brew = Method::from_bytes(b"BREW").unwrap();
+        metrics.record(&Method::GET, "/tasks/{id}", StatusCode::OK, Duration::ZERO);
+        metrics.record(&brew, "unmatched", StatusCode::NOT_FOUND, Duration::ZERO);
+        let pool = || PoolState {
+            size: 2,
+            available: 1,
+            waiting: 0,
+        };
+        let openmetrics = metrics.render(pool(), Format::OpenMetrics);
+        assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
+        let text = metrics.render(pool(), Format::Text);
+        for line in [
+            r#"task_api_http_requests_total{method="GET",route="/tasks/{id}",status="200"} 1"#,
+            r#"task_api_http_requests_total{method="other",route="unmatched",status="404"} 1"#,
+            "# TYPE task_api_http_requests_total counter",
+            "task_api_http_requests_in_flight 1",
+            "task_api_db_pool_connections 2",
+            "# TYPE task_api_build_info gauge",
+            "task_api_http_request_duration_seconds_bucket{",
+        ] {
+            assert!(text.contains(line), "{line} not in {text}");
+        }
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+    }
+}
