@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
-use crate::db::DbOptions;
 pub use crate::error::ConfigError;
 use crate::observe::logs::Format;
 use crate::observe::traces::TraceConfig;
+use crate::pg::DbOptions;
 
 /// The listen port when `PORT` is unset.
 pub const DEFAULT_PORT: u16 = 8000;

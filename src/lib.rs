@@ -21,16 +21,14 @@
 
 pub mod cli;
 pub mod config;
-pub mod db;
 pub mod error;
 pub mod healthcheck;
 pub mod http;
-pub mod migrate;
 pub mod observe;
+pub mod pg;
 pub mod shutdown;
 pub mod store;
 pub mod tasks;
-pub mod tls;
 
 pub use error::Error;
 

@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use task_api::cli::{self, Command};
 use task_api::config::Config;
-use task_api::{Error, healthcheck, http, migrate};
+use task_api::pg::migrate;
+use task_api::{Error, healthcheck, http};
 
 // musl's malloc takes a global lock; see the README's Performance section for the numbers.
 #[global_allocator]

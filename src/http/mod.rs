@@ -32,8 +32,9 @@ use crate::config::Config;
 use crate::error::describe;
 use crate::observe::traces::Tracer;
 use crate::observe::{logs, metrics};
+use crate::pg::{connect as db, migrate};
 use crate::store::Store;
-use crate::{Error, db, migrate, shutdown};
+use crate::{Error, shutdown};
 use conn::{ClientIo, Cut, Unparsed};
 
 /// A client that has not sent its whole header by then is disconnected (spec §5).
@@ -129,7 +130,7 @@ pub fn run(mut config: Config) -> Result<(), Error> {
             tracer,
         });
         serve(listener, app.clone(), signals, limits).await;
-        app.store.close();
+        app.store.close().await;
         log::info!("stopped");
         Ok(())
     })

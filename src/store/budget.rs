@@ -18,7 +18,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::outcome::{self, StoreError};
 use super::statement;
-use crate::db::DbOptions;
+use crate::pg::DbOptions;
 use crate::error::describe;
 use crate::observe::traces::{self as trace, Statement};
 

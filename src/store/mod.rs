@@ -1,26 +1,23 @@
-//! The data path: [`Store`] owns the pool, the batched queries and the request
-//! budget, and is all the HTTP layer sees of the database. Its calls take and give
-//! the task types of tasks.rs, and fail with a [`StoreError`]; whether a call shared
-//! its statement with others is invisible from outside.
+//! The data path: [`Store`] is all the HTTP layer sees of the database. Its calls take
+//! and give the task types of the crate's tasks.rs, and fail with a [`StoreError`];
+//! whether a call shared its statement with others is invisible from outside.
 //!
-//! Where things are: batching in batch.rs, the 5 s budget in budget.rs, the meaning
-//! of database errors in outcome.rs, and the SQL in sql.rs.
+//! Where things are: the pool and the 5 s budget in pool.rs, batching in batcher.rs,
+//! what each batch runs in tasks.rs and idempotency.rs, the SQL in sql/, and what
+//! database errors mean in error.rs.
 
-mod batch;
-mod budget;
-mod change;
-mod create;
-mod keys;
-mod list;
-mod outcome;
+mod batcher;
+mod error;
+mod idempotency;
+mod pool;
 mod sql;
-mod statement;
+mod tasks;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::PoolError;
+use jiff::Timestamp;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -28,19 +25,20 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio_postgres::SimpleQueryMessage;
 
-use crate::db::DbOptions;
 use crate::error::describe;
 use crate::observe::metrics::PoolState;
-use jiff::Timestamp;
-
+use crate::pg::DbOptions;
 use crate::tasks::{ListQuery, NewTask, Status, Task, TaskPatch};
-use batch::Batcher;
-use budget::{Db, Deadline, Effect};
+use batcher::Batcher;
+use idempotency::Pruner;
+use pool::{Deadline, Effect, OutOfTime, Pool};
+use sql::Conn;
+use sql::tasks::Read;
 
-pub use keys::Claim;
-pub use outcome::{Cause, StoreError};
+pub use error::{Cause, StoreError};
+pub use idempotency::Claim;
 
-/// Batch-size buckets: 1 to [`batch::MAX_BATCH`].
+/// Batch-size buckets: 1 to [`batcher::MAX_BATCH`].
 const BATCH_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -52,11 +50,12 @@ type BatchSizes = Family<BatchLabels, Histogram, fn() -> Histogram>;
 
 /// The tasks in PostgreSQL, as the API reads and writes them.
 pub struct Store {
-    db: Arc<Db>,
+    pool: Arc<Pool>,
     /// `get`, batched: one `id = ANY($1)` for every id queued.
     finder: Batcher<i64, Option<Task>>,
-    lister: Batcher<list::Read, Vec<Task>>,
-    status_lister: Batcher<list::Read, Vec<Task>>,
+    /// Chunks of pages, batched: of any status, and of one.
+    lister: Batcher<Read, Vec<Task>>,
+    status_lister: Batcher<Read, Vec<Task>>,
     /// `create`, batched: one insert, so one commit, for every create queued.
     creator: Batcher<NewCreate, Creation>,
     /// `update`, batched: one statement for every change queued.
@@ -66,6 +65,7 @@ pub struct Store {
     batch_sizes: BatchSizes,
     /// Idempotency keys the database holds, as the pruner last counted them.
     keys_held: Gauge,
+    pruner: Pruner,
 }
 
 /// Most rows one list statement reads: what a page holds in memory at once, however
@@ -169,27 +169,20 @@ impl Store {
         key_ttl: Duration,
         unnamed_statements: bool,
     ) -> Result<Store, String> {
-        if unnamed_statements {
-            statement::use_unnamed();
-        }
-        let db = Arc::new(Db::open(db, pool_size)?);
-        let lanes = batch::LANES.min(pool_size);
+        let pool = Arc::new(Pool::open(db, pool_size, unnamed_statements)?);
+        let lanes = batcher::LANES.min(pool_size);
         let batch_sizes = BatchSizes::new_with_constructor(|| Histogram::new(BATCH_BUCKETS));
+        let sizes = |query| batch_sizes.get_or_create(&BatchLabels { query }).clone();
         let keys_held = Gauge::default();
-        keys::prune_expired(db.clone(), key_ttl, keys_held.clone());
         Ok(Store {
-            finder: finder(db.clone(), lanes, size_of(&batch_sizes, "find")),
-            lister: list::lister(db.clone(), lanes, size_of(&batch_sizes, "list"), false),
-            status_lister: list::lister(
-                db.clone(),
-                lanes,
-                size_of(&batch_sizes, "list_status"),
-                true,
-            ),
-            creator: create::creator(db.clone(), lanes, size_of(&batch_sizes, "insert"), key_ttl),
-            updater: change::changer(db.clone(), lanes, size_of(&batch_sizes, "update")),
-            deleter: change::changer(db.clone(), lanes, size_of(&batch_sizes, "delete")),
-            db,
+            finder: tasks::finder(pool.clone(), lanes, sizes("find")),
+            lister: tasks::lister(pool.clone(), lanes, sizes("list"), false),
+            status_lister: tasks::lister(pool.clone(), lanes, sizes("list_status"), true),
+            creator: tasks::creator(pool.clone(), lanes, sizes("insert"), key_ttl),
+            updater: tasks::changer(pool.clone(), lanes, sizes("update")),
+            deleter: tasks::changer(pool.clone(), lanes, sizes("delete")),
+            pruner: Pruner::start(pool.clone(), key_ttl, keys_held.clone()),
+            pool,
             batch_sizes,
             keys_held,
         })
@@ -197,12 +190,7 @@ impl Store {
 
     /// Opens the first pooled connection now, so the first request does not pay for it.
     pub async fn warm_up(&self) {
-        if let Err(err) = self.db.pool().get().await {
-            log::warn!(
-                "could not open a pooled database connection yet: {}",
-                StoreError::from(err)
-            );
-        }
+        self.pool.warm_up().await;
     }
 
     /// One task, if it exists. Looked up together with the other gets queued now.
@@ -237,23 +225,19 @@ impl Store {
         let limit = cursor.left.min(CHUNK_ROWS);
         let tasks = if offset > 0 {
             // Rare, and an offset would cost the batched statement its plan: alone.
-            let list = async |client: &_| {
-                list::list(client, cursor.status, cursor.after, limit, offset).await
-            };
-            self.db
-                .run(
-                    statement::SELECT_TASKS,
-                    Deadline::start(),
-                    Effect::Reads,
-                    list,
-                )
+            let (status, after) = (cursor.status, cursor.after);
+            let list =
+                async |conn: &Conn| sql::tasks::list(conn, status, after, limit, offset).await;
+            let select = sql::SELECT_TASKS;
+            self.pool
+                .run(select, Deadline::start(), Effect::Reads, list)
                 .await?
         } else {
             let lister = match cursor.status {
                 Some(_) => &self.status_lister,
                 None => &self.lister,
             };
-            let read = list::Read {
+            let read = Read {
                 status: cursor.status,
                 after: cursor.after,
                 limit,
@@ -305,8 +289,11 @@ impl Store {
 
     /// One round trip to the database, within `budget`.
     pub async fn check(&self, budget: Duration) -> Health {
-        let ping = async |client: &deadpool_postgres::Client| {
-            let rows = client.simple_query("SHOW transaction_read_only").await?;
+        let ping = async |conn: &Conn| {
+            let rows = conn
+                .client
+                .simple_query("SHOW transaction_read_only")
+                .await?;
             Ok(rows.iter().any(|message| match message {
                 SimpleQueryMessage::Row(row) => row.get(0) == Some("on"),
                 _ => false,
@@ -314,8 +301,8 @@ impl Store {
         };
         let deadline = Deadline::after(budget);
         match self
-            .db
-            .run(statement::SHOW, deadline, Effect::Reads, ping)
+            .pool
+            .run(sql::SHOW, deadline, Effect::Reads, ping)
             .await
         {
             Ok(false) => Health::Ok,
@@ -326,7 +313,7 @@ impl Store {
             Err(failure) => {
                 let err = StoreError::from(failure);
                 let reason = match &err {
-                    StoreError::Unavailable(cause) if cause.is::<budget::OutOfTime>() => "timeout",
+                    StoreError::Unavailable(cause) if cause.is::<OutOfTime>() => "timeout",
                     // target_session_attrs=read-write, and only a standby answered.
                     StoreError::Unavailable(cause)
                         if describe(&**cause).contains("does not allow writes") =>
@@ -343,12 +330,7 @@ impl Store {
 
     /// The pool as of now.
     pub fn pool_state(&self) -> PoolState {
-        let status = self.db.pool().status();
-        PoolState {
-            size: status.size,
-            available: status.available,
-            waiting: status.waiting,
-        }
+        self.pool.state()
     }
 
     /// Registers the store's own metrics: `db_batch_size{query}` and
@@ -367,9 +349,11 @@ impl Store {
         );
     }
 
-    /// Closes the pool: idle connections now, busy ones when they come back.
-    pub fn close(&self) {
-        self.db.pool().close();
+    /// Stops the pruner and closes the pool: idle connections now, busy ones when they
+    /// come back.
+    pub async fn close(&self) {
+        self.pruner.stop().await;
+        self.pool.close();
     }
 }
 
@@ -383,36 +367,4 @@ impl Precondition {
             (None, _) => Change::PreconditionFailed,
         }
     }
-}
-
-fn size_of(sizes: &BatchSizes, query: &'static str) -> Histogram {
-    sizes.get_or_create(&BatchLabels { query }).clone()
-}
-
-/// The batched lookup behind [`Store::get`], each id answered from the rows that
-/// came back.
-fn finder(db: Arc<Db>, lanes: usize, sizes: Histogram) -> Batcher<i64, Option<Task>> {
-    Batcher::new(lanes, move |ids: Vec<i64>, deadline| {
-        sizes.observe(ids.len() as f64);
-        let db = db.clone();
-        async move {
-            let find = async |client: &_| sql::find_many(client, &ids).await;
-            match db
-                .run(statement::SELECT_TASKS, deadline, Effect::Reads, find)
-                .await
-                .map_err(StoreError::from)
-            {
-                Ok(rows) => {
-                    let found: HashMap<i64, Result<Task, StoreError>> = rows
-                        .into_iter()
-                        .map(|(id, task)| (id, task.map_err(StoreError::from)))
-                        .collect();
-                    ids.iter()
-                        .map(|id| found.get(id).cloned().transpose())
-                        .collect()
-                }
-                Err(err) => vec![Err(err); ids.len()],
-            }
-        }
-    })
 }

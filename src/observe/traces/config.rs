@@ -12,7 +12,7 @@ use percent_encoding::percent_decode_str;
 
 use super::sampler::{self, Sampler};
 use crate::error::ConfigError;
-use crate::tls::{self, Roots};
+use crate::pg::tls::{self, Roots};
 
 /// The spec's defaults.
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(10_000);

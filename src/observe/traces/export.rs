@@ -457,7 +457,7 @@ where
 /// rustls for an https:// collector: the compiled-in roots, or
 /// `OTEL_EXPORTER_OTLP_CERTIFICATE`'s.
 fn connector(config: &TraceConfig) -> Result<TlsConnector, String> {
-    let roots = crate::tls::root_store(&config.roots)?;
+    let roots = crate::pg::tls::root_store(&config.roots)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

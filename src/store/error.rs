@@ -1,7 +1,7 @@
-//! What a database failure means for a request: [`StoreError`], the one mapping from
-//! pool and tokio-postgres errors to it (by SQLSTATE), and [`is_row_refusal`], the
-//! rule that decides when a refused batch is retried row by row. Turning a `StoreError` into a status
-//! code is http/error.rs's job.
+//! What a database failure means for a request: [`StoreError`], and the one table of
+//! SQLSTATEs ([`unavailable`]) behind the mapping from pool and tokio-postgres errors to
+//! it, and behind the pool's judgement of a connection. Turning a `StoreError` into a
+//! status code is http/error.rs's job.
 
 use std::fmt;
 use std::sync::Arc;
@@ -109,7 +109,7 @@ impl From<tokio_postgres::Error> for StoreError {
             || code == &SqlState::UNTRANSLATABLE_CHARACTER
         {
             refused("body", "holds a character the database cannot store")
-        } else if unavailable(code) {
+        } else if unavailable(code).is_some() {
             StoreError::Unavailable(refusal())
         } else {
             StoreError::Internal(refusal())
@@ -134,48 +134,52 @@ fn refused(field: &str, reason: &'static str) -> StoreError {
 
 /// Whether the database answered a statement that it could not serve now (below).
 pub fn is_unavailable(err: &tokio_postgres::Error) -> bool {
-    err.as_db_error().is_some_and(|db| unavailable(db.code()))
+    err.as_db_error()
+        .is_some_and(|db| unavailable(db.code()).is_some())
 }
 
-/// The database could not serve now, whatever the request held, and did nothing:
-/// cancelled (the budget ran out), shutting down or restarting, out of connections,
-/// disk or memory (class 53), read-only after a failover, a lock not had in time,
-/// a serialization failure or deadlock (class 40), a connection exception (class 08),
-/// a prepared statement a pooler lost.
-fn unavailable(code: &SqlState) -> bool {
-    let class = &code.code()[..2];
-    matches!(class, "08" | "40" | "53")
-        || [
-            SqlState::QUERY_CANCELED,
+/// Whether the connection a statement failed on is no good for the next one (below).
+pub fn spoils_connection(err: &tokio_postgres::Error) -> bool {
+    err.as_db_error()
+        .is_some_and(|db| unavailable(db.code()) == Some(Spoiled::Connection))
+}
+
+/// What an unavailable database leaves behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Spoiled {
+    /// Nothing: the connection serves the next statement.
+    Nothing,
+    /// The connection: its server is read-only (a standby, or a primary demoted by a
+    /// failover), shutting down, gone, or (a pooler's doing) not the one that holds
+    /// its prepared statements.
+    Connection,
+}
+
+/// The one table of SQLSTATEs the store treats as "the database could not serve now,
+/// whatever the request held, and did nothing", and what each spoils; `None` for any
+/// other code.
+fn unavailable(code: &SqlState) -> Option<Spoiled> {
+    use Spoiled::{Connection, Nothing};
+    Some(match code.code() {
+        // Connection exceptions.
+        class if class.starts_with("08") => Connection,
+        // Serialization failures and deadlocks; out of connections, disk or memory.
+        class if class.starts_with("40") || class.starts_with("53") => Nothing,
+        _ if code == &SqlState::QUERY_CANCELED || code == &SqlState::LOCK_NOT_AVAILABLE => Nothing,
+        _ if [
             SqlState::ADMIN_SHUTDOWN,
             SqlState::CRASH_SHUTDOWN,
             SqlState::CANNOT_CONNECT_NOW,
             SqlState::IDLE_SESSION_TIMEOUT,
             SqlState::READ_ONLY_SQL_TRANSACTION,
-            SqlState::LOCK_NOT_AVAILABLE,
             SqlState::INVALID_SQL_STATEMENT_NAME,
             SqlState::DUPLICATE_PSTATEMENT,
         ]
-        .contains(code)
-}
-
-/// Whether the connection a statement failed on is no good for the next one: its
-/// server is read-only (a standby, or a primary demoted by a failover), shutting down,
-/// or gone (class 08).
-pub fn spoils_connection(err: &tokio_postgres::Error) -> bool {
-    err.as_db_error().is_some_and(|db| {
-        let code = db.code();
-        &code.code()[..2] == "08"
-            || [
-                SqlState::READ_ONLY_SQL_TRANSACTION,
-                SqlState::INVALID_SQL_STATEMENT_NAME,
-                SqlState::DUPLICATE_PSTATEMENT,
-                SqlState::ADMIN_SHUTDOWN,
-                SqlState::CRASH_SHUTDOWN,
-                SqlState::CANNOT_CONNECT_NOW,
-                SqlState::IDLE_SESSION_TIMEOUT,
-            ]
-            .contains(code)
+        .contains(code) =>
+        {
+            Connection
+        }
+        _ => return None,
     })
 }
 
@@ -189,15 +193,6 @@ pub fn is_lost_statement(err: &tokio_postgres::Error) -> bool {
 /// Whether a statement was refused because the server takes no writes (25006).
 pub fn is_read_only(err: &tokio_postgres::Error) -> bool {
     err.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION)
-}
-
-/// Whether an insert failed because a task holds one of its Idempotency-Keys already
-/// (unique_violation on the key's index, sql/V3): nothing was stored.
-pub fn is_key_held(err: &tokio_postgres::Error) -> bool {
-    err.as_db_error().is_some_and(|db| {
-        db.code() == &SqlState::UNIQUE_VIOLATION
-            && db.constraint() == Some("tasks_idempotency_key_idx")
-    })
 }
 
 /// Whether the database refused a batched statement because of what some row held

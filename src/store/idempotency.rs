@@ -1,19 +1,22 @@
-//! Idempotency keys of `POST /tasks`: a batch of keyed creates as one statement that
-//! stores each task with its key (sql.rs), the replay of what a key answered before,
-//! and the pruning of expired keys. What a key looks like on the wire is http's
-//! business.
+//! Idempotency keys of `POST /tasks` (the IETF httpapi draft): a batch of creates of
+//! which some carry keys, as one statement that stores each task with its key (keys on
+//! the tasks they created, sql/V3); the replay of what a key answered before; asking
+//! again when the connection went with the insert; and the [`Pruner`] that lets go of
+//! expired keys. What a key looks like on the wire is http's business.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant};
+use std::collections::hash_map::Entry;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use deadpool_postgres::Client;
 use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
-use super::budget::{self, Db, Deadline, Effect, Failure};
-use super::sql::{self, HeldKey, Keyed};
-use super::{Creation, NewCreate, StoreError, outcome, statement};
+use super::pool::{Deadline, Effect, Failure, Pool};
+use super::sql::keys::{self as sql, HeldKey, Keyed};
+use super::sql::{self as statements, Conn};
+use super::{Creation, NewCreate, StoreError, error};
 use crate::observe::traces::Statement;
 use crate::tasks::Task;
 
@@ -23,44 +26,10 @@ const PRUNE_BATCH: i64 = 1000;
 const PRUNE_SPAN: i64 = 10_000;
 /// The pruner's pause between rounds, at most; less with a short TTL.
 const PRUNE_EVERY: Duration = Duration::from_secs(300);
-
+/// How long a stopping pruner may take to finish its statement.
+const PRUNE_STOP: Duration = Duration::from_secs(6);
 /// The pause before a keyed insert whose connection was lost is asked again once more.
 const ASK_AGAIN_AFTER: Duration = Duration::from_millis(100);
-
-/// How long keyed creates stay careful after a key was found held.
-const CAREFUL_FOR: Duration = Duration::from_secs(1);
-
-/// When a key was last found held, in this process: keyed creates expect new keys
-/// unless one was found held within [`CAREFUL_FOR`]. Expecting new keys, the insert
-/// leaves out `ON CONFLICT`, whose look-up and lock before each row are about a tenth
-/// of what a keyed create costs PostgreSQL; a held key then fails it, nothing stored,
-/// and it goes again with `ON CONFLICT` (sql.rs). Retries that come often keep the
-/// creates careful, so few statements are sent twice.
-struct HeldKeys {
-    /// Milliseconds from `epoch` to when a key was last found held, plus one (0: never).
-    at: AtomicU64,
-    epoch: LazyLock<Instant>,
-}
-
-static HELD_KEYS: HeldKeys = HeldKeys {
-    at: AtomicU64::new(0),
-    epoch: LazyLock::new(Instant::now),
-};
-
-impl HeldKeys {
-    fn now(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64 + 1
-    }
-
-    fn seen(&self) {
-        self.at.store(self.now(), Ordering::Relaxed);
-    }
-
-    fn seen_lately(&self) -> bool {
-        let at = self.at.load(Ordering::Relaxed);
-        at != 0 && self.now().saturating_sub(at) < CAREFUL_FOR.as_millis() as u64
-    }
-}
 
 /// An Idempotency-Key, and the fingerprint of the create it came with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,30 +50,28 @@ impl Claim {
     }
 }
 
-/// An answer per create (`None`: no row came back for it).
-pub type KeyedAnswers = Vec<Option<Result<Creation, StoreError>>>;
-
 /// Runs a batch of creates of which some carry keys, within `deadline`: one statement
 /// in the common case, answers in input order. A key given twice in the batch is
 /// claimed by its first create; a key held already is replayed (or refused, for
 /// another body) from what it answered. A key a task held past its TTL is let go, and
 /// its create inserted once more.
 pub async fn create(
-    db: &Db,
+    pool: &Pool,
     deadline: Deadline,
     ttl: Duration,
     creates: &[NewCreate],
-) -> Result<KeyedAnswers, Failure> {
+) -> Result<Vec<Result<Creation, StoreError>>, Failure> {
     // Within the batch, the first create of each key goes to the database; the others
     // take its answer.
     let mut first_of: HashMap<&str, usize> = HashMap::new();
     let mut sent = Vec::with_capacity(creates.len());
     for (at, create) in creates.iter().enumerate() {
         match &create.claim {
-            Some(claim) if first_of.contains_key(claim.key.as_str()) => {}
             Some(claim) => {
-                first_of.insert(&claim.key, at);
-                sent.push(at);
+                if let Entry::Vacant(first) = first_of.entry(&claim.key) {
+                    first.insert(at);
+                    sent.push(at);
+                }
             }
             None => sent.push(at),
         }
@@ -115,11 +82,10 @@ pub async fn create(
     // again and answers, nobody knows whether those creates were stored.
     let mut lost: Option<StoreError> = None;
     loop {
-        let round = async |client: &Client| {
-            attempt(client, deadline, ttl, creates, &sent, &first_of, !releasing).await
-        };
-        let failure = match db
-            .run(statement::INSERT_TASKS, deadline, Effect::Writes, round)
+        let round =
+            async |conn: &Conn| attempt(conn, ttl, creates, &sent, &first_of, !releasing).await;
+        let failure = match pool
+            .run(statements::INSERT_TASKS, deadline, Effect::Writes, round)
             .await
         {
             Ok((round, released)) => {
@@ -138,7 +104,7 @@ pub async fn create(
             Err(failure) => failure,
         };
         let connection_lost =
-            matches!(&failure, Failure::Statement(err) if outcome::is_connection_lost(err));
+            matches!(&failure, Failure::Statement(err) if error::is_connection_lost(err));
         match lost.as_ref() {
             // The connection went with the statement: stored or not, only the keys can
             // tell. A keyed create is safe to send again, and then gets what the database
@@ -195,18 +161,19 @@ pub async fn create(
         .iter()
         .enumerate()
         .map(|(at, create)| {
-            let first = match &create.claim {
-                Some(claim) => first_of[claim.key.as_str()],
-                None => at,
-            };
-            let answer = answers[first].clone()?;
-            Some(match answer {
+            let first = create
+                .claim
+                .as_ref()
+                .map_or(at, |claim| first_of[claim.key.as_str()]);
+            match answers[first].clone() {
                 // A second create with its batch-mate's key.
-                Ok(Creation::Created(task) | Creation::Replayed(task)) if first != at => {
+                Some(Ok(Creation::Created(task) | Creation::Replayed(task))) if first != at => {
                     Ok(same_body(create, &creates[first], &task))
                 }
-                other => other,
-            })
+                Some(answer) => answer,
+                // Its key's first use was undone meanwhile: nothing was written.
+                None => Err(StoreError::unavailable("the key was released; try again")),
+            }
         })
         .collect())
 }
@@ -215,7 +182,7 @@ pub async fn create(
 /// connection, no time, shed, or no verdict (again).
 fn could_not_ask(failure: &Failure) -> bool {
     match failure {
-        Failure::Statement(err) => outcome::is_connection_lost(err) || outcome::is_unavailable(err),
+        Failure::Statement(err) => error::is_connection_lost(err) || error::is_unavailable(err),
         Failure::Other(err) => matches!(
             err,
             StoreError::Unavailable(_) | StoreError::Busy | StoreError::Unknown(_)
@@ -227,8 +194,7 @@ fn could_not_ask(failure: &Failure) -> bool {
 /// stored or replayed; and, if `release`, those whose keys tasks held past their TTL
 /// and that were let go, to be inserted again.
 async fn attempt(
-    client: &Client,
-    deadline: Deadline,
+    conn: &Conn,
     ttl: Duration,
     creates: &[NewCreate],
     sent: &[usize],
@@ -240,26 +206,12 @@ async fn attempt(
         .iter()
         .map(|&at| Keyed {
             task: &creates[at].task,
-            claim: creates[at]
-                .claim
-                .as_ref()
-                .map(|c| (c.key.as_str(), c.fingerprint.as_slice())),
+            claim: (creates[at].claim.as_ref()).map(|c| (c.key.as_str(), c.fingerprint.as_slice())),
         })
         .collect();
-    let stored = match HELD_KEYS.seen_lately() {
-        true => sql::insert_keyed(client, &inputs, ttl_secs, true).await?,
-        false => match sql::insert_keyed(client, &inputs, ttl_secs, false).await {
-            Err(err) if outcome::is_key_held(&err) => {
-                log::debug!("a key of the batch was held; inserting it again, skipping held keys");
-                HELD_KEYS.seen();
-                sql::insert_keyed(client, &inputs, ttl_secs, true).await?
-            }
-            stored => stored?,
-        },
-    };
     let mut answers = Vec::with_capacity(sent.len());
     let mut answered = vec![false; creates.len()];
-    for (n, task) in stored {
+    for (n, task) in sql::insert_keyed(conn, &inputs, ttl_secs).await? {
         match usize::try_from(n - 1).ok().and_then(|i| sent.get(i)) {
             Some(&at) => {
                 answered[at] = true;
@@ -268,18 +220,23 @@ async fn attempt(
             None => log::error!("a keyed insert returned row {n} of {}", sent.len()),
         }
     }
-    // Keys held before this statement: what did they answer?
+    // Keys held before this statement: what did they answer? The inserts above are
+    // done, so a failure from here on is these creates' own.
     let held: Vec<&str> = sent
         .iter()
         .filter(|&&at| !answered[at])
         .filter_map(|&at| creates[at].claim.as_ref().map(|c| c.key.as_str()))
         .collect();
+    let fail = |keys: &[&str], err: tokio_postgres::Error| {
+        let err = StoreError::from(err);
+        keys.iter()
+            .map(|key| (first_of[key], Err(err.clone())))
+            .collect::<Vec<_>>()
+    };
     if held.is_empty() {
         return Ok((answers, Vec::new()));
     }
-    HELD_KEYS.seen();
-    let lookup = sql::find_keys(client, &held, ttl_secs);
-    match budget::limited(client, deadline, lookup).await {
+    match sql::find_keys(conn, &held, ttl_secs).await {
         Ok(found) => {
             for found in found {
                 let at = first_of[found.key.as_str()];
@@ -288,9 +245,7 @@ async fn attempt(
             }
         }
         Err(err) => {
-            for at in held.iter().map(|key| first_of[key]) {
-                answers.push((at, Err(err.clone())));
-            }
+            answers.extend(fail(&held, err));
             return Ok((answers, Vec::new()));
         }
     }
@@ -302,13 +257,10 @@ async fn attempt(
     if !release || expired.is_empty() {
         return Ok((answers, Vec::new()));
     }
-    let release = sql::release_keys(client, &expired, ttl_secs);
-    match budget::limited(client, deadline, release).await {
+    match sql::release_keys(conn, &expired, ttl_secs).await {
         Ok(_) => Ok((answers, expired.iter().map(|key| first_of[key]).collect())),
         Err(err) => {
-            for at in expired.iter().map(|key| first_of[key]) {
-                answers.push((at, Err(err.clone())));
-            }
+            answers.extend(fail(&expired, err));
             Ok((answers, Vec::new()))
         }
     }
@@ -343,49 +295,90 @@ fn same_body(create: &NewCreate, first: &NewCreate, task: &Task) -> Creation {
     }
 }
 
-/// Lets go of expired keys now and then, for as long as the store lives: a few at a
-/// time, skipping any a request holds, so no request waits on the pruner. Keys held by
-/// tasks are found by a walk over the tasks in id order, which is the order of their
-/// times: each round goes on from the first task that was still within the TTL at the
-/// last one, so it reads only the tasks created since, not an index every keyed
-/// create would have to keep (sql/V4). Keys of deleted tasks are deleted by their time.
-/// After each round, `held` is set to how many keys the database holds (tasks' and
-/// deleted tasks'): what keys cost in storage is about proportional to it.
-pub fn prune_expired(db: Arc<Db>, ttl: Duration, held: Gauge) {
-    let pause = (ttl / 2).clamp(Duration::from_secs(1), PRUNE_EVERY);
-    let ttl_secs = ttl.as_secs_f64();
-    tokio::spawn(async move {
-        let mut walk = None;
-        loop {
-            tokio::time::sleep(pause).await;
-            let pruned = match release_expired(&db, ttl_secs, &mut walk).await {
-                Ok(released) => prune_kept(&db, ttl_secs).await.map(|kept| released + kept),
-                Err(err) => Err(err),
-            };
-            match pruned {
-                Ok(0) => {}
-                Ok(pruned) => log::info!("pruned {pruned} expired idempotency keys"),
-                Err(err) => log::warn!("could not prune expired idempotency keys: {err}"),
-            }
-            let count = prune_step(&db, statement::SELECT_TASKS, Effect::Reads, sql::count_keys);
-            match count.await {
-                Ok(count) => {
-                    held.set(count);
+/// Lets go of expired keys now and then, until stopped (or dropped): a few at a time,
+/// skipping any a request holds, so no request waits on it. Keys held by tasks are
+/// found by a walk over the tasks in id order, which is the order of their times: each
+/// round goes on from the first task that was still within the TTL at the last one, so
+/// it reads only the tasks created since, not an index every keyed create would have to
+/// keep (sql/V4). Keys of deleted tasks are deleted by their time. After each round,
+/// `idempotency_keys_held` is set to how many keys the database holds.
+pub struct Pruner {
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Pruner {
+    /// Starts pruning keys older than `ttl`, counting those held into `held`.
+    pub fn start(pool: Arc<Pool>, ttl: Duration, held: Gauge) -> Pruner {
+        let (stop, mut stopped) = watch::channel(false);
+        let pause = (ttl / 2).clamp(Duration::from_secs(1), PRUNE_EVERY);
+        let ttl_secs = ttl.as_secs_f64();
+        let task = tokio::spawn(async move {
+            let mut walk = None;
+            loop {
+                tokio::select! {
+                    _ = stopped.changed() => return,
+                    () = tokio::time::sleep(pause) => {}
                 }
-                Err(err) => log::warn!("could not count idempotency keys: {err}"),
+                let pruned = match release_expired(&pool, ttl_secs, &mut walk, &stopped).await {
+                    Ok(released) => prune_kept(&pool, ttl_secs)
+                        .await
+                        .map(|kept| released + kept),
+                    Err(err) => Err(err),
+                };
+                match pruned {
+                    Ok(0) => {}
+                    Ok(pruned) => log::info!("pruned {pruned} expired idempotency keys"),
+                    Err(err) => log::warn!("could not prune expired idempotency keys: {err}"),
+                }
+                let count = prune_step(
+                    &pool,
+                    statements::SELECT_TASKS,
+                    Effect::Reads,
+                    sql::count_keys,
+                );
+                match count.await {
+                    Ok(count) => drop(held.set(count)),
+                    Err(err) => log::warn!("could not count idempotency keys: {err}"),
+                }
             }
+        });
+        Pruner {
+            stop,
+            task: Mutex::new(Some(task)),
         }
-    });
+    }
+
+    /// Stops pruning: between rounds at once, or once the statement running ends.
+    pub async fn stop(&self) {
+        self.stop.send_replace(true);
+        let task = self
+            .task
+            .lock()
+            .expect("never poisoned: no panics under it")
+            .take();
+        if let Some(task) = task
+            && tokio::time::timeout(PRUNE_STOP, task).await.is_err()
+        {
+            log::warn!("the idempotency key pruner did not stop within {PRUNE_STOP:?}");
+        }
+    }
+}
+
+impl Drop for Pruner {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
 }
 
 /// One statement of the pruner, within the store's usual budget.
 async fn prune_step<T>(
-    db: &Db,
+    pool: &Pool,
     name: Statement,
     effect: Effect,
-    step: impl AsyncFnOnce(&Client) -> Result<T, tokio_postgres::Error>,
+    step: impl AsyncFnOnce(&Conn) -> Result<T, tokio_postgres::Error> + Clone,
 ) -> Result<T, StoreError> {
-    Ok(db.run(name, Deadline::start(), effect, step).await?)
+    Ok(pool.run(name, Deadline::start(), effect, step).await?)
 }
 
 /// Walks the tasks from `walk` (first, from the first task that holds a key) to the
@@ -393,27 +386,35 @@ async fn prune_step<T>(
 /// task skipped because a request held it stops the walk there, so the next round
 /// looks at it again.
 async fn release_expired(
-    db: &Db,
+    pool: &Pool,
     ttl_secs: f64,
     walk: &mut Option<i64>,
+    stopped: &watch::Receiver<bool>,
 ) -> Result<u64, StoreError> {
     let mut from = match *walk {
         Some(from) => from,
         None => {
-            match prune_step(db, statement::SELECT_TASKS, Effect::Reads, sql::first_keyed).await? {
+            match prune_step(
+                pool,
+                statements::SELECT_TASKS,
+                Effect::Reads,
+                sql::first_keyed,
+            )
+            .await?
+            {
                 Some(first) => first,
                 None => return Ok(0),
             }
         }
     };
     let mut released = 0;
-    loop {
+    while !*stopped.borrow() {
         // Where the next round starts, should this one fail from here on.
         *walk = Some(from);
-        let step = async |client: &Client| {
-            sql::release_expired(client, ttl_secs, from, PRUNE_SPAN, PRUNE_BATCH).await
+        let step = async |conn: &Conn| {
+            sql::release_expired(conn, ttl_secs, from, PRUNE_SPAN, PRUNE_BATCH).await
         };
-        let walked = prune_step(db, statement::UPDATE_TASKS, Effect::Writes, step).await?;
+        let walked = prune_step(pool, statements::UPDATE_TASKS, Effect::Writes, step).await?;
         released += walked.released;
         match walked.fresh.into_iter().chain(walked.left).min() {
             // Keys past the batch's limit before the first task within the TTL.
@@ -436,12 +437,11 @@ async fn release_expired(
 }
 
 /// Deletes the expired keys of deleted tasks: how many.
-async fn prune_kept(db: &Db, ttl_secs: f64) -> Result<u64, StoreError> {
+async fn prune_kept(pool: &Pool, ttl_secs: f64) -> Result<u64, StoreError> {
     let mut pruned = 0;
     loop {
-        let step =
-            async |client: &Client| sql::prune_kept_keys(client, ttl_secs, PRUNE_BATCH).await;
-        let count = prune_step(db, statement::DELETE_KEYS, Effect::Writes, step).await?;
+        let step = async |conn: &Conn| sql::prune_kept_keys(conn, ttl_secs, PRUNE_BATCH).await;
+        let count = prune_step(pool, statements::DELETE_KEYS, Effect::Writes, step).await?;
         pruned += count;
         if count < PRUNE_BATCH as u64 {
             return Ok(pruned);

@@ -11,8 +11,8 @@ use std::time::Duration;
 use tokio_postgres::config::{ChannelBinding, Host, LoadBalanceHosts, TargetSessionAttrs};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::conninfo;
-use crate::tls::{self, Roots, SslMode, TlsVersions};
+use super::tls::{self, Roots, SslMode, TlsVersions};
+use super::url as conninfo;
 
 /// A TCP connect that takes longer than this counts as a failure, unless the URL sets one.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,21 +1,18 @@
-//! The database connection: single connections, the pool's connection manager, and
-//! the start-up wait with backoff (spec §5). Reading `DATABASE_URL` is options.rs's
-//! job (conninfo.rs splits it); which certificate checks each `sslmode` makes,
-//! tls.rs's; how the pool is used, the store's.
+//! Connecting: single connections, the pool's connection manager, and the start-up
+//! wait with backoff (spec §5). Reading `DATABASE_URL` is options.rs's job (url.rs
+//! splits it); which certificate checks each `sslmode` makes, tls.rs's; how the pool
+//! is used, the store's.
 
 use std::time::Duration;
-
-mod conninfo;
-mod options;
 
 use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
 use tokio::time::Instant;
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
+use super::DbOptions;
 use crate::Error;
 use crate::error::describe;
-pub use options::DbOptions;
 
 /// Start-up retries double their pause up to this.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);

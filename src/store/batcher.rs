@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::StoreError;
-use super::budget::Deadline;
-use super::budget::OutOfTime;
+use super::pool::{Deadline, OutOfTime};
 use crate::observe::traces::{self as trace, Scope};
 
 /// Most requests one statement serves.

@@ -11,9 +11,9 @@ use time::format_description::well_known::Rfc3339;
 use tokio::time::{Duration, Instant};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
+use super::{DbOptions, connect as db};
 use crate::Error;
 use crate::config::Config;
-use crate::db::{self, DbOptions};
 use crate::error::describe;
 
 mod embedded {

@@ -1,0 +1,392 @@
+//! The connection pool, and the 5 s budget (spec §2) with the honest outcome it buys.
+//! A request that needs the database gets a [`Deadline`] when it reaches the store;
+//! waiting for a batch, for a connection and for its statements all count against it.
+//! One mechanism enforces it: just before the deadline a statement still running is
+//! cancelled (a cancel request), and a write then waits for the database's verdict, so
+//! an error means nothing was written. A connection whose statement nobody waits for
+//! any more goes back to the pool once the cancel took, never busy.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use deadpool_postgres::{Object, Runtime};
+use tokio::time::Instant;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::error::{self, StoreError};
+use super::sql::Conn;
+use crate::error::describe;
+use crate::observe::metrics::PoolState;
+use crate::observe::traces::{self, Statement};
+use crate::pg::DbOptions;
+
+/// How long a request may wait for the database before it fails (spec §2).
+pub const REQUEST_BUDGET: Duration = Duration::from_secs(5);
+/// A statement still running this long before its deadline is cancelled, so the
+/// verdict is back in time.
+const CANCEL_MARGIN: Duration = Duration::from_millis(50);
+/// With less than this left before the cancel, a statement is not started.
+const LEAST_STATEMENT_TIME: Duration = Duration::from_millis(10);
+/// A write whose database stopped answering is waited for this long past its deadline
+/// (TCP keepalive may yet report the connection dead) before its outcome is given up
+/// as unknown.
+const VERDICT_GRACE: Duration = Duration::from_secs(2);
+/// Requests that may wait for each pooled connection before the next is turned away
+/// at once as busy (503).
+const WAITERS_PER_CONNECTION: usize = 32;
+/// A cancel request, and the connection coming back idle after it, that take longer
+/// are given up: the connection is closed.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The request's budget ran out before the database could serve it: nothing of it
+/// was written.
+#[derive(Debug)]
+pub struct OutOfTime;
+
+impl fmt::Display for OutOfTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "no answer within the request's {REQUEST_BUDGET:?} budget"
+        )
+    }
+}
+
+impl std::error::Error for OutOfTime {}
+
+impl From<OutOfTime> for StoreError {
+    fn from(err: OutOfTime) -> Self {
+        StoreError::Unavailable(Arc::new(err))
+    }
+}
+
+/// Why [`Pool::run`] failed: a statement's own error, kept whole so the caller can
+/// judge it (a refused row is retried alone), or anything else.
+#[derive(Debug)]
+pub enum Failure {
+    /// The database answered a statement with this error.
+    Statement(tokio_postgres::Error),
+    /// No connection, no time, or no verdict.
+    Other(StoreError),
+}
+
+impl From<Failure> for StoreError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Statement(err) => err.into(),
+            Failure::Other(err) => err,
+        }
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(err: StoreError) -> Self {
+        Failure::Other(err)
+    }
+}
+
+impl From<OutOfTime> for Failure {
+    fn from(err: OutOfTime) -> Self {
+        Failure::Other(err.into())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Failure {
+    fn from(err: deadpool_postgres::PoolError) -> Self {
+        Failure::Other(err.into())
+    }
+}
+
+/// When a request's budget runs out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Deadline(Instant);
+
+impl Deadline {
+    /// A request's deadline: [`REQUEST_BUDGET`] from now.
+    pub fn start() -> Deadline {
+        Deadline::after(REQUEST_BUDGET)
+    }
+
+    /// A deadline `budget` from now.
+    pub fn after(budget: Duration) -> Deadline {
+        Deadline(Instant::now() + budget)
+    }
+
+    /// When a statement still running is cancelled.
+    fn cancel_at(self) -> Instant {
+        self.0 - CANCEL_MARGIN
+    }
+
+    /// Whether there is still time to start a statement.
+    pub fn has_time(self) -> bool {
+        self.cancel_at().saturating_duration_since(Instant::now()) >= LEAST_STATEMENT_TIME
+    }
+}
+
+/// What a lost verdict means: for a read, only that there is no answer; for a write,
+/// that nobody knows whether it happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Reads only: past the deadline, the request fails as unavailable.
+    Reads,
+    /// Writes: the request waits for the verdict, a little past the deadline if the
+    /// database stops answering, then fails as unknown.
+    Writes,
+}
+
+/// The database as the store uses it: the pool, what a cancel request needs, and how
+/// statements are sent.
+pub struct Pool {
+    pool: deadpool_postgres::Pool,
+    tls: MakeRustlsConnect,
+    /// Statements go unnamed: from the start (`DATABASE_STATEMENTS=unnamed`), or once a
+    /// pooler in transaction mode was found to lose prepared ones.
+    unnamed: AtomicBool,
+}
+
+impl Pool {
+    /// A pool of at most `max_size` connections to `db`, whose waits for a connection (a
+    /// free one, a new one, a recycled one) are bounded by [`REQUEST_BUDGET`] too.
+    pub fn open(db: &DbOptions, max_size: usize, unnamed: bool) -> Result<Pool, String> {
+        let pool = deadpool_postgres::Pool::builder(db.manager())
+            .max_size(max_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(REQUEST_BUDGET))
+            .create_timeout(Some(REQUEST_BUDGET))
+            .recycle_timeout(Some(REQUEST_BUDGET))
+            .build()
+            .map_err(|err| format!("database pool: {err}"))?;
+        let unnamed = AtomicBool::new(unnamed);
+        let tls = db.tls();
+        Ok(Pool { pool, tls, unnamed })
+    }
+
+    /// Opens the first connection now, so the first request does not pay for it.
+    pub async fn warm_up(&self) {
+        if let Err(err) = self.pool.get().await {
+            let err = StoreError::from(err);
+            log::warn!("could not open a pooled database connection yet: {err}");
+        }
+    }
+
+    /// The pool as of now.
+    pub fn state(&self) -> PoolState {
+        let status = self.pool.status();
+        PoolState {
+            size: status.size,
+            available: status.available,
+            waiting: status.waiting,
+        }
+    }
+
+    /// Closes the pool: idle connections now, busy ones when they come back.
+    pub fn close(&self) {
+        self.pool.close();
+    }
+
+    /// Runs `work` on a pooled connection by `deadline`, and gives the database's
+    /// verdict. Should that not come in time (see [`Effect`]), or the caller stop
+    /// waiting, its statement is cancelled. A connection whose statement says it is no
+    /// good any more (a server read-only after a failover, or shutting down) is closed;
+    /// on a read-only one, so are the idle ones, which may be on the same server: new
+    /// ones go to whichever host is the primary now. A prepared statement lost by a
+    /// pooler, before anything of `work` ran, sends it again at once, unnamed.
+    ///
+    /// When the task has a trace scope (a traced request, or a batch serving one),
+    /// `statement` names the client span that covers it all, the wait included.
+    pub async fn run<T>(
+        &self,
+        statement: Statement,
+        deadline: Deadline,
+        effect: Effect,
+        work: impl AsyncFnOnce(&Conn) -> Result<T, tokio_postgres::Error> + Clone,
+    ) -> Result<T, Failure> {
+        let mut span = traces::statement(statement);
+        let (mut result, sent) = self.attempt(deadline, effect, work.clone()).await;
+        if let Err(Failure::Statement(err)) = &result
+            && error::is_lost_statement(err)
+            && let Some(0) = sent
+        {
+            if !self.unnamed.swap(true, Ordering::Relaxed) {
+                log::error!(
+                    "a prepared statement was lost between transactions: a connection pooler \
+                     in transaction mode (PgBouncer before 1.21, a hosted \"pooled\" URL) is \
+                     between task-api and PostgreSQL. Statements go unnamed from now on; set \
+                     DATABASE_STATEMENTS=unnamed to start so, or use the database's direct \
+                     endpoint"
+                );
+            }
+            // Nothing of `work` ran: it goes again at once, unnamed.
+            result = self.attempt(deadline, effect, work).await.0;
+        }
+        if let (Some(span), Err(failure)) = (&mut span, &result) {
+            match failure {
+                Failure::Statement(err) => {
+                    // Semantic conventions: the SQLSTATE is the error's type.
+                    let code = err.code().map(|code| code.code().to_owned());
+                    if let Some(code) = &code {
+                        span.set_text("db.response.status_code", code.clone());
+                    }
+                    span.failed(code.unwrap_or_else(|| "connection".into()), describe(err));
+                }
+                Failure::Other(err) => span.failed(err.kind().to_owned(), err.to_string()),
+            }
+        }
+        result
+    }
+
+    /// One try of [`Pool::run`]; with how many statements were answered, when they
+    /// were sent prepared.
+    async fn attempt<T>(
+        &self,
+        deadline: Deadline,
+        effect: Effect,
+        work: impl AsyncFnOnce(&Conn) -> Result<T, tokio_postgres::Error>,
+    ) -> (Result<T, Failure>, Option<usize>) {
+        if !deadline.has_time() {
+            return (Err(OutOfTime.into()), None);
+        }
+        // Past this many waiting for a connection, waiting only runs out the budget.
+        let pool = self.pool.status();
+        if pool.waiting >= pool.max_size * WAITERS_PER_CONNECTION {
+            return (Err(StoreError::Busy.into()), None);
+        }
+        let object = match tokio::time::timeout_at(deadline.0, self.pool.get()).await {
+            Ok(Ok(object)) => object,
+            Ok(Err(err)) => return (Err(err.into()), None),
+            Err(_) => return (Err(OutOfTime.into()), None),
+        };
+        let conn = Conn {
+            client: object,
+            unnamed: self.unnamed.load(Ordering::Relaxed),
+            answered: AtomicUsize::new(0),
+        };
+        let in_flight = InFlight {
+            conn: Some(conn),
+            tls: &self.tls,
+        };
+        let conn = in_flight.conn();
+        let sent = || (!conn.unnamed).then(|| conn.answered.load(Ordering::Relaxed));
+        let answer = {
+            let mut verdict = std::pin::pin!(work(conn));
+            match tokio::time::timeout_at(deadline.cancel_at(), &mut verdict).await {
+                Ok(answer) => Some(answer),
+                // A read nobody can use any more: `in_flight` cancels it as it drops.
+                Err(_) if effect == Effect::Reads => None,
+                Err(_) => {
+                    in_flight.cancel();
+                    let grace = deadline.0 + VERDICT_GRACE;
+                    tokio::time::timeout_at(grace, &mut verdict).await.ok()
+                }
+            }
+        };
+        let sent = sent();
+        let err = match answer {
+            Some(Ok(value)) => {
+                in_flight.finish();
+                return (Ok(value), sent);
+            }
+            Some(Err(err)) => err,
+            None if effect == Effect::Reads => return (Err(OutOfTime.into()), sent),
+            None => {
+                let unknown = format!(
+                    "the database gave no verdict within {VERDICT_GRACE:?} of the deadline"
+                );
+                return (Err(StoreError::unknown(unknown).into()), sent);
+            }
+        };
+        if !error::spoils_connection(&err) {
+            in_flight.finish();
+            return (Err(Failure::Statement(err)), sent);
+        }
+        in_flight.discard();
+        if error::is_read_only(&err) {
+            let dropped = self.pool.retain(|_, _| false).removed.len();
+            log::warn!(
+                "the database is read-only (a failover?): dropped this connection and \
+                 {dropped} idle ones"
+            );
+        }
+        (Err(Failure::Statement(err)), sent)
+    }
+}
+
+/// A pooled connection with a statement running. Finished, it goes back to the pool;
+/// dropped unfinished, its statement is cancelled and it goes back once idle again.
+struct InFlight<'a> {
+    conn: Option<Conn>,
+    tls: &'a MakeRustlsConnect,
+}
+
+impl InFlight<'_> {
+    fn conn(&self) -> &Conn {
+        self.conn
+            .as_ref()
+            .expect("taken only by finish, discard or drop")
+    }
+
+    /// The statement is done: the connection goes back to the pool.
+    fn finish(mut self) {
+        self.conn.take();
+    }
+
+    /// The statement is done, and the connection is no good: it is closed.
+    fn discard(mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(Object::take(conn.client));
+        }
+    }
+
+    /// Asks the server to stop the statement (a cancel request, on a connection of its
+    /// own); the verdict still comes back on this one.
+    fn cancel(&self) {
+        let (token, tls) = (self.conn().client.cancel_token(), self.tls.clone());
+        tokio::spawn(async move {
+            match tokio::time::timeout(CANCEL_TIMEOUT, token.cancel_query(tls)).await {
+                Ok(Ok(())) => log::debug!("cancelled a statement at its deadline"),
+                Ok(Err(err)) => log::warn!("could not cancel a statement: {}", describe(&err)),
+                Err(_) => log::warn!("could not cancel a statement within {CANCEL_TIMEOUT:?}"),
+            }
+        });
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            tokio::spawn(settle(conn.client, self.tls.clone()));
+        }
+    }
+}
+
+/// A connection whose statement nobody waits for any more: the statement is cancelled
+/// and, once the server answers on the connection again (so it is idle), the
+/// connection goes back to the pool; one that does not within [`CANCEL_TIMEOUT`] is
+/// closed. So a client that leaves costs a cancel request, not a new connection.
+async fn settle(object: Object, tls: MakeRustlsConnect) {
+    let token = object.cancel_token();
+    let idle = async {
+        token.cancel_query(tls).await?;
+        // Answered after whatever the cancelled statement still sends. A cancel that
+        // came too late for the statement can hit this one instead: then once more.
+        match object.batch_execute("").await {
+            Err(err) if err.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) => {
+                object.batch_execute("").await
+            }
+            other => other,
+        }
+    };
+    match tokio::time::timeout(CANCEL_TIMEOUT, idle).await {
+        Ok(Ok(())) => log::debug!("cancelled a statement; its connection is idle again"),
+        Ok(Err(err)) => {
+            log::warn!("could not cancel a statement: {}", describe(&err));
+            drop(Object::take(object));
+        }
+        Err(_) => {
+            log::warn!("could not cancel a statement within {CANCEL_TIMEOUT:?}");
+            drop(Object::take(object));
+        }
+    }
+}

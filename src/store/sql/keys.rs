@@ -1,0 +1,284 @@
+//! The statements of Idempotency-Key: creates that store each task with its key, the
+//! look-up of keys already held, letting go of expired ones, and the pruner's walk.
+//! What a held key answers is store/idempotency.rs's business.
+
+use jiff::Timestamp;
+use tokio_postgres::types::{ToSql, Type};
+
+use super::{Conn, Sql, columns};
+use crate::tasks::{NewTask, Task};
+
+// Keyed creates (Idempotency-Key): each task is stored with its key and fingerprint
+// (sql/V3), so the unique index on the key is what makes a key's first use its only
+// one: no second row, and the batch stays one insert. An input whose key a task holds
+// is skipped (ON CONFLICT), as is one whose key a deleted task held (idempotency_keys,
+// looked up once for the whole batch) not older than $6 seconds: FIND_KEYS says what
+// it answered. A key held past its TTL is skipped too, until RELEASE_KEYS lets it go.
+// Rows come back in input order, each with its key.
+static INSERT_KEYED: Sql = Sql {
+    text: concat!(
+        "INSERT INTO tasks (title, description, status, idempotency_key, idempotency_fingerprint)
+    SELECT title, description, status, key, fingerprint
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[])
+        WITH ORDINALITY AS new (title, description, status, key, fingerprint, n)
+    WHERE key IS NULL OR key <> ALL (ARRAY(
+        SELECT key FROM (SELECT key, created_at FROM idempotency_keys WHERE key = ANY($4)
+                         OFFSET 0) AS held
+        WHERE created_at >= now() - make_interval(secs => $6)))
+    ORDER BY n
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING idempotency_key, ",
+        columns!()
+    ),
+    types: &[
+        Type::TEXT_ARRAY,
+        Type::TEXT_ARRAY,
+        Type::TEXT_ARRAY,
+        Type::TEXT_ARRAY,
+        Type::BYTEA_ARRAY,
+        Type::FLOAT8,
+    ],
+};
+// Each lookup of keys below finds them by their key's index alone (OFFSET 0 keeps the
+// subquery apart), and tests their time on what it found: with the time in the same
+// WHERE, the planner may pick an index on created_at instead, which on stale
+// statistics, just after a burst of keyed creates, walks every key of the last day
+// (sql/V3 had such an index for the pruner; V4 dropped it).
+
+// The keys held, not older than $2 seconds, by tasks or by deleted tasks, with the id
+// and time of their tasks.
+static FIND_KEYS: Sql = Sql {
+    text: "SELECT idempotency_key, idempotency_fingerprint, id, created_at
+    FROM (SELECT idempotency_key, idempotency_fingerprint, id, created_at
+          FROM tasks WHERE idempotency_key = ANY($1) OFFSET 0) AS held
+    WHERE created_at >= now() - make_interval(secs => $2)
+    UNION ALL
+    SELECT key, fingerprint, task_id, created_at
+    FROM (SELECT key, fingerprint, task_id, created_at
+          FROM idempotency_keys WHERE key = ANY($1) OFFSET 0) AS kept
+    WHERE created_at >= now() - make_interval(secs => $2)",
+    types: &[Type::TEXT_ARRAY, Type::FLOAT8],
+};
+// Keys of $1 that tasks older than $2 seconds still hold: let go, so they can be used
+// again. Rows another session holds are skipped (it is letting them go, or pruning).
+static RELEASE_KEYS: Sql = Sql {
+    text: "UPDATE tasks SET idempotency_key = NULL, idempotency_fingerprint = NULL
+    WHERE id IN (
+        SELECT id FROM tasks
+        WHERE id IN (SELECT id FROM tasks WHERE idempotency_key = ANY($1) OFFSET 0)
+          AND created_at < now() - make_interval(secs => $2)
+        FOR UPDATE SKIP LOCKED)",
+    types: &[Type::TEXT_ARRAY, Type::FLOAT8],
+};
+// The pruner's walk over tasks, by id (ids go with time: sql/V4), $3 ids from $2 on:
+// the keys that at most $4 of them older than $1 seconds hold, let go (rows another
+// session holds are skipped); and where the walk goes on: the first task of the span
+// not older than that, the first that still holds an expired key (skipped, or past
+// $4), and the last id of all.
+static RELEASE_EXPIRED: Sql = Sql {
+    text: "WITH released AS (
+        UPDATE tasks SET idempotency_key = NULL, idempotency_fingerprint = NULL
+        WHERE id IN (
+            SELECT id FROM tasks
+            WHERE id >= $2 AND id < $2 + $3
+              AND idempotency_fingerprint IS NOT NULL
+              AND created_at < now() - make_interval(secs => $1)
+            ORDER BY id LIMIT $4
+            FOR UPDATE SKIP LOCKED)
+        RETURNING id)
+    SELECT (SELECT count(*) FROM released),
+        (SELECT min(id) FROM tasks
+         WHERE id >= $2 AND id < $2 + $3
+           AND created_at >= now() - make_interval(secs => $1)),
+        (SELECT min(id) FROM tasks
+         WHERE id >= $2 AND id < $2 + $3
+           AND idempotency_fingerprint IS NOT NULL
+           AND created_at < now() - make_interval(secs => $1)
+           AND id NOT IN (SELECT id FROM released)),
+        (SELECT max(id) FROM tasks)",
+    types: &[Type::FLOAT8, Type::INT8, Type::INT8, Type::INT8],
+};
+// Where the pruner's walk starts: the first task that holds a key. (OFFSET 0: by the
+// key's index, not a walk up the primary key that would pass every task without one.)
+static FIRST_KEYED: Sql = Sql {
+    text: "SELECT min(id) FROM (SELECT id FROM tasks WHERE idempotency_key IS NOT NULL
+                         OFFSET 0) AS keyed",
+    types: &[],
+};
+// Every key held: by the key's index (partial, so it holds keyed tasks only), and the
+// deleted tasks' table.
+static COUNT_KEYS: Sql = Sql {
+    text: "SELECT (SELECT count(*) FROM tasks WHERE idempotency_key IS NOT NULL)
+        + (SELECT count(*) FROM idempotency_keys)",
+    types: &[],
+};
+// At most $2 keys of deleted tasks older than $1 seconds; rows another session holds
+// are skipped.
+static PRUNE_KEYS: Sql = Sql {
+    text: "DELETE FROM idempotency_keys WHERE key IN (
+        SELECT key FROM idempotency_keys
+        WHERE created_at < now() - make_interval(secs => $1)
+        ORDER BY created_at LIMIT $2
+        FOR UPDATE SKIP LOCKED)",
+    types: &[Type::FLOAT8, Type::INT8],
+};
+
+/// An input of a keyed insert: the task, and its key and body fingerprint, if any.
+pub struct Keyed<'a> {
+    /// What to store.
+    pub task: &'a NewTask,
+    /// The Idempotency-Key and the fingerprint of its request's body.
+    pub claim: Option<(&'a str, &'a [u8])>,
+}
+
+/// Stores new tasks with their keys in one statement: `(n, task)` for each input
+/// (numbered from 1, no key twice) whose task was stored. An input missing from the
+/// answer had its key held already (see [`find_keys`] and [`release_keys`]).
+pub async fn insert_keyed(
+    conn: &Conn,
+    inputs: &[Keyed<'_>],
+    ttl_secs: f64,
+) -> Result<Vec<(i64, Task)>, tokio_postgres::Error> {
+    let titles: Vec<&str> = inputs.iter().map(|i| i.task.title.as_str()).collect();
+    let descriptions: Vec<Option<&str>> = inputs
+        .iter()
+        .map(|i| i.task.description.as_deref())
+        .collect();
+    let statuses: Vec<&str> = inputs.iter().map(|i| i.task.status.as_str()).collect();
+    let keys: Vec<Option<&str>> = inputs.iter().map(|i| i.claim.map(|c| c.0)).collect();
+    let prints: Vec<Option<&[u8]>> = inputs.iter().map(|i| i.claim.map(|c| c.1)).collect();
+    let params: [&(dyn ToSql + Sync); 6] =
+        [&titles, &descriptions, &statuses, &keys, &prints, &ttl_secs];
+    let rows = INSERT_KEYED.query(conn, &params).await?;
+    // Rows come back in input order, the inputs whose keys were held missing: each row
+    // is the next input with its key (without one: the next input without one).
+    let mut next = 0;
+    rows.into_iter()
+        .map(|row| {
+            let key: Option<&str> = row.try_get(0)?;
+            let n = match keys[next..].iter().position(|input| *input == key) {
+                Some(skipped) => {
+                    next += skipped + 1;
+                    next as i64
+                }
+                None => 0,
+            };
+            let task = Task {
+                id: row.try_get(1)?,
+                title: row.try_get(2)?,
+                description: row.try_get(3)?,
+                status: row.try_get(4)?,
+                created_at: row.try_get(5)?,
+                updated_at: row.try_get(6)?,
+            };
+            Ok((n, task))
+        })
+        .collect()
+}
+
+/// A key held: the fingerprint of the body it came with, and the task its create
+/// stored, by id and time. The rest of what that create answered is the body's, so a
+/// retry with the same fingerprint holds it (keys.rs).
+pub struct HeldKey {
+    /// The Idempotency-Key.
+    pub key: String,
+    /// The fingerprint of the body it came with.
+    pub fingerprint: Vec<u8>,
+    /// The id of the task its create stored.
+    pub task_id: i64,
+    /// When that task was created.
+    pub created_at: Timestamp,
+}
+
+/// The keys of `keys` held and not older than `ttl_secs`.
+pub async fn find_keys(
+    conn: &Conn,
+    keys: &[&str],
+    ttl_secs: f64,
+) -> Result<Vec<HeldKey>, tokio_postgres::Error> {
+    let rows = FIND_KEYS.query(conn, &[&keys, &ttl_secs]).await?;
+    rows.into_iter()
+        .map(|row| {
+            Ok(HeldKey {
+                key: row.try_get(0)?,
+                fingerprint: row.try_get(1)?,
+                task_id: row.try_get(2)?,
+                created_at: row.try_get(3)?,
+            })
+        })
+        .collect()
+}
+
+/// Lets go of the keys of `keys` that tasks older than `ttl_secs` hold.
+pub async fn release_keys(
+    conn: &Conn,
+    keys: &[&str],
+    ttl_secs: f64,
+) -> Result<u64, tokio_postgres::Error> {
+    RELEASE_KEYS.execute(conn, &[&keys, &ttl_secs]).await
+}
+
+/// One step of the pruner's walk over tasks (RELEASE_EXPIRED).
+#[derive(Default)]
+pub struct Walked {
+    /// Keys let go.
+    pub released: u64,
+    /// The first task of the span within the TTL.
+    pub fresh: Option<i64>,
+    /// The first task of the span that still holds an expired key.
+    pub left: Option<i64>,
+    /// The last id of all.
+    pub last: Option<i64>,
+}
+
+/// Lets go of the keys that at most `limit` tasks of ids `from` to `from + span - 1`,
+/// older than `ttl_secs`, hold; skipping any a request holds.
+pub async fn release_expired(
+    conn: &Conn,
+    ttl_secs: f64,
+    from: i64,
+    span: i64,
+    limit: i64,
+) -> Result<Walked, tokio_postgres::Error> {
+    let rows = RELEASE_EXPIRED
+        .query(conn, &[&ttl_secs, &from, &span, &limit])
+        .await?;
+    // One row, always.
+    let Some(row) = rows.first() else {
+        return Ok(Walked::default());
+    };
+    Ok(Walked {
+        released: row.try_get::<_, i64>(0)?.try_into().unwrap_or(0),
+        fresh: row.try_get(1)?,
+        left: row.try_get(2)?,
+        last: row.try_get(3)?,
+    })
+}
+
+/// The first task that holds a key, if any.
+pub async fn first_keyed(conn: &Conn) -> Result<Option<i64>, tokio_postgres::Error> {
+    let rows = FIRST_KEYED.query(conn, &[]).await?;
+    Ok(match rows.first() {
+        Some(row) => row.try_get(0)?,
+        None => None,
+    })
+}
+
+/// How many keys the database holds: tasks' and deleted tasks', expired or not.
+pub async fn count_keys(conn: &Conn) -> Result<i64, tokio_postgres::Error> {
+    let rows = COUNT_KEYS.query(conn, &[]).await?;
+    Ok(match rows.first() {
+        Some(row) => row.try_get(0)?,
+        None => 0,
+    })
+}
+
+/// Deletes at most `limit` keys of deleted tasks older than `ttl_secs`, skipping any a
+/// request holds; how many went.
+pub async fn prune_kept_keys(
+    conn: &Conn,
+    ttl_secs: f64,
+    limit: i64,
+) -> Result<u64, tokio_postgres::Error> {
+    PRUNE_KEYS.execute(conn, &[&ttl_secs, &limit]).await
+}

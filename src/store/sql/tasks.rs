@@ -1,0 +1,349 @@
+//! The statements of the task resource: find, insert, update and delete many tasks at
+//! once (a batch of requests is one statement), and read a page in chunks. Each runs
+//! on the connection it is given; which requests share it is store/tasks.rs's choice.
+
+use std::collections::HashMap;
+
+use jiff::Timestamp;
+use tokio_postgres::types::{ToSql, Type};
+
+use super::{Conn, Sql, columns};
+use crate::store::{Delete, Precondition, Update};
+use crate::tasks::{NewTask, Status, Task};
+
+static FIND_MANY: Sql = Sql {
+    text: concat!("SELECT ", columns!(), " FROM tasks WHERE id = ANY($1)"),
+    types: &[Type::INT8_ARRAY],
+};
+// Rows go in in `n` order, so each takes the next identity value: sorted by id, the
+// returned rows are in input order.
+static INSERT_MANY: Sql = Sql {
+    text: concat!(
+        "INSERT INTO tasks (title, description, status)
+    SELECT title, description, status
+    FROM unnest($1::text[], $2::text[], $3::text[])
+        WITH ORDINALITY AS new (title, description, status, n)
+    ORDER BY n
+    RETURNING ",
+        columns!()
+    ),
+    types: &[Type::TEXT_ARRAY, Type::TEXT_ARRAY, Type::TEXT_ARRAY],
+};
+// Changes to several tasks, one row of arrays each: $2/$5 NULL keep the title/status;
+// $3 says whether $4 (possibly NULL) replaces the description; $6 whether the change
+// is checked against the versions (updated_at) its If-Match names: the n-th change's
+// are the n-th run of $8 elements of $7 (padded with NULLs), one `= ANY` each,
+// checked in the statement that writes, so atomically. `t.id = ANY($1)` lets the
+// planner fetch the rows by primary key. On the right-hand side, t's columns are the
+// old values, so `updated_at` moves only when a value actually changes, and then
+// always forward, so that it (the ETag) names one version of the task.
+static UPDATE_MANY: Sql = Sql {
+    text: "UPDATE tasks AS t SET
+        title = COALESCE(u.title, t.title),
+        description = CASE WHEN u.set_description THEN u.description ELSE t.description END,
+        status = COALESCE(u.status, t.status),
+        updated_at = CASE
+            WHEN (COALESCE(u.title, t.title),
+                  CASE WHEN u.set_description THEN u.description ELSE t.description END,
+                  COALESCE(u.status, t.status))
+                 IS DISTINCT FROM (t.title, t.description, t.status)
+            THEN greatest(now(), t.updated_at + interval '1 microsecond')
+            ELSE t.updated_at
+        END
+    FROM unnest($1::bigint[], $2::text[], $3::bool[], $4::text[], $5::text[], $6::bool[])
+        WITH ORDINALITY AS u (id, title, set_description, description, status, checked, n)
+    WHERE t.id = u.id AND t.id = ANY($1)
+      AND (NOT u.checked
+           OR t.updated_at = ANY(($7::timestamptz[])[(u.n::int - 1) * $8 + 1 : u.n::int * $8]))
+    RETURNING t.id, t.title, t.description, t.status, t.created_at, t.updated_at",
+    types: &[
+        Type::INT8_ARRAY,
+        Type::TEXT_ARRAY,
+        Type::BOOL_ARRAY,
+        Type::TEXT_ARRAY,
+        Type::TEXT_ARRAY,
+        Type::BOOL_ARRAY,
+        Type::TIMESTAMPTZ_ARRAY,
+        Type::INT4,
+    ],
+};
+// Deletes, checked as UPDATE_MANY's changes are. A deleted task's Idempotency-Key
+// moves to idempotency_keys, so that a retry of its create is still answered as it
+// was, and stores nothing new, until the key expires.
+static DELETE_MANY: Sql = Sql {
+    text: "WITH gone AS (
+        DELETE FROM tasks AS t
+        USING unnest($1::bigint[], $2::bool[]) WITH ORDINALITY AS d (id, checked, n)
+        WHERE t.id = d.id AND t.id = ANY($1)
+          AND (NOT d.checked
+               OR t.updated_at = ANY(($3::timestamptz[])[(d.n::int - 1) * $4 + 1 : d.n::int * $4]))
+        RETURNING t.id, t.idempotency_key, t.idempotency_fingerprint, t.created_at
+    ), kept AS (
+        INSERT INTO idempotency_keys AS held (key, fingerprint, task_id, created_at)
+        SELECT idempotency_key, idempotency_fingerprint, id, created_at
+        FROM gone WHERE idempotency_key IS NOT NULL
+        ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint,
+            task_id = excluded.task_id, created_at = excluded.created_at
+        WHERE held.created_at < excluded.created_at
+    )
+    SELECT id FROM gone",
+    types: &[
+        Type::INT8_ARRAY,
+        Type::BOOL_ARRAY,
+        Type::TIMESTAMPTZ_ARRAY,
+        Type::INT4,
+    ],
+};
+// A page is read in chunks: the first skips `offset` rows, the next ones start after
+// the last id seen (ids are positive, so the first starts after 0). A first chunk with
+// an offset is read alone, by LIST or LIST_BY_STATUS.
+static LIST: Sql = Sql {
+    text: concat!(
+        "SELECT ",
+        columns!(),
+        " FROM tasks WHERE id > $1 ORDER BY id LIMIT $2 OFFSET $3"
+    ),
+    types: &[Type::INT8, Type::INT8, Type::INT8],
+};
+static LIST_BY_STATUS: Sql = Sql {
+    text: concat!(
+        "SELECT ",
+        columns!(),
+        " FROM tasks WHERE status = $1 AND id > $2 ORDER BY id LIMIT $3 OFFSET $4"
+    ),
+    types: &[Type::TEXT, Type::INT8, Type::INT8, Type::INT8],
+};
+// Chunks without an offset, of several pages at once: one element of each array per
+// chunk (after, limit; and status, by status); every row comes with its chunk's place
+// in the arrays, counted from 1. The index scan's LIMIT is the constant CHUNK_ROWS and
+// each chunk's own limit a filter above it: with `LIMIT q.lim` the planner, not knowing
+// the limit, guesses a tenth of the table, and once the table is large enough that
+// guess makes PostgreSQL JIT-compile the statement, some milliseconds, every time.
+macro_rules! chunks {
+    ($arrays:literal, $names:literal, $filter:literal) => {
+        concat!(
+            "SELECT t.id, t.title, t.description, t.status, t.created_at, t.updated_at, q.n
+    FROM unnest(",
+            $arrays,
+            ") WITH ORDINALITY AS q (",
+            $names,
+            ", n)
+    CROSS JOIN LATERAL (
+        SELECT *, row_number() OVER (ORDER BY id) AS r
+        FROM (SELECT ",
+            columns!(),
+            " FROM tasks WHERE ",
+            $filter,
+            " ORDER BY id LIMIT 32) s) t
+    WHERE t.r <= q.lim"
+        )
+    };
+}
+static LIST_MANY: Sql = Sql {
+    text: chunks!("$1::int8[], $2::int8[]", "after, lim", "id > q.after"),
+    types: &[Type::INT8_ARRAY, Type::INT8_ARRAY],
+};
+static LIST_MANY_BY_STATUS: Sql = Sql {
+    text: chunks!(
+        "$1::int8[], $2::int8[], $3::text[]",
+        "after, lim, status",
+        "status = q.status AND id > q.after"
+    ),
+    types: &[Type::INT8_ARRAY, Type::INT8_ARRAY, Type::TEXT_ARRAY],
+};
+
+/// One chunk of a page without an offset: up to `limit` tasks (at most
+/// [`CHUNK_ROWS`]) in id order after id `after`, of one status or any.
+#[derive(Debug)]
+pub struct Read {
+    pub status: Option<Status>,
+    pub after: i64,
+    pub limit: i64,
+}
+
+/// Stores several new tasks in one statement, so one commit; answers in input
+/// order. All or nothing: one row the database refuses fails them all.
+pub async fn insert_many(
+    conn: &Conn,
+    new: &[&NewTask],
+) -> Result<Vec<Task>, tokio_postgres::Error> {
+    let titles: Vec<&str> = new.iter().map(|task| task.title.as_str()).collect();
+    let descriptions: Vec<Option<&str>> =
+        new.iter().map(|task| task.description.as_deref()).collect();
+    let statuses: Vec<&str> = new.iter().map(|task| task.status.as_str()).collect();
+    let rows = INSERT_MANY
+        .query(conn, &[&titles, &descriptions, &statuses])
+        .await?;
+    let mut tasks = rows
+        .into_iter()
+        .map(Task::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    tasks.sort_unstable_by_key(|task| task.id);
+    Ok(tasks)
+}
+
+/// Several tasks by id, in one statement. A row that cannot be decoded is an error
+/// for its own id only.
+pub async fn find_many(
+    conn: &Conn,
+    ids: &[i64],
+) -> Result<Vec<(i64, Result<Task, tokio_postgres::Error>)>, tokio_postgres::Error> {
+    let rows = FIND_MANY.query(conn, &[&ids]).await?;
+    rows.into_iter()
+        .map(|row| Ok((row.try_get(0)?, Task::try_from(row))))
+        .collect()
+}
+
+/// Applies each update (no two to the same task), where its task passes its check;
+/// the tasks changed, by id.
+pub async fn update_many(
+    conn: &Conn,
+    updates: &[&Update],
+) -> Result<HashMap<i64, Task>, tokio_postgres::Error> {
+    let ids: Vec<i64> = updates.iter().map(|u| u.id).collect();
+    let titles: Vec<Option<&str>> = updates.iter().map(|u| u.patch.title.as_deref()).collect();
+    let set_descriptions: Vec<bool> = updates
+        .iter()
+        .map(|u| u.patch.description.is_some())
+        .collect();
+    let descriptions: Vec<Option<&str>> = updates
+        .iter()
+        .map(|u| u.patch.description.as_ref().and_then(Option::as_deref))
+        .collect();
+    let statuses: Vec<Option<&str>> = updates
+        .iter()
+        .map(|u| u.patch.status.map(Status::as_str))
+        .collect();
+    let (checked, versions, stride) = checks(updates.iter().map(|u| &u.expected));
+    let params: [&(dyn ToSql + Sync); 8] = [
+        &ids,
+        &titles,
+        &set_descriptions,
+        &descriptions,
+        &statuses,
+        &checked,
+        &versions,
+        &stride,
+    ];
+    let rows = UPDATE_MANY.query(conn, &params).await?;
+    rows.into_iter()
+        .map(|row| {
+            let task = Task::try_from(row)?;
+            Ok((task.id, task))
+        })
+        .collect()
+}
+
+/// Deletes each task (no two the same) that passes its check; the ids deleted.
+pub async fn delete_many(
+    conn: &Conn,
+    deletes: &[&Delete],
+) -> Result<HashMap<i64, ()>, tokio_postgres::Error> {
+    let ids: Vec<i64> = deletes.iter().map(|d| d.id).collect();
+    let (checked, versions, stride) = checks(deletes.iter().map(|d| &d.expected));
+    let rows = DELETE_MANY
+        .query(conn, &[&ids, &checked, &versions, &stride])
+        .await?;
+    rows.into_iter()
+        .map(|row| Ok((row.try_get(0)?, ())))
+        .collect()
+}
+
+/// The If-Match checks of a batch, as the statements take them: whether each change
+/// is checked, and the versions each may match, in runs of the same length (the
+/// longest list's, at most `conditional::MAX_TAGS`), padded with NULLs.
+fn checks<'a>(
+    changes: impl Iterator<Item = &'a Precondition> + Clone,
+) -> (Vec<bool>, Vec<Option<Timestamp>>, i32) {
+    let stride = changes
+        .clone()
+        .map(|expected| match expected {
+            Precondition::UpdatedAt(at) => at.len(),
+            Precondition::None | Precondition::Exists => 0,
+        })
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let (mut checked, mut versions) = (Vec::new(), Vec::new());
+    for expected in changes {
+        let listed = match expected {
+            Precondition::UpdatedAt(at) => at.as_slice(),
+            Precondition::None | Precondition::Exists => &[],
+        };
+        checked.push(matches!(expected, Precondition::UpdatedAt(_)));
+        versions.extend(listed.iter().copied().map(Some));
+        versions.extend(std::iter::repeat_n(None, stride - listed.len()));
+    }
+    (checked, versions, i32::try_from(stride).unwrap_or(i32::MAX))
+}
+
+/// Up to `limit` tasks in id order after id `after`, skipping `offset` of them,
+/// optionally of one status: one chunk, alone.
+pub async fn list(
+    conn: &Conn,
+    status: Option<Status>,
+    after: i64,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<Task>, tokio_postgres::Error> {
+    let rows = match status {
+        Some(status) => {
+            let params: [&(dyn ToSql + Sync); 4] = [&status.as_str(), &after, &limit, &offset];
+            LIST_BY_STATUS.query(conn, &params).await?
+        }
+        None => LIST.query(conn, &[&after, &limit, &offset]).await?,
+    };
+    rows.into_iter().map(Task::try_from).collect()
+}
+
+/// Several chunks without an offset (each `limit` at most 32) at once, all with a
+/// status or all without: each read's tasks, in id order, in the order of `reads`.
+pub async fn list_many(
+    conn: &Conn,
+    reads: &[Read],
+    by_status: bool,
+) -> Result<Vec<Vec<Task>>, tokio_postgres::Error> {
+    let afters: Vec<i64> = reads.iter().map(|read| read.after).collect();
+    let limits: Vec<i64> = reads.iter().map(|read| read.limit).collect();
+    let rows = match by_status {
+        true => {
+            let statuses: Vec<Option<&str>> = reads
+                .iter()
+                .map(|read| read.status.map(Status::as_str))
+                .collect();
+            let params: [&(dyn ToSql + Sync); 3] = [&afters, &limits, &statuses];
+            LIST_MANY_BY_STATUS.query(conn, &params).await?
+        }
+        false => LIST_MANY.query(conn, &[&afters, &limits]).await?,
+    };
+    let mut pages: Vec<Vec<Task>> = reads.iter().map(|_| Vec::new()).collect();
+    for row in rows {
+        let n: i64 = row.try_get(6)?;
+        let task = Task::try_from(row)?;
+        // `n` counts from 1 over `reads`, so it always has a place.
+        if let Some(page) = usize::try_from(n - 1).ok().and_then(|at| pages.get_mut(at)) {
+            page.push(task);
+        }
+    }
+    for page in &mut pages {
+        page.sort_unstable_by_key(|task| task.id);
+    }
+    Ok(pages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{LIST_MANY, LIST_MANY_BY_STATUS};
+    use crate::store::CHUNK_ROWS;
+
+    #[test]
+    fn a_batched_chunk_reads_chunk_rows_at_most() {
+        for sql in [&LIST_MANY, &LIST_MANY_BY_STATUS] {
+            assert!(
+                sql.text.contains(&format!(" LIMIT {CHUNK_ROWS})")),
+                "{}",
+                sql.text
+            );
+        }
+    }
+}
