@@ -743,34 +743,102 @@ async fn an_https_collector_must_chain_to_otel_exporter_otlp_certificate() {
 
 #[tokio::test]
 async fn a_bad_otel_variable_stops_start_up_naming_it() {
-    for (var, value) in [
-        ("OTEL_TRACES_SAMPLER", "sometimes"),
-        ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s"),
-        ("OTEL_EXPORTER_OTLP_HEADERS", "no-equals-sign"),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+    const BASE: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+    for (vars, var) in [
+        (&[(BASE, "collector:4318")][..], BASE),
+        (&[(BASE, "http://c:99999")], BASE),
+        (
+            &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "grpc://c")],
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        ),
+        (
+            &[("OTEL_TRACES_SAMPLER", "sometimes")],
+            "OTEL_TRACES_SAMPLER",
+        ),
+        (
+            &[
+                ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "2"),
+            ],
+            "OTEL_TRACES_SAMPLER_ARG",
+        ),
+        (
+            &[("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")],
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+        ),
+        (
+            &[("OTEL_EXPORTER_OTLP_TIMEOUT", "0")],
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+        ),
+        (
+            &[("OTEL_EXPORTER_OTLP_HEADERS", "no-equals-sign")],
+            "OTEL_EXPORTER_OTLP_HEADERS",
+        ),
+        (
+            &[("OTEL_EXPORTER_OTLP_HEADERS", "bad key=v")],
+            "OTEL_EXPORTER_OTLP_HEADERS",
+        ),
+        (
+            &[("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "=v")],
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        ),
+        (
+            &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ),
+        (
+            &[("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent.pem")],
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        ),
+        (
+            &[("OTEL_RESOURCE_ATTRIBUTES", "a=b,c")],
+            "OTEL_RESOURCE_ATTRIBUTES",
+        ),
+        (
+            &[("OTEL_RESOURCE_ATTRIBUTES", "a=%ff")],
+            "OTEL_RESOURCE_ATTRIBUTES",
+        ),
+        (&[("OTEL_SDK_DISABLED", "yes")], "OTEL_SDK_DISABLED"),
+        (
+            &[("OTEL_TRACES_EXPORTER", "zipkin")],
+            "OTEL_TRACES_EXPORTER",
+        ),
+        (
+            &[("OTEL_BSP_MAX_QUEUE_SIZE", "0")],
+            "OTEL_BSP_MAX_QUEUE_SIZE",
+        ),
+        (
+            &[("OTEL_BSP_MAX_QUEUE_SIZE", "8")],
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+        ),
+        (
+            &[("OTEL_BSP_SCHEDULE_DELAY", "soon")],
+            "OTEL_BSP_SCHEDULE_DELAY",
+        ),
+        (
+            &[("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "0")],
+            "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+        ),
+        (
+            &[("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "x")],
+            "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+        ),
+        (&[("TRACES_MAX_PER_SECOND", "-1")], "TRACES_MAX_PER_SECOND"),
     ] {
-        let env = [
+        let mut env = vec![
             ("DATABASE_URL", "postgres://u:p@127.0.0.1:1/tasks"),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
-            (var, value),
+            (BASE, "http://127.0.0.1:4318"),
         ];
+        env.retain(|(name, _)| !vars.iter().any(|(var, _)| var == name));
+        env.extend_from_slice(vars);
         let output = run_cli(&["serve"], &env).await;
         let (_, stderr) = text(&output);
-        assert_eq!(output.status.code(), Some(2), "{var}: {stderr}");
+        assert_eq!(output.status.code(), Some(2), "{vars:?}: {stderr}");
         assert!(
             stderr.starts_with(&format!("task-api: {var}: ")),
-            "{stderr}"
+            "{vars:?}: {stderr}"
         );
     }
-    let env = [
-        ("DATABASE_URL", "postgres://u:p@127.0.0.1:1/tasks"),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),
-    ];
-    let (_, stderr) = text(&run_cli(&["serve"], &env).await);
-    assert!(
-        stderr.starts_with("task-api: OTEL_EXPORTER_OTLP_ENDPOINT: "),
-        "{stderr}"
-    );
 }
 
 #[tokio::test]
