@@ -16,11 +16,8 @@ use crate::pg::DbOptions;
 
 /// The listen port when `PORT` is unset.
 pub const DEFAULT_PORT: u16 = 8000;
-/// Default `DATABASE_POOL_SIZE`: see the README's Performance section for the measurement.
+/// Default `DATABASE_POOL_SIZE`: docs/decisions.md has the measurement.
 pub const DEFAULT_POOL_SIZE: usize = 8;
-const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
-const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(8);
-const DEFAULT_IDEMPOTENCY_KEY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Everything `serve` and `migrate` need, parsed and checked.
 pub struct Config {
@@ -64,67 +61,144 @@ impl Config {
     /// Parses from a lookup function, so tests need not touch the real environment.
     /// An empty variable counts as unset.
     pub fn parse(env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let env = |name: &str| env(name).filter(|value| !value.trim().is_empty());
-        let port = parsed(&env, "PORT", DEFAULT_PORT)?;
-        let host = env("HOST")
-            .map(|text| text.trim().parse())
-            .transpose()
-            .map_err(|_| ConfigError::invalid("HOST", "not an IP address"))?;
-        let max_connections = env("MAX_CONNECTIONS")
-            .map(|text| match text.trim().parse::<usize>() {
-                Ok(n) if n > 0 => Ok(n),
-                _ => Err(ConfigError::invalid(
-                    "MAX_CONNECTIONS",
-                    "must be a whole number of at least 1",
-                )),
-            })
-            .transpose()?;
-        let log_filter = match env("RUST_LOG") {
-            Some(filter) => filter,
-            None => parsed(&env, "LOG_LEVEL", LevelFilter::Info)?.to_string(),
-        };
-        let pool_size = parsed(&env, "DATABASE_POOL_SIZE", DEFAULT_POOL_SIZE)?;
-        if pool_size == 0 {
-            return Err(ConfigError::invalid(
-                "DATABASE_POOL_SIZE",
-                "must be at least 1",
-            ));
-        }
-        let unnamed_statements = match env("DATABASE_STATEMENTS").as_deref().map(str::trim) {
+        let env = Env(&env);
+        let unnamed_statements = match env.get("DATABASE_STATEMENTS").as_deref() {
             None | Some("prepared") => false,
             Some("unnamed") => true,
             Some(_) => {
-                return Err(ConfigError::invalid(
-                    "DATABASE_STATEMENTS",
-                    "must be prepared or unnamed",
-                ));
+                let reason = "must be prepared or unnamed";
+                return Err(ConfigError::invalid("DATABASE_STATEMENTS", reason));
             }
+        };
+        let log_filter = match env.get("RUST_LOG") {
+            Some(filter) => filter,
+            None => env.parsed("LOG_LEVEL", LevelFilter::Info)?.to_string(),
         };
         Ok(Config {
             database: database(&env)?,
-            unnamed_statements,
-            host,
-            port,
-            max_connections,
+            host: env
+                .get("HOST")
+                .map(|host| host.parse())
+                .transpose()
+                .map_err(|_| ConfigError::invalid("HOST", "not an IP address"))?,
+            port: env.parsed("PORT", DEFAULT_PORT)?,
+            max_connections: env
+                .get("MAX_CONNECTIONS")
+                .map(|_| env.count("MAX_CONNECTIONS", 1))
+                .transpose()?,
             log_filter,
-            log_format: parsed(&env, "LOG_FORMAT", Format::Text)?,
-            pool_size,
-            startup_timeout: seconds(&env, "DATABASE_STARTUP_TIMEOUT", DEFAULT_STARTUP_TIMEOUT)?,
-            shutdown_delay: seconds(&env, "SHUTDOWN_DELAY", Duration::ZERO)?,
-            shutdown_timeout: seconds(&env, "SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT)?,
-            idempotency_key_ttl: positive_seconds(
-                &env,
-                "IDEMPOTENCY_KEY_TTL",
-                DEFAULT_IDEMPOTENCY_KEY_TTL,
-            )?,
+            log_format: env.parsed("LOG_FORMAT", Format::Text)?,
+            pool_size: env.count("DATABASE_POOL_SIZE", DEFAULT_POOL_SIZE)?,
+            unnamed_statements,
+            startup_timeout: env.seconds("DATABASE_STARTUP_TIMEOUT", 60, true)?,
+            shutdown_delay: env.seconds("SHUTDOWN_DELAY", 0, true)?,
+            shutdown_timeout: env.seconds("SHUTDOWN_TIMEOUT", 8, true)?,
+            idempotency_key_ttl: env.seconds("IDEMPOTENCY_KEY_TTL", 24 * 60 * 60, false)?,
             tracing: crate::observe::traces::config::parse(&env)?,
         })
     }
 }
 
+/// The environment as configuration reads it: by name, an empty variable as unset,
+/// each error naming its variable (and never its value, which may be a secret).
+pub struct Env<'a>(pub &'a dyn Fn(&str) -> Option<String>);
+
+impl Env<'_> {
+    /// The variable, trimmed; `None` when unset or empty.
+    pub fn get(&self, var: &str) -> Option<String> {
+        (self.0)(var)
+            .map(|value| value.trim().to_owned())
+            .filter(|value| !value.is_empty())
+    }
+
+    /// The variable parsed, or `default` when unset.
+    pub fn parsed<T: FromStr>(&self, var: &'static str, default: T) -> Result<T, ConfigError> {
+        self.checked(var, default, |_| true, "valid")
+    }
+
+    /// A whole number of at least 1, or `default` when unset.
+    pub fn count<T: FromStr + Default + PartialOrd>(
+        &self,
+        var: &'static str,
+        default: T,
+    ) -> Result<T, ConfigError> {
+        self.checked(
+            var,
+            default,
+            |n| *n > T::default(),
+            "a whole number of at least 1",
+        )
+    }
+
+    /// The variable parsed and passing `valid` (else "'…' is not `what`"), or `default`
+    /// when unset.
+    fn checked<T: FromStr>(
+        &self,
+        var: &'static str,
+        default: T,
+        valid: impl Fn(&T) -> bool,
+        what: &str,
+    ) -> Result<T, ConfigError> {
+        match self.get(var) {
+            None => Ok(default),
+            Some(text) => match text.parse() {
+                Ok(value) if valid(&value) => Ok(value),
+                _ => Err(ConfigError::invalid(var, format!("'{text}' is not {what}"))),
+            },
+        }
+    }
+
+    /// A duration in seconds, fractions allowed; zero only if `zero_too`.
+    fn seconds(
+        &self,
+        var: &'static str,
+        default: u64,
+        zero_too: bool,
+    ) -> Result<Duration, ConfigError> {
+        match self.get(var) {
+            None => Ok(Duration::from_secs(default)),
+            Some(text) if zero_too && text == "0" => Ok(Duration::ZERO),
+            Some(text) => parse_seconds(&text).map_err(|reason| ConfigError::invalid(var, reason)),
+        }
+    }
+}
+
 /// The port `healthcheck` probes: `PORT`, or 8000. The probe reads nothing else.
 pub fn probe_port() -> Result<u16, ConfigError> {
-    parsed(&|name: &str| std::env::var(name).ok(), "PORT", DEFAULT_PORT)
+    Env(&|name: &str| std::env::var(name).ok()).parsed("PORT", DEFAULT_PORT)
+}
+
+/// A positive number of seconds, fractions allowed: `3`, `0.5`. The command line's
+/// `--timeout` takes the same form.
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|secs| secs.is_finite() && *secs > 0.0)
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .ok_or_else(|| format!("'{text}' is not a positive number of seconds"))
+}
+
+fn database(env: &Env) -> Result<DbOptions, ConfigError> {
+    let (var, url) = match (env.get("DATABASE_URL"), env.get("DATABASE_URL_FILE")) {
+        (Some(_), Some(_)) => {
+            let reason = "set either DATABASE_URL or DATABASE_URL_FILE, not both";
+            return Err(ConfigError::invalid("DATABASE_URL_FILE", reason));
+        }
+        (Some(url), None) => ("DATABASE_URL", url),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path).map_err(|err| {
+                ConfigError::invalid("DATABASE_URL_FILE", format!("cannot read {path}: {err}"))
+            })?;
+            ("DATABASE_URL_FILE", text.trim().to_owned())
+        }
+        (None, None) => {
+            return Err(ConfigError::invalid(
+                "DATABASE_URL",
+                "not set (nor DATABASE_URL_FILE)",
+            ));
+        }
+    };
+    DbOptions::parse(&url).map_err(|reason| ConfigError::invalid(var, reason))
 }
 
 // Hand-written so `{:?}` can never print the password (spec §6).
@@ -148,200 +222,56 @@ impl fmt::Debug for Config {
     }
 }
 
-fn database(env: &impl Fn(&str) -> Option<String>) -> Result<DbOptions, ConfigError> {
-    let (var, url) = match (env("DATABASE_URL"), env("DATABASE_URL_FILE")) {
-        (Some(_), Some(_)) => {
-            return Err(ConfigError::invalid(
-                "DATABASE_URL_FILE",
-                "set either DATABASE_URL or DATABASE_URL_FILE, not both",
-            ));
-        }
-        (Some(url), None) => ("DATABASE_URL", url),
-        (None, Some(path)) => {
-            let text = std::fs::read_to_string(&path).map_err(|err| {
-                ConfigError::invalid("DATABASE_URL_FILE", format!("cannot read {path}: {err}"))
-            })?;
-            ("DATABASE_URL_FILE", text.trim().to_owned())
-        }
-        (None, None) => {
-            return Err(ConfigError::invalid(
-                "DATABASE_URL",
-                "not set (nor DATABASE_URL_FILE)",
-            ));
-        }
-    };
-    DbOptions::parse(&url).map_err(|reason| ConfigError::invalid(var, reason))
-}
-
-fn parsed<T: FromStr>(
-    env: &impl Fn(&str) -> Option<String>,
-    var: &'static str,
-    default: T,
-) -> Result<T, ConfigError> {
-    match env(var) {
-        None => Ok(default),
-        Some(text) => text
-            .trim()
-            .parse()
-            .map_err(|_| ConfigError::invalid(var, format!("'{text}' is not valid"))),
-    }
-}
-
-fn seconds(
-    env: &impl Fn(&str) -> Option<String>,
-    var: &'static str,
-    default: Duration,
-) -> Result<Duration, ConfigError> {
-    match env(var) {
-        None => Ok(default),
-        Some(text) if text.trim() == "0" => Ok(Duration::ZERO),
-        Some(text) => {
-            parse_seconds(text.trim()).map_err(|reason| ConfigError::invalid(var, reason))
-        }
-    }
-}
-
-/// A duration in seconds that must be more than zero.
-fn positive_seconds(
-    env: &impl Fn(&str) -> Option<String>,
-    var: &'static str,
-    default: Duration,
-) -> Result<Duration, ConfigError> {
-    match env(var) {
-        None => Ok(default),
-        Some(text) => {
-            parse_seconds(text.trim()).map_err(|reason| ConfigError::invalid(var, reason))
-        }
-    }
-}
-
-/// A positive number of seconds, fractions allowed: `3`, `0.5`. The command line's
-/// `--timeout` takes the same form.
-pub fn parse_seconds(text: &str) -> Result<Duration, String> {
-    text.parse::<f64>()
-        .ok()
-        .filter(|secs| secs.is_finite() && *secs > 0.0)
-        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-        .ok_or_else(|| format!("'{text}' is not a positive number of seconds"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const URL: &str = "postgres://app:s3cret@db.internal:5432/tasks";
-
     fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let vars: Vec<(String, String)> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Config::parse(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+        let find = |name: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        };
+        Config::parse(find)
     }
 
+    const URL: (&str, &str) = (
+        "DATABASE_URL",
+        "postgres://app:s3cret@db.internal:5432/tasks",
+    );
+
     #[test]
-    fn defaults_follow_the_spec() {
-        let config = parse(&[("DATABASE_URL", URL)]).unwrap();
-        assert_eq!((config.host, config.port), (None, 8000));
-        assert_eq!(config.max_connections, None);
-        assert_eq!(config.log_filter, "INFO");
-        assert_eq!(config.pool_size, DEFAULT_POOL_SIZE);
-        assert_eq!(config.startup_timeout, Duration::from_secs(60));
-        assert_eq!(config.shutdown_delay, Duration::ZERO);
-        assert_eq!(config.shutdown_timeout, Duration::from_secs(8));
+    fn defaults_follow_the_spec_and_empty_variables_count_as_unset() {
+        let config = parse(&[URL, ("PORT", ""), ("HOST", " ")]).unwrap();
+        assert_eq!(
+            (config.host, config.port, config.max_connections),
+            (None, 8000, None)
+        );
+        assert_eq!(
+            (config.log_filter.as_str(), config.pool_size),
+            ("INFO", DEFAULT_POOL_SIZE)
+        );
+        let timeouts = (
+            config.startup_timeout,
+            config.shutdown_delay,
+            config.shutdown_timeout,
+        );
+        assert_eq!(
+            timeouts,
+            (
+                Duration::from_secs(60),
+                Duration::ZERO,
+                Duration::from_secs(8)
+            )
+        );
         assert_eq!(config.idempotency_key_ttl, Duration::from_secs(86_400));
         assert!(config.tracing.is_none(), "tracing is off by default");
-    }
-
-    #[test]
-    fn every_error_names_its_variable() {
-        for (vars, var) in [
-            (&[][..], "DATABASE_URL"),
-            (&[("DATABASE_URL", URL), ("PORT", "eighty")][..], "PORT"),
-            (&[("DATABASE_URL", URL), ("PORT", "70000")][..], "PORT"),
-            (
-                &[("DATABASE_URL", URL), ("HOST", "example.com")][..],
-                "HOST",
-            ),
-            (
-                &[("DATABASE_URL", URL), ("MAX_CONNECTIONS", "0")][..],
-                "MAX_CONNECTIONS",
-            ),
-            (
-                &[("DATABASE_URL", URL), ("LOG_LEVEL", "loud")][..],
-                "LOG_LEVEL",
-            ),
-            (
-                &[("DATABASE_URL", URL), ("LOG_FORMAT", "yaml")][..],
-                "LOG_FORMAT",
-            ),
-            (
-                &[("DATABASE_URL", URL), ("DATABASE_STATEMENTS", "named")][..],
-                "DATABASE_STATEMENTS",
-            ),
-            (
-                &[("DATABASE_URL", URL), ("DATABASE_POOL_SIZE", "0")][..],
-                "DATABASE_POOL_SIZE",
-            ),
-            (
-                &[("DATABASE_URL", URL), ("SHUTDOWN_TIMEOUT", "-3")][..],
-                "SHUTDOWN_TIMEOUT",
-            ),
-            (
-                &[("DATABASE_URL", URL), ("SHUTDOWN_DELAY", "soon")][..],
-                "SHUTDOWN_DELAY",
-            ),
-            (
-                &[("DATABASE_URL", URL), ("DATABASE_STARTUP_TIMEOUT", "x")][..],
-                "DATABASE_STARTUP_TIMEOUT",
-            ),
-            (
-                &[("DATABASE_URL", URL), ("IDEMPOTENCY_KEY_TTL", "0")][..],
-                "IDEMPOTENCY_KEY_TTL",
-            ),
-            (&[("DATABASE_URL", "mysql://x")][..], "DATABASE_URL"),
-            (
-                &[
-                    ("DATABASE_URL", URL),
-                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
-                    ("OTEL_TRACES_SAMPLER", "sometimes"),
-                ][..],
-                "OTEL_TRACES_SAMPLER",
-            ),
-            (
-                &[("DATABASE_URL", URL), ("DATABASE_URL_FILE", "/x")][..],
-                "DATABASE_URL_FILE",
-            ),
-            (
-                &[("DATABASE_URL_FILE", "/nonexistent/secret")][..],
-                "DATABASE_URL_FILE",
-            ),
-        ] {
-            assert_eq!(parse(vars).err().map(|e| e.var), Some(var), "{vars:?}");
-        }
-    }
-
-    #[test]
-    fn rust_log_wins_over_log_level() {
-        let config = parse(&[
-            ("DATABASE_URL", URL),
-            ("LOG_LEVEL", "warn"),
-            ("RUST_LOG", "debug"),
-        ]);
-        assert_eq!(config.unwrap().log_filter, "debug");
-    }
-
-    #[test]
-    fn empty_variables_count_as_unset() {
-        let config = parse(&[("DATABASE_URL", URL), ("PORT", ""), ("HOST", " ")]).unwrap();
-        assert_eq!((config.host, config.port), (None, 8000));
-    }
-
-    #[test]
-    fn debug_output_never_holds_the_password() {
-        let config = parse(&[("DATABASE_URL", URL)]).unwrap();
         let shown = format!("{config:?}");
-        assert!(!shown.contains("s3cret"), "{shown}");
-        assert!(shown.contains("db.internal"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("db.internal"),
+            "{shown}"
+        );
+        let config = parse(&[URL, ("LOG_LEVEL", "warn"), ("RUST_LOG", "debug")]);
+        assert_eq!(config.unwrap().log_filter, "debug", "RUST_LOG wins");
     }
 }

@@ -101,6 +101,31 @@ async fn bad_configuration_exits_2_naming_the_variable_before_connecting() {
             &[("DATABASE_URL_FILE", "/nonexistent/secret")][..],
             "DATABASE_URL_FILE",
         ),
+        (
+            &[("DATABASE_URL", url), ("DATABASE_URL_FILE", "/x")],
+            "DATABASE_URL_FILE",
+        ),
+        (&[("DATABASE_URL", url), ("PORT", "70000")], "PORT"),
+        (
+            &[("DATABASE_URL", url), ("MAX_CONNECTIONS", "0")],
+            "MAX_CONNECTIONS",
+        ),
+        (
+            &[("DATABASE_URL", url), ("LOG_FORMAT", "yaml")],
+            "LOG_FORMAT",
+        ),
+        (
+            &[("DATABASE_URL", url), ("DATABASE_STATEMENTS", "named")],
+            "DATABASE_STATEMENTS",
+        ),
+        (
+            &[("DATABASE_URL", url), ("SHUTDOWN_DELAY", "soon")],
+            "SHUTDOWN_DELAY",
+        ),
+        (
+            &[("DATABASE_URL", url), ("IDEMPOTENCY_KEY_TTL", "0")],
+            "IDEMPOTENCY_KEY_TTL",
+        ),
     ] {
         for command in ["serve", "migrate"] {
             let started = Instant::now();

@@ -11,7 +11,7 @@ use hyper::header::{HeaderName, HeaderValue};
 use percent_encoding::percent_decode_str;
 
 use super::sampler::{self, Sampler};
-use crate::error::ConfigError;
+use crate::config::{ConfigError, Env};
 use crate::pg::tls::{self, Roots};
 
 /// Longest attribute value kept, in characters: a URL path or user agent may be as
@@ -118,59 +118,18 @@ impl Endpoint {
     }
 }
 
-/// The environment as this file reads it: by name, each error naming its variable.
-struct Env<'a, F>(&'a F);
-
-impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
-    fn get(&self, var: &str) -> Option<String> {
-        (self.0)(var).map(|value| value.trim().to_owned())
-    }
-
-    /// The signal's own variable when set (the spec: it wins), else the base one; with
-    /// the name of the one read.
-    fn either(&self, signal: &'static str, base: &'static str) -> (&'static str, Option<String>) {
-        match self.get(signal) {
-            Some(value) => (signal, Some(value)),
-            None => (base, self.get(base)),
-        }
-    }
-
-    /// A whole number of at least 1; `unit` names what it counts.
-    fn count(&self, var: &'static str, default: usize, unit: &str) -> Result<usize, ConfigError> {
-        self.parsed(
-            var,
-            default,
-            |text| text.parse().ok().filter(|&n| n > 0),
-            unit,
-        )
-    }
-
-    fn millis(&self, var: &'static str, default: u64) -> Result<Duration, ConfigError> {
-        let parse = |text: &str| text.parse().ok().filter(|&n| n > 0);
-        let unit = "positive whole number of milliseconds";
-        self.parsed(var, default, parse, unit)
-            .map(Duration::from_millis)
-    }
-
-    fn parsed<T>(
-        &self,
-        var: &'static str,
-        default: T,
-        parse: impl Fn(&str) -> Option<T>,
-        what: &str,
-    ) -> Result<T, ConfigError> {
-        match self.get(var) {
-            None => Ok(default),
-            Some(text) => parse(&text)
-                .ok_or_else(|| ConfigError::invalid(var, format!("'{text}' is not a {what}"))),
-        }
+/// The signal's own variable when set (the spec: it wins), else the base one; with the
+/// name of the one read.
+fn either(env: &Env, signal: &'static str, base: &'static str) -> (&'static str, Option<String>) {
+    match env.get(signal) {
+        Some(value) => (signal, Some(value)),
+        None => (base, env.get(base)),
     }
 }
 
 /// The tracing settings, or `None` when tracing is off: no OTLP endpoint, or
 /// `OTEL_SDK_DISABLED=true`, or `OTEL_TRACES_EXPORTER=none`.
-pub fn parse(env: &impl Fn(&str) -> Option<String>) -> Result<Option<TraceConfig>, ConfigError> {
-    let env = Env(env);
+pub fn parse(env: &Env) -> Result<Option<TraceConfig>, ConfigError> {
     let disabled = match env.get("OTEL_SDK_DISABLED").map(|v| v.to_ascii_lowercase()) {
         None => false,
         Some(value) if value == "true" || value == "false" => value == "true",
@@ -190,7 +149,8 @@ pub fn parse(env: &impl Fn(&str) -> Option<String>) -> Result<Option<TraceConfig
         }
     }
     // The signal's own endpoint is used as it is; the base gets the signal's path.
-    let endpoint = match env.either(
+    let endpoint = match either(
+        env,
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
         "OTEL_EXPORTER_OTLP_ENDPOINT",
     ) {
@@ -202,7 +162,8 @@ pub fn parse(env: &impl Fn(&str) -> Option<String>) -> Result<Option<TraceConfig
                 .map_err(|reason| ConfigError::invalid(var, reason))?
         }
     };
-    if let (var, Some(protocol)) = env.either(
+    if let (var, Some(protocol)) = either(
+        env,
         "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
         "OTEL_EXPORTER_OTLP_PROTOCOL",
     ) && protocol != "http/protobuf"
@@ -212,7 +173,8 @@ pub fn parse(env: &impl Fn(&str) -> Option<String>) -> Result<Option<TraceConfig
             "must be http/protobuf: task-api sends no gRPC or JSON",
         ));
     }
-    let headers = match env.either(
+    let headers = match either(
+        env,
         "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
         "OTEL_EXPORTER_OTLP_HEADERS",
     ) {
@@ -221,13 +183,15 @@ pub fn parse(env: &impl Fn(&str) -> Option<String>) -> Result<Option<TraceConfig
             headers_of(&text).map_err(|reason| ConfigError::invalid(var, reason))?
         }
     };
-    let timeout = match env.either(
+    let timeout = match either(
+        env,
         "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
         "OTEL_EXPORTER_OTLP_TIMEOUT",
     ) {
-        (var, _) => env.millis(var, 10_000)?,
+        (var, _) => Duration::from_millis(env.count(var, 10_000)?),
     };
-    let roots = match env.either(
+    let roots = match either(
+        env,
         "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
         "OTEL_EXPORTER_OTLP_CERTIFICATE",
     ) {
@@ -251,9 +215,8 @@ pub fn parse(env: &impl Fn(&str) -> Option<String>) -> Result<Option<TraceConfig
             })?
         }
     };
-    let number = "whole number of at least 1";
-    let max_queue = env.count("OTEL_BSP_MAX_QUEUE_SIZE", 2048, number)?;
-    let max_batch = env.count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512, number)?;
+    let max_queue = env.count("OTEL_BSP_MAX_QUEUE_SIZE", 2048)?;
+    let max_batch = env.count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)?;
     if max_batch > max_queue {
         let reason = "must not be more than OTEL_BSP_MAX_QUEUE_SIZE";
         return Err(ConfigError::invalid(
@@ -261,11 +224,12 @@ pub fn parse(env: &impl Fn(&str) -> Option<String>) -> Result<Option<TraceConfig
             reason,
         ));
     }
-    let (var, _) = env.either(
+    let (var, _) = either(
+        env,
         "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
         "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
     );
-    let max_per_second = env.count("TRACES_MAX_PER_SECOND", DEFAULT_MAX_PER_SECOND, number)?;
+    let max_per_second = env.count("TRACES_MAX_PER_SECOND", DEFAULT_MAX_PER_SECOND)?;
     Ok(Some(TraceConfig {
         endpoint,
         headers,
@@ -273,19 +237,17 @@ pub fn parse(env: &impl Fn(&str) -> Option<String>) -> Result<Option<TraceConfig
         sampler,
         resource: resource(&env)?,
         roots,
-        schedule_delay: env.millis("OTEL_BSP_SCHEDULE_DELAY", 5_000)?,
+        schedule_delay: Duration::from_millis(env.count("OTEL_BSP_SCHEDULE_DELAY", 5_000)?),
         max_queue,
         max_batch,
-        value_limit: env.count(var, DEFAULT_VALUE_LIMIT, number)?,
+        value_limit: env.count(var, DEFAULT_VALUE_LIMIT)?,
         max_per_second: u32::try_from(max_per_second).unwrap_or(u32::MAX),
     }))
 }
 
 /// `service.name` from `OTEL_SERVICE_NAME`, else `OTEL_RESOURCE_ATTRIBUTES`, else
 /// task-api; `service.version` the binary's unless given; then the rest.
-fn resource<F: Fn(&str) -> Option<String>>(
-    env: &Env<F>,
-) -> Result<Vec<(String, String)>, ConfigError> {
+fn resource(env: &Env) -> Result<Vec<(String, String)>, ConfigError> {
     let var = "OTEL_RESOURCE_ATTRIBUTES";
     let mut given = match env.get(var) {
         None => Vec::new(),
@@ -378,7 +340,7 @@ mod tests {
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| v.to_string())
         };
-        parse(&find)
+        parse(&Env(&find))
     }
 
     const BASE: (&str, &str) = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
