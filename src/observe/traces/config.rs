@@ -6,10 +6,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use hyper::Uri;
 use hyper::header::{HeaderName, HeaderValue};
 use percent_encoding::percent_decode_str;
 
+use super::otlp::Endpoint;
 use super::sampler::{self, Sampler};
 use crate::config::{ConfigError, Env};
 use crate::pg::tls::{self, Roots};
@@ -49,73 +49,6 @@ pub struct TraceConfig {
     /// `TRACES_MAX_PER_SECOND`: requests sampled per second at most (a burst of one
     /// second's worth allowed); the rest are not traced, and counted.
     pub max_per_second: u32,
-}
-
-/// An OTLP/HTTP collector's URL, and where to connect for it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Endpoint {
-    /// What is posted to.
-    pub uri: Uri,
-    /// https://, not http://.
-    pub tls: bool,
-    /// The host to connect to (an IPv6 address without its brackets).
-    pub host: String,
-    /// The port: given, or the scheme's.
-    pub port: u16,
-}
-
-impl Endpoint {
-    /// Parses `http[s]://host[:port][/path][?query]`, with the spec's rule for the path:
-    /// a base endpoint (`signal_path`, `OTEL_EXPORTER_OTLP_ENDPOINT`) gets `v1/traces`
-    /// appended; a signal's own (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is used as it is.
-    pub fn parse(url: &str, signal_path: bool) -> Result<Endpoint, String> {
-        let uri: Uri = url
-            .trim()
-            .parse()
-            .map_err(|err| format!("not a URL: {err}"))?;
-        let tls = match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
-            Some("http") => false,
-            Some("https") => true,
-            _ => return Err("must be an http:// or https:// URL".into()),
-        };
-        let authority = uri.authority().ok_or("has no host")?;
-        if authority.as_str().contains('@') {
-            return Err("must not hold credentials: use OTEL_EXPORTER_OTLP_HEADERS".into());
-        }
-        let host = authority.host();
-        // http::Uri's own port is `None` for one that is not a u16: read the text.
-        let port = match authority.as_str()[host.len()..].strip_prefix(':') {
-            None | Some("") => [80, 443][usize::from(tls)],
-            Some(port) => port
-                .parse()
-                .ok()
-                .filter(|&port| port > 0)
-                .ok_or(format!("'{port}' is not a port"))?,
-        };
-        let path = match signal_path {
-            true => format!("{}/v1/traces", uri.path().trim_end_matches('/')),
-            false => uri.path().to_owned(),
-        };
-        let query = uri
-            .query()
-            .map_or(String::new(), |query| format!("?{query}"));
-        let uri = Uri::builder()
-            .scheme(if tls { "https" } else { "http" })
-            .authority(authority.as_str())
-            .path_and_query(format!("{path}{query}"))
-            .build()
-            .map_err(|err| format!("not a URL: {err}"))?;
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        Ok(Endpoint {
-            uri,
-            tls,
-            host,
-            port,
-        })
-    }
 }
 
 /// The signal's own variable when set (the spec: it wins), else the base one; with the
@@ -183,13 +116,12 @@ pub fn parse(env: &Env) -> Result<Option<TraceConfig>, ConfigError> {
             headers_of(&text).map_err(|reason| ConfigError::invalid(var, reason))?
         }
     };
-    let timeout = match either(
+    let (var, _) = either(
         env,
         "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
         "OTEL_EXPORTER_OTLP_TIMEOUT",
-    ) {
-        (var, _) => Duration::from_millis(env.count(var, 10_000)?),
-    };
+    );
+    let timeout = Duration::from_millis(env.count(var, 10_000)?);
     let roots = match either(
         env,
         "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
@@ -235,7 +167,7 @@ pub fn parse(env: &Env) -> Result<Option<TraceConfig>, ConfigError> {
         headers,
         timeout,
         sampler,
-        resource: resource(&env)?,
+        resource: resource(env)?,
         roots,
         schedule_delay: Duration::from_millis(env.count("OTEL_BSP_SCHEDULE_DELAY", 5_000)?),
         max_queue,
@@ -375,47 +307,7 @@ mod tests {
     }
 
     #[test]
-    fn the_base_endpoint_gets_the_signal_path_and_the_signal_endpoint_is_used_as_is() {
-        for (url, signal_path, tls, host, port, uri) in [
-            (
-                "http://c:4318",
-                true,
-                false,
-                "c",
-                4318,
-                "http://c:4318/v1/traces",
-            ),
-            (
-                "https://c/otlp/",
-                true,
-                true,
-                "c",
-                443,
-                "https://c/otlp/v1/traces",
-            ),
-            (
-                "http://[::1]:4318",
-                true,
-                false,
-                "::1",
-                4318,
-                "http://[::1]:4318/v1/traces",
-            ),
-            ("http://c:4318", false, false, "c", 4318, "http://c:4318/"),
-            (
-                "HTTP://c/x/traces?k=v",
-                false,
-                false,
-                "c",
-                80,
-                "http://c/x/traces?k=v",
-            ),
-        ] {
-            let endpoint = Endpoint::parse(url, signal_path).unwrap();
-            let got = (endpoint.tls, endpoint.host.as_str(), endpoint.port);
-            assert_eq!(got, (tls, host, port), "{url}");
-            assert_eq!(endpoint.uri, uri, "{url}");
-        }
+    fn the_signal_endpoint_wins_over_the_base_one() {
         let signal = (
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
             "http://other:9999/traces",

@@ -2,12 +2,13 @@
 //! request (http/router.rs starts it), a client span per database statement (the
 //! store's pool), and the task-local [`Scope`] that carries a request's span to its
 //! statements, through a batch too. Ids and the caller's `traceparent` are context.rs's;
-//! which traces are kept, sampler.rs's; the spans, span.rs's; sending them, export.rs's;
-//! the environment, config.rs's.
+//! which traces are kept, sampler.rs's; the spans, span.rs's; queueing and batching them,
+//! export.rs's; the wire, otlp.rs's; the environment, config.rs's.
 
 pub mod config;
 pub mod context;
 mod export;
+mod otlp;
 pub mod sampler;
 mod span;
 

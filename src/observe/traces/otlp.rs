@@ -1,0 +1,342 @@
+//! OTLP/HTTP to one collector: finished spans as opentelemetry-proto's messages, posted
+//! over a connection of its own (rustls for https://), and the collector's answer read.
+//! Batching, timing and counting exports is export.rs's business.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue, USER_AGENT};
+use hyper::{Request, Uri};
+use hyper_util::rt::TokioIo;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, SpanFlags, Status};
+use opentelemetry_proto::tonic::trace::v1::{span::Link, status::StatusCode};
+use prost::Message;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::SpanContext;
+use super::config::TraceConfig;
+use super::span::{Finished, Value};
+use crate::error::describe;
+
+/// The most of a collector's answer that is read.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// `SpanFlags`: the low byte holds the W3C trace flags (01: sampled); the next bits
+/// say whether the parent's or link's remoteness is known, and that it is remote.
+const SAMPLED: u32 = 0x01;
+const HAS_IS_REMOTE: u32 = SpanFlags::ContextHasIsRemoteMask as u32;
+const IS_REMOTE: u32 = SpanFlags::ContextIsRemoteMask as u32;
+
+/// An OTLP/HTTP collector's URL, and where to connect for it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Endpoint {
+    /// What is posted to.
+    pub uri: Uri,
+    /// https://, not http://.
+    pub tls: bool,
+    /// The host to connect to (an IPv6 address without its brackets).
+    pub host: String,
+    /// The port: given, or the scheme's.
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// Parses `http[s]://host[:port][/path][?query]`, with the spec's rule for the path:
+    /// a base endpoint (`signal_path`, `OTEL_EXPORTER_OTLP_ENDPOINT`) gets `v1/traces`
+    /// appended; a signal's own (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is used as it is.
+    pub fn parse(url: &str, signal_path: bool) -> Result<Endpoint, String> {
+        let uri: Uri = url
+            .trim()
+            .parse()
+            .map_err(|err| format!("not a URL: {err}"))?;
+        let tls = match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err("must be an http:// or https:// URL".into()),
+        };
+        let authority = uri.authority().ok_or("has no host")?;
+        if authority.as_str().contains('@') {
+            return Err("must not hold credentials: use OTEL_EXPORTER_OTLP_HEADERS".into());
+        }
+        let host = authority.host();
+        // http::Uri's own port is `None` for one that is not a u16: read the text.
+        let port = match authority.as_str()[host.len()..].strip_prefix(':') {
+            None | Some("") => [80, 443][usize::from(tls)],
+            Some(port) => port
+                .parse()
+                .ok()
+                .filter(|&port| port > 0)
+                .ok_or(format!("'{port}' is not a port"))?,
+        };
+        let path = match signal_path {
+            true => format!("{}/v1/traces", uri.path().trim_end_matches('/')),
+            false => uri.path().to_owned(),
+        };
+        let query = uri
+            .query()
+            .map_or(String::new(), |query| format!("?{query}"));
+        let uri = Uri::builder()
+            .scheme(if tls { "https" } else { "http" })
+            .authority(authority.as_str())
+            .path_and_query(format!("{path}{query}"))
+            .build()
+            .map_err(|err| format!("not a URL: {err}"))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        Ok(Endpoint {
+            uri,
+            tls,
+            host,
+            port,
+        })
+    }
+}
+
+/// One collector, and what goes with every export.
+pub(super) struct Collector {
+    /// Where spans are posted.
+    pub(super) endpoint: Endpoint,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    /// rustls for https://; the error of a certificate file that went bad since start.
+    tls: Option<Result<TlsConnector, String>>,
+    resource: Resource,
+}
+
+impl Collector {
+    pub(super) fn new(config: &TraceConfig) -> Collector {
+        let attributes = config.resource.iter();
+        Collector {
+            endpoint: config.endpoint.clone(),
+            headers: config.headers.clone(),
+            tls: config.endpoint.tls.then(|| connector(config)),
+            resource: Resource {
+                attributes: attributes
+                    .map(|(k, v)| text(k.clone(), v.clone()))
+                    .collect(),
+                ..Resource::default()
+            },
+        }
+    }
+
+    /// Posts `spans` as one export; how many the collector rejected, or why it failed.
+    pub(super) async fn post(&self, spans: Vec<Finished>) -> Result<usize, String> {
+        let (host, port) = (self.endpoint.host.as_str(), self.endpoint.port);
+        let tcp = TcpStream::connect((host, port))
+            .await
+            .map_err(|err| format!("connecting to {host}:{port}: {err}"))?;
+        tcp.set_nodelay(true).ok();
+        let body = self.request(spans).encode_to_vec();
+        let (status, answer) = match &self.tls {
+            None => self.send(tcp, body).await?,
+            Some(Err(err)) => return Err(err.clone()),
+            Some(Ok(tls)) => {
+                let name = ServerName::try_from(host.to_owned())
+                    .map_err(|_| format!("'{host}' is not a TLS server name"))?;
+                let tls = tls.connect(name, tcp).await;
+                let stream = tls.map_err(|err| format!("TLS with {host}: {}", describe(&err)))?;
+                self.send(stream, body).await?
+            }
+        };
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&answer[..answer.len().min(200)]).into_owned();
+            return Err(format!("the collector answered {status}: {text:?}"));
+        }
+        // An empty or undecodable answer is a full success: the status says so.
+        let rejected = ExportTraceServiceResponse::decode(answer)
+            .ok()
+            .and_then(|response| response.partial_success)
+            .map_or(0, |partial| partial.rejected_spans.max(0));
+        Ok(usize::try_from(rejected).unwrap_or(usize::MAX))
+    }
+
+    /// One HTTP/1.1 request on `io`: the status, and the answer's first bytes.
+    async fn send<T>(&self, io: T, body: Vec<u8>) -> Result<(hyper::StatusCode, Bytes), String>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let handshake = hyper::client::conn::http1::handshake(TokioIo::new(io)).await;
+        let (mut sender, connection) = handshake.map_err(|err| describe(&err))?;
+        // Dropped with this future (a timeout), the connection closes.
+        let connection = async move { connection.await.map_err(|err| describe(&err)) };
+        let uri = &self.endpoint.uri;
+        let mut request = Request::post(uri.path_and_query().map_or("/", |p| p.as_str()))
+            .header(HOST, uri.authority().map_or("", |a| a.as_str()))
+            .header(CONTENT_TYPE, "application/x-protobuf")
+            .header(USER_AGENT, concat!("task-api/", env!("CARGO_PKG_VERSION")))
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|err| format!("request: {err}"))?;
+        request
+            .headers_mut()
+            .extend(self.headers.iter().cloned().map(|(n, v)| (Some(n), v)));
+        let exchange = async {
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|err| describe(&err))?;
+            let status = response.status();
+            let answer = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+                .collect()
+                .await;
+            let answer = answer.map_err(|err| format!("reading the answer: {err}"))?;
+            Ok((status, answer.to_bytes()))
+        };
+        let (mut exchange, mut connection) = (std::pin::pin!(exchange), std::pin::pin!(connection));
+        tokio::select! {
+            biased;
+            done = &mut exchange => done,
+            ended = &mut connection => match ended {
+                Ok(()) => exchange.await,
+                Err(err) => Err(err),
+            },
+        }
+    }
+
+    /// One export request holding `spans`.
+    fn request(&self, spans: Vec<Finished>) -> ExportTraceServiceRequest {
+        let scope = InstrumentationScope {
+            name: "task-api".to_owned(),
+            version: crate::VERSION.to_owned(),
+            ..InstrumentationScope::default()
+        };
+        let scope_spans = ScopeSpans {
+            scope: Some(scope),
+            spans: spans.into_iter().map(span).collect(),
+            schema_url: String::new(),
+        };
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(self.resource.clone()),
+                scope_spans: vec![scope_spans],
+                schema_url: String::new(),
+            }],
+        }
+    }
+}
+
+fn span(finished: Finished) -> Span {
+    let (parent_span_id, flags) = match finished.parent {
+        None => (Vec::new(), SAMPLED),
+        Some((id, remote)) => {
+            let remote = if remote { IS_REMOTE } else { 0 };
+            (id.0.to_vec(), SAMPLED | HAS_IS_REMOTE | remote)
+        }
+    };
+    let attribute = |(key, value): (&str, Value)| match value {
+        Value::Static(value) => text(key.to_owned(), value.to_owned()),
+        Value::Owned(value) => text(key.to_owned(), value),
+        Value::Int(n) => KeyValue {
+            key: key.to_owned(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::IntValue(n)),
+            }),
+            ..KeyValue::default()
+        },
+    };
+    let link = |to: &SpanContext| Link {
+        trace_id: to.trace_id.0.to_vec(),
+        span_id: to.span_id.0.to_vec(),
+        // A request's span, in this process: not remote.
+        flags: SAMPLED | HAS_IS_REMOTE,
+        ..Link::default()
+    };
+    Span {
+        trace_id: finished.context.trace_id.0.to_vec(),
+        span_id: finished.context.span_id.0.to_vec(),
+        parent_span_id,
+        flags,
+        name: finished.name.text(),
+        kind: finished.kind as i32,
+        start_time_unix_nano: finished.start_unix_nanos,
+        end_time_unix_nano: finished.end_unix_nanos,
+        attributes: finished.attributes.into_iter().map(attribute).collect(),
+        links: finished.links.iter().map(link).collect(),
+        status: finished.error.map(|message| Status {
+            message,
+            code: StatusCode::Error as i32,
+        }),
+        ..Span::default()
+    }
+}
+
+fn text(key: String, value: String) -> KeyValue {
+    KeyValue {
+        key,
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value)),
+        }),
+        ..KeyValue::default()
+    }
+}
+
+/// rustls for an https:// collector: the compiled-in roots, or
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE`'s.
+fn connector(config: &TraceConfig) -> Result<TlsConnector, String> {
+    let roots = crate::pg::tls::root_store(&config.roots)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|err| format!("TLS set-up: {err}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsConnector::from(Arc::new(tls)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_base_endpoint_gets_the_signal_path_and_the_signal_endpoint_is_used_as_is() {
+        for (url, signal_path, tls, host, port, uri) in [
+            (
+                "http://c:4318",
+                true,
+                false,
+                "c",
+                4318,
+                "http://c:4318/v1/traces",
+            ),
+            (
+                "https://c/otlp/",
+                true,
+                true,
+                "c",
+                443,
+                "https://c/otlp/v1/traces",
+            ),
+            (
+                "http://[::1]:4318",
+                true,
+                false,
+                "::1",
+                4318,
+                "http://[::1]:4318/v1/traces",
+            ),
+            ("http://c:4318", false, false, "c", 4318, "http://c:4318/"),
+            (
+                "HTTP://c/x/traces?k=v",
+                false,
+                false,
+                "c",
+                80,
+                "http://c/x/traces?k=v",
+            ),
+        ] {
+            let endpoint = Endpoint::parse(url, signal_path).unwrap();
+            let got = (endpoint.tls, endpoint.host.as_str(), endpoint.port);
+            assert_eq!(got, (tls, host, port), "{url}");
+            assert_eq!(endpoint.uri, uri, "{url}");
+        }
+    }
+}
