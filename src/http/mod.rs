@@ -263,7 +263,7 @@ fn spawn_connection(
         let (app, requests) = (app.clone(), requests.clone());
         service_fn(move |request| {
             requests.fetch_add(1, Ordering::Relaxed);
-            router::handle(app.clone(), request)
+            router::handle(app.clone(), request, false)
         })
     };
     let io = TokioIo::new(ClientIo::new(stream, unparsed(app)));
@@ -297,7 +297,7 @@ async fn refuse(
 ) {
     let service = {
         let app = app.clone();
-        service_fn(move |request| router::refuse(app.clone(), request))
+        service_fn(move |request| router::handle(app.clone(), request, true))
     };
     let io = TokioIo::new(ClientIo::new(stream, unparsed(&app)));
     if let Err(err) = http.serve_connection(io, service).await {

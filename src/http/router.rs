@@ -3,7 +3,6 @@
 //! on, the request runs inside its server span, whose scope its statements see. Reading
 //! bodies is body.rs's job; the request id and the access-log line are request_id.rs's.
 
-use std::convert::Infallible;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,8 +16,8 @@ use super::conn::Cut;
 use super::error::ApiError;
 use super::response::Body;
 use super::{App, body, conditional, handlers, idempotency, request_id};
-use crate::observe::traces::context as trace;
-use crate::observe::traces::{ServerRequest, Tracer};
+use crate::observe::metrics;
+use crate::observe::traces::{self, ServerRequest, context as trace};
 use crate::store::NewCreate;
 use crate::tasks::{ListQuery, NewTask, TaskPatch, parse_id};
 
@@ -95,38 +94,32 @@ impl fmt::Display for NoAnswer {
 
 impl std::error::Error for NoAnswer {}
 
-/// The service function: route, render any error, stamp the request id, log one
-/// line, count it; with tracing on, within the request's server span.
-pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Result<Response<Body>, NoAnswer> {
-    match &app.tracer {
-        // Tracing off costs this one branch: no span, no id, no scope.
-        None => answer(&app, request, None).await,
-        // Boxed: the traced future's extra state stays out of every untraced request's.
-        Some(tracer) => Box::pin(traced(&app, tracer, request)).await,
-    }
-}
-
-/// A request with tracing on: its server span (unless the sampler drops it), the
-/// scope in which its statements are the span's children, and the span's trace id in
-/// the access line.
-async fn traced(
-    app: &Arc<App>,
-    tracer: &Tracer,
+/// The service function: route (or, for a connection over `MAX_CONNECTIONS`, refuse:
+/// 503), render any error, stamp the request id, log one line, count it; with tracing
+/// on, within the request's server span.
+pub async fn handle(
+    app: Arc<App>,
     request: Request<Incoming>,
+    refuse: bool,
 ) -> Result<Response<Body>, NoAnswer> {
-    let parent = trace::parent(request.headers());
-    let Some(span) = tracer.server_span(parent, server_request(&request)) else {
-        return answer(app, request, None).await;
+    let Some(tracer) = &app.tracer else {
+        // Tracing off costs this one branch: no span, no id, no scope.
+        return answer(&app, request, None, refuse).await;
     };
-    let trace_id = span.context().trace_id.to_string();
-    let answered =
-        crate::observe::traces::within(span.scope(), answer(app, request, Some(trace_id))).await;
+    let parent = trace::parent(request.headers());
+    let Some(mut span) = tracer.server_span(parent, server_request(&request)) else {
+        return answer(&app, request, None, refuse).await;
+    };
+    let trace_id = Some(span.context().trace_id.to_string());
+    // Boxed: the traced future's extra state stays out of every untraced request's.
+    let answered = Box::pin(traces::within(
+        span.scope(),
+        answer(&app, request, trace_id, refuse),
+    ));
+    let answered = answered.await;
     match &answered {
         Ok(response) => span.answered(response.status().as_u16()),
-        Err(NoAnswer) => {
-            let mut span = span;
-            span.failed("outcome_unknown".into(), NoAnswer.to_string());
-        }
+        Err(NoAnswer) => span.failed("outcome_unknown".into(), NoAnswer.to_string()),
     }
     answered
 }
@@ -134,44 +127,33 @@ async fn traced(
 /// A request as its server span describes it (HTTP semantic conventions).
 fn server_request(request: &Request<Incoming>) -> ServerRequest {
     let path = request.uri().path();
-    let method = match *request.method() {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::PUT => "PUT",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::TRACE => "TRACE",
-        Method::CONNECT => "CONNECT",
-        // Clients cannot mint span names: every other method is `_OTHER`.
-        _ => "_OTHER",
-    };
+    let agent = request
+        .headers()
+        .get(USER_AGENT)
+        .and_then(|agent| agent.to_str().ok());
     ServerRequest {
-        method,
-        route: match Route::parse(path) {
-            Route::Unmatched => None,
-            route => Some(route.label()),
-        },
+        // Clients cannot mint span names: every other method is `_OTHER`.
+        method: metrics::method_name(request.method()).unwrap_or("_OTHER"),
+        route: Some(Route::parse(path))
+            .filter(|r| *r != Route::Unmatched)
+            .map(Route::label),
         path: path.to_owned(),
-        protocol: match request.version() {
-            Version::HTTP_10 => "1.0",
-            _ => "1.1",
+        protocol: if request.version() == Version::HTTP_10 {
+            "1.0"
+        } else {
+            "1.1"
         },
-        user_agent: request
-            .headers()
-            .get(USER_AGENT)
-            .and_then(|agent| agent.to_str().ok())
-            .map(str::to_owned),
+        user_agent: agent.map(str::to_owned),
     }
 }
 
-/// Routes, answers and logs a request; `traced_id` is its span's trace id, when it
-/// has a span.
+/// Routes (or refuses), answers and logs a request; `traced_id` is its span's trace id,
+/// when it has a span.
 async fn answer(
     app: &Arc<App>,
     request: Request<Incoming>,
     traced_id: Option<String>,
+    refuse: bool,
 ) -> Result<Response<Body>, NoAnswer> {
     let started = Instant::now();
     let _in_flight = app.metrics.in_flight();
@@ -187,7 +169,11 @@ async fn answer(
         trace_id: trace_id.as_deref(),
         started,
     };
-    let mut response = match dispatch(app, route, request).await {
+    let answer = match refuse {
+        true => Err(ApiError::Overloaded),
+        false => dispatch(app, route, request).await,
+    };
+    let mut response = match answer {
         Ok(response) => response,
         Err(ApiError::OutcomeUnknown(cause)) => {
             access.unanswered(&*cause);
@@ -198,48 +184,17 @@ async fn answer(
     };
     if app.is_stopping() {
         // Draining: the client should take its next request elsewhere.
-        response
-            .headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
+        let close = HeaderValue::from_static("close");
+        response.headers_mut().insert(CONNECTION, close);
     }
     let status = response.status();
     if status == StatusCode::REQUEST_TIMEOUT {
         app.metrics.cut(Cut::BodyTimeout.label());
     }
     access.answered(status);
-    request_id::stamp(&mut response, id.clone());
+    request_id::stamp(&mut response, id);
     app.metrics
         .record(&method, route.label(), status, started.elapsed());
-    Ok(response)
-}
-
-/// The service of a connection over `MAX_CONNECTIONS`: every request gets 503.
-pub async fn refuse(
-    app: Arc<App>,
-    request: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
-    let started = Instant::now();
-    let id = request_id::of(request.headers());
-    let route = Route::parse(request.uri().path());
-    let span = app.tracer.as_ref().and_then(|tracer| {
-        tracer.server_span(trace::parent(request.headers()), server_request(&request))
-    });
-    let mut response = ApiError::Overloaded.into_response(&id);
-    let status = response.status();
-    if let Some(span) = span {
-        span.answered(status.as_u16());
-    }
-    let access = Access {
-        method: request.method().as_str(),
-        path: request.uri().path(),
-        request_id: &id,
-        trace_id: trace::trace_id(request.headers()),
-        started,
-    };
-    access.answered(status);
-    request_id::stamp(&mut response, id.clone());
-    app.metrics
-        .record(request.method(), route.label(), status, started.elapsed());
     Ok(response)
 }
 

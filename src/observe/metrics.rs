@@ -173,7 +173,7 @@ impl Metrics {
 
     /// Counts an answered request. `route` is a template (`/tasks/{id}`), never a raw path.
     pub fn record(&self, method: &Method, route: &'static str, status: StatusCode, took: Duration) {
-        let method = method_label(method);
+        let method = method_name(method).unwrap_or("other");
         let status = status.as_u16();
         let labels = RequestLabels {
             method,
@@ -209,9 +209,10 @@ fn gauge_value(count: usize) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
 }
 
-/// Methods outside the API's own become "other", so clients cannot mint label values.
-fn method_label(method: &Method) -> &'static str {
-    match *method {
+/// The name of a standard method; `None` for any other, so that clients cannot mint
+/// label values or span names.
+pub fn method_name(method: &Method) -> Option<&'static str> {
+    Some(match *method {
         Method::GET => "GET",
         Method::POST => "POST",
         Method::PATCH => "PATCH",
@@ -219,8 +220,10 @@ fn method_label(method: &Method) -> &'static str {
         Method::PUT => "PUT",
         Method::HEAD => "HEAD",
         Method::OPTIONS => "OPTIONS",
-        _ => "other",
-    }
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => return None,
+    })
 }
 
 /// The two Prometheus text formats `/metrics` speaks.
