@@ -1,14 +1,15 @@
 //! The environment → [`Config`], read once (spec §4). Every error names its
 //! variable. Nothing else in the crate reads the environment; `DATABASE_URL_FILE`
-//! is resolved here, so nothing later knows where the URL came from.
+//! is resolved here, so nothing later knows where the URL came from. How a variable is
+//! read (and refused) is the crate's env.rs's business.
 
 use std::fmt;
 use std::net::IpAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
 use log::LevelFilter;
 
+pub use crate::env::{Env, parse_seconds};
 pub use crate::error::ConfigError;
 use crate::observe::logs::Format;
 use crate::observe::traces::TraceConfig;
@@ -99,83 +100,9 @@ impl Config {
     }
 }
 
-/// The environment as configuration reads it: by name, an empty variable as unset,
-/// each error naming its variable (and never its value, which may be a secret).
-pub struct Env<'a>(pub &'a dyn Fn(&str) -> Option<String>);
-
-impl Env<'_> {
-    /// The variable, trimmed; `None` when unset or empty.
-    pub fn get(&self, var: &str) -> Option<String> {
-        (self.0)(var)
-            .map(|value| value.trim().to_owned())
-            .filter(|value| !value.is_empty())
-    }
-
-    /// The variable parsed, or `default` when unset.
-    pub fn parsed<T: FromStr>(&self, var: &'static str, default: T) -> Result<T, ConfigError> {
-        self.checked(var, default, |_| true, "valid")
-    }
-
-    /// A whole number of at least 1, or `default` when unset.
-    pub fn count<T: FromStr + Default + PartialOrd>(
-        &self,
-        var: &'static str,
-        default: T,
-    ) -> Result<T, ConfigError> {
-        self.checked(
-            var,
-            default,
-            |n| *n > T::default(),
-            "a whole number of at least 1",
-        )
-    }
-
-    /// The variable parsed and passing `valid` (else "'…' is not `what`"), or `default`
-    /// when unset.
-    fn checked<T: FromStr>(
-        &self,
-        var: &'static str,
-        default: T,
-        valid: impl Fn(&T) -> bool,
-        what: &str,
-    ) -> Result<T, ConfigError> {
-        match self.get(var) {
-            None => Ok(default),
-            Some(text) => match text.parse() {
-                Ok(value) if valid(&value) => Ok(value),
-                _ => Err(ConfigError::invalid(var, format!("'{text}' is not {what}"))),
-            },
-        }
-    }
-
-    /// A duration in seconds, fractions allowed; zero only if `zero_too`.
-    fn seconds(
-        &self,
-        var: &'static str,
-        default: u64,
-        zero_too: bool,
-    ) -> Result<Duration, ConfigError> {
-        match self.get(var) {
-            None => Ok(Duration::from_secs(default)),
-            Some(text) if zero_too && text == "0" => Ok(Duration::ZERO),
-            Some(text) => parse_seconds(&text).map_err(|reason| ConfigError::invalid(var, reason)),
-        }
-    }
-}
-
 /// The port `healthcheck` probes: `PORT`, or 8000. The probe reads nothing else.
 pub fn probe_port() -> Result<u16, ConfigError> {
     Env(&|name: &str| std::env::var(name).ok()).parsed("PORT", DEFAULT_PORT)
-}
-
-/// A positive number of seconds, fractions allowed: `3`, `0.5`. The command line's
-/// `--timeout` takes the same form.
-pub fn parse_seconds(text: &str) -> Result<Duration, String> {
-    text.parse::<f64>()
-        .ok()
-        .filter(|secs| secs.is_finite() && *secs > 0.0)
-        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-        .ok_or_else(|| format!("'{text}' is not a positive number of seconds"))
 }
 
 fn database(env: &Env) -> Result<DbOptions, ConfigError> {

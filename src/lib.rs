@@ -2,25 +2,27 @@
 //! embedded migrations and is its own health probe. The map, one line a module:
 //!
 //! - [`cli`]: the command line → [`cli::Command`].
-//! - [`config`]: the environment → [`config::Config`], read once.
-//! - [`logging`]: env_logger on stdout, at `LOG_LEVEL` or `RUST_LOG`.
-//! - [`db`]: `DATABASE_URL`, parsed as libpq parses it → connections; the start-up wait.
-//! - [`tls`]: libpq's `sslmode` on rustls: which certificate checks each mode makes.
-//! - [`migrate`]: the embedded `sql/` migrations, under an advisory lock.
-//! - [`shutdown`]: one future that completes on SIGTERM or SIGINT.
-//! - [`healthcheck`]: the client side of `task-api healthcheck`.
+//! - [`config`]: the environment → [`config::Config`], read once; [`env`] reads a
+//!   variable (and refuses it, naming it).
+//! - [`http`]: the server: accept loop and connections (deadlines, the answer to a
+//!   head hyper cannot parse), routing, handlers, bodies, conditional requests,
+//!   Idempotency-Key headers, errors, request ids.
+//! - [`store`]: the data path: the pool and its 5 s budget, batched statements, keyed
+//!   creates and their pruner, the SQL, and what database errors mean.
+//! - [`pg`]: PostgreSQL below the store: `DATABASE_URL` as libpq reads it, `sslmode` on
+//!   rustls, connecting with the start-up wait, the embedded `sql/` migrations.
 //! - [`tasks`]: the task resource: its types and the rules input must keep; no SQL, no HTTP.
-//! - [`store`]: the data path: pool, batched statements, the 5 s budget, the SQL, and
-//!   what database errors mean.
-//! - [`trace`]: OpenTelemetry traces, off by default: spans, sampling, the OTLP export.
-//! - [`http`]: the server: accept loop, routing, handlers, bodies, errors, request ids.
+//! - [`observe`]: logs, Prometheus metrics, and OpenTelemetry traces (off by default).
+//! - [`healthcheck`]: the client side of `task-api healthcheck`.
+//! - [`shutdown`]: one future that completes on SIGTERM or SIGINT.
 //! - [`error`]: the process-level errors, their exit codes, and [`error::describe`].
 //!
-//! Imports point one way: `main` → [`http`] → [`store`] → [`tasks`], with [`trace`],
-//! [`config`], [`db`], [`tls`] and [`error`] below them.
+//! Imports point one way: `main` → [`http`] → [`store`] → [`pg`], with [`tasks`],
+//! [`observe`], [`config`] and [`error`] below them. No module imports [`http`].
 
 pub mod cli;
 pub mod config;
+pub mod env;
 pub mod error;
 pub mod healthcheck;
 pub mod http;

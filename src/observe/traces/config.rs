@@ -11,7 +11,8 @@ use percent_encoding::percent_decode_str;
 
 use super::otlp::Endpoint;
 use super::sampler::{self, Sampler};
-use crate::config::{ConfigError, Env};
+use crate::env::Env;
+use crate::error::ConfigError;
 use crate::pg::tls::{self, Roots};
 
 /// Longest attribute value kept, in characters: a URL path or user agent may be as

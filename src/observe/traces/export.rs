@@ -70,7 +70,12 @@ impl Exporter {
         let (spans, queue) = mpsc::channel(config.max_queue);
         let (flushes, flush_requests) = mpsc::unbounded_channel();
         let export = Export {
-            collector: Collector::new(&config),
+            collector: Collector::new(
+                config.endpoint,
+                config.headers,
+                &config.roots,
+                &config.resource,
+            ),
             max_batch: config.max_batch,
             timeout: config.timeout,
             counters: Counters::default(),

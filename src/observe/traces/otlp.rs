@@ -23,9 +23,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::SpanContext;
-use super::config::TraceConfig;
 use super::span::{Finished, Value};
 use crate::error::describe;
+use crate::pg::tls::Roots;
 
 /// The most of a collector's answer that is read.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -113,16 +113,21 @@ pub(super) struct Collector {
 }
 
 impl Collector {
-    pub(super) fn new(config: &TraceConfig) -> Collector {
-        let attributes = config.resource.iter();
+    /// The collector at `endpoint`, sent `headers` with each export; https:// ones
+    /// must chain to `roots`. Every export carries `resource`.
+    pub(super) fn new(
+        endpoint: Endpoint,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        roots: &Roots,
+        resource: &[(String, String)],
+    ) -> Collector {
+        let attributes = resource.iter().map(|(k, v)| text(k.clone(), v.clone()));
         Collector {
-            endpoint: config.endpoint.clone(),
-            headers: config.headers.clone(),
-            tls: config.endpoint.tls.then(|| connector(config)),
+            tls: endpoint.tls.then(|| connector(roots)),
+            endpoint,
+            headers,
             resource: Resource {
-                attributes: attributes
-                    .map(|(k, v)| text(k.clone(), v.clone()))
-                    .collect(),
+                attributes: attributes.collect(),
                 ..Resource::default()
             },
         }
@@ -280,8 +285,8 @@ fn text(key: String, value: String) -> KeyValue {
 
 /// rustls for an https:// collector: the compiled-in roots, or
 /// `OTEL_EXPORTER_OTLP_CERTIFICATE`'s.
-fn connector(config: &TraceConfig) -> Result<TlsConnector, String> {
-    let roots = crate::pg::tls::root_store(&config.roots)?;
+fn connector(roots: &Roots) -> Result<TlsConnector, String> {
+    let roots = crate::pg::tls::root_store(roots)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
