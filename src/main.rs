@@ -7,7 +7,7 @@ use task_api::config::Config;
 use task_api::pg::migrate;
 use task_api::{Error, healthcheck, http};
 
-// musl's malloc takes a global lock; see the README's Performance section for the numbers.
+// musl's malloc takes a global lock; docs/decisions.md has the numbers.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -20,10 +20,10 @@ const MAX_KEY_CHARS: usize = 255;
 /// a SHA-256 of `task` as canonical JSON (keys sorted, no blanks, a default value left
 /// out), so a retry that differs only in spacing, key order, escapes, a default status
 /// or a `null` description is the same request. That is also the digest of the body
-/// itself whenever it spells out no default, which is what 02cade1 stored: a retry
+/// itself whenever it spells out no default, which is what the release before this one stored: a retry
 /// crossing the two versions is recognised either way. For a body that does spell one
 /// out, the digest of the body as written goes along too ([`Claim::as_written`]), to
-/// match what 02cade1 stored for it. The draft makes the value a structured-field
+/// match what the release before this one stored for it. The draft makes the value a structured-field
 /// string (`"…"`); a bare token, as most clients send, is taken as it is.
 pub fn claim(
     headers: &HeaderMap,
@@ -130,7 +130,7 @@ mod tests {
             assert_eq!(print(same).fingerprint, plain.fingerprint, "{same}");
             assert!(print(same).as_written.is_some(), "{same}");
         }
-        // A body with no default spelled out: the digest 02cade1 stored for it.
+        // A body with no default spelled out: the digest the release before stored for it.
         let body = r#"{"title":"a"}"#.as_bytes();
         assert_eq!(plain.fingerprint, digest(&SHA256, body).as_ref());
         assert_eq!(plain.as_written, None);

@@ -38,7 +38,7 @@ pub struct Claim {
     pub key: String,
     /// A digest of the create's canonical JSON: what is stored with the key.
     pub fingerprint: Vec<u8>,
-    /// A digest of the body as written, when it differs: what 02cade1 stored for the
+    /// A digest of the body as written, when it differs: what the release before stored for the
     /// same request, also a match.
     pub as_written: Option<Vec<u8>>,
 }
