@@ -243,6 +243,23 @@ async fn libpq_key_value_strings_work() {
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(stdout.contains("applied V1__create_tasks"), "{stdout}");
+    // Several hosts, tried in order as libpq does: nothing listens on port 1.
+    let hosts = format!(
+        "postgres://{credentials}@127.0.0.1:1,{host}:{port}/{}?sslmode=disable\
+         &target_session_attrs=read-write",
+        db.name
+    );
+    let output = run_cli(&["migrate"], &[("DATABASE_URL", &hosts)]).await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let target = format!(
+        "{user}@127.0.0.1,{host}:1,{port}/{} sslmode=disable",
+        db.name
+    );
+    assert!(
+        stdout.contains(&format!("connected to {target}")),
+        "{stdout}"
+    );
 }
 
 #[tokio::test]
