@@ -49,6 +49,8 @@ async fn bad_usage_exits_2_with_one_line_naming_the_flag() {
         (&["healthcheck", "--timeout"][..], "--timeout"),
         (&["healthcheck", "--timeout", "soon"][..], "--timeout"),
         (&["healthcheck", "--url", "ftp://x/"][..], "--url"),
+        (&["healthcheck", "--timeout", "-1"][..], "--timeout"),
+        (&["migrate", "now"][..], "now"),
     ] {
         let output = run_cli(args, &[]).await;
         let (stdout, stderr) = text(&output);
