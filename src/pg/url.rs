@@ -184,45 +184,34 @@ fn parse_key_values(text: &str) -> Result<Pairs, String> {
 mod tests {
     use super::*;
 
+    /// Each string's pairs, or `refused`.
     #[test]
     fn splits_as_libpq_does() {
-        for (text, expected) in [
+        for case in [
             // A '?' in the password is the password's: the credentials end at the first '@'.
-            (
-                "postgresql://u:a?b@host/db?sslmode=require",
-                "user=u password=a?b host=host dbname=db sslmode=require",
-            ),
+            "postgresql://u:a?b@h/db?sslmode=require => user=u password=a?b host=h dbname=db \
+             sslmode=require",
             // An '@' is a user name designator only before the first '/'.
-            (
-                "postgres://host/db?x=me@corp",
-                "host=host dbname=db x=me@corp",
-            ),
-            ("postgres://u:p%40ss@h", "user=u password=p@ss host=h"),
-            (
-                "postgresql://[::1]:5433,h2:5434,h3/d",
-                "host=::1,h2,h3 port=5433,5434, dbname=d",
-            ),
-            (
-                "postgres://u:a%2Fb+c@h?options=-c%20x%3D1",
-                "user=u password=a/b+c host=h options=-c x=1",
-            ),
-            ("postgres://h?ssl=true", "host=h sslmode=require"),
-            (
-                r"host=h  user = u password='a b\'c' dbname=d\ e",
-                "host=h user=u password=a b'c dbname=d e",
-            ),
+            "postgres://host/db?x=me@corp => host=host dbname=db x=me@corp",
+            "postgres://u:p%40ss@h => user=u password=p@ss host=h",
+            "postgresql://[::1]:5433,h2:5434,h3/d => host=::1,h2,h3 port=5433,5434, dbname=d",
+            "postgres://u:a%2Fb+c@h?options=-c%20x%3D1 => user=u password=a/b+c host=h \
+             options=-c x=1",
+            "postgres://h?ssl=true => host=h sslmode=require",
+            r"user = u  password='a b\'c' dbname=d\ e => user=u password=a b'c dbname=d e",
             // Blanks after '=' are skipped: an empty value must be quoted.
-            ("password= user=x", "password=user=x"),
-            ("password='' user=x", "password= user=x"),
-            ("postgres://[::1/d", "refused"),
-            ("postgres://[]/d", "refused"),
-            ("postgres://[::1]x/d", "refused"),
-            ("postgres://u:a%zz@h", "refused"),
-            ("postgres://u:%00@h", "refused"),
-            ("postgres://h?x=%4", "refused"),
-            ("postgres://h?sslmode", "refused"),
-            ("postgres://h?x=a=b", "refused"),
+            "password= user=x => password=user=x",
+            "password='' user=x => password= user=x",
+            "postgres://[::1/d => refused",
+            "postgres://[]/d => refused",
+            "postgres://[::1]x/d => refused",
+            "postgres://u:a%zz@h => refused",
+            "postgres://u:%00@h => refused",
+            "postgres://h?x=%4 => refused",
+            "postgres://h?sslmode => refused",
+            "postgres://h?x=a=b => refused",
         ] {
+            let (text, expected) = case.split_once(" => ").unwrap();
             let got = parse(text).map_or("refused".into(), |pairs| {
                 let pairs: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 pairs.join(" ")
