@@ -99,41 +99,29 @@ impl Status {
 
     /// The status spelled `text`, if it is one.
     pub fn parse(text: &str) -> Option<Status> {
-        match text {
-            "pending" => Some(Status::Pending),
-            "in_progress" => Some(Status::InProgress),
-            "completed" => Some(Status::Completed),
-            _ => None,
-        }
+        let all = [Status::Pending, Status::InProgress, Status::Completed];
+        all.into_iter().find(|status| status.as_str() == text)
     }
 
     fn decode(value: &Value) -> Result<Status, Invalid> {
-        value
-            .as_str()
-            .and_then(Status::parse)
-            .map_or_else(|| invalid("status", STATUS_CHOICES), Ok)
+        let status = value.as_str().and_then(Status::parse);
+        status.map_or_else(|| invalid("status", STATUS_CHOICES), Ok)
     }
 }
 
 impl NewTask {
-    /// Validates a `POST` body. Rules are checked field by field, unknown fields first.
+    /// Validates a `POST` body: a patch that must hold a title. Unknown fields are
+    /// refused first, then a missing title, then each field's rules.
     pub fn decode(body: &Map<String, Value>) -> Result<NewTask, Invalid> {
         reject_unknown_fields(body)?;
+        if !body.contains_key("title") {
+            return invalid("title", "field required");
+        }
+        let patch = TaskPatch::decode(body)?;
         Ok(NewTask {
-            title: match body.get("title") {
-                None => return invalid("title", "field required"),
-                Some(value) => title(value)?,
-            },
-            description: body
-                .get("description")
-                .map(description)
-                .transpose()?
-                .flatten(),
-            status: body
-                .get("status")
-                .map(Status::decode)
-                .transpose()?
-                .unwrap_or(Status::Pending),
+            title: patch.title.unwrap_or_default(),
+            description: patch.description.flatten(),
+            status: patch.status.unwrap_or(Status::Pending),
         })
     }
 }
@@ -192,10 +180,8 @@ pub fn parse_id(text: &str) -> Result<i64, Invalid> {
 
 /// A non-negative i64 written as plain digits: no sign, space or exponent.
 fn digits(text: &str) -> Option<i64> {
-    text.bytes()
-        .all(|b| b.is_ascii_digit())
-        .then(|| text.parse().ok())
-        .flatten()
+    let plain = text.bytes().all(|b| b.is_ascii_digit());
+    if plain { text.parse().ok() } else { None }
 }
 
 fn reject_unknown_fields(body: &Map<String, Value>) -> Result<(), Invalid> {
