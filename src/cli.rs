@@ -66,7 +66,10 @@ pub fn parse() -> Result<Command, Error> {
     if args.contains(["-V", "--version"]) {
         return Ok(Command::Version);
     }
-    let command = match args.subcommand().map_err(usage)?.as_deref() {
+    let subcommand = args
+        .subcommand()
+        .map_err(|err| Error::Usage(err.to_string()))?;
+    let command = match subcommand.as_deref() {
         None | Some("serve") => Command::Serve,
         Some("migrate") => Command::Migrate,
         Some("healthcheck") => Command::Healthcheck(Probe {
@@ -88,16 +91,12 @@ pub fn parse() -> Result<Command, Error> {
     }
 }
 
-fn usage(err: pico_args::Error) -> Error {
-    Error::Usage(err.to_string())
-}
-
 /// pico-args names the flag when its value is missing, not when it fails to parse.
 fn flag(name: &'static str) -> impl Fn(pico_args::Error) -> Error {
     move |err| match err {
         pico_args::Error::Utf8ArgumentParsingFailed { cause, .. } => {
             Error::Usage(format!("{name}: {cause}"))
         }
-        other => usage(other),
+        other => Error::Usage(other.to_string()),
     }
 }
