@@ -1,7 +1,6 @@
-//! The schema: refinery's migrations from `sql/`, embedded at build time and applied
-//! in one transaction that first takes a PostgreSQL advisory lock, so replicas starting
-//! together migrate once (spec §5), through a transaction-mode connection pooler too.
-//! A database holding a migration this binary does not know is refused.
+//! The schema: refinery's migrations from `sql/`, embedded at build time, applied in one
+//! transaction that first takes an advisory lock, so replicas starting together migrate once
+//! (spec §5), through a transaction-mode pooler too. Unknown migrations are refused.
 
 use std::io;
 
@@ -46,10 +45,9 @@ pub fn run(config: Config) -> Result<(), Error> {
     })
 }
 
-/// Applies pending migrations on `client` (a connection to `db`) and names the ones
-/// applied (`V1__create_tasks`). Waits for any other process migrating the same
-/// database to finish first, but not past `deadline`: then it names the sessions it
-/// was waiting for, and fails.
+/// Applies pending migrations on `client` (a connection to `db`) and names them
+/// (`V1__create_tasks`). Waits for another process migrating the same database, but not
+/// past `deadline`: then it names the sessions it waited for, and fails.
 pub async fn apply(
     db: &DbOptions,
     client: &mut Client,
@@ -119,10 +117,9 @@ async fn rows(client: &Client, query: &str) -> Result<Vec<SimpleQueryRow>, tokio
         .collect())
 }
 
-/// refinery's runner on a connection already in the transaction [`apply`] opened: its
-/// statements run in it, rather than each in a transaction of its own (which would
-/// commit [`apply`]'s, and end its lock). Simple queries only, so that a connection
-/// pooler in transaction mode, which keeps no prepared statement, can carry them.
+/// refinery's runner inside the transaction [`apply`] opened, not one per migration (which
+/// would commit [`apply`]'s and end its lock). Simple queries only, so that a pooler in
+/// transaction mode, which keeps no prepared statement, can carry them.
 struct InTransaction<'a>(&'a Client);
 
 /// A failure while reading or writing the history, as an error type refinery accepts.

@@ -1,7 +1,6 @@
-//! `DATABASE_URL` → [`DbOptions`]: each libpq keyword applied to a tokio-postgres config,
-//! with libpq's meaning (spec §4). Splitting the string is url.rs's job; which certificate
-//! checks each `sslmode` makes, tls.rs's. What cannot be honoured is an error naming the
-//! parameter, and no error repeats a value, which may be a password.
+//! `DATABASE_URL` → [`DbOptions`]: each libpq keyword, with libpq's meaning (spec §4).
+//! Splitting the string is url.rs's job, certificate checks tls.rs's. What cannot be
+//! honoured is an error naming the parameter, never repeating a value (it may be a password).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -109,18 +108,15 @@ impl Settings {
     }
 
     fn integer(&self, key: &'static str) -> Result<Option<i64>, String> {
-        let parse = |text: &str| {
-            text.trim()
-                .parse()
-                .map_err(|_| format!("{key}: not an integer"))
-        };
+        let not_integer = |_| format!("{key}: not an integer");
+        let parse = |text: &str| text.trim().parse().map_err(not_integer);
         self.get(key).map(parse).transpose()
     }
 
-    fn seconds(&self, key: &'static str) -> Result<Option<Duration>, String> {
-        Ok(self
-            .integer(key)?
-            .map(|secs| Duration::from_secs(secs.max(0) as u64)))
+    /// A keyword in seconds, or `default` when not given.
+    fn seconds(&self, key: &'static str, default: Duration) -> Result<Duration, String> {
+        let secs = self.integer(key)?;
+        Ok(secs.map_or(default, |secs| Duration::from_secs(secs.max(0) as u64)))
     }
 
     fn apply(self) -> Result<DbOptions, String> {
@@ -172,11 +168,8 @@ impl Settings {
             Some(_) => &mut pg,
         };
         pg.keepalives(self.integer("keepalives")? != Some(0));
-        pg.keepalives_idle(self.seconds("keepalives_idle")?.unwrap_or(KEEPALIVES_IDLE));
-        pg.keepalives_interval(
-            self.seconds("keepalives_interval")?
-                .unwrap_or(KEEPALIVES_INTERVAL),
-        );
+        pg.keepalives_idle(self.seconds("keepalives_idle", KEEPALIVES_IDLE)?);
+        pg.keepalives_interval(self.seconds("keepalives_interval", KEEPALIVES_INTERVAL)?);
         let retries = self
             .integer("keepalives_count")?
             .map(|n| n.clamp(0, 1000) as u32);

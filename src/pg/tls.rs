@@ -1,7 +1,6 @@
-//! libpq's `sslmode` on rustls (spec §4). tokio-postgres only decides whether to
-//! encrypt (disable, prefer, require); which certificate checks happen is decided
-//! here, by the verifier each mode gets. Which mode and roots a URL asks for is
-//! options.rs's business.
+//! libpq's `sslmode` on rustls (spec §4): tokio-postgres only decides whether to encrypt;
+//! which certificate checks happen is decided here, by the verifier each mode gets. Which
+//! mode and roots a URL asks for is options.rs's business.
 
 use std::fmt;
 use std::sync::Arc;
@@ -121,13 +120,8 @@ pub fn connector(
 
 /// The certificates `roots` names (also what an https:// trace collector must chain to).
 pub fn root_store(roots: &Roots) -> Result<RootCertStore, String> {
-    let path = match roots {
-        Roots::Default | Roots::System => {
-            return Ok(RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            });
-        }
-        Roots::File(path) => path,
+    let Roots::File(path) = roots else {
+        return Ok(webpki_roots::TLS_SERVER_ROOTS.iter().cloned().collect());
     };
     let unreadable = |err: &dyn fmt::Display| format!("sslrootcert {path}: {err}");
     let mut store = RootCertStore::empty();
@@ -141,10 +135,9 @@ pub fn root_store(roots: &Roots) -> Result<RootCertStore, String> {
     Ok(store)
 }
 
-/// The checks below verify-full, as libpq makes them. Without a `chain` (`prefer`,
-/// `require`) nothing about who answers is checked; with one (`verify-ca`), the full
-/// webpki check runs but a certificate for another host name is accepted: webpki checks
-/// the name only after the chain, so a name error means the chain was good. Handshake
+/// The checks below verify-full, as libpq makes them: none about who answers without a
+/// `chain` (`prefer`, `require`); with one (`verify-ca`), webpki's, except that a name error
+/// is accepted (webpki checks the name after the chain, so the chain was good). Handshake
 /// signatures are verified either way, so the session is sound.
 #[derive(Debug)]
 struct Lenient {

@@ -1,7 +1,6 @@
-//! libpq connection strings, split exactly as libpq's `fe-connect.c` splits them: a
-//! `postgres://` / `postgresql://` URI or a `keyword=value` string becomes one list of
-//! keyword/value pairs, in order. What each keyword means is options.rs's business.
-//! No error message quotes the input: any part of it may be a password.
+//! libpq connection strings, split as libpq's `fe-connect.c` splits them: a URI or a
+//! `keyword=value` string becomes keyword/value pairs, in order; what they mean is
+//! options.rs's business. No error quotes the input: any part may be a password.
 
 /// Keyword/value pairs in the order given; where a keyword repeats, the last one wins.
 pub type Pairs = Vec<(String, String)>;
