@@ -6,10 +6,9 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use rustls::SupportedProtocolVersion;
 use tokio_postgres::config::{ChannelBinding, Host, LoadBalanceHosts, TargetSessionAttrs};
 use tokio_postgres_rustls::MakeRustlsConnect;
-
-use rustls::SupportedProtocolVersion;
 
 use super::tls::{self, Roots, SslMode};
 use super::url;
