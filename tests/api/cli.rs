@@ -65,6 +65,23 @@ async fn bad_usage_exits_2_with_one_line_naming_the_flag() {
 }
 
 #[tokio::test]
+async fn healthcheck_timeout_takes_fractions_of_a_second() {
+    // Nothing listens on port 1: with --timeout parsed, this is a failed probe, not bad usage.
+    let args = [
+        "healthcheck",
+        "--ready",
+        "--timeout",
+        "0.5",
+        "--url",
+        "http://127.0.0.1:1/",
+    ];
+    let output = run_cli(&args, &[]).await;
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("http://127.0.0.1:1/"), "{stderr}");
+}
+
+#[tokio::test]
 async fn bad_configuration_exits_2_naming_the_variable_before_connecting() {
     let url = "postgres://app:pa55word-xyz@127.0.0.1:1/db";
     for (env, var) in [
