@@ -1,7 +1,6 @@
-//! The process-level errors: [`Error`], what stopped a command, with the exit code it
-//! maps to (spec §3); [`ConfigError`], a variable that is missing or malformed; and
-//! [`describe`], which spells out any error with its causes. Errors a client sees over
-//! HTTP are `http::error::ApiError`'s business.
+//! The process-level errors: [`Error`], what stopped a command and its exit code (spec §3);
+//! [`ConfigError`], a variable missing or malformed; [`describe`], any error with its
+//! causes. Errors a client sees over HTTP are `http::error::ApiError`'s business.
 
 use std::fmt;
 
@@ -78,12 +77,6 @@ impl std::error::Error for ConfigError {}
 /// An error and its causes, `a: b: c`. tokio-postgres's own `Display` names only
 /// the kind of failure ("error performing TLS handshake"), not why.
 pub fn describe(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    let causes = std::iter::successors(err.source(), |cause| cause.source());
+    causes.fold(err.to_string(), |text, cause| format!("{text}: {cause}"))
 }

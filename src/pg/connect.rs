@@ -1,7 +1,6 @@
-//! Connecting: single connections, the pool's connection manager, and the start-up
-//! wait with backoff (spec §5). Reading `DATABASE_URL` is options.rs's job (url.rs
-//! splits it); which certificate checks each `sslmode` makes, tls.rs's; how the pool
-//! is used, the store's.
+//! Connecting: single connections, the pool's connection manager, and the start-up wait
+//! with backoff (spec §5). Reading `DATABASE_URL` is options.rs's job, TLS tls.rs's, and
+//! how the pool is used the store's.
 
 use std::time::Duration;
 
@@ -23,12 +22,7 @@ const ONE_ATTEMPT: Duration = Duration::from_secs(5);
 
 /// When start-up must have connected and migrated, for `DATABASE_STARTUP_TIMEOUT`.
 pub fn startup_deadline(budget: Duration) -> Instant {
-    Instant::now()
-        + if budget.is_zero() {
-            ONE_ATTEMPT
-        } else {
-            budget
-        }
+    Instant::now() + Some(budget).filter(|b| !b.is_zero()).unwrap_or(ONE_ATTEMPT)
 }
 
 impl DbOptions {
@@ -61,17 +55,16 @@ impl DbOptions {
     }
 }
 
-/// Connects, retrying with backoff until `deadline` and logging each failure's
-/// reason (spec §5). Every attempt, TLS and login included, ends by the deadline: a
-/// server that accepts the connection and then says nothing cannot hold start-up.
-/// Failures that waiting cannot fix (a wrong password, a missing database, a
-/// certificate that does not verify) end the wait at once.
+/// Connects, retrying with backoff until `deadline` and logging each failure's reason
+/// (spec §5). TLS and login end by the deadline too: a server that accepts and then says
+/// nothing cannot hold start-up. What waiting cannot fix (a wrong password, a missing
+/// database, a certificate that does not verify) ends the wait at once.
 pub async fn connect_with_retry(db: &DbOptions, deadline: Instant) -> Result<Client, Error> {
-    let mut pause = Duration::from_millis(100);
+    let (target, mut pause) = (db.target(), Duration::from_millis(100));
     for attempt in 1.. {
         let (reason, permanent) = match tokio::time::timeout_at(deadline, db.connect()).await {
             Ok(Ok(client)) => {
-                log::info!("connected to {}", db.target());
+                log::info!("connected to {target}");
                 return Ok(client);
             }
             Ok(Err(err)) => (describe(&err), is_permanent(&err)),
@@ -86,14 +79,12 @@ pub async fn connect_with_retry(db: &DbOptions, deadline: Instant) -> Result<Cli
         let remaining = deadline.saturating_duration_since(Instant::now());
         if permanent || remaining < LAST_CHANCE {
             return Err(Error::Startup(format!(
-                "cannot connect to database {} (attempt {attempt}): {reason}",
-                db.target(),
+                "cannot connect to database {target} (attempt {attempt}): {reason}"
             )));
         }
         let pause_now = pause.min(remaining - LAST_CHANCE);
         log::warn!(
-            "database {} not ready (attempt {attempt}): {reason}; retrying in {pause_now:?}",
-            db.target(),
+            "database {target} not ready (attempt {attempt}): {reason}; retrying in {pause_now:?}"
         );
         tokio::time::sleep(pause_now).await;
         pause = (pause * 2).min(MAX_RETRY_PAUSE);

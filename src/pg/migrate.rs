@@ -1,7 +1,8 @@
-//! The schema: refinery's migrations from `sql/`, embedded at build time and applied
-//! in one transaction that first takes a PostgreSQL advisory lock, so replicas starting
-//! together migrate once (spec §5), through a transaction-mode connection pooler too.
-//! A database holding a migration this binary does not know is refused.
+//! The schema: refinery's migrations from `sql/`, embedded at build time, applied in one
+//! transaction that first takes an advisory lock, so replicas starting together migrate once
+//! (spec §5), through a transaction-mode pooler too. Unknown migrations are refused.
+
+use std::io;
 
 use refinery::Migration;
 use refinery::error::Kind;
@@ -9,7 +10,7 @@ use refinery_core::traits::r#async::{AsyncMigrate, AsyncQuery, AsyncTransaction}
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::time::{Duration, Instant};
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
 use super::{DbOptions, connect as db};
 use crate::Error;
@@ -44,38 +45,34 @@ pub fn run(config: Config) -> Result<(), Error> {
     })
 }
 
-/// Applies pending migrations on `client` (a connection to `db`) and names the ones
-/// applied (`V1__create_tasks`). Waits for any other process migrating the same
-/// database to finish first, but not past `deadline`: then it names the sessions it
-/// was waiting for, and fails.
+/// Applies pending migrations on `client` (a connection to `db`) and names them
+/// (`V1__create_tasks`). Waits for another process migrating the same database, but not
+/// past `deadline`: then it names the sessions it waited for, and fails.
 pub async fn apply(
     db: &DbOptions,
     client: &mut Client,
     deadline: Instant,
 ) -> Result<Vec<String>, Error> {
     let failed = |err: &dyn std::fmt::Display| Error::Startup(format!("migration failed: {err}"));
+    let db_failed = |err: tokio_postgres::Error| failed(&describe(&err));
     // Simple queries only, here too: a pooler in transaction mode keeps no prepared one.
-    let pid: i32 = first_value(client, "SELECT pg_backend_pid()")
+    let pid: i32 = rows(client, "SELECT pg_backend_pid()")
         .await
-        .map_err(|e| failed(&describe(&e)))?
-        .and_then(|pid| pid.parse().ok())
+        .map_err(db_failed)?
+        .first()
+        .and_then(|row| row.get(0)?.parse().ok())
         .unwrap_or(0);
     // One transaction, the lock its first statement: the lock lasts exactly as long as
     // the migrations do, and is not a session's, which a pooler in transaction mode
     // would hand to others. All of a run's migrations commit together, or none.
     let locked_run = async {
-        client
-            .batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({LOCK_KEY})"))
-            .await
-            .map_err(|e| failed(&describe(&e)))?;
+        let lock = format!("BEGIN; SELECT pg_advisory_xact_lock({LOCK_KEY})");
+        client.batch_execute(&lock).await.map_err(db_failed)?;
         let report = embedded::migrations::runner()
             .run_async(&mut InTransaction(client))
             .await;
         let end = if report.is_ok() { "COMMIT" } else { "ROLLBACK" };
-        client
-            .batch_execute(end)
-            .await
-            .map_err(|e| failed(&describe(&e)))?;
+        client.batch_execute(end).await.map_err(db_failed)?;
         Ok::<_, Error>(report)
     };
     let Ok(report) = tokio::time::timeout_at(deadline, locked_run).await else {
@@ -108,56 +105,30 @@ pub async fn apply(
     Ok(applied)
 }
 
-/// The first column of the first row `query` returns, as text.
-async fn first_value(
-    client: &Client,
-    query: &str,
-) -> Result<Option<String>, tokio_postgres::Error> {
+/// The rows of a simple query.
+async fn rows(client: &Client, query: &str) -> Result<Vec<SimpleQueryRow>, tokio_postgres::Error> {
     let messages = client.simple_query(query).await?;
-    Ok(messages.iter().find_map(|message| match message {
-        SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
-        _ => None,
-    }))
+    Ok(messages
+        .into_iter()
+        .filter_map(|message| match message {
+            SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        })
+        .collect())
 }
 
-/// refinery's runner on a connection already in the transaction [`apply`] opened: its
-/// statements run in it, rather than each in a transaction of its own (which would
-/// commit [`apply`]'s, and end its lock). Simple queries only, so that a connection
-/// pooler in transaction mode, which keeps no prepared statement, can carry them.
+/// refinery's runner inside the transaction [`apply`] opened, not one per migration (which
+/// would commit [`apply`]'s and end its lock). Simple queries only, so that a pooler in
+/// transaction mode, which keeps no prepared statement, can carry them.
 struct InTransaction<'a>(&'a Client);
 
-/// Why reading or writing the history failed.
-#[derive(Debug)]
-enum HistoryError {
-    Db(tokio_postgres::Error),
-    /// A row refinery did not write (it would apply a migration again): refused.
-    Unreadable(String),
-}
-
-impl std::fmt::Display for HistoryError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HistoryError::Db(err) => f.write_str(&describe(err)),
-            HistoryError::Unreadable(version) => {
-                write!(
-                    f,
-                    "an unreadable row in the migration history (version {version})"
-                )
-            }
-        }
-    }
-}
-
-impl std::error::Error for HistoryError {}
-
-impl From<tokio_postgres::Error> for HistoryError {
-    fn from(err: tokio_postgres::Error) -> Self {
-        HistoryError::Db(err)
-    }
+/// A failure while reading or writing the history, as an error type refinery accepts.
+fn history_error(err: tokio_postgres::Error) -> io::Error {
+    io::Error::other(describe(&err))
 }
 
 impl AsyncTransaction for InTransaction<'_> {
-    type Error = HistoryError;
+    type Error = io::Error;
 
     async fn execute<'a, T: Iterator<Item = &'a str> + Send + 'a>(
         &mut self,
@@ -165,7 +136,7 @@ impl AsyncTransaction for InTransaction<'_> {
     ) -> Result<usize, Self::Error> {
         let mut count = 0;
         for query in queries {
-            self.0.batch_execute(query).await?;
+            self.0.batch_execute(query).await.map_err(history_error)?;
             count += 1;
         }
         Ok(count)
@@ -173,14 +144,17 @@ impl AsyncTransaction for InTransaction<'_> {
 }
 
 impl AsyncQuery<Vec<Migration>> for InTransaction<'_> {
-    /// The migrations applied, as refinery's own driver reads its history table.
+    /// The migrations applied, as refinery's own driver reads its history table. A row
+    /// refinery did not write is refused: it would apply a migration again.
     async fn query(&mut self, query: &str) -> Result<Vec<Migration>, Self::Error> {
         let mut applied = Vec::new();
-        for message in self.0.simple_query(query).await? {
-            let SimpleQueryMessage::Row(row) = message else {
-                continue;
+        for row in rows(self.0, query).await.map_err(history_error)? {
+            let unreadable = || {
+                let version = row.get(0).unwrap_or("?");
+                io::Error::other(format!(
+                    "an unreadable row in the migration history (version {version})"
+                ))
             };
-            let unreadable = || HistoryError::Unreadable(row.get(0).unwrap_or("?").to_owned());
             let (Some(version), Some(name), Some(on), Some(checksum)) =
                 (row.get(0), row.get(1), row.get(2), row.get(3))
             else {
@@ -211,29 +185,13 @@ async fn blockers(db: &DbOptions, pid: i32) -> String {
             "SELECT pid, application_name, usename, state \
              FROM pg_stat_activity WHERE pid = ANY(pg_blocking_pids({pid})) ORDER BY pid"
         );
-        let messages = client
-            .simple_query(&query)
-            .await
-            .map_err(|e| describe(&e))?;
-        Ok::<_, String>(
-            messages
-                .iter()
-                .filter_map(|message| match message {
-                    SimpleQueryMessage::Row(row) => Some(row),
-                    _ => None,
-                })
-                .map(|row| {
-                    let text = |i| row.get(i).unwrap_or_default();
-                    format!(
-                        "pid {} (application_name {:?}, user {:?}, state {:?})",
-                        text(0),
-                        text(1),
-                        text(2),
-                        text(3)
-                    )
-                })
-                .collect::<Vec<_>>(),
-        )
+        let rows = rows(&client, &query).await.map_err(|e| describe(&e))?;
+        let holder = |row: &SimpleQueryRow| {
+            let text = |i| row.get(i).unwrap_or_default();
+            let (pid, app, user, state) = (text(0), text(1), text(2), text(3));
+            format!("pid {pid} (application_name {app:?}, user {user:?}, state {state:?})")
+        };
+        Ok::<_, String>(rows.iter().map(holder).collect::<Vec<_>>())
     };
     match tokio::time::timeout(LOOKUP, lookup).await {
         Ok(Ok(holders)) if !holders.is_empty() => holders.join(", "),

@@ -1,18 +1,18 @@
-//! libpq's `sslmode` on rustls (spec §4). tokio-postgres only decides whether to
-//! encrypt (disable, prefer, require); which certificate checks happen is decided
-//! here, by the verifier each mode gets. Which mode and roots a URL asks for is
-//! db/options.rs's business.
+//! libpq's `sslmode` on rustls (spec §4): tokio-postgres only decides whether to encrypt;
+//! which certificate checks happen is decided here, by the verifier each mode gets. Which
+//! mode and roots a URL asks for is options.rs's business.
 
 use std::fmt;
 use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    SupportedProtocolVersion,
 };
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -56,10 +56,6 @@ impl SslMode {
             SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => Pg::Require,
         }
     }
-
-    fn verifies_chain(self) -> bool {
-        matches!(self, SslMode::VerifyCa | SslMode::VerifyFull)
-    }
 }
 
 impl fmt::Display for SslMode {
@@ -86,40 +82,33 @@ pub enum Roots {
     File(String),
 }
 
-/// The TLS versions a connection may use (`ssl_min_protocol_version`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum TlsVersions {
-    /// TLS 1.2 or 1.3: rustls's floor, above libpq's default minimum.
-    OneTwoAndUp,
-    /// TLS 1.3 only.
-    OneThreeOnly,
-}
-
-/// The TLS connector for `mode`, trusting `roots` when the mode verifies the chain.
+/// The TLS connector for `mode`, trusting `roots` when the mode verifies the chain, and
+/// speaking only the TLS `versions` given.
 pub fn connector(
     mode: SslMode,
     roots: &Roots,
-    versions: TlsVersions,
+    versions: &[&'static SupportedProtocolVersion],
 ) -> Result<MakeRustlsConnect, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier: Arc<dyn ServerCertVerifier> = if mode.verifies_chain() {
-        let roots = Arc::new(root_store(roots)?);
-        let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+    let algorithms = provider.signature_verification_algorithms;
+    let webpki = || {
+        WebPkiServerVerifier::builder_with_provider(Arc::new(root_store(roots)?), provider.clone())
             .build()
-            .map_err(|err| format!("sslrootcert: {err}"))?;
-        match mode {
-            SslMode::VerifyCa => Arc::new(ChainOnly(webpki)),
-            _ => webpki,
-        }
-    } else {
-        Arc::new(EncryptOnly(provider.clone()))
+            .map_err(|err| format!("sslrootcert: {err}"))
     };
-    let builder = ClientConfig::builder_with_provider(provider);
-    let builder = match versions {
-        TlsVersions::OneTwoAndUp => builder.with_safe_default_protocol_versions(),
-        TlsVersions::OneThreeOnly => builder.with_protocol_versions(&[&rustls::version::TLS13]),
+    let verifier: Arc<dyn ServerCertVerifier> = match mode {
+        SslMode::Disable | SslMode::Prefer | SslMode::Require => Arc::new(Lenient {
+            chain: None,
+            algorithms,
+        }),
+        SslMode::VerifyCa => Arc::new(Lenient {
+            chain: Some(webpki()?),
+            algorithms,
+        }),
+        SslMode::VerifyFull => webpki()?,
     };
-    let mut config = builder
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
         .map_err(|err| format!("TLS set-up: {err}"))?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
@@ -131,13 +120,8 @@ pub fn connector(
 
 /// The certificates `roots` names (also what an https:// trace collector must chain to).
 pub fn root_store(roots: &Roots) -> Result<RootCertStore, String> {
-    let path = match roots {
-        Roots::Default | Roots::System => {
-            return Ok(RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            });
-        }
-        Roots::File(path) => path,
+    let Roots::File(path) = roots else {
+        return Ok(webpki_roots::TLS_SERVER_ROOTS.iter().cloned().collect());
     };
     let unreadable = |err: &dyn fmt::Display| format!("sslrootcert {path}: {err}");
     let mut store = RootCertStore::empty();
@@ -151,63 +135,17 @@ pub fn root_store(roots: &Roots) -> Result<RootCertStore, String> {
     Ok(store)
 }
 
-/// `prefer` and `require`: encrypt, check nothing about who answers (as libpq does).
-/// The handshake signatures are still verified, so the session is sound.
+/// The checks below verify-full, as libpq makes them: none about who answers without a
+/// `chain` (`prefer`, `require`); with one (`verify-ca`), webpki's, except that a name error
+/// is accepted (webpki checks the name after the chain, so the chain was good). Handshake
+/// signatures are verified either way, so the session is sound.
 #[derive(Debug)]
-struct EncryptOnly(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for EncryptOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+struct Lenient {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    algorithms: WebPkiSupportedAlgorithms,
 }
 
-/// `verify-ca`: the full webpki check, except that a certificate for another host
-/// name is accepted. webpki checks the name only after the chain, so a name error
-/// means the chain was good.
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -216,10 +154,10 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -233,7 +171,7 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -242,50 +180,10 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn verify_modes_still_require_tls_from_tokio_postgres() {
-        use tokio_postgres::config::SslMode as Pg;
-        assert_eq!(SslMode::parse("disable").unwrap().transport(), Pg::Disable);
-        assert_eq!(SslMode::parse("prefer").unwrap().transport(), Pg::Prefer);
-        assert_eq!(SslMode::parse("allow").unwrap().transport(), Pg::Prefer);
-        for mode in ["require", "verify-ca", "verify-full"] {
-            assert_eq!(
-                SslMode::parse(mode).unwrap().transport(),
-                Pg::Require,
-                "{mode}"
-            );
-        }
-    }
-
-    #[test]
-    fn unknown_sslmode_is_refused_with_the_choices() {
-        let err = SslMode::parse("verify_full").unwrap_err();
-        assert!(err.contains("verify-full"), "{err}");
-    }
-
-    #[test]
-    fn compiled_in_roots_are_there() {
-        assert!(root_store(&Roots::Default).unwrap().len() > 100);
-    }
-
-    #[test]
-    fn unreadable_root_file_is_named() {
-        let roots = Roots::File("/nonexistent/ca.pem".into());
-        let err = connector(SslMode::VerifyFull, &roots, TlsVersions::OneTwoAndUp)
-            .err()
-            .unwrap();
-        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+        self.algorithms.supported_schemes()
     }
 }

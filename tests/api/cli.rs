@@ -49,6 +49,8 @@ async fn bad_usage_exits_2_with_one_line_naming_the_flag() {
         (&["healthcheck", "--timeout"][..], "--timeout"),
         (&["healthcheck", "--timeout", "soon"][..], "--timeout"),
         (&["healthcheck", "--url", "ftp://x/"][..], "--url"),
+        (&["healthcheck", "--timeout", "-1"][..], "--timeout"),
+        (&["migrate", "now"][..], "now"),
     ] {
         let output = run_cli(args, &[]).await;
         let (stdout, stderr) = text(&output);
@@ -60,6 +62,23 @@ async fn bad_usage_exits_2_with_one_line_naming_the_flag() {
         );
         assert_eq!(stdout, "");
     }
+}
+
+#[tokio::test]
+async fn healthcheck_timeout_takes_fractions_of_a_second() {
+    // Nothing listens on port 1: with --timeout parsed, this is a failed probe, not bad usage.
+    let args = [
+        "healthcheck",
+        "--ready",
+        "--timeout",
+        "0.5",
+        "--url",
+        "http://127.0.0.1:1/",
+    ];
+    let output = run_cli(&args, &[]).await;
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("http://127.0.0.1:1/"), "{stderr}");
 }
 
 #[tokio::test]
@@ -243,6 +262,23 @@ async fn libpq_key_value_strings_work() {
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(stdout.contains("applied V1__create_tasks"), "{stdout}");
+    // Several hosts, tried in order as libpq does: nothing listens on port 1.
+    let hosts = format!(
+        "postgres://{credentials}@127.0.0.1:1,{host}:{port}/{}?sslmode=disable\
+         &target_session_attrs=read-write",
+        db.name
+    );
+    let output = run_cli(&["migrate"], &[("DATABASE_URL", &hosts)]).await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let target = format!(
+        "{user}@127.0.0.1,{host}:1,{port}/{} sslmode=disable",
+        db.name
+    );
+    assert!(
+        stdout.contains(&format!("connected to {target}")),
+        "{stdout}"
+    );
 }
 
 #[tokio::test]

@@ -120,6 +120,11 @@ async fn list_is_ordered_by_id_and_paginates() {
         all_ids[1..3]
     );
     assert_eq!(ids(&app.get("/tasks?offset=4").await.json()), all_ids[4..]);
+    // Parameters it does not know are ignored.
+    assert_eq!(
+        ids(&app.get("/tasks?limit=2&offset=1&sort=title").await.json()),
+        all_ids[1..3]
+    );
     assert_eq!(app.get("/tasks?offset=5").await.json(), json!([]));
     assert_eq!(
         app.get("/tasks?offset=9223372036854775807").await.json(),
@@ -190,6 +195,18 @@ async fn list_filters_by_status() {
         ids(&app.get("/tasks?status=in%5Fprogress&limit=1").await.json()),
         [1]
     );
+}
+
+#[tokio::test]
+async fn timestamps_keep_six_digits_when_the_microseconds_end_in_zero() {
+    let app = spawn_app().await;
+    let client = app.db.client().await;
+    let sql = "INSERT INTO tasks (title, created_at, updated_at) \
+               VALUES ('t', '2026-11-22T14:05:09.1Z', '2026-11-22T14:05:10Z') RETURNING id";
+    let id: i64 = client.query_one(sql, &[]).await.unwrap().get(0);
+    let task = app.get(&format!("/tasks/{id}")).await.json();
+    assert_eq!(task["created_at"], "2026-11-22T14:05:09.100000Z");
+    assert_eq!(task["updated_at"], "2026-11-22T14:05:10.000000Z");
 }
 
 #[tokio::test]
@@ -384,11 +401,13 @@ async fn bad_query_parameters_and_ids_are_422_naming_them() {
         ("/tasks?limit=", "limit"),
         ("/tasks?offset=-1", "offset"),
         ("/tasks?offset=1.5", "offset"),
+        ("/tasks?offset=%2B1", "offset"),
         ("/tasks?status=done", "status"),
         ("/tasks/0", "id"),
         ("/tasks/-1", "id"),
         ("/tasks/abc", "id"),
         ("/tasks/1.0", "id"),
+        ("/tasks/+1", "id"),
         ("/tasks/9223372036854775808", "id"),
     ] {
         let response = app.get(path).await;

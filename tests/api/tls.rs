@@ -202,6 +202,18 @@ async fn each_sslmode_checks_what_libpq_checks_against_a_test_ca() {
     )
     .await;
 
+    // As in libpq, require with a root file verifies the chain (it becomes verify-ca).
+    assert_refused_at_once(
+        "require with an unrelated root",
+        &fx.url(
+            "127.0.0.1",
+            "postgres",
+            &format!("sslmode=require&{other_ca}"),
+        ),
+        "UnknownIssuer",
+    )
+    .await;
+
     assert_refused_at_once(
         "verify-ca with an unrelated root",
         &fx.url(
@@ -341,25 +353,39 @@ async fn a_question_mark_in_the_password_never_costs_the_sslmode() {
     // With TLS off, the same password logs in: it was read whole.
     assert_migrates("sslmode=disable, password a?b", &url("disable")).await;
     let output = migrate(&url("disable"), "3", Duration::from_secs(30)).await;
-    assert!(!text(&output).0.contains("a?b"));
+    let (stdout, _) = text(&output);
+    assert!(!stdout.contains("a?b"));
+    let target = format!("q@127.0.0.1:{}/q_db sslmode=disable", server.port);
+    assert!(
+        stdout.contains(&format!("connected to {target}")),
+        "{stdout}"
+    );
 }
 
 #[tokio::test]
 async fn tls_settings_libpq_refuses_are_configuration_errors_naming_the_parameter() {
-    for (params, parameter) in [
+    for (params, reason) in [
         // verify-ca against every public CA, without a name check, would trust anyone.
-        ("sslmode=verify-ca", "sslrootcert"),
-        ("sslmode=verify-ca&sslrootcert=system", "sslrootcert"),
-        ("sslmode=require&sslrootcert=system", "sslrootcert"),
-        ("sslmode=verify-full&sslcert=/client.pem", "sslcert"),
-        ("sslmode=require&gssencmode=require", "gssencmode"),
+        ("sslmode=verify-ca", "sslrootcert: "),
+        ("sslmode=verify-ca&sslrootcert=system", "sslrootcert: "),
+        ("sslmode=require&sslrootcert=system", "sslrootcert: "),
+        ("sslmode=verify-full&sslcert=/client.pem", "sslcert: "),
+        ("sslmode=require&gssencmode=require", "gssencmode: "),
+        (
+            "sslmode=verify_full",
+            "sslmode 'verify_full' is not one of disable, prefer, require, verify-ca, verify-full",
+        ),
+        (
+            "sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
+            "sslrootcert /nonexistent/ca.pem: ",
+        ),
     ] {
         let url = format!("postgres://u:tls-secret-pw@127.0.0.1:1/d?{params}");
         let output = run_cli(&["migrate"], &[("DATABASE_URL", &url)]).await;
         let (stdout, stderr) = text(&output);
         assert_eq!(output.status.code(), Some(2), "{params}: {stderr}");
         assert!(
-            stderr.starts_with(&format!("task-api: DATABASE_URL: {parameter}: ")),
+            stderr.starts_with(&format!("task-api: DATABASE_URL: {reason}")),
             "{params}: {stderr}"
         );
         assert!(!(stdout + &stderr).contains("tls-secret-pw"), "{params}");
