@@ -374,38 +374,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_queue_that_does_not_move_turns_newcomers_away_at_once() {
-        let batcher = Arc::new(Batcher::new(1, |inputs: Vec<u32>, _| async move {
-            tokio::time::sleep(SHED_AFTER * 4).await;
-            answered(inputs)
-        }));
-        // One lane, stuck on its first batch (of up to MAX_BATCH): a batch per lane and
-        // more queue behind it, all taken in.
-        let queued = ((LANES + 1) * MAX_BATCH + 2) as u32;
-        let waiters: Vec<_> = (0..queued)
-            .map(|n| {
-                let batcher = batcher.clone();
-                tokio::spawn(async move { batcher.submit(n, Deadline::start()).await })
-            })
-            .collect();
-        tokio::time::sleep(SHED_AFTER * 2).await;
-        // The queue has not moved for longer than SHED_AFTER: the next is turned away.
-        let started = Instant::now();
-        let late = batcher.submit(queued, Deadline::start()).await;
-        assert!(matches!(late, Err(StoreError::Busy)), "{late:?}");
-        assert!(
-            started.elapsed() < SHED_AFTER,
-            "turned away only after {:?}",
-            started.elapsed()
-        );
-        for waiter in waiters {
-            assert!(waiter.await.unwrap().is_ok());
-        }
-        // Once it moves again, a newcomer is served.
-        assert_eq!(batcher.submit(7, Deadline::start()).await.ok(), Some(7));
-    }
-
-    #[tokio::test]
     async fn a_read_batch_nobody_waits_for_is_dropped_and_a_write_batch_runs_on() {
         /// Set when the batch's future is dropped, or when it ran to its end.
         struct Ends(Arc<Mutex<Vec<&'static str>>>, &'static str);

@@ -34,17 +34,17 @@ pub enum StoreError {
 impl StoreError {
     /// An internal failure described by `message`, for what the store itself detects.
     pub fn internal(message: impl Into<String>) -> StoreError {
-        StoreError::Internal(Arc::new(Message(message.into())))
+        StoreError::Internal(self::message(message))
     }
 
     /// An unavailable database, or a request to try again, described by `message`.
     pub fn unavailable(message: impl Into<String>) -> StoreError {
-        StoreError::Unavailable(Arc::new(Message(message.into())))
+        StoreError::Unavailable(self::message(message))
     }
 
     /// A write of unknown outcome, described by `message`.
     pub fn unknown(message: impl Into<String>) -> StoreError {
-        StoreError::Unknown(Arc::new(Message(message.into())))
+        StoreError::Unknown(self::message(message))
     }
 
     /// Its kind in one word, as a span's `error.type` gives it.
@@ -77,8 +77,6 @@ impl From<PoolError> for StoreError {
         match err {
             PoolError::Backend(err) => err.into(),
             PoolError::Timeout(_) | PoolError::Closed => StoreError::Unavailable(Arc::new(err)),
-            // The new connection's own set-up failed: as a failed connect.
-            PoolError::PostCreateHook(deadpool_postgres::HookError::Backend(err)) => err.into(),
             other => StoreError::internal(describe(&other)),
         }
     }
@@ -95,7 +93,7 @@ impl From<tokio_postgres::Error> for StoreError {
         let code = db.code();
         // The code and message only: DETAIL can quote the row ("Key (title)=(…) already
         // exists"), which is the request body, and bodies stay out of the log.
-        let refusal = || Arc::new(Message(format!("{}: {}", code.code(), db.message())));
+        let refusal = || message(format!("{}: {}", code.code(), db.message()));
         if code == &SqlState::CHECK_VIOLATION {
             // Constraints are named tasks_<field>_check (sql/V1__create_tasks.sql).
             let field = db
@@ -206,13 +204,6 @@ pub fn is_row_refusal(err: &tokio_postgres::Error) -> bool {
 
 /// A failure told in words: by the store itself, or by the database as the log may
 /// show it (SQLSTATE and message).
-#[derive(Debug)]
-struct Message(String);
-
-impl fmt::Display for Message {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+fn message(text: impl Into<String>) -> Cause {
+    Arc::new(std::io::Error::other(text.into()))
 }
-
-impl std::error::Error for Message {}
