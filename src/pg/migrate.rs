@@ -1,6 +1,7 @@
 //! The schema: refinery's migrations from `sql/`, embedded at build time, applied in one
 //! transaction that first takes an advisory lock, so replicas starting together migrate once
-//! (spec §5), through a transaction-mode pooler too. Unknown migrations are refused.
+//! (spec §5), through a transaction-mode pooler too. Newer migrations than ours are refused
+//! unless their records (compat.rs) say this release works with them.
 
 use std::io;
 
@@ -12,7 +13,7 @@ use time::format_description::well_known::Rfc3339;
 use tokio::time::{Duration, Instant};
 use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
-use super::{DbOptions, connect as db};
+use super::{DbOptions, compat, connect as db};
 use crate::Error;
 use crate::config::Config;
 use crate::error::describe;
@@ -22,7 +23,12 @@ mod embedded {
 }
 
 /// The advisory lock key every task-api process agrees on ("taskapi" in ASCII).
-const LOCK_KEY: i64 = 0x0074_6173_6b61_7069;
+pub const LOCK_KEY: i64 = 0x0074_6173_6b61_7069;
+
+/// This binary's migrations, in version order.
+pub fn migrations() -> Vec<Migration> {
+    embedded::migrations::runner().get_migrations().clone()
+}
 
 /// `task-api migrate`: connect (with the start-up wait), apply, print what was applied.
 pub fn run(config: Config) -> Result<(), Error> {
@@ -65,15 +71,31 @@ pub async fn apply(
     // One transaction, the lock its first statement: the lock lasts exactly as long as
     // the migrations do, and is not a session's, which a pooler in transaction mode
     // would hand to others. All of a run's migrations commit together, or none.
+    let ours = compat::records(&migrations()).map_err(|err| failed(&err))?;
     let locked_run = async {
-        let lock = format!("BEGIN; SELECT pg_advisory_xact_lock({LOCK_KEY})");
+        let lock = format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({LOCK_KEY}); {}",
+            compat::CREATE
+        );
         client.batch_execute(&lock).await.map_err(db_failed)?;
-        let report = embedded::migrations::runner()
-            .run_async(&mut InTransaction(client))
-            .await;
-        let end = if report.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        // Newer migrations are judged by their records; refinery is told to let them be.
+        let report = match compat::check(client, &ours).await {
+            Err(refused) => Ok(Err(Error::Startup(refused))),
+            Ok(()) => {
+                let runner = embedded::migrations::runner().set_abort_missing(false);
+                match runner.run_async(&mut InTransaction(client)).await {
+                    Ok(report) => compat::record(client, &ours).await.map(|()| Ok(report)),
+                    Err(err) => Ok(Err(refused(err))),
+                }
+            }
+        };
+        let end = if matches!(report, Ok(Ok(_))) {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        };
         client.batch_execute(end).await.map_err(db_failed)?;
-        Ok::<_, Error>(report)
+        report.map_err(db_failed)
     };
     let Ok(report) = tokio::time::timeout_at(deadline, locked_run).await else {
         // Still waiting on the server: ask, from another connection, who for. The
@@ -84,16 +106,7 @@ pub async fn apply(
             blockers(db, pid).await
         )));
     };
-    let report = report?.map_err(|err| match err.kind() {
-        Kind::MissingVersion(migration) => Error::Startup(format!(
-            "refusing to start: the database holds migration {migration}, which this binary \
-             does not know (is a newer task-api using this database?)"
-        )),
-        Kind::DivergentVersion(applied, ours) => Error::Startup(format!(
-            "refusing to start: the database's migration {applied} differs from this binary's {ours}"
-        )),
-        _ => failed(&err),
-    })?;
+    let report = report??;
     let applied: Vec<String> = report
         .applied_migrations()
         .iter()
@@ -105,8 +118,21 @@ pub async fn apply(
     Ok(applied)
 }
 
+/// What a refinery failure means for start-up.
+fn refused(err: refinery::Error) -> Error {
+    Error::Startup(match err.kind() {
+        Kind::DivergentVersion(applied, ours) => format!(
+            "refusing to start: the database's migration {applied} differs from this binary's {ours}"
+        ),
+        _ => format!("migration failed: {err}"),
+    })
+}
+
 /// The rows of a simple query.
-async fn rows(client: &Client, query: &str) -> Result<Vec<SimpleQueryRow>, tokio_postgres::Error> {
+pub async fn rows(
+    client: &Client,
+    query: &str,
+) -> Result<Vec<SimpleQueryRow>, tokio_postgres::Error> {
     let messages = client.simple_query(query).await?;
     Ok(messages
         .into_iter()

@@ -143,6 +143,18 @@ pub async fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
     }
 }
 
+/// The real binary, serving a database made before.
+pub async fn spawn_app_on(db: TestDb) -> TestApp {
+    let url = db.url();
+    let (child, addr, output) = spawn_server(&[("DATABASE_URL", url.as_str())]).await;
+    TestApp {
+        addr,
+        db,
+        child,
+        output,
+    }
+}
+
 /// Starts the binary with exactly `env` (plus HOST and PORT) and waits for its
 /// "listening on" line. Its stdout and stderr keep being collected.
 pub async fn spawn_server(env: &[(&str, &str)]) -> (Child, SocketAddr, Arc<Mutex<String>>) {

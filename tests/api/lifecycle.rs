@@ -103,6 +103,50 @@ async fn a_database_with_an_unknown_migration_is_refused() {
     }
 }
 
+#[tokio::test]
+async fn newer_migrations_are_judged_by_their_compatibility_records() {
+    let db = TestDb::create().await;
+    let url = db.url();
+    let env = server_env(&[("DATABASE_URL", url.as_str())]);
+    assert!(run_cli(&["migrate"], &env).await.status.success());
+    // A newer release's expand migration, recorded as working with every release since
+    // 0.1.0: this one migrates and serves on it.
+    let newer = |version: i32, name: &str, kind: &str, oldest: &str| {
+        format!(
+            "INSERT INTO refinery_schema_history (version, name, applied_on, checksum)
+             SELECT {version}, '{name}', applied_on, '1' FROM refinery_schema_history
+             WHERE version = 1;
+             INSERT INTO task_api_compatibility VALUES ({version}, '{name}', '{kind}', '{oldest}');"
+        )
+    };
+    let client = db.client().await;
+    client
+        .batch_execute(&newer(98, "add_due_at", "expand", "0.1.0"))
+        .await
+        .unwrap();
+    let output = run_cli(&["migrate"], &env).await;
+    assert!(output.status.success(), "{:?}", text(&output));
+    let mut app = crate::helpers::spawn_app_on(db).await;
+    assert_eq!(app.get("/ready").await.status, 200);
+    app.terminate();
+    app.wait(Duration::from_secs(10)).await;
+    // A contract one that needs a later release: refused, naming both.
+    client
+        .batch_execute(&newer(99, "drop_description", "contract", "99.0.0"))
+        .await
+        .unwrap();
+    for args in [&["serve"][..], &["migrate"][..]] {
+        let output = run_cli(args, &env).await;
+        let (stdout, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("V99__drop_description") && stderr.contains("99.0.0"),
+            "{stderr}"
+        );
+        assert!(!stdout.contains("listening on"), "{args:?}: {stdout}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_waits_for_a_database_that_comes_up_later() {
     let pg = PgServer::not_started();

@@ -1,0 +1,176 @@
+//! Which releases work on a schema (spec §5, docs/upgrading.md). Each migration says, in
+//! its first line, whether the release before keeps working on the schema it leaves
+//! (expand) or not (contract), and the oldest release that works with it; the record
+//! goes into `task_api_compatibility` in the migrations' own transaction. A binary that
+//! finds migrations newer than its own starts only if every one of them is recorded as
+//! working with it; one without a record counts as breaking.
+
+use refinery::Migration;
+use tokio_postgres::Client;
+
+use super::migrate::rows;
+
+/// The migrations written before records existed (V1–V4): all of release 0.1.0, and
+/// never to be run by anything older.
+const BEFORE_RECORDS: i32 = 4;
+/// The first line of every later migration: `-- compatibility: expand, works with
+/// task-api 0.1.0 and later` (or `contract`).
+const HEADER: &str = "-- compatibility: ";
+
+/// The table, made (if it is not there) in the migrations' transaction.
+pub const CREATE: &str = "CREATE TABLE IF NOT EXISTS task_api_compatibility (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    kind text NOT NULL CHECK (kind IN ('expand', 'contract')),
+    oldest_release text NOT NULL)";
+
+/// A migration's record: its version and name, whether it is an expand, and the oldest
+/// release that works on the schema it leaves.
+#[derive(Debug, PartialEq)]
+pub struct Record {
+    version: i32,
+    name: String,
+    expand: bool,
+    oldest: String,
+}
+
+/// The records of `migrations` (this binary's), from their headers; a later migration
+/// without one is a build mistake, reported as such.
+pub fn records(migrations: &[Migration]) -> Result<Vec<Record>, String> {
+    let record = |migration: &Migration| {
+        let (version, name) = (migration.version(), migration.name().to_owned());
+        if version <= BEFORE_RECORDS {
+            return Ok(Record {
+                version,
+                name,
+                expand: false,
+                oldest: "0.1.0".into(),
+            });
+        }
+        let header = migration
+            .sql()
+            .and_then(|sql| sql.lines().next()?.strip_prefix(HEADER));
+        let parsed = header.and_then(|header| {
+            let (kind, rest) = header.split_once(", works with task-api ")?;
+            let oldest = rest.strip_suffix(" and later")?;
+            release(oldest)?;
+            Some((kind == "expand", kind == "contract", oldest.to_owned()))
+        });
+        match parsed {
+            Some((expand, contract, oldest)) if expand || contract => Ok(Record {
+                version,
+                name,
+                expand,
+                oldest,
+            }),
+            _ => Err(format!(
+                "migration V{version}__{name} has no first line `{HEADER}expand|contract, works \
+                 with task-api X.Y.Z and later`"
+            )),
+        }
+    };
+    migrations.iter().map(record).collect()
+}
+
+/// Refuses (with why) a database that holds a migration newer than `ours` unless its
+/// record says this release works with it. Runs inside the migrations' transaction,
+/// after [`CREATE`], before refinery.
+pub async fn check(client: &Client, ours: &[Record]) -> Result<(), String> {
+    let newest = ours.iter().map(|record| record.version).max().unwrap_or(0);
+    let history = rows(
+        client,
+        "SELECT to_regclass('refinery_schema_history') IS NOT NULL",
+    )
+    .await
+    .map_err(|err| err.to_string())?;
+    if history.first().and_then(|row| row.get(0)) != Some("t") {
+        return Ok(());
+    }
+    let query = format!(
+        "SELECT h.version, h.name, c.kind, c.oldest_release FROM refinery_schema_history h
+         LEFT JOIN task_api_compatibility c USING (version) WHERE h.version > {newest}
+         ORDER BY h.version"
+    );
+    let this = crate::VERSION;
+    for row in rows(client, &query).await.map_err(|err| err.to_string())? {
+        let migration = format!(
+            "V{}__{}",
+            row.get(0).unwrap_or("?"),
+            row.get(1).unwrap_or("?")
+        );
+        match (row.get(2), row.get(3)) {
+            (Some(kind), Some(oldest)) if release(this) >= release(oldest) => {
+                log::info!("the database holds {migration} ({kind}), which works with {this}");
+            }
+            (Some(kind), Some(oldest)) => {
+                return Err(format!(
+                    "refusing to start: the database holds migration {migration} ({kind}), which \
+                     needs task-api {oldest} or later; this is {this}"
+                ));
+            }
+            _ => {
+                return Err(format!(
+                    "refusing to start: the database holds migration {migration}, which this \
+                     binary does not know, and no record says it keeps {this} working"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes `ours` into the table (those already there stay as they are).
+pub async fn record(client: &Client, ours: &[Record]) -> Result<(), tokio_postgres::Error> {
+    let values: Vec<String> = ours
+        .iter()
+        .map(|r| {
+            let kind = if r.expand { "expand" } else { "contract" };
+            // Names are refinery's `\w+`, releases digits and dots: nothing to escape.
+            format!("({}, '{}', '{kind}', '{}')", r.version, r.name, r.oldest)
+        })
+        .collect();
+    if values.is_empty() {
+        return Ok(());
+    }
+    let insert = format!(
+        "INSERT INTO task_api_compatibility (version, name, kind, oldest_release) VALUES {} \
+         ON CONFLICT (version) DO NOTHING",
+        values.join(", ")
+    );
+    client.batch_execute(&insert).await
+}
+
+/// `X.Y.Z` (a pre-release suffix ignored) as numbers, to compare releases.
+fn release(text: &str) -> Option<(u64, u64, u64)> {
+    let mut parts = text.split(['.', '-']).map(str::parse::<u64>);
+    Some((
+        parts.next()?.ok()?,
+        parts.next()?.ok()?,
+        parts.next()?.ok()?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_migration_of_this_build_has_its_record() {
+        let ours = records(&crate::pg::migrate::migrations()).unwrap();
+        assert!(
+            ours.iter()
+                .all(|r| r.version <= BEFORE_RECORDS || !r.oldest.is_empty())
+        );
+        let sql = "-- compatibility: expand, works with task-api 0.1.0 and later\nALTER …";
+        let v5 = Migration::unapplied("V5__add_due_at", sql).unwrap();
+        let expand = records(&[v5]).unwrap();
+        assert_eq!(
+            (expand[0].expand, expand[0].oldest.as_str()),
+            (true, "0.1.0")
+        );
+        let bad = Migration::unapplied("V6__x", "-- compatibility: maybe\n").unwrap();
+        assert!(records(&[bad]).unwrap_err().contains("V6__x"));
+        assert!(release("0.10.0") > release("0.9.3"));
+        assert_eq!(release("1.2.3-rc.1"), Some((1, 2, 3)));
+    }
+}
