@@ -32,7 +32,7 @@ use crate::config::Config;
 use crate::error::describe;
 use crate::observe::traces::Tracer;
 use crate::observe::{logs, metrics};
-use crate::pg::{connect as db, migrate};
+use crate::pg::{connect as db, indexes, migrate};
 use crate::store::Store;
 use crate::{Error, shutdown};
 use conn::{ClientIo, Cut, Unparsed};
@@ -129,10 +129,36 @@ pub fn run(mut config: Config) -> Result<(), Error> {
             stopping,
             tracer,
         });
+        let indexes = build_indexes(&config);
         serve(listener, app.clone(), signals, limits).await;
+        indexes.abort();
         app.store.close().await;
         log::info!("stopped");
         Ok(())
+    })
+}
+
+/// Builds the indexes of `sql/indexes` in the background, on a connection of its own,
+/// unless statements go unnamed (a pooler in transaction mode would lose the build's
+/// session lock: `task-api migrate` against the direct endpoint builds them then).
+fn build_indexes(config: &Config) -> tokio::task::JoinHandle<()> {
+    let (db, skip) = (config.database.clone(), config.unnamed_statements);
+    tokio::spawn(async move {
+        if !indexes::any() || skip {
+            return;
+        }
+        let built = match db.connect().await {
+            Ok(client) => indexes::build(&client).await,
+            Err(err) => Err(err),
+        };
+        match built {
+            Ok(true) => {}
+            Ok(false) => log::info!("another process is building the indexes of sql/indexes"),
+            Err(err) => log::warn!(
+                "could not build the indexes of sql/indexes: {}",
+                describe(&err)
+            ),
+        }
     })
 }
 

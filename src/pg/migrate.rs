@@ -47,7 +47,16 @@ pub fn run(config: Config) -> Result<(), Error> {
         for name in applied {
             println!("applied {name}");
         }
-        Ok(())
+        match super::indexes::build(&client).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Ok(println!(
+                "another process is building the indexes of sql/indexes"
+            )),
+            Err(err) => Err(Error::Startup(format!(
+                "building indexes: {}",
+                describe(&err)
+            ))),
+        }
     })
 }
 

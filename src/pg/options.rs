@@ -39,6 +39,7 @@ const UNSUPPORTED: &str = "sslcert sslkey sslpassword sslcertmode sslcrl sslcrld
     scram_client_key scram_server_key oauth_issuer oauth_client_id";
 
 /// A parsed `DATABASE_URL`: where to connect, as whom, and with what TLS.
+#[derive(Clone)]
 pub struct DbOptions {
     pub(super) pg: tokio_postgres::Config,
     pub(super) ssl_mode: SslMode,
