@@ -49,9 +49,10 @@ pub fn run(config: Config) -> Result<(), Error> {
         }
         match super::indexes::build(&client).await {
             Ok(true) => Ok(()),
-            Ok(false) => Ok(println!(
-                "another process is building the indexes of sql/indexes"
-            )),
+            Ok(false) => {
+                println!("another process is building the indexes of sql/indexes");
+                Ok(())
+            }
             Err(err) => Err(Error::Startup(format!(
                 "building indexes: {}",
                 describe(&err)
