@@ -3,6 +3,7 @@
 
 .PHONY: test-faults
 
-## test-faults   the fault suite (~2 minutes): each fault's figure against its target; prints the README's Reliability table
+## test-faults   the fault suite (~4 minutes): each fault's figure against its target; prints the table and
+##               writes it to docs/results/faults.md
 test-faults: build
 	PYTHONPATH=scripts python3 -m faults

@@ -3,18 +3,19 @@
 Each scenario starts its own task-api servers (the release binary, HOST=127.0.0.1, a free
 port) against its own database on a throwaway PostgreSQL on loopback (its own cluster where
 it stops PostgreSQL), does one harmful thing (slow readers, a slow or frozen database,
-stalled uploads, forged log fields, kill -9, SIGTERM, ...), and measures one figure against
-its target. Prints one line per scenario as it ends, then the markdown table, which it also
-writes to docs/results/faults.md (not for a FAULTS_ONLY run: a subset leaves the file as it
-was), and exits 1 when any scenario failed.
+stalled uploads, forged log fields, floods of entity tags or of request heads, kill -9,
+SIGTERM, ...), and measures one figure against its target. Prints one line per scenario as
+it ends, then the markdown table, which it also writes to docs/results/faults.md (not for a
+FAULTS_ONLY run: a subset leaves the file as it was), and exits 1 when any scenario failed.
 The cheap scenarios run at the same time; the heavy and timing-sensitive ones one after the
 other. A scenario that crashes is a FAIL with the reason; everything started is stopped on
 exit, also on Ctrl-C or SIGTERM. Needs PostgreSQL (scripts/pg.sh installs it as root), psql
 and prlimit; Python's standard library only.
 
 The scenarios, by what they attack (one module each): limits.py (memory, stalled, fd-limit),
-database.py (slow-db, abandoned, fallback, outage), startup.py (sslmode, verify-ca,
-startup-hang, password-leak, ipv6, replicas), logs.py (debug-log, log-forging), lifecycle.py (kill9, sigterm).
+heads.py (if-match-flood, head-flood, trace-memory), database.py (slow-db, abandoned,
+fallback, outage, list-resets), startup.py (sslmode, verify-ca, startup-hang, password-leak,
+ipv6, replicas), logs.py (debug-log, log-forging), lifecycle.py (kill9, sigterm).
 
 Environment: FAULTS_BINARY (the musl release binary), FAULTS_ONLY (comma-separated
 scenario names, for development), FAULTS_KEEP=1 (keep the work directory with every log).
@@ -32,7 +33,7 @@ from harness.process import raise_fd_limit
 from harness.report import command, conclude, finished
 from harness.suite import attempt, workdir
 
-from . import limits, database, startup, logs, lifecycle  # noqa: F401 - they register the scenarios
+from . import limits, heads, database, startup, logs, lifecycle  # noqa: F401 - they register the scenarios
 from .context import BINARY, KEEP, ONLY, PASSWORD, PG_OPTIONS, SCENARIOS, Context
 
 TITLE = "make test-faults: task-api against a slow, stalled, failing or hostile world"

@@ -1,7 +1,10 @@
 """Fault scenarios in the database's way: a slow one, a locked one, one that freezes
-(through proxy.py), one that refuses writes, one restarted and stopped."""
+(through proxy.py), one that refuses writes, one restarted and stopped; and reads that
+clients abandon by the thousand."""
 
 import asyncio
+import socket
+import struct
 import time
 import uuid
 
@@ -262,3 +265,64 @@ async def outage_load(port, cluster, clients=16):
     await asyncio.gather(faults(), *(client(i) for i in range(clients)))
     return {"calls": calls, "stops": stops}
 
+
+@scenario("list-resets", heavy=True)
+def list_resets(ctx, clients=16, seconds=10, pool=8):
+    """1,000 tasks with 5,000-character descriptions; for 10 s, 16 clients in a loop send GET
+    /tasks?limit=1000 and reset the connection (SO_LINGER 0) right after sending, or once the
+    first bytes of the answer arrive
+
+    Target: task-api opens ≤ DATABASE_POOL_SIZE (8) new PostgreSQL sessions in those 10 s; GET
+    /tasks?limit=1000 then answers 200 with 1,000 tasks"""
+    c = ctx.cluster
+    db = ctx.database()
+    server = ctx.server(c.url(db))
+    c.psql("INSERT INTO tasks (title, description) "
+           "SELECT 'reset ' || g, repeat('d', 5000) FROM generate_series(1, 1000) g", db)
+    log = c.dir / "server.log"  # log_connections is on: one line per session opened
+    mark = log.stat().st_size
+    resets = asyncio.run(reset_lists(server.port, clients, seconds))
+    time.sleep(1)  # what the last resets set going
+    with open(log, "rb") as f:
+        f.seek(mark)
+        opened = f.read().decode(errors="replace").count(
+            f"connection authorized: user=postgres database={db} application_name=task-api")
+    after = request(server.port, "GET", "/tasks?limit=1000", timeout=15)
+    items = len(after.json()) if after.status == 200 else 0
+    figure = (f"{resets['sent']} lists reset ({resets['early']} right after sending, {resets['late']} after "
+              f"the first bytes); task-api opened {opened} PostgreSQL sessions (target ≤ {pool}); then "
+              f"GET /tasks?limit=1000 → {after.outcome()}, {items} tasks in {after.took * 1000:.0f} ms")
+    return figure, opened <= pool and after.status == 200 and items == 1000
+
+
+async def reset_lists(port, clients, seconds):
+    """`clients` loops of GET /tasks?limit=1000, each connection reset (SO_LINGER 0, close)
+    right after the request is sent, or, every other time, once the answer starts."""
+    loop = asyncio.get_running_loop()
+    until = time.monotonic() + seconds
+    counts = {"sent": 0, "early": 0, "late": 0}
+    raw = request_bytes("GET", "/tasks?limit=1000")
+
+    async def client(i):
+        n = i
+        while time.monotonic() < until:
+            n += 1
+            s = socket.socket()
+            s.setblocking(False)
+            try:
+                await loop.sock_connect(s, ("127.0.0.1", port))
+                await loop.sock_sendall(s, raw)
+                counts["sent"] += 1
+                if n % 2:
+                    await asyncio.wait_for(loop.sock_recv(s, 1), 5)
+                    counts["late"] += 1
+                else:
+                    counts["early"] += 1
+            except (OSError, TimeoutError):
+                await asyncio.sleep(0.05)
+            finally:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.close()
+
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    return counts
