@@ -125,8 +125,8 @@ class Bench:
 
     # --- PostgreSQL -------------------------------------------------------------------
     def start_postgres(self):
-        self.cluster = Cluster(self.work, "pg", PASSWORD, ["-c", "max_connections=600", "-c", "shared_buffers=256MB"],
-                               app="bench", tag="bench")
+        options = ["-c", "max_connections=600", "-c", "shared_buffers=256MB"]
+        self.cluster = Cluster(self.work, "pg", PASSWORD, options, app="bench", tag="bench")
         self.cluster.start()
         self.url = self.cluster.createdb("bench")
 
@@ -376,7 +376,8 @@ class Bench:
         print(f"\n{title}; {took:.0f} s.\n")
         print(table)
         if set(ONLY) != set(SCENARIOS):  # a subset, for tuning: the curve's files are left as they were
-            print("\nbench: BENCH_ONLY or BENCH_QUICK runs a subset: docs/results/load-latency.* left as they were")
+            print("\nbench: BENCH_ONLY or BENCH_QUICK runs a subset: docs/results/load-latency.* are left "
+                  "as they were")
             return
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "load-latency.svg").write_text(curve.svg(points, title))

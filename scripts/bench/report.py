@@ -45,7 +45,8 @@ def report(bench, cold_ms, idle_mib):
         parts = []
         pooled = [f"{name} {VIA_PGBOUNCER}" for name in POOLED]
         for name in SCENARIOS + pooled:
-            ratio = ratio_of(bench, name, connections) if name in TWINS or name in BASELINES or name in pooled else None
+            compared = name in TWINS or name in BASELINES or name in pooled
+            ratio = ratio_of(bench, name, connections) if compared else None
             if ratio:
                 other, value, least = ratio
                 pairs = sorted(bench.pairs.get((name, connections), []))

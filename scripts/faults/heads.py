@@ -26,7 +26,7 @@ def detailed(c):
         return False
 
 
-def p(values, q):
+def ms_at(values, q):
     """The q-th percentile of `values` (seconds) in milliseconds; 0 for none."""
     values = sorted(values)
     return values[min(len(values) - 1, int(len(values) * q / 100))] * 1000 if values else 0.0
@@ -42,8 +42,8 @@ def if_match_flood(ctx, clients=64, seconds=5):
     within 100 ms, no row changed; the other client's PATCH p99 < 50 ms, 0 errors"""
     db = ctx.database()
     server = ctx.server(ctx.cluster.url(db))
-    ctx.cluster.psql(f"INSERT INTO tasks (title) SELECT 'flood ' || g FROM generate_series(1, {2 * clients + 1}) g",
-                     db)
+    ctx.cluster.psql("INSERT INTO tasks (title) SELECT 'flood ' || g "
+                     f"FROM generate_series(1, {2 * clients + 1}) g", db)
     # 10,000 tags (40 KB): over the head limit. 1,000 distinct ones (6 KB): under it, over 16 tags.
     floods = {431: ",".join(['"7"'] * 10_000), 400: ",".join(f'"{i:x}"' for i in range(1000))}
 
@@ -95,14 +95,15 @@ def if_match_flood(ctx, clients=64, seconds=5):
     took = [k.took for _, k in calls]
     own = [k.took for k in bystander]
     own_errors = [k for k in bystander if k.status != 200]
-    figure = (f"{len(calls)} flood requests: 10,000 tags → {tally(k for e, k in calls if e == 431)}, 1,000 tags → "
-              f"{tally(k for e, k in calls if e == 400)}; {len(wrong)} without their 4xx and JSON detail, "
-              f"{len(slow)} over 100 ms (p99 {p(took, 99):.0f} ms, slowest {p(took, 100):.0f} ms); rows changed "
-              f"{changed}, deleted {2 * clients - left}; the other client: {len(bystander)} PATCHes, p50 "
-              f"{p(own, 50):.1f} ms, p99 {p(own, 99):.1f} ms, {len(own_errors)} errors"
+    figure = (f"{len(calls)} flood requests: 10,000 tags → {tally(k for e, k in calls if e == 431)}, "
+              f"1,000 tags → {tally(k for e, k in calls if e == 400)}; {len(wrong)} without their 4xx and "
+              f"JSON detail, {len(slow)} over 100 ms (p99 {ms_at(took, 99):.0f} ms, slowest "
+              f"{ms_at(took, 100):.0f} ms); rows changed {changed}, deleted {2 * clients - left}; the other "
+              f"client: {len(bystander)} PATCHes, p50 {ms_at(own, 50):.1f} ms, p99 {ms_at(own, 99):.1f} ms, "
+              f"{len(own_errors)} errors"
               f"{f' {tally(own_errors)}' if own_errors else ''}")
-    ok = (calls and not wrong and not slow and changed == 0 and left == 2 * clients and bystander
-          and p(own, 99) < 50 and not own_errors)
+    ok = (bool(calls) and not wrong and not slow and changed == 0 and left == 2 * clients and bool(bystander)
+          and ms_at(own, 99) < 50 and not own_errors)
     return figure, ok
 
 
@@ -249,12 +250,13 @@ def trace_memory(ctx, clients=64, seconds=15):
     for cap, idle, peak, calls, dropped in runs:
         wrong = [k for expected, k in calls if k.status != expected]
         long_paths = [k for expected, k in calls if expected == 431]
-        parts.append(f"{'default cap' if cap is None else f'{cap:,}/s'}: peak RSS {peak:.1f} MiB (idle {idle:.1f}); "
+        parts.append(f"{'default cap' if cap is None else f'{cap:,}/s'}: peak RSS {peak:.1f} MiB "
+                     f"(idle {idle:.1f}); "
                      f"{len(calls) - len(long_paths)} requests → {tally(k for e, k in calls if e == 404)}, "
                      f"30 KB paths {tally(long_paths)}, {len(wrong)} otherwise; spans dropped: "
                      + ", ".join(f"{reason} {n:.0f}" for reason, n in dropped.items()))
         shed = dropped["queue_full"] if cap else dropped["queue_full"] + dropped["rate_limited"]
-        ok = ok and peak <= 64 and calls and not wrong and shed > 0
+        ok = ok and peak <= 64 and bool(calls) and not wrong and shed > 0
     return "; ".join(parts), ok
 
 
