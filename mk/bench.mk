@@ -2,12 +2,12 @@
 
 .PHONY: bench bench-curve
 
-## bench         load test against pgbench (wrk; ~8 minutes); prints the README's Performance table;
-##               BENCH_CURVE=1 also redraws the load–latency curve
+## bench         load test against pgbench (wrk; ~8 minutes); prints its table and writes it to
+##               docs/results/bench.md; BENCH_CURVE=1 also redraws the load–latency curve
 bench: build
-	scripts/bench.py
+	PYTHONPATH=scripts python3 -m bench
 
-## bench-curve   get_by_id, create and patch at 16 to 4,096 connections (~2 minutes): redraws
-##               docs/load-latency.svg and prints its numbers
+## bench-curve   get_by_id, create and patch at 16 to 4,096 connections (~2 minutes): prints its
+##               numbers, writes docs/results/load-latency.svg and load-latency.md
 bench-curve: build
-	scripts/bench.py curve
+	PYTHONPATH=scripts python3 -m bench curve

@@ -1,8 +1,9 @@
-# `make test-faults`: the fault suite (scripts/faults.py): task-api against a slow, stalled,
+# `make test-faults`: the fault suite (scripts/faults/): task-api against a slow, stalled,
 # failing or hostile world, each scenario with its own servers and PostgreSQL on loopback.
 
 .PHONY: test-faults
 
-## test-faults   the fault suite (~2 minutes): each fault's figure against its target; prints the README's Reliability table
+## test-faults   the fault suite (~4 minutes): each fault's figure against its target; prints the table and
+##               writes it to docs/results/faults.md
 test-faults: build
-	scripts/faults.py
+	PYTHONPATH=scripts python3 -m faults

@@ -1,7 +1,7 @@
 """The load–latency curve of `make bench-curve`: an SVG and a markdown table.
 
 `points` is {scenario: [(connections, {"rps", "p50", "p99", "errors"}), ...]}, as
-scripts/bench.py measures them. Two panels share the x axis, connections on a log scale:
+measure.py measures them. Two panels share the x axis, connections on a log scale:
 throughput (answers with a 2xx or 3xx status) on the left, p50 (dashed) and p99 (solid)
 latency of all answers, 503s included, on a log scale on the right.
 """

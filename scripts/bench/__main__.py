@@ -1,0 +1,82 @@
+"""`make bench`: task-api measured against PostgreSQL's own pgbench, in one run.
+
+Starts a throwaway PostgreSQL and the release binary, seeds 10,000 tasks (a third of each
+status) and copies them into `bench_tasks`, a table made `LIKE tasks INCLUDING ALL`. Then
+each scenario runs for a fixed time after a warm-up, at 64 and at 256 connections, task-api
+under wrk, each followed at once by its pgbench twin: the statement the server runs for it
+(src/store/sql.rs), with the same client count, on the copy.
+
+  get_by_id      GET /tasks/{random id}                    pgbench -S
+  get_304        the same with If-None-Match: its ETag     (ratio to get_by_id)
+  create         POST /tasks                               INSERT ... RETURNING
+  keyed_create   the same with a new Idempotency-Key each  (ratio to create)
+  patch          PATCH /tasks/{random id}, status flipped  the UPDATE ... RETURNING
+  delete         DELETE /tasks/{id}, each seeded id once   the DELETE, each seeded id once
+  list           GET /tasks?limit=20                       the SELECT ... LIMIT 20
+  list_status    GET /tasks?status=completed&limit=20      the SELECT ... WHERE status
+  mixed          70 % get_by_id, 20 % create, 10 % patch   their statements, 70/20/10
+  health         GET /health                               —
+  overload       get_by_id at 1,024 and 4,096 connections  —
+  pooled         get_by_id and create through PgBouncer    (ratio to the direct rows)
+                 (transaction mode, DATABASE_STATEMENTS=unnamed), a second server
+
+The twins write the server's NULL parameters (no If-Match, no title) as typed NULL literals:
+pgbench cannot bind a NULL. get_304 fetches the seeded tasks' ETags over HTTP before each
+run (patch runs move them). Delete runs are seeded for DELETE_CEILING requests a second.
+For the overload runs wrk gets the hard fd limit; the server keeps its own MAX_CONNECTIONS
+(derived from its fd limit, at most 4,096; BENCH_ENV may set it), past which it answers 503.
+A ratio to a baseline (keyed_create ÷ create, get_304 ÷ get_by_id) is also measured in
+turn, after the table's runs: BENCH_PAIRS (5) pairs of short runs (BENCH_PAIR_SECONDS, 3,
+each after a 1 s warm-up), the baseline first in every other pair, and its target is judged
+on the median of the pairs' ratios. Two runs 30 s apart on this shared VM can differ by 15 %,
+which a ratio of two such runs doubles; runs in turn see the same machine. Before each run
+(and each twin's) PostgreSQL is settled: VACUUM ANALYZE, then CHECKPOINT, so that no run
+pays for the writes of the one before it. req/s counts answers with a 2xx or 3xx status. "errors" counts socket errors and responses
+with another status than the scenario's (from the server's /metrics: a 200 in get_304 is an
+error); for a twin, failed transactions and deletes that found no row. Prints one markdown
+table, the ratios, cold start, idle RSS and the targets met or missed, and writes them to
+docs/results/bench.md (not when BENCH_ONLY or BENCH_QUICK leaves scenarios out). Stops
+everything it started. workloads.py holds the scenarios, their wrk scripts and pgbench
+twins; measure.py the runs; report.py the report; curve.py the drawing.
+
+`python3 -m bench curve` (make bench-curve) runs get_by_id, create and patch at 16 to 4,096
+connections instead, prints its numbers as a table, and writes them with the drawing to
+docs/results/load-latency.md and docs/results/load-latency.svg.
+
+Environment: BENCH_SECONDS (10), BENCH_WARMUP (2), BENCH_CONNECTIONS ("64 256"),
+BENCH_BINARY (the musl release binary), BENCH_ENV (extra server variables, "K=V K=V"),
+BENCH_QUICK=1 (only get_by_id and create, with their pgbench twins: for tuning runs),
+BENCH_ONLY (scenarios to run, "patch,delete"), BENCH_CURVE=1 (the curve too, after the
+table), BENCH_CURVE_SECONDS (5, per point of the curve), BENCH_PAIRS (5; 0: no runs in
+turn, the targets then use the table's rows), BENCH_PAIR_SECONDS (3).
+"""
+
+import signal
+import sys
+
+from harness.process import raise_fd_limit
+from harness.suite import workdir
+
+from .measure import Bench
+from .workloads import BINARY, ONLY, SCENARIOS
+
+
+def main():
+    # Stopped from outside (SIGTERM): unwind, so that everything started is still stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if not BINARY.exists():
+        sys.exit(f"bench: {BINARY} is missing; run `make build` first")
+    unknown = set(ONLY) - set(SCENARIOS)
+    if unknown:
+        sys.exit(f"bench: unknown scenario {', '.join(sorted(unknown))}; known: {', '.join(SCENARIOS)}")
+    raise_fd_limit()
+    with workdir("bench") as work:
+        bench = Bench(work)
+        try:
+            bench.run_curve() if sys.argv[1:] == ["curve"] else bench.run()
+        finally:
+            bench.close()
+
+
+if __name__ == "__main__":
+    main()

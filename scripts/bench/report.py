@@ -1,0 +1,113 @@
+"""The report of `make bench`: the table of runs, the ratios to their twins and baselines,
+overload, cold start, idle RSS and the targets met or missed; printed, and written whole to
+docs/results/bench.md unless only some scenarios ran."""
+
+import statistics
+import time
+
+from harness.report import command, machine, write
+
+from .workloads import (BASELINES, BINARY, CONNECTIONS, ONLY, OVERLOAD, POOLED, SCENARIOS, SECONDS, TWINS,
+                        VIA_PGBOUNCER, WARMUP)
+
+# The variables that change what `make bench` measures, named in the report's command.
+VARIABLES = ["BENCH_SECONDS", "BENCH_WARMUP", "BENCH_CONNECTIONS", "BENCH_BINARY", "BENCH_ENV", "BENCH_QUICK",
+             "BENCH_ONLY", "BENCH_CURVE", "BENCH_CURVE_SECONDS", "BENCH_PAIRS", "BENCH_PAIR_SECONDS"]
+
+
+def ratio_of(bench, name, connections):
+    """A scenario's req/s over its twin's (or its baseline's), and the least wanted."""
+    if name in BASELINES:
+        other, least = BASELINES[name]
+    elif name.endswith(VIA_PGBOUNCER):  # its cost: no target
+        other, least = name.removesuffix(" " + VIA_PGBOUNCER), None
+    else:
+        other, least = TWINS[name][0], 1.5 if name == "get_by_id" else 1.0
+    mine, theirs = bench.results.get((name, connections)), bench.results.get((other, connections))
+    if not mine or not theirs:
+        return None
+    return other, mine["rps"] / theirs["rps"], least
+
+
+def report(bench, cold_ms, idle_mib):
+    """Prints the report of `bench`'s runs, and writes it to docs/results/bench.md."""
+    out = ["| scenario | conns | req/s | p50 ms | p99 ms | errors | server CPU µs/req "
+           "| peak RSS MiB | requests per statement |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, connections, r in bench.rows:
+        cpu_us = f"{r['cpu_us']:.1f}" if r["cpu_us"] is not None else "—"
+        rss = f"{r['peak_rss']:.1f}" if r["peak_rss"] is not None else "—"
+        batch = f"{r['batch']:.1f}" if r["batch"] is not None else "—"
+        out.append(f"| {name} | {connections} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} "
+                   f"| {r['errors']} | {cpu_us} | {rss} | {batch} |")
+    out.append("")
+    ratios = {}
+    for connections in CONNECTIONS:
+        parts = []
+        pooled = [f"{name} {VIA_PGBOUNCER}" for name in POOLED]
+        for name in SCENARIOS + pooled:
+            compared = name in TWINS or name in BASELINES or name in pooled
+            ratio = ratio_of(bench, name, connections) if compared else None
+            if ratio:
+                other, value, least = ratio
+                pairs = sorted(bench.pairs.get((name, connections), []))
+                if pairs:
+                    # The target is judged on the pairs run in turn.
+                    median = statistics.median(pairs)
+                    parts.append(f"{name} ÷ {other} = **{median:.2f}** (median of {len(pairs)} "
+                                 f"pairs in turn, {pairs[0]:.2f}–{pairs[-1]:.2f}; "
+                                 f"{value:.2f} in the table)")
+                    value = median
+                else:
+                    parts.append(f"{name} ÷ {other} = **{value:.2f}**")
+                if least is not None:
+                    ratios.setdefault((name, other, least), []).append((value, connections))
+        if parts:
+            out.append(f"- {connections} connections: " + ", ".join(parts))
+    for connections in OVERLOAD:
+        r = bench.results.get(("get_by_id", connections))
+        if r:
+            connect, read, written, timeout = r["socket"]
+            out.append(f"- overload, get_by_id at {connections} connections: socket errors "
+                  f"{sum(r['socket'])} (connect {connect}, read {read}, write {written}, "
+                  f"timeout {timeout}), non-2xx {r['non_2xx']} of {r['requests']} answers "
+                  f"({r['answered']:.0f}/s; {r['over_capacity']} connections over "
+                  f"MAX_CONNECTIONS), p99 {r['p99']:.1f} ms, peak RSS {r['peak_rss']:.1f} MiB")
+    out.append(f"- cold start (spawn → first 200 on /health, migrations applied): **{cold_ms:.1f} ms**")
+    out.append(f"- idle RSS: **{idle_mib:.1f} MiB**")
+    took = time.perf_counter() - bench.started
+    out += [f"- the whole run took {took:.0f} s", "", "Targets:", ""]
+
+    def target(label, values, ok, form):
+        """One line of the targets: the numbers, by connections, and met or missed."""
+        if not values:
+            return
+        shown = ", ".join(form.format(v) + (f" at {c}" if c else "") for v, c in values)
+        out.append(f"- {label}: {shown}: {'met' if all(ok(v) for v, _ in values) else '**missed**'}")
+
+    for (name, other, least), values in ratios.items():
+        target(f"{name} ≥ {least} × {other}", values, lambda v: v >= least, "{:.2f}")
+    cpu = [("get_by_id", 15), ("list", 40), ("list_status", 40)]
+    for name, most in cpu:
+        values = [(bench.results[name, c]["cpu_us"], c) for c in CONNECTIONS if (name, c) in bench.results]
+        target(f"server CPU ≤ {most} µs per {name}", values, lambda v: v <= most, "{:.1f} µs")
+    overload = [(bench.results["get_by_id", c], c) for c in OVERLOAD if ("get_by_id", c) in bench.results]
+    target("0 socket errors under overload", [(sum(r["socket"]), c) for r, c in overload],
+           lambda v: v == 0, "{}")
+    target("p99 of get_by_id ≤ 100 ms under overload", [(r["p99"], c) for r, c in overload],
+           lambda v: v <= 100, "{:.1f} ms")
+    target("peak RSS ≤ 64 MiB under overload", [(r["peak_rss"], c) for r, c in overload],
+           lambda v: v <= 64, "{:.1f} MiB")
+    target("cold start ≤ 50 ms", [(cold_ms, None)], lambda v: v <= 50, "{:.1f} ms")
+    target("idle RSS ≤ 10 MiB", [(idle_mib, None)], lambda v: v <= 10, "{:.1f} MiB")
+
+    heading = (f"`make bench` on {machine()}, {SECONDS} s per run after {WARMUP} s warm-up; wrk, pgbench, "
+               "PostgreSQL and task-api share the machine.")
+    print(f"\n{heading}\n")
+    print("\n".join(out))
+    if set(ONLY) != set(SCENARIOS):
+        print("\nbench: BENCH_ONLY or BENCH_QUICK runs a subset: docs/results/bench.md is left as it was")
+        return
+    how = command("bench", VARIABLES)
+    title = (f"make bench: task-api against pgbench on one machine, {SECONDS} s per run after {WARMUP} s "
+             "warm-up; wrk, pgbench, PostgreSQL and task-api share it")
+    print(f"\nbench: wrote {write('bench.md', title, BINARY, how, out, took)}")

@@ -1,0 +1,103 @@
+"""`make test-fleet`: task-api run as many, behind HAProxy, on a PostgreSQL that fails over.
+
+Starts everything itself on loopback: a PostgreSQL primary and a streaming standby made with
+`pg_basebackup -R`, with synchronous replication (an acknowledged commit exists on both);
+3 task-api replicas whose DATABASE_URL names both hosts with target_session_attrs=read-write,
+and SHUTDOWN_DELAY=2; HAProxy in front (roundrobin, health checks on /ready, retries with
+redispatch). Then, under 64 keep-alive connections of gets and creates through HAProxy:
+
+  a) rolling restart: each replica in turn SIGTERMed, waited for, started again on its port,
+     waited for until /ready is 200 and HAProxy has it UP;
+  b) failover: the primary's postmaster SIGKILLed, the standby promoted a second later;
+  c) 8 replicas started at once against an empty database.
+
+Prints one line per scenario as it ends, then the markdown table, which it also writes to
+docs/results/fleet.md (not for a FLEET_ONLY run: a subset leaves the file as it was), and
+exits 1 when any scenario failed. A scenario that crashes is a FAIL with the reason;
+everything started is stopped on exit, also on Ctrl-C or SIGTERM. Needs PostgreSQL
+(scripts/pg.sh installs it as root) and HAProxy (installed from the distribution as root when
+missing); Python's standard library only. topology.py builds the fleet, load.py is the
+clients, scenarios.py the three scenarios.
+
+Environment: FLEET_BINARY (the musl release binary), FLEET_ONLY (comma-separated scenario
+names: a, b, c), FLEET_KEEP=1 (keep the work directory with every log).
+"""
+
+import os
+import re
+import signal
+import sys
+import time
+
+from harness.process import install, raise_fd_limit
+from harness.report import command, conclude, escaped, finished, say
+from harness.suite import attempt, workdir
+
+from .scenarios import SCENARIOS
+from .topology import BINARY, SHUTDOWN_DELAY, Fleet
+
+ONLY = [name for name in os.environ.get("FLEET_ONLY", "").split(",") if name]
+KEEP = os.environ.get("FLEET_KEEP") == "1"
+TITLE = "make test-fleet: task-api as many replicas behind HAProxy, on a PostgreSQL that fails over"
+
+
+def tail(path, lines=12):
+    """The last lines of a log that are not access lines (those hide the warnings)."""
+    text = path.read_bytes().decode(errors="backslashreplace").splitlines()
+    interesting = [line for line in text if not re.search(r' INFO +access: |"target": ?"access"', line)]
+    return interesting[-lines:]
+
+
+def run_one(s, fleet, results):
+    started = time.monotonic()
+    if fleet is None:
+        figure, ok, rest = "crashed: RuntimeError: the fleet did not start", False, []
+    else:
+        figure, ok, rest = attempt(s.run, fleet)
+    logs = rest[0] if rest else fleet.logs() if fleet and fleet.haproxy else []
+    results[s.name] = (figure, ok)
+    finished(s.name, ok, figure, time.monotonic() - started, [(path.name, tail(path)) for path in logs[-4:]])
+
+
+def main():
+    # Stopped from outside (SIGTERM): as Ctrl-C, which asyncio.run turns into cancelling the
+    # scenario, and then a KeyboardInterrupt; everything started is still stopped.
+    terminated = []
+    signal.signal(signal.SIGTERM, lambda *_: (terminated.append(1), signal.raise_signal(signal.SIGINT)))
+    raise_fd_limit()
+    selected = SCENARIOS.select(ONLY, "fleet")
+    if not BINARY.exists():
+        sys.exit(f"fleet: {BINARY} is missing; run `make build` first")
+    install("haproxy", "haproxy", "fleet")
+    started = time.monotonic()
+    results = {}
+    code = None
+    with workdir("fleet", KEEP, grace=SHUTDOWN_DELAY + 5) as work:
+        try:
+            fleet = Fleet(work)
+            try:
+                fleet.start()
+                say(f"fleet: primary :{fleet.pair.primary.port}, synchronous standby :{fleet.pair.standby.port}, "
+                    f"replicas {', '.join(f'{n} :{r.port}' for n, r in fleet.replicas.items())}, HAProxy "
+                    f":{fleet.haproxy.port} (started in {time.monotonic() - started:.1f} s)")
+            except Exception as err:  # noqa: BLE001 - every scenario is then a FAIL with this reason
+                say(f"fleet: could not start: {type(err).__name__}: {err}")
+                for path in sorted(work.glob("*.log")) + sorted(work.glob("*/server.log")):
+                    say("\n".join([f"    | {path.name}:"] + [f"    | {escaped(line)}" for line in tail(path)]))
+                fleet = None
+            for s in selected:
+                run_one(s, fleet, results)
+            seconds = time.monotonic() - started
+            conclude("fleet", selected, results, seconds,
+                     f"`make test-fleet` on {os.cpu_count()} cores in {seconds:.0f} s; PostgreSQL (primary and "
+                     "standby), HAProxy, the task-api replicas and the clients share the machine.", TITLE, BINARY,
+                     command("test-fleet", ["FLEET_BINARY"]), "FLEET_ONLY" if ONLY else "")
+        except KeyboardInterrupt:
+            say(f"fleet: {'SIGTERM' if terminated else 'interrupted'}; stopping everything")
+            results["interrupted"] = ("", False)
+            code = 143 if terminated else 130
+    sys.exit(code if code else 0 if all(ok for _, ok in results.values()) and len(results) == len(selected) else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""The load every fleet scenario runs under, through HAProxy: keep-alive clients creating
+(with an Idempotency-Key) and reading tasks; and what the scenarios ask of its calls
+afterwards (outcomes, creates missing or stored)."""
+
+import asyncio
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from harness.http import Connection, tally
+
+from .topology import DATABASE
+
+CLIENTS = 64
+
+
+def span(values, unit=" s"):
+    """`1.2–1.5 s` (or `1.2 s`) for a list of seconds; `none` when empty."""
+    if not values:
+        return "none"
+    lo, hi = min(values), max(values)
+    return f"{lo:.1f}{unit}" if f"{lo:.1f}" == f"{hi:.1f}" else f"{lo:.1f}–{hi:.1f}{unit}"
+
+
+
+@dataclass
+class Load:
+    calls: list = field(default_factory=list)
+    acked: list = field(default_factory=list)  # (id, title) of each 201
+    ended: float = 0.0
+
+
+async def run_load(port, stop, clients=CLIENTS, timeout=10.0):
+    """`clients` keep-alive connections, each in a loop: a create, two gets of a task created
+    before, a list of 10; until `stop` is set."""
+    load = Load()
+    run = uuid.uuid4().hex[:8]
+
+    async def client(i):
+        conn = Connection(port)
+        rng = random.Random(i)
+        n = 0
+        while not stop.is_set():
+            n += 1
+            if n % 4 == 1 or not load.acked:
+                title = f"fleet-{run}-{i}-{n}"
+                k = await conn.send("POST", "/tasks", {"title": title}, {"idempotency-key": uuid.uuid4()},
+                                    title=title, timeout=timeout)
+                if k.status == 201:
+                    try:
+                        load.acked.append((k.json()["id"], title))
+                    except (ValueError, KeyError):
+                        k.status, k.error = None, "201 without a task"
+            elif n % 4 == 0:
+                k = await conn.send("GET", "/tasks?limit=10", timeout=timeout)
+            else:
+                k = await conn.send("GET", f"/tasks/{rng.choice(load.acked)[0]}", timeout=timeout)
+            load.calls.append(k)
+            await asyncio.sleep(0.01 if k.ok else 0.05)
+        conn.drop()
+
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    load.ended = time.monotonic()
+    return load
+
+
+def outcome(k):
+    """A call's outcome, a 503 of HAProxy's own (no x-request-id: no replica answered) told apart."""
+    if k.status == 503 and "x-request-id" not in k.headers:
+        return "503 (HAProxy)"
+    return k.outcome()
+
+
+def outcomes(calls):
+    return tally(calls, outcome)
+
+
+def missing_creates(cluster, acked):
+    """How many acknowledged creates (id, title) are not in the tasks table of `cluster`."""
+    rows = dict(line.split("|", 1) for line in cluster.psql("SELECT id, title FROM tasks", DATABASE,
+                                                            timeout=60).splitlines())
+    return sum(rows.get(str(task_id)) != title for task_id, title in acked)
+
+
+def stored_titles(cluster, titles):
+    if not titles:
+        return 0
+    values = ",".join("'" + t.replace("'", "''") + "'" for t in titles)
+    return int(cluster.psql(f"SELECT count(*) FROM tasks WHERE title IN ({values})", DATABASE))
+
+
