@@ -24,6 +24,12 @@ pub const DEFAULT_POOL_SIZE: usize = 8;
 pub struct Config {
     /// Where the database is and how to reach it (TLS included).
     pub database: DbOptions,
+    /// `DATABASE_READ_URL`: the streaming standbys that may serve reads, one a host;
+    /// none: every read on the primary.
+    pub standbys: Vec<DbOptions>,
+    /// `READ_MAX_LAG`: a read without a consistency token goes to a standby only while
+    /// it is at most this far behind.
+    pub read_max_lag: Duration,
     /// `HOST`; `None`: every address, IPv4 and IPv6.
     pub host: Option<IpAddr>,
     /// `PORT`.
@@ -76,7 +82,23 @@ impl Config {
             None => env.parsed("LOG_LEVEL", LevelFilter::Info)?.to_string(),
         };
         Ok(Config {
-            database: database(&env)?,
+            database: match url(&env, "DATABASE_URL", "DATABASE_URL_FILE")? {
+                Some((var, url)) => {
+                    DbOptions::parse(&url).map_err(|why| ConfigError::invalid(var, why))?
+                }
+                None => {
+                    return Err(ConfigError::invalid(
+                        "DATABASE_URL",
+                        "not set (nor DATABASE_URL_FILE)",
+                    ));
+                }
+            },
+            standbys: match url(&env, "DATABASE_READ_URL", "DATABASE_READ_URL_FILE")? {
+                Some((var, url)) => DbOptions::parse_each_host(&url)
+                    .map_err(|why| ConfigError::invalid(var, why))?,
+                None => Vec::new(),
+            },
+            read_max_lag: env.seconds("READ_MAX_LAG", 1, true)?,
             host: env
                 .get("HOST")
                 .map(|host| host.parse())
@@ -105,27 +127,28 @@ pub fn probe_port() -> Result<u16, ConfigError> {
     Env(&|name: &str| std::env::var(name).ok()).parsed("PORT", DEFAULT_PORT)
 }
 
-fn database(env: &Env) -> Result<DbOptions, ConfigError> {
-    let (var, url) = match (env.get("DATABASE_URL"), env.get("DATABASE_URL_FILE")) {
+/// The URL in `var`, or in the file `var_FILE` names (Docker and Kubernetes secrets),
+/// with the name of the one read; `None` when neither is set.
+fn url(
+    env: &Env,
+    var: &'static str,
+    file: &'static str,
+) -> Result<Option<(&'static str, String)>, ConfigError> {
+    Ok(match (env.get(var), env.get(file)) {
         (Some(_), Some(_)) => {
-            let reason = "set either DATABASE_URL or DATABASE_URL_FILE, not both";
-            return Err(ConfigError::invalid("DATABASE_URL_FILE", reason));
-        }
-        (Some(url), None) => ("DATABASE_URL", url),
-        (None, Some(path)) => {
-            let text = std::fs::read_to_string(&path).map_err(|err| {
-                ConfigError::invalid("DATABASE_URL_FILE", format!("cannot read {path}: {err}"))
-            })?;
-            ("DATABASE_URL_FILE", text.trim().to_owned())
-        }
-        (None, None) => {
             return Err(ConfigError::invalid(
-                "DATABASE_URL",
-                "not set (nor DATABASE_URL_FILE)",
+                file,
+                format!("set either {var} or {file}, not both"),
             ));
         }
-    };
-    DbOptions::parse(&url).map_err(|reason| ConfigError::invalid(var, reason))
+        (Some(url), None) => Some((var, url)),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|err| ConfigError::invalid(file, format!("cannot read {path}: {err}")))?;
+            Some((file, text.trim().to_owned()))
+        }
+        (None, None) => None,
+    })
 }
 
 // Hand-written so `{:?}` can never print the password (spec §6).
@@ -133,6 +156,15 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("database", &self.database.target())
+            .field(
+                "standbys",
+                &self
+                    .standbys
+                    .iter()
+                    .map(DbOptions::target)
+                    .collect::<Vec<_>>(),
+            )
+            .field("read_max_lag", &self.read_max_lag)
             .field("host", &self.host)
             .field("port", &self.port)
             .field("max_connections", &self.max_connections)

@@ -91,8 +91,12 @@ const OPENAPI: &str = include_str!("openapi.json");
 
 /// `GET /tasks`: the first chunk now, so a failure is still a status; the rest as
 /// the client reads (page.rs).
-pub async fn list(app: &Arc<App>, query: ListQuery) -> Result<Response<Body>, ApiError> {
-    let first = app.store.list(&query).await?;
+pub async fn list(
+    app: &Arc<App>,
+    query: ListQuery,
+    token: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let first = app.store.list(&query, token).await?;
     Ok(page::respond(app, first))
 }
 
@@ -129,8 +133,13 @@ pub async fn get(
     app: &App,
     id: i64,
     none_match: Option<conditional::Tags>,
+    token: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
-    let task = app.store.get(id).await?.ok_or(ApiError::TaskNotFound)?;
+    let task = app
+        .store
+        .get(id, token)
+        .await?
+        .ok_or(ApiError::TaskNotFound)?;
     if none_match.is_some_and(|tags| conditional::none_match(&tags, &task)) {
         let mut response = response::empty(StatusCode::NOT_MODIFIED);
         response

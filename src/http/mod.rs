@@ -176,6 +176,7 @@ async fn start(config: &Config) -> Result<(Store, TcpListener, usize), Error> {
         config.pool_size,
         config.idempotency_key_ttl,
         config.unnamed_statements,
+        (&config.standbys, config.read_max_lag),
     )
     .map_err(Error::Startup)?;
     store.warm_up().await;

@@ -188,6 +188,14 @@ async fn answer(
         response.headers_mut().insert(CONNECTION, close);
     }
     let status = response.status();
+    let wrote = matches!(method, Method::POST | Method::PATCH | Method::DELETE);
+    if let (true, true, Some(token)) = (wrote, status.is_success(), app.store.token()) {
+        // Sent back on a read, it reads this write (DATABASE_READ_URL, spec §4).
+        let token = HeaderValue::try_from(token).expect("hex digits and dashes");
+        response
+            .headers_mut()
+            .insert(CONSISTENCY_TOKEN.clone(), token);
+    }
     if status == StatusCode::REQUEST_TIMEOUT {
         app.metrics.cut(Cut::BodyTimeout.label());
     }
@@ -228,6 +236,15 @@ pub fn unparsed(app: &App, status: StatusCode) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The header a write's consistency token travels in, both ways.
+static CONSISTENCY_TOKEN: hyper::header::HeaderName =
+    hyper::header::HeaderName::from_static("x-consistency-token");
+
+/// The request's consistency token, if it sent one that is text.
+fn consistency_token(headers: &hyper::HeaderMap) -> Option<&str> {
+    headers.get(&CONSISTENCY_TOKEN)?.to_str().ok()
+}
+
 async fn dispatch(
     app: &Arc<App>,
     route: Route<'_>,
@@ -241,7 +258,8 @@ async fn dispatch(
         (Route::OpenApi, &Method::GET) => Ok(handlers::openapi()),
 
         (Route::Tasks, &Method::GET) => {
-            handlers::list(app, ListQuery::parse(parts.uri.query())?).await
+            let query = ListQuery::parse(parts.uri.query())?;
+            handlers::list(app, query, consistency_token(&parts.headers)).await
         }
         (Route::Tasks, &Method::POST) => {
             let body = body::object(&parts.headers, body).await?;
@@ -252,7 +270,8 @@ async fn dispatch(
 
         (Route::Task(id), &Method::GET) => {
             let id = parse_id(id)?;
-            handlers::get(app, id, conditional::if_none_match(&parts.headers)?).await
+            let none_match = conditional::if_none_match(&parts.headers)?;
+            handlers::get(app, id, none_match, consistency_token(&parts.headers)).await
         }
         (Route::Task(id), &Method::PATCH) => {
             let id = parse_id(id)?;

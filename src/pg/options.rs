@@ -49,26 +49,36 @@ pub struct DbOptions {
 impl DbOptions {
     /// Parses a `postgres://` / `postgresql://` URL or a libpq `key=value` string.
     pub fn parse(text: &str) -> Result<DbOptions, String> {
-        let is_uri = text.starts_with("postgres://") || text.starts_with("postgresql://");
-        if !is_uri && !text.contains('=') {
-            return Err("must be a postgres:// URL or a key=value connection string".into());
-        }
-        // Where a keyword repeats, the last one wins, as in libpq.
-        let mut given = BTreeMap::new();
-        for (ordinal, (key, value)) in url::parse(text)?.into_iter().enumerate() {
-            let listed = |list: &str| list.split_whitespace().any(|k| k == key);
-            if !listed(SUPPORTED) && !listed(UNSUPPORTED) {
-                // Not shown: a word that is no keyword may be part of a password.
-                let ordinal = ordinal + 1;
-                return Err(format!(
-                    "parameter {ordinal} is not a libpq connection parameter"
-                ));
-            }
-            given.insert(key, value);
-        }
-        Settings(given).apply()
+        Settings::parse(text)?.apply()
     }
 
+    /// Parses as [`DbOptions::parse`] does, into one target a host (a URL of several
+    /// standbys, `DATABASE_READ_URL`), each with its own port as libpq pairs them.
+    pub fn parse_each_host(text: &str) -> Result<Vec<DbOptions>, String> {
+        let settings = Settings::parse(text)?;
+        let (hosts, addrs, ports) = (
+            settings.list("host"),
+            settings.list("hostaddr"),
+            settings.list("port"),
+        );
+        let count = hosts.len().max(addrs.len()).max(1);
+        let pick =
+            |list: &[&str], n: usize| list.get(n).or(list.first()).map(|item| item.to_string());
+        (0..count)
+            .map(|n| {
+                let mut one = Settings(settings.0.clone());
+                for (key, list) in [("host", &hosts), ("hostaddr", &addrs), ("port", &ports)] {
+                    if let Some(item) = pick(list, n) {
+                        one.0.insert(key.to_owned(), item);
+                    }
+                }
+                one.apply()
+            })
+            .collect()
+    }
+}
+
+impl DbOptions {
     /// Where we connect, fit for a log line: `user@host:port/db sslmode=…`, never the password.
     pub fn target(&self) -> String {
         let pg = &self.pg;
@@ -89,6 +99,29 @@ impl DbOptions {
         let user = pg.get_user().unwrap_or_default();
         let dbname = pg.get_dbname().unwrap_or(user);
         format!("{user}@{hosts}:{ports}/{dbname} sslmode={}", self.ssl_mode)
+    }
+}
+
+impl Settings {
+    fn parse(text: &str) -> Result<Settings, String> {
+        let is_uri = text.starts_with("postgres://") || text.starts_with("postgresql://");
+        if !is_uri && !text.contains('=') {
+            return Err("must be a postgres:// URL or a key=value connection string".into());
+        }
+        // Where a keyword repeats, the last one wins, as in libpq.
+        let mut given = BTreeMap::new();
+        for (ordinal, (key, value)) in url::parse(text)?.into_iter().enumerate() {
+            let listed = |list: &str| list.split_whitespace().any(|k| k == key);
+            if !listed(SUPPORTED) && !listed(UNSUPPORTED) {
+                // Not shown: a word that is no keyword may be part of a password.
+                let ordinal = ordinal + 1;
+                return Err(format!(
+                    "parameter {ordinal} is not a libpq connection parameter"
+                ));
+            }
+            given.insert(key, value);
+        }
+        Ok(Settings(given))
     }
 }
 

@@ -10,6 +10,7 @@ mod batcher;
 mod error;
 mod idempotency;
 mod pool;
+mod replicas;
 mod sql;
 mod tasks;
 
@@ -32,12 +33,16 @@ use crate::tasks::{ListQuery, NewTask, Status, Task, TaskPatch};
 use batcher::Batcher;
 use idempotency::Pruner;
 use pool::{Deadline, Effect, OutOfTime, Pool};
+use replicas::{Standbys, Target};
 use sql::Conn;
 use sql::tasks::Read;
+use tasks::Reads;
 
 pub use error::{Cause, StoreError};
 pub use idempotency::Claim;
 
+/// How long a read may take on a standby before the primary serves it instead.
+const STANDBY_BUDGET: Duration = Duration::from_secs(1);
 /// Batch-size buckets: 1 to [`batcher::MAX_BATCH`].
 const BATCH_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 
@@ -51,11 +56,10 @@ type BatchSizes = Family<BatchLabels, Histogram, fn() -> Histogram>;
 /// The tasks in PostgreSQL, as the API reads and writes them.
 pub struct Store {
     pool: Arc<Pool>,
-    /// `get`, batched: one `id = ANY($1)` for every id queued.
-    finder: Batcher<i64, Option<Task>>,
-    /// Chunks of pages, batched: of any status, and of one.
-    lister: Batcher<Read, Vec<Task>>,
-    status_lister: Batcher<Read, Vec<Task>>,
+    /// The batched reads of the primary (first), and of each standby.
+    reads: Vec<Reads>,
+    /// The standbys' probe, and where reads go; `None`: no `DATABASE_READ_URL`.
+    standbys: Option<Standbys>,
     /// `create`, batched: one insert, so one commit, for every create queued.
     creator: Batcher<NewCreate, Creation>,
     /// `update`, batched: one statement for every change queued.
@@ -89,6 +93,8 @@ pub struct Cursor {
     status: Option<Status>,
     after: i64,
     left: i64,
+    /// Where the page is read: the rest of it is read there too.
+    target: Target,
 }
 
 /// A create: the task, and the Idempotency-Key it came with, if any.
@@ -168,16 +174,35 @@ impl Store {
         pool_size: usize,
         key_ttl: Duration,
         unnamed_statements: bool,
+        (standbys, read_max_lag): (&[DbOptions], Duration),
     ) -> Result<Store, String> {
-        let pool = Arc::new(Pool::open(db, pool_size, unnamed_statements)?);
+        let pool = Arc::new(Pool::open(
+            db,
+            pool_size,
+            unnamed_statements,
+            !standbys.is_empty(),
+        )?);
         let lanes = batcher::LANES.min(pool_size);
         let batch_sizes = BatchSizes::new_with_constructor(|| Histogram::new(BATCH_BUCKETS));
         let sizes = |query| batch_sizes.get_or_create(&BatchLabels { query }).clone();
         let keys_held = Gauge::default();
+        let mut pools = Vec::new();
+        for standby in standbys {
+            pools.push(Arc::new(Pool::open(
+                standby,
+                pool_size,
+                unnamed_statements,
+                false,
+            )?));
+        }
+        let names = standbys.iter().map(DbOptions::target).collect();
+        let reads = std::iter::once(&pool)
+            .chain(&pools)
+            .map(|pool| Reads::new(pool, lanes, &sizes));
         Ok(Store {
-            finder: tasks::finder(pool.clone(), lanes, sizes("find")),
-            lister: tasks::lister(pool.clone(), lanes, sizes("list"), false),
-            status_lister: tasks::lister(pool.clone(), lanes, sizes("list_status"), true),
+            reads: reads.collect(),
+            standbys: (!pools.is_empty())
+                .then(|| Standbys::start(pool.clone(), pools, names, read_max_lag)),
             creator: tasks::creator(pool.clone(), lanes, sizes("insert"), key_ttl),
             updater: tasks::changer(pool.clone(), lanes, sizes("update")),
             deleter: tasks::changer(pool.clone(), lanes, sizes("delete")),
@@ -193,9 +218,48 @@ impl Store {
         self.pool.warm_up().await;
     }
 
-    /// One task, if it exists. Looked up together with the other gets queued now.
-    pub async fn get(&self, id: i64) -> Result<Option<Task>, StoreError> {
-        self.finder.submit(id, Deadline::start()).await
+    /// One task, if it exists, read where `token` (a write's consistency token) allows.
+    /// Looked up together with the other gets queued now.
+    pub async fn get(&self, id: i64, token: Option<&str>) -> Result<Option<Task>, StoreError> {
+        let mut answer = Err(StoreError::Busy);
+        for (reads, deadline, last) in self.attempts(self.target(token).await) {
+            answer = reads.finder.submit(id, deadline).await;
+            if last || !standby_failed(&answer) {
+                break;
+            }
+        }
+        answer
+    }
+
+    /// Where a read goes: a standby, if any may serve it (replicas.rs), else the primary.
+    async fn target(&self, token: Option<&str>) -> Target {
+        match &self.standbys {
+            Some(standbys) => standbys.choose(token).await,
+            None => Target::Primary,
+        }
+    }
+
+    /// Where a read for `target` is tried, by when, and whether it is the last try: a
+    /// standby that cannot serve it (down, or too slow for [`STANDBY_BUDGET`]) costs the
+    /// client nothing, as the primary serves it then.
+    fn attempts(&self, target: Target) -> Vec<(&Reads, Deadline, bool)> {
+        let deadline = Deadline::start();
+        let mut attempts = Vec::with_capacity(2);
+        if let Target::Standby(n) = target {
+            attempts.push((
+                &self.reads[n + 1],
+                Deadline::after(STANDBY_BUDGET).min(deadline),
+                false,
+            ));
+        }
+        attempts.push((&self.reads[0], deadline, true));
+        attempts
+    }
+
+    /// The consistency token of the writes answered so far: a read that sends it back
+    /// sees them. `None` without standbys.
+    pub fn token(&self) -> Option<String> {
+        self.standbys.as_ref()?.token(self.pool.written()?)
     }
 
     /// Stores a new task, unless its key says it was stored before. Inserted together
@@ -206,11 +270,12 @@ impl Store {
 
     /// The first chunk of a page of tasks in id order: at most [`CHUNK_ROWS`], and a
     /// [`Cursor`] to the rest, if there may be more.
-    pub async fn list(&self, query: &ListQuery) -> Result<Chunk, StoreError> {
+    pub async fn list(&self, query: &ListQuery, token: Option<&str>) -> Result<Chunk, StoreError> {
         let cursor = Cursor {
             status: query.status,
             after: 0,
             left: query.limit,
+            target: self.target(token).await,
         };
         self.chunk(cursor, query.offset).await
     }
@@ -223,27 +288,43 @@ impl Store {
 
     async fn chunk(&self, cursor: Cursor, offset: i64) -> Result<Chunk, StoreError> {
         let limit = cursor.left.min(CHUNK_ROWS);
-        let tasks = if offset > 0 {
-            // Rare, and an offset would cost the batched statement its plan: alone.
-            let (status, after) = (cursor.status, cursor.after);
-            let list =
-                async |conn: &Conn| sql::tasks::list(conn, status, after, limit, offset).await;
-            let select = sql::SELECT_TASKS;
-            self.pool
-                .run(select, Deadline::start(), Effect::Reads, list)
-                .await?
-        } else {
-            let lister = match cursor.status {
-                Some(_) => &self.status_lister,
-                None => &self.lister,
+        let (status, after) = (cursor.status, cursor.after);
+        let mut answer = Err(StoreError::Busy);
+        for (reads, deadline, last) in self.attempts(cursor.target) {
+            answer = match offset > 0 {
+                // Rare, and an offset would cost the batched statement its plan: alone.
+                true => {
+                    let list = async |conn: &Conn| {
+                        sql::tasks::list(conn, status, after, limit, offset).await
+                    };
+                    let run = reads
+                        .pool
+                        .run(sql::SELECT_TASKS, deadline, Effect::Reads, list);
+                    run.await.map_err(StoreError::from)
+                }
+                false => {
+                    let lister = if status.is_some() {
+                        &reads.status_lister
+                    } else {
+                        &reads.lister
+                    };
+                    lister
+                        .submit(
+                            Read {
+                                status,
+                                after,
+                                limit,
+                            },
+                            deadline,
+                        )
+                        .await
+                }
             };
-            let read = Read {
-                status: cursor.status,
-                after: cursor.after,
-                limit,
-            };
-            lister.submit(read, Deadline::start()).await?
-        };
+            if last || !standby_failed(&answer) {
+                break;
+            }
+        }
+        let tasks = answer?;
         let left = cursor.left - tasks.len() as i64;
         let more = match tasks.last() {
             Some(last) if tasks.len() as i64 == limit && left > 0 => Some(Cursor {
@@ -266,7 +347,7 @@ impl Store {
         expected: Precondition,
     ) -> Result<Change<Task>, StoreError> {
         if patch.is_empty() {
-            let task = self.get(id).await?.filter(|task| match &expected {
+            let task = self.get(id, None).await?.filter(|task| match &expected {
                 Precondition::UpdatedAt(versions) => versions.contains(&task.updated_at),
                 Precondition::None | Precondition::Exists => true,
             });
@@ -347,14 +428,25 @@ impl Store {
              after each pruning round",
             self.keys_held.clone(),
         );
+        if let Some(standbys) = &self.standbys {
+            standbys.register_metrics(registry);
+        }
     }
 
-    /// Stops the pruner and closes the pool: idle connections now, busy ones when they
-    /// come back.
+    /// Stops the pruner and the standbys' probe, and closes the pools: idle connections
+    /// now, busy ones when they come back.
     pub async fn close(&self) {
         self.pruner.stop().await;
-        self.pool.close();
+        if let Some(standbys) = &self.standbys {
+            standbys.stop();
+        }
+        self.reads.iter().for_each(|reads| reads.pool.close());
     }
+}
+
+/// Whether a standby's answer is a failure the primary may yet serve.
+fn standby_failed<T>(answer: &Result<T, StoreError>) -> bool {
+    matches!(answer, Err(StoreError::Unavailable(_) | StoreError::Busy))
 }
 
 impl Precondition {

@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::{Object, Runtime};
@@ -144,12 +144,22 @@ pub struct Pool {
     /// Statements go unnamed: from the start (`DATABASE_STATEMENTS=unnamed`), or once a
     /// pooler in transaction mode was found to lose prepared ones.
     unnamed: AtomicBool,
+    /// With standbys to read from: the WAL position after the newest write committed by
+    /// this pool (a write's consistency token names at least its commit).
+    written: Option<AtomicU64>,
 }
 
 impl Pool {
     /// A pool of at most `max_size` connections to `db`, whose waits for a connection (a
     /// free one, a new one, a recycled one) are bounded by [`REQUEST_BUDGET`] too.
-    pub fn open(db: &DbOptions, max_size: usize, unnamed: bool) -> Result<Pool, String> {
+    /// With `track_writes`, each write is followed by a look at the WAL position (see
+    /// [`Pool::written`]).
+    pub fn open(
+        db: &DbOptions,
+        max_size: usize,
+        unnamed: bool,
+        track_writes: bool,
+    ) -> Result<Pool, String> {
         let pool = deadpool_postgres::Pool::builder(db.manager())
             .max_size(max_size)
             .runtime(Runtime::Tokio1)
@@ -159,8 +169,18 @@ impl Pool {
             .build()
             .map_err(|err| format!("database pool: {err}"))?;
         let unnamed = AtomicBool::new(unnamed);
-        let tls = db.tls();
-        Ok(Pool { pool, tls, unnamed })
+        let (tls, written) = (db.tls(), track_writes.then(|| AtomicU64::new(0)));
+        Ok(Pool {
+            pool,
+            tls,
+            unnamed,
+            written,
+        })
+    }
+
+    /// The WAL position after the newest write this pool committed, if it tracks them.
+    pub fn written(&self) -> Option<u64> {
+        self.written.as_ref().map(|lsn| lsn.load(Ordering::Relaxed))
     }
 
     /// Opens the first connection now, so the first request does not pay for it.
@@ -285,6 +305,10 @@ impl Pool {
         let sent = sent();
         let err = match answer {
             Some(Ok(value)) => {
+                if let (Some(written), Effect::Writes) = (&self.written, effect) {
+                    let position = super::sql::insert_position(conn).await;
+                    written.fetch_max(position.unwrap_or(0), Ordering::Relaxed);
+                }
                 in_flight.finish();
                 return (Ok(value), sent);
             }

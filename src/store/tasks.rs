@@ -28,6 +28,31 @@ const MOST_CHUNKS: usize = 256 / CHUNK_ROWS as usize;
 /// An answer per request of a batch, in order.
 type Answers<T> = Vec<Result<T, StoreError>>;
 
+/// The batched reads of one server, the primary or a standby: gets, and chunks of pages of
+/// any status and of one.
+pub struct Reads {
+    pub pool: Arc<Pool>,
+    pub finder: Batcher<i64, Option<Task>>,
+    pub lister: Batcher<Read, Vec<Task>>,
+    pub status_lister: Batcher<Read, Vec<Task>>,
+}
+
+impl Reads {
+    /// The batchers of `pool`, in `lanes`, their batch sizes observed into `sizes`' own.
+    pub fn new(
+        pool: &Arc<Pool>,
+        lanes: usize,
+        sizes: &impl Fn(&'static str) -> Histogram,
+    ) -> Reads {
+        Reads {
+            finder: finder(pool.clone(), lanes, sizes("find")),
+            lister: lister(pool.clone(), lanes, sizes("list"), false),
+            status_lister: lister(pool.clone(), lanes, sizes("list_status"), true),
+            pool: pool.clone(),
+        }
+    }
+}
+
 /// The batched lookup behind `Store::get`, each id answered from the rows that came
 /// back; a row that cannot be decoded fails its own id only.
 pub fn finder(pool: Arc<Pool>, lanes: usize, sizes: Histogram) -> Batcher<i64, Option<Task>> {

@@ -142,3 +142,68 @@ impl TryFrom<Row> for Task {
         })
     }
 }
+
+/// The first row of a simple query, as text fields.
+async fn texts(conn: &Conn, query: &str) -> Result<Vec<Option<String>>, tokio_postgres::Error> {
+    let messages = conn.client.simple_query(query).await?;
+    Ok(messages
+        .iter()
+        .find_map(|message| match message {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).map(str::to_owned))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .unwrap_or_default())
+}
+
+/// `0/16B3748` as a number.
+fn lsn(text: Option<&str>) -> Option<u64> {
+    let (high, low) = text?.split_once('/')?;
+    Some(u64::from_str_radix(high, 16).ok()? << 32 | u64::from_str_radix(low, 16).ok()?)
+}
+
+/// The primary's system identifier, timeline and WAL position; `None` when the server is
+/// in recovery (a standby).
+pub async fn primary_position(
+    conn: &Conn,
+) -> Result<Option<(u64, u64, u64)>, tokio_postgres::Error> {
+    let row = texts(
+        conn,
+        "SELECT system_identifier, pg_walfile_name(pg_current_wal_lsn()), pg_current_wal_lsn()
+         FROM pg_control_system() WHERE NOT pg_is_in_recovery()",
+    )
+    .await?;
+    let field = |n: usize| row.get(n).and_then(Option::as_deref);
+    // The WAL file's name starts with the timeline, in 8 hex digits.
+    let timeline = field(1).and_then(|name| u64::from_str_radix(name.get(..8)?, 16).ok());
+    let system = field(0).and_then(|id| id.parse::<i64>().ok());
+    Ok(system
+        .zip(timeline)
+        .zip(lsn(field(2)))
+        .map(|((s, t), l)| (s as u64, t, l)))
+}
+
+/// A standby's system identifier and replayed WAL position; `None` when the server is
+/// not in recovery (promoted) or has replayed nothing yet.
+pub async fn standby_position(conn: &Conn) -> Result<Option<(u64, u64)>, tokio_postgres::Error> {
+    let row = texts(
+        conn,
+        "SELECT system_identifier, pg_last_wal_replay_lsn()
+         FROM pg_control_system() WHERE pg_is_in_recovery()",
+    )
+    .await?;
+    let field = |n: usize| row.get(n).and_then(Option::as_deref);
+    let system = field(0).and_then(|id| id.parse::<i64>().ok());
+    Ok(system.zip(lsn(field(1))).map(|(s, l)| (s as u64, l)))
+}
+
+/// Where the primary is inserting WAL now: at or past every commit it has made.
+pub async fn insert_position(conn: &Conn) -> Option<u64> {
+    let row = texts(conn, "SELECT pg_current_wal_insert_lsn()")
+        .await
+        .ok()?;
+    lsn(row.first().and_then(Option::as_deref))
+}

@@ -1,0 +1,274 @@
+//! Reads that scale past one database (`DATABASE_READ_URL`): a pool a standby, a probe
+//! that follows each standby's replay position against the primary's, and where a read
+//! goes. With a client's consistency token, to a standby that has replayed past it
+//! (waiting at most [`TOKEN_WAIT`] for one); without, to one at most `READ_MAX_LAG`
+//! behind; else to the primary. A token that cannot be honoured goes to the primary at
+//! once. What a read runs is tasks.rs's business.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::pool::{Deadline, Effect, Pool};
+use super::sql::{self, Conn};
+
+/// How often the probe looks at the primary and every standby.
+const PROBE_EVERY: Duration = Duration::from_millis(50);
+/// How long one look may take: a standby that does not answer by then is down.
+const PROBE_BUDGET: Duration = Duration::from_millis(500);
+/// How long a read with a token waits for a standby to replay past it.
+const TOKEN_WAIT: Duration = Duration::from_millis(100);
+
+/// Where a read goes: the primary, or standby `n`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Target {
+    Primary,
+    Standby(usize),
+}
+
+/// The primary's place in its WAL, as the probe last saw it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Primary {
+    system: u64,
+    timeline: u64,
+    lsn: u64,
+}
+
+/// What the probe last saw: the primary, and each standby's replayed position and lag
+/// (`None`: down, promoted, or of another database).
+#[derive(Clone, Debug, Default)]
+struct Seen {
+    primary: Option<Primary>,
+    standbys: Vec<Option<(u64, Duration)>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    target: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StandbyLabels {
+    standby: String,
+}
+
+/// The standbys, their probe, and the counts `/metrics` shows.
+pub struct Standbys {
+    max_lag: Duration,
+    seen: watch::Receiver<Seen>,
+    next: AtomicUsize,
+    probe: JoinHandle<()>,
+    reads: Family<TargetLabels, Counter>,
+    waited: Counter,
+    lag: Family<StandbyLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+impl Standbys {
+    /// Starts probing `pools` (one a standby, named by `names`) against `primary`.
+    pub fn start(
+        primary: Arc<Pool>,
+        pools: Vec<Arc<Pool>>,
+        names: Vec<String>,
+        max_lag: Duration,
+    ) -> Standbys {
+        let (tell, seen) = watch::channel(Seen::default());
+        let lag: Family<StandbyLabels, Gauge<f64, _>> = Family::default();
+        let gauges = names
+            .into_iter()
+            .map(|standby| lag.get_or_create(&StandbyLabels { standby }).clone());
+        let probe = tokio::spawn(probe(primary, pools, gauges.collect(), max_lag, tell));
+        let (next, reads, waited) = (AtomicUsize::new(0), Family::default(), Counter::default());
+        Standbys {
+            max_lag,
+            seen,
+            next,
+            probe,
+            reads,
+            waited,
+            lag,
+        }
+    }
+
+    /// Where a read with `token` (or none) goes; counted by target.
+    pub async fn choose(&self, token: Option<&str>) -> Target {
+        let target = match token {
+            None => self.within_lag(),
+            Some(token) => self.past(token).await,
+        };
+        let target_label = if target == Target::Primary {
+            "primary"
+        } else {
+            "standby"
+        };
+        self.reads
+            .get_or_create(&TargetLabels {
+                target: target_label,
+            })
+            .inc();
+        target
+    }
+
+    /// A standby at most `READ_MAX_LAG` behind, in turn; else the primary.
+    fn within_lag(&self) -> Target {
+        let seen = self.seen.borrow();
+        let fresh: Vec<usize> = (seen.standbys.iter().enumerate())
+            .filter(|(_, standby)| standby.is_some_and(|(_, lag)| lag <= self.max_lag))
+            .map(|(n, _)| n)
+            .collect();
+        match fresh.len() {
+            0 => Target::Primary,
+            len => Target::Standby(fresh[self.next.fetch_add(1, Ordering::Relaxed) % len]),
+        }
+    }
+
+    /// A standby that has replayed past `token`, waiting at most [`TOKEN_WAIT`] for one;
+    /// the primary for a token that cannot be honoured.
+    async fn past(&self, token: &str) -> Target {
+        let mut seen = self.seen.clone();
+        let Some(lsn) = honoured(&seen.borrow(), token) else {
+            return Target::Primary;
+        };
+        let waited = tokio::time::timeout(TOKEN_WAIT, async {
+            for turn in 0.. {
+                let replayed = (seen.borrow_and_update().standbys.iter())
+                    .position(|standby| standby.is_some_and(|(replayed, _)| replayed >= lsn));
+                if let Some(n) = replayed {
+                    return Target::Standby(n);
+                }
+                if turn == 0 {
+                    self.waited.inc();
+                }
+                if seen.changed().await.is_err() {
+                    break;
+                }
+            }
+            Target::Primary
+        });
+        waited.await.unwrap_or(Target::Primary)
+    }
+
+    /// The token of a write the primary committed at or before `lsn`.
+    pub fn token(&self, lsn: u64) -> Option<String> {
+        let primary = self.seen.borrow().primary?;
+        Some(format!(
+            "{:x}-{:x}-{lsn:x}",
+            primary.system, primary.timeline
+        ))
+    }
+
+    /// Registers `db_reads{target}`, `db_reads_waited` and `db_standby_lag_seconds{standby}`.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "db_reads",
+            "Reads of tasks, by where they went",
+            self.reads.clone(),
+        );
+        let waited = "Reads with a consistency token that waited for a standby to replay past it";
+        registry.register("db_reads_waited", waited, self.waited.clone());
+        let lag = "How far behind the primary each standby was at the last probe (NaN: down)";
+        registry.register("db_standby_lag_seconds", lag, self.lag.clone());
+    }
+
+    /// Stops the probe.
+    pub fn stop(&self) {
+        self.probe.abort();
+    }
+}
+
+/// The position `token` names, when it is one of this database's, on the primary's
+/// timeline, and not ahead of the primary: else `None` (then the primary serves it).
+fn honoured(seen: &Seen, token: &str) -> Option<u64> {
+    let primary = seen.primary?;
+    let mut fields = token.split('-').map(|field| u64::from_str_radix(field, 16));
+    let (Some(Ok(system)), Some(Ok(timeline)), Some(Ok(lsn)), None) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return None;
+    };
+    (system == primary.system && timeline == primary.timeline && lsn <= primary.lsn).then_some(lsn)
+}
+
+/// The probe: every [`PROBE_EVERY`], the primary's system, timeline and position, then
+/// each standby's replayed position; a standby's lag is how long ago the primary was
+/// last seen at or before that position (so a standby with nothing to replay is never
+/// behind, however old its last replayed transaction).
+async fn probe(
+    primary: Arc<Pool>,
+    standbys: Vec<Arc<Pool>>,
+    gauges: Vec<Gauge<f64, std::sync::atomic::AtomicU64>>,
+    max_lag: Duration,
+    tell: watch::Sender<Seen>,
+) {
+    let mut history: VecDeque<(u64, Instant)> = VecDeque::new();
+    let keep = (max_lag + Duration::from_secs(2)).as_millis() / PROBE_EVERY.as_millis();
+    loop {
+        let seen_primary = look(&primary, async |conn: &Conn| {
+            sql::primary_position(conn).await
+        })
+        .await
+        .flatten()
+        .map(|(system, timeline, lsn)| Primary {
+            system,
+            timeline,
+            lsn,
+        });
+        if let Some(now) = seen_primary {
+            if history.back().is_none_or(|(lsn, _)| *lsn != now.lsn) {
+                history.push_back((now.lsn, Instant::now()));
+            }
+            while history.len() > keep as usize {
+                history.pop_front();
+            }
+        }
+        let mut seen = Seen {
+            primary: seen_primary,
+            standbys: Vec::with_capacity(standbys.len()),
+        };
+        for (pool, gauge) in standbys.iter().zip(&gauges) {
+            let replay = look(pool, async |conn: &Conn| sql::standby_position(conn).await)
+                .await
+                .flatten();
+            let standby = replay
+                .zip(seen_primary)
+                .and_then(|((system, replayed), primary)| {
+                    let since = history.iter().rev().find(|(lsn, _)| *lsn <= replayed)?.1;
+                    let caught_up = replayed >= primary.lsn;
+                    (system == primary.system).then(|| {
+                        (
+                            replayed,
+                            if caught_up {
+                                Duration::ZERO
+                            } else {
+                                since.elapsed()
+                            },
+                        )
+                    })
+                });
+            gauge.set(standby.map_or(f64::NAN, |(_, lag)| lag.as_secs_f64()));
+            seen.standbys.push(standby);
+        }
+        tell.send_replace(seen);
+        tokio::time::sleep(PROBE_EVERY).await;
+    }
+}
+
+/// One look through `pool`, within [`PROBE_BUDGET`]; `None` when it fails.
+async fn look<T>(
+    pool: &Pool,
+    work: impl AsyncFnOnce(&Conn) -> Result<T, tokio_postgres::Error> + Clone,
+) -> Option<T> {
+    let deadline = Deadline::after(PROBE_BUDGET);
+    pool.run(sql::SHOW, deadline, Effect::Reads, work)
+        .await
+        .ok()
+}
