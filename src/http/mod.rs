@@ -12,7 +12,6 @@ pub mod handlers;
 pub mod idempotency;
 pub mod listener;
 pub mod page;
-pub mod request_id;
 pub mod response;
 pub mod router;
 

@@ -1,7 +1,7 @@
 //! Turns a request into one handler call: the path parsed once into a [`Route`], then
 //! one `match` on (route, method), with 404 and 405 + `allow` (spec §2). With tracing
 //! on, the request runs inside its server span, whose scope its statements see. Reading
-//! bodies is body.rs's job; the request id and the access-log line are request_id.rs's.
+//! bodies is body.rs's job; the request id and the access-log line are access.rs's.
 
 use std::fmt;
 use std::sync::Arc;
@@ -11,11 +11,11 @@ use hyper::body::Incoming;
 use hyper::header::{CONNECTION, HeaderValue, USER_AGENT};
 use hyper::{Method, Request, Response, StatusCode, Version};
 
-use super::access::Access;
+use super::access::{self, Access};
 use super::conn::Cut;
 use super::error::ApiError;
 use super::response::Body;
-use super::{App, body, conditional, handlers, idempotency, request_id};
+use super::{App, body, conditional, handlers, idempotency};
 use crate::observe::metrics;
 use crate::observe::traces::{self, ServerRequest, context as trace};
 use crate::store::NewCreate;
@@ -157,7 +157,7 @@ async fn answer(
 ) -> Result<Response<Body>, NoAnswer> {
     let started = Instant::now();
     let _in_flight = app.metrics.in_flight();
-    let id = request_id::of(request.headers());
+    let id = access::request_id(request.headers());
     let trace_id = traced_id.or_else(|| trace::trace_id(request.headers()).map(str::to_owned));
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
@@ -192,7 +192,9 @@ async fn answer(
         app.metrics.cut(Cut::BodyTimeout.label());
     }
     access.answered(status);
-    request_id::stamp(&mut response, id);
+    response
+        .headers_mut()
+        .insert(access::X_REQUEST_ID.clone(), id);
     app.metrics
         .record(&method, route.label(), status, started.elapsed());
     Ok(response)
@@ -204,7 +206,7 @@ async fn answer(
 /// request with no method or path, and as a connection the server closed.
 pub fn unparsed(app: &App, status: StatusCode) -> Vec<u8> {
     let started = Instant::now();
-    let id = request_id::of(&hyper::HeaderMap::new());
+    let id = access::request_id(&hyper::HeaderMap::new());
     let (error, cut) = match status {
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => (ApiError::HeadTooLarge, Cut::HeadTooLarge),
         _ => (ApiError::MalformedHead, Cut::Malformed),
