@@ -15,7 +15,7 @@ use super::access::{self, Access};
 use super::conn::Cut;
 use super::error::ApiError;
 use super::response::Body;
-use super::{App, body, conditional, handlers, idempotency};
+use super::{App, MAX_HEAD_BYTES, body, conditional, handlers, idempotency};
 use crate::observe::metrics;
 use crate::observe::traces::{self, ServerRequest, context as trace};
 use crate::store::NewCreate;
@@ -207,11 +207,18 @@ async fn answer(
 pub fn unparsed(app: &App, status: StatusCode) -> Vec<u8> {
     let started = Instant::now();
     let id = access::request_id(&hyper::HeaderMap::new());
-    let (error, cut) = match status {
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => (ApiError::HeadTooLarge, Cut::HeadTooLarge),
-        _ => (ApiError::MalformedHead, Cut::Malformed),
+    let (detail, cut) = match status {
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => (
+            format!("The request head (line and headers) is larger than {MAX_HEAD_BYTES} bytes"),
+            Cut::HeadTooLarge,
+        ),
+        _ => (
+            "The request line or a header is not valid HTTP (a control character, or bad syntax)"
+                .to_owned(),
+            Cut::Malformed,
+        ),
     };
-    let body = serde_json::json!({ "detail": error.to_string() }).to_string();
+    let body = serde_json::json!({ "detail": detail }).to_string();
     let access = Access {
         method: "-",
         path: "-",
