@@ -12,7 +12,6 @@ use hyper::header::{CONNECTION, HeaderValue, USER_AGENT};
 use hyper::{Method, Request, Response, StatusCode, Version};
 
 use super::access::{self, Access};
-use super::conn::Cut;
 use super::error::ApiError;
 use super::response::Body;
 use super::{App, MAX_HEAD_BYTES, body, conditional, handlers, idempotency};
@@ -189,7 +188,7 @@ async fn answer(
     }
     let status = response.status();
     if status == StatusCode::REQUEST_TIMEOUT {
-        app.metrics.cut(Cut::BodyTimeout.label());
+        app.metrics.cut("body_timeout");
     }
     access.answered(status);
     response
@@ -210,12 +209,12 @@ pub fn unparsed(app: &App, status: StatusCode) -> Vec<u8> {
     let (detail, cut) = match status {
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => (
             format!("The request head (line and headers) is larger than {MAX_HEAD_BYTES} bytes"),
-            Cut::HeadTooLarge,
+            "head_too_large",
         ),
         _ => (
             "The request line or a header is not valid HTTP (a control character, or bad syntax)"
                 .to_owned(),
-            Cut::Malformed,
+            "malformed",
         ),
     };
     let body = serde_json::json!({ "detail": detail }).to_string();
@@ -227,7 +226,7 @@ pub fn unparsed(app: &App, status: StatusCode) -> Vec<u8> {
         started,
     };
     access.answered(status);
-    app.metrics.cut(cut.label());
+    app.metrics.cut(cut);
     let id = id.to_str().unwrap_or("-");
     format!(
         "HTTP/1.1 {status}\r\ncontent-type: application/json\r\nx-request-id: {id}\r\n\
