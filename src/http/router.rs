@@ -1,15 +1,14 @@
-//! Turns a request into one handler call: the path parsed once into a [`Route`], then
-//! one `match` on (route, method), with 404 and 405 + `allow` (spec §2). With tracing
-//! on, the request runs inside its server span, whose scope its statements see. Reading
-//! bodies is body.rs's job; the request id and the access-log line are access.rs's.
+//! Turns a request into one handler call: one `match` on (route, method), with 404 and
+//! 405 + `allow` (spec §2); the request id, the access line and the metrics around it.
+//! With tracing on, the request runs inside its server span. Reading bodies is body.rs's
+//! job; the access line's format, access.rs's.
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
 use hyper::body::Incoming;
 use hyper::header::{CONNECTION, HeaderValue, USER_AGENT};
-use hyper::{Method, Request, Response, StatusCode, Version};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode, Version};
 
 use super::access::{self, Access};
 use super::error::ApiError;
@@ -20,78 +19,25 @@ use crate::observe::traces::{self, ServerRequest, context as trace};
 use crate::store::NewCreate;
 use crate::tasks::{ListQuery, NewTask, TaskPatch, parse_id};
 
-/// Where a path leads: the API's one route table.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Route<'a> {
-    /// `/health`
-    Health,
-    /// `/ready`
-    Ready,
-    /// `/metrics`
-    Metrics,
-    /// `/openapi.json`
-    OpenApi,
-    /// `/tasks`
-    Tasks,
-    /// `/tasks/{id}`, the id as written (not yet checked).
-    Task(&'a str),
-    /// Anything else: 404.
-    Unmatched,
-}
+/// The label of every path that matches no route.
+const UNMATCHED: &str = "unmatched";
 
-impl<'a> Route<'a> {
-    /// The route of `path`.
-    pub fn parse(path: &'a str) -> Route<'a> {
-        match path.strip_prefix('/') {
-            Some("health") => Route::Health,
-            Some("ready") => Route::Ready,
-            Some("metrics") => Route::Metrics,
-            Some("openapi.json") => Route::OpenApi,
-            Some("tasks") => Route::Tasks,
-            Some(rest) => match rest.strip_prefix("tasks/") {
-                Some(id) if !id.is_empty() && !id.contains('/') => Route::Task(id),
-                _ => Route::Unmatched,
-            },
-            None => Route::Unmatched,
-        }
+/// The route `path` matches, as metrics label it (never a raw id), and the id as
+/// written (not yet checked) when it is `/tasks/{id}`.
+fn route(path: &str) -> (&'static str, &str) {
+    const FIXED: [&str; 5] = ["/health", "/ready", "/metrics", "/openapi.json", "/tasks"];
+    if let Some(fixed) = FIXED.into_iter().find(|fixed| *fixed == path) {
+        return (fixed, "");
     }
-
-    /// The route as metrics label it: never a raw id, and one label for every path
-    /// that matches no route.
-    pub fn label(self) -> &'static str {
-        match self {
-            Route::Health => "/health",
-            Route::Ready => "/ready",
-            Route::Metrics => "/metrics",
-            Route::OpenApi => "/openapi.json",
-            Route::Tasks => "/tasks",
-            Route::Task(_) => "/tasks/{id}",
-            Route::Unmatched => "unmatched",
-        }
-    }
-
-    /// The methods the route answers, as a 405's `allow` lists them.
-    fn allow(self) -> &'static str {
-        match self {
-            Route::Tasks => "GET, POST",
-            Route::Task(_) => "GET, PATCH, DELETE",
-            _ => "GET",
-        }
+    match path.strip_prefix("/tasks/") {
+        Some(id) if !id.is_empty() && !id.contains('/') => ("/tasks/{id}", id),
+        _ => (UNMATCHED, ""),
     }
 }
 
 /// What the service returns instead of a response when a write's outcome is unknown:
 /// hyper then closes the connection, and the client sees no answer, not a wrong one.
-#[derive(Debug)]
-pub struct NoAnswer;
-
-impl fmt::Display for NoAnswer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("no answer: the outcome of the write is unknown")
-    }
-}
-
-impl std::error::Error for NoAnswer {}
+const NO_ANSWER: &str = "no answer: the outcome of the write is unknown";
 
 /// The service function: route (or, for a connection over `MAX_CONNECTIONS`, refuse:
 /// 503), render any error, stamp the request id, log one line, count it; with tracing
@@ -100,50 +46,44 @@ pub async fn handle(
     app: Arc<App>,
     request: Request<Incoming>,
     refuse: bool,
-) -> Result<Response<Body>, NoAnswer> {
-    let Some(tracer) = &app.tracer else {
-        // Tracing off costs this one branch: no span, no id, no scope.
-        return answer(&app, request, None, refuse).await;
-    };
-    let parent = trace::parent(request.headers());
-    let Some(mut span) = tracer.server_span(parent, server_request(&request)) else {
+) -> Result<Response<Body>, &'static str> {
+    // Tracing off costs this one branch: no span, no id, no scope.
+    let span = app.tracer.as_ref().and_then(|tracer| {
+        let protocol = if request.version() == Version::HTTP_10 {
+            "1.0"
+        } else {
+            "1.1"
+        };
+        let path = request.uri().path();
+        let described = ServerRequest {
+            // Clients cannot mint span names: every other method is `_OTHER`.
+            method: metrics::method_name(request.method()).unwrap_or("_OTHER"),
+            route: Some(route(path).0).filter(|route| *route != UNMATCHED),
+            path: path.to_owned(),
+            protocol,
+            user_agent: request
+                .headers()
+                .get(USER_AGENT)
+                .and_then(|agent| agent.to_str().ok())
+                .map(str::to_owned),
+        };
+        tracer.server_span(trace::parent(request.headers()), described)
+    });
+    let Some(mut span) = span else {
         return answer(&app, request, None, refuse).await;
     };
     let trace_id = Some(span.context().trace_id.to_string());
     // Boxed: the traced future's extra state stays out of every untraced request's.
-    let answered = Box::pin(traces::within(
+    let traced = Box::pin(traces::within(
         span.scope(),
         answer(&app, request, trace_id, refuse),
     ));
-    let answered = answered.await;
+    let answered = traced.await;
     match &answered {
         Ok(response) => span.answered(response.status().as_u16()),
-        Err(NoAnswer) => span.failed("outcome_unknown".into(), NoAnswer.to_string()),
+        Err(_) => span.failed("outcome_unknown".into(), NO_ANSWER.into()),
     }
     answered
-}
-
-/// A request as its server span describes it (HTTP semantic conventions).
-fn server_request(request: &Request<Incoming>) -> ServerRequest {
-    let path = request.uri().path();
-    let agent = request
-        .headers()
-        .get(USER_AGENT)
-        .and_then(|agent| agent.to_str().ok());
-    ServerRequest {
-        // Clients cannot mint span names: every other method is `_OTHER`.
-        method: metrics::method_name(request.method()).unwrap_or("_OTHER"),
-        route: Some(Route::parse(path))
-            .filter(|r| *r != Route::Unmatched)
-            .map(Route::label),
-        path: path.to_owned(),
-        protocol: if request.version() == Version::HTTP_10 {
-            "1.0"
-        } else {
-            "1.1"
-        },
-        user_agent: agent.map(str::to_owned),
-    }
 }
 
 /// Routes (or refuses), answers and logs a request; `traced_id` is its span's trace id,
@@ -153,14 +93,14 @@ async fn answer(
     request: Request<Incoming>,
     traced_id: Option<String>,
     refuse: bool,
-) -> Result<Response<Body>, NoAnswer> {
+) -> Result<Response<Body>, &'static str> {
     let started = Instant::now();
     let _in_flight = app.metrics.in_flight();
     let id = access::request_id(request.headers());
     let trace_id = traced_id.or_else(|| trace::trace_id(request.headers()).map(str::to_owned));
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let route = Route::parse(&path);
+    let (route, task_id) = route(&path);
     let access = Access {
         method: method.as_str(),
         path: &path,
@@ -170,14 +110,14 @@ async fn answer(
     };
     let answer = match refuse {
         true => Err(ApiError::Overloaded),
-        false => dispatch(app, route, request).await,
+        false => dispatch(app, route, task_id, request).await,
     };
     let mut response = match answer {
         Ok(response) => response,
         Err(ApiError::OutcomeUnknown(cause)) => {
             access.unanswered(&*cause);
             app.metrics.unanswered();
-            return Err(NoAnswer);
+            return Err(NO_ANSWER);
         }
         Err(err) => err.into_response(&id),
     };
@@ -195,7 +135,7 @@ async fn answer(
         .headers_mut()
         .insert(access::X_REQUEST_ID.clone(), id);
     app.metrics
-        .record(&method, route.label(), status, started.elapsed());
+        .record(&method, route, status, started.elapsed());
     Ok(response)
 }
 
@@ -205,7 +145,7 @@ async fn answer(
 /// request with no method or path, and as a connection the server closed.
 pub fn unparsed(app: &App, status: StatusCode) -> Vec<u8> {
     let started = Instant::now();
-    let id = access::request_id(&hyper::HeaderMap::new());
+    let id = access::request_id(&HeaderMap::new());
     let (detail, cut) = match status {
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => (
             format!("The request head (line and headers) is larger than {MAX_HEAD_BYTES} bytes"),
@@ -238,65 +178,44 @@ pub fn unparsed(app: &App, status: StatusCode) -> Vec<u8> {
 
 async fn dispatch(
     app: &Arc<App>,
-    route: Route<'_>,
+    route: &str,
+    id: &str,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
     match (route, &parts.method) {
-        (Route::Health, &Method::GET) => Ok(handlers::live()),
-        (Route::Ready, &Method::GET) => Ok(handlers::ready(app).await),
-        (Route::Metrics, &Method::GET) => Ok(handlers::metrics(app, &parts.headers)),
-        (Route::OpenApi, &Method::GET) => Ok(handlers::openapi()),
+        ("/health", &Method::GET) => Ok(handlers::live()),
+        ("/ready", &Method::GET) => Ok(handlers::ready(app).await),
+        ("/metrics", &Method::GET) => Ok(handlers::metrics(app, headers)),
+        ("/openapi.json", &Method::GET) => Ok(handlers::openapi()),
 
-        (Route::Tasks, &Method::GET) => {
-            handlers::list(app, ListQuery::parse(parts.uri.query())?).await
-        }
-        (Route::Tasks, &Method::POST) => {
-            let body = body::object(&parts.headers, body).await?;
+        ("/tasks", &Method::GET) => handlers::list(app, ListQuery::parse(parts.uri.query())?).await,
+        ("/tasks", &Method::POST) => {
+            let body = body::object(headers, body).await?;
             let task = NewTask::decode(&body)?;
-            let claim = idempotency::claim(&parts.headers, &task, &body)?;
+            let claim = idempotency::claim(headers, &task, &body)?;
             handlers::create(app, NewCreate { task, claim }).await
         }
 
-        (Route::Task(id), &Method::GET) => {
+        ("/tasks/{id}", &Method::GET) => {
             let id = parse_id(id)?;
-            handlers::get(app, id, conditional::if_none_match(&parts.headers)?).await
+            handlers::get(app, id, conditional::if_none_match(headers)?).await
         }
-        (Route::Task(id), &Method::PATCH) => {
+        ("/tasks/{id}", &Method::PATCH) => {
             let id = parse_id(id)?;
-            let expected = conditional::if_match(&parts.headers)?;
-            let patch = TaskPatch::decode(&body::object(&parts.headers, body).await?)?;
+            let expected = conditional::if_match(headers)?;
+            let patch = TaskPatch::decode(&body::object(headers, body).await?)?;
             handlers::update(app, id, patch, expected).await
         }
-        (Route::Task(id), &Method::DELETE) => {
+        ("/tasks/{id}", &Method::DELETE) => {
             let id = parse_id(id)?;
-            handlers::delete(app, id, conditional::if_match(&parts.headers)?).await
+            handlers::delete(app, id, conditional::if_match(headers)?).await
         }
 
-        (Route::Unmatched, _) => Err(ApiError::NotFound),
-        (route, _) => Err(ApiError::MethodNotAllowed(route.allow())),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_parse_to_routes_and_labels_never_hold_an_id() {
-        for (path, route, label) in [
-            ("/tasks", Route::Tasks, "/tasks"),
-            ("/tasks/42", Route::Task("42"), "/tasks/{id}"),
-            ("/tasks/x", Route::Task("x"), "/tasks/{id}"),
-            ("/health", Route::Health, "/health"),
-            ("/tasks/", Route::Unmatched, "unmatched"),
-            ("/tasks/1/extra", Route::Unmatched, "unmatched"),
-            ("//tasks", Route::Unmatched, "unmatched"),
-            ("/health/", Route::Unmatched, "unmatched"),
-            ("*", Route::Unmatched, "unmatched"),
-        ] {
-            assert_eq!(Route::parse(path), route, "{path}");
-            assert_eq!(route.label(), label, "{path}");
-        }
+        (UNMATCHED, _) => Err(ApiError::NotFound),
+        ("/tasks", _) => Err(ApiError::MethodNotAllowed("GET, POST")),
+        ("/tasks/{id}", _) => Err(ApiError::MethodNotAllowed("GET, PATCH, DELETE")),
+        _ => Err(ApiError::MethodNotAllowed("GET")),
     }
 }
