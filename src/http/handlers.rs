@@ -3,6 +3,7 @@
 //! around them (router.rs); the database is the store's.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hyper::header::{ETAG, HeaderMap, HeaderValue, LOCATION};
@@ -29,7 +30,7 @@ pub fn live() -> Response<Body> {
 /// `GET /ready`: one database round trip within [`READY_BUDGET`]; 503 at once when the
 /// server is stopping, so load balancers take it out before it stops accepting.
 pub async fn ready(app: &App) -> Response<Body> {
-    let (code, status, database) = match app.is_stopping() {
+    let (code, status, database) = match app.stopping.load(Ordering::Relaxed) {
         true => (StatusCode::SERVICE_UNAVAILABLE, "stopping", "not checked"),
         false => match app.store.check(READY_BUDGET).await {
             Health::Ok => (StatusCode::OK, "ready", "ok"),

@@ -73,13 +73,6 @@ pub struct App {
     pub tracer: Option<Tracer>,
 }
 
-impl App {
-    /// Whether the server is on its way out (see [`App::stopping`]).
-    pub fn is_stopping(&self) -> bool {
-        self.stopping.load(Ordering::Relaxed)
-    }
-}
-
 /// `task-api serve`: wait for the database, migrate, listen, serve until SIGTERM or
 /// SIGINT, drain, close the store.
 pub fn run(mut config: Config) -> Result<(), Error> {
@@ -93,21 +86,11 @@ pub fn run(mut config: Config) -> Result<(), Error> {
         let signals = shutdown::signals()
             .map_err(|err| Error::Startup(format!("cannot install signal handlers: {err}")))?;
         let mut signals = pin!(signals);
-        let fd_limit = listener::raise_fd_limit()
-            .inspect_err(|err| log::warn!("could not raise the file descriptor limit: {err}"))
-            .ok();
         let limits = Limits {
-            max_connections: config.max_connections.unwrap_or_else(|| {
-                listener::default_max_connections(fd_limit.unwrap_or(1024), config.pool_size)
-            }),
+            max_connections: listener::max_connections(config.max_connections, config.pool_size),
             delay: config.shutdown_delay,
             drain: config.shutdown_timeout,
         };
-        log::info!(
-            "file descriptor limit {}; serving up to {} connections",
-            fd_limit.map_or("unknown".into(), |n| n.to_string()),
-            limits.max_connections
-        );
         let (store, listener, applied) = tokio::select! {
             started = start(&config) => started?,
             signal = &mut signals => {

@@ -4,6 +4,7 @@
 //! job; the access line's format, access.rs's.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use hyper::body::Incoming;
@@ -121,21 +122,19 @@ async fn answer(
         }
         Err(err) => err.into_response(&id),
     };
-    if app.is_stopping() {
-        // Draining: the client should take its next request elsewhere.
-        let close = HeaderValue::from_static("close");
-        response.headers_mut().insert(CONNECTION, close);
-    }
     let status = response.status();
     if status == StatusCode::REQUEST_TIMEOUT {
         app.metrics.cut("body_timeout");
     }
     access.answered(status);
-    response
-        .headers_mut()
-        .insert(access::X_REQUEST_ID.clone(), id);
     app.metrics
         .record(&method, route, status, started.elapsed());
+    let headers = response.headers_mut();
+    if app.stopping.load(Ordering::Relaxed) {
+        // Draining: the client should take its next request elsewhere.
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    headers.insert(&access::X_REQUEST_ID, id);
     Ok(response)
 }
 
