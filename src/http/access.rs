@@ -30,17 +30,14 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     }
 }
 
-/// A request, as its access line will name it.
+/// A request, as its access line names it: `method` is `-` for a head that could not
+/// be parsed, `path` has no query string, `trace_id` is the caller's (`traceparent`) if
+/// valid, and `started` is when the head arrived.
 pub struct Access<'a> {
-    /// Its method (`-` for a head that could not be parsed).
     pub method: &'a str,
-    /// Its path, without the query string.
     pub path: &'a str,
-    /// Its `x-request-id`.
     pub request_id: &'a HeaderValue,
-    /// The caller's trace id (`traceparent`), if valid.
     pub trace_id: Option<&'a str>,
-    /// When its head arrived.
     pub started: Instant,
 }
 

@@ -44,10 +44,9 @@ pub fn configure(stream: &TcpStream) {
 pub fn cut(err: &hyper::Error, requests: u64) -> Option<&'static str> {
     if err.is_timeout() {
         // hyper's header timer also runs while a kept-alive connection waits.
-        return Some(if requests == 0 {
-            "header_timeout"
-        } else {
-            "idle_timeout"
+        return Some(match requests {
+            0 => "header_timeout",
+            _ => "idle_timeout",
         });
     }
     std::iter::successors(std::error::Error::source(err), |err| err.source())

@@ -15,7 +15,6 @@ use crate::store::{Cause, StoreError};
 use crate::tasks::Invalid;
 
 /// Why a request failed. The [`Cause`] in `Unavailable` and `Internal` is for the log only.
-#[derive(Debug)]
 pub enum ApiError {
     /// 400: the body is not JSON, or not an object; or a malformed header.
     BadRequest(String),

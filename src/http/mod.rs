@@ -49,15 +49,13 @@ const OVER_CAPACITY_ANSWERS: usize = 128;
 /// An over-capacity client gets this long to send its request head.
 const OVER_CAPACITY_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How the accept loop bounds what clients hold.
-#[derive(Clone, Copy, Debug)]
+/// How the accept loop bounds what clients hold: how many it serves at once (the next
+/// get 503 and `connection: close`); how long it serves on after SIGTERM, `/ready`
+/// failing, so load balancers stop sending before it stops accepting (`SHUTDOWN_DELAY`);
+/// and how long in-flight requests get after that (`SHUTDOWN_TIMEOUT`).
 pub struct Limits {
-    /// Clients served at once; the next ones get 503 and `connection: close`.
     pub max_connections: usize,
-    /// How long the server goes on serving after SIGTERM, `/ready` failing, so load
-    /// balancers stop sending before it stops accepting (`SHUTDOWN_DELAY`).
     pub delay: Duration,
-    /// How long in-flight requests get after that (`SHUTDOWN_TIMEOUT`).
     pub drain: Duration,
 }
 
