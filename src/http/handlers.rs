@@ -62,9 +62,12 @@ pub fn openapi() -> Response<Body> {
     )
 }
 
+/// What a handler returns: rendered by router.rs, whichever it is.
+pub type Answer = Result<Response<Body>, ApiError>;
+
 /// `GET /tasks`: the first chunk now, so a failure is still a status; the rest as
 /// the client reads (page.rs).
-pub async fn list(app: &Arc<App>, query: ListQuery) -> Result<Response<Body>, ApiError> {
+pub async fn list(app: &Arc<App>, query: ListQuery) -> Answer {
     let first = app.store.list(&query).await?;
     Ok(page::respond(app, first))
 }
@@ -72,7 +75,7 @@ pub async fn list(app: &Arc<App>, query: ListQuery) -> Result<Response<Body>, Ap
 /// `POST /tasks`: 201, the task, its ETag and where it lives. With an `Idempotency-Key`
 /// seen before for the same body: the same answer again, marked replayed, and nothing
 /// stored.
-pub async fn create(app: &App, create: NewCreate) -> Result<Response<Body>, ApiError> {
+pub async fn create(app: &App, create: NewCreate) -> Answer {
     let (task, replayed) = match app.store.create(create).await? {
         Creation::Created(task) => (task, false),
         Creation::Replayed(task) => (task, true),
@@ -82,14 +85,12 @@ pub async fn create(app: &App, create: NewCreate) -> Result<Response<Body>, ApiE
             return Err(ApiError::Invalid(Invalid { field, reason }));
         }
     };
-    let mut response = with_task(StatusCode::CREATED, &task);
+    let mut response = tagged(response::json(StatusCode::CREATED, &task), &task);
     let headers = response.headers_mut();
-    let location = format!("/tasks/{}", task.id);
+    let location = HeaderValue::try_from(format!("/tasks/{}", task.id));
     headers.insert(
         LOCATION,
-        location
-            .try_into()
-            .expect("/tasks/<digits> is a header value"),
+        location.expect("/tasks/<digits> is a header value"),
     );
     if replayed {
         headers.insert(&IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
@@ -98,47 +99,29 @@ pub async fn create(app: &App, create: NewCreate) -> Result<Response<Body>, ApiE
 }
 
 /// `GET /tasks/{id}`; 304 and no body when `If-None-Match` names its ETag.
-pub async fn get(
-    app: &App,
-    id: i64,
-    none_match: Option<conditional::Tags>,
-) -> Result<Response<Body>, ApiError> {
+pub async fn get(app: &App, id: i64, none_match: Option<conditional::Tags>) -> Answer {
     let task = app.store.get(id).await?.ok_or(ApiError::TaskNotFound)?;
     if none_match.is_some_and(|tags| conditional::none_match(&tags, &task)) {
-        let mut response = response::empty(StatusCode::NOT_MODIFIED);
-        response
-            .headers_mut()
-            .insert(ETAG, conditional::etag(&task));
-        return Ok(response);
+        return Ok(tagged(response::empty(StatusCode::NOT_MODIFIED), &task));
     }
-    Ok(with_task(StatusCode::OK, &task))
+    Ok(tagged(response::json(StatusCode::OK, &task), &task))
 }
 
 /// `PATCH /tasks/{id}`, if the task meets `expected` (`If-Match`): else 412.
-pub async fn update(
-    app: &App,
-    id: i64,
-    patch: TaskPatch,
-    expected: Precondition,
-) -> Result<Response<Body>, ApiError> {
+pub async fn update(app: &App, id: i64, patch: TaskPatch, expected: Precondition) -> Answer {
     let task = changed(app.store.update(id, patch, expected).await?)?;
-    Ok(with_task(StatusCode::OK, &task))
+    Ok(tagged(response::json(StatusCode::OK, &task), &task))
 }
 
 /// `DELETE /tasks/{id}`: 204, no body; if the task meets `expected` (`If-Match`),
 /// else 412.
-pub async fn delete(
-    app: &App,
-    id: i64,
-    expected: Precondition,
-) -> Result<Response<Body>, ApiError> {
+pub async fn delete(app: &App, id: i64, expected: Precondition) -> Answer {
     changed(app.store.delete(id, expected).await?)?;
     Ok(response::empty(StatusCode::NO_CONTENT))
 }
 
-/// A task as JSON, with its ETag.
-fn with_task(status: StatusCode, task: &Task) -> Response<Body> {
-    let mut response = response::json(status, task);
+/// `response`, with the ETag of `task`.
+fn tagged(mut response: Response<Body>, task: &Task) -> Response<Body> {
     response.headers_mut().insert(ETAG, conditional::etag(task));
     response
 }

@@ -13,8 +13,9 @@ use hyper::{HeaderMap, Method, Request, Response, StatusCode, Version};
 
 use super::access::{self, Access};
 use super::error::ApiError;
+use super::handlers::{self, Answer};
 use super::response::Body;
-use super::{App, MAX_HEAD_BYTES, body, conditional, handlers, idempotency};
+use super::{App, MAX_HEAD_BYTES, body, conditional, idempotency};
 use crate::observe::metrics;
 use crate::observe::traces::{self, ServerRequest, context as trace};
 use crate::store::NewCreate;
@@ -175,12 +176,7 @@ pub fn unparsed(app: &App, status: StatusCode) -> Vec<u8> {
     .into_bytes()
 }
 
-async fn dispatch(
-    app: &Arc<App>,
-    route: &str,
-    id: &str,
-    request: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+async fn dispatch(app: &Arc<App>, route: &str, id: &str, request: Request<Incoming>) -> Answer {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
     match (route, &parts.method) {
