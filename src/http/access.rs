@@ -1,8 +1,7 @@
 //! Who a request is and the one line it leaves in the log (spec §2, §6): its
-//! `x-request-id`, and the access line (method, path, status, duration, request id, and
-//! the caller's trace id when it sent one). Written as text (the client's values
-//! [`Quoted`]), and carrying the same as fields, which `LOG_FORMAT=json` writes as keys.
-//! Never a body.
+//! `x-request-id`, and the access line (method, path, status, duration, request id, the
+//! caller's trace id), never a body. The line is text, the client's values [`Quoted`],
+//! and carries the same as fields, which `LOG_FORMAT=json` writes as keys.
 
 use std::fmt::Display;
 use std::time::Instant;

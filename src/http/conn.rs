@@ -67,12 +67,10 @@ impl std::fmt::Display for WriteStalled {
 
 impl std::error::Error for WriteStalled {}
 
-/// A client connection's stream as hyper sees it. Writes fail once they have made no
-/// progress for [`WRITE_TIMEOUT`]: the timer starts when a write (or flush) is first
-/// refused and stops at the next progress, so a client that reads slowly but steadily
-/// is served to the end. And the answer hyper writes by itself to a request head it
-/// cannot parse (a status line, `content-length: 0`, no body, and the connection
-/// closed: hyper 1 has no hook for it) is swapped for router.rs's.
+/// A client connection's stream as hyper sees it. Writes fail after [`WRITE_TIMEOUT`]
+/// without progress (timed from the first refused write to the next progress, so a slow
+/// but steady reader is served to the end). The answer hyper writes by itself to a head
+/// it cannot parse (hyper 1 has no hook for it) is swapped for router.rs's.
 pub struct ClientIo {
     inner: TcpStream,
     stalled_since: Option<Pin<Box<Sleep>>>,
@@ -82,7 +80,7 @@ pub struct ClientIo {
 }
 
 impl ClientIo {
-    /// Wraps `inner`, a connection of `app`'s.
+    /// Wraps `inner`, a client of `app`.
     pub fn new(inner: TcpStream, app: Arc<App>) -> Self {
         let (stalled_since, pending) = (None, Vec::new());
         ClientIo {

@@ -72,9 +72,8 @@ pub async fn list(app: &Arc<App>, query: ListQuery) -> Answer {
     Ok(page::respond(app, first))
 }
 
-/// `POST /tasks`: 201, the task, its ETag and where it lives. With an `Idempotency-Key`
-/// seen before for the same body: the same answer again, marked replayed, and nothing
-/// stored.
+/// `POST /tasks`: 201, the task, its ETag and where it lives; for an `Idempotency-Key`
+/// seen before with the same body, that answer again, marked replayed, nothing stored.
 pub async fn create(app: &App, create: NewCreate) -> Answer {
     let (task, replayed) = match app.store.create(create).await? {
         Creation::Created(task) => (task, false),
@@ -113,8 +112,7 @@ pub async fn update(app: &App, id: i64, patch: TaskPatch, expected: Precondition
     Ok(tagged(response::json(StatusCode::OK, &task), &task))
 }
 
-/// `DELETE /tasks/{id}`: 204, no body; if the task meets `expected` (`If-Match`),
-/// else 412.
+/// `DELETE /tasks/{id}`: 204, no body; if the task meets `expected` (`If-Match`): else 412.
 pub async fn delete(app: &App, id: i64, expected: Precondition) -> Answer {
     changed(app.store.delete(id, expected).await?)?;
     Ok(response::empty(StatusCode::NO_CONTENT))

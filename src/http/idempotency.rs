@@ -14,13 +14,11 @@ static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// The response header of an answer replayed for a key seen before.
 pub static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
-/// The request's key, if it sent one, with the fingerprint of the create it asks for: a
-/// SHA-256 of `task` as canonical JSON (keys sorted, no blanks, a default value left out),
-/// so a retry that differs only in spacing, key order, escapes, a default status or a
-/// `null` description is the same request. For a body that spells out no default, that is
-/// also the digest of the body, which the release before this one stored; for one that
-/// does, that digest goes along too ([`Claim::as_written`]), so a retry crossing the two
-/// releases is recognised either way.
+/// The request's key, if any, with the fingerprint of its create: a SHA-256 of `task` as
+/// canonical JSON (keys sorted, no blanks, defaults left out), so a retry differing only
+/// in spacing, key order, escapes, a default status or a `null` description matches. The
+/// release before stored the digest of the body as written: that goes along too when it
+/// differs ([`Claim::as_written`]), so a retry across the upgrade matches either way.
 pub fn claim(
     headers: &HeaderMap,
     task: &NewTask,

@@ -36,9 +36,8 @@ use crate::pg::{connect as db, migrate};
 use crate::store::Store;
 use crate::{Error, shutdown};
 
-/// A client that has not sent its whole header by then is disconnected (spec §5). hyper
-/// runs the same timer while a kept-alive connection waits for its next request, so it
-/// is the idle timeout too.
+/// A client that has not sent its whole head by then is disconnected (spec §5); as hyper
+/// runs it while a kept-alive connection waits too, it is the idle timeout as well.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest request head (line and headers) read (spec §2: 431 past it). hyper's
 /// read and write buffers are this big at most, per connection: so is what an
@@ -143,16 +142,16 @@ async fn start(config: &Config) -> Result<(Store, TcpListener, usize), Error> {
 }
 
 /// Serves `listener` until `shutdown` completes; then `/ready` fails and responses say
-/// `connection: close` while it goes on serving for `limits.delay`; then it stops
-/// accepting and gives in-flight requests up to `limits.drain` to finish. Idle
-/// keep-alive connections close at once. Spans not yet exported are sent in what is
-/// left of `limits.drain`.
+/// `connection: close` while it goes on serving for `delay`; then it stops accepting and
+/// gives in-flight requests up to `drain` to finish. Idle keep-alive connections close at
+/// once. Spans not yet exported are sent in what is left of `drain`.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = &'static str>,
     limits: Limits,
 ) {
+    let (delay, drain) = (limits.delay, limits.drain);
     match listener.local_addr() {
         Ok(addr) => log::info!("listening on http://{addr}"),
         Err(err) => log::warn!("listening, address unknown: {err}"),
@@ -198,34 +197,31 @@ pub async fn serve(
             () = &mut accepting => unreachable!("the accept loop never ends"),
         };
         app.stopping.store(true, Ordering::Relaxed);
-        if limits.delay.is_zero() {
-            log::info!("{signal} received; draining for up to {:?}", limits.drain);
+        if delay.is_zero() {
+            log::info!("{signal} received; draining for up to {:?}", drain);
         } else {
             log::info!(
                 "{signal} received; /ready fails, serving on for {:?}",
-                limits.delay
+                delay
             );
-            let _ = tokio::time::timeout(limits.delay, accepting).await;
-            log::info!("stopped accepting; draining for up to {:?}", limits.drain);
+            let _ = tokio::time::timeout(delay, accepting).await;
+            log::info!("stopped accepting; draining for up to {:?}", drain);
         }
     }
     drop(listener); // stop accepting; in-flight requests carry on
-    let drained_by = std::time::Instant::now() + limits.drain;
-    if tokio::time::timeout(limits.drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        log::warn!("connections still open after {:?}; exiting", limits.drain);
+    let drained_by = std::time::Instant::now() + drain;
+    let drained = tokio::time::timeout(drain, graceful.shutdown()).await;
+    if drained.is_err() {
+        log::warn!("connections still open after {:?}; exiting", drain);
     }
     if let Some(tracer) = &app.tracer {
         tracer.flush(drained_by).await;
     }
 }
 
-/// Serves one client connection, holding `permit` till it ends. Without `graceful`, the
-/// client is over `MAX_CONNECTIONS`: its request is answered 503 with `retry-after` and
-/// the connection closed. Else its requests go to the router, the drain waits for it,
-/// and the way it ends (a deadline, or the client going) is counted.
+/// Serves one client, holding `permit` till it goes. Without `graceful` it is over
+/// `MAX_CONNECTIONS`: answered 503 and closed. Else its requests go to the router, the
+/// drain waits for it, and the way it ends (a deadline, or the client going) is counted.
 fn spawn_connection(
     http: &http1::Builder,
     graceful: Option<&GracefulShutdown>,

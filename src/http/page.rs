@@ -1,9 +1,7 @@
-//! `GET /tasks` as it leaves (spec §5: memory bounded whatever the input). A page that
-//! fits one chunk goes out whole. A longer one streams: its JSON is made a frame at a
-//! time, the next chunk read only once the client has taken the last, so a page of any
-//! size, read however slowly, holds one chunk and a frame or two, and no database
-//! connection between chunks. A client that stops reading is cut off by the write
-//! deadline (conn.rs). Reading the chunks is the store's job.
+//! `GET /tasks` as it leaves, memory bounded whatever the page (spec §5): one chunk goes
+//! out whole; more stream a frame at a time, the next chunk read only once the client has
+//! taken the last, no database connection held between chunks. A client that stops
+//! reading is cut off by the write deadline (conn.rs); reading chunks is the store's job.
 
 use std::io;
 use std::sync::Arc;

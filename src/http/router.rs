@@ -139,10 +139,9 @@ async fn answer(
     Ok(response)
 }
 
-/// The whole answer to a request head hyper could not parse, `status` being hyper's
-/// choice (400, or 431 past the head limit): a JSON `detail` and a new request id, as
-/// the bytes conn.rs writes in place of hyper's bare answer. Logged and counted as a
-/// request with no method or path, and as a connection the server closed.
+/// The bytes conn.rs writes in place of hyper's bare answer to a head it could not
+/// parse (`status`: 400, or 431 past the limit): a JSON `detail` and a new request id.
+/// Logged as a request with no method or path, counted as a connection cut.
 pub fn unparsed(app: &App, status: StatusCode) -> Vec<u8> {
     let started = Instant::now();
     let id = access::request_id(&HeaderMap::new());
