@@ -76,11 +76,8 @@ pub async fn handle(
     };
     let trace_id = Some(span.context().trace_id.to_string());
     // Boxed: the traced future's extra state stays out of every untraced request's.
-    let traced = Box::pin(traces::within(
-        span.scope(),
-        answer(&app, request, trace_id, refuse),
-    ));
-    let answered = traced.await;
+    let traced = traces::within(span.scope(), answer(&app, request, trace_id, refuse));
+    let answered = Box::pin(traced).await;
     match &answered {
         Ok(response) => span.answered(response.status().as_u16()),
         Err(_) => span.failed("outcome_unknown".into(), NO_ANSWER.into()),
