@@ -1,13 +1,12 @@
-//! [`ApiError`]: every way a request can fail, the status each maps to, and the one
-//! place an error meets the client as `{"detail": …}` (spec §2). Internal causes go
-//! to the log, never into the body. What a database failure means is decided in the
-//! store (store/outcome.rs); here it only gets its status.
+//! [`ApiError`]: every way a request can fail, and the one place an error meets the
+//! client, as a status and `{"detail": …}` (spec §2). Internal causes go to the log,
+//! never into the body. What a database failure means is decided in the store
+//! (store/error.rs); here it only gets its status.
 
-use std::fmt;
+use std::borrow::Cow;
 
-use hyper::header::{ALLOW, CONNECTION, HeaderValue, RETRY_AFTER};
+use hyper::header::{ALLOW, CONNECTION, HeaderName, HeaderValue, RETRY_AFTER};
 use hyper::{Response, StatusCode};
-use serde_json::json;
 
 use super::response::{self, Body};
 use crate::error::describe;
@@ -15,16 +14,10 @@ use crate::observe::logs::Quoted;
 use crate::store::{Cause, StoreError};
 use crate::tasks::Invalid;
 
-/// Why a request failed. `Display` is written for the client; the [`Cause`] in
-/// `Unavailable` and `Internal` is for the log only.
-#[derive(Debug)]
+/// Why a request failed. The [`Cause`] in `Unavailable` and `Internal` is for the log only.
 pub enum ApiError {
     /// 400: the body is not JSON, or not an object; or a malformed header.
     BadRequest(String),
-    /// 400: a request head hyper could not parse (conn.rs answers it).
-    MalformedHead,
-    /// 431: a request head over the limit (conn.rs answers it).
-    HeadTooLarge,
     /// 404: no such route.
     NotFound,
     /// 404: no such task.
@@ -54,91 +47,67 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// The HTTP status for this error.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            ApiError::BadRequest(_) | ApiError::MalformedHead => StatusCode::BAD_REQUEST,
-            ApiError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ApiError::NotFound | ApiError::TaskNotFound => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
-            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unavailable(_) | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) | ApiError::OutcomeUnknown(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        }
-    }
-
     /// The response the client gets; logs the cause of 500s and 503s.
     pub fn into_response(self, request_id: &HeaderValue) -> Response<Body> {
+        use StatusCode as S;
         let request_id = Quoted(request_id.to_str().unwrap_or("-"));
-        match &self {
-            ApiError::Internal(cause) => {
-                log::error!(
-                    "request_id={request_id} internal error: {}",
-                    describe(&**cause)
-                )
+        let mut header = None::<(HeaderName, &'static str)>;
+        let (status, detail): (_, Cow<str>) = match self {
+            ApiError::BadRequest(detail) => (S::BAD_REQUEST, detail.into()),
+            ApiError::NotFound => (S::NOT_FOUND, "Not Found".into()),
+            ApiError::TaskNotFound => (S::NOT_FOUND, "Task not found".into()),
+            ApiError::MethodNotAllowed(allow) => {
+                header = Some((ALLOW, allow));
+                (S::METHOD_NOT_ALLOWED, "Method Not Allowed".into())
             }
+            ApiError::PreconditionFailed => (
+                S::PRECONDITION_FAILED,
+                "The task is not the version If-Match names; nothing was changed".into(),
+            ),
+            ApiError::RequestTimeout => {
+                header = Some((CONNECTION, "close"));
+                let detail = "The request body did not arrive in time";
+                (S::REQUEST_TIMEOUT, detail.into())
+            }
+            ApiError::PayloadTooLarge(limit) => {
+                let detail = format!("Request body is larger than {limit} bytes");
+                (S::PAYLOAD_TOO_LARGE, detail.into())
+            }
+            ApiError::UnsupportedMediaType => {
+                let detail = "Content-Type must be application/json";
+                (S::UNSUPPORTED_MEDIA_TYPE, detail.into())
+            }
+            ApiError::Invalid(invalid) => (S::UNPROCESSABLE_ENTITY, invalid.to_string().into()),
             ApiError::Unavailable(cause) => {
                 log::warn!(
                     "request_id={request_id} database unavailable: {}",
-                    describe(&**cause)
-                )
+                    describe(&*cause)
+                );
+                header = Some((RETRY_AFTER, "1"));
+                let detail = "Database unavailable; try again shortly";
+                (S::SERVICE_UNAVAILABLE, detail.into())
             }
-            _ => {}
-        }
-        let mut response = response::json(self.status(), &json!({"detail": self.to_string()}));
-        let headers = response.headers_mut();
-        match self {
-            ApiError::MethodNotAllowed(allow) => {
-                headers.insert(ALLOW, HeaderValue::from_static(allow));
+            ApiError::Overloaded => {
+                header = Some((RETRY_AFTER, "1"));
+                let detail = "The server is at capacity; try again shortly";
+                (S::SERVICE_UNAVAILABLE, detail.into())
             }
-            ApiError::Unavailable(_) | ApiError::Overloaded => {
-                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            // The router answers OutcomeUnknown by closing the connection: never seen here.
+            ApiError::Internal(cause) | ApiError::OutcomeUnknown(cause) => {
+                log::error!(
+                    "request_id={request_id} internal error: {}",
+                    describe(&*cause)
+                );
+                (S::INTERNAL_SERVER_ERROR, "Internal server error".into())
             }
-            ApiError::RequestTimeout => {
-                headers.insert(CONNECTION, HeaderValue::from_static("close"));
-            }
-            _ => {}
+        };
+        let mut response = response::json(status, &serde_json::json!({ "detail": detail }));
+        if let Some((name, value)) = header {
+            response
+                .headers_mut()
+                .insert(name, HeaderValue::from_static(value));
         }
         response
-    }
-}
-
-impl fmt::Display for ApiError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ApiError::BadRequest(detail) => f.write_str(detail),
-            ApiError::MalformedHead => f.write_str(
-                "The request line or a header is not valid HTTP (a control character, or bad \
-                 syntax)",
-            ),
-            ApiError::HeadTooLarge => write!(
-                f,
-                "The request head (line and headers) is larger than {} bytes",
-                super::MAX_HEAD_BYTES
-            ),
-            ApiError::Invalid(invalid) => invalid.fmt(f),
-            ApiError::NotFound => f.write_str("Not Found"),
-            ApiError::TaskNotFound => f.write_str("Task not found"),
-            ApiError::MethodNotAllowed(_) => f.write_str("Method Not Allowed"),
-            ApiError::PreconditionFailed => {
-                f.write_str("The task is not the version If-Match names; nothing was changed")
-            }
-            ApiError::RequestTimeout => f.write_str("The request body did not arrive in time"),
-            ApiError::PayloadTooLarge(limit) => {
-                write!(f, "Request body is larger than {limit} bytes")
-            }
-            ApiError::UnsupportedMediaType => f.write_str("Content-Type must be application/json"),
-            ApiError::Unavailable(_) => f.write_str("Database unavailable; try again shortly"),
-            ApiError::Overloaded => f.write_str("The server is at capacity; try again shortly"),
-            ApiError::Internal(_) => f.write_str("Internal server error"),
-            ApiError::OutcomeUnknown(_) => f.write_str("The outcome is unknown"),
-        }
     }
 }
 

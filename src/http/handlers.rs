@@ -1,77 +1,48 @@
-//! One short function per route, `/health` and `/ready` included. Each takes typed
-//! input and returns a response or an [`ApiError`]; routing, rendering errors and
-//! logging happen once, around them (router.rs). The database is the store's.
+//! One short function per route, `/health` and `/ready` included: typed input in, a
+//! response or an [`ApiError`] out. Routing, rendering errors and logging happen once,
+//! around them (router.rs); the database is the store's.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hyper::header::{ETAG, HeaderMap, HeaderValue, LOCATION};
 use hyper::{Response, StatusCode};
-use serde::Serialize;
 
 use super::error::ApiError;
 use super::idempotency::IDEMPOTENT_REPLAYED;
 use super::response::{self, Body};
 use super::{App, conditional, page};
 use crate::observe::metrics::Format;
-use crate::store::{Change, Creation, Health as DbHealth, NewCreate, Precondition};
+use crate::store::{Change, Creation, Health, NewCreate, Precondition};
 use crate::tasks::{Invalid, ListQuery, Task, TaskPatch};
 
 /// `/ready` answers within this, whatever the database does (spec §2).
 const READY_BUDGET: Duration = Duration::from_secs(1);
 
-/// `/health`'s body; a struct so the keys keep the spec's order.
-#[derive(Serialize)]
-struct Health {
-    status: &'static str,
-    service: &'static str,
-    version: &'static str,
-}
-
-/// `/ready`'s body.
-#[derive(Serialize)]
-struct Readiness {
-    status: &'static str,
-    checks: Checks,
-}
-
-#[derive(Serialize)]
-struct Checks {
-    database: &'static str,
-}
-
 /// `GET /health`: liveness. Never touches the database.
 pub fn live() -> Response<Body> {
-    let health = Health {
-        status: "healthy",
-        service: "task-api",
-        version: crate::VERSION,
-    };
-    response::json(StatusCode::OK, &health)
+    let version = crate::VERSION;
+    let body = format!(r#"{{"status":"healthy","service":"task-api","version":"{version}"}}"#);
+    response::text(StatusCode::OK, "application/json", body)
 }
 
 /// `GET /ready`: one database round trip within [`READY_BUDGET`]; 503 at once when the
 /// server is stopping, so load balancers take it out before it stops accepting.
 pub async fn ready(app: &App) -> Response<Body> {
-    if app.is_stopping() {
-        let checks = Checks {
-            database: "not checked",
-        };
-        let stopping = Readiness {
-            status: "stopping",
-            checks,
-        };
-        return response::json(StatusCode::SERVICE_UNAVAILABLE, &stopping);
-    }
-    let (code, status, database) = match app.store.check(READY_BUDGET).await {
-        DbHealth::Ok => (StatusCode::OK, "ready", "ok"),
-        DbHealth::Failed(reason, err) => {
-            log::warn!("readiness check failed: {err}");
-            (StatusCode::SERVICE_UNAVAILABLE, "unavailable", reason)
-        }
+    let (code, status, database) = match app.stopping.load(Ordering::Relaxed) {
+        true => (StatusCode::SERVICE_UNAVAILABLE, "stopping", "not checked"),
+        false => match app.store.check(READY_BUDGET).await {
+            Health::Ok => (StatusCode::OK, "ready", "ok"),
+            Health::Failed(reason, err) => {
+                log::warn!("readiness check failed: {err}");
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable", reason)
+            }
+        },
     };
-    let checks = Checks { database };
-    response::json(code, &Readiness { status, checks })
+    let database = serde_json::Value::from(database); // quoted and escaped
+    let body = format!(r#"{{"status":"{status}","checks":{{"database":{database}}}}}"#);
+    response::text(code, "application/json", body)
 }
 
 /// `GET /metrics`: pool state as of now, in the Prometheus format `Accept` asks for.
@@ -81,49 +52,47 @@ pub fn metrics(app: &App, headers: &HeaderMap) -> Response<Body> {
     response::text(StatusCode::OK, format.content_type(), text)
 }
 
-/// `GET /openapi.json`: the API's contract, compiled into the binary.
+/// `GET /openapi.json`: the API's contract (OpenAPI 3.1), compiled into the binary;
+/// tests check the server keeps to it.
 pub fn openapi() -> Response<Body> {
-    response::text(StatusCode::OK, "application/json", OPENAPI)
+    response::text(
+        StatusCode::OK,
+        "application/json",
+        include_str!("openapi.json"),
+    )
 }
 
-/// The OpenAPI 3.1 document; tests check the server keeps to it.
-const OPENAPI: &str = include_str!("openapi.json");
+/// What a handler returns: rendered by router.rs, whichever it is.
+pub type Answer = Result<Response<Body>, ApiError>;
 
 /// `GET /tasks`: the first chunk now, so a failure is still a status; the rest as
 /// the client reads (page.rs).
-pub async fn list(
-    app: &Arc<App>,
-    query: ListQuery,
-    token: Option<&str>,
-) -> Result<Response<Body>, ApiError> {
+pub async fn list(app: &Arc<App>, query: ListQuery, token: Option<&str>) -> Answer {
     let first = app.store.list(&query, token).await?;
     Ok(page::respond(app, first))
 }
 
-/// `POST /tasks`: 201, the task, its ETag and where it lives. With an `Idempotency-Key`
-/// seen before for the same body: the same answer again, marked replayed, and nothing
-/// stored.
-pub async fn create(app: &App, create: NewCreate) -> Result<Response<Body>, ApiError> {
+/// `POST /tasks`: 201, the task, its ETag and where it lives; for an `Idempotency-Key`
+/// seen before with the same body, that answer again, marked replayed, nothing stored.
+pub async fn create(app: &App, create: NewCreate) -> Answer {
     let (task, replayed) = match app.store.create(create).await? {
         Creation::Created(task) => (task, false),
         Creation::Replayed(task) => (task, true),
         Creation::KeyReused => {
-            return Err(ApiError::Invalid(Invalid {
-                field: "idempotency-key".into(),
-                reason: "was already used for another request",
-            }));
+            let field = "idempotency-key".into();
+            let reason = "was already used for another request";
+            return Err(ApiError::Invalid(Invalid { field, reason }));
         }
     };
-    let mut response = with_task(StatusCode::CREATED, &task);
-    let location = HeaderValue::try_from(format!("/tasks/{}", task.id))
-        .expect("a path of ASCII digits is a valid header value");
+    let mut response = tagged(response::json(StatusCode::CREATED, &task), &task);
     let headers = response.headers_mut();
-    headers.insert(LOCATION, location);
+    let location = HeaderValue::try_from(format!("/tasks/{}", task.id));
+    headers.insert(
+        LOCATION,
+        location.expect("/tasks/<digits> is a header value"),
+    );
     if replayed {
-        headers.insert(
-            IDEMPOTENT_REPLAYED.clone(),
-            HeaderValue::from_static("true"),
-        );
+        headers.insert(&IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     }
     Ok(response)
 }
@@ -134,47 +103,32 @@ pub async fn get(
     id: i64,
     none_match: Option<conditional::Tags>,
     token: Option<&str>,
-) -> Result<Response<Body>, ApiError> {
+) -> Answer {
     let task = app
         .store
         .get(id, token)
         .await?
         .ok_or(ApiError::TaskNotFound)?;
     if none_match.is_some_and(|tags| conditional::none_match(&tags, &task)) {
-        let mut response = response::empty(StatusCode::NOT_MODIFIED);
-        response
-            .headers_mut()
-            .insert(ETAG, conditional::etag(&task));
-        return Ok(response);
+        return Ok(tagged(response::empty(StatusCode::NOT_MODIFIED), &task));
     }
-    Ok(with_task(StatusCode::OK, &task))
+    Ok(tagged(response::json(StatusCode::OK, &task), &task))
 }
 
 /// `PATCH /tasks/{id}`, if the task meets `expected` (`If-Match`): else 412.
-pub async fn update(
-    app: &App,
-    id: i64,
-    patch: TaskPatch,
-    expected: Precondition,
-) -> Result<Response<Body>, ApiError> {
+pub async fn update(app: &App, id: i64, patch: TaskPatch, expected: Precondition) -> Answer {
     let task = changed(app.store.update(id, patch, expected).await?)?;
-    Ok(with_task(StatusCode::OK, &task))
+    Ok(tagged(response::json(StatusCode::OK, &task), &task))
 }
 
-/// `DELETE /tasks/{id}`: 204, no body; if the task meets `expected` (`If-Match`),
-/// else 412.
-pub async fn delete(
-    app: &App,
-    id: i64,
-    expected: Precondition,
-) -> Result<Response<Body>, ApiError> {
+/// `DELETE /tasks/{id}`: 204, no body; if the task meets `expected` (`If-Match`): else 412.
+pub async fn delete(app: &App, id: i64, expected: Precondition) -> Answer {
     changed(app.store.delete(id, expected).await?)?;
     Ok(response::empty(StatusCode::NO_CONTENT))
 }
 
-/// A task as JSON, with its ETag.
-fn with_task(status: StatusCode, task: &Task) -> Response<Body> {
-    let mut response = response::json(status, task);
+/// `response`, with the ETag of `task`.
+fn tagged(mut response: Response<Body>, task: &Task) -> Response<Body> {
     response.headers_mut().insert(ETAG, conditional::etag(task));
     response
 }

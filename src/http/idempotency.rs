@@ -10,21 +10,15 @@ use crate::store::Claim;
 use crate::tasks::{Invalid, NewTask, Status};
 
 /// The request header.
-pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// The response header of an answer replayed for a key seen before.
 pub static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
-/// The longest key, in characters.
-const MAX_KEY_CHARS: usize = 255;
 
-/// The request's key, if it sent one, with the fingerprint of the create it asks for:
-/// a SHA-256 of `task` as canonical JSON (keys sorted, no blanks, a default value left
-/// out), so a retry that differs only in spacing, key order, escapes, a default status
-/// or a `null` description is the same request. That is also the digest of the body
-/// itself whenever it spells out no default, which is what the release before this one stored: a retry
-/// crossing the two versions is recognised either way. For a body that does spell one
-/// out, the digest of the body as written goes along too ([`Claim::as_written`]), to
-/// match what the release before this one stored for it. The draft makes the value a structured-field
-/// string (`"…"`); a bare token, as most clients send, is taken as it is.
+/// The request's key, if any, with the fingerprint of its create: a SHA-256 of `task` as
+/// canonical JSON (keys sorted, no blanks, defaults left out), so a retry differing only
+/// in spacing, key order, escapes, a default status or a `null` description matches. The
+/// release before stored the digest of the body as written: that goes along too when it
+/// differs ([`Claim::as_written`]), so a retry across the upgrade matches either way.
 pub fn claim(
     headers: &HeaderMap,
     task: &NewTask,
@@ -50,8 +44,11 @@ pub fn claim(
     if task.status != Status::Pending {
         canonical.insert("status".into(), task.status.as_str().into());
     }
-    let fingerprint = sha256(&canonical);
-    let as_written = sha256(body);
+    let sha256 = |object| {
+        let json = serde_json::to_vec(object).expect("a JSON object serializes");
+        digest(&SHA256, &json).as_ref().to_vec()
+    };
+    let (fingerprint, as_written) = (sha256(&canonical), sha256(body));
     Ok(Some(Claim {
         key,
         as_written: (as_written != fingerprint).then_some(as_written),
@@ -59,15 +56,9 @@ pub fn claim(
     }))
 }
 
-fn sha256(object: &Map<String, Value>) -> Vec<u8> {
-    let canonical = serde_json::to_vec(object).expect("a JSON object serializes");
-    digest(&SHA256, &canonical).as_ref().to_vec()
-}
-
-/// The key in `value`: a structured-field string unquoted, or the value as it is; 1 to
-/// 255 printable ASCII characters.
+/// The key in `value`, 1 to 255 printable ASCII characters: a structured-field string
+/// (`"…"`, as the draft has it) unquoted, or a bare token as most clients send it.
 fn key(value: &[u8]) -> Option<String> {
-    let printable = |b: &u8| (0x20..=0x7e).contains(b);
     let key = match value.strip_prefix(b"\"") {
         // A structured-field string: escapes for `"` and `\` only, closed at the end.
         Some(quoted) => {
@@ -87,7 +78,8 @@ fn key(value: &[u8]) -> Option<String> {
         }
         None => value.to_vec(),
     };
-    let ok = !key.is_empty() && key.len() <= MAX_KEY_CHARS && key.iter().all(printable);
+    let printable = key.iter().all(|b| (0x20..=0x7e).contains(b));
+    let ok = !key.is_empty() && key.len() <= 255 && printable;
     ok.then(|| String::from_utf8(key).expect("printable ASCII is UTF-8"))
 }
 
@@ -97,47 +89,38 @@ mod tests {
 
     #[test]
     fn keys_are_1_to_255_printable_ascii_quoted_or_not() {
-        assert_eq!(key(b"abc-123").as_deref(), Some("abc-123"));
-        assert_eq!(key(br#""8e03978e""#).as_deref(), Some("8e03978e"));
-        assert_eq!(key(br#""a\"b\\c""#).as_deref(), Some(r#"a"b\c"#));
-        assert_eq!(key(&[b'k'; 255]).map(|k| k.len()), Some(255));
-        for bad in [
-            &b""[..],
-            b"\"\"",
-            &[b'k'; 256],
-            b"caf\xc3\xa9",
-            b"a\tb",
-            br#""a\x""#,
+        let longest = "k".repeat(255);
+        for (value, expected) in [
+            (&b"abc-123"[..], Some("abc-123")),
+            (br#""8e03978e""#, Some("8e03978e")),
+            (br#""a\"b\\c""#, Some(r#"a"b\c"#)),
+            (longest.as_bytes(), Some(longest.as_str())),
+            (b"", None),
+            (b"\"\"", None),
+            (&[b'k'; 256], None),
+            (b"caf\xc3\xa9", None),
+            (b"a\tb", None),
+            (br#""a\x""#, None),
         ] {
-            assert_eq!(key(bad), None, "{bad:?}");
+            assert_eq!(key(value).as_deref(), expected, "{value:?}");
         }
     }
 
     #[test]
-    fn the_same_create_has_the_same_fingerprint_however_written() {
+    fn a_create_keeps_the_digest_the_release_before_stored_for_its_body() {
         let mut headers = HeaderMap::new();
         headers.insert(&IDEMPOTENCY_KEY, "k".parse().unwrap());
-        let print = |text: &str| {
+        let plain = digest(&SHA256, br#"{"title":"a"}"#);
+        for (text, spells_out_a_default) in [
+            (r#"{"title":"a"}"#, false),
+            (r#"{ "status": "pending",  "title": "a" }"#, true),
+            (r#"{"title":"\u0061","description":null}"#, true),
+        ] {
             let body: Map<String, Value> = serde_json::from_str(text).unwrap();
             let task = NewTask::decode(&body).unwrap();
-            claim(&headers, &task, &body).unwrap().unwrap()
-        };
-        let plain = print(r#"{"title":"a"}"#);
-        for same in [
-            r#"{ "status": "pending",  "title": "a" }"#,
-            r#"{"title":"\u0061","description":null}"#,
-        ] {
-            assert_eq!(print(same).fingerprint, plain.fingerprint, "{same}");
-            assert!(print(same).as_written.is_some(), "{same}");
+            let claim = claim(&headers, &task, &body).unwrap().unwrap();
+            assert_eq!(claim.fingerprint, plain.as_ref(), "{text}");
+            assert_eq!(claim.as_written.is_some(), spells_out_a_default, "{text}");
         }
-        // A body with no default spelled out: the digest the release before stored for it.
-        let body = r#"{"title":"a"}"#.as_bytes();
-        assert_eq!(plain.fingerprint, digest(&SHA256, body).as_ref());
-        assert_eq!(plain.as_written, None);
-        assert_ne!(plain.fingerprint, print(r#"{"title":"b"}"#).fingerprint);
-        assert_ne!(
-            plain.fingerprint,
-            print(r#"{"title":"a","status":"completed"}"#).fingerprint
-        );
     }
 }

@@ -1,22 +1,22 @@
-//! The HTTP server: start-up in the spec's order (connect, migrate, listen), the
-//! accept loop with its cap on connections, and the bounded drain on SIGTERM (spec
-//! §5). What a request does is router.rs's business; a connection's own deadlines,
-//! conn.rs's; where it listens, listener.rs's.
+//! The HTTP server: start-up in the spec's order (connect, migrate, listen), the accept
+//! loop with its cap on connections, and the bounded drain on SIGTERM (spec §5). What a
+//! request does is router.rs's business; a connection's own deadlines, conn.rs's; where
+//! it listens, listener.rs's.
 
-pub mod access;
-pub mod body;
-pub mod conditional;
-pub mod conn;
-pub mod error;
-pub mod handlers;
-pub mod idempotency;
-pub mod listener;
-pub mod page;
-pub mod request_id;
-pub mod response;
-pub mod router;
+mod access;
+mod body;
+mod conditional;
+mod conn;
+mod error;
+mod handlers;
+mod idempotency;
+mod listener;
+mod page;
+mod response;
+mod router;
 
 use std::future::Future;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -35,30 +35,26 @@ use crate::observe::{logs, metrics};
 use crate::pg::{connect as db, indexes, migrate};
 use crate::store::Store;
 use crate::{Error, shutdown};
-use conn::{ClientIo, Cut, Unparsed};
 
-/// A client that has not sent its whole header by then is disconnected (spec §5).
-/// hyper runs the same timer while a kept-alive connection waits for its next
-/// request, so it is the idle timeout too.
+/// A client that has not sent its whole head by then is disconnected (spec §5); as hyper
+/// runs it while a kept-alive connection waits too, it is the idle timeout as well.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest request head (line and headers) read (spec §2: 431 past it). hyper's
 /// read and write buffers are this big at most, per connection: so is what an
 /// unfinished head holds, and a response streams out through this much at a time.
-pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Connections over `MAX_CONNECTIONS` answered 503 at once; past these, closed unread.
 const OVER_CAPACITY_ANSWERS: usize = 128;
 /// An over-capacity client gets this long to send its request head.
 const OVER_CAPACITY_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How the accept loop bounds what clients hold.
-#[derive(Clone, Copy, Debug)]
+/// How the accept loop bounds what clients hold: how many it serves at once (the next
+/// get 503 and `connection: close`); how long it serves on after SIGTERM, `/ready`
+/// failing, so load balancers stop sending before it stops accepting (`SHUTDOWN_DELAY`);
+/// and how long in-flight requests get after that (`SHUTDOWN_TIMEOUT`).
 pub struct Limits {
-    /// Clients served at once; the next ones get 503 and `connection: close`.
     pub max_connections: usize,
-    /// How long the server goes on serving after SIGTERM, `/ready` failing, so load
-    /// balancers stop sending before it stops accepting (`SHUTDOWN_DELAY`).
     pub delay: Duration,
-    /// How long in-flight requests get after that (`SHUTDOWN_TIMEOUT`).
     pub drain: Duration,
 }
 
@@ -74,13 +70,6 @@ pub struct App {
     pub tracer: Option<Tracer>,
 }
 
-impl App {
-    /// Whether the server is on its way out (see [`App::stopping`]).
-    pub fn is_stopping(&self) -> bool {
-        self.stopping.load(Ordering::Relaxed)
-    }
-}
-
 /// `task-api serve`: wait for the database, migrate, listen, serve until SIGTERM or
 /// SIGINT, drain, close the store.
 pub fn run(mut config: Config) -> Result<(), Error> {
@@ -93,22 +82,12 @@ pub fn run(mut config: Config) -> Result<(), Error> {
     runtime.block_on(async {
         let signals = shutdown::signals()
             .map_err(|err| Error::Startup(format!("cannot install signal handlers: {err}")))?;
-        let mut signals = std::pin::pin!(signals);
-        let fd_limit = listener::raise_fd_limit()
-            .inspect_err(|err| log::warn!("could not raise the file descriptor limit: {err}"))
-            .ok();
+        let mut signals = pin!(signals);
         let limits = Limits {
-            max_connections: config.max_connections.unwrap_or_else(|| {
-                listener::default_max_connections(fd_limit.unwrap_or(1024), config.pool_size)
-            }),
+            max_connections: listener::max_connections(config.max_connections, config.pool_size),
             delay: config.shutdown_delay,
             drain: config.shutdown_timeout,
         };
-        log::info!(
-            "file descriptor limit {}; serving up to {} connections",
-            fd_limit.map_or("unknown".into(), |n| n.to_string()),
-            limits.max_connections
-        );
         let (store, listener, applied) = tokio::select! {
             started = start(&config) => started?,
             signal = &mut signals => {
@@ -190,16 +169,16 @@ async fn start(config: &Config) -> Result<(Store, TcpListener, usize), Error> {
 }
 
 /// Serves `listener` until `shutdown` completes; then `/ready` fails and responses say
-/// `connection: close` while it goes on serving for `limits.delay`; then it stops
-/// accepting and gives in-flight requests up to `limits.drain` to finish. Idle
-/// keep-alive connections close at once. Spans not yet exported are sent in what is
-/// left of `limits.drain`.
+/// `connection: close` while it goes on serving for `delay`; then it stops accepting and
+/// gives in-flight requests up to `drain` to finish. Idle keep-alive connections close at
+/// once. Spans not yet exported are sent in what is left of `drain`.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = &'static str>,
     limits: Limits,
 ) {
+    let (delay, drain) = (limits.delay, limits.drain);
     match listener.local_addr() {
         Ok(addr) => log::info!("listening on http://{addr}"),
         Err(err) => log::warn!("listening, address unknown: {err}"),
@@ -216,12 +195,10 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let answers = Arc::new(Semaphore::new(OVER_CAPACITY_ANSWERS));
     let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    let mut stop_accepting = std::pin::pin!(None);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let stream = match accepted {
+    {
+        let accepting = async {
+            loop {
+                let stream = match listener.accept().await {
                     Ok((stream, _peer)) => stream,
                     Err(err) => {
                         // EMFILE and friends: pause rather than spin.
@@ -232,103 +209,78 @@ pub async fn serve(
                 };
                 conn::configure(&stream);
                 if let Ok(slot) = slots.clone().try_acquire_owned() {
-                    spawn_connection(&http, &graceful, &app, stream, slot);
+                    spawn_connection(&http, Some(&graceful), &app, stream, slot);
                 } else {
-                    app.metrics.cut(Cut::OverCapacity.label());
+                    app.metrics.cut("over_capacity");
                     if let Ok(answer) = answers.clone().try_acquire_owned() {
-                        tokio::spawn(refuse(over_capacity.clone(), app.clone(), stream, answer));
+                        spawn_connection(&over_capacity, None, &app, stream, answer);
                     }
                 }
             }
-            signal = &mut shutdown, if stop_accepting.is_none() => {
-                app.stopping.store(true, Ordering::Relaxed);
-                match limits.delay.is_zero() {
-                    true => log::info!(
-                        "{signal} received; draining for up to {:?}",
-                        limits.drain
-                    ),
-                    false => log::info!(
-                        "{signal} received; /ready fails, serving on for {:?}",
-                        limits.delay
-                    ),
-                }
-                stop_accepting.set(Some(tokio::time::sleep(limits.delay)));
-            }
-            () = async { stop_accepting.as_mut().as_pin_mut().expect("set").await },
-                if stop_accepting.is_some() => {
-                if !limits.delay.is_zero() {
-                    log::info!("stopped accepting; draining for up to {:?}", limits.drain);
-                }
-                break;
-            }
+        };
+        let mut accepting = pin!(accepting);
+        let signal = tokio::select! {
+            signal = shutdown => signal,
+            () = &mut accepting => unreachable!("the accept loop never ends"),
+        };
+        app.stopping.store(true, Ordering::Relaxed);
+        if delay.is_zero() {
+            log::info!("{signal} received; draining for up to {:?}", drain);
+        } else {
+            log::info!(
+                "{signal} received; /ready fails, serving on for {:?}",
+                delay
+            );
+            let _ = tokio::time::timeout(delay, accepting).await;
+            log::info!("stopped accepting; draining for up to {:?}", drain);
         }
     }
     drop(listener); // stop accepting; in-flight requests carry on
-    let drained_by = std::time::Instant::now() + limits.drain;
-    if tokio::time::timeout(limits.drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        log::warn!("connections still open after {:?}; exiting", limits.drain);
+    let drained_by = std::time::Instant::now() + drain;
+    let drained = tokio::time::timeout(drain, graceful.shutdown()).await;
+    if drained.is_err() {
+        log::warn!("connections still open after {:?}; exiting", drain);
     }
     if let Some(tracer) = &app.tracer {
         tracer.flush(drained_by).await;
     }
 }
 
-/// Serves one client connection: its requests go to the router, and the way it
-/// ends (a deadline, or the client going) is counted. It holds `slot` till then.
+/// Serves one client, holding `permit` till it goes. Without `graceful` it is over
+/// `MAX_CONNECTIONS`: answered 503 and closed. Else its requests go to the router, the
+/// drain waits for it, and the way it ends (a deadline, or the client going) is counted.
 fn spawn_connection(
     http: &http1::Builder,
-    graceful: &GracefulShutdown,
+    graceful: Option<&GracefulShutdown>,
     app: &Arc<App>,
     stream: TcpStream,
-    slot: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
 ) {
+    let refuse = graceful.is_none();
     let requests = Arc::new(AtomicU64::new(0));
     let service = {
         let (app, requests) = (app.clone(), requests.clone());
         service_fn(move |request| {
             requests.fetch_add(1, Ordering::Relaxed);
-            router::handle(app.clone(), request, false)
+            router::handle(app.clone(), request, refuse)
         })
     };
-    let io = TokioIo::new(ClientIo::new(stream, unparsed(app)));
-    let connection = graceful.watch(http.serve_connection(io, service));
+    let io = TokioIo::new(conn::ClientIo::new(stream, app.clone()));
+    let connection = http.serve_connection(io, service);
+    let connection: Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>> = match graceful {
+        Some(graceful) => Box::pin(graceful.watch(connection)),
+        None => Box::pin(connection),
+    };
     let app = app.clone();
     tokio::spawn(async move {
-        let _open = app.metrics.connection_open();
+        let _open = (!refuse).then(|| app.metrics.connection_open());
         if let Err(err) = connection.await {
-            if let Some(cut) = Cut::of(&err, requests.load(Ordering::Relaxed)) {
-                app.metrics.cut(cut.label());
+            let requests = requests.load(Ordering::Relaxed);
+            if let Some(cut) = conn::cut(&err, requests).filter(|_| !refuse) {
+                app.metrics.cut(cut);
             }
             log::debug!("connection ended: {}", describe(&err));
         }
-        drop(slot);
+        drop(permit);
     });
-}
-
-/// How a connection answers a head hyper could not parse (router.rs writes it).
-fn unparsed(app: &Arc<App>) -> Unparsed {
-    let app = app.clone();
-    Arc::new(move |status| router::unparsed(&app, status))
-}
-
-/// A client over `MAX_CONNECTIONS`: its request is read, answered 503 with
-/// `retry-after` and `connection: close`, and the connection closed.
-async fn refuse(
-    http: http1::Builder,
-    app: Arc<App>,
-    stream: TcpStream,
-    answer: OwnedSemaphorePermit,
-) {
-    let service = {
-        let app = app.clone();
-        service_fn(move |request| router::handle(app.clone(), request, true))
-    };
-    let io = TokioIo::new(ClientIo::new(stream, unparsed(&app)));
-    if let Err(err) = http.serve_connection(io, service).await {
-        log::debug!("over-capacity connection ended: {}", describe(&err));
-    }
-    drop(answer);
 }

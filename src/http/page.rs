@@ -1,9 +1,7 @@
-//! `GET /tasks` as it leaves (spec §5: memory bounded whatever the input). A page that
-//! fits one chunk goes out whole. A longer one streams: a task encodes its JSON a
-//! frame at a time, reading the next chunk only once the client has taken the last,
-//! so a page of any size, read however slowly, holds one chunk and a frame or two;
-//! and no database connection between chunks. A client that stops reading is cut
-//! off by the write deadline (conn.rs). Reading the chunks is the store's job.
+//! `GET /tasks` as it leaves, memory bounded whatever the page (spec §5): one chunk goes
+//! out whole; more stream a frame at a time, the next chunk read only once the client has
+//! taken the last, no database connection held between chunks. A client that stops
+//! reading is cut off by the write deadline (conn.rs); reading chunks is the store's job.
 
 use std::io;
 use std::sync::Arc;
@@ -14,42 +12,37 @@ use tokio::sync::mpsc;
 
 use super::App;
 use super::response::{self, Body};
-use crate::store::{Chunk, Cursor};
-use crate::tasks::Task;
+use crate::observe::traces;
+use crate::store::Chunk;
 
 /// JSON gathered before it goes to hyper as one frame.
 const FRAME_BYTES: usize = 16 * 1024;
 
 /// The response to `GET /tasks`, given its first chunk.
 pub fn respond(app: &Arc<App>, first: Chunk) -> Response<Body> {
-    let Some(more) = first.more else {
+    if first.more.is_none() {
         return response::json(StatusCode::OK, &first.tasks);
-    };
+    }
     // One frame waits for hyper at most; the next is made only once it is taken.
     let (frames, body) = mpsc::channel(1);
-    let rest = stream(app.clone(), first.tasks, Some(more), frames);
-    match crate::observe::traces::current() {
+    let rest = stream(app.clone(), first, frames);
+    match traces::current() {
         // The chunks read later are statements of this request too.
-        Some(scope) => tokio::spawn(crate::observe::traces::within(scope, rest)),
+        Some(scope) => tokio::spawn(traces::within(scope, rest)),
         None => tokio::spawn(rest),
     };
-    response::with_body(StatusCode::OK, "application/json", Body::stream(body))
+    response::with_body(StatusCode::OK, "application/json", Body::Stream(body))
 }
 
 /// Writes the page as a JSON array into `frames`, chunk after chunk; stops when the
 /// page ends, the client goes, or a chunk cannot be read (then the response is cut
 /// short, so the client cannot take part of a page for all of it).
-async fn stream(
-    app: Arc<App>,
-    mut tasks: Vec<Task>,
-    mut more: Option<Cursor>,
-    frames: mpsc::Sender<io::Result<Bytes>>,
-) {
+async fn stream(app: Arc<App>, mut chunk: Chunk, frames: mpsc::Sender<io::Result<Bytes>>) {
     let mut frame = Vec::with_capacity(FRAME_BYTES * 2);
     frame.push(b'[');
     let mut first = true;
     loop {
-        for task in tasks.drain(..) {
+        for task in chunk.tasks.drain(..) {
             if !std::mem::take(&mut first) {
                 frame.push(b',');
             }
@@ -61,17 +54,17 @@ async fn stream(
                 }
             }
         }
-        let Some(cursor) = more else {
+        let Some(cursor) = chunk.more else {
             break;
         };
-        match app.store.list_more(cursor).await {
-            Ok(chunk) => (tasks, more) = (chunk.tasks, chunk.more),
+        chunk = match app.store.list_more(cursor).await {
+            Ok(next) => next,
             Err(err) => {
                 log::warn!("a page of tasks was cut short: {err}");
                 let _ = frames.send(Err(io::Error::other("page cut short"))).await;
                 return;
             }
-        }
+        };
     }
     frame.push(b']');
     let _ = frames.send(Ok(frame.into())).await;

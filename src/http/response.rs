@@ -12,32 +12,13 @@ use hyper::{Response, StatusCode};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-/// Every response body: bytes ready now, or a stream whose frames hyper takes only as
-/// fast as the client reads.
+/// Every response body: bytes ready now (`None` once sent, or for none at all), or a
+/// stream whose frames hyper takes only as fast as the client reads, sent chunked (an
+/// `Err` ends it cut short).
 #[derive(Debug)]
-pub struct Body(Kind);
-
-#[derive(Debug)]
-enum Kind {
+pub enum Body {
     Whole(Option<Bytes>),
     Stream(mpsc::Receiver<io::Result<Bytes>>),
-}
-
-impl Body {
-    /// A body of `bytes`, sent with its length.
-    pub fn whole(bytes: impl Into<Bytes>) -> Body {
-        Body(Kind::Whole(Some(bytes.into())))
-    }
-
-    /// A body of the frames `frames` yields, sent chunked; an `Err` ends it cut short.
-    pub fn stream(frames: mpsc::Receiver<io::Result<Bytes>>) -> Body {
-        Body(Kind::Stream(frames))
-    }
-
-    /// No body.
-    pub fn empty() -> Body {
-        Body(Kind::Whole(None))
-    }
 }
 
 impl hyper::body::Body for Body {
@@ -48,24 +29,24 @@ impl hyper::body::Body for Body {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<io::Result<Frame<Bytes>>>> {
-        match &mut self.get_mut().0 {
-            Kind::Whole(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
-            Kind::Stream(frames) => frames
+        match self.get_mut() {
+            Body::Whole(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
+            Body::Stream(frames) => frames
                 .poll_recv(cx)
                 .map(|frame| frame.map(|bytes| bytes.map(Frame::data))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.0, Kind::Whole(None))
+        matches!(self, Body::Whole(None))
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.0 {
-            Kind::Whole(bytes) => {
+        match self {
+            Body::Whole(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
-            Kind::Stream(_) => SizeHint::default(),
+            Body::Stream(_) => SizeHint::default(),
         }
     }
 }
@@ -76,28 +57,27 @@ pub fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
     text(status, "application/json", bytes)
 }
 
-/// A response of ready-made text, `/metrics` and `/openapi.json`.
+/// A response of ready-made text, of `content_type`.
 pub fn text(
     status: StatusCode,
     content_type: &'static str,
     text: impl Into<Bytes>,
 ) -> Response<Body> {
-    with_body(status, content_type, Body::whole(text))
+    with_body(status, content_type, Body::Whole(Some(text.into())))
 }
 
 /// A response with `body`, of `content_type`.
 pub fn with_body(status: StatusCode, content_type: &'static str, body: Body) -> Response<Body> {
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let mut response = empty(status);
+    *response.body_mut() = body;
+    let content_type = HeaderValue::from_static(content_type);
+    response.headers_mut().insert(CONTENT_TYPE, content_type);
     response
 }
 
-/// A response with no body (204).
+/// A response with no body (204, 304).
 pub fn empty(status: StatusCode) -> Response<Body> {
-    let mut response = Response::new(Body::empty());
+    let mut response = Response::new(Body::Whole(None));
     *response.status_mut() = status;
     response
 }

@@ -1,98 +1,45 @@
-//! Turns a request into one handler call: the path parsed once into a [`Route`], then
-//! one `match` on (route, method), with 404 and 405 + `allow` (spec §2). With tracing
-//! on, the request runs inside its server span, whose scope its statements see. Reading
-//! bodies is body.rs's job; the request id and the access-log line are request_id.rs's.
+//! Turns a request into one handler call: one `match` on (route, method), with 404 and
+//! 405 + `allow` (spec §2); the request id, the access line and the metrics around it.
+//! With tracing on, the request runs inside its server span. Reading bodies is body.rs's
+//! job; the access line's format, access.rs's.
 
-use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use hyper::body::Incoming;
 use hyper::header::{CONNECTION, HeaderValue, USER_AGENT};
-use hyper::{Method, Request, Response, StatusCode, Version};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode, Version};
 
-use super::access::Access;
-use super::conn::Cut;
+use super::access::{self, Access};
 use super::error::ApiError;
+use super::handlers::{self, Answer};
 use super::response::Body;
-use super::{App, body, conditional, handlers, idempotency, request_id};
+use super::{App, MAX_HEAD_BYTES, body, conditional, idempotency};
 use crate::observe::metrics;
 use crate::observe::traces::{self, ServerRequest, context as trace};
 use crate::store::NewCreate;
 use crate::tasks::{ListQuery, NewTask, TaskPatch, parse_id};
 
-/// Where a path leads: the API's one route table.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Route<'a> {
-    /// `/health`
-    Health,
-    /// `/ready`
-    Ready,
-    /// `/metrics`
-    Metrics,
-    /// `/openapi.json`
-    OpenApi,
-    /// `/tasks`
-    Tasks,
-    /// `/tasks/{id}`, the id as written (not yet checked).
-    Task(&'a str),
-    /// Anything else: 404.
-    Unmatched,
-}
+/// The label of every path that matches no route.
+const UNMATCHED: &str = "unmatched";
 
-impl<'a> Route<'a> {
-    /// The route of `path`.
-    pub fn parse(path: &'a str) -> Route<'a> {
-        match path.strip_prefix('/') {
-            Some("health") => Route::Health,
-            Some("ready") => Route::Ready,
-            Some("metrics") => Route::Metrics,
-            Some("openapi.json") => Route::OpenApi,
-            Some("tasks") => Route::Tasks,
-            Some(rest) => match rest.strip_prefix("tasks/") {
-                Some(id) if !id.is_empty() && !id.contains('/') => Route::Task(id),
-                _ => Route::Unmatched,
-            },
-            None => Route::Unmatched,
-        }
+/// The route `path` matches, as metrics label it (never a raw id), and the id as
+/// written (not yet checked) when it is `/tasks/{id}`.
+fn route(path: &str) -> (&'static str, &str) {
+    const FIXED: [&str; 5] = ["/health", "/ready", "/metrics", "/openapi.json", "/tasks"];
+    if let Some(fixed) = FIXED.into_iter().find(|fixed| *fixed == path) {
+        return (fixed, "");
     }
-
-    /// The route as metrics label it: never a raw id, and one label for every path
-    /// that matches no route.
-    pub fn label(self) -> &'static str {
-        match self {
-            Route::Health => "/health",
-            Route::Ready => "/ready",
-            Route::Metrics => "/metrics",
-            Route::OpenApi => "/openapi.json",
-            Route::Tasks => "/tasks",
-            Route::Task(_) => "/tasks/{id}",
-            Route::Unmatched => "unmatched",
-        }
-    }
-
-    /// The methods the route answers, as a 405's `allow` lists them.
-    fn allow(self) -> &'static str {
-        match self {
-            Route::Tasks => "GET, POST",
-            Route::Task(_) => "GET, PATCH, DELETE",
-            _ => "GET",
-        }
+    match path.strip_prefix("/tasks/") {
+        Some(id) if !id.is_empty() && !id.contains('/') => ("/tasks/{id}", id),
+        _ => (UNMATCHED, ""),
     }
 }
 
 /// What the service returns instead of a response when a write's outcome is unknown:
 /// hyper then closes the connection, and the client sees no answer, not a wrong one.
-#[derive(Debug)]
-pub struct NoAnswer;
-
-impl fmt::Display for NoAnswer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("no answer: the outcome of the write is unknown")
-    }
-}
-
-impl std::error::Error for NoAnswer {}
+const NO_ANSWER: &str = "no answer: the outcome of the write is unknown";
 
 /// The service function: route (or, for a connection over `MAX_CONNECTIONS`, refuse:
 /// 503), render any error, stamp the request id, log one line, count it; with tracing
@@ -101,50 +48,41 @@ pub async fn handle(
     app: Arc<App>,
     request: Request<Incoming>,
     refuse: bool,
-) -> Result<Response<Body>, NoAnswer> {
-    let Some(tracer) = &app.tracer else {
-        // Tracing off costs this one branch: no span, no id, no scope.
-        return answer(&app, request, None, refuse).await;
-    };
-    let parent = trace::parent(request.headers());
-    let Some(mut span) = tracer.server_span(parent, server_request(&request)) else {
+) -> Result<Response<Body>, &'static str> {
+    // Tracing off costs this one branch: no span, no id, no scope.
+    let span = app.tracer.as_ref().and_then(|tracer| {
+        let protocol = if request.version() == Version::HTTP_10 {
+            "1.0"
+        } else {
+            "1.1"
+        };
+        let path = request.uri().path();
+        let described = ServerRequest {
+            // Clients cannot mint span names: every other method is `_OTHER`.
+            method: metrics::method_name(request.method()).unwrap_or("_OTHER"),
+            route: Some(route(path).0).filter(|route| *route != UNMATCHED),
+            path: path.to_owned(),
+            protocol,
+            user_agent: request
+                .headers()
+                .get(USER_AGENT)
+                .and_then(|agent| agent.to_str().ok())
+                .map(str::to_owned),
+        };
+        tracer.server_span(trace::parent(request.headers()), described)
+    });
+    let Some(mut span) = span else {
         return answer(&app, request, None, refuse).await;
     };
     let trace_id = Some(span.context().trace_id.to_string());
     // Boxed: the traced future's extra state stays out of every untraced request's.
-    let answered = Box::pin(traces::within(
-        span.scope(),
-        answer(&app, request, trace_id, refuse),
-    ));
-    let answered = answered.await;
+    let traced = traces::within(span.scope(), answer(&app, request, trace_id, refuse));
+    let answered = Box::pin(traced).await;
     match &answered {
         Ok(response) => span.answered(response.status().as_u16()),
-        Err(NoAnswer) => span.failed("outcome_unknown".into(), NoAnswer.to_string()),
+        Err(_) => span.failed("outcome_unknown".into(), NO_ANSWER.into()),
     }
     answered
-}
-
-/// A request as its server span describes it (HTTP semantic conventions).
-fn server_request(request: &Request<Incoming>) -> ServerRequest {
-    let path = request.uri().path();
-    let agent = request
-        .headers()
-        .get(USER_AGENT)
-        .and_then(|agent| agent.to_str().ok());
-    ServerRequest {
-        // Clients cannot mint span names: every other method is `_OTHER`.
-        method: metrics::method_name(request.method()).unwrap_or("_OTHER"),
-        route: Some(Route::parse(path))
-            .filter(|r| *r != Route::Unmatched)
-            .map(Route::label),
-        path: path.to_owned(),
-        protocol: if request.version() == Version::HTTP_10 {
-            "1.0"
-        } else {
-            "1.1"
-        },
-        user_agent: agent.map(str::to_owned),
-    }
 }
 
 /// Routes (or refuses), answers and logs a request; `traced_id` is its span's trace id,
@@ -154,14 +92,14 @@ async fn answer(
     request: Request<Incoming>,
     traced_id: Option<String>,
     refuse: bool,
-) -> Result<Response<Body>, NoAnswer> {
+) -> Result<Response<Body>, &'static str> {
     let started = Instant::now();
     let _in_flight = app.metrics.in_flight();
-    let id = request_id::of(request.headers());
+    let id = access::request_id(request.headers());
     let trace_id = traced_id.or_else(|| trace::trace_id(request.headers()).map(str::to_owned));
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let route = Route::parse(&path);
+    let (route, task_id) = route(&path);
     let access = Access {
         method: method.as_str(),
         path: &path,
@@ -171,22 +109,17 @@ async fn answer(
     };
     let answer = match refuse {
         true => Err(ApiError::Overloaded),
-        false => dispatch(app, route, request).await,
+        false => dispatch(app, route, task_id, request).await,
     };
     let mut response = match answer {
         Ok(response) => response,
         Err(ApiError::OutcomeUnknown(cause)) => {
             access.unanswered(&*cause);
             app.metrics.unanswered();
-            return Err(NoAnswer);
+            return Err(NO_ANSWER);
         }
         Err(err) => err.into_response(&id),
     };
-    if app.is_stopping() {
-        // Draining: the client should take its next request elsewhere.
-        let close = HeaderValue::from_static("close");
-        response.headers_mut().insert(CONNECTION, close);
-    }
     let status = response.status();
     let wrote = matches!(method, Method::POST | Method::PATCH | Method::DELETE);
     if let (true, true, Some(token)) = (wrote, status.is_success(), app.store.token()) {
@@ -197,27 +130,38 @@ async fn answer(
             .insert(CONSISTENCY_TOKEN.clone(), token);
     }
     if status == StatusCode::REQUEST_TIMEOUT {
-        app.metrics.cut(Cut::BodyTimeout.label());
+        app.metrics.cut("body_timeout");
     }
     access.answered(status);
-    request_id::stamp(&mut response, id);
     app.metrics
-        .record(&method, route.label(), status, started.elapsed());
+        .record(&method, route, status, started.elapsed());
+    let headers = response.headers_mut();
+    if app.stopping.load(Ordering::Relaxed) {
+        // Draining: the client should take its next request elsewhere.
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    headers.insert(&access::X_REQUEST_ID, id);
     Ok(response)
 }
 
-/// The whole answer to a request head hyper could not parse, `status` being hyper's
-/// choice (400, or 431 past the head limit): a JSON `detail` and a new request id, as
-/// the bytes conn.rs writes in place of hyper's bare answer. Logged and counted as a
-/// request with no method or path, and as a connection the server closed.
+/// The bytes conn.rs writes in place of hyper's bare answer to a head it could not
+/// parse (`status`: 400, or 431 past the limit): a JSON `detail` and a new request id.
+/// Logged as a request with no method or path, counted as a connection cut.
 pub fn unparsed(app: &App, status: StatusCode) -> Vec<u8> {
     let started = Instant::now();
-    let id = request_id::of(&hyper::HeaderMap::new());
-    let (error, cut) = match status {
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => (ApiError::HeadTooLarge, Cut::HeadTooLarge),
-        _ => (ApiError::MalformedHead, Cut::Malformed),
+    let id = access::request_id(&HeaderMap::new());
+    let (detail, cut) = match status {
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => (
+            format!("The request head (line and headers) is larger than {MAX_HEAD_BYTES} bytes"),
+            "head_too_large",
+        ),
+        _ => (
+            "The request line or a header is not valid HTTP (a control character, or bad syntax)"
+                .to_owned(),
+            "malformed",
+        ),
     };
-    let body = serde_json::json!({ "detail": error.to_string() }).to_string();
+    let body = serde_json::json!({ "detail": detail }).to_string();
     let access = Access {
         method: "-",
         path: "-",
@@ -226,7 +170,7 @@ pub fn unparsed(app: &App, status: StatusCode) -> Vec<u8> {
         started,
     };
     access.answered(status);
-    app.metrics.cut(cut.label());
+    app.metrics.cut(cut);
     let id = id.to_str().unwrap_or("-");
     format!(
         "HTTP/1.1 {status}\r\ncontent-type: application/json\r\nx-request-id: {id}\r\n\
@@ -245,69 +189,45 @@ fn consistency_token(headers: &hyper::HeaderMap) -> Option<&str> {
     headers.get(&CONSISTENCY_TOKEN)?.to_str().ok()
 }
 
-async fn dispatch(
-    app: &Arc<App>,
-    route: Route<'_>,
-    request: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+async fn dispatch(app: &Arc<App>, route: &str, id: &str, request: Request<Incoming>) -> Answer {
     let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
     match (route, &parts.method) {
-        (Route::Health, &Method::GET) => Ok(handlers::live()),
-        (Route::Ready, &Method::GET) => Ok(handlers::ready(app).await),
-        (Route::Metrics, &Method::GET) => Ok(handlers::metrics(app, &parts.headers)),
-        (Route::OpenApi, &Method::GET) => Ok(handlers::openapi()),
+        ("/health", &Method::GET) => Ok(handlers::live()),
+        ("/ready", &Method::GET) => Ok(handlers::ready(app).await),
+        ("/metrics", &Method::GET) => Ok(handlers::metrics(app, headers)),
+        ("/openapi.json", &Method::GET) => Ok(handlers::openapi()),
 
-        (Route::Tasks, &Method::GET) => {
+        ("/tasks", &Method::GET) => {
             let query = ListQuery::parse(parts.uri.query())?;
-            handlers::list(app, query, consistency_token(&parts.headers)).await
+            handlers::list(app, query, consistency_token(headers)).await
         }
-        (Route::Tasks, &Method::POST) => {
-            let body = body::object(&parts.headers, body).await?;
+        ("/tasks", &Method::POST) => {
+            let body = body::object(headers, body).await?;
             let task = NewTask::decode(&body)?;
-            let claim = idempotency::claim(&parts.headers, &task, &body)?;
+            let claim = idempotency::claim(headers, &task, &body)?;
             handlers::create(app, NewCreate { task, claim }).await
         }
 
-        (Route::Task(id), &Method::GET) => {
+        ("/tasks/{id}", &Method::GET) => {
             let id = parse_id(id)?;
-            let none_match = conditional::if_none_match(&parts.headers)?;
-            handlers::get(app, id, none_match, consistency_token(&parts.headers)).await
+            let none_match = conditional::if_none_match(headers)?;
+            handlers::get(app, id, none_match, consistency_token(headers)).await
         }
-        (Route::Task(id), &Method::PATCH) => {
+        ("/tasks/{id}", &Method::PATCH) => {
             let id = parse_id(id)?;
-            let expected = conditional::if_match(&parts.headers)?;
-            let patch = TaskPatch::decode(&body::object(&parts.headers, body).await?)?;
+            let expected = conditional::if_match(headers)?;
+            let patch = TaskPatch::decode(&body::object(headers, body).await?)?;
             handlers::update(app, id, patch, expected).await
         }
-        (Route::Task(id), &Method::DELETE) => {
+        ("/tasks/{id}", &Method::DELETE) => {
             let id = parse_id(id)?;
-            handlers::delete(app, id, conditional::if_match(&parts.headers)?).await
+            handlers::delete(app, id, conditional::if_match(headers)?).await
         }
 
-        (Route::Unmatched, _) => Err(ApiError::NotFound),
-        (route, _) => Err(ApiError::MethodNotAllowed(route.allow())),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_parse_to_routes_and_labels_never_hold_an_id() {
-        for (path, route, label) in [
-            ("/tasks", Route::Tasks, "/tasks"),
-            ("/tasks/42", Route::Task("42"), "/tasks/{id}"),
-            ("/tasks/x", Route::Task("x"), "/tasks/{id}"),
-            ("/health", Route::Health, "/health"),
-            ("/tasks/", Route::Unmatched, "unmatched"),
-            ("/tasks/1/extra", Route::Unmatched, "unmatched"),
-            ("//tasks", Route::Unmatched, "unmatched"),
-            ("/health/", Route::Unmatched, "unmatched"),
-            ("*", Route::Unmatched, "unmatched"),
-        ] {
-            assert_eq!(Route::parse(path), route, "{path}");
-            assert_eq!(route.label(), label, "{path}");
-        }
+        (UNMATCHED, _) => Err(ApiError::NotFound),
+        ("/tasks", _) => Err(ApiError::MethodNotAllowed("GET, POST")),
+        ("/tasks/{id}", _) => Err(ApiError::MethodNotAllowed("GET, PATCH, DELETE")),
+        _ => Err(ApiError::MethodNotAllowed("GET")),
     }
 }

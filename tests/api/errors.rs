@@ -53,6 +53,8 @@ async fn unknown_paths_are_404_not_found() {
         "/tasks/1/extra",
         "/task",
         "/tasks/",
+        "//tasks",
+        "/health/",
         "/health/x",
         "/TASKS",
     ] {
@@ -232,7 +234,7 @@ async fn a_row_the_database_refuses_is_never_quoted_in_the_log() {
     assert_error(&again, 500);
     assert_eq!(again.detail(), "Internal server error");
     // Ten at once: a batch holding two of them is refused as a whole, then each row is
-    // inserted alone (src/store/batch.rs); the log must stay as quiet about them.
+    // inserted alone (src/store/tasks.rs); the log must stay as quiet about them.
     let requests = (0..10)
         .map(|n| {
             post_task(

@@ -474,11 +474,13 @@ async fn if_match_guards_patch_and_delete() {
         .await;
     assert_eq!(patched.status, 200, "{}", patched.body);
     let new_etag = patched.header("etag").unwrap().to_owned();
-    // The old ETag, a weak one, and the current one in other case are all stale: 412,
-    // nothing changes (tags compare byte for byte, spec §2).
+    // The old ETag, and the current one weak, in other case, padded or signed, are all
+    // stale: 412, nothing changes (tags compare byte for byte, spec §2).
     let weak = format!("W/{new_etag}");
     let upper = new_etag.to_uppercase();
-    for stale in [etag.as_str(), weak.as_str(), upper.as_str()] {
+    let padded = format!("\"00{}", &new_etag[1..]);
+    let signed = format!("\"+{}", &new_etag[1..]);
+    for stale in [&etag, &weak, &upper, &padded, &signed].map(String::as_str) {
         let response = app
             .request(
                 Method::PATCH,
@@ -495,24 +497,31 @@ async fn if_match_guards_patch_and_delete() {
         assert_eq!(response.status, 412, "{stale}");
     }
     assert_eq!(app.get(&path).await.json()["title"], "guarded");
-    // A malformed one is a bad request: 400 naming the header, nothing changes.
-    for method in [Method::PATCH, Method::DELETE] {
-        let response = app
-            .request(
-                method.clone(),
-                &path,
-                &[JSON, ("if-match", "garbage")],
-                "{}",
-            )
-            .await;
-        assert_eq!(response.status, 400, "{method}");
-        assert!(response.detail().contains("if-match"), "{}", response.body);
+    // Not a list of entity tags (RFC 9110 §8.8.3): 400 naming the header, nothing changes.
+    for bad in [
+        "garbage",
+        r#""a"b"#,
+        r#""a"#,
+        r#"w/"a""#,
+        r#""a b""#,
+        r#""a""b""#,
+    ] {
+        for method in [Method::PATCH, Method::DELETE] {
+            let response = app
+                .request(method.clone(), &path, &[JSON, ("if-match", bad)], "{}")
+                .await;
+            assert_eq!(response.status, 400, "{method} {bad}");
+            assert_eq!(response.detail(), "if-match: not a list of entity tags");
+        }
     }
-    // `*` means "exists".
-    let star = app
-        .request(Method::PATCH, &path, &[JSON, ("if-match", "*")], "{}")
-        .await;
-    assert_eq!(star.status, 200);
+    // `*` means "exists"; empty list elements are skipped, and one tag of ours is enough.
+    let listed = format!(" , \"zz\" ,, {new_etag} ");
+    for value in ["*", listed.as_str()] {
+        let response = app
+            .request(Method::PATCH, &path, &[JSON, ("if-match", value)], "{}")
+            .await;
+        assert_eq!(response.status, 200, "{value}: {}", response.body);
+    }
     let deleted = app
         .request(
             Method::DELETE,
@@ -576,24 +585,22 @@ async fn if_match_and_if_none_match_hold_at_most_16_distinct_tags() {
     let etag = created.header("etag").unwrap().to_owned();
     let path = created.header("location").unwrap().to_owned();
     let others = |n: usize| (0..n).map(|i| format!("\"{i:x}0\"")).collect::<Vec<_>>();
-    // Fifteen others, the current tag last, and every one of them twice: 16 distinct.
+    // Fifteen others, the current tag last, and every one of them twice, on two header
+    // lines (one list, RFC 9110 §5.3): 16 distinct.
     let mut sixteen = others(15);
     sixteen.push(etag.clone());
-    let sixteen = format!("{0}, {0}", sixteen.join(", "));
+    let sixteen = sixteen.join(", ");
+    let twice = |name| [(name, sixteen.as_str()), (name, sixteen.as_str())];
     let response = app
-        .request(
-            Method::GET,
-            &path,
-            &[("if-none-match", sixteen.as_str())],
-            "",
-        )
+        .request(Method::GET, &path, &twice("if-none-match"), "")
         .await;
     assert_eq!(response.status, 304);
+    let [first, second] = twice("if-match");
     let patched = app
         .request(
             Method::PATCH,
             &path,
-            &[JSON, ("if-match", sixteen.as_str())],
+            &[JSON, first, second],
             r#"{"status":"completed"}"#,
         )
         .await;

@@ -1,10 +1,12 @@
 //! The task routes as a client uses them (spec §1–2): every success path, the
 //! validation edges, PATCH and `updated_at`, ordering and pagination, request ids.
 
+use std::time::Duration;
+
 use hyper::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, send_raw, spawn_app};
 
 /// `2026-11-22T14:05:09.123456Z`: RFC 3339, UTC, `Z`, six fractional digits.
 fn assert_timestamp(value: &Value) {
@@ -451,13 +453,21 @@ async fn every_response_carries_a_request_id_and_a_sane_one_is_kept() {
             .await;
         assert_eq!(response.header("x-request-id"), Some(kept));
     }
+    // Empty, too long, or not printable ASCII: a new UUID instead.
     let too_long = "r".repeat(129);
-    let response = app
-        .request(Method::GET, "/health", &[("x-request-id", &too_long)], "")
-        .await;
-    let minted = response.header("x-request-id").unwrap();
-    assert_ne!(minted, too_long);
-    assert!(!minted.is_empty());
+    for bad in ["", "a\tb", too_long.as_str()] {
+        let response = app
+            .request(Method::GET, "/health", &[("x-request-id", bad)], "")
+            .await;
+        let minted = response.header("x-request-id").unwrap();
+        assert_eq!(minted.len(), 36, "{bad:?}: {minted}");
+    }
+    let request = "GET /health HTTP/1.1\r\nhost: x\r\nx-request-id: caf\u{e9}\r\n\r\n";
+    let raw = send_raw(app.addr, request.as_bytes(), Duration::from_secs(2)).await;
+    let minted = raw
+        .lines()
+        .find_map(|line| line.strip_prefix("x-request-id: "));
+    assert_eq!(minted.map(str::len), Some(36), "{raw}");
 }
 
 #[tokio::test]
