@@ -1,33 +1,19 @@
 //! Idempotency keys of `POST /tasks` (the IETF httpapi draft): a batch of creates of
 //! which some carry keys, as one statement that stores each task with its key (keys on
 //! the tasks they created, sql/V3); the replay of what a key answered before; asking
-//! again when the connection went with the insert; and the [`Pruner`] that lets go of
-//! expired keys. What a key looks like on the wire is http's business.
+//! again when the connection went with the insert. Letting go of expired keys is
+//! pruner.rs's business; what a key looks like on the wire, http's.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use super::pool::{Deadline, Effect, Failure, Pool};
 use super::sql::keys::{self as sql, HeldKey, Keyed};
 use super::sql::{self as statements, Conn};
 use super::{Creation, NewCreate, StoreError, error};
-use crate::observe::traces::Statement;
 use crate::tasks::Task;
 
-/// Keys pruned by one statement: short, so the rows it locks are few and brief.
-const PRUNE_BATCH: i64 = 1000;
-/// Tasks the pruner's walk looks at per statement, by id.
-const PRUNE_SPAN: i64 = 10_000;
-/// The pruner's pause between rounds, at most; less with a short TTL.
-const PRUNE_EVERY: Duration = Duration::from_secs(300);
-/// How long a stopping pruner may take to finish its statement.
-const PRUNE_STOP: Duration = Duration::from_secs(6);
 /// The pause before a keyed insert whose connection was lost is asked again once more.
 const ASK_AGAIN_AFTER: Duration = Duration::from_millis(100);
 
@@ -292,159 +278,5 @@ fn same_body(create: &NewCreate, first: &NewCreate, task: &Task) -> Creation {
             Creation::Replayed(task.clone())
         }
         _ => Creation::KeyReused,
-    }
-}
-
-/// Lets go of expired keys now and then, until stopped (or dropped): a few at a time,
-/// skipping any a request holds, so no request waits on it. Keys held by tasks are
-/// found by a walk over the tasks in id order, which is the order of their times: each
-/// round goes on from the first task that was still within the TTL at the last one, so
-/// it reads only the tasks created since, not an index every keyed create would have to
-/// keep (sql/V4). Keys of deleted tasks are deleted by their time. After each round,
-/// `idempotency_keys_held` is set to how many keys the database holds.
-pub struct Pruner {
-    stop: watch::Sender<bool>,
-    task: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Pruner {
-    /// Starts pruning keys older than `ttl`, counting those held into `held`.
-    pub fn start(pool: Arc<Pool>, ttl: Duration, held: Gauge) -> Pruner {
-        let (stop, mut stopped) = watch::channel(false);
-        let pause = (ttl / 2).clamp(Duration::from_secs(1), PRUNE_EVERY);
-        let ttl_secs = ttl.as_secs_f64();
-        let task = tokio::spawn(async move {
-            let mut walk = None;
-            loop {
-                tokio::select! {
-                    _ = stopped.changed() => return,
-                    () = tokio::time::sleep(pause) => {}
-                }
-                let pruned = match release_expired(&pool, ttl_secs, &mut walk, &stopped).await {
-                    Ok(released) => prune_kept(&pool, ttl_secs)
-                        .await
-                        .map(|kept| released + kept),
-                    Err(err) => Err(err),
-                };
-                match pruned {
-                    Ok(0) => {}
-                    Ok(pruned) => log::info!("pruned {pruned} expired idempotency keys"),
-                    Err(err) => log::warn!("could not prune expired idempotency keys: {err}"),
-                }
-                let count = prune_step(
-                    &pool,
-                    statements::SELECT_TASKS,
-                    Effect::Reads,
-                    sql::count_keys,
-                );
-                match count.await {
-                    Ok(count) => drop(held.set(count)),
-                    Err(err) => log::warn!("could not count idempotency keys: {err}"),
-                }
-            }
-        });
-        Pruner {
-            stop,
-            task: Mutex::new(Some(task)),
-        }
-    }
-
-    /// Stops pruning: between rounds at once, or once the statement running ends.
-    pub async fn stop(&self) {
-        self.stop.send_replace(true);
-        let task = self
-            .task
-            .lock()
-            .expect("never poisoned: no panics under it")
-            .take();
-        if let Some(task) = task
-            && tokio::time::timeout(PRUNE_STOP, task).await.is_err()
-        {
-            log::warn!("the idempotency key pruner did not stop within {PRUNE_STOP:?}");
-        }
-    }
-}
-
-impl Drop for Pruner {
-    fn drop(&mut self) {
-        self.stop.send_replace(true);
-    }
-}
-
-/// One statement of the pruner, within the store's usual budget.
-async fn prune_step<T>(
-    pool: &Pool,
-    name: Statement,
-    effect: Effect,
-    step: impl AsyncFnOnce(&Conn) -> Result<T, tokio_postgres::Error> + Clone,
-) -> Result<T, StoreError> {
-    Ok(pool.run(name, Deadline::start(), effect, step).await?)
-}
-
-/// Walks the tasks from `walk` (first, from the first task that holds a key) to the
-/// first one within the TTL, letting go of the expired keys on the way: how many. A
-/// task skipped because a request held it stops the walk there, so the next round
-/// looks at it again.
-async fn release_expired(
-    pool: &Pool,
-    ttl_secs: f64,
-    walk: &mut Option<i64>,
-    stopped: &watch::Receiver<bool>,
-) -> Result<u64, StoreError> {
-    let mut from = match *walk {
-        Some(from) => from,
-        None => {
-            match prune_step(
-                pool,
-                statements::SELECT_TASKS,
-                Effect::Reads,
-                sql::first_keyed,
-            )
-            .await?
-            {
-                Some(first) => first,
-                None => return Ok(0),
-            }
-        }
-    };
-    let mut released = 0;
-    while !*stopped.borrow() {
-        // Where the next round starts, should this one fail from here on.
-        *walk = Some(from);
-        let step = async |conn: &Conn| {
-            sql::release_expired(conn, ttl_secs, from, PRUNE_SPAN, PRUNE_BATCH).await
-        };
-        let walked = prune_step(pool, statements::UPDATE_TASKS, Effect::Writes, step).await?;
-        released += walked.released;
-        match walked.fresh.into_iter().chain(walked.left).min() {
-            // Keys past the batch's limit before the first task within the TTL.
-            Some(left) if walked.left == Some(left) && walked.released > 0 => from = left,
-            Some(stop) => {
-                from = stop;
-                break;
-            }
-            None => match walked.last {
-                Some(last) if last >= from + PRUNE_SPAN => from += PRUNE_SPAN,
-                last => {
-                    from = from.max(last.map_or(from, |last| last + 1));
-                    break;
-                }
-            },
-        }
-    }
-    *walk = Some(from);
-    Ok(released)
-}
-
-/// Deletes the expired keys of deleted tasks: how many.
-async fn prune_kept(pool: &Pool, ttl_secs: f64) -> Result<u64, StoreError> {
-    let mut pruned = 0;
-    loop {
-        let step = async |conn: &Conn| sql::prune_kept_keys(conn, ttl_secs, PRUNE_BATCH).await;
-        let count = prune_step(pool, statements::DELETE_KEYS, Effect::Writes, step).await?;
-        pruned += count;
-        if count < PRUNE_BATCH as u64 {
-            return Ok(pruned);
-        }
     }
 }

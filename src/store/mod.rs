@@ -2,14 +2,19 @@
 //! and give the task types of the crate's tasks.rs, and fail with a [`StoreError`];
 //! whether a call shared its statement with others is invisible from outside.
 //!
-//! Where things are: the pool and the 5 s budget in pool.rs, batching in batcher.rs,
-//! what each batch runs in tasks.rs and idempotency.rs, the SQL in sql/, and what
+//! Where things are: reads (to the primary or a standby) in reads.rs and replicas.rs, the pool and the 5 s budget in pool.rs (a statement in flight in
+//! in_flight.rs), batching in batcher.rs (admission in pace.rs),
+//! what each batch runs in tasks.rs and idempotency.rs (its keys pruned in pruner.rs), the SQL in sql/, and what
 //! database errors mean in error.rs.
 
 mod batcher;
 mod error;
 mod idempotency;
+mod in_flight;
+mod pace;
 mod pool;
+mod pruner;
+mod reads;
 mod replicas;
 mod sql;
 mod tasks;
@@ -29,20 +34,18 @@ use tokio_postgres::SimpleQueryMessage;
 use crate::error::describe;
 use crate::observe::metrics::PoolState;
 use crate::pg::DbOptions;
-use crate::tasks::{ListQuery, NewTask, Status, Task, TaskPatch};
+use crate::tasks::{NewTask, Task, TaskPatch};
 use batcher::Batcher;
-use idempotency::Pruner;
 use pool::{Deadline, Effect, OutOfTime, Pool};
-use replicas::{Standbys, Target};
+use pruner::Pruner;
+use replicas::Standbys;
 use sql::Conn;
-use sql::tasks::Read;
 use tasks::Reads;
 
 pub use error::{Cause, StoreError};
 pub use idempotency::Claim;
+pub use reads::{CHUNK_ROWS, Chunk, Cursor};
 
-/// How long a read may take on a standby before the primary serves it instead.
-const STANDBY_BUDGET: Duration = Duration::from_secs(1);
 /// Batch-size buckets: 1 to [`batcher::MAX_BATCH`].
 const BATCH_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 
@@ -70,31 +73,6 @@ pub struct Store {
     /// Idempotency keys the database holds, as the pruner last counted them.
     keys_held: Gauge,
     pruner: Pruner,
-}
-
-/// Most rows one list statement reads: what a page holds in memory at once, however
-/// slowly its client reads. A page is at most 1,000 tasks of up to 5,200 characters
-/// each; so read, it costs a few hundred KiB whatever its size.
-pub const CHUNK_ROWS: i64 = 32;
-
-/// Part of a page of tasks, and where the rest of it starts.
-pub struct Chunk {
-    /// The tasks, in id order.
-    pub tasks: Vec<Task>,
-    /// The rest of the page, if there may be more.
-    pub more: Option<Cursor>,
-}
-
-/// Where the rest of a page starts: read with [`Store::list_more`]. Between chunks,
-/// tasks may be created or deleted: a page never holds one twice, and keeps id
-/// order, but it is not one snapshot.
-#[derive(Clone, Copy, Debug)]
-pub struct Cursor {
-    status: Option<Status>,
-    after: i64,
-    left: i64,
-    /// Where the page is read: the rest of it is read there too.
-    target: Target,
 }
 
 /// A create: the task, and the Idempotency-Key it came with, if any.
@@ -218,123 +196,10 @@ impl Store {
         self.pool.warm_up().await;
     }
 
-    /// One task, if it exists, read where `token` (a write's consistency token) allows.
-    /// Looked up together with the other gets queued now.
-    pub async fn get(&self, id: i64, token: Option<&str>) -> Result<Option<Task>, StoreError> {
-        let mut answer = Err(StoreError::Busy);
-        for (reads, deadline, last) in self.attempts(self.target(token).await) {
-            answer = reads.finder.submit(id, deadline).await;
-            if last || !standby_failed(&answer) {
-                break;
-            }
-        }
-        answer
-    }
-
-    /// Where a read goes: a standby, if any may serve it (replicas.rs), else the primary.
-    async fn target(&self, token: Option<&str>) -> Target {
-        match &self.standbys {
-            Some(standbys) => standbys.choose(token).await,
-            None => Target::Primary,
-        }
-    }
-
-    /// Where a read for `target` is tried, by when, and whether it is the last try: a
-    /// standby that cannot serve it (down, or too slow for [`STANDBY_BUDGET`]) costs the
-    /// client nothing, as the primary serves it then.
-    fn attempts(&self, target: Target) -> Vec<(&Reads, Deadline, bool)> {
-        let deadline = Deadline::start();
-        let mut attempts = Vec::with_capacity(2);
-        if let Target::Standby(n) = target {
-            attempts.push((
-                &self.reads[n + 1],
-                Deadline::after(STANDBY_BUDGET).min(deadline),
-                false,
-            ));
-        }
-        attempts.push((&self.reads[0], deadline, true));
-        attempts
-    }
-
-    /// The consistency token of the writes answered so far: a read that sends it back
-    /// sees them. `None` without standbys.
-    pub fn token(&self) -> Option<String> {
-        self.standbys.as_ref()?.token(self.pool.written()?)
-    }
-
     /// Stores a new task, unless its key says it was stored before. Inserted together
     /// with the other creates queued now.
     pub async fn create(&self, create: NewCreate) -> Result<Creation, StoreError> {
         self.creator.submit(create, Deadline::start()).await
-    }
-
-    /// The first chunk of a page of tasks in id order: at most [`CHUNK_ROWS`], and a
-    /// [`Cursor`] to the rest, if there may be more.
-    pub async fn list(&self, query: &ListQuery, token: Option<&str>) -> Result<Chunk, StoreError> {
-        let cursor = Cursor {
-            status: query.status,
-            after: 0,
-            left: query.limit,
-            target: self.target(token).await,
-        };
-        self.chunk(cursor, query.offset).await
-    }
-
-    /// The next chunk of a page, with a fresh budget: a page read slowly holds no
-    /// connection between chunks.
-    pub async fn list_more(&self, cursor: Cursor) -> Result<Chunk, StoreError> {
-        self.chunk(cursor, 0).await
-    }
-
-    async fn chunk(&self, cursor: Cursor, offset: i64) -> Result<Chunk, StoreError> {
-        let limit = cursor.left.min(CHUNK_ROWS);
-        let (status, after) = (cursor.status, cursor.after);
-        let mut answer = Err(StoreError::Busy);
-        for (reads, deadline, last) in self.attempts(cursor.target) {
-            answer = match offset > 0 {
-                // Rare, and an offset would cost the batched statement its plan: alone.
-                true => {
-                    let list = async |conn: &Conn| {
-                        sql::tasks::list(conn, status, after, limit, offset).await
-                    };
-                    let run = reads
-                        .pool
-                        .run(sql::SELECT_TASKS, deadline, Effect::Reads, list);
-                    run.await.map_err(StoreError::from)
-                }
-                false => {
-                    let lister = if status.is_some() {
-                        &reads.status_lister
-                    } else {
-                        &reads.lister
-                    };
-                    lister
-                        .submit(
-                            Read {
-                                status,
-                                after,
-                                limit,
-                            },
-                            deadline,
-                        )
-                        .await
-                }
-            };
-            if last || !standby_failed(&answer) {
-                break;
-            }
-        }
-        let tasks = answer?;
-        let left = cursor.left - tasks.len() as i64;
-        let more = match tasks.last() {
-            Some(last) if tasks.len() as i64 == limit && left > 0 => Some(Cursor {
-                after: last.id,
-                left,
-                ..cursor
-            }),
-            _ => None,
-        };
-        Ok(Chunk { tasks, more })
     }
 
     /// Applies a patch, if the task meets `expected`: the check and the change are one
@@ -442,11 +307,6 @@ impl Store {
         }
         self.reads.iter().for_each(|reads| reads.pool.close());
     }
-}
-
-/// Whether a standby's answer is a failure the primary may yet serve.
-fn standby_failed<T>(answer: &Result<T, StoreError>) -> bool {
-    matches!(answer, Err(StoreError::Unavailable(_) | StoreError::Busy))
 }
 
 impl Precondition {

@@ -1,0 +1,160 @@
+//! Reads: where one goes (the primary, or a standby replicas.rs picks, with the primary
+//! to fall back on), and `GET /tasks`'s pages read a chunk at a time. What a read's
+//! batch runs is tasks.rs's business.
+
+use std::time::Duration;
+
+use super::pool::{Deadline, Effect};
+use super::replicas::Target;
+use super::sql::tasks::Read;
+use super::sql::{self, Conn};
+use super::tasks::Reads;
+use super::{Store, StoreError};
+use crate::tasks::{ListQuery, Status, Task};
+
+/// How long a read may take on a standby before the primary serves it instead.
+const STANDBY_BUDGET: Duration = Duration::from_secs(1);
+/// Most rows one list statement reads: what a page holds in memory at once, however
+/// slowly its client reads. A page is at most 1,000 tasks of up to 5,200 characters
+/// each; so read, it costs a few hundred KiB whatever its size.
+pub const CHUNK_ROWS: i64 = 32;
+
+/// Part of a page of tasks, and where the rest of it starts.
+pub struct Chunk {
+    /// The tasks, in id order.
+    pub tasks: Vec<Task>,
+    /// The rest of the page, if there may be more.
+    pub more: Option<Cursor>,
+}
+
+/// Where the rest of a page starts: read with [`Store::list_more`]. Between chunks,
+/// tasks may be created or deleted: a page never holds one twice, and keeps id
+/// order, but it is not one snapshot.
+#[derive(Clone, Copy, Debug)]
+pub struct Cursor {
+    status: Option<Status>,
+    after: i64,
+    left: i64,
+    /// Where the page is read: the rest of it is read there too.
+    target: Target,
+}
+
+impl Store {
+    /// One task, if it exists, read where `token` (a write's consistency token) allows.
+    /// Looked up together with the other gets queued now.
+    pub async fn get(&self, id: i64, token: Option<&str>) -> Result<Option<Task>, StoreError> {
+        let mut answer = Err(StoreError::Busy);
+        for (reads, deadline, last) in self.attempts(self.target(token).await) {
+            answer = reads.finder.submit(id, deadline).await;
+            if last || !standby_failed(&answer) {
+                break;
+            }
+        }
+        answer
+    }
+
+    /// Where a read goes: a standby, if any may serve it (replicas.rs), else the primary.
+    async fn target(&self, token: Option<&str>) -> Target {
+        match &self.standbys {
+            Some(standbys) => standbys.choose(token).await,
+            None => Target::Primary,
+        }
+    }
+
+    /// Where a read for `target` is tried, by when, and whether it is the last try: a
+    /// standby that cannot serve it (down, or too slow for [`STANDBY_BUDGET`]) costs the
+    /// client nothing, as the primary serves it then.
+    fn attempts(&self, target: Target) -> Vec<(&Reads, Deadline, bool)> {
+        let deadline = Deadline::start();
+        let mut attempts = Vec::with_capacity(2);
+        if let Target::Standby(n) = target {
+            attempts.push((
+                &self.reads[n + 1],
+                Deadline::after(STANDBY_BUDGET).min(deadline),
+                false,
+            ));
+        }
+        attempts.push((&self.reads[0], deadline, true));
+        attempts
+    }
+
+    /// The consistency token of the writes answered so far: a read that sends it back
+    /// sees them. `None` without standbys.
+    pub fn token(&self) -> Option<String> {
+        self.standbys.as_ref()?.token(self.pool.written()?)
+    }
+
+    /// The first chunk of a page of tasks in id order: at most [`CHUNK_ROWS`], and a
+    /// [`Cursor`] to the rest, if there may be more.
+    pub async fn list(&self, query: &ListQuery, token: Option<&str>) -> Result<Chunk, StoreError> {
+        let cursor = Cursor {
+            status: query.status,
+            after: 0,
+            left: query.limit,
+            target: self.target(token).await,
+        };
+        self.chunk(cursor, query.offset).await
+    }
+
+    /// The next chunk of a page, with a fresh budget: a page read slowly holds no
+    /// connection between chunks.
+    pub async fn list_more(&self, cursor: Cursor) -> Result<Chunk, StoreError> {
+        self.chunk(cursor, 0).await
+    }
+
+    async fn chunk(&self, cursor: Cursor, offset: i64) -> Result<Chunk, StoreError> {
+        let limit = cursor.left.min(CHUNK_ROWS);
+        let (status, after) = (cursor.status, cursor.after);
+        let mut answer = Err(StoreError::Busy);
+        for (reads, deadline, last) in self.attempts(cursor.target) {
+            answer = match offset > 0 {
+                // Rare, and an offset would cost the batched statement its plan: alone.
+                true => {
+                    let list = async |conn: &Conn| {
+                        sql::tasks::list(conn, status, after, limit, offset).await
+                    };
+                    let run = reads
+                        .pool
+                        .run(sql::SELECT_TASKS, deadline, Effect::Reads, list);
+                    run.await.map_err(StoreError::from)
+                }
+                false => {
+                    let lister = if status.is_some() {
+                        &reads.status_lister
+                    } else {
+                        &reads.lister
+                    };
+                    lister
+                        .submit(
+                            Read {
+                                status,
+                                after,
+                                limit,
+                            },
+                            deadline,
+                        )
+                        .await
+                }
+            };
+            if last || !standby_failed(&answer) {
+                break;
+            }
+        }
+        let tasks = answer?;
+        let left = cursor.left - tasks.len() as i64;
+        let more = match tasks.last() {
+            Some(last) if tasks.len() as i64 == limit && left > 0 => Some(Cursor {
+                after: last.id,
+                left,
+                ..cursor
+            }),
+            _ => None,
+        };
+        Ok(Chunk { tasks, more })
+    }
+}
+
+/// Whether a standby's answer is a failure the primary may yet serve.
+fn standby_failed<T>(answer: &Result<T, StoreError>) -> bool {
+    matches!(answer, Err(StoreError::Unavailable(_) | StoreError::Busy))
+}
