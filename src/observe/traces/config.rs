@@ -138,15 +138,7 @@ pub fn parse(env: &Env) -> Result<Option<TraceConfig>, ConfigError> {
     };
     let sampler = match env.get("OTEL_TRACES_SAMPLER") {
         None => sampler::DEFAULT,
-        Some(name) => {
-            let arg = env.get("OTEL_TRACES_SAMPLER_ARG");
-            Sampler::parse(&name, arg.as_deref()).map_err(|(bad_arg, reason)| {
-                ConfigError::invalid(
-                    ["OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG"][usize::from(bad_arg)],
-                    reason,
-                )
-            })?
-        }
+        Some(name) => Sampler::parse(&name, env.get("OTEL_TRACES_SAMPLER_ARG").as_deref())?,
     };
     let max_queue = env.count("OTEL_BSP_MAX_QUEUE_SIZE", 2048)?;
     let max_batch = env.count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)?;

@@ -9,44 +9,37 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
+use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::config::TraceConfig;
 use super::otlp::Collector;
 use super::sampler::{RateLimit, Sampler};
-use super::span::Finished;
 
 /// Export failures are logged at most this often; the ones between are counted.
 const WARN_EVERY: Duration = Duration::from_secs(30);
-/// Spans waiting for export, or being exported, hold at most about this much
-/// ([`Finished::size`]); past it, new ones are dropped as if the queue were full.
+/// Spans waiting for export, or being exported, hold at most this many bytes as
+/// encoded; past it, new ones are dropped as if the queue were full.
 const MAX_QUEUE_BYTES: usize = 4 * 1024 * 1024;
-/// One export's spans hold at most about this much (a batch is split past it), well
+/// One export's spans encode to at most this much (a batch is split past it), well
 /// under what collectors take in one request (the OpenTelemetry Collector: 20 MiB).
 const MAX_EXPORT_BYTES: usize = 1024 * 1024;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DropLabels {
-    reason: &'static str,
-}
-
-/// What `/metrics` says of spans: dropped by reason (queue_full: the exporter is
-/// behind; export_failed; rejected by the collector; rate_limited: never started), and
-/// exported.
+/// What `/metrics` says of spans: dropped by reason, and exported.
 #[derive(Clone, Default)]
 struct Counters {
-    dropped: Family<DropLabels, Counter>,
+    dropped: Family<[(&'static str, &'static str); 1], Counter>,
     exported: Counter,
 }
 
 impl Counters {
     fn dropped(&self, reason: &'static str, spans: usize) {
-        let labels = DropLabels { reason };
+        let labels = [("reason", reason)];
         self.dropped.get_or_create(&labels).inc_by(spans as u64);
     }
 }
@@ -58,7 +51,7 @@ pub(super) struct Exporter {
     rate: RateLimit,
     /// `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`.
     pub(super) value_limit: usize,
-    spans: mpsc::Sender<Finished>,
+    spans: mpsc::Sender<Span>,
     queued_bytes: Arc<AtomicUsize>,
     flushes: mpsc::UnboundedSender<oneshot::Sender<()>>,
     counters: Counters,
@@ -69,13 +62,14 @@ impl Exporter {
     pub(super) fn start(config: TraceConfig) -> Exporter {
         let (spans, queue) = mpsc::channel(config.max_queue);
         let (flushes, flush_requests) = mpsc::unbounded_channel();
+        let collector = Collector::new(
+            config.endpoint,
+            config.headers,
+            &config.roots,
+            &config.resource,
+        );
         let export = Export {
-            collector: Collector::new(
-                config.endpoint,
-                config.headers,
-                &config.roots,
-                &config.resource,
-            ),
+            collector,
             max_batch: config.max_batch,
             timeout: config.timeout,
             counters: Counters::default(),
@@ -92,8 +86,7 @@ impl Exporter {
             flushes,
             counters: export.counters.clone(),
         };
-        let schedule = (config.max_batch, config.schedule_delay);
-        tokio::spawn(run(export, schedule, queue, flush_requests));
+        tokio::spawn(export.run(config.schedule_delay, queue, flush_requests));
         exporter
     }
 
@@ -109,8 +102,8 @@ impl Exporter {
 
     /// Queues a finished span, or drops and counts it if the queue is full, in spans
     /// or in bytes.
-    pub(super) fn queue(&self, span: Finished) {
-        let size = span.size();
+    pub(super) fn queue(&self, span: Span) {
+        let size = span.encoded_len();
         let before = self.queued_bytes.fetch_add(size, Ordering::Relaxed);
         if before + size > MAX_QUEUE_BYTES || self.spans.try_send(span).is_err() {
             self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
@@ -148,47 +141,7 @@ impl Exporter {
     }
 }
 
-/// The export task: a batch goes out when it is full (`max` spans), when `delay` has
-/// passed since the last, or when a flush asks. One export at a time; meanwhile spans
-/// wait in the queue, or are dropped when it is full.
-async fn run(
-    mut export: Export,
-    (max, delay): (usize, Duration),
-    mut queue: mpsc::Receiver<Finished>,
-    mut flushes: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
-) {
-    let mut batch = Vec::with_capacity(max);
-    let mut due = Instant::now() + delay;
-    loop {
-        let room = max - batch.len();
-        tokio::select! {
-            taken = queue.recv_many(&mut batch, room) => {
-                if taken == 0 {
-                    // Every sender is gone: nothing more will come.
-                    return export.send(batch).await;
-                }
-                if batch.len() < max {
-                    continue;
-                }
-            }
-            () = tokio::time::sleep_until(due) => {}
-            Some(done) = flushes.recv() => {
-                while let Ok(span) = queue.try_recv() {
-                    batch.push(span);
-                }
-                export.send(std::mem::take(&mut batch)).await;
-                let _ = done.send(());
-                continue;
-            }
-        }
-        due = Instant::now() + delay;
-        export
-            .send(std::mem::replace(&mut batch, Vec::with_capacity(max)))
-            .await;
-    }
-}
-
-/// One export after another: the collector, and the counts.
+/// The export task's side: the collector, and the counts.
 struct Export {
     collector: Collector,
     max_batch: usize,
@@ -202,13 +155,52 @@ struct Export {
 }
 
 impl Export {
+    /// The export task: a batch goes out when it is full, when `delay` has passed since
+    /// the last, or when a flush asks. One export at a time; meanwhile spans wait in the
+    /// queue, or are dropped when it is full.
+    async fn run(
+        mut self,
+        delay: Duration,
+        mut queue: mpsc::Receiver<Span>,
+        mut flushes: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+    ) {
+        let mut batch = Vec::new();
+        let mut due = Instant::now() + delay;
+        loop {
+            let (room, mut flushed) = (self.max_batch - batch.len(), None);
+            tokio::select! {
+                taken = queue.recv_many(&mut batch, room) => {
+                    if taken == 0 {
+                        // Every sender is gone: nothing more will come.
+                        return self.send(batch).await;
+                    }
+                    if batch.len() < self.max_batch {
+                        continue;
+                    }
+                }
+                () = tokio::time::sleep_until(due) => {}
+                Some(done) = flushes.recv() => {
+                    while let Ok(span) = queue.try_recv() {
+                        batch.push(span);
+                    }
+                    flushed = Some(done);
+                }
+            }
+            due = Instant::now() + delay;
+            self.send(std::mem::take(&mut batch)).await;
+            if let Some(done) = flushed {
+                let _ = done.send(());
+            }
+        }
+    }
+
     /// Exports `spans`, in parts of at most `max_batch` spans and [`MAX_EXPORT_BYTES`],
     /// and lets go of what they held of the queue's bytes.
-    async fn send(&mut self, spans: Vec<Finished>) {
+    async fn send(&mut self, spans: Vec<Span>) {
         let mut part = Vec::new();
         let mut bytes = 0;
         for span in spans {
-            let size = span.size();
+            let size = span.encoded_len();
             let full = part.len() == self.max_batch || bytes + size > MAX_EXPORT_BYTES;
             if full && !part.is_empty() {
                 self.export(std::mem::take(&mut part)).await;
@@ -224,7 +216,7 @@ impl Export {
         }
     }
 
-    async fn export(&mut self, spans: Vec<Finished>) {
+    async fn export(&mut self, spans: Vec<Span>) {
         let count = spans.len();
         let failure = match tokio::time::timeout(self.timeout, self.collector.post(spans)).await {
             Ok(Ok(rejected)) => {
@@ -242,10 +234,8 @@ impl Export {
             }
             Err(_) => {
                 self.counters.dropped("export_failed", count);
-                format!(
-                    "could not export {count} spans: no answer within {:?}",
-                    self.timeout
-                )
+                let timeout = self.timeout;
+                format!("could not export {count} spans: no answer within {timeout:?}")
             }
         };
         if self.warned.is_some_and(|at| at.elapsed() < WARN_EVERY) {

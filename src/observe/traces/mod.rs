@@ -1,21 +1,20 @@
 //! OpenTelemetry traces, off unless an OTLP endpoint is configured: a server span per
 //! request (http/router.rs starts it), a client span per database statement (the
 //! store's pool), and the task-local [`Scope`] that carries a request's span to its
-//! statements, through a batch too. Ids and the caller's `traceparent` are context.rs's;
-//! which traces are kept, sampler.rs's; the spans, span.rs's; queueing and batching them,
-//! export.rs's; the wire, otlp.rs's; the environment, config.rs's.
+//! statements, through a batch too. The other files of this folder each say their part.
 
 pub mod config;
 pub mod context;
 mod export;
 mod otlp;
-pub mod sampler;
+mod sampler;
 mod span;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use opentelemetry_proto::tonic::trace::v1::{self as proto, span::SpanKind};
 use prometheus_client::registry::Registry;
 
 pub use config::TraceConfig;
@@ -23,7 +22,7 @@ pub use context::{SpanContext, SpanId, TraceId};
 pub use span::{Span, Statement};
 
 use export::Exporter;
-use span::{Kind, Name, Value};
+use span::{int, text};
 
 /// What a server span describes: an HTTP request as the semantic conventions name it.
 pub struct ServerRequest {
@@ -58,26 +57,32 @@ impl Tracer {
         if !sampled || !self.0.admit() {
             return None;
         }
-        let text = |value: String| Value::Owned(span::truncated(value, self.0.value_limit));
+        let limit = self.0.value_limit;
         let mut attributes = vec![
-            ("http.request.method", Value::Static(request.method)),
-            ("url.scheme", Value::Static("http")),
-            ("url.path", text(request.path)),
-            ("network.protocol.version", Value::Static(request.protocol)),
+            text("http.request.method", request.method),
+            text("url.scheme", "http"),
+            text("url.path", span::truncated(request.path, limit)),
+            text("network.protocol.version", request.protocol),
         ];
-        if let Some(route) = request.route {
-            attributes.push(("http.route", Value::Static(route)));
-        }
+        attributes.extend(request.route.map(|route| text("http.route", route)));
         if let Some(agent) = request.user_agent {
-            attributes.push(("user_agent.original", text(agent)));
+            attributes.push(text("user_agent.original", span::truncated(agent, limit)));
         }
-        let name = Name::Http {
-            method: request.method,
-            route: request.route,
+        // Semantic conventions: `_OTHER` methods name the span `HTTP`, and a span is
+        // never named by the raw path.
+        let method = if request.method == "_OTHER" {
+            "HTTP"
+        } else {
+            request.method
+        };
+        let span = proto::Span {
+            name: span::name(method, request.route),
+            kind: SpanKind::Server as i32,
+            attributes,
+            ..proto::Span::default()
         };
         let parent = parent.map(|parent| (parent.span_id, true));
-        let started = (trace_id, parent, Kind::Server, name);
-        Some(Span::start(self.clone(), started, attributes, Vec::new()))
+        Some(Span::start(self.clone(), trace_id, parent, span))
     }
 
     /// Registers the exporter's counters: `trace_spans_dropped{reason}` and
@@ -104,15 +109,10 @@ tokio::task_local! {
 pub struct Scope {
     tracer: Tracer,
     parent: SpanContext,
-    batch: Option<Batch>,
-}
-
-#[derive(Clone)]
-struct Batch {
-    /// The spans of the traced requests served, each a link.
+    /// A batch's traced requests, each a link.
     links: Vec<SpanContext>,
-    /// Requests served, traced or not.
-    size: usize,
+    /// A batch's requests, traced or not; 0 outside a batch.
+    batch_size: usize,
 }
 
 impl Scope {
@@ -124,38 +124,31 @@ impl Scope {
         Some(Scope {
             tracer: first.tracer.clone(),
             parent: first.parent,
-            batch: Some(Batch {
-                links: traced.iter().map(|scope| scope.parent).collect(),
-                size,
-            }),
+            links: traced.iter().map(|scope| scope.parent).collect(),
+            batch_size: size,
         })
     }
 
     fn statement(&self, statement: Statement) -> Span {
         let mut attributes = vec![
-            ("db.system.name", Value::Static("postgresql")),
-            ("db.operation.name", Value::Static(statement.operation)),
+            text("db.system.name", "postgresql"),
+            text("db.operation.name", statement.operation),
         ];
-        if let Some(collection) = statement.collection {
-            attributes.push(("db.collection.name", Value::Static(collection)));
+        attributes.extend(statement.collection.map(|c| text("db.collection.name", c)));
+        // Semantic conventions: a batch size is never 1.
+        if self.batch_size > 1 {
+            let size = i64::try_from(self.batch_size).unwrap_or(i64::MAX);
+            attributes.push(int("db.operation.batch.size", size));
         }
-        let mut links = Vec::new();
-        if let Some(batch) = &self.batch {
-            // Semantic conventions: a batch size is never 1.
-            if batch.size > 1 {
-                let size = i64::try_from(batch.size).unwrap_or(i64::MAX);
-                attributes.push(("db.operation.batch.size", Value::Int(size)));
-            }
-            links.clone_from(&batch.links);
-        }
+        let span = proto::Span {
+            name: span::name(statement.operation, statement.collection),
+            kind: SpanKind::Client as i32,
+            attributes,
+            links: self.links.iter().map(span::link).collect(),
+            ..proto::Span::default()
+        };
         let parent = Some((self.parent.span_id, false));
-        let started = (
-            self.parent.trace_id,
-            parent,
-            Kind::Client,
-            Name::Db(statement),
-        );
-        Span::start(self.tracer.clone(), started, attributes, links)
+        Span::start(self.tracer.clone(), self.parent.trace_id, parent, span)
     }
 }
 

@@ -12,28 +12,21 @@ use hyper_util::rt::TokioIo;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, SpanFlags, Status};
-use opentelemetry_proto::tonic::trace::v1::{span::Link, status::StatusCode};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::SpanContext;
-use super::span::{Finished, Value};
+use super::span::text;
 use crate::error::describe;
 use crate::pg::tls::Roots;
 
 /// The most of a collector's answer that is read.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
-/// `SpanFlags`: the low byte holds the W3C trace flags (01: sampled); the next bits
-/// say whether the parent's or link's remoteness is known, and that it is remote.
-const SAMPLED: u32 = 0x01;
-const HAS_IS_REMOTE: u32 = SpanFlags::ContextHasIsRemoteMask as u32;
-const IS_REMOTE: u32 = SpanFlags::ContextIsRemoteMask as u32;
 
 /// An OTLP/HTTP collector's URL, and where to connect for it.
 #[derive(Clone, Debug, PartialEq)]
@@ -121,7 +114,9 @@ impl Collector {
         roots: &Roots,
         resource: &[(String, String)],
     ) -> Collector {
-        let attributes = resource.iter().map(|(k, v)| text(k.clone(), v.clone()));
+        let attributes = resource
+            .iter()
+            .map(|(key, value)| text(key, value.as_str()));
         Collector {
             tls: endpoint.tls.then(|| connector(roots)),
             endpoint,
@@ -134,7 +129,7 @@ impl Collector {
     }
 
     /// Posts `spans` as one export; how many the collector rejected, or why it failed.
-    pub(super) async fn post(&self, spans: Vec<Finished>) -> Result<usize, String> {
+    pub(super) async fn post(&self, spans: Vec<Span>) -> Result<usize, String> {
         let (host, port) = (self.endpoint.host.as_str(), self.endpoint.port);
         let tcp = TcpStream::connect((host, port))
             .await
@@ -207,7 +202,7 @@ impl Collector {
     }
 
     /// One export request holding `spans`.
-    fn request(&self, spans: Vec<Finished>) -> ExportTraceServiceRequest {
+    fn request(&self, spans: Vec<Span>) -> ExportTraceServiceRequest {
         let scope = InstrumentationScope {
             name: "task-api".to_owned(),
             version: crate::VERSION.to_owned(),
@@ -215,7 +210,7 @@ impl Collector {
         };
         let scope_spans = ScopeSpans {
             scope: Some(scope),
-            spans: spans.into_iter().map(span).collect(),
+            spans,
             schema_url: String::new(),
         };
         ExportTraceServiceRequest {
@@ -225,61 +220,6 @@ impl Collector {
                 schema_url: String::new(),
             }],
         }
-    }
-}
-
-fn span(finished: Finished) -> Span {
-    let (parent_span_id, flags) = match finished.parent {
-        None => (Vec::new(), SAMPLED),
-        Some((id, remote)) => {
-            let remote = if remote { IS_REMOTE } else { 0 };
-            (id.0.to_vec(), SAMPLED | HAS_IS_REMOTE | remote)
-        }
-    };
-    let attribute = |(key, value): (&str, Value)| match value {
-        Value::Static(value) => text(key.to_owned(), value.to_owned()),
-        Value::Owned(value) => text(key.to_owned(), value),
-        Value::Int(n) => KeyValue {
-            key: key.to_owned(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::IntValue(n)),
-            }),
-            ..KeyValue::default()
-        },
-    };
-    let link = |to: &SpanContext| Link {
-        trace_id: to.trace_id.0.to_vec(),
-        span_id: to.span_id.0.to_vec(),
-        // A request's span, in this process: not remote.
-        flags: SAMPLED | HAS_IS_REMOTE,
-        ..Link::default()
-    };
-    Span {
-        trace_id: finished.context.trace_id.0.to_vec(),
-        span_id: finished.context.span_id.0.to_vec(),
-        parent_span_id,
-        flags,
-        name: finished.name.text(),
-        kind: finished.kind as i32,
-        start_time_unix_nano: finished.start_unix_nanos,
-        end_time_unix_nano: finished.end_unix_nanos,
-        attributes: finished.attributes.into_iter().map(attribute).collect(),
-        links: finished.links.iter().map(link).collect(),
-        status: finished.error.map(|message| Status {
-            message,
-            code: StatusCode::Error as i32,
-        }),
-        ..Span::default()
-    }
-}
-
-fn text(key: String, value: String) -> KeyValue {
-    KeyValue {
-        key,
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value)),
-        }),
-        ..KeyValue::default()
     }
 }
 
