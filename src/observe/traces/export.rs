@@ -62,14 +62,8 @@ impl Exporter {
     pub(super) fn start(config: TraceConfig) -> Exporter {
         let (spans, queue) = mpsc::channel(config.max_queue);
         let (flushes, flush_requests) = mpsc::unbounded_channel();
-        let collector = Collector::new(
-            config.endpoint,
-            config.headers,
-            &config.roots,
-            &config.resource,
-        );
         let export = Export {
-            collector,
+            collector: Collector::new(&config),
             max_batch: config.max_batch,
             timeout: config.timeout,
             counters: Counters::default(),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue, USER_AGENT};
+use hyper::http::uri::Scheme;
 use hyper::{Request, Uri};
 use hyper_util::rt::TokioIo;
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -21,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::config::TraceConfig;
 use super::span::text;
 use crate::error::describe;
 use crate::pg::tls::Roots;
@@ -31,10 +33,8 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// An OTLP/HTTP collector's URL, and where to connect for it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Endpoint {
-    /// What is posted to.
+    /// What is posted to: http:// or https://.
     pub uri: Uri,
-    /// https://, not http://.
-    pub tls: bool,
     /// The host to connect to (an IPv6 address without its brackets).
     pub host: String,
     /// The port: given, or the scheme's.
@@ -86,12 +86,7 @@ impl Endpoint {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
-        Ok(Endpoint {
-            uri,
-            tls,
-            host,
-            port,
-        })
+        Ok(Endpoint { uri, host, port })
     }
 }
 
@@ -102,29 +97,36 @@ pub(super) struct Collector {
     headers: Vec<(HeaderName, HeaderValue)>,
     /// rustls for https://; the error of a certificate file that went bad since start.
     tls: Option<Result<TlsConnector, String>>,
-    resource: Resource,
+    /// What every export holds but its spans.
+    template: ResourceSpans,
 }
 
 impl Collector {
-    /// The collector at `endpoint`, sent `headers` with each export; https:// ones
-    /// must chain to `roots`. Every export carries `resource`.
-    pub(super) fn new(
-        endpoint: Endpoint,
-        headers: Vec<(HeaderName, HeaderValue)>,
-        roots: &Roots,
-        resource: &[(String, String)],
-    ) -> Collector {
-        let attributes = resource
-            .iter()
-            .map(|(key, value)| text(key, value.as_str()));
-        Collector {
-            tls: endpoint.tls.then(|| connector(roots)),
-            endpoint,
-            headers,
-            resource: Resource {
+    /// The collector `config` names, with its headers, roots and resource.
+    pub(super) fn new(config: &TraceConfig) -> Collector {
+        let attributes = config.resource.iter().map(|(key, value)| text(key, value));
+        let scope = InstrumentationScope {
+            name: "task-api".to_owned(),
+            version: crate::VERSION.to_owned(),
+            ..InstrumentationScope::default()
+        };
+        let template = ResourceSpans {
+            resource: Some(Resource {
                 attributes: attributes.collect(),
                 ..Resource::default()
-            },
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(scope),
+                ..ScopeSpans::default()
+            }],
+            schema_url: String::new(),
+        };
+        let https = config.endpoint.uri.scheme() == Some(&Scheme::HTTPS);
+        Collector {
+            endpoint: config.endpoint.clone(),
+            headers: config.headers.clone(),
+            tls: https.then(|| connector(&config.roots)),
+            template,
         }
     }
 
@@ -135,7 +137,12 @@ impl Collector {
             .await
             .map_err(|err| format!("connecting to {host}:{port}: {err}"))?;
         tcp.set_nodelay(true).ok();
-        let body = self.request(spans).encode_to_vec();
+        let mut export = self.template.clone();
+        export.scope_spans[0].spans = spans;
+        let body = ExportTraceServiceRequest {
+            resource_spans: vec![export],
+        };
+        let body = body.encode_to_vec();
         let (status, answer) = match &self.tls {
             None => self.send(tcp, body).await?,
             Some(Err(err)) => return Err(err.clone()),
@@ -200,27 +207,6 @@ impl Collector {
             },
         }
     }
-
-    /// One export request holding `spans`.
-    fn request(&self, spans: Vec<Span>) -> ExportTraceServiceRequest {
-        let scope = InstrumentationScope {
-            name: "task-api".to_owned(),
-            version: crate::VERSION.to_owned(),
-            ..InstrumentationScope::default()
-        };
-        let scope_spans = ScopeSpans {
-            scope: Some(scope),
-            spans,
-            schema_url: String::new(),
-        };
-        ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                resource: Some(self.resource.clone()),
-                scope_spans: vec![scope_spans],
-                schema_url: String::new(),
-            }],
-        }
-    }
 }
 
 /// rustls for an https:// collector: the compiled-in roots, or
@@ -243,45 +229,20 @@ mod tests {
 
     #[test]
     fn the_base_endpoint_gets_the_signal_path_and_the_signal_endpoint_is_used_as_is() {
-        for (url, signal_path, tls, host, port, uri) in [
-            (
-                "http://c:4318",
-                true,
-                false,
-                "c",
-                4318,
-                "http://c:4318/v1/traces",
-            ),
-            (
-                "https://c/otlp/",
-                true,
-                true,
-                "c",
-                443,
-                "https://c/otlp/v1/traces",
-            ),
+        for (url, signal_path, expected) in [
+            ("http://c:4318", true, "c 4318 http://c:4318/v1/traces"),
+            ("https://c/otlp/", true, "c 443 https://c/otlp/v1/traces"),
             (
                 "http://[::1]:4318",
                 true,
-                false,
-                "::1",
-                4318,
-                "http://[::1]:4318/v1/traces",
+                "::1 4318 http://[::1]:4318/v1/traces",
             ),
-            ("http://c:4318", false, false, "c", 4318, "http://c:4318/"),
-            (
-                "HTTP://c/x/traces?k=v",
-                false,
-                false,
-                "c",
-                80,
-                "http://c/x/traces?k=v",
-            ),
+            ("http://c:4318", false, "c 4318 http://c:4318/"),
+            ("HTTP://c/x/traces?k=v", false, "c 80 http://c/x/traces?k=v"),
         ] {
             let endpoint = Endpoint::parse(url, signal_path).unwrap();
-            let got = (endpoint.tls, endpoint.host.as_str(), endpoint.port);
-            assert_eq!(got, (tls, host, port), "{url}");
-            assert_eq!(endpoint.uri, uri, "{url}");
+            let got = format!("{} {} {}", endpoint.host, endpoint.port, endpoint.uri);
+            assert_eq!(got, expected, "{url}");
         }
     }
 }
