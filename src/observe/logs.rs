@@ -9,11 +9,6 @@ use std::io::{self, Write};
 use log::kv::{Key, Value, VisitSource};
 use serde_json::{Map, Value as Json};
 
-/// Dependencies whose debug output holds statement parameters or SQL text, which are
-/// request bodies (spec §6: never a body, at any level). They log at `warn` at most
-/// unless the filter names them: that is the operator's own choice.
-const HOLD_BODIES: [&str; 1] = ["tokio_postgres"];
-
 /// How lines are written (`LOG_FORMAT`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -39,32 +34,34 @@ impl std::str::FromStr for Format {
 
 /// Starts the logger once. `filter` is an env_logger filter (`info`, `task_api=debug`).
 pub fn init(filter: &str, format: Format) {
+    // tokio_postgres's debug output holds statement parameters, which are request bodies
+    // (spec §6: never a body, at any level): `warn` at most, unless the filter names it.
+    let filter = match filter.contains("tokio_postgres") {
+        true => filter.to_owned(),
+        false => format!("{filter},tokio_postgres=warn"),
+    };
     let mut logger = env_logger::Builder::new();
     logger
-        .parse_filters(&with_quiet_dependencies(filter))
+        .parse_filters(&filter)
         .target(env_logger::Target::Stdout);
     match format {
         Format::Text => logger.format(|buf, record| {
-            writeln!(
-                buf,
-                "{} {:<5} {}: {}",
-                buf.timestamp_micros(),
-                record.level(),
-                record.target(),
-                record.args()
-            )
+            let (time, level) = (buf.timestamp_micros(), record.level());
+            let (target, message) = (record.target(), record.args());
+            writeln!(buf, "{time} {level:<5} {target}: {message}")
         }),
         Format::Json => logger.format(|buf, record| {
-            let mut line = Map::new();
-            line.insert(
-                "timestamp".into(),
-                buf.timestamp_micros().to_string().into(),
-            );
-            line.insert("level".into(), record.level().as_str().into());
-            line.insert("target".into(), record.target().into());
-            line.insert("message".into(), record.args().to_string().into());
-            let _ = record.key_values().visit(&mut Fields(&mut line));
-            serde_json::to_writer(&mut *buf, &line).map_err(io::Error::other)?;
+            let mut line = Fields(Map::from_iter([
+                (
+                    "timestamp".into(),
+                    buf.timestamp_micros().to_string().into(),
+                ),
+                ("level".into(), record.level().as_str().into()),
+                ("target".into(), record.target().into()),
+                ("message".into(), record.args().to_string().into()),
+            ]));
+            let _ = record.key_values().visit(&mut line);
+            serde_json::to_writer(&mut *buf, &line.0).map_err(io::Error::other)?;
             writeln!(buf)
         }),
     };
@@ -72,9 +69,9 @@ pub fn init(filter: &str, format: Format) {
 }
 
 /// A record's fields, as JSON values: numbers stay numbers.
-struct Fields<'a>(&'a mut Map<String, Json>);
+struct Fields(Map<String, Json>);
 
-impl<'kvs> VisitSource<'kvs> for Fields<'_> {
+impl<'kvs> VisitSource<'kvs> for Fields {
     fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), log::kv::Error> {
         let json = if let Some(n) = value.to_u64() {
             n.into()
@@ -90,16 +87,6 @@ impl<'kvs> VisitSource<'kvs> for Fields<'_> {
         self.0.insert(key.as_str().to_owned(), json);
         Ok(())
     }
-}
-
-fn with_quiet_dependencies(filter: &str) -> String {
-    let mut filter = filter.to_owned();
-    for target in HOLD_BODIES {
-        if !filter.contains(target) {
-            filter.push_str(&format!(",{target}=warn"));
-        }
-    }
-    filter
 }
 
 /// A value a client controls (a path, a request id, a method), written so that a
@@ -151,17 +138,5 @@ mod tests {
         ] {
             assert_eq!(Quoted(value).to_string(), shown, "{value:?}");
         }
-    }
-
-    #[test]
-    fn dependencies_that_log_parameters_are_held_at_warn_unless_named() {
-        assert_eq!(
-            with_quiet_dependencies("DEBUG"),
-            "DEBUG,tokio_postgres=warn"
-        );
-        assert_eq!(
-            with_quiet_dependencies("tokio_postgres=debug"),
-            "tokio_postgres=debug"
-        );
     }
 }
