@@ -1,54 +1,50 @@
-//! The OpenTelemetry environment variables → [`TraceConfig`], as the spec defines them
-//! (opentelemetry.io, "Environment Variable Specification" and "OTLP Exporter
-//! Configuration"), and `TRACES_MAX_PER_SECOND`. Called by config.rs with its lookup,
-//! so every error names its variable; nothing here reads the environment itself.
+//! The OpenTelemetry environment variables → [`TraceConfig`], as opentelemetry.io's
+//! "Environment Variable Specification" and "OTLP Exporter Configuration" define them,
+//! and `TRACES_MAX_PER_SECOND`, read through config.rs's lookup; each error names its variable.
 
 use std::fmt;
 use std::time::Duration;
 
+use hyper::Uri;
 use hyper::header::{HeaderName, HeaderValue};
 use percent_encoding::percent_decode_str;
 
-use super::otlp::Endpoint;
+use super::otlp;
 use super::sampler::{self, Sampler};
 use crate::env::Env;
 use crate::error::ConfigError;
 use crate::pg::tls::{self, Roots};
 
-/// Longest attribute value kept, in characters: a URL path or user agent may be as
-/// long as a request head (16 KiB), and the spec's default (no limit) would let
-/// clients decide how large spans are.
+/// Longest attribute value kept, in characters: the spec's default (no limit) would let
+/// clients decide how large spans are (a path may take a 16 KiB head).
 const DEFAULT_VALUE_LIMIT: usize = 1024;
-/// Requests traced per second at most, whatever the sampler and the callers'
-/// `traceparent` say.
+/// Requests traced a second at most, whatever the sampler and callers' `traceparent` say.
 const DEFAULT_MAX_PER_SECOND: usize = 100;
 
 /// Where and how spans are exported, and which are kept.
+#[derive(Debug)]
 pub struct TraceConfig {
     /// Where spans are posted.
-    pub endpoint: Endpoint,
-    /// `OTEL_EXPORTER_OTLP_HEADERS`: sent with every export (API keys, often).
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub endpoint: Uri,
+    /// `OTEL_EXPORTER_OTLP_HEADERS`: sent with every export.
+    pub headers: Headers,
     /// `OTEL_EXPORTER_OTLP_TIMEOUT`: how long one export may take.
     pub timeout: Duration,
     /// `OTEL_TRACES_SAMPLER` and `_ARG`.
     pub sampler: Sampler,
-    /// The resource's attributes: `service.name` first, then `service.version`, then
-    /// the rest of `OTEL_RESOURCE_ATTRIBUTES`.
+    /// The resource: `service.name`, `service.version`, then the rest.
     pub resource: Vec<(String, String)>,
     /// `OTEL_EXPORTER_OTLP_CERTIFICATE`: the roots an https:// collector must chain to.
     pub roots: Roots,
     /// `OTEL_BSP_SCHEDULE_DELAY`: most time between exports.
     pub schedule_delay: Duration,
-    /// `OTEL_BSP_MAX_QUEUE_SIZE`: spans waiting for export, past which new ones are dropped.
+    /// `OTEL_BSP_MAX_QUEUE_SIZE`: most spans waiting for export.
     pub max_queue: usize,
     /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`: most spans in one export.
     pub max_batch: usize,
-    /// `OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT` (or `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`):
-    /// longer text values are cut to this many characters.
+    /// `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`: longer text values are cut to this many chars.
     pub value_limit: usize,
-    /// `TRACES_MAX_PER_SECOND`: requests sampled per second at most (a burst of one
-    /// second's worth allowed); the rest are not traced, and counted.
+    /// `TRACES_MAX_PER_SECOND`: requests traced a second at most; the rest are counted.
     pub max_per_second: u32,
 }
 
@@ -86,7 +82,7 @@ pub fn parse(env: &Env) -> Result<Option<TraceConfig>, ConfigError> {
         return Ok(None);
     };
     // The signal's own endpoint is used as it is; the base gets the signal's path.
-    let endpoint = Endpoint::parse(&url, var == base).map_err(invalid(var))?;
+    let endpoint = otlp::endpoint(&url, var == base).map_err(invalid(var))?;
     let var = either(
         env,
         "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
@@ -159,31 +155,21 @@ pub fn parse(env: &Env) -> Result<Option<TraceConfig>, ConfigError> {
 fn resource(env: &Env) -> Result<Vec<(String, String)>, ConfigError> {
     let var = "OTEL_RESOURCE_ATTRIBUTES";
     let given = pairs(&env.get(var).unwrap_or_default());
-    let given = given.map_err(|reason| ConfigError::invalid(var, reason))?;
-    let last = |key: &str| {
-        given
-            .iter()
-            .rfind(|(k, _)| k == key)
-            .map(|(_, v)| v.clone())
-    };
-    let name = env
-        .get("OTEL_SERVICE_NAME")
-        .or_else(|| last("service.name"));
-    let version = last("service.version");
+    let mut given = given.map_err(|reason| ConfigError::invalid(var, reason))?;
     let mut resource = vec![
-        (
-            "service.name".into(),
-            name.unwrap_or_else(|| "task-api".into()),
-        ),
-        (
-            "service.version".into(),
-            version.unwrap_or_else(|| crate::VERSION.into()),
-        ),
+        ("service.name".to_owned(), "task-api".to_owned()),
+        ("service.version".to_owned(), crate::VERSION.to_owned()),
     ];
-    let rest = given
-        .into_iter()
-        .filter(|(k, _)| k != "service.name" && k != "service.version");
-    resource.extend(rest);
+    for (key, value) in &mut resource {
+        if let Some((_, last)) = given.iter().rfind(|(k, _)| k == key) {
+            value.clone_from(last);
+        }
+        given.retain(|(k, _)| k != key);
+    }
+    if let Some(name) = env.get("OTEL_SERVICE_NAME") {
+        resource[0].1 = name;
+    }
+    resource.extend(given);
     Ok(resource)
 }
 
@@ -212,7 +198,7 @@ fn pairs(text: &str) -> Result<Vec<(String, String)>, String> {
     Ok(pairs)
 }
 
-fn headers_of(text: &str) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+fn headers_of(text: &str) -> Result<Headers, String> {
     let header = |(n, (key, value)): (usize, (String, String))| {
         let name = HeaderName::try_from(key.as_str())
             .map_err(|_| format!("header {}: not a valid header name", n + 1))?;
@@ -220,25 +206,17 @@ fn headers_of(text: &str) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
             .map_err(|_| format!("header {} ({name}): not a valid header value", n + 1))?;
         Ok((name, value))
     };
-    pairs(text)?.into_iter().enumerate().map(header).collect()
+    let headers = pairs(text)?.into_iter().enumerate().map(header);
+    Ok(Headers(headers.collect::<Result<_, String>>()?))
 }
 
-// Hand-written: header values are often API keys, so only their names are shown.
-impl fmt::Debug for TraceConfig {
+/// Headers sent with every export: API keys, often, so `{:?}` shows their names only.
+pub struct Headers(pub Vec<(HeaderName, HeaderValue)>);
+
+impl fmt::Debug for Headers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let headers: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
-        f.debug_struct("TraceConfig")
-            .field("endpoint", &self.endpoint.uri.to_string())
-            .field("headers", &headers)
-            .field("timeout", &self.timeout)
-            .field("sampler", &format_args!("{}", self.sampler))
-            .field("resource", &self.resource)
-            .field("roots", &self.roots)
-            .field("schedule_delay", &self.schedule_delay)
-            .field("max_queue", &self.max_queue)
-            .field("max_batch", &self.max_batch)
-            .field("value_limit", &self.value_limit)
-            .field("max_per_second", &self.max_per_second)
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| name))
             .finish()
     }
 }
@@ -268,7 +246,7 @@ mod tests {
             assert!(parse_with(off).is_none(), "{off:?}");
         }
         let config = parse_with(&[base]).unwrap();
-        assert_eq!(config.endpoint.uri, "http://collector:4318/v1/traces");
+        assert_eq!(config.endpoint, "http://collector:4318/v1/traces");
         assert_eq!(
             (config.timeout, config.schedule_delay),
             (Duration::from_secs(10), Duration::from_secs(5))

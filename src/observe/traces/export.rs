@@ -236,7 +236,7 @@ impl Export {
             self.unlogged += 1;
             return;
         }
-        let endpoint = &self.collector.endpoint.uri;
+        let endpoint = &self.collector.endpoint;
         match std::mem::take(&mut self.unlogged) {
             0 => log::warn!("traces to {endpoint}: {failure}"),
             n => log::warn!(

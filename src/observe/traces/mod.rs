@@ -14,6 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use opentelemetry_proto::tonic::common::v1::any_value::Value::IntValue;
 use opentelemetry_proto::tonic::trace::v1::{self as proto, span::SpanKind};
 use prometheus_client::registry::Registry;
 
@@ -22,7 +23,7 @@ pub use context::{SpanContext, SpanId, TraceId};
 pub use span::{Span, Statement};
 
 use export::Exporter;
-use span::{int, text};
+use span::{attribute, text};
 
 /// What a server span describes: an HTTP request as the semantic conventions name it.
 pub struct ServerRequest {
@@ -138,7 +139,7 @@ impl Scope {
         // Semantic conventions: a batch size is never 1.
         if self.batch_size > 1 {
             let size = i64::try_from(self.batch_size).unwrap_or(i64::MAX);
-            attributes.push(int("db.operation.batch.size", size));
+            attributes.push(attribute("db.operation.batch.size", IntValue(size)));
         }
         let span = proto::Span {
             name: span::name(statement.operation, statement.collection),

@@ -1,5 +1,5 @@
-//! OTLP/HTTP to one collector: finished spans as opentelemetry-proto's messages, posted
-//! over a connection of its own (rustls for https://), and the collector's answer read.
+//! OTLP/HTTP to one collector: spans posted as opentelemetry-proto's messages over a
+//! connection of their own (rustls for https://), and the collector's answer read.
 //! Batching, timing and counting exports is export.rs's business.
 
 use std::sync::Arc;
@@ -7,7 +7,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue, USER_AGENT};
-use hyper::http::uri::Scheme;
 use hyper::{Request, Uri};
 use hyper_util::rt::TokioIo;
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -30,70 +29,48 @@ use crate::pg::tls::Roots;
 /// The most of a collector's answer that is read.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
-/// An OTLP/HTTP collector's URL, and where to connect for it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Endpoint {
-    /// What is posted to: http:// or https://.
-    pub uri: Uri,
-    /// The host to connect to (an IPv6 address without its brackets).
-    pub host: String,
-    /// The port: given, or the scheme's.
-    pub port: u16,
-}
-
-impl Endpoint {
-    /// Parses `http[s]://host[:port][/path][?query]`, with the spec's rule for the path:
-    /// a base endpoint (`signal_path`, `OTEL_EXPORTER_OTLP_ENDPOINT`) gets `v1/traces`
-    /// appended; a signal's own (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is used as it is.
-    pub fn parse(url: &str, signal_path: bool) -> Result<Endpoint, String> {
-        let uri: Uri = url
-            .trim()
-            .parse()
-            .map_err(|err| format!("not a URL: {err}"))?;
-        let tls = match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
-            Some("http") => false,
-            Some("https") => true,
-            _ => return Err("must be an http:// or https:// URL".into()),
-        };
-        let authority = uri.authority().ok_or("has no host")?;
-        if authority.as_str().contains('@') {
-            return Err("must not hold credentials: use OTEL_EXPORTER_OTLP_HEADERS".into());
-        }
-        let host = authority.host();
-        // http::Uri's own port is `None` for one that is not a u16: read the text.
-        let port = match authority.as_str()[host.len()..].strip_prefix(':') {
-            None | Some("") => [80, 443][usize::from(tls)],
-            Some(port) => port
-                .parse()
-                .ok()
-                .filter(|&port| port > 0)
-                .ok_or(format!("'{port}' is not a port"))?,
-        };
-        let path = match signal_path {
-            true => format!("{}/v1/traces", uri.path().trim_end_matches('/')),
-            false => uri.path().to_owned(),
-        };
-        let query = uri
-            .query()
-            .map_or(String::new(), |query| format!("?{query}"));
-        let uri = Uri::builder()
-            .scheme(if tls { "https" } else { "http" })
-            .authority(authority.as_str())
-            .path_and_query(format!("{path}{query}"))
-            .build()
-            .map_err(|err| format!("not a URL: {err}"))?;
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        Ok(Endpoint { uri, host, port })
+/// A collector's URL from `http[s]://host[:port][/path][?query]`, with the spec's rule
+/// for the path: a base endpoint (`signal_path`, `OTEL_EXPORTER_OTLP_ENDPOINT`) gets
+/// `v1/traces` appended; a signal's own is used as it is.
+pub fn endpoint(url: &str, signal_path: bool) -> Result<Uri, String> {
+    let uri: Uri = url
+        .trim()
+        .parse()
+        .map_err(|err| format!("not a URL: {err}"))?;
+    let scheme = match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
+        Some(scheme @ ("http" | "https")) => scheme.to_owned(),
+        _ => return Err("must be an http:// or https:// URL".into()),
+    };
+    let authority = uri.authority().ok_or("has no host")?;
+    if authority.as_str().contains('@') {
+        return Err("must not hold credentials: use OTEL_EXPORTER_OTLP_HEADERS".into());
     }
+    // http::Uri's own port is `None` for one that is not a u16: read the text.
+    if let Some(port) = authority.as_str()[authority.host().len()..].strip_prefix(':')
+        && !port.is_empty()
+        && !port.parse::<u16>().is_ok_and(|port| port > 0)
+    {
+        return Err(format!("'{port}' is not a port"));
+    }
+    let path = match signal_path {
+        true => format!("{}/v1/traces", uri.path().trim_end_matches('/')),
+        false => uri.path().to_owned(),
+    };
+    let query = uri
+        .query()
+        .map_or(String::new(), |query| format!("?{query}"));
+    Uri::builder()
+        .scheme(scheme.as_str())
+        .authority(authority.as_str())
+        .path_and_query(format!("{path}{query}"))
+        .build()
+        .map_err(|err| format!("not a URL: {err}"))
 }
 
 /// One collector, and what goes with every export.
 pub(super) struct Collector {
     /// Where spans are posted.
-    pub(super) endpoint: Endpoint,
+    pub(super) endpoint: Uri,
     headers: Vec<(HeaderName, HeaderValue)>,
     /// rustls for https://; the error of a certificate file that went bad since start.
     tls: Option<Result<TlsConnector, String>>,
@@ -121,10 +98,10 @@ impl Collector {
             }],
             schema_url: String::new(),
         };
-        let https = config.endpoint.uri.scheme() == Some(&Scheme::HTTPS);
+        let https = config.endpoint.scheme_str() == Some("https");
         Collector {
             endpoint: config.endpoint.clone(),
-            headers: config.headers.clone(),
+            headers: config.headers.0.clone(),
             tls: https.then(|| connector(&config.roots)),
             template,
         }
@@ -132,7 +109,11 @@ impl Collector {
 
     /// Posts `spans` as one export; how many the collector rejected, or why it failed.
     pub(super) async fn post(&self, spans: Vec<Span>) -> Result<usize, String> {
-        let (host, port) = (self.endpoint.host.as_str(), self.endpoint.port);
+        // An IPv6 address without its brackets; the port checked at start, or the scheme's.
+        let host = self.endpoint.host().unwrap_or_default();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = self.endpoint.port_u16();
+        let port = port.unwrap_or(if self.tls.is_some() { 443 } else { 80 });
         let tcp = TcpStream::connect((host, port))
             .await
             .map_err(|err| format!("connecting to {host}:{port}: {err}"))?;
@@ -165,7 +146,6 @@ impl Collector {
             .map_or(0, |partial| partial.rejected_spans.max(0));
         Ok(usize::try_from(rejected).unwrap_or(usize::MAX))
     }
-
     /// One HTTP/1.1 request on `io`: the status, and the answer's first bytes.
     async fn send<T>(&self, io: T, body: Vec<u8>) -> Result<(hyper::StatusCode, Bytes), String>
     where
@@ -175,7 +155,7 @@ impl Collector {
         let (mut sender, connection) = handshake.map_err(|err| describe(&err))?;
         // Dropped with this future (a timeout), the connection closes.
         let connection = async move { connection.await.map_err(|err| describe(&err)) };
-        let uri = &self.endpoint.uri;
+        let uri = &self.endpoint;
         let mut request = Request::post(uri.path_and_query().map_or("/", |p| p.as_str()))
             .header(HOST, uri.authority().map_or("", |a| a.as_str()))
             .header(CONTENT_TYPE, "application/x-protobuf")
@@ -225,24 +205,20 @@ fn connector(roots: &Roots) -> Result<TlsConnector, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn the_base_endpoint_gets_the_signal_path_and_the_signal_endpoint_is_used_as_is() {
         for (url, signal_path, expected) in [
-            ("http://c:4318", true, "c 4318 http://c:4318/v1/traces"),
-            ("https://c/otlp/", true, "c 443 https://c/otlp/v1/traces"),
-            (
-                "http://[::1]:4318",
-                true,
-                "::1 4318 http://[::1]:4318/v1/traces",
-            ),
-            ("http://c:4318", false, "c 4318 http://c:4318/"),
-            ("HTTP://c/x/traces?k=v", false, "c 80 http://c/x/traces?k=v"),
+            ("http://c:4318", true, "http://c:4318/v1/traces"),
+            ("https://c/otlp/", true, "https://c/otlp/v1/traces"),
+            ("http://[::1]:4318", true, "http://[::1]:4318/v1/traces"),
+            ("http://c:4318", false, "http://c:4318/"),
+            ("HTTP://c/x/traces?k=v", false, "http://c/x/traces?k=v"),
         ] {
-            let endpoint = Endpoint::parse(url, signal_path).unwrap();
-            let got = format!("{} {} {}", endpoint.host, endpoint.port, endpoint.uri);
-            assert_eq!(got, expected, "{url}");
+            assert_eq!(
+                super::endpoint(url, signal_path).unwrap(),
+                expected,
+                "{url}"
+            );
         }
     }
 }

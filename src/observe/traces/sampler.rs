@@ -10,7 +10,7 @@ use super::TraceId;
 use crate::error::ConfigError;
 
 /// `OTEL_TRACES_SAMPLER` (with its `_ARG`), parsed.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, PartialEq)]
 pub struct Sampler {
     /// The share of traces kept by their id, for a trace this service starts (and every
     /// trace unless `follow_parent`): always_on is 1, always_off 0.
@@ -81,7 +81,8 @@ impl Sampler {
     }
 }
 
-impl fmt::Display for Sampler {
+// As the variable names it, for the configuration logged at start.
+impl fmt::Debug for Sampler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.follow_parent {
             f.write_str("parentbased_")?;

@@ -1,13 +1,11 @@
-//! A span being recorded, as the OTLP message it is exported as: [`Span`] ends when
-//! dropped, so a request or statement that is cancelled still ends its span, and hands
-//! it to the exporter's queue. Text values are cut to the attribute limit as they are
-//! set. Which spans start is mod.rs's business.
+//! A span being recorded, as the OTLP message it is exported as. [`Span`] ends when
+//! dropped, so a request or statement that is cancelled still ends its span, and goes
+//! to the exporter's queue then. Which spans start is mod.rs's business.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
-use opentelemetry_proto::tonic::trace::v1::span::Link;
-use opentelemetry_proto::tonic::trace::v1::{self as proto, SpanFlags, Status, status};
+use opentelemetry_proto::tonic::trace::v1::{self as proto, SpanFlags, Status, span::Link};
 
 use super::{Scope, SpanContext, SpanId, TraceId, Tracer};
 
@@ -31,51 +29,47 @@ pub struct Span {
     tracer: Tracer,
     context: SpanContext,
     started: Instant,
-    /// What is exported, but for its end time.
+    /// All but its end time.
     span: proto::Span,
 }
 
 impl Span {
-    /// Starts `span` (its name, kind, attributes and links given) in `trace_id`, as a
-    /// child of `parent` (and whether that is remote: the caller's).
+    /// Starts `span` (name, kind, attributes, links) in `trace_id`, a child of `parent`
+    /// (and whether that is remote: the caller's).
     pub(super) fn start(
         tracer: Tracer,
         trace_id: TraceId,
         parent: Option<(SpanId, bool)>,
         span: proto::Span,
     ) -> Span {
-        let context = SpanContext {
-            trace_id,
-            span_id: SpanId::random(),
-            sampled: true,
-        };
+        let span_id = SpanId::random();
         let (parent_span_id, flags) = match parent {
             None => (Vec::new(), SAMPLED),
-            Some((id, remote)) => {
-                let remote = if remote { IS_REMOTE } else { 0 };
-                (
-                    id.0.to_be_bytes().to_vec(),
-                    SAMPLED | HAS_IS_REMOTE | remote,
-                )
-            }
+            Some((id, false)) => (id.0.to_be_bytes().to_vec(), SAMPLED | HAS_IS_REMOTE),
+            Some((id, true)) => (
+                id.0.to_be_bytes().to_vec(),
+                SAMPLED | HAS_IS_REMOTE | IS_REMOTE,
+            ),
         };
-        let start_time_unix_nano = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| {
-                u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
-            });
+        let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH);
         let span = proto::Span {
             trace_id: trace_id.0.to_be_bytes().to_vec(),
-            span_id: context.span_id.0.to_be_bytes().to_vec(),
+            span_id: span_id.0.to_be_bytes().to_vec(),
             parent_span_id,
             flags,
-            start_time_unix_nano,
+            start_time_unix_nano: since_epoch.map_or(0, |since| nanos(since.as_nanos())),
             ..span
         };
+        let context = SpanContext {
+            trace_id,
+            span_id,
+            sampled: true,
+        };
+        let started = Instant::now();
         Span {
             tracer,
             context,
-            started: Instant::now(),
+            started,
             span,
         }
     }
@@ -98,10 +92,14 @@ impl Span {
     /// Ends a server span with the response's status: status `Error` and `error.type`
     /// for a 5xx (semantic conventions: a 4xx is the client's error, not the server's).
     pub fn answered(mut self, status: u16) {
-        let attributes = &mut self.span.attributes;
-        attributes.push(int("http.response.status_code", status.into()));
+        let code = Value::IntValue(status.into());
+        self.span
+            .attributes
+            .push(attribute("http.response.status_code", code));
         if status >= 500 {
-            attributes.push(text("error.type", status.to_string()));
+            self.span
+                .attributes
+                .push(text("error.type", status.to_string()));
             self.span.status = Some(error(format!("answered {status}")));
         }
     }
@@ -110,9 +108,8 @@ impl Span {
     /// `description` as the status message.
     pub fn failed(&mut self, kind: String, description: String) {
         let limit = self.tracer.0.value_limit;
-        self.span
-            .attributes
-            .push(text("error.type", truncated(kind, limit)));
+        let kind = text("error.type", truncated(kind, limit));
+        self.span.attributes.push(kind);
         self.span.status = Some(error(truncated(description, limit)));
     }
 
@@ -128,10 +125,14 @@ impl Drop for Span {
         let mut span = std::mem::take(&mut self.span);
         // The end from the monotonic clock: a wall clock stepped meanwhile cannot
         // make a span end before it started.
-        let took = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let took = nanos(self.started.elapsed().as_nanos());
         span.end_time_unix_nano = span.start_time_unix_nano.saturating_add(took);
         self.tracer.0.queue(span);
     }
+}
+
+fn nanos(nanos: u128) -> u64 {
+    u64::try_from(nanos).unwrap_or(u64::MAX)
 }
 
 /// A span's name: `{verb} {target}`, or the verb alone.
@@ -165,22 +166,17 @@ pub(super) fn text(key: &str, value: impl Into<String>) -> KeyValue {
     attribute(key, Value::StringValue(value.into()))
 }
 
-/// An attribute whose value is an integer.
-pub(super) fn int(key: &str, value: i64) -> KeyValue {
-    attribute(key, Value::IntValue(value))
-}
-
-fn attribute(key: &str, value: Value) -> KeyValue {
+pub(super) fn attribute(key: &str, value: Value) -> KeyValue {
+    let value = Some(AnyValue { value: Some(value) });
+    let key = key.to_owned();
     KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue { value: Some(value) }),
+        key,
+        value,
         ..KeyValue::default()
     }
 }
 
 fn error(message: String) -> Status {
-    Status {
-        message,
-        code: status::StatusCode::Error as i32,
-    }
+    let code = opentelemetry_proto::tonic::trace::v1::status::StatusCode::Error as i32;
+    Status { message, code }
 }
