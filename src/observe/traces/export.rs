@@ -1,9 +1,9 @@
-//! Sending spans, never in a request's way: a finished span goes into a queue bounded
-//! in spans and in bytes with `try_send` (when full, it is dropped and counted), and a
-//! task of its own exports them in batches, each at most [`MAX_EXPORT_BYTES`] and
-//! bounded by the OTLP timeout. A failed export drops its batch (counted; a warning at
-//! most every 30 s): a dead or slow collector costs the requests nothing, and the
-//! memory it can hold up is bounded. Posting to the collector is otlp.rs's business.
+//! The [`Tracer`]'s queue and the task that empties it, never in a request's way: a span
+//! that ends is queued with `try_send`, within bounds in spans and bytes (past them it
+//! is dropped, and counted), and exported in batches of at most [`MAX_EXPORT_BYTES`],
+//! each within the OTLP timeout. A failed export drops its batch (counted; a warning at
+//! most every 30 s): a dead or slow collector costs requests nothing, and holds up
+//! bounded memory. Posting is otlp.rs's business.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -44,9 +44,12 @@ impl Counters {
     }
 }
 
-/// The request side of the exporter: the sampler and its rate limit, the queue and
-/// the bytes it holds, and the counters.
-pub(super) struct Exporter {
+/// Starts spans (mod.rs) and queues them as they end. Cheap to clone.
+#[derive(Clone)]
+pub struct Tracer(pub(super) Arc<Shared>);
+
+/// The request side: the sampler and its rate limit, the queue and the bytes it holds.
+pub(super) struct Shared {
     pub(super) sampler: Sampler,
     rate: RateLimit,
     /// `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`.
@@ -57,9 +60,9 @@ pub(super) struct Exporter {
     counters: Counters,
 }
 
-impl Exporter {
-    /// Spawns the export task for `config`.
-    pub(super) fn start(config: TraceConfig) -> Exporter {
+impl Tracer {
+    /// Spawns the export task for `config`, so it must be called inside the runtime.
+    pub fn start(config: TraceConfig) -> Tracer {
         let (spans, queue) = mpsc::channel(config.max_queue);
         let (flushes, flush_requests) = mpsc::unbounded_channel();
         let export = Export {
@@ -71,7 +74,7 @@ impl Exporter {
             warned: None,
             unlogged: 0,
         };
-        let exporter = Exporter {
+        let shared = Shared {
             sampler: config.sampler,
             rate: RateLimit::new(config.max_per_second),
             value_limit: config.value_limit,
@@ -81,15 +84,15 @@ impl Exporter {
             counters: export.counters.clone(),
         };
         tokio::spawn(export.run(config.schedule_delay, queue, flush_requests));
-        exporter
+        Tracer(Arc::new(shared))
     }
 
     /// Whether one more request may be traced now (`TRACES_MAX_PER_SECOND`); if not,
     /// it is counted.
     pub(super) fn admit(&self) -> bool {
-        let admitted = self.rate.admit();
+        let admitted = self.0.rate.admit();
         if !admitted {
-            self.counters.dropped("rate_limited", 1);
+            self.0.counters.dropped("rate_limited", 1);
         }
         admitted
     }
@@ -97,23 +100,25 @@ impl Exporter {
     /// Queues a finished span, or drops and counts it if the queue is full, in spans
     /// or in bytes.
     pub(super) fn queue(&self, span: Span) {
-        let size = span.encoded_len();
-        let before = self.queued_bytes.fetch_add(size, Ordering::Relaxed);
-        if before + size > MAX_QUEUE_BYTES || self.spans.try_send(span).is_err() {
-            self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
-            self.counters.dropped("queue_full", 1);
+        let (shared, size) = (&self.0, span.encoded_len());
+        let before = shared.queued_bytes.fetch_add(size, Ordering::Relaxed);
+        if before + size > MAX_QUEUE_BYTES || shared.spans.try_send(span).is_err() {
+            shared.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+            shared.counters.dropped("queue_full", 1);
         }
     }
 
-    pub(super) fn register_metrics(&self, registry: &mut Registry) {
+    /// Registers `trace_spans_dropped{reason}` and `trace_spans_exported`.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        let counters = &self.0.counters;
         registry.register(
             "trace_spans_dropped",
             "Spans not exported, by reason: queue_full (the exporter is behind), \
              export_failed, rejected by the collector, or rate_limited (not started: past \
              TRACES_MAX_PER_SECOND)",
-            self.counters.dropped.clone(),
+            counters.dropped.clone(),
         );
-        let exported = self.counters.exported.clone();
+        let exported = counters.exported.clone();
         registry.register(
             "trace_spans_exported",
             "Spans the collector accepted",
@@ -121,11 +126,10 @@ impl Exporter {
         );
     }
 
-    /// Asks the export task to send everything queued now, and waits for it until
-    /// `deadline`.
-    pub(super) async fn flush(&self, deadline: std::time::Instant) {
+    /// Exports every span finished so far; gives up at `deadline` (the shutdown timeout).
+    pub async fn flush(&self, deadline: std::time::Instant) {
         let (done, flushed) = oneshot::channel();
-        if self.flushes.send(done).is_ok()
+        if self.0.flushes.send(done).is_ok()
             && tokio::time::timeout_at(deadline.into(), flushed)
                 .await
                 .is_err()
@@ -188,31 +192,30 @@ impl Export {
         }
     }
 
-    /// Exports `spans`, in parts of at most `max_batch` spans and [`MAX_EXPORT_BYTES`],
-    /// and lets go of what they held of the queue's bytes.
+    /// Exports `spans`, in parts of at most `max_batch` spans and [`MAX_EXPORT_BYTES`].
     async fn send(&mut self, spans: Vec<Span>) {
-        let mut part = Vec::new();
-        let mut bytes = 0;
+        let (mut part, mut bytes) = (Vec::new(), 0);
         for span in spans {
             let size = span.encoded_len();
-            let full = part.len() == self.max_batch || bytes + size > MAX_EXPORT_BYTES;
-            if full && !part.is_empty() {
-                self.export(std::mem::take(&mut part)).await;
-                self.queued_bytes
-                    .fetch_sub(std::mem::take(&mut bytes), Ordering::Relaxed);
+            if !part.is_empty() && (part.len() == self.max_batch || bytes + size > MAX_EXPORT_BYTES)
+            {
+                self.export(std::mem::take(&mut part), std::mem::take(&mut bytes))
+                    .await;
             }
             bytes += size;
             part.push(span);
         }
         if !part.is_empty() {
-            self.export(part).await;
-            self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            self.export(part, bytes).await;
         }
     }
 
-    async fn export(&mut self, spans: Vec<Span>) {
+    /// Exports `spans`, then lets go of the queue's `bytes` they held.
+    async fn export(&mut self, spans: Vec<Span>, bytes: usize) {
         let count = spans.len();
-        let failure = match tokio::time::timeout(self.timeout, self.collector.post(spans)).await {
+        let posted = tokio::time::timeout(self.timeout, self.collector.post(spans)).await;
+        self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        let failure = match posted {
             Ok(Ok(rejected)) => {
                 let rejected = rejected.min(count);
                 self.counters.exported.inc_by((count - rejected) as u64);

@@ -11,18 +11,15 @@ mod sampler;
 mod span;
 
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Instant;
 
 use opentelemetry_proto::tonic::common::v1::any_value::Value::IntValue;
 use opentelemetry_proto::tonic::trace::v1::{self as proto, span::SpanKind};
-use prometheus_client::registry::Registry;
 
 pub use config::TraceConfig;
 pub use context::{SpanContext, SpanId, TraceId};
+pub use export::Tracer;
 pub use span::{Span, Statement};
 
-use export::Exporter;
 use span::{attribute, text};
 
 /// What a server span describes: an HTTP request as the semantic conventions name it.
@@ -39,23 +36,13 @@ pub struct ServerRequest {
     pub user_agent: Option<String>,
 }
 
-/// Starts spans and hands finished ones to the exporter. Cheap to clone.
-#[derive(Clone)]
-pub struct Tracer(Arc<Exporter>);
-
 impl Tracer {
-    /// Starts the exporter task for `config`, so it must be called inside the tokio
-    /// runtime.
-    pub fn start(config: TraceConfig) -> Tracer {
-        Tracer(Arc::new(Exporter::start(config)))
-    }
-
     /// The server span of a request whose caller sent `parent` (a valid `traceparent`),
     /// or `None` when the sampler drops it, or it would pass `TRACES_MAX_PER_SECOND`.
     pub fn server_span(&self, parent: Option<SpanContext>, request: ServerRequest) -> Option<Span> {
         let trace_id = parent.map_or_else(TraceId::random, |parent| parent.trace_id);
         let sampled = self.0.sampler.samples(trace_id, parent.map(|p| p.sampled));
-        if !sampled || !self.0.admit() {
+        if !sampled || !self.admit() {
             return None;
         }
         let limit = self.0.value_limit;
@@ -84,17 +71,6 @@ impl Tracer {
         };
         let parent = parent.map(|parent| (parent.span_id, true));
         Some(Span::start(self.clone(), trace_id, parent, span))
-    }
-
-    /// Registers the exporter's counters: `trace_spans_dropped{reason}` and
-    /// `trace_spans_exported`.
-    pub fn register_metrics(&self, registry: &mut Registry) {
-        self.0.register_metrics(registry);
-    }
-
-    /// Exports every span finished so far; gives up at `deadline` (the shutdown timeout).
-    pub async fn flush(&self, deadline: Instant) {
-        self.0.flush(deadline).await;
     }
 }
 

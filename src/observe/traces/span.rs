@@ -127,7 +127,7 @@ impl Drop for Span {
         // make a span end before it started.
         let took = nanos(self.started.elapsed().as_nanos());
         span.end_time_unix_nano = span.start_time_unix_nano.saturating_add(took);
-        self.tracer.0.queue(span);
+        self.tracer.queue(span);
     }
 }
 
