@@ -780,6 +780,13 @@ async fn a_bad_otel_variable_stops_start_up_naming_it() {
             "OTEL_TRACES_SAMPLER_ARG",
         ),
         (
+            &[
+                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "NaN"),
+            ],
+            "OTEL_TRACES_SAMPLER_ARG",
+        ),
+        (
             &[("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")],
             "OTEL_EXPORTER_OTLP_TIMEOUT",
         ),
