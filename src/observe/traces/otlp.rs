@@ -153,8 +153,6 @@ impl Collector {
     {
         let handshake = hyper::client::conn::http1::handshake(TokioIo::new(io)).await;
         let (mut sender, connection) = handshake.map_err(|err| describe(&err))?;
-        // Dropped with this future (a timeout), the connection closes.
-        let connection = async move { connection.await.map_err(|err| describe(&err)) };
         let uri = &self.endpoint;
         let mut request = Request::post(uri.path_and_query().map_or("/", |p| p.as_str()))
             .header(HOST, uri.authority().map_or("", |a| a.as_str()))
@@ -165,7 +163,8 @@ impl Collector {
         request
             .headers_mut()
             .extend(self.headers.iter().cloned().map(|(n, v)| (Some(n), v)));
-        let exchange = async {
+        // `sender` moved in, so that the connection ends once the answer is read.
+        let exchange = async move {
             let response = sender
                 .send_request(request)
                 .await
@@ -177,15 +176,9 @@ impl Collector {
             let answer = answer.map_err(|err| format!("reading the answer: {err}"))?;
             Ok((status, answer.to_bytes()))
         };
-        let (mut exchange, mut connection) = (std::pin::pin!(exchange), std::pin::pin!(connection));
-        tokio::select! {
-            biased;
-            done = &mut exchange => done,
-            ended = &mut connection => match ended {
-                Ok(()) => exchange.await,
-                Err(err) => Err(err),
-            },
-        }
+        // Polled together; a timeout drops both, which closes the connection.
+        let (answer, ended) = tokio::join!(exchange, connection);
+        answer.map_err(|err| ended.err().map_or(err, |ended| describe(&ended)))
     }
 }
 
