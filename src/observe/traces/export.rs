@@ -23,11 +23,10 @@ use super::sampler::{RateLimit, Sampler};
 
 /// Export failures are logged at most this often; the ones between are counted.
 const WARN_EVERY: Duration = Duration::from_secs(30);
-/// Spans waiting for export, or being exported, hold at most this many bytes as
-/// encoded; past it, new ones are dropped as if the queue were full.
+/// Bytes (encoded) that spans queued or being exported hold at most; past it, the queue is full.
 const MAX_QUEUE_BYTES: usize = 4 * 1024 * 1024;
-/// One export's spans encode to at most this much (a batch is split past it), well
-/// under what collectors take in one request (the OpenTelemetry Collector: 20 MiB).
+/// Bytes one export's spans hold at most: well under what collectors take (OpenTelemetry
+/// Collector: 20 MiB).
 const MAX_EXPORT_BYTES: usize = 1024 * 1024;
 
 /// What `/metrics` says of spans: dropped by reason, and exported.
@@ -87,8 +86,7 @@ impl Tracer {
         Tracer(Arc::new(shared))
     }
 
-    /// Whether one more request may be traced now (`TRACES_MAX_PER_SECOND`); if not,
-    /// it is counted.
+    /// Whether one more request may be traced now (`TRACES_MAX_PER_SECOND`), else counts it.
     pub(super) fn admit(&self) -> bool {
         let admitted = self.0.rate.admit();
         if !admitted {
@@ -97,8 +95,7 @@ impl Tracer {
         admitted
     }
 
-    /// Queues a finished span, or drops and counts it if the queue is full, in spans
-    /// or in bytes.
+    /// Queues a span that ended, or drops and counts it: the queue is full.
     pub(super) fn queue(&self, span: Span) {
         let (shared, size) = (&self.0, span.encoded_len());
         let before = shared.queued_bytes.fetch_add(size, Ordering::Relaxed);
@@ -153,9 +150,8 @@ struct Export {
 }
 
 impl Export {
-    /// The export task: a batch goes out when it is full, when `delay` has passed since
-    /// the last, or when a flush asks. One export at a time; meanwhile spans wait in the
-    /// queue, or are dropped when it is full.
+    /// A batch goes out when it is full, `delay` after the last, or when a flush asks;
+    /// one export at a time, while spans wait in the queue.
     async fn run(
         mut self,
         delay: Duration,

@@ -1,7 +1,6 @@
 //! OpenTelemetry traces, off unless an OTLP endpoint is configured: a server span per
-//! request (http/router.rs starts it), a client span per database statement (the
-//! store's pool), and the task-local [`Scope`] that carries a request's span to its
-//! statements, through a batch too. The other files of this folder each say their part.
+//! request (http/router.rs asks), a client span per database statement (the store's
+//! pool asks), and the task-local [`Scope`] that takes a request's span to its statements.
 
 pub mod config;
 pub mod context;
@@ -26,7 +25,7 @@ use span::{attribute, text};
 pub struct ServerRequest {
     /// `http.request.method`: a known method, or `_OTHER`.
     pub method: &'static str,
-    /// `http.route`, the route template; `None` when no route matched.
+    /// `http.route`, the route template, if one matched.
     pub route: Option<&'static str>,
     /// `url.path`.
     pub path: String,
@@ -56,15 +55,10 @@ impl Tracer {
         if let Some(agent) = request.user_agent {
             attributes.push(text("user_agent.original", span::truncated(agent, limit)));
         }
-        // Semantic conventions: `_OTHER` methods name the span `HTTP`, and a span is
-        // never named by the raw path.
-        let method = if request.method == "_OTHER" {
-            "HTTP"
-        } else {
-            request.method
-        };
+        // Semantic conventions: `_OTHER` methods name the span `HTTP`; never the raw path.
+        let method = Some(request.method).filter(|m| *m != "_OTHER");
         let span = proto::Span {
-            name: span::name(method, request.route),
+            name: span::name(method.unwrap_or("HTTP"), request.route),
             kind: SpanKind::Server as i32,
             attributes,
             ..proto::Span::default()
@@ -75,8 +69,7 @@ impl Tracer {
 }
 
 tokio::task_local! {
-    /// The span the current task's database statements belong to. Set only while
-    /// tracing is on and the request is sampled.
+    /// The current task's scope: set only for a sampled request, and its batches.
     static CURRENT: Scope;
 }
 
@@ -93,9 +86,8 @@ pub struct Scope {
 }
 
 impl Scope {
-    /// The scope of a batched statement that serves `size` requests, `traced` being the
-    /// scopes of those that are traced: a child of the first (so it shows in a trace),
-    /// linked to each. `None` when none of them is traced.
+    /// The scope of a statement serving `size` requests, `traced` the scopes of those
+    /// traced: a child of the first (so it shows in a trace), linked to each.
     pub fn batch(traced: Vec<Scope>, size: usize) -> Option<Scope> {
         let first = traced.first()?;
         Some(Scope {

@@ -1,6 +1,6 @@
 //! A span being recorded, as the OTLP message it is exported as. [`Span`] ends when
-//! dropped, so a request or statement that is cancelled still ends its span, and goes
-//! to the exporter's queue then. Which spans start is mod.rs's business.
+//! dropped, so a cancelled request or statement still ends its span and queues it.
+//! Which spans start is mod.rs's business.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -43,33 +43,24 @@ impl Span {
         span: proto::Span,
     ) -> Span {
         let span_id = SpanId::random();
-        let (parent_span_id, flags) = match parent {
-            None => (Vec::new(), SAMPLED),
-            Some((id, false)) => (id.0.to_be_bytes().to_vec(), SAMPLED | HAS_IS_REMOTE),
-            Some((id, true)) => (
-                id.0.to_be_bytes().to_vec(),
-                SAMPLED | HAS_IS_REMOTE | IS_REMOTE,
-            ),
-        };
+        let remote = parent.map(|(_, remote)| HAS_IS_REMOTE | if remote { IS_REMOTE } else { 0 });
         let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH);
         let span = proto::Span {
             trace_id: trace_id.0.to_be_bytes().to_vec(),
             span_id: span_id.0.to_be_bytes().to_vec(),
-            parent_span_id,
-            flags,
+            parent_span_id: parent.map_or(Vec::new(), |(id, _)| id.0.to_be_bytes().to_vec()),
+            flags: SAMPLED | remote.unwrap_or(0),
             start_time_unix_nano: since_epoch.map_or(0, |since| nanos(since.as_nanos())),
             ..span
         };
-        let context = SpanContext {
-            trace_id,
-            span_id,
-            sampled: true,
-        };
-        let started = Instant::now();
         Span {
             tracer,
-            context,
-            started,
+            context: SpanContext {
+                trace_id,
+                span_id,
+                sampled: true,
+            },
+            started: Instant::now(),
             span,
         }
     }
@@ -92,20 +83,15 @@ impl Span {
     /// Ends a server span with the response's status: status `Error` and `error.type`
     /// for a 5xx (semantic conventions: a 4xx is the client's error, not the server's).
     pub fn answered(mut self, status: u16) {
-        let code = Value::IntValue(status.into());
-        self.span
-            .attributes
-            .push(attribute("http.response.status_code", code));
+        let (attributes, code) = (&mut self.span.attributes, Value::IntValue(status.into()));
+        attributes.push(attribute("http.response.status_code", code));
         if status >= 500 {
-            self.span
-                .attributes
-                .push(text("error.type", status.to_string()));
+            attributes.push(text("error.type", status.to_string()));
             self.span.status = Some(error(format!("answered {status}")));
         }
     }
 
-    /// Marks the span failed: status `Error`, `error.type` set to `kind`, and
-    /// `description` as the status message.
+    /// Marks the span failed: status `Error` with `description`, `error.type` `kind`.
     pub fn failed(&mut self, kind: String, description: String) {
         let limit = self.tracer.0.value_limit;
         let kind = text("error.type", truncated(kind, limit));
