@@ -54,8 +54,7 @@ pub struct Metrics {
     pool: [Gauge; 3],
 }
 
-/// Counts one request (or connection) as open until dropped, so one that is
-/// cancelled is uncounted too.
+/// Counts a request (or connection) as open until dropped: cancelled, it is uncounted too.
 pub struct InFlight(Gauge);
 
 impl Drop for InFlight {
@@ -65,11 +64,10 @@ impl Drop for InFlight {
 }
 
 impl Metrics {
-    /// Registers everything of the server's; `migrations_applied` is how many this
-    /// process applied at start-up, `pool_max` the pool's `DATABASE_POOL_SIZE`.
+    /// The server's metrics; `migrations_applied` at start-up, `pool_max` the pool's size.
     pub fn new(migrations_applied: usize, pool_max: usize) -> Metrics {
         let mut registry = Registry::with_prefix("task_api");
-        let requests = Family::<RequestLabels, Counter>::default();
+        let requests = Family::default();
         registry.register("http_requests", "HTTP requests answered", requests.clone());
         let latency: Family<RouteLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
@@ -189,8 +187,7 @@ fn gauge_value(count: usize) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
 }
 
-/// The name of a standard method; `None` for any other, so that clients cannot mint
-/// label values or span names.
+/// A standard method's name; `None` for others, so clients mint no labels or span names.
 pub fn method_name(method: &Method) -> Option<&'static str> {
     const STANDARD: [&str; 9] = [
         "GET", "POST", "PATCH", "DELETE", "PUT", "HEAD", "OPTIONS", "TRACE", "CONNECT",
@@ -201,17 +198,14 @@ pub fn method_name(method: &Method) -> Option<&'static str> {
 /// The two Prometheus text formats `/metrics` speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
-    /// `application/openmetrics-text; version=1.0.0`, for a scraper that asks for it
-    /// (Prometheus does).
+    /// `application/openmetrics-text; version=1.0.0`, for a scraper that asks (Prometheus).
     OpenMetrics,
-    /// `text/plain; version=0.0.4`, which every other scraper reads and
-    /// `promtool check metrics` accepts.
+    /// `text/plain; version=0.0.4`, which every scraper reads and promtool accepts.
     Text,
 }
 
 impl Format {
-    /// The format a request's `Accept` asks for: OpenMetrics when it names it (and not
-    /// with `q=0`), else the classic text format.
+    /// OpenMetrics when a request's `Accept` names it (not with `q=0`), else text.
     pub fn accepted(headers: &HeaderMap) -> Format {
         let asks = headers
             .get_all(ACCEPT)
@@ -224,11 +218,7 @@ impl Format {
                 let refused = parts.any(|p| matches!(p, "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
                 media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
             });
-        if asks {
-            Format::OpenMetrics
-        } else {
-            Format::Text
-        }
+        [Format::Text, Format::OpenMetrics][usize::from(asks)]
     }
 
     /// The response's content type.
@@ -240,9 +230,8 @@ impl Format {
     }
 }
 
-/// The classic text format of an OpenMetrics exposition: a counter family's `HELP` and
-/// `TYPE` name its `_total` samples; an info family becomes a gauge named `_info`;
-/// `UNIT` lines and the closing `# EOF` go.
+/// The text format of an OpenMetrics exposition: a counter's `HELP` and `TYPE` name its
+/// `_total` samples, an info family is an `_info` gauge, `UNIT` and `# EOF` go.
 fn to_text(openmetrics: &str) -> String {
     let types: HashMap<&str, &str> = openmetrics
         .lines()
@@ -252,26 +241,22 @@ fn to_text(openmetrics: &str) -> String {
     let mut text = String::with_capacity(openmetrics.len());
     for line in openmetrics.lines() {
         let meta = line
-            .strip_prefix("# HELP ")
-            .map(|rest| ("HELP", rest))
-            .or_else(|| line.strip_prefix("# TYPE ").map(|rest| ("TYPE", rest)));
-        match meta {
-            Some((kind, rest)) => {
-                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-                let (name, tail) = match (types.get(name).copied(), kind) {
-                    (Some("counter"), _) => (format!("{name}_total"), tail),
-                    (Some("info"), "TYPE") => (format!("{name}_info"), "gauge"),
-                    (Some("info"), _) => (format!("{name}_info"), tail),
-                    _ => (name.to_owned(), tail),
-                };
-                text.push_str(&format!("# {kind} {name} {tail}\n"));
+            .strip_prefix("# ")
+            .and_then(|meta| meta.split_once(' '));
+        let Some((kind @ ("HELP" | "TYPE"), rest)) = meta else {
+            if !line.starts_with("# UNIT ") && line != "# EOF" {
+                text.extend([line, "\n"]);
             }
-            None if line.starts_with("# UNIT ") || line == "# EOF" => {}
-            None => {
-                text.push_str(line);
-                text.push('\n');
-            }
-        }
+            continue;
+        };
+        let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+        let (name, tail) = match (types.get(name).copied(), kind) {
+            (Some("counter"), _) => (format!("{name}_total"), tail),
+            (Some("info"), "TYPE") => (format!("{name}_info"), "gauge"),
+            (Some("info"), _) => (format!("{name}_info"), tail),
+            _ => (name.to_owned(), tail),
+        };
+        text.extend(["# ", kind, " ", &name, " ", tail, "\n"]);
     }
     text
 }
