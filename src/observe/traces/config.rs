@@ -56,17 +56,13 @@ fn either(env: &Env, signal: &'static str, base: &'static str) -> &'static str {
 /// The tracing settings, or `None` when tracing is off: no OTLP endpoint, or
 /// `OTEL_SDK_DISABLED=true`, or `OTEL_TRACES_EXPORTER=none`.
 pub fn parse(env: &Env) -> Result<Option<TraceConfig>, ConfigError> {
+    // `invalid(var)`: a reason into the error naming `var`.
     let invalid = |var| move |reason| ConfigError::invalid(var, reason);
     let disabled = env.get("OTEL_SDK_DISABLED").map(|v| v.to_ascii_lowercase());
     let disabled = match disabled.as_deref() {
         None | Some("false") => false,
         Some("true") => true,
-        Some(_) => {
-            return Err(ConfigError::invalid(
-                "OTEL_SDK_DISABLED",
-                "must be true or false",
-            ));
-        }
+        Some(_) => return Err(invalid("OTEL_SDK_DISABLED")("must be true or false".into())),
     };
     match env.get("OTEL_TRACES_EXPORTER").as_deref() {
         None | Some("otlp") => {}
@@ -123,11 +119,8 @@ pub fn parse(env: &Env) -> Result<Option<TraceConfig>, ConfigError> {
     let max_queue = env.count("OTEL_BSP_MAX_QUEUE_SIZE", 2048)?;
     let max_batch = env.count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)?;
     if max_batch > max_queue {
-        let reason = "must not be more than OTEL_BSP_MAX_QUEUE_SIZE";
-        return Err(ConfigError::invalid(
-            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
-            reason,
-        ));
+        let reason = "must not be more than OTEL_BSP_MAX_QUEUE_SIZE".into();
+        return Err(invalid("OTEL_BSP_MAX_EXPORT_BATCH_SIZE")(reason));
     }
     let max_per_second = env.count("TRACES_MAX_PER_SECOND", DEFAULT_MAX_PER_SECOND)?;
     let var = either(
@@ -225,19 +218,14 @@ impl fmt::Debug for Headers {
 mod tests {
     use super::*;
 
-    fn parse_with(vars: &[(&str, &str)]) -> Option<TraceConfig> {
-        let find = |name: &str| {
-            vars.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        };
-        parse(&Env(&find)).unwrap()
-    }
-
     // The rest of this file is checked through the binary, in tests/api/tracing.rs.
     #[test]
     fn off_without_an_endpoint_or_when_disabled_and_the_spec_defaults_otherwise() {
         let base = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
+        let parse_with = |vars: &[(&str, &str)]| {
+            let vars: std::collections::HashMap<_, _> = vars.iter().copied().collect();
+            parse(&Env(&|name| vars.get(name).map(|v| v.to_string()))).unwrap()
+        };
         for off in [
             &[("OTEL_SERVICE_NAME", "x")][..],
             &[base, ("OTEL_SDK_DISABLED", "TRUE")],
@@ -245,19 +233,15 @@ mod tests {
         ] {
             assert!(parse_with(off).is_none(), "{off:?}");
         }
-        let config = parse_with(&[base]).unwrap();
-        assert_eq!(config.endpoint, "http://collector:4318/v1/traces");
-        assert_eq!(
-            (config.timeout, config.schedule_delay),
-            (Duration::from_secs(10), Duration::from_secs(5))
+        // As the start-up line shows it.
+        let expected = format!(
+            "TraceConfig {{ endpoint: http://collector:4318/v1/traces, headers: [], \
+             timeout: 10s, sampler: parentbased_always_on, resource: [(\"service.name\", \
+             \"task-api\"), (\"service.version\", \"{}\")], roots: Default, \
+             schedule_delay: 5s, max_queue: 2048, max_batch: 512, value_limit: 1024, \
+             max_per_second: 100 }}",
+            crate::VERSION
         );
-        assert_eq!(config.sampler, sampler::DEFAULT);
-        assert_eq!((config.max_queue, config.max_batch), (2048, 512));
-        assert_eq!((config.value_limit, config.max_per_second), (1024, 100));
-        let version = ("service.version".to_owned(), crate::VERSION.to_owned());
-        assert_eq!(
-            config.resource,
-            [("service.name".to_owned(), "task-api".to_owned()), version]
-        );
+        assert_eq!(format!("{:?}", parse_with(&[base]).unwrap()), expected);
     }
 }
