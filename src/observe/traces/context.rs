@@ -28,34 +28,18 @@ pub struct SpanContext {
     pub sampled: bool,
 }
 
-impl TraceId {
-    /// A fresh random id (all of it random, as the ratio sampler needs).
-    pub fn random() -> TraceId {
-        TraceId(rand::random::<std::num::NonZeroU128>().get())
-    }
-}
-
-impl SpanId {
-    /// A fresh random id.
-    pub fn random() -> SpanId {
-        SpanId(rand::random::<std::num::NonZeroU64>().get())
-    }
-}
-
 impl fmt::Display for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:032x}", self.0)
     }
 }
 
-/// The caller's trace id as it sent it (32 lowercase hex digits), from a valid
-/// `traceparent`.
+/// The caller's trace id as it sent it, from a valid `traceparent`.
 pub fn trace_id(headers: &HeaderMap) -> Option<&str> {
     traceparent(headers).map(|(trace_id, _, _)| trace_id)
 }
 
-/// The caller's span, from a valid `traceparent`: its trace, its span (our server
-/// span's parent) and its `sampled` flag (which parent-based samplers follow).
+/// The caller's span (our server span's parent), from a valid `traceparent`.
 pub fn parent(headers: &HeaderMap) -> Option<SpanContext> {
     let (trace_id, span_id, flags) = traceparent(headers)?;
     Some(SpanContext {

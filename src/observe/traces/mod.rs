@@ -39,7 +39,9 @@ impl Tracer {
     /// The server span of a request whose caller sent `parent` (a valid `traceparent`),
     /// or `None` when the sampler drops it, or it would pass `TRACES_MAX_PER_SECOND`.
     pub fn server_span(&self, parent: Option<SpanContext>, request: ServerRequest) -> Option<Span> {
-        let trace_id = parent.map_or_else(TraceId::random, |parent| parent.trace_id);
+        // All of a new id random: the ratio sampler reads its last 56 bits.
+        let random = || TraceId(rand::random::<std::num::NonZeroU128>().get());
+        let trace_id = parent.map_or_else(random, |parent| parent.trace_id);
         let sampled = self.0.sampler.samples(trace_id, parent.map(|p| p.sampled));
         if !sampled || !self.admit() {
             return None;

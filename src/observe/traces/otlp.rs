@@ -146,6 +146,7 @@ impl Collector {
             .map_or(0, |partial| partial.rejected_spans.max(0));
         Ok(usize::try_from(rejected).unwrap_or(usize::MAX))
     }
+
     /// One HTTP/1.1 request on `io`: the status, and the answer's first bytes.
     async fn send<T>(&self, io: T, body: Vec<u8>) -> Result<(hyper::StatusCode, Bytes), String>
     where

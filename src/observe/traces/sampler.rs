@@ -12,8 +12,7 @@ use crate::error::ConfigError;
 /// `OTEL_TRACES_SAMPLER` (with its `_ARG`), parsed.
 #[derive(Clone, Copy, PartialEq)]
 pub struct Sampler {
-    /// The share of traces kept by their id, for a trace this service starts (and every
-    /// trace unless `follow_parent`): always_on is 1, always_off 0.
+    /// The share of traces kept by their id (always_on: 1, always_off: 0).
     ratio: f64,
     /// `parentbased_*`: a caller's `sampled` flag decides for its trace.
     follow_parent: bool,
@@ -26,8 +25,7 @@ pub const DEFAULT: Sampler = Sampler {
 };
 
 impl Sampler {
-    /// Parses a sampler's name and its argument (`OTEL_TRACES_SAMPLER_ARG`, which only
-    /// the ratio samplers read, as the spec says).
+    /// A sampler's name and its argument, which only the ratio samplers read (the spec).
     pub fn parse(name: &str, arg: Option<&str>) -> Result<Sampler, ConfigError> {
         let name = name.trim();
         let (follow_parent, root) = match name.strip_prefix("parentbased_") {
@@ -58,13 +56,9 @@ impl Sampler {
         })
     }
 
-    /// Whether a server span of `trace_id` is recorded; `parent_sampled` is the
-    /// caller's flag, if it sent a `traceparent`.
-    ///
-    /// The ratio is the spec's TraceIdRatioBased: kept when the id's randomness (its
-    /// rightmost 56 bits, as W3C Trace Context level 2 defines it) reaches
-    /// `(1 - ratio) * 2^56`. Deterministic, so every service with the same ratio keeps
-    /// the same traces.
+    /// Whether a server span of `trace_id` is recorded, given the caller's `sampled` flag
+    /// if any. The ratio is the spec's TraceIdRatioBased, the same in every service: kept
+    /// when the id's last 56 bits (its randomness, W3C) reach `(1 - ratio) * 2^56`.
     pub fn samples(&self, trace_id: TraceId, parent_sampled: Option<bool>) -> bool {
         match (self.follow_parent, parent_sampled) {
             (true, Some(sampled)) => sampled,

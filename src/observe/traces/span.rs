@@ -42,7 +42,7 @@ impl Span {
         parent: Option<(SpanId, bool)>,
         span: proto::Span,
     ) -> Span {
-        let span_id = SpanId::random();
+        let span_id = SpanId(rand::random::<std::num::NonZeroU64>().get());
         let remote = parent.map(|(_, remote)| HAS_IS_REMOTE | if remote { IS_REMOTE } else { 0 });
         let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH);
         let span = proto::Span {
