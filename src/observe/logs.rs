@@ -71,17 +71,11 @@ struct Fields(Map<String, Json>);
 
 impl<'kvs> VisitSource<'kvs> for Fields {
     fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), log::kv::Error> {
-        let json = if let Some(n) = value.to_u64() {
-            n.into()
-        } else if let Some(n) = value.to_i64() {
-            n.into()
-        } else if let Some(n) = value.to_f64() {
-            n.into()
-        } else if let Some(text) = value.to_borrowed_str() {
-            text.into()
-        } else {
-            value.to_string().into()
-        };
+        let json = (value.to_u64().map(Json::from))
+            .or_else(|| value.to_i64().map(Json::from))
+            .or_else(|| value.to_f64().map(Json::from))
+            .or_else(|| value.to_borrowed_str().map(Json::from))
+            .unwrap_or_else(|| value.to_string().into());
         self.0.insert(key.as_str().to_owned(), json);
         Ok(())
     }

@@ -92,7 +92,7 @@ impl Metrics {
         );
         let mut gauge = |name: &str, help: &str, value: usize| {
             let gauge = Gauge::default();
-            gauge.set(gauge_value(value));
+            gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
             registry.register(name, help, gauge.clone());
             gauge
         };
@@ -166,12 +166,9 @@ impl Metrics {
 
     /// Everything, with the pool as of now, in `format`.
     pub fn render(&self, pool: PoolState, format: Format) -> String {
-        for (gauge, value) in self
-            .pool
-            .iter()
-            .zip([pool.size, pool.available, pool.waiting])
-        {
-            gauge.set(gauge_value(value));
+        let counts = [pool.size, pool.available, pool.waiting];
+        for (gauge, count) in self.pool.iter().zip(counts) {
+            gauge.set(i64::try_from(count).unwrap_or(i64::MAX));
         }
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
@@ -180,11 +177,6 @@ impl Metrics {
             Format::Text => to_text(&text),
         }
     }
-}
-
-/// A count as a gauge holds it (saturating: a pool never nears i64::MAX).
-fn gauge_value(count: usize) -> i64 {
-    i64::try_from(count).unwrap_or(i64::MAX)
 }
 
 /// A standard method's name; `None` for others, so clients mint no labels or span names.

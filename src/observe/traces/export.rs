@@ -29,11 +29,13 @@ const MAX_QUEUE_BYTES: usize = 4 * 1024 * 1024;
 /// Collector: 20 MiB).
 const MAX_EXPORT_BYTES: usize = 1024 * 1024;
 
-/// What `/metrics` says of spans: dropped by reason, and exported.
+/// What both sides count: spans dropped by reason and exported (for `/metrics`), and
+/// the bytes that spans queued or being exported hold (see [`MAX_QUEUE_BYTES`]).
 #[derive(Clone, Default)]
 struct Counters {
     dropped: Family<[(&'static str, &'static str); 1], Counter>,
     exported: Counter,
+    queued_bytes: Arc<AtomicUsize>,
 }
 
 impl Counters {
@@ -54,7 +56,6 @@ pub(super) struct Shared {
     /// `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`.
     pub(super) value_limit: usize,
     spans: mpsc::Sender<Span>,
-    queued_bytes: Arc<AtomicUsize>,
     flushes: mpsc::UnboundedSender<oneshot::Sender<()>>,
     counters: Counters,
 }
@@ -69,7 +70,6 @@ impl Tracer {
             max_batch: config.max_batch,
             timeout: config.timeout,
             counters: Counters::default(),
-            queued_bytes: Arc::new(AtomicUsize::new(0)),
             warned: None,
             unlogged: 0,
         };
@@ -78,7 +78,6 @@ impl Tracer {
             rate: RateLimit::new(config.max_per_second),
             value_limit: config.value_limit,
             spans,
-            queued_bytes: export.queued_bytes.clone(),
             flushes,
             counters: export.counters.clone(),
         };
@@ -98,9 +97,10 @@ impl Tracer {
     /// Queues a span that ended, or drops and counts it: the queue is full.
     pub(super) fn queue(&self, span: Span) {
         let (shared, size) = (&self.0, span.encoded_len());
-        let before = shared.queued_bytes.fetch_add(size, Ordering::Relaxed);
+        let queued_bytes = &shared.counters.queued_bytes;
+        let before = queued_bytes.fetch_add(size, Ordering::Relaxed);
         if before + size > MAX_QUEUE_BYTES || shared.spans.try_send(span).is_err() {
-            shared.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+            queued_bytes.fetch_sub(size, Ordering::Relaxed);
             shared.counters.dropped("queue_full", 1);
         }
     }
@@ -142,8 +142,6 @@ struct Export {
     max_batch: usize,
     timeout: Duration,
     counters: Counters,
-    /// What the queue and the spans being exported hold (see [`MAX_QUEUE_BYTES`]).
-    queued_bytes: Arc<AtomicUsize>,
     /// When a failure was last logged, and how many have not been since.
     warned: Option<Instant>,
     unlogged: u64,
@@ -210,7 +208,9 @@ impl Export {
     async fn export(&mut self, spans: Vec<Span>, bytes: usize) {
         let count = spans.len();
         let posted = tokio::time::timeout(self.timeout, self.collector.post(spans)).await;
-        self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.counters
+            .queued_bytes
+            .fetch_sub(bytes, Ordering::Relaxed);
         let failure = match posted {
             Ok(Ok(rejected)) => {
                 let rejected = rejected.min(count);

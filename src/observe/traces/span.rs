@@ -93,10 +93,8 @@ impl Span {
 
     /// Marks the span failed: status `Error` with `description`, `error.type` `kind`.
     pub fn failed(&mut self, kind: String, description: String) {
-        let limit = self.tracer.0.value_limit;
-        let kind = text("error.type", truncated(kind, limit));
-        self.span.attributes.push(kind);
-        self.span.status = Some(error(truncated(description, limit)));
+        self.set_text("error.type", kind);
+        self.span.status = Some(error(truncated(description, self.tracer.0.value_limit)));
     }
 
     /// Adds an attribute whose value is text.
@@ -109,8 +107,7 @@ impl Span {
 impl Drop for Span {
     fn drop(&mut self) {
         let mut span = std::mem::take(&mut self.span);
-        // The end from the monotonic clock: a wall clock stepped meanwhile cannot
-        // make a span end before it started.
+        // The end by the monotonic clock: a stepped wall clock cannot end it before it began.
         let took = nanos(self.started.elapsed().as_nanos());
         span.end_time_unix_nano = span.start_time_unix_nano.saturating_add(took);
         self.tracer.queue(span);
@@ -153,11 +150,9 @@ pub(super) fn text(key: &str, value: impl Into<String>) -> KeyValue {
 }
 
 pub(super) fn attribute(key: &str, value: Value) -> KeyValue {
-    let value = Some(AnyValue { value: Some(value) });
-    let key = key.to_owned();
     KeyValue {
-        key,
-        value,
+        key: key.to_owned(),
+        value: Some(AnyValue { value: Some(value) }),
         ..KeyValue::default()
     }
 }
