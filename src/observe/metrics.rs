@@ -154,10 +154,8 @@ impl Metrics {
 
     /// Counts an answered request. `route` is a template (`/tasks/{id}`), never a raw path.
     pub fn record(&self, method: &Method, route: &'static str, status: StatusCode, took: Duration) {
-        let labels = [
-            ("method", method_name(method).unwrap_or("other")),
-            ("route", route),
-        ];
+        let method = method_name(method).unwrap_or("other");
+        let labels = [("method", method), ("route", route)];
         let status = [("status", status.as_u16())];
         self.requests.get_or_create(&(labels, status)).inc();
         let latency = self.latency.get_or_create(&labels);
@@ -232,9 +230,7 @@ fn to_text(openmetrics: &str) -> String {
         .collect();
     let mut text = String::with_capacity(openmetrics.len());
     for line in openmetrics.lines() {
-        let meta = line
-            .strip_prefix("# ")
-            .and_then(|meta| meta.split_once(' '));
+        let meta = line.strip_prefix("# ").and_then(|m| m.split_once(' '));
         let Some((kind @ ("HELP" | "TYPE"), rest)) = meta else {
             if !line.starts_with("# UNIT ") && line != "# EOF" {
                 text.extend([line, "\n"]);

@@ -1,12 +1,11 @@
-//! The [`Tracer`]'s queue and the task that empties it, never in a request's way: a span
-//! that ends is queued with `try_send`, within bounds in spans and bytes (past them it
-//! is dropped, and counted), and exported in batches of at most [`MAX_EXPORT_BYTES`],
-//! each within the OTLP timeout. A failed export drops its batch (counted; a warning at
-//! most every 30 s): a dead or slow collector costs requests nothing, and holds up
-//! bounded memory. Posting is otlp.rs's business.
+//! The [`Tracer`]'s queue, bounded in spans and bytes (past them a span is dropped and
+//! counted), and the task that empties it in exports of at most [`MAX_EXPORT_BYTES`], each
+//! within the OTLP timeout. A failed export drops its spans, counted and warned of at most
+//! every 30 s: a dead collector costs requests nothing. Posting is otlp.rs's business.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -98,9 +97,9 @@ impl Tracer {
     pub(super) fn queue(&self, span: Span) {
         let (shared, size) = (&self.0, span.encoded_len());
         let queued_bytes = &shared.counters.queued_bytes;
-        let before = queued_bytes.fetch_add(size, Ordering::Relaxed);
+        let before = queued_bytes.fetch_add(size, Relaxed);
         if before + size > MAX_QUEUE_BYTES || shared.spans.try_send(span).is_err() {
-            queued_bytes.fetch_sub(size, Ordering::Relaxed);
+            queued_bytes.fetch_sub(size, Relaxed);
             shared.counters.dropped("queue_full", 1);
         }
     }
@@ -115,22 +114,16 @@ impl Tracer {
              TRACES_MAX_PER_SECOND)",
             counters.dropped.clone(),
         );
-        let exported = counters.exported.clone();
-        registry.register(
-            "trace_spans_exported",
-            "Spans the collector accepted",
-            exported,
-        );
+        let (name, help) = ("trace_spans_exported", "Spans the collector accepted");
+        registry.register(name, help, counters.exported.clone());
     }
 
     /// Exports every span finished so far; gives up at `deadline` (the shutdown timeout).
     pub async fn flush(&self, deadline: std::time::Instant) {
         let (done, flushed) = oneshot::channel();
-        if self.0.flushes.send(done).is_ok()
-            && tokio::time::timeout_at(deadline.into(), flushed)
-                .await
-                .is_err()
-        {
+        let sent = self.0.flushes.send(done).is_ok();
+        let flushed = tokio::time::timeout_at(deadline.into(), flushed);
+        if sent && flushed.await.is_err() {
             log::warn!("some spans were not exported before the shutdown timeout");
         }
     }
@@ -208,9 +201,7 @@ impl Export {
     async fn export(&mut self, spans: Vec<Span>, bytes: usize) {
         let count = spans.len();
         let posted = tokio::time::timeout(self.timeout, self.collector.post(spans)).await;
-        self.counters
-            .queued_bytes
-            .fetch_sub(bytes, Ordering::Relaxed);
+        self.counters.queued_bytes.fetch_sub(bytes, Relaxed);
         let failure = match posted {
             Ok(Ok(rejected)) => {
                 let rejected = rejected.min(count);

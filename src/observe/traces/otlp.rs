@@ -33,10 +33,7 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// for the path: a base endpoint (`signal_path`, `OTEL_EXPORTER_OTLP_ENDPOINT`) gets
 /// `v1/traces` appended; a signal's own is used as it is.
 pub fn endpoint(url: &str, signal_path: bool) -> Result<Uri, String> {
-    let uri: Uri = url
-        .trim()
-        .parse()
-        .map_err(|err| format!("not a URL: {err}"))?;
+    let uri: Uri = url.trim().parse().map_err(|e| format!("not a URL: {e}"))?;
     let scheme = match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
         Some(scheme @ ("http" | "https")) => scheme.to_owned(),
         _ => return Err("must be an http:// or https:// URL".into()),
@@ -56,9 +53,7 @@ pub fn endpoint(url: &str, signal_path: bool) -> Result<Uri, String> {
         true => format!("{}/v1/traces", uri.path().trim_end_matches('/')),
         false => uri.path().to_owned(),
     };
-    let query = uri
-        .query()
-        .map_or(String::new(), |query| format!("?{query}"));
+    let query = uri.query().map_or(String::new(), |q| format!("?{q}"));
     Uri::builder()
         .scheme(scheme.as_str())
         .authority(authority.as_str())

@@ -139,7 +139,6 @@ mod tests {
             ("traceidratio", Some("0.5"), top, None, false),
             ("parentbased_traceidratio", Some("0"), u64::MAX, None, false),
             ("parentbased_traceidratio", Some("0"), 0, Some(true), true),
-            ("traceidratio", Some("1"), 0, None, true),
         ] {
             let sampler = Sampler::parse(name, arg).unwrap();
             let id = TraceId(0xabab_abab_abab_abab << 64 | u128::from(random));
