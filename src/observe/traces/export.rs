@@ -48,7 +48,7 @@ impl Counters {
 #[derive(Clone)]
 pub struct Tracer(pub(super) Arc<Shared>);
 
-/// The request side: the sampler and its rate limit, the queue and the bytes it holds.
+/// The request side: the sampler and its rate limit, the queue's sending end, the counts.
 pub(super) struct Shared {
     pub(super) sampler: Sampler,
     rate: RateLimit,
