@@ -1,16 +1,12 @@
-//! Prometheus metrics for `GET /metrics`: requests by method, route template and
-//! status, a latency histogram, requests and connections open, connections the server
-//! ended and why, the pool, migrations and build info, and what other parts register
-//! (the store's batch sizes and keys, the tracer's drops). prometheus-client keeps them
-//! and writes OpenMetrics; the classic text format 0.0.4 is derived from that for
-//! scrapers that do not ask for OpenMetrics.
+//! The metrics of `GET /metrics`: the server's own (requests, latency, connections,
+//! the pool, migrations, build info) and what other parts register. prometheus-client
+//! keeps them and writes OpenMetrics; the text format 0.0.4 is derived from that.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use hyper::header::{ACCEPT, HeaderMap};
 use hyper::{Method, StatusCode};
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -30,23 +26,10 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    method: &'static str,
-    route: &'static str,
-    status: u16,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RouteLabels {
-    method: &'static str,
-    route: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabels {
-    reason: &'static str,
-}
+/// `method` and `route`.
+type RouteLabels = [(&'static str, &'static str); 2];
+/// `method`, `route` and `status`.
+type RequestLabels = (RouteLabels, [(&'static str, u16); 1]);
 
 /// The pool's state as of now.
 #[derive(Debug)]
@@ -66,13 +49,12 @@ pub struct Metrics {
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     in_flight: Gauge,
     connections_open: Gauge,
-    connections_cut: Family<ReasonLabels, Counter>,
+    connections_cut: Family<[(&'static str, &'static str); 1], Counter>,
     unanswered: Counter,
     pool: [Gauge; 3],
 }
 
-/// Counts one request (or connection) as open until dropped, so one that is
-/// cancelled is uncounted too.
+/// Counts a request (or connection) as open until dropped: cancelled, it is uncounted too.
 pub struct InFlight(Gauge);
 
 impl Drop for InFlight {
@@ -82,11 +64,10 @@ impl Drop for InFlight {
 }
 
 impl Metrics {
-    /// Registers everything of the server's; `migrations_applied` is how many this
-    /// process applied at start-up, `pool_max` the pool's `DATABASE_POOL_SIZE`.
+    /// The server's metrics; `migrations_applied` at start-up, `pool_max` the pool's size.
     pub fn new(migrations_applied: usize, pool_max: usize) -> Metrics {
         let mut registry = Registry::with_prefix("task_api");
-        let requests = Family::<RequestLabels, Counter>::default();
+        let requests = Family::default();
         registry.register("http_requests", "HTTP requests answered", requests.clone());
         let latency: Family<RouteLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
@@ -96,7 +77,7 @@ impl Metrics {
             Unit::Seconds,
             latency.clone(),
         );
-        let connections_cut = Family::<ReasonLabels, Counter>::default();
+        let connections_cut = Family::default();
         registry.register(
             "http_connections_closed",
             "Client connections the server ended, by reason: a deadline, MAX_CONNECTIONS, or a \
@@ -111,7 +92,7 @@ impl Metrics {
         );
         let mut gauge = |name: &str, help: &str, value: usize| {
             let gauge = Gauge::default();
-            gauge.set(gauge_value(value));
+            gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
             registry.register(name, help, gauge.clone());
             gauge
         };
@@ -162,7 +143,7 @@ impl Metrics {
     /// Counts a connection the server ended, and why (a label such as `idle_timeout`).
     pub fn cut(&self, reason: &'static str) {
         self.connections_cut
-            .get_or_create(&ReasonLabels { reason })
+            .get_or_create(&[("reason", reason)])
             .inc();
     }
 
@@ -174,26 +155,18 @@ impl Metrics {
     /// Counts an answered request. `route` is a template (`/tasks/{id}`), never a raw path.
     pub fn record(&self, method: &Method, route: &'static str, status: StatusCode, took: Duration) {
         let method = method_name(method).unwrap_or("other");
-        let status = status.as_u16();
-        let labels = RequestLabels {
-            method,
-            route,
-            status,
-        };
-        self.requests.get_or_create(&labels).inc();
-        self.latency
-            .get_or_create(&RouteLabels { method, route })
-            .observe(took.as_secs_f64());
+        let labels = [("method", method), ("route", route)];
+        let status = [("status", status.as_u16())];
+        self.requests.get_or_create(&(labels, status)).inc();
+        let latency = self.latency.get_or_create(&labels);
+        latency.observe(took.as_secs_f64());
     }
 
     /// Everything, with the pool as of now, in `format`.
     pub fn render(&self, pool: PoolState, format: Format) -> String {
-        for (gauge, value) in self
-            .pool
-            .iter()
-            .zip([pool.size, pool.available, pool.waiting])
-        {
-            gauge.set(gauge_value(value));
+        let counts = [pool.size, pool.available, pool.waiting];
+        for (gauge, count) in self.pool.iter().zip(counts) {
+            gauge.set(i64::try_from(count).unwrap_or(i64::MAX));
         }
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
@@ -204,42 +177,25 @@ impl Metrics {
     }
 }
 
-/// A count as a gauge holds it (saturating: a pool never nears i64::MAX).
-fn gauge_value(count: usize) -> i64 {
-    i64::try_from(count).unwrap_or(i64::MAX)
-}
-
-/// The name of a standard method; `None` for any other, so that clients cannot mint
-/// label values or span names.
+/// A standard method's name; `None` for others, so clients mint no labels or span names.
 pub fn method_name(method: &Method) -> Option<&'static str> {
-    Some(match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::PUT => "PUT",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::TRACE => "TRACE",
-        Method::CONNECT => "CONNECT",
-        _ => return None,
-    })
+    const STANDARD: [&str; 9] = [
+        "GET", "POST", "PATCH", "DELETE", "PUT", "HEAD", "OPTIONS", "TRACE", "CONNECT",
+    ];
+    STANDARD.into_iter().find(|name| *name == method.as_str())
 }
 
 /// The two Prometheus text formats `/metrics` speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
-    /// `application/openmetrics-text; version=1.0.0`, for a scraper that asks for it
-    /// (Prometheus does).
+    /// `application/openmetrics-text; version=1.0.0`, for a scraper that asks (Prometheus).
     OpenMetrics,
-    /// `text/plain; version=0.0.4`, which every other scraper reads and
-    /// `promtool check metrics` accepts.
+    /// `text/plain; version=0.0.4`, which every scraper reads and promtool accepts.
     Text,
 }
 
 impl Format {
-    /// The format a request's `Accept` asks for: OpenMetrics when it names it (and not
-    /// with `q=0`), else the classic text format.
+    /// OpenMetrics when a request's `Accept` names it (not with `q=0`), else text.
     pub fn accepted(headers: &HeaderMap) -> Format {
         let asks = headers
             .get_all(ACCEPT)
@@ -252,11 +208,7 @@ impl Format {
                 let refused = parts.any(|p| matches!(p, "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
                 media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
             });
-        if asks {
-            Format::OpenMetrics
-        } else {
-            Format::Text
-        }
+        [Format::Text, Format::OpenMetrics][usize::from(asks)]
     }
 
     /// The response's content type.
@@ -268,9 +220,8 @@ impl Format {
     }
 }
 
-/// The classic text format of an OpenMetrics exposition: a counter family's `HELP` and
-/// `TYPE` name its `_total` samples; an info family becomes a gauge named `_info`;
-/// `UNIT` lines and the closing `# EOF` go.
+/// The text format of an OpenMetrics exposition: a counter's `HELP` and `TYPE` name its
+/// `_total` samples, an info family is an `_info` gauge, `UNIT` and `# EOF` go.
 fn to_text(openmetrics: &str) -> String {
     let types: HashMap<&str, &str> = openmetrics
         .lines()
@@ -279,27 +230,21 @@ fn to_text(openmetrics: &str) -> String {
         .collect();
     let mut text = String::with_capacity(openmetrics.len());
     for line in openmetrics.lines() {
-        let meta = line
-            .strip_prefix("# HELP ")
-            .map(|rest| ("HELP", rest))
-            .or_else(|| line.strip_prefix("# TYPE ").map(|rest| ("TYPE", rest)));
-        match meta {
-            Some((kind, rest)) => {
-                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-                let (name, tail) = match (types.get(name).copied(), kind) {
-                    (Some("counter"), _) => (format!("{name}_total"), tail),
-                    (Some("info"), "TYPE") => (format!("{name}_info"), "gauge"),
-                    (Some("info"), _) => (format!("{name}_info"), tail),
-                    _ => (name.to_owned(), tail),
-                };
-                text.push_str(&format!("# {kind} {name} {tail}\n"));
+        let meta = line.strip_prefix("# ").and_then(|m| m.split_once(' '));
+        let Some((kind @ ("HELP" | "TYPE"), rest)) = meta else {
+            if !line.starts_with("# UNIT ") && line != "# EOF" {
+                text.extend([line, "\n"]);
             }
-            None if line.starts_with("# UNIT ") || line == "# EOF" => {}
-            None => {
-                text.push_str(line);
-                text.push('\n');
-            }
-        }
+            continue;
+        };
+        let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+        let (name, tail) = match (types.get(name).copied(), kind) {
+            (Some("counter"), _) => (format!("{name}_total"), tail),
+            (Some("info"), "TYPE") => (format!("{name}_info"), "gauge"),
+            (Some("info"), _) => (format!("{name}_info"), tail),
+            _ => (name.to_owned(), tail),
+        };
+        text.extend(["# ", kind, " ", &name, " ", tail, "\n"]);
     }
     text
 }
@@ -311,53 +256,31 @@ mod tests {
 
     #[test]
     fn prometheus_gets_openmetrics_and_everyone_else_the_text_format() {
-        let accept = |value: &str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(ACCEPT, HeaderValue::from_str(value).unwrap());
-            Format::accepted(&headers)
-        };
         let prometheus = "application/openmetrics-text;version=1.0.0,\
             application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-        assert_eq!(accept(prometheus), Format::OpenMetrics);
-        for other in [
-            "text/plain;version=0.0.4",
-            "*/*",
-            "application/openmetrics-text; q=0",
+        for (accept, expected) in [
+            (Some(prometheus), Format::OpenMetrics),
+            (Some("text/plain;version=0.0.4"), Format::Text),
+            (Some("*/*"), Format::Text),
+            (Some("application/openmetrics-text; q=0"), Format::Text),
+            (None, Format::Text),
         ] {
-            assert_eq!(accept(other), Format::Text, "{other}");
+            let mut headers = HeaderMap::new();
+            headers.extend(accept.map(|value| (ACCEPT, HeaderValue::from_static(value))));
+            assert_eq!(Format::accepted(&headers), expected, "{accept:?}");
         }
-        assert_eq!(Format::accepted(&HeaderMap::new()), Format::Text);
     }
 
     #[test]
-    fn the_text_format_renames_counters_and_info_and_drops_openmetrics_lines() {
-        let metrics = Metrics::new(1, 8);
-        let _busy = metrics.in_flight();
-        let brew = Method::from_bytes(b"BREW").unwrap();
-        metrics.record(&Method::GET, "/tasks/{id}", StatusCode::OK, Duration::ZERO);
-        metrics.record(&brew, "unmatched", StatusCode::NOT_FOUND, Duration::ZERO);
-        let pool = || PoolState {
-            size: 2,
-            available: 1,
-            waiting: 0,
-        };
-        let openmetrics = metrics.render(pool(), Format::OpenMetrics);
-        assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
-        let text = metrics.render(pool(), Format::Text);
-        for line in [
-            r#"task_api_http_requests_total{method="GET",route="/tasks/{id}",status="200"} 1"#,
-            r#"task_api_http_requests_total{method="other",route="unmatched",status="404"} 1"#,
-            "# TYPE task_api_http_requests_total counter",
-            "task_api_http_requests_in_flight 1",
-            "task_api_db_pool_connections 2",
-            "# TYPE task_api_build_info gauge",
-            "task_api_http_request_duration_seconds_bucket{",
-        ] {
-            assert!(text.contains(line), "{line} not in {text}");
-        }
-        assert!(
-            !text.contains("# EOF") && !text.contains("# UNIT"),
-            "{text}"
-        );
+    fn the_text_format_names_counters_by_their_samples_makes_info_a_gauge_and_drops_the_rest() {
+        let openmetrics = "# HELP x_requests Requests.\n# TYPE x_requests counter\n\
+            x_requests_total{method=\"GET\"} 1\n# HELP x_build The binary.\n# TYPE x_build info\n\
+            x_build_info{version=\"1\"} 1\n# TYPE x_took_seconds histogram\n\
+            # UNIT x_took_seconds seconds\nx_took_seconds_count 0\n# EOF\n";
+        let text = "# HELP x_requests_total Requests.\n# TYPE x_requests_total counter\n\
+            x_requests_total{method=\"GET\"} 1\n# HELP x_build_info The binary.\n\
+            # TYPE x_build_info gauge\nx_build_info{version=\"1\"} 1\n\
+            # TYPE x_took_seconds histogram\nx_took_seconds_count 0\n";
+        assert_eq!(to_text(openmetrics), text);
     }
 }

@@ -52,6 +52,9 @@ async fn request_counters_move_by_route_template_and_status() {
     app.get(&format!("/tasks/{id}")).await;
     app.get("/tasks/987654").await;
     app.get("/not/a/route").await;
+    // A method clients make up does not become a label value.
+    let brew = Method::from_bytes(b"BREW").unwrap();
+    app.request(brew, "/not/a/route", &[], "").await;
     let after = scrape(&app).await;
 
     let moved = |series: &str| value(&after, series) - value(&before, series);
@@ -64,6 +67,7 @@ async fn request_counters_move_by_route_template_and_status() {
     assert_eq!(moved(&requests("GET", "/tasks/{id}", 200)), 2.0);
     assert_eq!(moved(&requests("GET", "/tasks/{id}", 404)), 1.0);
     assert_eq!(moved(&requests("GET", "unmatched", 404)), 1.0);
+    assert_eq!(moved(&requests("other", "unmatched", 404)), 1.0);
     // The first scrape itself is counted by the second.
     assert_eq!(moved(&requests("GET", "/metrics", 200)), 1.0);
     let count = r#"task_api_http_request_duration_seconds_count{method="GET",route="/tasks/{id}"}"#;

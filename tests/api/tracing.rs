@@ -1,6 +1,6 @@
 //! OpenTelemetry traces as a collector sees them: a receiver started by each test takes
 //! the OTLP/HTTP posts and decodes them with the OpenTelemetry project's own protobuf
-//! types (opentelemetry-proto), independent of src/trace/otlp.rs. Ids, parents, links,
+//! types (opentelemetry-proto), independent of src/observe/traces/. Ids, parents, links,
 //! attributes, samplers, a dead collector, and the flush at shutdown.
 
 use std::collections::{HashMap, HashSet};
@@ -232,12 +232,17 @@ async fn a_request_is_a_server_span_in_the_callers_trace_and_its_statement_a_chi
     let app = traced_app(
         &receiver.endpoint(),
         &[
+            // OTEL_SERVICE_NAME wins over the attributes' service.name.
             ("OTEL_SERVICE_NAME", "tasks-under-test"),
             (
                 "OTEL_RESOURCE_ATTRIBUTES",
-                "deployment.environment.name=test",
+                "service.name=from%20attrs, deployment.environment.name = test,k=a%2Cb%3Dc,\
+                 service.version=9",
             ),
-            ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=s3cr%3Dt"),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "x-api-key=s3cr%3Dt, x-team = a b",
+            ),
         ],
     )
     .await;
@@ -317,20 +322,25 @@ async fn a_request_is_a_server_span_in_the_callers_trace_and_its_statement_a_chi
         assert_eq!(export.path, "/v1/traces");
         assert_eq!(export.headers["content-type"], "application/x-protobuf");
         assert_eq!(export.headers["x-api-key"], "s3cr=t");
+        assert_eq!(export.headers["x-team"], "a b");
         let request = export.request.as_ref().unwrap();
         let resource = request.resource_spans[0].resource.as_ref().unwrap();
-        for (key, expected) in [
-            ("service.name", "tasks-under-test"),
-            ("service.version", env!("CARGO_PKG_VERSION")),
-            ("deployment.environment.name", "test"),
-        ] {
-            assert_eq!(
-                attr(&resource.attributes, key).as_deref(),
-                Some(expected),
-                "{key}"
-            );
-        }
+        // Percent-decoded and trimmed; service.name, then service.version, then the rest.
+        let attributes = &resource.attributes;
+        let resource: Vec<String> = attributes
+            .iter()
+            .map(|kv| format!("{}={}", kv.key, attr(attributes, &kv.key).unwrap()))
+            .collect();
+        let expected = [
+            "service.name=tasks-under-test",
+            "service.version=9",
+            "deployment.environment.name=test",
+            "k=a,b=c",
+        ];
+        assert_eq!(resource, expected);
     }
+    // The configuration logged at start names the headers, never their values.
+    assert!(!app.output().contains("s3cr"), "{}", app.output());
     assert!(
         app.output().contains(&format!("trace_id={CALLER_TRACE}")),
         "{}",
@@ -681,10 +691,16 @@ async fn a_dead_or_silent_collector_costs_requests_nothing() {
 #[tokio::test]
 async fn spans_waiting_for_their_export_are_flushed_at_shutdown() {
     let receiver = Receiver::start().await;
+    // The signal's own endpoint wins over the base one (nothing listens there), and is
+    // used as it is, without /v1/traces.
+    let endpoint = format!("{}/custom/traces", receiver.endpoint());
     // Exports would wait ten minutes: only the shutdown sends them.
     let mut app = traced_app(
-        &receiver.endpoint(),
-        &[("OTEL_BSP_SCHEDULE_DELAY", "600000")],
+        &format!("http://127.0.0.1:{}", free_port()),
+        &[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+        ],
     )
     .await;
     let traceparent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
@@ -706,6 +722,7 @@ async fn spans_waiting_for_their_export_are_flushed_at_shutdown() {
         "{}",
         describe(&spans)
     );
+    assert_eq!(receiver.exports.lock().unwrap()[0].path, "/custom/traces");
 }
 
 #[tokio::test]
@@ -759,6 +776,13 @@ async fn a_bad_otel_variable_stops_start_up_naming_it() {
             &[
                 ("OTEL_TRACES_SAMPLER", "traceidratio"),
                 ("OTEL_TRACES_SAMPLER_ARG", "2"),
+            ],
+            "OTEL_TRACES_SAMPLER_ARG",
+        ),
+        (
+            &[
+                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "NaN"),
             ],
             "OTEL_TRACES_SAMPLER_ARG",
         ),

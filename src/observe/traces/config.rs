@@ -1,78 +1,68 @@
-//! The OpenTelemetry environment variables → [`TraceConfig`], as the spec defines them
-//! (opentelemetry.io, "Environment Variable Specification" and "OTLP Exporter
-//! Configuration"), and `TRACES_MAX_PER_SECOND`. Called by config.rs with its lookup,
-//! so every error names its variable; nothing here reads the environment itself.
+//! The OpenTelemetry environment variables → [`TraceConfig`], as opentelemetry.io's
+//! "Environment Variable Specification" and "OTLP Exporter Configuration" define them,
+//! and `TRACES_MAX_PER_SECOND`, read through config.rs's lookup; each error names its variable.
 
 use std::fmt;
 use std::time::Duration;
 
+use hyper::Uri;
 use hyper::header::{HeaderName, HeaderValue};
 use percent_encoding::percent_decode_str;
 
-use super::otlp::Endpoint;
+use super::otlp;
 use super::sampler::{self, Sampler};
 use crate::env::Env;
 use crate::error::ConfigError;
 use crate::pg::tls::{self, Roots};
 
-/// Longest attribute value kept, in characters: a URL path or user agent may be as
-/// long as a request head (16 KiB), and the spec's default (no limit) would let
-/// clients decide how large spans are.
+/// Longest attribute value kept, in characters: the spec's default (no limit) would let
+/// clients decide how large spans are (a path may take a 16 KiB head).
 const DEFAULT_VALUE_LIMIT: usize = 1024;
-/// Requests traced per second at most, whatever the sampler and the callers'
-/// `traceparent` say.
+/// Requests traced a second at most, whatever the sampler and callers' `traceparent` say.
 const DEFAULT_MAX_PER_SECOND: usize = 100;
 
 /// Where and how spans are exported, and which are kept.
+#[derive(Debug)]
 pub struct TraceConfig {
     /// Where spans are posted.
-    pub endpoint: Endpoint,
-    /// `OTEL_EXPORTER_OTLP_HEADERS`: sent with every export (API keys, often).
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub endpoint: Uri,
+    /// `OTEL_EXPORTER_OTLP_HEADERS`: sent with every export.
+    pub headers: Headers,
     /// `OTEL_EXPORTER_OTLP_TIMEOUT`: how long one export may take.
     pub timeout: Duration,
     /// `OTEL_TRACES_SAMPLER` and `_ARG`.
     pub sampler: Sampler,
-    /// The resource's attributes: `service.name` first, then `service.version`, then
-    /// the rest of `OTEL_RESOURCE_ATTRIBUTES`.
+    /// The resource: `service.name`, `service.version`, then the rest.
     pub resource: Vec<(String, String)>,
     /// `OTEL_EXPORTER_OTLP_CERTIFICATE`: the roots an https:// collector must chain to.
     pub roots: Roots,
     /// `OTEL_BSP_SCHEDULE_DELAY`: most time between exports.
     pub schedule_delay: Duration,
-    /// `OTEL_BSP_MAX_QUEUE_SIZE`: spans waiting for export, past which new ones are dropped.
+    /// `OTEL_BSP_MAX_QUEUE_SIZE`: most spans waiting for export.
     pub max_queue: usize,
     /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`: most spans in one export.
     pub max_batch: usize,
-    /// `OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT` (or `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`):
-    /// longer text values are cut to this many characters.
+    /// `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`: longer text values are cut to this many chars.
     pub value_limit: usize,
-    /// `TRACES_MAX_PER_SECOND`: requests sampled per second at most (a burst of one
-    /// second's worth allowed); the rest are not traced, and counted.
+    /// `TRACES_MAX_PER_SECOND`: requests traced a second at most; the rest are counted.
     pub max_per_second: u32,
 }
 
-/// The signal's own variable when set (the spec: it wins), else the base one; with the
-/// name of the one read.
-fn either(env: &Env, signal: &'static str, base: &'static str) -> (&'static str, Option<String>) {
-    match env.get(signal) {
-        Some(value) => (signal, Some(value)),
-        None => (base, env.get(base)),
-    }
+/// The signal's own variable when it is set (the spec: it wins), else the base one.
+fn either(env: &Env, signal: &'static str, base: &'static str) -> &'static str {
+    env.get(signal).map_or(base, |_| signal)
 }
 
 /// The tracing settings, or `None` when tracing is off: no OTLP endpoint, or
 /// `OTEL_SDK_DISABLED=true`, or `OTEL_TRACES_EXPORTER=none`.
 pub fn parse(env: &Env) -> Result<Option<TraceConfig>, ConfigError> {
-    let disabled = match env.get("OTEL_SDK_DISABLED").map(|v| v.to_ascii_lowercase()) {
-        None => false,
-        Some(value) if value == "true" || value == "false" => value == "true",
-        Some(_) => {
-            return Err(ConfigError::invalid(
-                "OTEL_SDK_DISABLED",
-                "must be true or false",
-            ));
-        }
+    // `invalid(var)`: a reason into the error naming `var`.
+    let invalid = |var| move |reason| ConfigError::invalid(var, reason);
+    let disabled = env.get("OTEL_SDK_DISABLED").map(|v| v.to_ascii_lowercase());
+    let disabled = match disabled.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(invalid("OTEL_SDK_DISABLED")("must be true or false".into())),
     };
     match env.get("OTEL_TRACES_EXPORTER").as_deref() {
         None | Some("otlp") => {}
@@ -82,87 +72,62 @@ pub fn parse(env: &Env) -> Result<Option<TraceConfig>, ConfigError> {
             return Err(ConfigError::invalid("OTEL_TRACES_EXPORTER", reason));
         }
     }
-    // The signal's own endpoint is used as it is; the base gets the signal's path.
-    let endpoint = match either(
-        env,
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-    ) {
-        _ if disabled => return Ok(None),
-        (_, None) => return Ok(None),
-        (var, Some(url)) => {
-            let signal_path = var == "OTEL_EXPORTER_OTLP_ENDPOINT";
-            Endpoint::parse(&url, signal_path)
-                .map_err(|reason| ConfigError::invalid(var, reason))?
-        }
+    let base = "OTEL_EXPORTER_OTLP_ENDPOINT";
+    let var = either(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", base);
+    let Some(url) = env.get(var).filter(|_| !disabled) else {
+        return Ok(None);
     };
-    if let (var, Some(protocol)) = either(
+    // The signal's own endpoint is used as it is; the base gets the signal's path.
+    let endpoint = otlp::endpoint(&url, var == base).map_err(invalid(var))?;
+    let var = either(
         env,
         "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
         "OTEL_EXPORTER_OTLP_PROTOCOL",
-    ) && protocol != "http/protobuf"
+    );
+    if let Some(protocol) = env.get(var)
+        && protocol != "http/protobuf"
     {
-        return Err(ConfigError::invalid(
-            var,
-            "must be http/protobuf: task-api sends no gRPC or JSON",
-        ));
+        let reason = "must be http/protobuf: task-api sends no gRPC or JSON";
+        return Err(ConfigError::invalid(var, reason));
     }
-    let headers = match either(
+    let var = either(
         env,
         "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
         "OTEL_EXPORTER_OTLP_HEADERS",
-    ) {
-        (_, None) => Vec::new(),
-        (var, Some(text)) => {
-            headers_of(&text).map_err(|reason| ConfigError::invalid(var, reason))?
-        }
-    };
-    let (var, _) = either(
+    );
+    let headers = headers_of(&env.get(var).unwrap_or_default()).map_err(invalid(var))?;
+    let var = either(
         env,
         "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
         "OTEL_EXPORTER_OTLP_TIMEOUT",
     );
     let timeout = Duration::from_millis(env.count(var, 10_000)?);
-    let roots = match either(
+    let var = either(
         env,
         "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
         "OTEL_EXPORTER_OTLP_CERTIFICATE",
-    ) {
-        (_, None) => Roots::Default,
-        (var, Some(path)) => {
-            let roots = Roots::File(path);
-            // Read now, so a missing or empty file stops start-up, naming the variable.
-            tls::root_store(&roots).map_err(|reason| ConfigError::invalid(var, reason))?;
-            roots
-        }
-    };
+    );
+    let roots = env.get(var).map_or(Roots::Default, Roots::File);
+    if let Roots::File(_) = roots {
+        // Read now, so a missing or empty file stops start-up, naming the variable.
+        tls::root_store(&roots).map_err(invalid(var))?;
+    }
     let sampler = match env.get("OTEL_TRACES_SAMPLER") {
         None => sampler::DEFAULT,
-        Some(name) => {
-            let arg = env.get("OTEL_TRACES_SAMPLER_ARG");
-            Sampler::parse(&name, arg.as_deref()).map_err(|(bad_arg, reason)| {
-                ConfigError::invalid(
-                    ["OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG"][usize::from(bad_arg)],
-                    reason,
-                )
-            })?
-        }
+        Some(name) => Sampler::parse(&name, env.get("OTEL_TRACES_SAMPLER_ARG").as_deref())?,
     };
     let max_queue = env.count("OTEL_BSP_MAX_QUEUE_SIZE", 2048)?;
     let max_batch = env.count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)?;
     if max_batch > max_queue {
-        let reason = "must not be more than OTEL_BSP_MAX_QUEUE_SIZE";
-        return Err(ConfigError::invalid(
-            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
-            reason,
-        ));
+        let reason = "must not be more than OTEL_BSP_MAX_QUEUE_SIZE".into();
+        return Err(invalid("OTEL_BSP_MAX_EXPORT_BATCH_SIZE")(reason));
     }
-    let (var, _) = either(
+    let max_per_second = env.count("TRACES_MAX_PER_SECOND", DEFAULT_MAX_PER_SECOND)?;
+    let var = either(
         env,
         "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
         "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
     );
-    let max_per_second = env.count("TRACES_MAX_PER_SECOND", DEFAULT_MAX_PER_SECOND)?;
     Ok(Some(TraceConfig {
         endpoint,
         headers,
@@ -182,27 +147,21 @@ pub fn parse(env: &Env) -> Result<Option<TraceConfig>, ConfigError> {
 /// task-api; `service.version` the binary's unless given; then the rest.
 fn resource(env: &Env) -> Result<Vec<(String, String)>, ConfigError> {
     let var = "OTEL_RESOURCE_ATTRIBUTES";
-    let mut given = match env.get(var) {
-        None => Vec::new(),
-        Some(text) => pairs(&text).map_err(|reason| ConfigError::invalid(var, reason))?,
-    };
-    let mut take = |key: &str| {
-        let value = given.iter().rfind(|(k, _)| k == key)?.1.clone();
-        given.retain(|(k, _)| k != key);
-        Some(value)
-    };
-    let (from_attributes, version) = (take("service.name"), take("service.version"));
-    let name = env.get("OTEL_SERVICE_NAME").or(from_attributes);
+    let given = pairs(&env.get(var).unwrap_or_default());
+    let mut given = given.map_err(|reason| ConfigError::invalid(var, reason))?;
     let mut resource = vec![
-        (
-            "service.name".to_owned(),
-            name.unwrap_or_else(|| "task-api".to_owned()),
-        ),
-        (
-            "service.version".to_owned(),
-            version.unwrap_or_else(|| crate::VERSION.to_owned()),
-        ),
+        ("service.name".to_owned(), "task-api".to_owned()),
+        ("service.version".to_owned(), crate::VERSION.to_owned()),
     ];
+    for (key, value) in &mut resource {
+        if let Some((_, last)) = given.iter().rfind(|(k, _)| k == key) {
+            value.clone_from(last);
+        }
+        given.retain(|(k, _)| k != key);
+    }
+    if let Some(name) = env.get("OTEL_SERVICE_NAME") {
+        resource[0].1 = name;
+    }
     resource.extend(given);
     Ok(resource)
 }
@@ -232,7 +191,7 @@ fn pairs(text: &str) -> Result<Vec<(String, String)>, String> {
     Ok(pairs)
 }
 
-fn headers_of(text: &str) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+fn headers_of(text: &str) -> Result<Headers, String> {
     let header = |(n, (key, value)): (usize, (String, String))| {
         let name = HeaderName::try_from(key.as_str())
             .map_err(|_| format!("header {}: not a valid header name", n + 1))?;
@@ -240,26 +199,17 @@ fn headers_of(text: &str) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
             .map_err(|_| format!("header {} ({name}): not a valid header value", n + 1))?;
         Ok((name, value))
     };
-    pairs(text)?.into_iter().enumerate().map(header).collect()
+    let headers = pairs(text)?.into_iter().enumerate().map(header);
+    Ok(Headers(headers.collect::<Result<_, String>>()?))
 }
 
-// Hand-written: header values are often API keys, so only their names are shown.
-impl fmt::Debug for TraceConfig {
+/// Headers sent with every export: API keys, often, so `{:?}` shows their names only.
+pub struct Headers(pub Vec<(HeaderName, HeaderValue)>);
+
+impl fmt::Debug for Headers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let headers: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
-        f.debug_struct("TraceConfig")
-            .field("endpoint", &self.endpoint.uri.to_string())
-            .field("headers", &headers)
-            .field("timeout", &self.timeout)
-            .field("sampler", &format_args!("{}", self.sampler))
-            .field("resource", &self.resource)
-            .field("roots", &self.roots)
-            .field("schedule_delay", &self.schedule_delay)
-            .field("max_queue", &self.max_queue)
-            .field("max_batch", &self.max_batch)
-            .field("value_limit", &self.value_limit)
-            .field("max_per_second", &self.max_per_second)
-            .finish()
+        let names = self.0.iter().map(|(name, _)| name);
+        f.debug_list().entries(names).finish()
     }
 }
 
@@ -267,89 +217,30 @@ impl fmt::Debug for TraceConfig {
 mod tests {
     use super::*;
 
-    fn parse_with(vars: &[(&str, &str)]) -> Result<Option<TraceConfig>, ConfigError> {
-        let find = |name: &str| {
-            vars.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        };
-        parse(&Env(&find))
-    }
-
-    const BASE: (&str, &str) = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
-
+    // The rest of this file is checked through the binary, in tests/api/tracing.rs.
     #[test]
     fn off_without_an_endpoint_or_when_disabled_and_the_spec_defaults_otherwise() {
-        assert!(parse_with(&[("OTEL_SERVICE_NAME", "x")]).unwrap().is_none());
-        assert!(
-            parse_with(&[BASE, ("OTEL_SDK_DISABLED", "TRUE")])
-                .unwrap()
-                .is_none()
+        let base = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
+        let parse_with = |vars: &[(&str, &str)]| {
+            let vars: std::collections::HashMap<_, _> = vars.iter().copied().collect();
+            parse(&Env(&|name| vars.get(name).map(|v| v.to_string()))).unwrap()
+        };
+        for off in [
+            &[("OTEL_SERVICE_NAME", "x")][..],
+            &[base, ("OTEL_SDK_DISABLED", "TRUE")],
+            &[base, ("OTEL_TRACES_EXPORTER", "none")],
+        ] {
+            assert!(parse_with(off).is_none(), "{off:?}");
+        }
+        // As the start-up line shows it.
+        let expected = format!(
+            "TraceConfig {{ endpoint: http://collector:4318/v1/traces, headers: [], \
+             timeout: 10s, sampler: parentbased_always_on, resource: [(\"service.name\", \
+             \"task-api\"), (\"service.version\", \"{}\")], roots: Default, \
+             schedule_delay: 5s, max_queue: 2048, max_batch: 512, value_limit: 1024, \
+             max_per_second: 100 }}",
+            crate::VERSION
         );
-        assert!(
-            parse_with(&[BASE, ("OTEL_TRACES_EXPORTER", "none")])
-                .unwrap()
-                .is_none()
-        );
-        let config = parse_with(&[BASE]).unwrap().unwrap();
-        assert_eq!(config.endpoint.uri, "http://collector:4318/v1/traces");
-        assert_eq!(
-            (config.timeout, config.schedule_delay),
-            (Duration::from_secs(10), Duration::from_secs(5))
-        );
-        assert_eq!(config.sampler, sampler::DEFAULT);
-        assert_eq!((config.max_queue, config.max_batch), (2048, 512));
-        assert_eq!((config.value_limit, config.max_per_second), (1024, 100));
-        let version = ("service.version".to_owned(), crate::VERSION.to_owned());
-        assert_eq!(
-            config.resource,
-            [("service.name".to_owned(), "task-api".to_owned()), version]
-        );
-    }
-
-    #[test]
-    fn the_signal_endpoint_wins_over_the_base_one() {
-        let signal = (
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            "http://other:9999/traces",
-        );
-        let config = parse_with(&[BASE, signal]).unwrap().unwrap();
-        assert_eq!(config.endpoint.uri, "http://other:9999/traces");
-    }
-
-    #[test]
-    fn resource_attributes_and_headers_are_percent_decoded_and_headers_never_shown() {
-        let attributes = "service.name=from%20attrs, env = prod,k=a%2Cb%3Dc,service.version=9";
-        let headers = "api-key=s3cr%3Dt, x-team = a b";
-        let vars = [
-            BASE,
-            ("OTEL_RESOURCE_ATTRIBUTES", attributes),
-            ("OTEL_EXPORTER_OTLP_HEADERS", headers),
-        ];
-        let config = parse_with(&vars).unwrap().unwrap();
-        let resource: Vec<(&str, &str)> = config
-            .resource
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        assert_eq!(
-            resource,
-            [
-                ("service.name", "from attrs"),
-                ("service.version", "9"),
-                ("env", "prod"),
-                ("k", "a,b=c")
-            ]
-        );
-        assert_eq!(config.headers[0].0, "api-key");
-        assert_eq!(config.headers[0].1, "s3cr=t");
-        assert_eq!(config.headers[1].1, "a b");
-        assert!(!format!("{config:?}").contains("s3cr"));
-        let named = parse_with(&[
-            BASE,
-            ("OTEL_RESOURCE_ATTRIBUTES", "service.name=a"),
-            ("OTEL_SERVICE_NAME", "own"),
-        ]);
-        assert_eq!(named.unwrap().unwrap().resource[0].1, "own");
+        assert_eq!(format!("{:?}", parse_with(&[base]).unwrap()), expected);
     }
 }

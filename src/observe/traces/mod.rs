@@ -1,35 +1,31 @@
 //! OpenTelemetry traces, off unless an OTLP endpoint is configured: a server span per
-//! request (http/router.rs starts it), a client span per database statement (the
-//! store's pool), and the task-local [`Scope`] that carries a request's span to its
-//! statements, through a batch too. Ids and the caller's `traceparent` are context.rs's;
-//! which traces are kept, sampler.rs's; the spans, span.rs's; queueing and batching them,
-//! export.rs's; the wire, otlp.rs's; the environment, config.rs's.
+//! request (http/router.rs asks), a client span per database statement (the store's
+//! pool asks), and the task-local [`Scope`] that takes a request's span to its statements.
 
 pub mod config;
 pub mod context;
 mod export;
 mod otlp;
-pub mod sampler;
+mod sampler;
 mod span;
 
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Instant;
 
-use prometheus_client::registry::Registry;
+use opentelemetry_proto::tonic::common::v1::any_value::Value::IntValue;
+use opentelemetry_proto::tonic::trace::v1::{self as proto, span::SpanKind};
 
 pub use config::TraceConfig;
 pub use context::{SpanContext, SpanId, TraceId};
+pub use export::Tracer;
 pub use span::{Span, Statement};
 
-use export::Exporter;
-use span::{Kind, Name, Value};
+use span::{attribute, text};
 
 /// What a server span describes: an HTTP request as the semantic conventions name it.
 pub struct ServerRequest {
     /// `http.request.method`: a known method, or `_OTHER`.
     pub method: &'static str,
-    /// `http.route`, the route template; `None` when no route matched.
+    /// `http.route`, the route template, if one matched.
     pub route: Option<&'static str>,
     /// `url.path`.
     pub path: String,
@@ -39,62 +35,43 @@ pub struct ServerRequest {
     pub user_agent: Option<String>,
 }
 
-/// Starts spans and hands finished ones to the exporter. Cheap to clone.
-#[derive(Clone)]
-pub struct Tracer(Arc<Exporter>);
-
 impl Tracer {
-    /// Starts the exporter task for `config`, so it must be called inside the tokio
-    /// runtime.
-    pub fn start(config: TraceConfig) -> Tracer {
-        Tracer(Arc::new(Exporter::start(config)))
-    }
-
     /// The server span of a request whose caller sent `parent` (a valid `traceparent`),
     /// or `None` when the sampler drops it, or it would pass `TRACES_MAX_PER_SECOND`.
     pub fn server_span(&self, parent: Option<SpanContext>, request: ServerRequest) -> Option<Span> {
-        let trace_id = parent.map_or_else(TraceId::random, |parent| parent.trace_id);
+        // All of a new id random: the ratio sampler reads its last 56 bits.
+        let random = || TraceId(rand::random::<std::num::NonZeroU128>().get());
+        let trace_id = parent.map_or_else(random, |parent| parent.trace_id);
         let sampled = self.0.sampler.samples(trace_id, parent.map(|p| p.sampled));
-        if !sampled || !self.0.admit() {
+        if !sampled || !self.admit() {
             return None;
         }
-        let text = |value: String| Value::Owned(span::truncated(value, self.0.value_limit));
+        let limit = self.0.value_limit;
         let mut attributes = vec![
-            ("http.request.method", Value::Static(request.method)),
-            ("url.scheme", Value::Static("http")),
-            ("url.path", text(request.path)),
-            ("network.protocol.version", Value::Static(request.protocol)),
+            text("http.request.method", request.method),
+            text("url.scheme", "http"),
+            text("url.path", span::truncated(request.path, limit)),
+            text("network.protocol.version", request.protocol),
         ];
-        if let Some(route) = request.route {
-            attributes.push(("http.route", Value::Static(route)));
-        }
+        attributes.extend(request.route.map(|route| text("http.route", route)));
         if let Some(agent) = request.user_agent {
-            attributes.push(("user_agent.original", text(agent)));
+            attributes.push(text("user_agent.original", span::truncated(agent, limit)));
         }
-        let name = Name::Http {
-            method: request.method,
-            route: request.route,
+        // Semantic conventions: `_OTHER` methods name the span `HTTP`; never the raw path.
+        let method = Some(request.method).filter(|m| *m != "_OTHER");
+        let span = proto::Span {
+            name: span::name(method.unwrap_or("HTTP"), request.route),
+            kind: SpanKind::Server as i32,
+            attributes,
+            ..proto::Span::default()
         };
         let parent = parent.map(|parent| (parent.span_id, true));
-        let started = (trace_id, parent, Kind::Server, name);
-        Some(Span::start(self.clone(), started, attributes, Vec::new()))
-    }
-
-    /// Registers the exporter's counters: `trace_spans_dropped{reason}` and
-    /// `trace_spans_exported`.
-    pub fn register_metrics(&self, registry: &mut Registry) {
-        self.0.register_metrics(registry);
-    }
-
-    /// Exports every span finished so far; gives up at `deadline` (the shutdown timeout).
-    pub async fn flush(&self, deadline: Instant) {
-        self.0.flush(deadline).await;
+        Some(Span::start(self.clone(), trace_id, parent, span))
     }
 }
 
 tokio::task_local! {
-    /// The span the current task's database statements belong to. Set only while
-    /// tracing is on and the request is sampled.
+    /// The current task's scope: set only for a sampled request, and its batches.
     static CURRENT: Scope;
 }
 
@@ -104,58 +81,45 @@ tokio::task_local! {
 pub struct Scope {
     tracer: Tracer,
     parent: SpanContext,
-    batch: Option<Batch>,
-}
-
-#[derive(Clone)]
-struct Batch {
-    /// The spans of the traced requests served, each a link.
+    /// A batch's traced requests, each a link.
     links: Vec<SpanContext>,
-    /// Requests served, traced or not.
-    size: usize,
+    /// A batch's requests, traced or not; 0 outside a batch.
+    batch_size: usize,
 }
 
 impl Scope {
-    /// The scope of a batched statement that serves `size` requests, `traced` being the
-    /// scopes of those that are traced: a child of the first (so it shows in a trace),
-    /// linked to each. `None` when none of them is traced.
+    /// The scope of a statement serving `size` requests, `traced` the scopes of those
+    /// traced: a child of the first (so it shows in a trace), linked to each.
     pub fn batch(traced: Vec<Scope>, size: usize) -> Option<Scope> {
         let first = traced.first()?;
         Some(Scope {
             tracer: first.tracer.clone(),
             parent: first.parent,
-            batch: Some(Batch {
-                links: traced.iter().map(|scope| scope.parent).collect(),
-                size,
-            }),
+            links: traced.iter().map(|scope| scope.parent).collect(),
+            batch_size: size,
         })
     }
 
     fn statement(&self, statement: Statement) -> Span {
         let mut attributes = vec![
-            ("db.system.name", Value::Static("postgresql")),
-            ("db.operation.name", Value::Static(statement.operation)),
+            text("db.system.name", "postgresql"),
+            text("db.operation.name", statement.operation),
         ];
-        if let Some(collection) = statement.collection {
-            attributes.push(("db.collection.name", Value::Static(collection)));
+        attributes.extend(statement.collection.map(|c| text("db.collection.name", c)));
+        // Semantic conventions: a batch size is never 1.
+        if self.batch_size > 1 {
+            let size = i64::try_from(self.batch_size).unwrap_or(i64::MAX);
+            attributes.push(attribute("db.operation.batch.size", IntValue(size)));
         }
-        let mut links = Vec::new();
-        if let Some(batch) = &self.batch {
-            // Semantic conventions: a batch size is never 1.
-            if batch.size > 1 {
-                let size = i64::try_from(batch.size).unwrap_or(i64::MAX);
-                attributes.push(("db.operation.batch.size", Value::Int(size)));
-            }
-            links.clone_from(&batch.links);
-        }
+        let span = proto::Span {
+            name: span::name(statement.operation, statement.collection),
+            kind: SpanKind::Client as i32,
+            attributes,
+            links: self.links.iter().map(span::link).collect(),
+            ..proto::Span::default()
+        };
         let parent = Some((self.parent.span_id, false));
-        let started = (
-            self.parent.trace_id,
-            parent,
-            Kind::Client,
-            Name::Db(statement),
-        );
-        Span::start(self.tracer.clone(), started, attributes, links)
+        Span::start(self.tracer.clone(), self.parent.trace_id, parent, span)
     }
 }
 

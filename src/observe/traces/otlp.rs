@@ -1,5 +1,5 @@
-//! OTLP/HTTP to one collector: finished spans as opentelemetry-proto's messages, posted
-//! over a connection of its own (rustls for https://), and the collector's answer read.
+//! OTLP/HTTP to one collector: spans posted as opentelemetry-proto's messages over a
+//! connection of their own (rustls for https://), and the collector's answer read.
 //! Batching, timing and counting exports is export.rs's business.
 
 use std::sync::Arc;
@@ -12,135 +12,113 @@ use hyper_util::rt::TokioIo;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, SpanFlags, Status};
-use opentelemetry_proto::tonic::trace::v1::{span::Link, status::StatusCode};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::SpanContext;
-use super::span::{Finished, Value};
+use super::config::TraceConfig;
+use super::span::text;
 use crate::error::describe;
 use crate::pg::tls::Roots;
 
 /// The most of a collector's answer that is read.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
-/// `SpanFlags`: the low byte holds the W3C trace flags (01: sampled); the next bits
-/// say whether the parent's or link's remoteness is known, and that it is remote.
-const SAMPLED: u32 = 0x01;
-const HAS_IS_REMOTE: u32 = SpanFlags::ContextHasIsRemoteMask as u32;
-const IS_REMOTE: u32 = SpanFlags::ContextIsRemoteMask as u32;
 
-/// An OTLP/HTTP collector's URL, and where to connect for it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Endpoint {
-    /// What is posted to.
-    pub uri: Uri,
-    /// https://, not http://.
-    pub tls: bool,
-    /// The host to connect to (an IPv6 address without its brackets).
-    pub host: String,
-    /// The port: given, or the scheme's.
-    pub port: u16,
-}
-
-impl Endpoint {
-    /// Parses `http[s]://host[:port][/path][?query]`, with the spec's rule for the path:
-    /// a base endpoint (`signal_path`, `OTEL_EXPORTER_OTLP_ENDPOINT`) gets `v1/traces`
-    /// appended; a signal's own (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is used as it is.
-    pub fn parse(url: &str, signal_path: bool) -> Result<Endpoint, String> {
-        let uri: Uri = url
-            .trim()
-            .parse()
-            .map_err(|err| format!("not a URL: {err}"))?;
-        let tls = match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
-            Some("http") => false,
-            Some("https") => true,
-            _ => return Err("must be an http:// or https:// URL".into()),
-        };
-        let authority = uri.authority().ok_or("has no host")?;
-        if authority.as_str().contains('@') {
-            return Err("must not hold credentials: use OTEL_EXPORTER_OTLP_HEADERS".into());
-        }
-        let host = authority.host();
-        // http::Uri's own port is `None` for one that is not a u16: read the text.
-        let port = match authority.as_str()[host.len()..].strip_prefix(':') {
-            None | Some("") => [80, 443][usize::from(tls)],
-            Some(port) => port
-                .parse()
-                .ok()
-                .filter(|&port| port > 0)
-                .ok_or(format!("'{port}' is not a port"))?,
-        };
-        let path = match signal_path {
-            true => format!("{}/v1/traces", uri.path().trim_end_matches('/')),
-            false => uri.path().to_owned(),
-        };
-        let query = uri
-            .query()
-            .map_or(String::new(), |query| format!("?{query}"));
-        let uri = Uri::builder()
-            .scheme(if tls { "https" } else { "http" })
-            .authority(authority.as_str())
-            .path_and_query(format!("{path}{query}"))
-            .build()
-            .map_err(|err| format!("not a URL: {err}"))?;
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        Ok(Endpoint {
-            uri,
-            tls,
-            host,
-            port,
-        })
+/// A collector's URL from `http[s]://host[:port][/path][?query]`, with the spec's rule
+/// for the path: a base endpoint (`signal_path`, `OTEL_EXPORTER_OTLP_ENDPOINT`) gets
+/// `v1/traces` appended; a signal's own is used as it is.
+pub fn endpoint(url: &str, signal_path: bool) -> Result<Uri, String> {
+    let uri: Uri = url.trim().parse().map_err(|e| format!("not a URL: {e}"))?;
+    let scheme = match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
+        Some(scheme @ ("http" | "https")) => scheme.to_owned(),
+        _ => return Err("must be an http:// or https:// URL".into()),
+    };
+    let authority = uri.authority().ok_or("has no host")?;
+    if authority.as_str().contains('@') {
+        return Err("must not hold credentials: use OTEL_EXPORTER_OTLP_HEADERS".into());
     }
+    // http::Uri's own port is `None` for one that is not a u16: read the text.
+    if let Some(port) = authority.as_str()[authority.host().len()..].strip_prefix(':')
+        && !port.is_empty()
+        && !port.parse::<u16>().is_ok_and(|port| port > 0)
+    {
+        return Err(format!("'{port}' is not a port"));
+    }
+    let path = match signal_path {
+        true => format!("{}/v1/traces", uri.path().trim_end_matches('/')),
+        false => uri.path().to_owned(),
+    };
+    let query = uri.query().map_or(String::new(), |q| format!("?{q}"));
+    Uri::builder()
+        .scheme(scheme.as_str())
+        .authority(authority.as_str())
+        .path_and_query(format!("{path}{query}"))
+        .build()
+        .map_err(|err| format!("not a URL: {err}"))
 }
 
 /// One collector, and what goes with every export.
 pub(super) struct Collector {
     /// Where spans are posted.
-    pub(super) endpoint: Endpoint,
+    pub(super) endpoint: Uri,
     headers: Vec<(HeaderName, HeaderValue)>,
     /// rustls for https://; the error of a certificate file that went bad since start.
     tls: Option<Result<TlsConnector, String>>,
-    resource: Resource,
+    /// What every export holds but its spans.
+    template: ResourceSpans,
 }
 
 impl Collector {
-    /// The collector at `endpoint`, sent `headers` with each export; https:// ones
-    /// must chain to `roots`. Every export carries `resource`.
-    pub(super) fn new(
-        endpoint: Endpoint,
-        headers: Vec<(HeaderName, HeaderValue)>,
-        roots: &Roots,
-        resource: &[(String, String)],
-    ) -> Collector {
-        let attributes = resource.iter().map(|(k, v)| text(k.clone(), v.clone()));
-        Collector {
-            tls: endpoint.tls.then(|| connector(roots)),
-            endpoint,
-            headers,
-            resource: Resource {
+    /// The collector `config` names, with its headers, roots and resource.
+    pub(super) fn new(config: &TraceConfig) -> Collector {
+        let attributes = config.resource.iter().map(|(key, value)| text(key, value));
+        let scope = InstrumentationScope {
+            name: "task-api".to_owned(),
+            version: crate::VERSION.to_owned(),
+            ..InstrumentationScope::default()
+        };
+        let template = ResourceSpans {
+            resource: Some(Resource {
                 attributes: attributes.collect(),
                 ..Resource::default()
-            },
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(scope),
+                ..ScopeSpans::default()
+            }],
+            schema_url: String::new(),
+        };
+        let https = config.endpoint.scheme_str() == Some("https");
+        Collector {
+            endpoint: config.endpoint.clone(),
+            headers: config.headers.0.clone(),
+            tls: https.then(|| connector(&config.roots)),
+            template,
         }
     }
 
     /// Posts `spans` as one export; how many the collector rejected, or why it failed.
-    pub(super) async fn post(&self, spans: Vec<Finished>) -> Result<usize, String> {
-        let (host, port) = (self.endpoint.host.as_str(), self.endpoint.port);
+    pub(super) async fn post(&self, spans: Vec<Span>) -> Result<usize, String> {
+        // An IPv6 address without its brackets; the port checked at start, or the scheme's.
+        let host = self.endpoint.host().unwrap_or_default();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = self.endpoint.port_u16();
+        let port = port.unwrap_or(if self.tls.is_some() { 443 } else { 80 });
         let tcp = TcpStream::connect((host, port))
             .await
             .map_err(|err| format!("connecting to {host}:{port}: {err}"))?;
         tcp.set_nodelay(true).ok();
-        let body = self.request(spans).encode_to_vec();
+        let mut export = self.template.clone();
+        export.scope_spans[0].spans = spans;
+        let body = ExportTraceServiceRequest {
+            resource_spans: vec![export],
+        };
+        let body = body.encode_to_vec();
         let (status, answer) = match &self.tls {
             None => self.send(tcp, body).await?,
             Some(Err(err)) => return Err(err.clone()),
@@ -171,9 +149,7 @@ impl Collector {
     {
         let handshake = hyper::client::conn::http1::handshake(TokioIo::new(io)).await;
         let (mut sender, connection) = handshake.map_err(|err| describe(&err))?;
-        // Dropped with this future (a timeout), the connection closes.
-        let connection = async move { connection.await.map_err(|err| describe(&err)) };
-        let uri = &self.endpoint.uri;
+        let uri = &self.endpoint;
         let mut request = Request::post(uri.path_and_query().map_or("/", |p| p.as_str()))
             .header(HOST, uri.authority().map_or("", |a| a.as_str()))
             .header(CONTENT_TYPE, "application/x-protobuf")
@@ -183,7 +159,8 @@ impl Collector {
         request
             .headers_mut()
             .extend(self.headers.iter().cloned().map(|(n, v)| (Some(n), v)));
-        let exchange = async {
+        // `sender` moved in, so that the connection ends once the answer is read.
+        let exchange = async move {
             let response = sender
                 .send_request(request)
                 .await
@@ -195,91 +172,9 @@ impl Collector {
             let answer = answer.map_err(|err| format!("reading the answer: {err}"))?;
             Ok((status, answer.to_bytes()))
         };
-        let (mut exchange, mut connection) = (std::pin::pin!(exchange), std::pin::pin!(connection));
-        tokio::select! {
-            biased;
-            done = &mut exchange => done,
-            ended = &mut connection => match ended {
-                Ok(()) => exchange.await,
-                Err(err) => Err(err),
-            },
-        }
-    }
-
-    /// One export request holding `spans`.
-    fn request(&self, spans: Vec<Finished>) -> ExportTraceServiceRequest {
-        let scope = InstrumentationScope {
-            name: "task-api".to_owned(),
-            version: crate::VERSION.to_owned(),
-            ..InstrumentationScope::default()
-        };
-        let scope_spans = ScopeSpans {
-            scope: Some(scope),
-            spans: spans.into_iter().map(span).collect(),
-            schema_url: String::new(),
-        };
-        ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                resource: Some(self.resource.clone()),
-                scope_spans: vec![scope_spans],
-                schema_url: String::new(),
-            }],
-        }
-    }
-}
-
-fn span(finished: Finished) -> Span {
-    let (parent_span_id, flags) = match finished.parent {
-        None => (Vec::new(), SAMPLED),
-        Some((id, remote)) => {
-            let remote = if remote { IS_REMOTE } else { 0 };
-            (id.0.to_vec(), SAMPLED | HAS_IS_REMOTE | remote)
-        }
-    };
-    let attribute = |(key, value): (&str, Value)| match value {
-        Value::Static(value) => text(key.to_owned(), value.to_owned()),
-        Value::Owned(value) => text(key.to_owned(), value),
-        Value::Int(n) => KeyValue {
-            key: key.to_owned(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::IntValue(n)),
-            }),
-            ..KeyValue::default()
-        },
-    };
-    let link = |to: &SpanContext| Link {
-        trace_id: to.trace_id.0.to_vec(),
-        span_id: to.span_id.0.to_vec(),
-        // A request's span, in this process: not remote.
-        flags: SAMPLED | HAS_IS_REMOTE,
-        ..Link::default()
-    };
-    Span {
-        trace_id: finished.context.trace_id.0.to_vec(),
-        span_id: finished.context.span_id.0.to_vec(),
-        parent_span_id,
-        flags,
-        name: finished.name.text(),
-        kind: finished.kind as i32,
-        start_time_unix_nano: finished.start_unix_nanos,
-        end_time_unix_nano: finished.end_unix_nanos,
-        attributes: finished.attributes.into_iter().map(attribute).collect(),
-        links: finished.links.iter().map(link).collect(),
-        status: finished.error.map(|message| Status {
-            message,
-            code: StatusCode::Error as i32,
-        }),
-        ..Span::default()
-    }
-}
-
-fn text(key: String, value: String) -> KeyValue {
-    KeyValue {
-        key,
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value)),
-        }),
-        ..KeyValue::default()
+        // Polled together; a timeout drops both, which closes the connection.
+        let (answer, ended) = tokio::join!(exchange, connection);
+        answer.map_err(|err| ended.err().map_or(err, |ended| describe(&ended)))
     }
 }
 
@@ -299,49 +194,20 @@ fn connector(roots: &Roots) -> Result<TlsConnector, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn the_base_endpoint_gets_the_signal_path_and_the_signal_endpoint_is_used_as_is() {
-        for (url, signal_path, tls, host, port, uri) in [
-            (
-                "http://c:4318",
-                true,
-                false,
-                "c",
-                4318,
-                "http://c:4318/v1/traces",
-            ),
-            (
-                "https://c/otlp/",
-                true,
-                true,
-                "c",
-                443,
-                "https://c/otlp/v1/traces",
-            ),
-            (
-                "http://[::1]:4318",
-                true,
-                false,
-                "::1",
-                4318,
-                "http://[::1]:4318/v1/traces",
-            ),
-            ("http://c:4318", false, false, "c", 4318, "http://c:4318/"),
-            (
-                "HTTP://c/x/traces?k=v",
-                false,
-                false,
-                "c",
-                80,
-                "http://c/x/traces?k=v",
-            ),
+        for (url, signal_path, expected) in [
+            ("http://c:4318", true, "http://c:4318/v1/traces"),
+            ("https://c/otlp/", true, "https://c/otlp/v1/traces"),
+            ("http://[::1]:4318", true, "http://[::1]:4318/v1/traces"),
+            ("http://c:4318", false, "http://c:4318/"),
+            ("HTTP://c/x/traces?k=v", false, "http://c/x/traces?k=v"),
         ] {
-            let endpoint = Endpoint::parse(url, signal_path).unwrap();
-            let got = (endpoint.tls, endpoint.host.as_str(), endpoint.port);
-            assert_eq!(got, (tls, host, port), "{url}");
-            assert_eq!(endpoint.uri, uri, "{url}");
+            assert_eq!(
+                super::endpoint(url, signal_path).unwrap(),
+                expected,
+                "{url}"
+            );
         }
     }
 }

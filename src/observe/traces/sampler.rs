@@ -1,111 +1,108 @@
 //! Which traces are kept: the SDK's built-in samplers, as `OTEL_TRACES_SAMPLER` names
-//! them, and a cap on how many per second ([`RateLimit`]), so that callers, who
-//! choose their trace ids and `sampled` flags, cannot choose the cost. A server span is
-//! the only one that is sampled; its statements follow it.
+//! them, and a cap on how many per second ([`RateLimit`]), so that callers, who choose
+//! their trace ids and `sampled` flags, cannot choose the cost.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::TraceId;
+use crate::error::ConfigError;
 
 /// `OTEL_TRACES_SAMPLER` (with its `_ARG`), parsed.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, PartialEq)]
 pub struct Sampler {
-    /// What decides for a trace this service starts (no parent), and for every trace
-    /// when `follow_parent` is false.
-    root: Root,
+    /// The share of traces kept by their id (always_on: 1, always_off: 0).
+    ratio: f64,
     /// `parentbased_*`: a caller's `sampled` flag decides for its trace.
     follow_parent: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Root {
-    AlwaysOn,
-    AlwaysOff,
-    /// `traceidratio`: this fraction of traces, by their id.
-    Ratio(f64),
-}
-
 /// The sampler when `OTEL_TRACES_SAMPLER` is unset.
 pub const DEFAULT: Sampler = Sampler {
-    root: Root::AlwaysOn,
+    ratio: 1.0,
     follow_parent: true,
 };
 
-/// Randomness, as W3C Trace Context level 2 and the OpenTelemetry spec define it: the
-/// rightmost 56 bits of the trace id.
-const RANDOM_BITS: u32 = 56;
-
 impl Sampler {
-    /// Parses a sampler's name and its argument (`OTEL_TRACES_SAMPLER_ARG`, used by the
-    /// ratio samplers only; others ignore it, as the spec says). `Err` says which of the
-    /// two is wrong, and why.
-    pub fn parse(name: &str, arg: Option<&str>) -> Result<Sampler, (bool, String)> {
-        let ratio = || match arg {
-            None => Ok(Root::Ratio(1.0)),
-            Some(text) => match text.trim().parse::<f64>() {
-                Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(Root::Ratio(ratio)),
-                _ => Err((true, format!("'{text}' is not a ratio from 0 to 1"))),
-            },
+    /// A sampler's name and its argument, which only the ratio samplers read (the spec).
+    pub fn parse(name: &str, arg: Option<&str>) -> Result<Sampler, ConfigError> {
+        let name = name.trim();
+        let (follow_parent, root) = match name.strip_prefix("parentbased_") {
+            Some(root) => (true, root),
+            None => (false, name),
         };
-        let (root, follow_parent) = match name.trim() {
-            "always_on" => (Root::AlwaysOn, false),
-            "always_off" => (Root::AlwaysOff, false),
-            "traceidratio" => (ratio()?, false),
-            "parentbased_always_on" => (Root::AlwaysOn, true),
-            "parentbased_always_off" => (Root::AlwaysOff, true),
-            "parentbased_traceidratio" => (ratio()?, true),
-            other => {
-                return Err((
-                    false,
-                    format!(
-                        "'{other}' is not one of always_on, always_off, traceidratio, \
-                         parentbased_always_on, parentbased_always_off, parentbased_traceidratio"
-                    ),
-                ));
+        let ratio = match (root, arg.map(str::trim)) {
+            ("always_on", _) | ("traceidratio", None) => 1.0,
+            ("always_off", _) => 0.0,
+            ("traceidratio", Some(text)) => match text.parse::<f64>() {
+                Ok(ratio) if (0.0..=1.0).contains(&ratio) => ratio,
+                _ => {
+                    let reason = format!("'{text}' is not a ratio from 0 to 1");
+                    return Err(ConfigError::invalid("OTEL_TRACES_SAMPLER_ARG", reason));
+                }
+            },
+            _ => {
+                let reason = format!(
+                    "'{name}' is not one of always_on, always_off, traceidratio, \
+                     parentbased_always_on, parentbased_always_off, parentbased_traceidratio"
+                );
+                return Err(ConfigError::invalid("OTEL_TRACES_SAMPLER", reason));
             }
         };
         Ok(Sampler {
-            root,
+            ratio,
             follow_parent,
         })
     }
 
-    /// Whether a server span of `trace_id` is recorded; `parent_sampled` is the
-    /// caller's flag, if it sent a `traceparent`.
+    /// Whether a server span of `trace_id` is recorded, given the caller's `sampled` flag
+    /// if any. The ratio is the spec's TraceIdRatioBased, the same in every service: kept
+    /// when the id's last 56 bits (its randomness, W3C) reach `(1 - ratio) * 2^56`.
     pub fn samples(&self, trace_id: TraceId, parent_sampled: Option<bool>) -> bool {
         match (self.follow_parent, parent_sampled) {
             (true, Some(sampled)) => sampled,
-            _ => match self.root {
-                Root::AlwaysOn => true,
-                Root::AlwaysOff => false,
-                Root::Ratio(ratio) => ratio_samples(ratio, trace_id),
-            },
+            _ => {
+                let scale = (1u64 << 56) as f64;
+                let threshold = ((1.0 - self.ratio) * scale).ceil() as u64;
+                ((trace_id.0 as u64) & ((1 << 56) - 1)) >= threshold
+            }
+        }
+    }
+}
+
+// As the variable names it, for the configuration logged at start.
+impl fmt::Debug for Sampler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.follow_parent {
+            f.write_str("parentbased_")?;
+        }
+        match self.ratio {
+            1.0 => f.write_str("always_on"),
+            0.0 => f.write_str("always_off"),
+            ratio => write!(f, "traceidratio({ratio})"),
         }
     }
 }
 
 /// At most `per_second` admissions a second, and a burst of as many: the generic cell
 /// rate algorithm, one atomic word (the time at which the bucket would be empty).
-#[derive(Debug)]
 pub struct RateLimit {
     /// Nanoseconds one admission costs.
     cost: u64,
-    /// Nanoseconds of admissions the bucket holds: one second's worth.
-    window: u64,
     /// When the bucket would be empty, in nanoseconds since `epoch`.
     empty_at: AtomicU64,
     epoch: Instant,
 }
 
+/// What the bucket holds: one second's worth, in nanoseconds.
+const WINDOW: u64 = 1_000_000_000;
+
 impl RateLimit {
     /// A limit of `per_second` (at least 1).
     pub fn new(per_second: u32) -> RateLimit {
-        let window = Duration::from_secs(1).as_nanos() as u64;
         RateLimit {
-            cost: window / u64::from(per_second.max(1)),
-            window,
+            cost: WINDOW / u64::from(per_second.max(1)),
             empty_at: AtomicU64::new(0),
             epoch: Instant::now(),
         }
@@ -114,46 +111,12 @@ impl RateLimit {
     /// Whether one more is admitted now.
     pub fn admit(&self) -> bool {
         let now = self.epoch.elapsed().as_nanos() as u64;
-        let mut empty_at = self.empty_at.load(Ordering::Relaxed);
-        loop {
-            let next = empty_at.max(now) + self.cost;
-            if next > now + self.window {
-                return false;
-            }
-            match self.empty_at.compare_exchange_weak(
-                empty_at,
-                next,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return true,
-                Err(current) => empty_at = current,
-            }
-        }
-    }
-}
-
-/// The spec's TraceIdRatioBased: kept when the trace id's randomness reaches the
-/// threshold `(1 - ratio) * 2^56`. Deterministic by trace id, so every service with the
-/// same ratio keeps the same traces.
-fn ratio_samples(ratio: f64, trace_id: TraceId) -> bool {
-    let scale = (1u64 << RANDOM_BITS) as f64;
-    let threshold = ((1.0 - ratio) * scale).ceil() as u64;
-    let mut low = [0u8; 8];
-    low[1..].copy_from_slice(&trace_id.0[9..]);
-    u64::from_be_bytes(low) >= threshold
-}
-
-impl fmt::Display for Sampler {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.follow_parent {
-            f.write_str("parentbased_")?;
-        }
-        match self.root {
-            Root::AlwaysOn => f.write_str("always_on"),
-            Root::AlwaysOff => f.write_str("always_off"),
-            Root::Ratio(ratio) => write!(f, "traceidratio({ratio})"),
-        }
+        let admitted = |empty_at: u64| {
+            Some(empty_at.max(now) + self.cost).filter(|next| *next <= now + WINDOW)
+        };
+        self.empty_at
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, admitted)
+            .is_ok()
     }
 }
 
@@ -161,47 +124,31 @@ impl fmt::Display for Sampler {
 mod tests {
     use super::*;
 
-    fn id(random: u64) -> TraceId {
-        let mut bytes = [0xab; 16];
-        bytes[8..].copy_from_slice(&random.to_be_bytes());
-        TraceId(bytes)
-    }
-
     #[test]
-    fn parent_based_samplers_follow_the_callers_flag_and_others_do_not() {
-        let parse = |name| Sampler::parse(name, None).unwrap();
-        let any = id(7);
-        for (name, none, sampled, unsampled) in [
-            ("always_on", true, true, true),
-            ("always_off", false, false, false),
-            ("parentbased_always_on", true, true, false),
-            ("parentbased_always_off", false, true, false),
-            ("traceidratio", true, true, true),
+    fn samplers_keep_by_the_callers_flag_or_the_last_56_bits_of_the_id() {
+        let (low, high) = ((1 << 55) - 1, 1 << 55); // the ratio 0.5 keeps from `high` up
+        // The top byte of the last eight is not random: it does not count.
+        let top = 0xff00_0000_0000_0000;
+        for (name, arg, random, parent, kept) in [
+            ("always_on", Some("x"), 0, Some(false), true),
+            ("traceidratio", None, 0, Some(false), true),
+            ("parentbased_always_on", None, 0, None, true),
+            ("parentbased_always_off", None, 0, Some(true), true),
+            ("traceidratio", Some("0.5"), low, None, false),
+            ("traceidratio", Some("0.5"), high, None, true),
+            ("traceidratio", Some("0.5"), top, None, false),
+            ("parentbased_traceidratio", Some("0"), u64::MAX, None, false),
+            ("parentbased_traceidratio", Some("0"), 0, Some(true), true),
         ] {
-            let sampler = parse(name);
-            assert_eq!(sampler.samples(any, None), none, "{name}, no parent");
-            assert_eq!(sampler.samples(any, Some(true)), sampled, "{name}");
-            assert_eq!(sampler.samples(any, Some(false)), unsampled, "{name}");
+            let sampler = Sampler::parse(name, arg).unwrap();
+            let id = TraceId(0xabab_abab_abab_abab << 64 | u128::from(random));
+            assert_eq!(
+                sampler.samples(id, parent),
+                kept,
+                "{name} {arg:?} {random:#x}"
+            );
         }
         assert_eq!(Sampler::parse("parentbased_always_on", None), Ok(DEFAULT));
-    }
-
-    #[test]
-    fn the_ratio_keeps_that_share_of_trace_ids_by_their_last_56_bits() {
-        let half = Sampler::parse("traceidratio", Some("0.5")).unwrap();
-        assert!(!half.samples(id((1 << 55) - 1), None));
-        assert!(half.samples(id(1 << 55), None));
-        // The top byte of the last eight is not random: it does not count.
-        assert!(!half.samples(id(0xff00_0000_0000_0000), None));
-        let none = Sampler::parse("parentbased_traceidratio", Some("0")).unwrap();
-        assert!(!none.samples(id(u64::MAX), None));
-        assert!(none.samples(id(0), Some(true)));
-        let all = Sampler::parse("traceidratio", Some("1")).unwrap();
-        assert!(all.samples(id(0), None));
-        let kept = (0..10_000)
-            .filter(|_| half.samples(TraceId::random(), None))
-            .count();
-        assert!((4_500..5_500).contains(&kept), "{kept} of 10,000");
     }
 
     #[test]
@@ -209,24 +156,8 @@ mod tests {
         let limit = RateLimit::new(50);
         let admitted = (0..1000).filter(|_| limit.admit()).count();
         assert!((50..=51).contains(&admitted), "{admitted}");
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(std::time::Duration::from_millis(100));
         let refilled = (0..1000).filter(|_| limit.admit()).count();
         assert!((4..=7).contains(&refilled), "{refilled}");
-    }
-
-    #[test]
-    fn bad_names_and_ratios_are_refused_naming_which() {
-        assert!(matches!(
-            Sampler::parse("jaeger_remote", None),
-            Err((false, _))
-        ));
-        for bad in ["1.5", "-0.1", "half", "NaN"] {
-            assert!(
-                matches!(Sampler::parse("traceidratio", Some(bad)), Err((true, _))),
-                "{bad}"
-            );
-        }
-        // Samplers without an argument ignore it.
-        assert!(Sampler::parse("always_on", Some("x")).is_ok());
     }
 }

@@ -1,11 +1,19 @@
-//! A span being recorded, and what it becomes when it ends: [`Span`] ends when dropped,
-//! so a request or statement that is cancelled still ends its span, and it is handed to
-//! the exporter's queue then. Text values are cut to the attribute limit as they are
-//! set. Which spans start is mod.rs's business.
+//! A span being recorded, as the OTLP message it is exported as. [`Span`] ends when
+//! dropped, so a cancelled request or statement still ends its span and queues it.
+//! Which spans start is mod.rs's business.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::trace::v1::{self as proto, SpanFlags, Status, span::Link};
+
 use super::{Scope, SpanContext, SpanId, TraceId, Tracer};
+
+/// `SpanFlags`: the low byte holds the W3C trace flags (01: sampled); the next bits
+/// say whether the parent's or link's remoteness is known, and that it is remote.
+const SAMPLED: u32 = 0x01;
+const HAS_IS_REMOTE: u32 = SpanFlags::ContextHasIsRemoteMask as u32;
+const IS_REMOTE: u32 = SpanFlags::ContextIsRemoteMask as u32;
 
 /// A database statement as its span names it: `{operation} {collection}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,49 +24,116 @@ pub struct Statement {
     pub collection: Option<&'static str>,
 }
 
-/// SpanKind, as OTLP numbers it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Kind {
-    Server = opentelemetry_proto::tonic::trace::v1::span::SpanKind::Server as isize,
-    Client = opentelemetry_proto::tonic::trace::v1::span::SpanKind::Client as isize,
+/// A span being recorded; it ends when dropped.
+pub struct Span {
+    tracer: Tracer,
+    context: SpanContext,
+    started: Instant,
+    /// All but its end time.
+    span: proto::Span,
 }
 
-/// A span's name, kept in parts until export (no string built on the request's path).
-#[derive(Clone, Copy, Debug)]
-pub(super) enum Name {
-    /// `{method} {route}`, or `{method}` alone when no route matched (semantic
-    /// conventions: never the raw path).
-    Http {
-        method: &'static str,
-        route: Option<&'static str>,
-    },
-    /// `{operation} {collection}`.
-    Db(Statement),
-}
-
-impl Name {
-    pub(super) fn text(self) -> String {
-        let (verb, target) = match self {
-            Name::Http { method, route } => {
-                // `_OTHER` methods name the span `HTTP` (semantic conventions).
-                let method = if method == "_OTHER" { "HTTP" } else { method };
-                (method, route)
-            }
-            Name::Db(statement) => (statement.operation, statement.collection),
+impl Span {
+    /// Starts `span` (name, kind, attributes, links) in `trace_id`, a child of `parent`
+    /// (and whether that is remote: the caller's).
+    pub(super) fn start(
+        tracer: Tracer,
+        trace_id: TraceId,
+        parent: Option<(SpanId, bool)>,
+        span: proto::Span,
+    ) -> Span {
+        let span_id = SpanId(rand::random::<std::num::NonZeroU64>().get());
+        let remote = parent.map(|(_, remote)| HAS_IS_REMOTE | if remote { IS_REMOTE } else { 0 });
+        let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH);
+        let span = proto::Span {
+            trace_id: trace_id.0.to_be_bytes().to_vec(),
+            span_id: span_id.0.to_be_bytes().to_vec(),
+            parent_span_id: parent.map_or(Vec::new(), |(id, _)| id.0.to_be_bytes().to_vec()),
+            flags: SAMPLED | remote.unwrap_or(0),
+            start_time_unix_nano: since_epoch.map_or(0, |since| nanos(since.as_nanos())),
+            ..span
         };
-        match target {
-            Some(target) => format!("{verb} {target}"),
-            None => verb.to_owned(),
+        Span {
+            tracer,
+            context: SpanContext {
+                trace_id,
+                span_id,
+                sampled: true,
+            },
+            started: Instant::now(),
+            span,
         }
+    }
+
+    /// Its place in the trace.
+    pub fn context(&self) -> SpanContext {
+        self.context
+    }
+
+    /// A scope in which database statements are children of this span.
+    pub fn scope(&self) -> Scope {
+        Scope {
+            tracer: self.tracer.clone(),
+            parent: self.context,
+            links: Vec::new(),
+            batch_size: 0,
+        }
+    }
+
+    /// Ends a server span with the response's status: status `Error` and `error.type`
+    /// for a 5xx (semantic conventions: a 4xx is the client's error, not the server's).
+    pub fn answered(mut self, status: u16) {
+        let (attributes, code) = (&mut self.span.attributes, Value::IntValue(status.into()));
+        attributes.push(attribute("http.response.status_code", code));
+        if status >= 500 {
+            attributes.push(text("error.type", status.to_string()));
+            self.span.status = Some(error(format!("answered {status}")));
+        }
+    }
+
+    /// Marks the span failed: status `Error` with `description`, `error.type` `kind`.
+    pub fn failed(&mut self, kind: String, description: String) {
+        self.set_text("error.type", kind);
+        self.span.status = Some(error(truncated(description, self.tracer.0.value_limit)));
+    }
+
+    /// Adds an attribute whose value is text.
+    pub fn set_text(&mut self, key: &'static str, value: String) {
+        let value = truncated(value, self.tracer.0.value_limit);
+        self.span.attributes.push(text(key, value));
     }
 }
 
-/// An attribute's value.
-#[derive(Clone, Debug, PartialEq)]
-pub(super) enum Value {
-    Static(&'static str),
-    Owned(String),
-    Int(i64),
+impl Drop for Span {
+    fn drop(&mut self) {
+        let mut span = std::mem::take(&mut self.span);
+        // The end by the monotonic clock: a stepped wall clock cannot end it before it began.
+        let took = nanos(self.started.elapsed().as_nanos());
+        span.end_time_unix_nano = span.start_time_unix_nano.saturating_add(took);
+        self.tracer.queue(span);
+    }
+}
+
+fn nanos(nanos: u128) -> u64 {
+    u64::try_from(nanos).unwrap_or(u64::MAX)
+}
+
+/// A span's name: `{verb} {target}`, or the verb alone.
+pub(super) fn name(verb: &str, target: Option<&str>) -> String {
+    match target {
+        Some(target) => format!("{verb} {target}"),
+        None => verb.to_owned(),
+    }
+}
+
+/// A link to a request's span, in this process: not remote.
+pub(super) fn link(to: &SpanContext) -> Link {
+    Link {
+        trace_id: to.trace_id.0.to_be_bytes().to_vec(),
+        span_id: to.span_id.0.to_be_bytes().to_vec(),
+        flags: SAMPLED | HAS_IS_REMOTE,
+        ..Link::default()
+    }
 }
 
 /// `text` cut to at most `limit` characters (`OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`).
@@ -69,155 +144,20 @@ pub(super) fn truncated(mut text: String, limit: usize) -> String {
     text
 }
 
-/// What a span's fields add up to, besides its texts: ids, times, kind, numbers.
-const SPAN_BYTES: usize = 128;
-
-/// A span that has ended, as the exporter takes it.
-#[derive(Debug)]
-pub(super) struct Finished {
-    pub context: SpanContext,
-    /// The parent's id, and whether it is remote (the caller's).
-    pub parent: Option<(SpanId, bool)>,
-    pub kind: Kind,
-    pub name: Name,
-    pub start_unix_nanos: u64,
-    pub end_unix_nanos: u64,
-    pub attributes: Vec<(&'static str, Value)>,
-    pub links: Vec<SpanContext>,
-    /// Status `Error`, and why.
-    pub error: Option<String>,
+/// An attribute whose value is text.
+pub(super) fn text(key: &str, value: impl Into<String>) -> KeyValue {
+    attribute(key, Value::StringValue(value.into()))
 }
 
-impl Finished {
-    /// About how many bytes it holds, and its export will: what the exporter's
-    /// queue counts against its byte limit.
-    pub(super) fn size(&self) -> usize {
-        let texts: usize = self
-            .attributes
-            .iter()
-            .map(|(key, value)| {
-                key.len()
-                    + match value {
-                        Value::Static(text) => text.len(),
-                        Value::Owned(text) => text.len(),
-                        Value::Int(_) => 8,
-                    }
-            })
-            .sum();
-        SPAN_BYTES + texts + self.links.len() * 32 + self.error.as_ref().map_or(0, String::len)
+pub(super) fn attribute(key: &str, value: Value) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..KeyValue::default()
     }
 }
 
-/// A span being recorded; it ends when dropped.
-pub struct Span {
-    tracer: Tracer,
-    started: Instant,
-    /// Taken when the span ends.
-    span: Option<Finished>,
-}
-
-/// A span's place and kind as it starts: its trace, its parent (and whether that is
-/// the caller's), its kind and its name.
-pub(super) type Start = (TraceId, Option<(SpanId, bool)>, Kind, Name);
-
-impl Span {
-    pub(super) fn start(
-        tracer: Tracer,
-        (trace_id, parent, kind, name): Start,
-        attributes: Vec<(&'static str, Value)>,
-        links: Vec<SpanContext>,
-    ) -> Span {
-        let context = SpanContext {
-            trace_id,
-            span_id: SpanId::random(),
-            sampled: true,
-        };
-        Span {
-            tracer,
-            started: Instant::now(),
-            span: Some(Finished {
-                context,
-                parent,
-                kind,
-                name,
-                start_unix_nanos: unix_nanos(SystemTime::now()),
-                end_unix_nanos: 0,
-                attributes,
-                links,
-                error: None,
-            }),
-        }
-    }
-
-    /// Its place in the trace.
-    pub fn context(&self) -> SpanContext {
-        self.recording().context
-    }
-
-    /// A scope in which database statements are children of this span.
-    pub fn scope(&self) -> Scope {
-        Scope {
-            tracer: self.tracer.clone(),
-            parent: self.context(),
-            batch: None,
-        }
-    }
-
-    /// Ends a server span with the response's status: status `Error` and `error.type`
-    /// for a 5xx (semantic conventions: a 4xx is the client's error, not the server's).
-    pub fn answered(mut self, status: u16) {
-        let span = self.recording_mut();
-        span.attributes
-            .push(("http.response.status_code", Value::Int(status.into())));
-        if status >= 500 {
-            span.attributes
-                .push(("error.type", Value::Owned(status.to_string())));
-            span.error = Some(format!("answered {status}"));
-        }
-    }
-
-    /// Marks the span failed: status `Error`, `error.type` set to `kind`, and
-    /// `description` as the status message.
-    pub fn failed(&mut self, kind: String, description: String) {
-        let limit = self.tracer.0.value_limit;
-        let span = self.recording_mut();
-        span.attributes
-            .push(("error.type", Value::Owned(truncated(kind, limit))));
-        span.error = Some(truncated(description, limit));
-    }
-
-    /// Adds an attribute whose value is text.
-    pub fn set_text(&mut self, key: &'static str, value: String) {
-        let value = truncated(value, self.tracer.0.value_limit);
-        self.recording_mut()
-            .attributes
-            .push((key, Value::Owned(value)));
-    }
-
-    fn recording(&self) -> &Finished {
-        self.span.as_ref().expect("taken only when the span ends")
-    }
-
-    fn recording_mut(&mut self) -> &mut Finished {
-        self.span.as_mut().expect("taken only when the span ends")
-    }
-}
-
-impl Drop for Span {
-    fn drop(&mut self) {
-        let Some(mut span) = self.span.take() else {
-            return;
-        };
-        // The end from the monotonic clock: a wall clock stepped meanwhile cannot
-        // make a span end before it started.
-        let took = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        span.end_unix_nanos = span.start_unix_nanos.saturating_add(took);
-        self.tracer.0.queue(span);
-    }
-}
-
-fn unix_nanos(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH).map_or(0, |since| {
-        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
-    })
+fn error(message: String) -> Status {
+    let code = opentelemetry_proto::tonic::trace::v1::status::StatusCode::Error as i32;
+    Status { message, code }
 }
