@@ -334,7 +334,7 @@ async fn the_pruner_walks_past_many_tasks_and_keeps_the_keys_within_their_ttl() 
         client.execute(&sql, &[]).await.unwrap();
     }
     assert_eq!(keys_held(&app).await, 17_010);
-    let pruned = wait_until(Duration::from_secs(10), || async {
+    let pruned = wait_until(Duration::from_secs(20), || async {
         keys_held(&app).await == 10
     })
     .await;
