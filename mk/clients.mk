@@ -14,9 +14,9 @@ REDOCLY = REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true $(CLIENTS_NP
 
 .PHONY: test-clients clients-tools
 
-## test-clients  Redocly lint of the OpenAPI document, then clients generated from it (openapi-python-client;
-##               openapi-typescript + openapi-fetch), type-checked strictly and run through every flow
-##               against the debug server (~1 minute after the first install)
+## test-clients  Redocly lint (recommended rules), then clients generated from the OpenAPI document
+##               (openapi-python-client; openapi-typescript + openapi-fetch), type-checked strictly and
+##               run through every flow against the debug server (~30 s once the tools are installed)
 test-clients: clients-tools
 	$(REDOCLY) lint --extends recommended --format summary src/http/openapi.json 2>&1 | tee $(CLIENTS_OUT)/lint.txt
 	# Redocly fails on errors only: a warning fails here too.
