@@ -41,4 +41,5 @@ clients-tools:
 	       && $(CLIENTS_VENV)/bin/pip install --quiet --disable-pip-version-check -r $(CLIENTS)/requirements.txt \
 	       && cp $(CLIENTS)/requirements.txt $(CLIENTS_VENV)/requirements.txt; }
 	cmp -s $(CLIENTS)/package-lock.json $(CLIENTS)/node_modules/.installed-package-lock.json \
-	  || { cd $(CLIENTS) && npm ci --no-audit --no-fund && cp package-lock.json node_modules/.installed-package-lock.json; }
+	  || { cd $(CLIENTS) && npm ci --no-audit --no-fund \
+	       && cp package-lock.json node_modules/.installed-package-lock.json; }
