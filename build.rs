@@ -32,7 +32,8 @@ fn main() {
             format!("({stem:?}, include_str!({full:?})),\n")
         })
         .collect();
-    std::fs::write(out.join("indexes.rs"), format!("&[\n{entries}]\n")).expect("OUT_DIR is writable");
+    std::fs::write(out.join("indexes.rs"), format!("&[\n{entries}]\n"))
+        .expect("OUT_DIR is writable");
 }
 
 /// Fetches swagger-ui-dist once (`SWAGGER_UI_TGZ` may name a copy instead), checks its
@@ -44,25 +45,40 @@ fn swagger_ui(out: &Path) {
         Err(_) => out.join("swagger-ui-dist.tgz"),
     };
     if !tgz.exists() {
-        run(Command::new("curl").args(["-fsSL", "--retry", "3", "-o"]).arg(&tgz).arg(SWAGGER_UI));
+        run(Command::new("curl")
+            .args(["-fsSL", "--retry", "3", "-o"])
+            .arg(&tgz)
+            .arg(SWAGGER_UI));
     }
     let sum = run(Command::new("sha512sum").arg(&tgz));
     if !sum.starts_with(SWAGGER_UI_SHA512) {
         let _ = std::fs::remove_file(out.join("swagger-ui-dist.tgz"));
-        panic!("{} is not the swagger-ui-dist the build pins (SHA-512 {sum})", tgz.display());
+        panic!(
+            "{} is not the swagger-ui-dist the build pins (SHA-512 {sum})",
+            tgz.display()
+        );
     }
     for file in ["swagger-ui-bundle.js", "swagger-ui.css", "LICENSE"] {
         let member = format!("package/{file}");
         let text = run(Command::new("tar").arg("-xzOf").arg(&tgz).arg(&member));
         std::fs::write(out.join(file), text).expect("OUT_DIR is writable");
-        let gzipped = Command::new("gzip").args(["-9", "-n", "-f"]).arg(out.join(file)).status();
+        let gzipped = Command::new("gzip")
+            .args(["-9", "-n", "-f"])
+            .arg(out.join(file))
+            .status();
         assert!(gzipped.is_ok_and(|status| status.success()), "gzip {file}");
     }
 }
 
 /// Runs `command`, and gives what it printed; the build stops, saying why, if it fails.
 fn run(command: &mut Command) -> String {
-    let output = command.output().unwrap_or_else(|err| panic!("{command:?}: {err}"));
-    assert!(output.status.success(), "{command:?}: {}", String::from_utf8_lossy(&output.stderr));
+    let output = command
+        .output()
+        .unwrap_or_else(|err| panic!("{command:?}: {err}"));
+    assert!(
+        output.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }

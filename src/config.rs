@@ -57,6 +57,8 @@ pub struct Config {
     pub idempotency_key_ttl: Duration,
     /// The `OTEL_*` variables: where traces go; `None`: tracing is off.
     pub tracing: Option<TraceConfig>,
+    /// `DOCS`: whether `/docs` serves the API reference (on by default).
+    pub docs: bool,
 }
 
 impl Config {
@@ -76,6 +78,11 @@ impl Config {
                 let reason = "must be prepared or unnamed";
                 return Err(ConfigError::invalid("DATABASE_STATEMENTS", reason));
             }
+        };
+        let docs = match env.get("DOCS").as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(_) => return Err(ConfigError::invalid("DOCS", "must be on or off")),
         };
         let log_filter = match env.get("RUST_LOG") {
             Some(filter) => filter,
@@ -118,6 +125,7 @@ impl Config {
             shutdown_timeout: env.seconds("SHUTDOWN_TIMEOUT", 8, true)?,
             idempotency_key_ttl: env.seconds("IDEMPOTENCY_KEY_TTL", 24 * 60 * 60, false)?,
             tracing: crate::observe::traces::config::parse(&env)?,
+            docs,
         })
     }
 }
@@ -177,6 +185,7 @@ impl fmt::Debug for Config {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("idempotency_key_ttl", &self.idempotency_key_ttl)
             .field("tracing", &self.tracing)
+            .field("docs", &self.docs)
             .finish()
     }
 }
@@ -225,6 +234,10 @@ mod tests {
         );
         assert_eq!(config.idempotency_key_ttl, Duration::from_secs(86_400));
         assert!(config.tracing.is_none(), "tracing is off by default");
+        assert!(config.docs, "/docs is on by default");
+        assert!(!parse(&[URL, ("DOCS", "off")]).unwrap().docs);
+        let refused = parse(&[URL, ("DOCS", "no")]).err().unwrap().to_string();
+        assert!(refused.contains("DOCS"), "{refused}");
         let shown = format!("{config:?}");
         assert!(
             !shown.contains("s3cret") && shown.contains("db.internal"),

@@ -24,6 +24,8 @@ pub enum ApiError {
     TaskNotFound,
     /// 405: the route exists; these are its methods.
     MethodNotAllowed(&'static str),
+    /// 406: `/docs`'s gzipped files to a client that takes no gzip.
+    NotAcceptable,
     /// 412: `If-Match` did not match the task; nothing changed.
     PreconditionFailed,
     /// 408: the body did not arrive within its deadline; the connection closes.
@@ -59,6 +61,10 @@ impl ApiError {
             ApiError::MethodNotAllowed(allow) => {
                 header = Some((ALLOW, allow));
                 (S::METHOD_NOT_ALLOWED, "Method Not Allowed".into())
+            }
+            ApiError::NotAcceptable => {
+                let detail = "This file is served gzipped: send Accept-Encoding: gzip";
+                (S::NOT_ACCEPTABLE, detail.into())
             }
             ApiError::PreconditionFailed => (
                 S::PRECONDITION_FAILED,

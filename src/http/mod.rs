@@ -7,6 +7,7 @@ mod access;
 mod body;
 mod conditional;
 mod conn;
+mod docs;
 mod error;
 mod handlers;
 mod idempotency;
@@ -68,6 +69,8 @@ pub struct App {
     pub stopping: AtomicBool,
     /// Where spans go; `None`: tracing is off.
     pub tracer: Option<Tracer>,
+    /// `DOCS`: whether `/docs` serves the API reference.
+    pub docs: bool,
 }
 
 /// `task-api serve`: wait for the database, migrate, listen, serve until SIGTERM or
@@ -107,6 +110,7 @@ pub fn run(mut config: Config) -> Result<(), Error> {
             metrics,
             stopping,
             tracer,
+            docs: config.docs,
         });
         let indexes = build_indexes(&config);
         serve(listener, app.clone(), signals, limits).await;

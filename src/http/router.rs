@@ -15,7 +15,7 @@ use super::access::{self, Access};
 use super::error::ApiError;
 use super::handlers::{self, Answer};
 use super::response::Body;
-use super::{App, MAX_HEAD_BYTES, body, conditional, idempotency};
+use super::{App, MAX_HEAD_BYTES, body, conditional, docs, idempotency};
 use crate::observe::metrics;
 use crate::observe::traces::{self, ServerRequest, context as trace};
 use crate::store::NewCreate;
@@ -27,9 +27,22 @@ const UNMATCHED: &str = "unmatched";
 /// The route `path` matches, as metrics label it (never a raw id), and the id as
 /// written (not yet checked) when it is `/tasks/{id}`.
 fn route(path: &str) -> (&'static str, &str) {
-    const FIXED: [&str; 5] = ["/health", "/ready", "/metrics", "/openapi.json", "/tasks"];
+    const FIXED: [&str; 6] = [
+        "/health",
+        "/ready",
+        "/metrics",
+        "/openapi.json",
+        "/tasks",
+        "/docs",
+    ];
     if let Some(fixed) = FIXED.into_iter().find(|fixed| *fixed == path) {
         return (fixed, "");
+    }
+    if let Some(file) = path
+        .strip_prefix("/docs/")
+        .filter(|file| !file.contains('/'))
+    {
+        return ("/docs/{file}", file);
     }
     match path.strip_prefix("/tasks/") {
         Some(id) if !id.is_empty() && !id.contains('/') => ("/tasks/{id}", id),
@@ -197,6 +210,9 @@ async fn dispatch(app: &Arc<App>, route: &str, id: &str, request: Request<Incomi
         ("/ready", &Method::GET) => Ok(handlers::ready(app).await),
         ("/metrics", &Method::GET) => Ok(handlers::metrics(app, headers)),
         ("/openapi.json", &Method::GET) => Ok(handlers::openapi()),
+        ("/docs", &Method::GET) if app.docs => docs::serve("", headers),
+        ("/docs/{file}", &Method::GET) if app.docs => docs::serve(id, headers),
+        ("/docs" | "/docs/{file}", _) if !app.docs => Err(ApiError::NotFound),
 
         ("/tasks", &Method::GET) => {
             let query = ListQuery::parse(parts.uri.query())?;

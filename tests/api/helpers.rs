@@ -265,6 +265,8 @@ pub struct TestResponse {
     pub status: u16,
     pub headers: HeaderMap,
     pub body: String,
+    /// The body's bytes, as they came (`body` is their text).
+    pub raw: Bytes,
 }
 
 impl TestResponse {
@@ -327,7 +329,8 @@ pub async fn try_send(
     Ok(TestResponse {
         status: parts.status.as_u16(),
         headers: parts.headers,
-        body: String::from_utf8(body.to_vec())?,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        raw: body,
     })
 }
 

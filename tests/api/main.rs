@@ -3,6 +3,7 @@
 
 mod batching;
 mod cli;
+mod docs;
 mod errors;
 mod helpers;
 mod lifecycle;
