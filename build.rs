@@ -1,15 +1,10 @@
 //! What the build embeds besides the code: `sql/indexes/*.sql`, the indexes built
 //! concurrently after the migrations (src/pg/indexes.rs), as a list of (file stem, SQL)
-//! in version order; and Swagger UI for `/docs` (src/http/docs.rs), from the npm registry,
-//! pinned by version and SHA-512, gzipped.
+//! in version order; and Swagger UI for `/docs` (src/http/docs.rs), taken from the
+//! utoipa-swagger-ui-vendored crate (so Cargo.lock pins it by version and checksum, and the
+//! build itself reaches no network), each file gzipped.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-/// swagger-ui-dist on the npm registry, and the SHA-512 of its tarball (npm's `integrity`).
-const SWAGGER_UI: &str = "https://registry.npmjs.org/swagger-ui-dist/-/swagger-ui-dist-5.35.0.tgz";
-const SWAGGER_UI_SHA512: &str = "534eaba4cb56f55dd73c638179a993512af4674f63317e0826e00da44fc465b0\
-    21c341bc0a0c2bcd4e18997927fe1d3008336c5dd19aad334d1c2dec53cc9551";
 
 fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
@@ -36,49 +31,44 @@ fn main() {
         .expect("OUT_DIR is writable");
 }
 
-/// Fetches swagger-ui-dist once (`SWAGGER_UI_TGZ` may name a copy instead), checks its
-/// SHA-512, and leaves the two files `/docs` serves in `out`, gzipped.
+/// Swagger UI's files, from the zip archive utoipa-swagger-ui-vendored holds, as
+/// `OUT_DIR/<file>.gz`. A zip member is a raw deflate stream with its CRC-32 and size, so a
+/// gzip header and trailer around it make the gzip file, with nothing decompressed.
 fn swagger_ui(out: &Path) {
-    println!("cargo::rerun-if-env-changed=SWAGGER_UI_TGZ");
-    let tgz = match std::env::var("SWAGGER_UI_TGZ") {
-        Ok(path) => PathBuf::from(path),
-        Err(_) => out.join("swagger-ui-dist.tgz"),
-    };
-    if !tgz.exists() {
-        run(Command::new("curl")
-            .args(["-fsSL", "--retry", "3", "-o"])
-            .arg(&tgz)
-            .arg(SWAGGER_UI));
+    let zip = utoipa_swagger_ui_vendored::SWAGGER_UI_VENDORED;
+    let u16_at = |at: usize| u16::from_le_bytes([zip[at], zip[at + 1]]) as usize;
+    let u32_at = |at: usize| u32::from_le_bytes(zip[at..at + 4].try_into().unwrap()) as usize;
+    // The end of central directory record: the entry count, and where the directory starts.
+    let end = zip
+        .windows(4)
+        .rposition(|w| w == b"PK\x05\x06")
+        .expect("a zip archive");
+    let mut entry = u32_at(end + 16);
+    let mut wanted = vec![
+        "dist/swagger-ui-bundle.js",
+        "dist/swagger-ui.css",
+        "LICENSE",
+    ];
+    for _ in 0..u16_at(end + 10) {
+        let name_end = entry + 46 + u16_at(entry + 28);
+        let name = std::str::from_utf8(&zip[entry + 46..name_end]).expect("a UTF-8 name");
+        if let Some(at) = wanted
+            .iter()
+            .position(|file| name.split_once('/').unwrap_or_default().1 == *file)
+        {
+            assert_eq!(u16_at(entry + 10), 8, "{name} is deflated");
+            let (crc, size, local) = (
+                &zip[entry + 16..entry + 20],
+                u32_at(entry + 20),
+                u32_at(entry + 42),
+            );
+            let data = local + 30 + u16_at(local + 26) + u16_at(local + 28);
+            let mut gzip = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 2, 0xff];
+            gzip.extend([&zip[data..data + size], crc, &zip[entry + 24..entry + 28]].concat());
+            let file = wanted.remove(at).rsplit('/').next().unwrap_or_default();
+            std::fs::write(out.join(format!("{file}.gz")), gzip).expect("OUT_DIR is writable");
+        }
+        entry = name_end + u16_at(entry + 30) + u16_at(entry + 32);
     }
-    let sum = run(Command::new("sha512sum").arg(&tgz));
-    if !sum.starts_with(SWAGGER_UI_SHA512) {
-        let _ = std::fs::remove_file(out.join("swagger-ui-dist.tgz"));
-        panic!(
-            "{} is not the swagger-ui-dist the build pins (SHA-512 {sum})",
-            tgz.display()
-        );
-    }
-    for file in ["swagger-ui-bundle.js", "swagger-ui.css", "LICENSE"] {
-        let member = format!("package/{file}");
-        let text = run(Command::new("tar").arg("-xzOf").arg(&tgz).arg(&member));
-        std::fs::write(out.join(file), text).expect("OUT_DIR is writable");
-        let gzipped = Command::new("gzip")
-            .args(["-9", "-n", "-f"])
-            .arg(out.join(file))
-            .status();
-        assert!(gzipped.is_ok_and(|status| status.success()), "gzip {file}");
-    }
-}
-
-/// Runs `command`, and gives what it printed; the build stops, saying why, if it fails.
-fn run(command: &mut Command) -> String {
-    let output = command
-        .output()
-        .unwrap_or_else(|err| panic!("{command:?}: {err}"));
-    assert!(
-        output.status.success(),
-        "{command:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    assert!(wanted.is_empty(), "not in the archive: {wanted:?}");
 }
