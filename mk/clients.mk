@@ -2,8 +2,10 @@
 # (recommended rules), openapi-python-client and openapi-typescript generate clients from it,
 # mypy --strict and tsc (every strict check) type-check them, and the flows of scripts/clients/,
 # written against the generated code only, run against the debug server and a throwaway
-# PostgreSQL. The tools are pinned: Python's in scripts/clients/requirements.txt (a venv under
-# target/), npm's in scripts/clients/package-lock.json (`npm ci`, scripts/clients/node_modules).
+# PostgreSQL; then headless Chromium (Debian's) opens /docs and tries it (browser.mjs, with
+# playwright-core), saving docs/images/docs.png. The tools are pinned: Python's in
+# scripts/clients/requirements.txt (a venv under target/), npm's in scripts/clients/package-lock.json
+# (`npm ci`, scripts/clients/node_modules).
 
 CLIENTS := scripts/clients
 CLIENTS_OUT := target/clients
@@ -16,7 +18,8 @@ REDOCLY = REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true $(CLIENTS_NP
 
 ## test-clients  Redocly lint (recommended rules), then clients generated from the OpenAPI document
 ##               (openapi-python-client; openapi-typescript + openapi-fetch), type-checked strictly and
-##               run through every flow against the debug server (~30 s once the tools are installed)
+##               run through every flow against the debug server; /docs in headless Chromium
+##               (~30 s once the tools are installed)
 test-clients: clients-tools
 	$(REDOCLY) lint --extends recommended --format summary src/http/openapi.json 2>&1 | tee $(CLIENTS_OUT)/lint.txt
 	# Redocly fails on errors only: a warning fails here too.
@@ -35,7 +38,8 @@ test-clients: clients-tools
 
 # Installs again only when a lock file changed: each install leaves a copy of its lock file.
 clients-tools:
-	mkdir -p $(CLIENTS_OUT)
+	mkdir -p $(CLIENTS_OUT) docs/images
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	cmp -s $(CLIENTS)/requirements.txt $(CLIENTS_VENV)/requirements.txt \
 	  || { rm -rf $(CLIENTS_VENV) && python3 -m venv $(CLIENTS_VENV) \
 	       && $(CLIENTS_VENV)/bin/pip install --quiet --disable-pip-version-check -r $(CLIENTS)/requirements.txt \

@@ -1,6 +1,7 @@
-"""`make test-clients`, its last step: flows.py (the openapi-python-client package) and flows.mjs
-(openapi-fetch, typed by openapi-typescript) against one live debug server and a throwaway
-PostgreSQL. mk/clients.mk generates and type-checks both clients first.
+"""`make test-clients`, its last step: flows.py (the openapi-python-client package), flows.mjs
+(openapi-fetch, typed by openapi-typescript) and browser.mjs (/docs in headless Chromium,
+which saves docs/images/docs.png) against one live debug server and a throwaway PostgreSQL.
+mk/clients.mk generates and type-checks both clients first.
 
     PYTHONPATH=scripts python3 -m clients [--keep]
 
@@ -43,6 +44,7 @@ def flows(base_url):
         ("python", [OUT / "venv/bin/python", ROOT / "scripts/clients/flows.py", base_url],
          {"PYTHONPATH": str(OUT / "python")}),
         ("typescript", ["node", OUT / "typescript/out/flows.mjs", base_url], {}),
+        ("browser", ["node", ROOT / "scripts/clients/browser.mjs", base_url, ROOT / "docs/images/docs.png"], {}),
     ]
 
 
