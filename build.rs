@@ -19,10 +19,7 @@ fn main() {
     let entries: String = files
         .iter()
         .map(|path| {
-            let stem = path
-                .file_stem()
-                .expect("a .sql file has a stem")
-                .to_string_lossy();
+            let stem = path.file_stem().expect("a .sql file has a stem").to_string_lossy();
             let full = std::fs::canonicalize(path).expect("a file read from its directory exists");
             format!("({stem:?}, include_str!({full:?})),\n")
         })
@@ -39,29 +36,18 @@ fn swagger_ui(out: &Path) {
     let u16_at = |at: usize| u16::from_le_bytes([zip[at], zip[at + 1]]) as usize;
     let u32_at = |at: usize| u32::from_le_bytes(zip[at..at + 4].try_into().unwrap()) as usize;
     // The end of central directory record: the entry count, and where the directory starts.
-    let end = zip
-        .windows(4)
-        .rposition(|w| w == b"PK\x05\x06")
-        .expect("a zip archive");
+    let end = zip.windows(4).rposition(|w| w == b"PK\x05\x06").expect("a zip archive");
     let mut entry = u32_at(end + 16);
-    let mut wanted = vec![
-        "dist/swagger-ui-bundle.js",
-        "dist/swagger-ui.css",
-        "LICENSE",
-    ];
+    let mut wanted = vec!["dist/swagger-ui-bundle.js", "dist/swagger-ui.css", "LICENSE"];
     for _ in 0..u16_at(end + 10) {
         let name_end = entry + 46 + u16_at(entry + 28);
         let name = std::str::from_utf8(&zip[entry + 46..name_end]).expect("a UTF-8 name");
-        if let Some(at) = wanted
-            .iter()
-            .position(|file| name.split_once('/').unwrap_or_default().1 == *file)
+        if let Some(at) =
+            wanted.iter().position(|file| name.split_once('/').unwrap_or_default().1 == *file)
         {
             assert_eq!(u16_at(entry + 10), 8, "{name} is deflated");
-            let (crc, size, local) = (
-                &zip[entry + 16..entry + 20],
-                u32_at(entry + 20),
-                u32_at(entry + 42),
-            );
+            let (crc, size, local) =
+                (&zip[entry + 16..entry + 20], u32_at(entry + 20), u32_at(entry + 42));
             let data = local + 30 + u16_at(local + 26) + u16_at(local + 28);
             let mut gzip = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 2, 0xff];
             gzip.extend([&zip[data..data + size], crc, &zip[entry + 24..entry + 28]].concat());

@@ -66,9 +66,7 @@ pub fn parse() -> Result<Command, Error> {
     if args.contains(["-V", "--version"]) {
         return Ok(Command::Version);
     }
-    let subcommand = args
-        .subcommand()
-        .map_err(|err| Error::Usage(err.to_string()))?;
+    let subcommand = args.subcommand().map_err(|err| Error::Usage(err.to_string()))?;
     let command = match subcommand.as_deref() {
         None | Some("serve") => Command::Serve,
         Some("migrate") => Command::Migrate,
@@ -83,10 +81,7 @@ pub fn parse() -> Result<Command, Error> {
         Some(other) => return Err(Error::Usage(format!("unknown command '{other}'"))),
     };
     match args.finish().first() {
-        Some(extra) => Err(Error::Usage(format!(
-            "unexpected argument '{}'",
-            extra.display()
-        ))),
+        Some(extra) => Err(Error::Usage(format!("unexpected argument '{}'", extra.display()))),
         None => Ok(command),
     }
 }

@@ -164,14 +164,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("database", &self.database.target())
-            .field(
-                "standbys",
-                &self
-                    .standbys
-                    .iter()
-                    .map(DbOptions::target)
-                    .collect::<Vec<_>>(),
-            )
+            .field("standbys", &self.standbys.iter().map(DbOptions::target).collect::<Vec<_>>())
             .field("read_max_lag", &self.read_max_lag)
             .field("host", &self.host)
             .field("port", &self.port)
@@ -195,43 +188,19 @@ mod tests {
     use super::*;
 
     fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let find = |name: &str| {
-            vars.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        };
+        let find = |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
         Config::parse(find)
     }
 
-    const URL: (&str, &str) = (
-        "DATABASE_URL",
-        "postgres://app:s3cret@db.internal:5432/tasks",
-    );
+    const URL: (&str, &str) = ("DATABASE_URL", "postgres://app:s3cret@db.internal:5432/tasks");
 
     #[test]
     fn defaults_follow_the_spec_and_empty_variables_count_as_unset() {
         let config = parse(&[URL, ("PORT", ""), ("HOST", " ")]).unwrap();
-        assert_eq!(
-            (config.host, config.port, config.max_connections),
-            (None, 8000, None)
-        );
-        assert_eq!(
-            (config.log_filter.as_str(), config.pool_size),
-            ("INFO", DEFAULT_POOL_SIZE)
-        );
-        let timeouts = (
-            config.startup_timeout,
-            config.shutdown_delay,
-            config.shutdown_timeout,
-        );
-        assert_eq!(
-            timeouts,
-            (
-                Duration::from_secs(60),
-                Duration::ZERO,
-                Duration::from_secs(8)
-            )
-        );
+        assert_eq!((config.host, config.port, config.max_connections), (None, 8000, None));
+        assert_eq!((config.log_filter.as_str(), config.pool_size), ("INFO", DEFAULT_POOL_SIZE));
+        let timeouts = (config.startup_timeout, config.shutdown_delay, config.shutdown_timeout);
+        assert_eq!(timeouts, (Duration::from_secs(60), Duration::ZERO, Duration::from_secs(8)));
         assert_eq!(config.idempotency_key_ttl, Duration::from_secs(86_400));
         assert!(config.tracing.is_none(), "tracing is off by default");
         assert!(config.docs, "/docs is on by default");
@@ -239,10 +208,7 @@ mod tests {
         let refused = parse(&[URL, ("DOCS", "no")]).err().unwrap().to_string();
         assert!(refused.contains("DOCS"), "{refused}");
         let shown = format!("{config:?}");
-        assert!(
-            !shown.contains("s3cret") && shown.contains("db.internal"),
-            "{shown}"
-        );
+        assert!(!shown.contains("s3cret") && shown.contains("db.internal"), "{shown}");
         let config = parse(&[URL, ("LOG_LEVEL", "warn"), ("RUST_LOG", "debug")]);
         assert_eq!(config.unwrap().log_filter, "debug", "RUST_LOG wins");
     }

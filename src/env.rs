@@ -14,9 +14,7 @@ pub struct Env<'a>(pub &'a dyn Fn(&str) -> Option<String>);
 impl Env<'_> {
     /// The variable, trimmed; `None` when unset or empty.
     pub fn get(&self, var: &str) -> Option<String> {
-        (self.0)(var)
-            .map(|value| value.trim().to_owned())
-            .filter(|value| !value.is_empty())
+        (self.0)(var).map(|value| value.trim().to_owned()).filter(|value| !value.is_empty())
     }
 
     /// The variable parsed, or `default` when unset.
@@ -30,12 +28,7 @@ impl Env<'_> {
         var: &'static str,
         default: T,
     ) -> Result<T, ConfigError> {
-        self.checked(
-            var,
-            default,
-            |n| *n > T::default(),
-            "a whole number of at least 1",
-        )
+        self.checked(var, default, |n| *n > T::default(), "a whole number of at least 1")
     }
 
     /// The variable parsed and passing `valid` (else "'…' is not `what`"), or `default`

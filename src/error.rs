@@ -30,10 +30,7 @@ pub struct ConfigError {
 impl ConfigError {
     /// `var` is wrong, and why (never its value).
     pub fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
-        ConfigError {
-            var,
-            reason: reason.into(),
-        }
+        ConfigError { var, reason: reason.into() }
     }
 }
 

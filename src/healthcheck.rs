@@ -35,13 +35,9 @@ pub fn run(probe: Probe) -> Result<(), Error> {
             format!("http://127.0.0.1:{}/{path}", config::probe_port()?)
         }
     };
-    let uri: Uri = url
-        .parse()
-        .map_err(|err| Error::Usage(format!("--url: {err}")))?;
+    let uri: Uri = url.parse().map_err(|err| Error::Usage(format!("--url: {err}")))?;
     if uri.scheme_str() != Some("http") {
-        return Err(Error::Usage(
-            "--url: only http:// URLs can be probed".into(),
-        ));
+        return Err(Error::Usage("--url: only http:// URLs can be probed".into()));
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -61,11 +57,7 @@ pub fn run(probe: Probe) -> Result<(), Error> {
 async fn get(uri: &Uri) -> Result<StatusCode, String> {
     let host = uri.host().ok_or("no host in URL")?;
     let port = uri.port_u16().unwrap_or(80);
-    let stream = match host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<IpAddr>()
-    {
+    let stream = match host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
         Ok(ip) => TcpStream::connect(SocketAddr::new(ip, port)).await,
         // A scratch image has no /etc/hosts; answer the one name everybody uses.
         Err(_) if host.eq_ignore_ascii_case("localhost") => {
@@ -81,15 +73,9 @@ async fn get(uri: &Uri) -> Result<StatusCode, String> {
     tokio::spawn(connection);
     let request = Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
         .header(HOST, uri.authority().map_or(host, |a| a.as_str()))
-        .header(
-            USER_AGENT,
-            concat!("task-api-healthcheck/", env!("CARGO_PKG_VERSION")),
-        )
+        .header(USER_AGENT, concat!("task-api-healthcheck/", env!("CARGO_PKG_VERSION")))
         .body(Empty::<Bytes>::new())
         .map_err(|err| describe(&err))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|err| describe(&err))?;
+    let response = sender.send_request(request).await.map_err(|err| describe(&err))?;
     Ok(response.status())
 }

@@ -81,10 +81,7 @@ impl fmt::Display for Invalid {
 impl std::error::Error for Invalid {}
 
 fn invalid<T>(field: &str, reason: &'static str) -> Result<T, Invalid> {
-    Err(Invalid {
-        field: field.to_owned(),
-        reason,
-    })
+    Err(Invalid { field: field.to_owned(), reason })
 }
 
 impl Status {
@@ -147,11 +144,7 @@ impl ListQuery {
     /// Parses `status`, `limit` and `offset`; other parameters are ignored, and the
     /// last of a repeated one wins.
     pub fn parse(query: Option<&str>) -> Result<ListQuery, Invalid> {
-        let mut list = ListQuery {
-            status: None,
-            limit: DEFAULT_LIMIT,
-            offset: 0,
-        };
+        let mut list = ListQuery { status: None, limit: DEFAULT_LIMIT, offset: 0 };
         for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             match &*key {
                 "status" => list.status = Some(Status::decode(&Value::from(&*value))?),

@@ -21,9 +21,7 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reads a request body as a JSON object.
 pub async fn object(headers: &HeaderMap, body: Incoming) -> Result<Map<String, Value>, ApiError> {
     // `application/json`, any case, parameters such as `charset` allowed.
-    let essence = headers
-        .get(CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok());
+    let essence = headers.get(CONTENT_TYPE).and_then(|value| value.to_str().ok());
     let essence = essence.and_then(|value| value.split(';').next());
     if !essence.is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json")) {
         return Err(ApiError::UnsupportedMediaType);
@@ -39,16 +37,12 @@ pub async fn object(headers: &HeaderMap, body: Incoming) -> Result<Map<String, V
             return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
         }
         Err(err) => {
-            return Err(ApiError::BadRequest(format!(
-                "could not read the body: {err}"
-            )));
+            return Err(ApiError::BadRequest(format!("could not read the body: {err}")));
         }
     };
     match serde_json::from_slice(&bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(ApiError::BadRequest("body must be a JSON object".into())),
-        Err(err) => Err(ApiError::BadRequest(format!(
-            "body is not valid JSON: {err}"
-        ))),
+        Err(err) => Err(ApiError::BadRequest(format!("body is not valid JSON: {err}"))),
     }
 }

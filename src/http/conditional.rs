@@ -94,16 +94,11 @@ fn tags(headers: &HeaderMap, name: &HeaderName) -> Result<Option<Tags>, ApiError
         while !rest.is_empty() {
             let weak = rest.starts_with("W/");
             let tagged = rest.strip_prefix("W/").unwrap_or(rest).strip_prefix('"');
-            let (opaque, after) = tagged
-                .and_then(|t| t.split_once('"'))
-                .ok_or_else(malformed)?;
+            let (opaque, after) = tagged.and_then(|t| t.split_once('"')).ok_or_else(malformed)?;
             if !opaque.bytes().all(etagc) {
                 return Err(malformed());
             }
-            let tag = Tag {
-                weak,
-                opaque: opaque.to_owned(),
-            };
+            let tag = Tag { weak, opaque: opaque.to_owned() };
             if !list.contains(&tag) {
                 if list.len() == MAX_TAGS {
                     let detail = format!("{name}: more than {MAX_TAGS} entity tags");

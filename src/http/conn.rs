@@ -83,12 +83,7 @@ impl ClientIo {
     /// Wraps `inner`, a client of `app`.
     pub fn new(inner: TcpStream, app: Arc<App>) -> Self {
         let (stalled_since, pending) = (None, Vec::new());
-        ClientIo {
-            inner,
-            stalled_since,
-            app,
-            pending,
-        }
+        ClientIo { inner, stalled_since, app, pending }
     }
 
     fn track<R>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
@@ -212,10 +207,7 @@ mod tests {
     fn only_hypers_bare_answer_is_recognised() {
         let bare = b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\n\
             content-length: 0\r\ndate: Sun, 06 Dec 2026 00:33:59 GMT\r\n\r\n";
-        assert_eq!(
-            bare_answer(bare),
-            Some((0, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE))
-        );
+        assert_eq!(bare_answer(bare), Some((0, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)));
         let mut after_a_body = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}".to_vec();
         after_a_body.extend(bare);
         let at = bare_answer(&after_a_body).map(|(at, _)| at);

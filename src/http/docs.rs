@@ -22,18 +22,8 @@ const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'u
 type Asset = (&'static str, &'static str, bool, &'static [u8]);
 
 const ASSETS: [Asset; 5] = [
-    (
-        "",
-        "text/html; charset=utf-8",
-        false,
-        include_bytes!("docs/index.html"),
-    ),
-    (
-        "init.js",
-        "text/javascript; charset=utf-8",
-        false,
-        include_bytes!("docs/init.js"),
-    ),
+    ("", "text/html; charset=utf-8", false, include_bytes!("docs/index.html")),
+    ("init.js", "text/javascript; charset=utf-8", false, include_bytes!("docs/init.js")),
     (
         "swagger-ui.css",
         "text/css; charset=utf-8",
@@ -58,10 +48,7 @@ const ASSETS: [Asset; 5] = [
 /// file's ETag; a gzipped file only to a client that takes gzip (every browser does, and one
 /// that says nothing takes anything).
 pub fn serve(file: &str, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
-    let at = ASSETS
-        .iter()
-        .position(|(name, ..)| *name == file)
-        .ok_or(ApiError::NotFound)?;
+    let at = ASSETS.iter().position(|(name, ..)| *name == file).ok_or(ApiError::NotFound)?;
     let ((_, content_type, gzipped, bytes), etag) = (ASSETS[at], ETAGS[at].clone());
     let mut response = match headers.get(IF_NONE_MATCH) == Some(&etag) {
         true => response::empty(StatusCode::NOT_MODIFIED),
@@ -71,10 +58,7 @@ pub fn serve(file: &str, headers: &HeaderMap) -> Result<Response<Body>, ApiError
     let set = response.headers_mut();
     let policy = HeaderName::from_static("content-security-policy");
     set.insert(policy, HeaderValue::from_static(POLICY));
-    set.insert(
-        CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=3600"),
-    );
+    set.insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
     set.insert(ETAG, etag);
     if gzipped {
         set.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
@@ -88,14 +72,11 @@ pub fn serve(file: &str, headers: &HeaderMap) -> Result<Response<Body>, ApiError
 fn takes_gzip(headers: &HeaderMap) -> bool {
     let mut codings = headers.get_all(ACCEPT_ENCODING).iter().peekable();
     codings.peek().is_none()
-        || codings
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|coding| {
-                let mut parts = coding.split(';').map(str::trim);
-                let name = parts.next().unwrap_or_default();
-                (name.eq_ignore_ascii_case("gzip") || name == "*") && !parts.any(|p| p == "q=0")
-            })
+        || codings.filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !parts.any(|p| p == "q=0")
+        })
 }
 
 /// Each file's ETag: its FNV-1a hash, which changes when the file does; made once.
@@ -105,8 +86,5 @@ static ETAGS: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
         bytes.iter().fold(0xcbf2_9ce4_8422_2325, step)
     };
     let etag = |(.., bytes): &Asset| HeaderValue::try_from(format!("\"{:x}\"", fnv(bytes)));
-    ASSETS
-        .iter()
-        .map(|asset| etag(asset).expect("hex digits"))
-        .collect()
+    ASSETS.iter().map(|asset| etag(asset).expect("hex digits")).collect()
 });

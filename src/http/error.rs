@@ -85,10 +85,7 @@ impl ApiError {
             }
             ApiError::Invalid(invalid) => (S::UNPROCESSABLE_ENTITY, invalid.to_string().into()),
             ApiError::Unavailable(cause) => {
-                log::warn!(
-                    "request_id={request_id} database unavailable: {}",
-                    describe(&*cause)
-                );
+                log::warn!("request_id={request_id} database unavailable: {}", describe(&*cause));
                 header = Some((RETRY_AFTER, "1"));
                 let detail = "Database unavailable; try again shortly";
                 (S::SERVICE_UNAVAILABLE, detail.into())
@@ -100,18 +97,13 @@ impl ApiError {
             }
             // The router answers OutcomeUnknown by closing the connection: never seen here.
             ApiError::Internal(cause) | ApiError::OutcomeUnknown(cause) => {
-                log::error!(
-                    "request_id={request_id} internal error: {}",
-                    describe(&*cause)
-                );
+                log::error!("request_id={request_id} internal error: {}", describe(&*cause));
                 (S::INTERNAL_SERVER_ERROR, "Internal server error".into())
             }
         };
         let mut response = response::json(status, &serde_json::json!({ "detail": detail }));
         if let Some((name, value)) = header {
-            response
-                .headers_mut()
-                .insert(name, HeaderValue::from_static(value));
+            response.headers_mut().insert(name, HeaderValue::from_static(value));
         }
         response
     }

@@ -55,11 +55,7 @@ pub fn metrics(app: &App, headers: &HeaderMap) -> Response<Body> {
 /// `GET /openapi.json`: the API's contract (OpenAPI 3.1), compiled into the binary;
 /// tests check the server keeps to it.
 pub fn openapi() -> Response<Body> {
-    response::text(
-        StatusCode::OK,
-        "application/json",
-        include_str!("openapi.json"),
-    )
+    response::text(StatusCode::OK, "application/json", include_str!("openapi.json"))
 }
 
 /// What a handler returns: rendered by router.rs, whichever it is.
@@ -87,10 +83,7 @@ pub async fn create(app: &App, create: NewCreate) -> Answer {
     let mut response = tagged(response::json(StatusCode::CREATED, &task), &task);
     let headers = response.headers_mut();
     let location = HeaderValue::try_from(format!("/tasks/{}", task.id));
-    headers.insert(
-        LOCATION,
-        location.expect("/tasks/<digits> is a header value"),
-    );
+    headers.insert(LOCATION, location.expect("/tasks/<digits> is a header value"));
     if replayed {
         headers.insert(&IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     }
@@ -104,11 +97,7 @@ pub async fn get(
     none_match: Option<conditional::Tags>,
     token: Option<&str>,
 ) -> Answer {
-    let task = app
-        .store
-        .get(id, token)
-        .await?
-        .ok_or(ApiError::TaskNotFound)?;
+    let task = app.store.get(id, token).await?.ok_or(ApiError::TaskNotFound)?;
     if none_match.is_some_and(|tags| conditional::none_match(&tags, &task)) {
         return Ok(tagged(response::empty(StatusCode::NOT_MODIFIED), &task));
     }

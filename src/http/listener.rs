@@ -49,10 +49,7 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 /// Whether binding `[::]` failed because the host has no IPv6.
 fn no_ipv6(err: &io::Error) -> bool {
     let code = err.raw_os_error();
-    matches!(
-        code,
-        Some(libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT | libc::EADDRNOTAVAIL)
-    )
+    matches!(code, Some(libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT | libc::EADDRNOTAVAIL))
 }
 
 /// `MAX_CONNECTIONS`, or when unset what the descriptors allow once the pool and the rest
@@ -72,10 +69,7 @@ pub fn max_connections(configured: Option<usize>, pool_size: usize) -> usize {
 /// Raises the soft `RLIMIT_NOFILE` to the hard one (the soft default, often 1024, would
 /// cap clients far below what the system allows); returns the limit now in force.
 fn raise_fd_limit() -> io::Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return Err(io::Error::last_os_error());

@@ -105,13 +105,7 @@ pub fn run(mut config: Config) -> Result<(), Error> {
             tracer.register_metrics(metrics.registry_mut());
         }
         let stopping = AtomicBool::new(false);
-        let app = Arc::new(App {
-            store,
-            metrics,
-            stopping,
-            tracer,
-            docs: config.docs,
-        });
+        let app = Arc::new(App { store, metrics, stopping, tracer, docs: config.docs });
         let indexes = build_indexes(&config);
         serve(listener, app.clone(), signals, limits).await;
         indexes.abort();
@@ -137,10 +131,9 @@ fn build_indexes(config: &Config) -> tokio::task::JoinHandle<()> {
         match built {
             Ok(true) => {}
             Ok(false) => log::info!("another process is building the indexes of sql/indexes"),
-            Err(err) => log::warn!(
-                "could not build the indexes of sql/indexes: {}",
-                describe(&err)
-            ),
+            Err(err) => {
+                log::warn!("could not build the indexes of sql/indexes: {}", describe(&err))
+            }
         }
     })
 }
@@ -150,9 +143,7 @@ fn build_indexes(config: &Config) -> tokio::task::JoinHandle<()> {
 async fn start(config: &Config) -> Result<(Store, TcpListener, usize), Error> {
     let deadline = db::startup_deadline(config.startup_timeout);
     let mut client = db::connect_with_retry(&config.database, deadline).await?;
-    let applied = migrate::apply(&config.database, &mut client, deadline)
-        .await?
-        .len();
+    let applied = migrate::apply(&config.database, &mut client, deadline).await?.len();
     drop(client);
     let store = Store::open(
         &config.database,
@@ -164,9 +155,7 @@ async fn start(config: &Config) -> Result<(Store, TcpListener, usize), Error> {
     .map_err(Error::Startup)?;
     store.warm_up().await;
     let listener = listener::bind(config.host, config.port).map_err(|err| {
-        let host = config
-            .host
-            .map_or("every address".into(), |ip| ip.to_string());
+        let host = config.host.map_or("every address".into(), |ip| ip.to_string());
         Error::Startup(format!("cannot listen on {host}:{}: {err}", config.port))
     })?;
     Ok((store, listener, applied))
@@ -193,9 +182,7 @@ pub async fn serve(
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_HEAD_BYTES);
     let mut over_capacity = http.clone();
-    over_capacity
-        .keep_alive(false)
-        .header_read_timeout(OVER_CAPACITY_HEADER_TIMEOUT);
+    over_capacity.keep_alive(false).header_read_timeout(OVER_CAPACITY_HEADER_TIMEOUT);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let answers = Arc::new(Semaphore::new(OVER_CAPACITY_ANSWERS));
     let graceful = GracefulShutdown::new();
@@ -231,10 +218,7 @@ pub async fn serve(
         if delay.is_zero() {
             log::info!("{signal} received; draining for up to {:?}", drain);
         } else {
-            log::info!(
-                "{signal} received; /ready fails, serving on for {:?}",
-                delay
-            );
+            log::info!("{signal} received; /ready fails, serving on for {:?}", delay);
             let _ = tokio::time::timeout(delay, accepting).await;
             log::info!("stopped accepting; draining for up to {:?}", drain);
         }

@@ -31,9 +31,9 @@ impl hyper::body::Body for Body {
     ) -> Poll<Option<io::Result<Frame<Bytes>>>> {
         match self.get_mut() {
             Body::Whole(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
-            Body::Stream(frames) => frames
-                .poll_recv(cx)
-                .map(|frame| frame.map(|bytes| bytes.map(Frame::data))),
+            Body::Stream(frames) => {
+                frames.poll_recv(cx).map(|frame| frame.map(|bytes| bytes.map(Frame::data)))
+            }
         }
     }
 

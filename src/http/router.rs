@@ -27,21 +27,11 @@ const UNMATCHED: &str = "unmatched";
 /// The route `path` matches, as metrics label it (never a raw id), and the id as
 /// written (not yet checked) when it is `/tasks/{id}`.
 fn route(path: &str) -> (&'static str, &str) {
-    const FIXED: [&str; 6] = [
-        "/health",
-        "/ready",
-        "/metrics",
-        "/openapi.json",
-        "/tasks",
-        "/docs",
-    ];
+    const FIXED: [&str; 6] = ["/health", "/ready", "/metrics", "/openapi.json", "/tasks", "/docs"];
     if let Some(fixed) = FIXED.into_iter().find(|fixed| *fixed == path) {
         return (fixed, "");
     }
-    if let Some(file) = path
-        .strip_prefix("/docs/")
-        .filter(|file| !file.contains('/'))
-    {
+    if let Some(file) = path.strip_prefix("/docs/").filter(|file| !file.contains('/')) {
         return ("/docs/{file}", file);
     }
     match path.strip_prefix("/tasks/") {
@@ -64,11 +54,7 @@ pub async fn handle(
 ) -> Result<Response<Body>, &'static str> {
     // Tracing off costs this one branch: no span, no id, no scope.
     let span = app.tracer.as_ref().and_then(|tracer| {
-        let protocol = if request.version() == Version::HTTP_10 {
-            "1.0"
-        } else {
-            "1.1"
-        };
+        let protocol = if request.version() == Version::HTTP_10 { "1.0" } else { "1.1" };
         let path = request.uri().path();
         let described = ServerRequest {
             // Clients cannot mint span names: every other method is `_OTHER`.
@@ -138,16 +124,13 @@ async fn answer(
     if let (true, true, Some(token)) = (wrote, status.is_success(), app.store.token()) {
         // Sent back on a read, it reads this write (DATABASE_READ_URL, spec §4).
         let token = HeaderValue::try_from(token).expect("hex digits and dashes");
-        response
-            .headers_mut()
-            .insert(CONSISTENCY_TOKEN.clone(), token);
+        response.headers_mut().insert(CONSISTENCY_TOKEN.clone(), token);
     }
     if status == StatusCode::REQUEST_TIMEOUT {
         app.metrics.cut("body_timeout");
     }
     access.answered(status);
-    app.metrics
-        .record(&method, route, status, started.elapsed());
+    app.metrics.record(&method, route, status, started.elapsed());
     let headers = response.headers_mut();
     if app.stopping.load(Ordering::Relaxed) {
         // Draining: the client should take its next request elsewhere.
@@ -175,13 +158,7 @@ pub fn unparsed(app: &App, status: StatusCode) -> Vec<u8> {
         ),
     };
     let body = serde_json::json!({ "detail": detail }).to_string();
-    let access = Access {
-        method: "-",
-        path: "-",
-        request_id: &id,
-        trace_id: None,
-        started,
-    };
+    let access = Access { method: "-", path: "-", request_id: &id, trace_id: None, started };
     access.answered(status);
     app.metrics.cut(cut);
     let id = id.to_str().unwrap_or("-");

@@ -49,10 +49,7 @@ pub fn init(filter: &str, format: Format) {
         }),
         Format::Json => logger.format(|buf, record| {
             let mut line = Fields(Map::from_iter([
-                (
-                    "timestamp".into(),
-                    buf.timestamp_micros().to_string().into(),
-                ),
+                ("timestamp".into(), buf.timestamp_micros().to_string().into()),
                 ("level".into(), record.level().as_str().into()),
                 ("target".into(), record.target().into()),
                 ("message".into(), record.args().to_string().into()),

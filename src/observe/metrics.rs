@@ -22,9 +22,8 @@ pub const REVISION: &str = match option_env!("TASK_API_REVISION") {
 };
 
 /// Latency buckets, in seconds: 250 µs to 5 s (the database budget).
-const LATENCY_BUCKETS: [f64; 14] = [
-    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-];
+const LATENCY_BUCKETS: [f64; 14] =
+    [0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
 /// `method` and `route`.
 type RouteLabels = [(&'static str, &'static str); 2];
@@ -142,9 +141,7 @@ impl Metrics {
 
     /// Counts a connection the server ended, and why (a label such as `idle_timeout`).
     pub fn cut(&self, reason: &'static str) {
-        self.connections_cut
-            .get_or_create(&[("reason", reason)])
-            .inc();
+        self.connections_cut.get_or_create(&[("reason", reason)]).inc();
     }
 
     /// Counts a request whose connection was closed unanswered.
@@ -179,9 +176,8 @@ impl Metrics {
 
 /// A standard method's name; `None` for others, so clients mint no labels or span names.
 pub fn method_name(method: &Method) -> Option<&'static str> {
-    const STANDARD: [&str; 9] = [
-        "GET", "POST", "PATCH", "DELETE", "PUT", "HEAD", "OPTIONS", "TRACE", "CONNECT",
-    ];
+    const STANDARD: [&str; 9] =
+        ["GET", "POST", "PATCH", "DELETE", "PUT", "HEAD", "OPTIONS", "TRACE", "CONNECT"];
     STANDARD.into_iter().find(|name| *name == method.as_str())
 }
 

@@ -40,16 +40,9 @@ pub fn records(migrations: &[Migration]) -> Result<Vec<Record>, String> {
     let record = |migration: &Migration| {
         let (version, name) = (migration.version(), migration.name().to_owned());
         if version <= BEFORE_RECORDS {
-            return Ok(Record {
-                version,
-                name,
-                expand: false,
-                oldest: "0.1.0".into(),
-            });
+            return Ok(Record { version, name, expand: false, oldest: "0.1.0".into() });
         }
-        let header = migration
-            .sql()
-            .and_then(|sql| sql.lines().next()?.strip_prefix(HEADER));
+        let header = migration.sql().and_then(|sql| sql.lines().next()?.strip_prefix(HEADER));
         let parsed = header.and_then(|header| {
             let (kind, rest) = header.split_once(", works with task-api ")?;
             let oldest = rest.strip_suffix(" and later")?;
@@ -57,12 +50,9 @@ pub fn records(migrations: &[Migration]) -> Result<Vec<Record>, String> {
             Some((kind == "expand", kind == "contract", oldest.to_owned()))
         });
         match parsed {
-            Some((expand, contract, oldest)) if expand || contract => Ok(Record {
-                version,
-                name,
-                expand,
-                oldest,
-            }),
+            Some((expand, contract, oldest)) if expand || contract => {
+                Ok(Record { version, name, expand, oldest })
+            }
             _ => Err(format!(
                 "migration V{version}__{name} has no first line `{HEADER}expand|contract, works \
                  with task-api X.Y.Z and later`"
@@ -77,12 +67,9 @@ pub fn records(migrations: &[Migration]) -> Result<Vec<Record>, String> {
 /// after [`CREATE`], before refinery.
 pub async fn check(client: &Client, ours: &[Record]) -> Result<(), String> {
     let newest = ours.iter().map(|record| record.version).max().unwrap_or(0);
-    let history = rows(
-        client,
-        "SELECT to_regclass('refinery_schema_history') IS NOT NULL",
-    )
-    .await
-    .map_err(|err| err.to_string())?;
+    let history = rows(client, "SELECT to_regclass('refinery_schema_history') IS NOT NULL")
+        .await
+        .map_err(|err| err.to_string())?;
     if history.first().and_then(|row| row.get(0)) != Some("t") {
         return Ok(());
     }
@@ -93,11 +80,7 @@ pub async fn check(client: &Client, ours: &[Record]) -> Result<(), String> {
     );
     let this = crate::VERSION;
     for row in rows(client, &query).await.map_err(|err| err.to_string())? {
-        let migration = format!(
-            "V{}__{}",
-            row.get(0).unwrap_or("?"),
-            row.get(1).unwrap_or("?")
-        );
+        let migration = format!("V{}__{}", row.get(0).unwrap_or("?"), row.get(1).unwrap_or("?"));
         match (row.get(2), row.get(3)) {
             (Some(kind), Some(oldest)) if release(this) >= release(oldest) => {
                 log::info!("the database holds {migration} ({kind}), which works with {this}");
@@ -143,11 +126,7 @@ pub async fn record(client: &Client, ours: &[Record]) -> Result<(), tokio_postgr
 /// `X.Y.Z` (a pre-release suffix ignored) as numbers, to compare releases.
 fn release(text: &str) -> Option<(u64, u64, u64)> {
     let mut parts = text.split(['.', '-']).map(str::parse::<u64>);
-    Some((
-        parts.next()?.ok()?,
-        parts.next()?.ok()?,
-        parts.next()?.ok()?,
-    ))
+    Some((parts.next()?.ok()?, parts.next()?.ok()?, parts.next()?.ok()?))
 }
 
 #[cfg(test)]
@@ -157,17 +136,11 @@ mod tests {
     #[test]
     fn every_migration_of_this_build_has_its_record() {
         let ours = records(&crate::pg::migrate::migrations()).unwrap();
-        assert!(
-            ours.iter()
-                .all(|r| r.version <= BEFORE_RECORDS || !r.oldest.is_empty())
-        );
+        assert!(ours.iter().all(|r| r.version <= BEFORE_RECORDS || !r.oldest.is_empty()));
         let sql = "-- compatibility: expand, works with task-api 0.1.0 and later\nALTER …";
         let v5 = Migration::unapplied("V5__add_due_at", sql).unwrap();
         let expand = records(&[v5]).unwrap();
-        assert_eq!(
-            (expand[0].expand, expand[0].oldest.as_str()),
-            (true, "0.1.0")
-        );
+        assert_eq!((expand[0].expand, expand[0].oldest.as_str()), (true, "0.1.0"));
         let bad = Migration::unapplied("V6__x", "-- compatibility: maybe\n").unwrap();
         assert!(records(&[bad]).unwrap_err().contains("V6__x"));
         assert!(release("0.10.0") > release("0.9.3"));

@@ -101,8 +101,5 @@ fn is_permanent(err: &tokio_postgres::Error) -> bool {
     // tokio-postgres does not expose its error kinds; its Display is the kind alone.
     // A TLS handshake that failed (certificate refused, no TLS on the server) or an
     // authentication exchange we refused (no channel binding) fails the same way again.
-    matches!(
-        err.to_string().as_str(),
-        "error performing TLS handshake" | "authentication error"
-    )
+    matches!(err.to_string().as_str(), "error performing TLS handshake" | "authentication error")
 }

@@ -23,11 +23,7 @@ pub fn any() -> bool {
 /// pooler in transaction mode would lose the session's lock); `Ok(false)` when another
 /// process holds the lock, and so is building them.
 pub async fn build(client: &Client) -> Result<bool, tokio_postgres::Error> {
-    let locked = rows(
-        client,
-        &format!("SELECT pg_try_advisory_lock({BUILD_LOCK_KEY})"),
-    )
-    .await?;
+    let locked = rows(client, &format!("SELECT pg_try_advisory_lock({BUILD_LOCK_KEY})")).await?;
     if locked.first().and_then(|row| row.get(0)) != Some("t") {
         return Ok(false);
     }
@@ -37,11 +33,7 @@ pub async fn build(client: &Client) -> Result<bool, tokio_postgres::Error> {
             let valid = format!(
                 "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('{index}')"
             );
-            match rows(client, &valid)
-                .await?
-                .first()
-                .and_then(|row| row.get(0))
-            {
+            match rows(client, &valid).await?.first().and_then(|row| row.get(0)) {
                 Some("t") => continue,
                 Some(_) => {
                     log::warn!(
@@ -60,8 +52,7 @@ pub async fn build(client: &Client) -> Result<bool, tokio_postgres::Error> {
         Ok(())
     };
     let built = built.await;
-    let unlocked = client
-        .batch_execute(&format!("SELECT pg_advisory_unlock({BUILD_LOCK_KEY})"))
-        .await;
+    let unlocked =
+        client.batch_execute(&format!("SELECT pg_advisory_unlock({BUILD_LOCK_KEY})")).await;
     built.and(unlocked).map(|()| true)
 }

@@ -53,10 +53,7 @@ pub fn run(config: Config) -> Result<(), Error> {
                 println!("another process is building the indexes of sql/indexes");
                 Ok(())
             }
-            Err(err) => Err(Error::Startup(format!(
-                "building indexes: {}",
-                describe(&err)
-            ))),
+            Err(err) => Err(Error::Startup(format!("building indexes: {}", describe(&err)))),
         }
     })
 }
@@ -83,10 +80,7 @@ pub async fn apply(
     // would hand to others. All of a run's migrations commit together, or none.
     let ours = compat::records(&migrations()).map_err(|err| failed(&err))?;
     let locked_run = async {
-        let lock = format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({LOCK_KEY}); {}",
-            compat::CREATE
-        );
+        let lock = format!("BEGIN; SELECT pg_advisory_xact_lock({LOCK_KEY}); {}", compat::CREATE);
         client.batch_execute(&lock).await.map_err(db_failed)?;
         // Newer migrations are judged by their records; refinery is told to let them be.
         let report = match compat::check(client, &ours).await {
@@ -99,11 +93,7 @@ pub async fn apply(
                 }
             }
         };
-        let end = if matches!(report, Ok(Ok(_))) {
-            "COMMIT"
-        } else {
-            "ROLLBACK"
-        };
+        let end = if matches!(report, Ok(Ok(_))) { "COMMIT" } else { "ROLLBACK" };
         client.batch_execute(end).await.map_err(db_failed)?;
         report.map_err(db_failed)
     };
@@ -117,11 +107,7 @@ pub async fn apply(
         )));
     };
     let report = report??;
-    let applied: Vec<String> = report
-        .applied_migrations()
-        .iter()
-        .map(|m| m.to_string())
-        .collect();
+    let applied: Vec<String> = report.applied_migrations().iter().map(|m| m.to_string()).collect();
     for name in &applied {
         log::info!("applied migration {name}");
     }
@@ -196,11 +182,9 @@ impl AsyncQuery<Vec<Migration>> for InTransaction<'_> {
             else {
                 return Err(unreadable());
             };
-            let (Ok(version), Ok(on), Ok(checksum)) = (
-                version.parse(),
-                OffsetDateTime::parse(on, &Rfc3339),
-                checksum.parse(),
-            ) else {
+            let (Ok(version), Ok(on), Ok(checksum)) =
+                (version.parse(), OffsetDateTime::parse(on, &Rfc3339), checksum.parse())
+            else {
                 return Err(unreadable());
             };
             applied.push(Migration::applied(version, name.to_owned(), on, checksum));

@@ -56,11 +56,8 @@ impl DbOptions {
     /// standbys, `DATABASE_READ_URL`), each with its own port as libpq pairs them.
     pub fn parse_each_host(text: &str) -> Result<Vec<DbOptions>, String> {
         let settings = Settings::parse(text)?;
-        let (hosts, addrs, ports) = (
-            settings.list("host"),
-            settings.list("hostaddr"),
-            settings.list("port"),
-        );
+        let (hosts, addrs, ports) =
+            (settings.list("host"), settings.list("hostaddr"), settings.list("port"));
         let count = hosts.len().max(addrs.len()).max(1);
         let pick =
             |list: &[&str], n: usize| list.get(n).or(list.first()).map(|item| item.to_string());
@@ -115,9 +112,7 @@ impl Settings {
             if !listed(SUPPORTED) && !listed(UNSUPPORTED) {
                 // Not shown: a word that is no keyword may be part of a password.
                 let ordinal = ordinal + 1;
-                return Err(format!(
-                    "parameter {ordinal} is not a libpq connection parameter"
-                ));
+                return Err(format!("parameter {ordinal} is not a libpq connection parameter"));
             }
             given.insert(key, value);
         }
@@ -153,10 +148,7 @@ impl Settings {
     }
 
     fn apply(self) -> Result<DbOptions, String> {
-        if let Some(key) = UNSUPPORTED
-            .split_whitespace()
-            .find(|key| self.0.contains_key(*key))
-        {
+        if let Some(key) = UNSUPPORTED.split_whitespace().find(|key| self.0.contains_key(*key)) {
             return Err(format!("{key}: not supported by task-api"));
         }
         let mut pg = tokio_postgres::Config::new();
@@ -203,9 +195,7 @@ impl Settings {
         pg.keepalives(self.integer("keepalives")? != Some(0));
         pg.keepalives_idle(self.seconds("keepalives_idle", KEEPALIVES_IDLE)?);
         pg.keepalives_interval(self.seconds("keepalives_interval", KEEPALIVES_INTERVAL)?);
-        let retries = self
-            .integer("keepalives_count")?
-            .map(|n| n.clamp(0, 1000) as u32);
+        let retries = self.integer("keepalives_count")?.map(|n| n.clamp(0, 1000) as u32);
         pg.keepalives_retries(retries.unwrap_or(KEEPALIVES_RETRIES));
         match self.integer("tcp_user_timeout")? {
             None => pg.tcp_user_timeout(TCP_USER_TIMEOUT),
@@ -219,11 +209,9 @@ impl Settings {
             Some("read-write") => TargetSessionAttrs::ReadWrite,
             Some("read-only") => TargetSessionAttrs::ReadOnly,
             Some("primary" | "standby" | "prefer-standby") => {
-                return Err(
-                    "target_session_attrs: only any, read-write and read-only are \
+                return Err("target_session_attrs: only any, read-write and read-only are \
                             supported (read-write finds the primary)"
-                        .into(),
-                );
+                    .into());
             }
             Some(_) => return Err("target_session_attrs: not a value libpq knows".into()),
         });
@@ -241,11 +229,7 @@ impl Settings {
                 "GSSAPI encryption is not supported; use sslmode",
             ),
             ("sslsni", "1", "only 1 is supported"),
-            (
-                "client_encoding",
-                "UTF8 utf8 UTF-8 utf-8 auto",
-                "only UTF8 is supported",
-            ),
+            ("client_encoding", "UTF8 utf8 UTF-8 utf-8 auto", "only UTF8 is supported"),
         ] {
             if let Some(value) = self.get(key)
                 && !allowed.split(' ').any(|a| a == value)
@@ -297,11 +281,9 @@ impl Settings {
             }
             (Some(SslMode::Require), Roots::File(_)) => SslMode::VerifyCa,
             (Some(SslMode::VerifyCa), Roots::Default) => {
-                return Err(
-                    "sslrootcert: sslmode=verify-ca needs sslrootcert=<file> (the CA \
+                return Err("sslrootcert: sslmode=verify-ca needs sslrootcert=<file> (the CA \
                             that signed the server's certificate), or use sslmode=verify-full"
-                        .into(),
-                );
+                    .into());
             }
             (Some(mode), _) => mode,
             (None, _) => SslMode::Prefer,

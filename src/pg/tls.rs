@@ -97,14 +97,10 @@ pub fn connector(
             .map_err(|err| format!("sslrootcert: {err}"))
     };
     let verifier: Arc<dyn ServerCertVerifier> = match mode {
-        SslMode::Disable | SslMode::Prefer | SslMode::Require => Arc::new(Lenient {
-            chain: None,
-            algorithms,
-        }),
-        SslMode::VerifyCa => Arc::new(Lenient {
-            chain: Some(webpki()?),
-            algorithms,
-        }),
+        SslMode::Disable | SslMode::Prefer | SslMode::Require => {
+            Arc::new(Lenient { chain: None, algorithms })
+        }
+        SslMode::VerifyCa => Arc::new(Lenient { chain: Some(webpki()?), algorithms }),
         SslMode::VerifyFull => webpki()?,
     };
     let mut config = ClientConfig::builder_with_provider(provider)

@@ -7,10 +7,7 @@ pub type Pairs = Vec<(String, String)>;
 
 /// Splits a connection string in either of libpq's two forms.
 pub fn parse(text: &str) -> Result<Pairs, String> {
-    match text
-        .strip_prefix("postgresql://")
-        .or_else(|| text.strip_prefix("postgres://"))
-    {
+    match text.strip_prefix("postgresql://").or_else(|| text.strip_prefix("postgres://")) {
         Some(rest) => parse_uri(rest),
         None => parse_key_values(text),
     }
@@ -24,10 +21,7 @@ pub fn parse(text: &str) -> Result<Pairs, String> {
 fn parse_uri(uri: &str) -> Result<Pairs, String> {
     let mut pairs = Pairs::new();
     let mut rest = uri;
-    if let Some(at) = rest
-        .find(['@', '/'])
-        .filter(|&i| rest.as_bytes()[i] == b'@')
-    {
+    if let Some(at) = rest.find(['@', '/']).filter(|&i| rest.as_bytes()[i] == b'@') {
         let credentials = &rest[..at];
         rest = &rest[at + 1..];
         let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
@@ -43,9 +37,7 @@ fn parse_uri(uri: &str) -> Result<Pairs, String> {
     let terminator = loop {
         let (host, after) = match rest.strip_prefix('[') {
             Some(bracketed) => {
-                let end = bracketed
-                    .find(']')
-                    .ok_or("an IPv6 host address has no closing ']'")?;
+                let end = bracketed.find(']').ok_or("an IPv6 host address has no closing ']'")?;
                 if end == 0 {
                     return Err("an IPv6 host address is empty".into());
                 }
@@ -62,9 +54,7 @@ fn parse_uri(uri: &str) -> Result<Pairs, String> {
         hosts.push_str(host);
         rest = after;
         if let Some(after_colon) = rest.strip_prefix(':') {
-            let end = after_colon
-                .find(['/', '?', ','])
-                .unwrap_or(after_colon.len());
+            let end = after_colon.find(['/', '?', ',']).unwrap_or(after_colon.len());
             ports.push_str(&after_colon[..end]);
             rest = &after_colon[end..];
         }

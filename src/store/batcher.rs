@@ -30,13 +30,7 @@ type Answer<T> = Result<T, StoreError>;
 /// A request's input, its deadline, where its answer goes, and its trace scope (if it
 /// is traced: the dispatcher runs batches in a task of its own, so the scope travels
 /// with the job).
-type Job<I, T> = (
-    I,
-    Deadline,
-    oneshot::Sender<Answer<T>>,
-    Option<Scope>,
-    Instant,
-);
+type Job<I, T> = (I, Deadline, oneshot::Sender<Answer<T>>, Option<Scope>, Instant);
 
 /// A queue in front of one batched query: `run` gets the inputs of a batch, and the
 /// earliest deadline among them, and answers them in the same order, one answer per
@@ -78,11 +72,7 @@ impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
         let (queue, jobs) = mpsc::unbounded_channel();
         let pace = Arc::new(Pace::new(lanes * most));
         let lanes = Arc::new(Semaphore::new(lanes));
-        let batches = Batches {
-            lanes,
-            most,
-            abandoned,
-        };
+        let batches = Batches { lanes, most, abandoned };
         tokio::spawn(dispatch(jobs, pace.clone(), batches, run));
         Batcher { queue, pace }
     }
@@ -98,9 +88,7 @@ impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
         }
         let (reply, answer) = oneshot::channel();
         let stopped = || StoreError::internal("batch dispatcher stopped");
-        self.queue
-            .send((input, deadline, reply, trace::current(), now))
-            .map_err(|_| stopped())?;
+        self.queue.send((input, deadline, reply, trace::current(), now)).map_err(|_| stopped())?;
         answer.await.unwrap_or_else(|_| Err(stopped()))
     }
 }
@@ -138,18 +126,10 @@ async fn dispatch<I, T, F, Fut>(
     F: Fn(Vec<I>, Deadline) -> Fut,
     Fut: Future<Output = Vec<Answer<T>>> + Send + 'static,
 {
-    let Batches {
-        lanes,
-        most,
-        abandoned,
-    } = batches;
+    let Batches { lanes, most, abandoned } = batches;
     let mut jobs = Vec::with_capacity(most);
     loop {
-        let lane = lanes
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
+        let lane = lanes.clone().acquire_owned().await.expect("the semaphore is never closed");
         let taken = queue.recv_many(&mut jobs, most).await;
         if taken == 0 {
             return; // the Batcher is gone and the queue is empty

@@ -124,22 +124,17 @@ pub fn is_connection_lost(err: &tokio_postgres::Error) -> bool {
 }
 
 fn refused(field: &str, reason: &'static str) -> StoreError {
-    StoreError::Refused(Invalid {
-        field: field.to_owned(),
-        reason,
-    })
+    StoreError::Refused(Invalid { field: field.to_owned(), reason })
 }
 
 /// Whether the database answered a statement that it could not serve now (below).
 pub fn is_unavailable(err: &tokio_postgres::Error) -> bool {
-    err.as_db_error()
-        .is_some_and(|db| unavailable(db.code()).is_some())
+    err.as_db_error().is_some_and(|db| unavailable(db.code()).is_some())
 }
 
 /// Whether the connection a statement failed on is no good for the next one (below).
 pub fn spoils_connection(err: &tokio_postgres::Error) -> bool {
-    err.as_db_error()
-        .is_some_and(|db| unavailable(db.code()) == Some(Spoiled::Connection))
+    err.as_db_error().is_some_and(|db| unavailable(db.code()) == Some(Spoiled::Connection))
 }
 
 /// What an unavailable database leaves behind.
@@ -198,8 +193,7 @@ pub fn is_read_only(err: &tokio_postgres::Error) -> bool {
 /// inserting the rows one by one lets the others through. Anything else would fail
 /// each row the same way.
 pub fn is_row_refusal(err: &tokio_postgres::Error) -> bool {
-    err.as_db_error()
-        .is_some_and(|db| matches!(&db.code().code()[..2], "22" | "23"))
+    err.as_db_error().is_some_and(|db| matches!(&db.code().code()[..2], "22" | "23"))
 }
 
 /// A failure told in words: by the store itself, or by the database as the log may

@@ -70,25 +70,23 @@ pub async fn create(
     loop {
         let round =
             async |conn: &Conn| attempt(conn, ttl, creates, &sent, &first_of, !releasing).await;
-        let failure = match pool
-            .run(statements::INSERT_TASKS, deadline, Effect::Writes, round)
-            .await
-        {
-            Ok((round, released)) => {
-                for (at, answer) in round {
-                    answers[at] = Some(answer);
+        let failure =
+            match pool.run(statements::INSERT_TASKS, deadline, Effect::Writes, round).await {
+                Ok((round, released)) => {
+                    for (at, answer) in round {
+                        answers[at] = Some(answer);
+                    }
+                    if released.is_empty() || releasing {
+                        break;
+                    }
+                    // Keys let go past their TTL: those creates once more.
+                    releasing = true;
+                    sent = released;
+                    lost = None;
+                    continue;
                 }
-                if released.is_empty() || releasing {
-                    break;
-                }
-                // Keys let go past their TTL: those creates once more.
-                releasing = true;
-                sent = released;
-                lost = None;
-                continue;
-            }
-            Err(failure) => failure,
-        };
+                Err(failure) => failure,
+            };
         let connection_lost =
             matches!(&failure, Failure::Statement(err) if error::is_connection_lost(err));
         match lost.as_ref() {
@@ -147,10 +145,7 @@ pub async fn create(
         .iter()
         .enumerate()
         .map(|(at, create)| {
-            let first = create
-                .claim
-                .as_ref()
-                .map_or(at, |claim| first_of[claim.key.as_str()]);
+            let first = create.claim.as_ref().map_or(at, |claim| first_of[claim.key.as_str()]);
             match answers[first].clone() {
                 // A second create with its batch-mate's key.
                 Some(Ok(Creation::Created(task) | Creation::Replayed(task))) if first != at => {
@@ -169,10 +164,9 @@ pub async fn create(
 fn could_not_ask(failure: &Failure) -> bool {
     match failure {
         Failure::Statement(err) => error::is_connection_lost(err) || error::is_unavailable(err),
-        Failure::Other(err) => matches!(
-            err,
-            StoreError::Unavailable(_) | StoreError::Busy | StoreError::Unknown(_)
-        ),
+        Failure::Other(err) => {
+            matches!(err, StoreError::Unavailable(_) | StoreError::Busy | StoreError::Unknown(_))
+        }
     }
 }
 
@@ -215,9 +209,7 @@ async fn attempt(
         .collect();
     let fail = |keys: &[&str], err: tokio_postgres::Error| {
         let err = StoreError::from(err);
-        keys.iter()
-            .map(|key| (first_of[key], Err(err.clone())))
-            .collect::<Vec<_>>()
+        keys.iter().map(|key| (first_of[key], Err(err.clone()))).collect::<Vec<_>>()
     };
     if held.is_empty() {
         return Ok((answers, Vec::new()));
@@ -236,10 +228,7 @@ async fn attempt(
         }
     }
     // Held, but by nobody within the TTL: by a task past it, which lets go of it now.
-    let expired: Vec<&str> = held
-        .into_iter()
-        .filter(|key| !answered[first_of[key]])
-        .collect();
+    let expired: Vec<&str> = held.into_iter().filter(|key| !answered[first_of[key]]).collect();
     if !release || expired.is_empty() {
         return Ok((answers, Vec::new()));
     }

@@ -24,9 +24,7 @@ pub struct InFlight<'a> {
 
 impl InFlight<'_> {
     pub fn conn(&self) -> &Conn {
-        self.conn
-            .as_ref()
-            .expect("taken only by finish, discard or drop")
+        self.conn.as_ref().expect("taken only by finish, discard or drop")
     }
 
     /// The statement is done: the connection goes back to the pool.

@@ -154,29 +154,18 @@ impl Store {
         unnamed_statements: bool,
         (standbys, read_max_lag): (&[DbOptions], Duration),
     ) -> Result<Store, String> {
-        let pool = Arc::new(Pool::open(
-            db,
-            pool_size,
-            unnamed_statements,
-            !standbys.is_empty(),
-        )?);
+        let pool = Arc::new(Pool::open(db, pool_size, unnamed_statements, !standbys.is_empty())?);
         let lanes = batcher::LANES.min(pool_size);
         let batch_sizes = BatchSizes::new_with_constructor(|| Histogram::new(BATCH_BUCKETS));
         let sizes = |query| batch_sizes.get_or_create(&BatchLabels { query }).clone();
         let keys_held = Gauge::default();
         let mut pools = Vec::new();
         for standby in standbys {
-            pools.push(Arc::new(Pool::open(
-                standby,
-                pool_size,
-                unnamed_statements,
-                false,
-            )?));
+            pools.push(Arc::new(Pool::open(standby, pool_size, unnamed_statements, false)?));
         }
         let names = standbys.iter().map(DbOptions::target).collect();
-        let reads = std::iter::once(&pool)
-            .chain(&pools)
-            .map(|pool| Reads::new(pool, lanes, &sizes));
+        let reads =
+            std::iter::once(&pool).chain(&pools).map(|pool| Reads::new(pool, lanes, &sizes));
         Ok(Store {
             reads: reads.collect(),
             standbys: (!pools.is_empty())
@@ -218,11 +207,7 @@ impl Store {
             });
             return Ok(expected.judge(task));
         }
-        let update = Update {
-            id,
-            patch,
-            expected,
-        };
+        let update = Update { id, patch, expected };
         self.updater.submit(update, Deadline::start()).await
     }
 
@@ -236,21 +221,14 @@ impl Store {
     /// One round trip to the database, within `budget`.
     pub async fn check(&self, budget: Duration) -> Health {
         let ping = async |conn: &Conn| {
-            let rows = conn
-                .client
-                .simple_query("SHOW transaction_read_only")
-                .await?;
+            let rows = conn.client.simple_query("SHOW transaction_read_only").await?;
             Ok(rows.iter().any(|message| match message {
                 SimpleQueryMessage::Row(row) => row.get(0) == Some("on"),
                 _ => false,
             }))
         };
         let deadline = Deadline::after(budget);
-        match self
-            .pool
-            .run(sql::SHOW, deadline, Effect::Reads, ping)
-            .await
-        {
+        match self.pool.run(sql::SHOW, deadline, Effect::Reads, ping).await {
             Ok(false) => Health::Ok,
             Ok(true) => Health::Failed(
                 "read-only",

@@ -94,11 +94,7 @@ mod tests {
         assert!((0..MAX_QUEUED).all(|_| pace.admit(now)));
         assert!(!pace.admit(now), "past MAX_QUEUED");
         // Its last batch waited too long: past a batch per lane, newcomers are shed ...
-        pace.took(
-            MAX_QUEUED - LANES * MAX_BATCH - 1,
-            now - SHED_AFTER * 2,
-            now,
-        );
+        pace.took(MAX_QUEUED - LANES * MAX_BATCH - 1, now - SHED_AFTER * 2, now);
         assert!(!pace.admit(now));
         // ... but a short queue is never shed.
         pace.took(MAX_BATCH, now, now);

@@ -45,10 +45,7 @@ pub struct OutOfTime;
 
 impl fmt::Display for OutOfTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "no answer within the request's {REQUEST_BUDGET:?} budget"
-        )
+        write!(f, "no answer within the request's {REQUEST_BUDGET:?} budget")
     }
 }
 
@@ -168,12 +165,7 @@ impl Pool {
             .map_err(|err| format!("database pool: {err}"))?;
         let unnamed = AtomicBool::new(unnamed);
         let (tls, written) = (db.tls(), track_writes.then(|| AtomicU64::new(0)));
-        Ok(Pool {
-            pool,
-            tls,
-            unnamed,
-            written,
-        })
+        Ok(Pool { pool, tls, unnamed, written })
     }
 
     /// The WAL position after the newest write this pool committed, if it tracks them.
@@ -192,11 +184,7 @@ impl Pool {
     /// The pool as of now.
     pub fn state(&self) -> PoolState {
         let status = self.pool.status();
-        PoolState {
-            size: status.size,
-            available: status.available,
-            waiting: status.waiting,
-        }
+        PoolState { size: status.size, available: status.available, waiting: status.waiting }
     }
 
     /// Closes the pool: idle connections now, busy ones when they come back.
@@ -281,10 +269,7 @@ impl Pool {
             unnamed: self.unnamed.load(Ordering::Relaxed),
             answered: AtomicUsize::new(0),
         };
-        let in_flight = InFlight {
-            conn: Some(conn),
-            tls: &self.tls,
-        };
+        let in_flight = InFlight { conn: Some(conn), tls: &self.tls };
         let conn = in_flight.conn();
         let sent = || (!conn.unnamed).then(|| conn.answered.load(Ordering::Relaxed));
         let answer = {

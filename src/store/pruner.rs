@@ -49,9 +49,7 @@ impl Pruner {
                     () = tokio::time::sleep(pause) => {}
                 }
                 let pruned = match release_expired(&pool, ttl_secs, &mut walk, &stopped).await {
-                    Ok(released) => prune_kept(&pool, ttl_secs)
-                        .await
-                        .map(|kept| released + kept),
+                    Ok(released) => prune_kept(&pool, ttl_secs).await.map(|kept| released + kept),
                     Err(err) => Err(err),
                 };
                 match pruned {
@@ -59,32 +57,21 @@ impl Pruner {
                     Ok(pruned) => log::info!("pruned {pruned} expired idempotency keys"),
                     Err(err) => log::warn!("could not prune expired idempotency keys: {err}"),
                 }
-                let count = prune_step(
-                    &pool,
-                    statements::SELECT_TASKS,
-                    Effect::Reads,
-                    sql::count_keys,
-                );
+                let count =
+                    prune_step(&pool, statements::SELECT_TASKS, Effect::Reads, sql::count_keys);
                 match count.await {
                     Ok(count) => drop(held.set(count)),
                     Err(err) => log::warn!("could not count idempotency keys: {err}"),
                 }
             }
         });
-        Pruner {
-            stop,
-            task: Mutex::new(Some(task)),
-        }
+        Pruner { stop, task: Mutex::new(Some(task)) }
     }
 
     /// Stops pruning: between rounds at once, or once the statement running ends.
     pub async fn stop(&self) {
         self.stop.send_replace(true);
-        let task = self
-            .task
-            .lock()
-            .expect("never poisoned: no panics under it")
-            .take();
+        let task = self.task.lock().expect("never poisoned: no panics under it").take();
         if let Some(task) = task
             && tokio::time::timeout(PRUNE_STOP, task).await.is_err()
         {
@@ -122,13 +109,8 @@ async fn release_expired(
     let mut from = match *walk {
         Some(from) => from,
         None => {
-            match prune_step(
-                pool,
-                statements::SELECT_TASKS,
-                Effect::Reads,
-                sql::first_keyed,
-            )
-            .await?
+            match prune_step(pool, statements::SELECT_TASKS, Effect::Reads, sql::first_keyed)
+                .await?
             {
                 Some(first) => first,
                 None => return Ok(0),

@@ -113,27 +113,13 @@ impl Store {
                     let list = async |conn: &Conn| {
                         sql::tasks::list(conn, status, after, limit, offset).await
                     };
-                    let run = reads
-                        .pool
-                        .run(sql::SELECT_TASKS, deadline, Effect::Reads, list);
+                    let run = reads.pool.run(sql::SELECT_TASKS, deadline, Effect::Reads, list);
                     run.await.map_err(StoreError::from)
                 }
                 false => {
-                    let lister = if status.is_some() {
-                        &reads.status_lister
-                    } else {
-                        &reads.lister
-                    };
-                    lister
-                        .submit(
-                            Read {
-                                status,
-                                after,
-                                limit,
-                            },
-                            deadline,
-                        )
-                        .await
+                    let lister =
+                        if status.is_some() { &reads.status_lister } else { &reads.lister };
+                    lister.submit(Read { status, after, limit }, deadline).await
                 }
             };
             if last || !standby_failed(&answer) {
@@ -143,11 +129,9 @@ impl Store {
         let tasks = answer?;
         let left = cursor.left - tasks.len() as i64;
         let more = match tasks.last() {
-            Some(last) if tasks.len() as i64 == limit && left > 0 => Some(Cursor {
-                after: last.id,
-                left,
-                ..cursor
-            }),
+            Some(last) if tasks.len() as i64 == limit && left > 0 => {
+                Some(Cursor { after: last.id, left, ..cursor })
+            }
             _ => None,
         };
         Ok(Chunk { tasks, more })

@@ -83,20 +83,11 @@ impl Standbys {
     ) -> Standbys {
         let (tell, seen) = watch::channel(Seen::default());
         let lag: Family<StandbyLabels, Gauge<f64, _>> = Family::default();
-        let gauges = names
-            .into_iter()
-            .map(|standby| lag.get_or_create(&StandbyLabels { standby }).clone());
+        let gauges =
+            names.into_iter().map(|standby| lag.get_or_create(&StandbyLabels { standby }).clone());
         let probe = tokio::spawn(probe(primary, pools, gauges.collect(), max_lag, tell));
         let (next, reads, waited) = (AtomicUsize::new(0), Family::default(), Counter::default());
-        Standbys {
-            max_lag,
-            seen,
-            next,
-            probe,
-            reads,
-            waited,
-            lag,
-        }
+        Standbys { max_lag, seen, next, probe, reads, waited, lag }
     }
 
     /// Where a read with `token` (or none) goes; counted by target.
@@ -105,16 +96,8 @@ impl Standbys {
             None => self.within_lag(),
             Some(token) => self.past(token).await,
         };
-        let target_label = if target == Target::Primary {
-            "primary"
-        } else {
-            "standby"
-        };
-        self.reads
-            .get_or_create(&TargetLabels {
-                target: target_label,
-            })
-            .inc();
+        let target_label = if target == Target::Primary { "primary" } else { "standby" };
+        self.reads.get_or_create(&TargetLabels { target: target_label }).inc();
         target
     }
 
@@ -160,19 +143,12 @@ impl Standbys {
     /// The token of a write the primary committed at or before `lsn`.
     pub fn token(&self, lsn: u64) -> Option<String> {
         let primary = self.seen.borrow().primary?;
-        Some(format!(
-            "{:x}-{:x}-{lsn:x}",
-            primary.system, primary.timeline
-        ))
+        Some(format!("{:x}-{:x}-{lsn:x}", primary.system, primary.timeline))
     }
 
     /// Registers `db_reads{target}`, `db_reads_waited` and `db_standby_lag_seconds{standby}`.
     pub fn register_metrics(&self, registry: &mut Registry) {
-        registry.register(
-            "db_reads",
-            "Reads of tasks, by where they went",
-            self.reads.clone(),
-        );
+        registry.register("db_reads", "Reads of tasks, by where they went", self.reads.clone());
         let waited = "Reads with a consistency token that waited for a standby to replay past it";
         registry.register("db_reads_waited", waited, self.waited.clone());
         let lag = "How far behind the primary each standby was at the last probe (NaN: down)";
@@ -212,16 +188,10 @@ async fn probe(
     let mut history: VecDeque<(u64, Instant)> = VecDeque::new();
     let keep = (max_lag + Duration::from_secs(2)).as_millis() / PROBE_EVERY.as_millis();
     loop {
-        let seen_primary = look(&primary, async |conn: &Conn| {
-            sql::primary_position(conn).await
-        })
-        .await
-        .flatten()
-        .map(|(system, timeline, lsn)| Primary {
-            system,
-            timeline,
-            lsn,
-        });
+        let seen_primary = look(&primary, async |conn: &Conn| sql::primary_position(conn).await)
+            .await
+            .flatten()
+            .map(|(system, timeline, lsn)| Primary { system, timeline, lsn });
         if let Some(now) = seen_primary {
             if history.back().is_none_or(|(lsn, _)| *lsn != now.lsn) {
                 history.push_back((now.lsn, Instant::now()));
@@ -230,30 +200,16 @@ async fn probe(
                 history.pop_front();
             }
         }
-        let mut seen = Seen {
-            primary: seen_primary,
-            standbys: Vec::with_capacity(standbys.len()),
-        };
+        let mut seen = Seen { primary: seen_primary, standbys: Vec::with_capacity(standbys.len()) };
         for (pool, gauge) in standbys.iter().zip(&gauges) {
-            let replay = look(pool, async |conn: &Conn| sql::standby_position(conn).await)
-                .await
-                .flatten();
-            let standby = replay
-                .zip(seen_primary)
-                .and_then(|((system, replayed), primary)| {
-                    let since = history.iter().rev().find(|(lsn, _)| *lsn <= replayed)?.1;
-                    let caught_up = replayed >= primary.lsn;
-                    (system == primary.system).then(|| {
-                        (
-                            replayed,
-                            if caught_up {
-                                Duration::ZERO
-                            } else {
-                                since.elapsed()
-                            },
-                        )
-                    })
-                });
+            let replay =
+                look(pool, async |conn: &Conn| sql::standby_position(conn).await).await.flatten();
+            let standby = replay.zip(seen_primary).and_then(|((system, replayed), primary)| {
+                let since = history.iter().rev().find(|(lsn, _)| *lsn <= replayed)?.1;
+                let caught_up = replayed >= primary.lsn;
+                (system == primary.system)
+                    .then(|| (replayed, if caught_up { Duration::ZERO } else { since.elapsed() }))
+            });
             gauge.set(standby.map_or(f64::NAN, |(_, lag)| lag.as_secs_f64()));
             seen.standbys.push(standby);
         }
@@ -268,7 +224,5 @@ async fn look<T>(
     work: impl AsyncFnOnce(&Conn) -> Result<T, tokio_postgres::Error> + Clone,
 ) -> Option<T> {
     let deadline = Deadline::after(PROBE_BUDGET);
-    pool.run(sql::SHOW, deadline, Effect::Reads, work)
-        .await
-        .ok()
+    pool.run(sql::SHOW, deadline, Effect::Reads, work).await.ok()
 }

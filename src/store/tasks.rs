@@ -61,9 +61,7 @@ pub fn finder(pool: Arc<Pool>, lanes: usize, sizes: Histogram) -> Batcher<i64, O
         let pool = pool.clone();
         async move {
             let find = async |conn: &Conn| sql::find_many(conn, &ids).await;
-            let rows = pool
-                .run(statements::SELECT_TASKS, deadline, Effect::Reads, find)
-                .await;
+            let rows = pool.run(statements::SELECT_TASKS, deadline, Effect::Reads, find).await;
             match rows {
                 Ok(rows) => {
                     let found: HashMap<i64, Result<Task, StoreError>> = rows
@@ -92,10 +90,7 @@ pub fn lister(
         let pool = pool.clone();
         async move {
             let list = async |conn: &Conn| sql::list_many(conn, &reads, by_status).await;
-            match pool
-                .run(statements::SELECT_TASKS, deadline, Effect::Reads, list)
-                .await
-            {
+            match pool.run(statements::SELECT_TASKS, deadline, Effect::Reads, list).await {
                 Ok(pages) => pages.into_iter().map(Ok).collect(),
                 Err(failure) => vec![Err(StoreError::from(failure)); reads.len()],
             }
@@ -144,9 +139,7 @@ async fn unkeyed(
 ) -> Result<Answers<Creation>, Failure> {
     let new: Vec<&NewTask> = creates.iter().map(|create| &create.task).collect();
     let insert = async |conn: &Conn| sql::insert_many(conn, &new).await;
-    let tasks = pool
-        .run(statements::INSERT_TASKS, deadline, Effect::Writes, insert)
-        .await?;
+    let tasks = pool.run(statements::INSERT_TASKS, deadline, Effect::Writes, insert).await?;
     Ok(answer_in_order(&new, tasks))
 }
 
@@ -158,10 +151,7 @@ fn answer_in_order(new: &[&NewTask], mut tasks: Vec<Task>) -> Answers<Creation> 
         task.title == new.title && task.description == new.description && task.status == new.status
     };
     if tasks.len() == new.len() && tasks.iter().zip(new).all(|(task, new)| holds(task, new)) {
-        return tasks
-            .into_iter()
-            .map(|t| Ok(Creation::Created(t)))
-            .collect();
+        return tasks.into_iter().map(|t| Ok(Creation::Created(t))).collect();
     }
     log::error!(
         "an insert of {} rows returned {} that are not in input order; matching them by content",
@@ -171,9 +161,7 @@ fn answer_in_order(new: &[&NewTask], mut tasks: Vec<Task>) -> Answers<Creation> 
     new.iter()
         .map(|new| match tasks.iter().position(|task| holds(task, new)) {
             Some(at) => Ok(Creation::Created(tasks.swap_remove(at))),
-            None => Err(StoreError::internal(
-                "an insert returned no row for this input",
-            )),
+            None => Err(StoreError::internal("an insert returned no row for this input")),
         })
         .collect()
 }
@@ -198,10 +186,7 @@ async fn one_by_one_if_refused<I: Sync, S: Statements<I>>(
         Ok(answers) => answers,
         Err(Failure::Statement(err)) if inputs.len() > 1 && error::is_row_refusal(&err) => {
             let err = StoreError::from(err);
-            log::warn!(
-                "{} requests refused as one statement ({err}); one by one",
-                inputs.len()
-            );
+            log::warn!("{} requests refused as one statement ({err}); one by one", inputs.len());
             let mut answers = Vec::with_capacity(inputs.len());
             for input in inputs {
                 answers.push(match batch.run(std::slice::from_ref(input)).await {
@@ -321,10 +306,7 @@ async fn together<C: ById>(
             };
             answers.push(match after.contains(&at) {
                 // The shared statement is done: this one's failure is its own.
-                true => C::run(conn, &[change])
-                    .await
-                    .map(judge)
-                    .map_err(StoreError::from),
+                true => C::run(conn, &[change]).await.map(judge).map_err(StoreError::from),
                 false => Ok(change.expected().judge(done.remove(&change.id()))),
             });
         }

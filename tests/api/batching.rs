@@ -17,14 +17,9 @@ async fn get(addr: SocketAddr, path: String) -> TestResponse {
 /// Requests served by batched statements of `query`, and how many statements served them.
 async fn batches(app: &TestApp, query: &str) -> (f64, f64) {
     let samples = scrape(app).await;
-    let requests = value(
-        &samples,
-        &format!(r#"task_api_db_batch_size_sum{{query="{query}"}}"#),
-    );
-    let statements = value(
-        &samples,
-        &format!(r#"task_api_db_batch_size_count{{query="{query}"}}"#),
-    );
+    let requests = value(&samples, &format!(r#"task_api_db_batch_size_sum{{query="{query}"}}"#));
+    let statements =
+        value(&samples, &format!(r#"task_api_db_batch_size_count{{query="{query}"}}"#));
     (requests, statements)
 }
 
@@ -64,15 +59,9 @@ async fn concurrent_creates_and_gets_each_answer_their_own_request() {
         paths.push((format!("/tasks/{}", task["id"]), Some(task)));
     }
     for offset in 0..40 {
-        paths.insert(
-            offset * 5,
-            (format!("/tasks/{}", missing + offset as i64), None),
-        );
+        paths.insert(offset * 5, (format!("/tasks/{}", missing + offset as i64), None));
     }
-    let requests = paths
-        .iter()
-        .map(|(path, _)| get(app.addr, path.clone()))
-        .collect();
+    let requests = paths.iter().map(|(path, _)| get(app.addr, path.clone())).collect();
     for ((path, expected), response) in paths.iter().zip(all_at_once(requests).await) {
         match expected {
             Some(task) => {
@@ -108,12 +97,7 @@ async fn concurrent_pages_each_get_their_own_tasks() {
 
     // Pages of every shape at once: with and without a status, with an offset (read
     // alone) and without (batched), limits past a chunk (32 rows), and past the end.
-    let statuses = [
-        None,
-        Some("pending"),
-        Some("in_progress"),
-        Some("completed"),
-    ];
+    let statuses = [None, Some("pending"), Some("in_progress"), Some("completed")];
     let mut pages: Vec<(String, Vec<Value>)> = Vec::new();
     for n in 0..160usize {
         let limit = 1 + n * 7 % 50;
@@ -132,10 +116,7 @@ async fn concurrent_pages_each_get_their_own_tasks() {
             .collect();
         pages.push((path, expected));
     }
-    let requests = pages
-        .iter()
-        .map(|(path, _)| get(app.addr, path.clone()))
-        .collect();
+    let requests = pages.iter().map(|(path, _)| get(app.addr, path.clone())).collect();
     for ((path, expected), mut response) in pages.iter().zip(all_at_once(requests).await) {
         // On a machine busy with the other tests, the burst may be shed (503,
         // retry-after): a client that honours it asks again, and gets its page.
@@ -175,12 +156,9 @@ async fn a_row_the_database_refuses_fails_alone_and_its_neighbours_are_stored() 
         0 => format!("refused {n}"),
         _ => format!("task {n}"),
     };
-    let responses = all_at_once(
-        (0..100)
-            .map(|n| post_task(app.addr, json!({"title": title(n)})))
-            .collect(),
-    )
-    .await;
+    let responses =
+        all_at_once((0..100).map(|n| post_task(app.addr, json!({"title": title(n)}))).collect())
+            .await;
     for (n, response) in responses.iter().enumerate() {
         if n % 5 == 0 {
             assert_eq!(response.status, 422, "{}", response.body);
@@ -192,10 +170,7 @@ async fn a_row_the_database_refuses_fails_alone_and_its_neighbours_are_stored() 
     }
     assert_eq!(app.row_count().await, 80);
     let (inserted, statements) = batches(&app, "insert").await;
-    assert!(
-        statements < inserted,
-        "no insert was batched, so no batch was refused"
-    );
+    assert!(statements < inserted, "no insert was batched, so no batch was refused");
 }
 
 #[tokio::test]
@@ -236,18 +211,13 @@ async fn concurrent_changes_to_one_task_behave_as_if_sent_one_after_the_other() 
 
     // Two deletes of one task: one 204, one 404; deletes of others all 204.
     let others: Vec<Value> = all_at_once(
-        (0..20)
-            .map(|n| post_task(app.addr, json!({"title": format!("doomed {n}")})))
-            .collect(),
+        (0..20).map(|n| post_task(app.addr, json!({"title": format!("doomed {n}")}))).collect(),
     )
     .await
     .iter()
     .map(TestResponse::json)
     .collect();
-    let mut deletes: Vec<String> = others
-        .iter()
-        .map(|t| format!("/tasks/{}", t["id"]))
-        .collect();
+    let mut deletes: Vec<String> = others.iter().map(|t| format!("/tasks/{}", t["id"])).collect();
     deletes.push(path.clone());
     deletes.push(path.clone());
     let responses = all_at_once(
@@ -262,16 +232,8 @@ async fn concurrent_changes_to_one_task_behave_as_if_sent_one_after_the_other() 
     .await;
     let mut statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
     statuses.sort_unstable();
-    assert_eq!(
-        statuses.iter().filter(|&&s| s == 204).count(),
-        21,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|&&s| s == 404).count(),
-        1,
-        "{statuses:?}"
-    );
+    assert_eq!(statuses.iter().filter(|&&s| s == 204).count(), 21, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|&&s| s == 404).count(), 1, "{statuses:?}");
     assert_eq!(app.row_count().await, 0);
     let (patched, statements) = batches(&app, "update").await;
     assert_eq!(patched, 30.0);

@@ -20,23 +20,14 @@ async fn version_and_help_exit_0() {
     for flag in ["--version", "-V"] {
         let output = run_cli(&[flag], &[]).await;
         assert_eq!(output.status.code(), Some(0));
-        assert_eq!(
-            text(&output).0,
-            format!("task-api {}\n", env!("CARGO_PKG_VERSION"))
-        );
+        assert_eq!(text(&output).0, format!("task-api {}\n", env!("CARGO_PKG_VERSION")));
     }
     let output = run_cli(&["--help"], &[]).await;
     assert_eq!(output.status.code(), Some(0));
     let (help, _) = text(&output);
-    for word in [
-        "serve",
-        "migrate",
-        "healthcheck",
-        "--ready",
-        "--url",
-        "--timeout",
-        "DATABASE_URL_FILE",
-    ] {
+    for word in
+        ["serve", "migrate", "healthcheck", "--ready", "--url", "--timeout", "DATABASE_URL_FILE"]
+    {
         assert!(help.contains(word), "{word} missing from --help");
     }
 }
@@ -56,10 +47,7 @@ async fn bad_usage_exits_2_with_one_line_naming_the_flag() {
         let (stdout, stderr) = text(&output);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
-        assert!(
-            stderr.starts_with("task-api: ") && stderr.contains(needle),
-            "{args:?}: {stderr}"
-        );
+        assert!(stderr.starts_with("task-api: ") && stderr.contains(needle), "{args:?}: {stderr}");
         assert_eq!(stdout, "");
     }
 }
@@ -67,14 +55,7 @@ async fn bad_usage_exits_2_with_one_line_naming_the_flag() {
 #[tokio::test]
 async fn healthcheck_timeout_takes_fractions_of_a_second() {
     // Nothing listens on port 1: with --timeout parsed, this is a failed probe, not bad usage.
-    let args = [
-        "healthcheck",
-        "--ready",
-        "--timeout",
-        "0.5",
-        "--url",
-        "http://127.0.0.1:1/",
-    ];
+    let args = ["healthcheck", "--ready", "--timeout", "0.5", "--url", "http://127.0.0.1:1/"];
     let output = run_cli(&args, &[]).await;
     let (_, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
@@ -87,74 +68,32 @@ async fn bad_configuration_exits_2_naming_the_variable_before_connecting() {
     for (env, var) in [
         (&[][..], "DATABASE_URL"),
         (&[("DATABASE_URL", "mysql://u@h/d")][..], "DATABASE_URL"),
-        (
-            &[(
-                "DATABASE_URL",
-                "postgres://app:pa55word-xyz@h/d?sslmode=verify",
-            )][..],
-            "DATABASE_URL",
-        ),
-        (
-            &[("DATABASE_URL", "postgres://app:pa55word-xyz@h:notaport/d")][..],
-            "DATABASE_URL",
-        ),
+        (&[("DATABASE_URL", "postgres://app:pa55word-xyz@h/d?sslmode=verify")][..], "DATABASE_URL"),
+        (&[("DATABASE_URL", "postgres://app:pa55word-xyz@h:notaport/d")][..], "DATABASE_URL"),
         (&[("DATABASE_URL", url), ("PORT", "http")][..], "PORT"),
         (&[("DATABASE_URL", url), ("HOST", "localhost")][..], "HOST"),
-        (
-            &[("DATABASE_URL", url), ("LOG_LEVEL", "chatty")][..],
-            "LOG_LEVEL",
-        ),
-        (
-            &[("DATABASE_URL", url), ("DATABASE_POOL_SIZE", "0")][..],
-            "DATABASE_POOL_SIZE",
-        ),
+        (&[("DATABASE_URL", url), ("LOG_LEVEL", "chatty")][..], "LOG_LEVEL"),
+        (&[("DATABASE_URL", url), ("DATABASE_POOL_SIZE", "0")][..], "DATABASE_POOL_SIZE"),
         (
             &[("DATABASE_URL", url), ("DATABASE_STARTUP_TIMEOUT", "-1")][..],
             "DATABASE_STARTUP_TIMEOUT",
         ),
-        (
-            &[("DATABASE_URL", url), ("SHUTDOWN_TIMEOUT", "soon")][..],
-            "SHUTDOWN_TIMEOUT",
-        ),
-        (
-            &[("DATABASE_URL_FILE", "/nonexistent/secret")][..],
-            "DATABASE_URL_FILE",
-        ),
-        (
-            &[("DATABASE_URL", url), ("DATABASE_URL_FILE", "/x")],
-            "DATABASE_URL_FILE",
-        ),
+        (&[("DATABASE_URL", url), ("SHUTDOWN_TIMEOUT", "soon")][..], "SHUTDOWN_TIMEOUT"),
+        (&[("DATABASE_URL_FILE", "/nonexistent/secret")][..], "DATABASE_URL_FILE"),
+        (&[("DATABASE_URL", url), ("DATABASE_URL_FILE", "/x")], "DATABASE_URL_FILE"),
         (&[("DATABASE_URL", url), ("PORT", "70000")], "PORT"),
-        (
-            &[("DATABASE_URL", url), ("MAX_CONNECTIONS", "0")],
-            "MAX_CONNECTIONS",
-        ),
-        (
-            &[("DATABASE_URL", url), ("LOG_FORMAT", "yaml")],
-            "LOG_FORMAT",
-        ),
-        (
-            &[("DATABASE_URL", url), ("DATABASE_STATEMENTS", "named")],
-            "DATABASE_STATEMENTS",
-        ),
-        (
-            &[("DATABASE_URL", url), ("SHUTDOWN_DELAY", "soon")],
-            "SHUTDOWN_DELAY",
-        ),
-        (
-            &[("DATABASE_URL", url), ("IDEMPOTENCY_KEY_TTL", "0")],
-            "IDEMPOTENCY_KEY_TTL",
-        ),
+        (&[("DATABASE_URL", url), ("MAX_CONNECTIONS", "0")], "MAX_CONNECTIONS"),
+        (&[("DATABASE_URL", url), ("LOG_FORMAT", "yaml")], "LOG_FORMAT"),
+        (&[("DATABASE_URL", url), ("DATABASE_STATEMENTS", "named")], "DATABASE_STATEMENTS"),
+        (&[("DATABASE_URL", url), ("SHUTDOWN_DELAY", "soon")], "SHUTDOWN_DELAY"),
+        (&[("DATABASE_URL", url), ("IDEMPOTENCY_KEY_TTL", "0")], "IDEMPOTENCY_KEY_TTL"),
     ] {
         for command in ["serve", "migrate"] {
             let started = Instant::now();
             let output = run_cli(&[command], env).await;
             let (stdout, stderr) = text(&output);
             assert_eq!(output.status.code(), Some(2), "{command} {env:?}: {stderr}");
-            assert!(
-                stderr.starts_with(&format!("task-api: {var}: ")),
-                "{env:?}: {stderr}"
-            );
+            assert!(stderr.starts_with(&format!("task-api: {var}: ")), "{env:?}: {stderr}");
             assert_eq!(stderr.lines().count(), 1, "{stderr}");
             assert!(
                 !stderr.contains("pa55word-xyz") && !stdout.contains("pa55word-xyz"),
@@ -173,21 +112,15 @@ async fn configuration_is_checked_before_the_port_is_bound() {
     let port = taken.local_addr().unwrap().port().to_string();
     let db = TestDb::create().await;
     let url = db.url();
-    let output = run_cli(
-        &["serve"],
-        &[("DATABASE_URL", &url), ("PORT", &port), ("LOG_LEVEL", "x")],
-    )
-    .await;
+    let output =
+        run_cli(&["serve"], &[("DATABASE_URL", &url), ("PORT", &port), ("LOG_LEVEL", "x")]).await;
     assert_eq!(output.status.code(), Some(2), "{:?}", text(&output));
     // With good config, a taken port is a runtime failure: exit 1, saying so.
     let env = server_env(&[("DATABASE_URL", url.as_str()), ("PORT", port.as_str())]);
     let output = run_cli(&["serve"], &env).await;
     let (_, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{stderr}");
 }
 
 #[tokio::test]
@@ -201,16 +134,9 @@ async fn migrate_applies_once_then_reports_nothing_pending() {
     let output = run_cli(&["migrate"], &[("DATABASE_URL", &url)]).await;
     let (stdout, _) = text(&output);
     assert_eq!(output.status.code(), Some(0));
-    assert!(
-        stdout.contains("no pending migrations") && !stdout.contains("applied V1"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("no pending migrations") && !stdout.contains("applied V1"), "{stdout}");
     let client = db.client().await;
-    let rows: i64 = client
-        .query_one("SELECT count(*) FROM tasks", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let rows: i64 = client.query_one("SELECT count(*) FROM tasks", &[]).await.unwrap().get(0);
     assert_eq!(rows, 0);
 }
 
@@ -235,11 +161,8 @@ async fn database_url_file_is_read_like_a_docker_secret() {
     assert_eq!(ready.status, 200, "{}", ready.body);
     child.kill().await.ok();
     let url = db.url();
-    let output = run_cli(
-        &["serve"],
-        &[("DATABASE_URL_FILE", &path_text), ("DATABASE_URL", &url)],
-    )
-    .await;
+    let output =
+        run_cli(&["serve"], &[("DATABASE_URL_FILE", &path_text), ("DATABASE_URL", &url)]).await;
     assert_eq!(output.status.code(), Some(2));
     std::fs::remove_file(&path).ok();
 }
@@ -271,14 +194,8 @@ async fn libpq_key_value_strings_work() {
     let output = run_cli(&["migrate"], &[("DATABASE_URL", &hosts)]).await;
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
-    let target = format!(
-        "{user}@127.0.0.1,{host}:1,{port}/{} sslmode=disable",
-        db.name
-    );
-    assert!(
-        stdout.contains(&format!("connected to {target}")),
-        "{stdout}"
-    );
+    let target = format!("{user}@127.0.0.1,{host}:1,{port}/{} sslmode=disable", db.name);
+    assert!(stdout.contains(&format!("connected to {target}")), "{stdout}");
 }
 
 #[tokio::test]
@@ -290,22 +207,11 @@ async fn access_log_has_one_line_per_request_and_never_a_body_or_password() {
     let id = response.header("x-request-id").unwrap().to_owned();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let output = app.output();
-    let post_line = output
-        .lines()
-        .find(|l| l.contains("POST /tasks 201"))
-        .expect("a POST line");
+    let post_line = output.lines().find(|l| l.contains("POST /tasks 201")).expect("a POST line");
     assert!(post_line.contains("request_id="), "{post_line}");
     assert!(post_line.contains("ms"), "{post_line}");
-    assert!(
-        output
-            .lines()
-            .any(|l| l.contains("GET /nowhere 404") && l.contains(&id)),
-        "{output}"
-    );
-    assert!(
-        !output.contains(secret_title),
-        "a body was logged:\n{output}"
-    );
+    assert!(output.lines().any(|l| l.contains("GET /nowhere 404") && l.contains(&id)), "{output}");
+    assert!(!output.contains(secret_title), "a body was logged:\n{output}");
     assert!(passwords().len() > 1, "the test server has no password");
     assert_no_password(&output);
     assert!(created["id"].as_i64().is_some());
@@ -321,20 +227,14 @@ async fn log_level_warn_silences_the_access_log() {
         ("LOG_LEVEL", "warn"),
     ]);
     // Not spawn_server: at warn there is no "listening on" line to wait for.
-    let child = command(&["serve"], &env)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = command(&["serve"], &env).stdout(Stdio::piped()).spawn().unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(addr).await.is_err() {
         assert!(Instant::now() < deadline, "task-api never listened");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(
-        send(addr, Method::GET, "/health", &[], "").await.status,
-        200
-    );
+    assert_eq!(send(addr, Method::GET, "/health", &[], "").await.status, 200);
     crate::helpers::signal(&child, libc::SIGTERM);
     let output = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
         .await
@@ -350,9 +250,7 @@ async fn log_level_warn_silences_the_access_log() {
 async fn a_client_can_neither_break_nor_forge_an_access_log_line() {
     let app = spawn_app().await;
     let forged = "1 status=500 user=admin";
-    let response = app
-        .request(Method::GET, "/health", &[("x-request-id", forged)], "")
-        .await;
+    let response = app.request(Method::GET, "/health", &[("x-request-id", forged)], "").await;
     assert_eq!(response.header("x-request-id"), Some(forged));
     // Raw bytes on the wire: a line separator, NEL and a C1 control in the path.
     let raw = "GET /x\u{2028}y\u{85}z\u{9b}w HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
@@ -363,18 +261,12 @@ async fn a_client_can_neither_break_nor_forge_an_access_log_line() {
     for c in ['\u{2028}', '\u{85}', '\u{9b}'] {
         assert!(!output.contains(c), "{c:?} reached the log:\n{output}");
     }
-    let line = output
-        .lines()
-        .find(|l| l.contains("GET /health 200"))
-        .expect("the access line");
+    let line = output.lines().find(|l| l.contains("GET /health 200")).expect("the access line");
     assert!(
         line.ends_with(&format!("request_id=\"{forged}\"")),
         "the id's fields are not quoted: {line}"
     );
-    assert!(
-        output.contains(r#"GET "/tasks/\"quoted\"%20path" 422"#),
-        "{output}"
-    );
+    assert!(output.contains(r#"GET "/tasks/\"quoted\"%20path" 422"#), "{output}");
 }
 
 #[tokio::test]
@@ -395,10 +287,6 @@ async fn debug_logging_never_holds_a_request_body() {
         assert_eq!(patched.status, 200);
         tokio::time::sleep(Duration::from_millis(200)).await;
         let output = app.output();
-        assert_eq!(
-            output.contains("body-marker"),
-            logs_bodies,
-            "{var}={level}:\n{output}"
-        );
+        assert_eq!(output.contains("body-marker"), logs_bodies, "{var}={level}:\n{output}");
     }
 }

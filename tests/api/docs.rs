@@ -12,10 +12,7 @@ const GZIP: (&str, &str) = ("accept-encoding", "gzip, deflate, br");
 fn loaded(page: &str) -> Vec<String> {
     let attribute = |part: &str| part.split('"').nth(1).map(str::to_owned);
     let parts = page.split(" src=").chain(page.split(" href=")).skip(1);
-    let files: Vec<_> = parts
-        .filter_map(attribute)
-        .filter(|at| at.starts_with('/'))
-        .collect();
+    let files: Vec<_> = parts.filter_map(attribute).filter(|at| at.starts_with('/')).collect();
     files
 }
 
@@ -46,52 +43,26 @@ async fn docs_serve_swagger_ui_from_the_binary_under_a_strict_policy() {
     let app = spawn_app().await;
     let page = get(&app, "/docs", &[GZIP]).await;
     assert_eq!(page.status, 200, "{}", page.body);
-    assert_eq!(
-        page.header("content-type"),
-        Some("text/html; charset=utf-8")
-    );
+    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
     let policy = page.header("content-security-policy").expect("a policy");
-    for rule in [
-        "script-src 'self';",
-        "connect-src 'self';",
-        "frame-ancestors 'none'",
-    ] {
+    for rule in ["script-src 'self';", "connect-src 'self';", "frame-ancestors 'none'"] {
         assert!(policy.contains(rule), "{policy}");
     }
-    assert!(
-        !policy.contains("http") && !policy.contains("'unsafe-eval'"),
-        "{policy}"
-    );
-    assert!(
-        !page.body.contains("<script>"),
-        "no inline script: {}",
-        page.body
-    );
+    assert!(!policy.contains("http") && !policy.contains("'unsafe-eval'"), "{policy}");
+    assert!(!page.body.contains("<script>"), "no inline script: {}", page.body);
 
     let files = loaded(&page.body);
-    assert!(
-        files.contains(&"/docs/swagger-ui-bundle.js".to_owned()),
-        "{files:?}"
-    );
+    assert!(files.contains(&"/docs/swagger-ui-bundle.js".to_owned()), "{files:?}");
     let mut wire = page.raw.len();
     for file in &files {
         let response = get(&app, file, &[GZIP]).await;
         assert_eq!(response.status, 200, "{file}: {}", response.body);
-        assert!(
-            response
-                .header("cache-control")
-                .unwrap()
-                .contains("max-age"),
-            "{file}"
-        );
+        assert!(response.header("cache-control").unwrap().contains("max-age"), "{file}");
         assert!(response.header("x-request-id").is_some(), "{file}");
         wire += response.raw.len();
         if response.header("content-encoding") == Some("gzip") {
             let text = gunzip(&response.raw);
-            assert!(
-                !file.ends_with(".js") || text.contains("SwaggerUIBundle"),
-                "{file}"
-            );
+            assert!(!file.ends_with(".js") || text.contains("SwaggerUIBundle"), "{file}");
         }
         let etag = response.header("etag").expect("an etag").to_owned();
         let again = get(&app, file, &[GZIP, ("if-none-match", &etag)]).await;
@@ -105,11 +76,7 @@ async fn docs_serve_swagger_ui_from_the_binary_under_a_strict_policy() {
     assert!(wire <= 600 * 1024, "first load: {wire} bytes");
 
     // A client that refuses gzip gets a reason, not bytes it cannot read.
-    let identity = get(
-        &app,
-        "/docs/swagger-ui-bundle.js",
-        &[("accept-encoding", "identity")],
-    );
+    let identity = get(&app, "/docs/swagger-ui-bundle.js", &[("accept-encoding", "identity")]);
     let identity = identity.await;
     assert_eq!(identity.status, 406);
     assert!(identity.detail().contains("gzip"), "{}", identity.body);

@@ -12,9 +12,7 @@ fn assert_error(response: &TestResponse, status: u16) {
     assert_eq!(response.status, status, "{}", response.body);
     assert_eq!(response.header("content-type"), Some("application/json"));
     let body = response.json();
-    let detail = body["detail"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no detail: {}", response.body));
+    let detail = body["detail"].as_str().unwrap_or_else(|| panic!("no detail: {}", response.body));
     assert!(!detail.is_empty());
     assert_eq!(body.as_object().unwrap().len(), 1, "{}", response.body);
 }
@@ -22,17 +20,9 @@ fn assert_error(response: &TestResponse, status: u16) {
 #[tokio::test]
 async fn body_that_is_not_a_json_object_is_400_and_stores_nothing() {
     let app = spawn_app().await;
-    for body in [
-        "{",
-        "",
-        "not json",
-        r#"{"title": "x",}"#,
-        "[1]",
-        r#"["title"]"#,
-        r#""x""#,
-        "null",
-        "42",
-    ] {
+    for body in
+        ["{", "", "not json", r#"{"title": "x",}"#, "[1]", r#"["title"]"#, r#""x""#, "null", "42"]
+    {
         let response = app.post("/tasks", body).await;
         assert_error(&response, 400);
         let detail = response.detail();
@@ -133,33 +123,18 @@ async fn body_without_application_json_is_415() {
         &[("content-type", "application/x-www-form-urlencoded")][..],
         &[("content-type", "application/jsonx")][..],
     ] {
-        assert_error(
-            &app.request(Method::POST, "/tasks", headers, body).await,
-            415,
-        );
+        assert_error(&app.request(Method::POST, "/tasks", headers, body).await, 415);
     }
     let created = app.create_task(json!({"title": "t"})).await;
     let path = format!("/tasks/{}", created["id"]);
     assert_error(
-        &app.request(
-            Method::PATCH,
-            &path,
-            &[("content-type", "text/plain")],
-            body,
-        )
-        .await,
+        &app.request(Method::PATCH, &path, &[("content-type", "text/plain")], body).await,
         415,
     );
     assert_eq!(app.row_count().await, 1);
     for content_type in ["application/json; charset=utf-8", "Application/JSON"] {
-        let response = app
-            .request(
-                Method::POST,
-                "/tasks",
-                &[("content-type", content_type)],
-                body,
-            )
-            .await;
+        let response =
+            app.request(Method::POST, "/tasks", &[("content-type", content_type)], body).await;
         assert_eq!(response.status, 201, "{content_type}");
     }
 }
@@ -169,10 +144,7 @@ async fn a_fatal_database_error_is_500_and_says_nothing_internal() {
     let app = spawn_app().await;
     app.create_task(json!({"title": "before"})).await;
     let client = app.db.client().await;
-    client
-        .batch_execute("ALTER TABLE tasks RENAME COLUMN title TO headline")
-        .await
-        .unwrap();
+    client.batch_execute("ALTER TABLE tasks RENAME COLUMN title TO headline").await.unwrap();
     for response in [
         app.get("/tasks").await,
         app.post("/tasks", r#"{"title":"t"}"#).await,
@@ -182,17 +154,12 @@ async fn a_fatal_database_error_is_500_and_says_nothing_internal() {
         assert_eq!(response.detail(), "Internal server error");
         let id = response.header("x-request-id").unwrap().to_owned();
         let body = response.body.to_lowercase();
-        for leak in [
-            "column", "title", "headline", "sql", "postgres", "tasks", "select",
-        ] {
+        for leak in ["column", "title", "headline", "sql", "postgres", "tasks", "select"] {
             assert!(!body.contains(leak), "{leak} leaked: {body}");
         }
         // The log says everything, under the same request id.
         let logged = app.output();
-        assert!(
-            logged.contains(&format!("request_id={id} internal error")),
-            "{logged}"
-        );
+        assert!(logged.contains(&format!("request_id={id} internal error")), "{logged}");
     }
 }
 
@@ -210,11 +177,7 @@ async fn a_check_constraint_the_validation_missed_is_422_naming_the_field() {
         .unwrap();
     let response = app.post("/tasks", r#"{"title":"too long now"}"#).await;
     assert_error(&response, 422);
-    assert!(
-        response.detail().starts_with("title: "),
-        "{}",
-        response.body
-    );
+    assert!(response.detail().starts_with("title: "), "{}", response.body);
     assert_eq!(app.row_count().await, 0);
 }
 
@@ -224,10 +187,7 @@ async fn a_row_the_database_refuses_is_never_quoted_in_the_log() {
     // A rule a newer schema might add. PostgreSQL's error DETAIL quotes the row
     // ("Key (title)=(…) already exists"): the request body, which the log never holds.
     let client = app.db.client().await;
-    client
-        .batch_execute("CREATE UNIQUE INDEX tasks_title_unique ON tasks (title)")
-        .await
-        .unwrap();
+    client.batch_execute("CREATE UNIQUE INDEX tasks_title_unique ON tasks (title)").await.unwrap();
     let body = json!({"title": "secret-title-8c1f", "description": "private-note-77"});
     app.create_task(body.clone()).await;
     let again = app.post("/tasks", &body.to_string()).await;
@@ -243,30 +203,13 @@ async fn a_row_the_database_refuses_is_never_quoted_in_the_log() {
             )
         })
         .collect();
-    let statuses: Vec<u16> = all_at_once(requests)
-        .await
-        .iter()
-        .map(|r| r.status)
-        .collect();
-    assert_eq!(
-        statuses.iter().filter(|&&s| s == 201).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|&&s| s == 500).count(),
-        9,
-        "{statuses:?}"
-    );
+    let statuses: Vec<u16> = all_at_once(requests).await.iter().map(|r| r.status).collect();
+    assert_eq!(statuses.iter().filter(|&&s| s == 201).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|&&s| s == 500).count(), 9, "{statuses:?}");
     assert_eq!(app.row_count().await, 2);
     let logged = app.output();
     assert!(logged.contains("internal error: 23505"), "{logged}");
-    for secret in [
-        "secret-title-8c1f",
-        "private-note-77",
-        "shared-title-5e2a",
-        "private-",
-    ] {
+    for secret in ["secret-title-8c1f", "private-note-77", "shared-title-5e2a", "private-"] {
         assert!(!logged.contains(secret), "{secret} logged:\n{logged}");
     }
 }
@@ -274,11 +217,7 @@ async fn a_row_the_database_refuses_is_never_quoted_in_the_log() {
 /// A raw response's status, its headers in lower case, and its body.
 fn raw_parts(raw: &str) -> (u16, String, String) {
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     (status, head.to_ascii_lowercase(), body.to_owned())
 }
 
@@ -301,20 +240,12 @@ async fn a_request_head_over_16_kib_is_431_with_a_detail_and_a_request_id() {
         assert!(head.contains("content-type: application/json"), "{head}");
         assert!(head.contains("x-request-id: "), "{head}");
         let detail: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert!(
-            detail["detail"].as_str().unwrap().contains("16384"),
-            "{body}"
-        );
+        assert!(detail["detail"].as_str().unwrap().contains("16384"), "{body}");
     }
     // The server is fine, and logged each refusal as a request.
     assert_eq!(app.get("/health").await.status, 200);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
-        app.output().matches(" - - 431 ").count(),
-        2,
-        "{}",
-        app.output()
-    );
+    assert_eq!(app.output().matches(" - - 431 ").count(), 2, "{}", app.output());
 }
 
 #[tokio::test]
@@ -336,10 +267,5 @@ async fn a_header_hyper_cannot_parse_is_400_with_a_detail_a_request_id_and_an_ac
     }
     assert_eq!(app.row_count().await, 0);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
-        app.output().matches(" - - 400 ").count(),
-        3,
-        "{}",
-        app.output()
-    );
+    assert_eq!(app.output().matches(" - - 400 ").count(), 3, "{}", app.output());
 }

@@ -36,21 +36,13 @@ static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
 
 /// `<prefix>_<pid>_<n>`: a name no other test of this run, or of another run, uses.
 pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        NEXT_ID.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{prefix}_{}_{}", std::process::id(), NEXT_ID.fetch_add(1, Ordering::Relaxed))
 }
 
 /// `url` with its database name replaced.
 pub fn with_dbname(url: &str, dbname: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let (server, _) = base
-        .rsplit_once('/')
-        .expect("TEST_DATABASE_URL is a postgres:// URL");
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (server, _) = base.rsplit_once('/').expect("TEST_DATABASE_URL is a postgres:// URL");
     match query {
         Some(query) => format!("{server}/{dbname}?{query}"),
         None => format!("{server}/{dbname}"),
@@ -104,9 +96,7 @@ impl Drop for TestDb {
         let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
         // Drop cannot await; a thread with its own runtime can.
         std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(async { connect(&ADMIN_URL).await.batch_execute(&sql).await.ok() });
             Ok::<_, std::io::Error>(())
         })
@@ -135,24 +125,14 @@ pub async fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
     let mut all_env = vec![("DATABASE_URL", url.as_str())];
     all_env.extend_from_slice(env);
     let (child, addr, output) = spawn_server(&all_env).await;
-    TestApp {
-        addr,
-        db,
-        child,
-        output,
-    }
+    TestApp { addr, db, child, output }
 }
 
 /// The real binary, serving a database made before.
 pub async fn spawn_app_on(db: TestDb) -> TestApp {
     let url = db.url();
     let (child, addr, output) = spawn_server(&[("DATABASE_URL", url.as_str())]).await;
-    TestApp {
-        addr,
-        db,
-        child,
-        output,
-    }
+    TestApp { addr, db, child, output }
 }
 
 /// Starts the binary with exactly `env` (plus HOST and PORT) and waits for its
@@ -181,22 +161,13 @@ pub async fn spawn_server_args(
         .expect("start task-api");
     let output = Arc::new(Mutex::new(String::new()));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    collect(
-        child.stdout.take().expect("piped"),
-        output.clone(),
-        Some(tx),
-    );
+    collect(child.stdout.take().expect("piped"), output.clone(), Some(tx));
     collect(child.stderr.take().expect("piped"), output.clone(), None);
     let addr = tokio::time::timeout(Duration::from_secs(30), rx.recv())
         .await
         .ok()
         .flatten()
-        .unwrap_or_else(|| {
-            panic!(
-                "task-api never listened; output:\n{}",
-                output.lock().unwrap()
-            )
-        });
+        .unwrap_or_else(|| panic!("task-api never listened; output:\n{}", output.lock().unwrap()));
     (child, addr, output)
 }
 
@@ -315,10 +286,7 @@ pub async fn try_send(
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    let mut request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(HOST, addr.to_string());
+    let mut request = Request::builder().method(method).uri(path).header(HOST, addr.to_string());
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -407,11 +375,7 @@ impl TestApp {
     /// How many rows the table holds, counted behind the API's back.
     pub async fn row_count(&self) -> i64 {
         let client = self.db.client().await;
-        client
-            .query_one("SELECT count(*) FROM tasks", &[])
-            .await
-            .unwrap()
-            .get(0)
+        client.query_one("SELECT count(*) FROM tasks", &[]).await.unwrap().get(0)
     }
 
     /// Everything the server has written to stdout and stderr so far.
@@ -442,11 +406,7 @@ pub fn signal(child: &Child, sig: libc::c_int) {
 
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A PostgreSQL server of a test's own, run by `scripts/pg.sh` in a temporary
@@ -469,25 +429,14 @@ impl PgServer {
 
     /// A server that is not running yet (see [`PgServer::start_again`]).
     pub fn not_started() -> PgServer {
-        PgServer {
-            dir: std::env::temp_dir().join(unique("task-api-pg")),
-            port: free_port(),
-        }
+        PgServer { dir: std::env::temp_dir().join(unique("task-api-pg")), port: free_port() }
     }
 
     /// Starts (or restarts) the server on its port.
     pub fn start_again(&self, ssl: Option<(&Path, &Path)>) {
-        let mut args = vec![
-            "start".into(),
-            self.dir.display().to_string(),
-            self.port.to_string(),
-        ];
+        let mut args = vec!["start".into(), self.dir.display().to_string(), self.port.to_string()];
         if let Some((cert, key)) = ssl {
-            args.extend([
-                "--ssl".into(),
-                cert.display().to_string(),
-                key.display().to_string(),
-            ]);
+            args.extend(["--ssl".into(), cert.display().to_string(), key.display().to_string()]);
         }
         args.extend(["--".into(), "-c".into(), "fsync=off".into()]);
         pg_script(&args);
@@ -500,11 +449,7 @@ impl PgServer {
 
     /// A URL for database `postgres` on this server, with `params` as its query.
     pub fn url(&self, host: &str, params: &str) -> String {
-        format!(
-            "postgres://postgres:{}@{host}:{}/postgres?{params}",
-            PgServer::PASSWORD,
-            self.port
-        )
+        format!("postgres://postgres:{}@{host}:{}/postgres?{params}", PgServer::PASSWORD, self.port)
     }
 }
 
@@ -523,9 +468,7 @@ fn pg_script(args: &[String]) {
 
 /// Runs `scripts/<name>` with `args`; fails the test if it fails.
 fn script(name: &str, args: &[String]) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("scripts")
-        .join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(name);
     let output = std::process::Command::new(path)
         .args(args)
         .env("PG_PASSWORD", PgServer::PASSWORD)
@@ -591,10 +534,7 @@ impl PgBouncer {
 
 impl Drop for PgBouncer {
     fn drop(&mut self) {
-        script(
-            "pgbouncer.sh",
-            &["stop".into(), self.dir.display().to_string()],
-        );
+        script("pgbouncer.sh", &["stop".into(), self.dir.display().to_string()]);
         std::fs::remove_dir_all(&self.dir).ok();
     }
 }

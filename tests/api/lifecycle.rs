@@ -20,12 +20,8 @@ use crate::helpers::{
 use serde_json::json;
 
 /// Every migration in sql/, as `migrate` names them.
-const MIGRATIONS: [&str; 4] = [
-    "V1__create_tasks",
-    "V2__idempotency_keys",
-    "V3__keys_on_tasks",
-    "V4__prune_by_id",
-];
+const MIGRATIONS: [&str; 4] =
+    ["V1__create_tasks", "V2__idempotency_keys", "V3__keys_on_tasks", "V4__prune_by_id"];
 
 #[tokio::test(flavor = "multi_thread")]
 async fn eight_concurrent_migrations_apply_each_exactly_once() {
@@ -53,25 +49,16 @@ async fn eight_concurrent_migrations_apply_each_exactly_once() {
             .lines()
             .filter(|l| MIGRATIONS.iter().any(|m| *l == format!("applied {m}")))
             .count();
-        nothing_pending += stdout
-            .lines()
-            .filter(|l| *l == "no pending migrations")
-            .count();
+        nothing_pending += stdout.lines().filter(|l| *l == "no pending migrations").count();
     }
     // One of the eight applied every migration, once; the others found nothing to do.
     assert_eq!((applied, nothing_pending), (MIGRATIONS.len(), 7));
     let client = db.client().await;
-    let history: i64 = client
-        .query_one("SELECT count(*) FROM refinery_schema_history", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let history: i64 =
+        client.query_one("SELECT count(*) FROM refinery_schema_history", &[]).await.unwrap().get(0);
     assert_eq!(history, MIGRATIONS.len() as i64);
-    let tasks_exists: bool = client
-        .query_one("SELECT to_regclass('tasks') IS NOT NULL", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let tasks_exists: bool =
+        client.query_one("SELECT to_regclass('tasks') IS NOT NULL", &[]).await.unwrap().get(0);
     assert!(tasks_exists);
 }
 
@@ -95,10 +82,7 @@ async fn a_database_with_an_unknown_migration_is_refused() {
         let output = run_cli(args, &env).await;
         let (stdout, stderr) = text(&output);
         assert_eq!(output.status.code(), Some(1), "{args:?}: {stdout}{stderr}");
-        assert!(
-            stderr.contains("V99__from_the_future"),
-            "{args:?}: {stderr}"
-        );
+        assert!(stderr.contains("V99__from_the_future"), "{args:?}: {stderr}");
         assert!(!stdout.contains("listening on"), "{args:?}: {stdout}");
     }
 }
@@ -120,10 +104,7 @@ async fn newer_migrations_are_judged_by_their_compatibility_records() {
         )
     };
     let client = db.client().await;
-    client
-        .batch_execute(&newer(98, "add_due_at", "expand", "0.1.0"))
-        .await
-        .unwrap();
+    client.batch_execute(&newer(98, "add_due_at", "expand", "0.1.0")).await.unwrap();
     let output = run_cli(&["migrate"], &env).await;
     assert!(output.status.success(), "{:?}", text(&output));
     let mut app = crate::helpers::spawn_app_on(db).await;
@@ -131,18 +112,12 @@ async fn newer_migrations_are_judged_by_their_compatibility_records() {
     app.terminate();
     app.wait(Duration::from_secs(10)).await;
     // A contract one that needs a later release: refused, naming both.
-    client
-        .batch_execute(&newer(99, "drop_description", "contract", "99.0.0"))
-        .await
-        .unwrap();
+    client.batch_execute(&newer(99, "drop_description", "contract", "99.0.0")).await.unwrap();
     for args in [&["serve"][..], &["migrate"][..]] {
         let output = run_cli(args, &env).await;
         let (stdout, stderr) = text(&output);
         assert_eq!(output.status.code(), Some(1), "{args:?}: {stdout}{stderr}");
-        assert!(
-            stderr.contains("V99__drop_description") && stderr.contains("99.0.0"),
-            "{stderr}"
-        );
+        assert!(stderr.contains("V99__drop_description") && stderr.contains("99.0.0"), "{stderr}");
         assert!(!stdout.contains("listening on"), "{args:?}: {stdout}");
     }
 }
@@ -156,9 +131,7 @@ async fn serve_waits_for_a_database_that_comes_up_later() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     tokio::task::block_in_place(|| pg.start_again(None));
-    let (_child, addr, output) = server
-        .await
-        .expect("serve listened once the database was up");
+    let (_child, addr, output) = server.await.expect("serve listened once the database was up");
     let output = output.lock().unwrap().clone();
     // The failed attempts came before the database existed: after that, connecting works.
     assert!(output.contains("not ready (attempt 1)"), "{output}");
@@ -173,10 +146,7 @@ async fn serve_waits_for_a_database_that_comes_up_later() {
 /// `task-api serve` against `url`, waiting for the database at most `startup_timeout`
 /// seconds, which must exit 1 within 10 s; its stdout and stderr.
 async fn serve_fails(url: &str, startup_timeout: &str) -> (String, String) {
-    let env = server_env(&[
-        ("DATABASE_URL", url),
-        ("DATABASE_STARTUP_TIMEOUT", startup_timeout),
-    ]);
+    let env = server_env(&[("DATABASE_URL", url), ("DATABASE_STARTUP_TIMEOUT", startup_timeout)]);
     let output = tokio::time::timeout(Duration::from_secs(10), run_cli(&["serve"], &env))
         .await
         .expect("serve gave up within 10 s");
@@ -227,39 +197,20 @@ async fn a_held_migration_lock_bounds_start_up_and_is_named() {
     let db = TestDb::create().await;
     let url = db.url();
     let holder = db.client().await;
-    let pid: i32 = holder
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    holder
-        .batch_execute("SET application_name = 'lock-holder'")
-        .await
-        .unwrap();
+    let pid: i32 = holder.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    holder.batch_execute("SET application_name = 'lock-holder'").await.unwrap();
     // The key every task-api agrees on (src/migrate.rs).
-    holder
-        .execute("SELECT pg_advisory_lock($1)", &[&0x0074_6173_6b61_7069_i64])
-        .await
-        .unwrap();
+    holder.execute("SELECT pg_advisory_lock($1)", &[&0x0074_6173_6b61_7069_i64]).await.unwrap();
     let started = std::time::Instant::now();
     let (_, stderr) = serve_fails(&url, "2").await;
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     assert!(
         stderr.contains(&format!("pid {pid} ")) && stderr.contains("\"lock-holder\""),
         "{stderr}"
     );
     // Once the holder lets go, start-up goes through.
     drop(holder);
-    assert!(
-        run_cli(&["migrate"], &[("DATABASE_URL", &url)])
-            .await
-            .status
-            .success()
-    );
+    assert!(run_cli(&["migrate"], &[("DATABASE_URL", &url)]).await.status.success());
 }
 
 #[tokio::test]
@@ -285,10 +236,7 @@ async fn sigterm_lets_a_slow_request_finish_and_exits_0() {
     wait_for_blocked_queries(&app.db, 2).await;
     app.terminate();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        !slow.is_finished(),
-        "GET /tasks was not in flight at SIGTERM"
-    );
+    assert!(!slow.is_finished(), "GET /tasks was not in flight at SIGTERM");
     assert!(
         TcpStream::connect(addr).await.is_err(),
         "new connections are still accepted while draining"
@@ -306,10 +254,7 @@ async fn sigterm_lets_a_slow_request_finish_and_exits_0() {
     // went first.
     assert_eq!(response.status, 200, "{}", response.body);
     let listed = response.json();
-    assert!(
-        listed == json!([]) || listed == json!([created.json()]),
-        "{listed}"
-    );
+    assert!(listed == json!([]) || listed == json!([created.json()]), "{listed}");
     let status = app.wait(Duration::from_secs(10)).await;
     assert!(status.success(), "{status}: {}", app.output());
     assert!(TcpStream::connect(addr).await.is_err());
@@ -332,19 +277,15 @@ async fn shutdown_timeout_bounds_the_drain() {
         .await
         .expect("the stuck request ended with the process")
         .unwrap();
-    assert!(
-        outcome.is_err(),
-        "the stuck request got an answer: {outcome:?}"
-    );
+    assert!(outcome.is_err(), "the stuck request got an answer: {outcome:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_keep_alive_connections_do_not_delay_shutdown() {
     let mut app = spawn_app().await;
     let stream = TcpStream::connect(app.addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
     let connection = tokio::spawn(connection);
     let request = Request::get("/health")
         .header(HOST, app.addr.to_string())
@@ -377,20 +318,14 @@ async fn sigint_also_shuts_down_cleanly() {
 async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     let app = spawn_app().await;
     let mut stream = TcpStream::connect(app.addr).await.unwrap();
-    stream
-        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
+    stream.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
     let mut buf = [0; 1024];
     let early = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await;
     assert!(early.is_err(), "answered or closed at once: {early:?}");
     // The header read timeout is 10 s; any end of the stream (EOF or reset) will do.
     let mut rest = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut rest)).await;
-    assert!(
-        closed.is_ok(),
-        "connection still open 17 s after a partial header"
-    );
+    assert!(closed.is_ok(), "connection still open 17 s after a partial header");
     assert_eq!(app.get("/health").await.status, 200);
 }
 
@@ -418,11 +353,7 @@ async fn ready_and_requests_fail_fast_when_the_database_goes_away() {
     assert!(!list.detail().is_empty());
     // The batched routes (src/store/batch.rs) too, all the requests of a batch alike.
     let (one, created, two) = tokio::time::timeout(Duration::from_secs(6), async {
-        tokio::join!(
-            get("/tasks/1"),
-            post_task(addr, json!({"title": "lost"})),
-            get("/tasks/2"),
-        )
+        tokio::join!(get("/tasks/1"), post_task(addr, json!({"title": "lost"})), get("/tasks/2"),)
     })
     .await
     .expect("GET and POST answered within 6 s");
@@ -436,15 +367,9 @@ async fn ready_and_requests_fail_fast_when_the_database_goes_away() {
     assert_eq!(probe.status.code(), Some(1), "{:?}", text(&probe));
 
     tokio::task::block_in_place(|| pg.start_again(None));
-    let back = wait_until(Duration::from_secs(15), || async {
-        get("/ready").await.status == 200
-    })
-    .await;
-    assert!(
-        back,
-        "/ready never returned to 200; output:\n{}",
-        output.lock().unwrap()
-    );
+    let back =
+        wait_until(Duration::from_secs(15), || async { get("/ready").await.status == 200 }).await;
+    assert!(back, "/ready never returned to 200; output:\n{}", output.lock().unwrap());
     assert_no_password(&output.lock().unwrap());
 }
 
@@ -452,10 +377,7 @@ async fn ready_and_requests_fail_fast_when_the_database_goes_away() {
 /// on the table waits until the returned client says COMMIT (or goes away).
 async fn lock_tasks_table(app: &TestApp) -> tokio_postgres::Client {
     let locker = app.db.client().await;
-    locker
-        .batch_execute("BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    locker.batch_execute("BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE").await.unwrap();
     locker
 }
 
@@ -475,10 +397,7 @@ async fn wait_for_blocked_queries(db: &TestDb, count: i64) {
         row.get::<_, i64>(0) >= count
     })
     .await;
-    assert!(
-        blocked,
-        "fewer than {count} requests reached the locked table"
-    );
+    assert!(blocked, "fewer than {count} requests reached the locked table");
 }
 
 /// `url` with its password replaced (or added).

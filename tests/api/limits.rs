@@ -20,10 +20,7 @@ use crate::metrics::{scrape, value};
 /// How many connections the server ended for `reason`, as /metrics counts them.
 async fn cut_count(app: &TestApp, reason: &str) -> f64 {
     let samples = scrape(app).await;
-    value(
-        &samples,
-        &format!(r#"task_api_http_connections_closed_total{{reason="{reason}"}}"#),
-    )
+    value(&samples, &format!(r#"task_api_http_connections_closed_total{{reason="{reason}"}}"#))
 }
 
 /// Reads until the server closes the connection or `limit` passes; what was read,
@@ -58,11 +55,7 @@ async fn a_body_that_stalls_gets_408_and_the_connection_closes() {
     let started = Instant::now();
     let (response, closed) = read_until_closed(&mut stream, Duration::from_secs(15)).await;
     assert!(closed, "still open after 15 s: {response:?}");
-    assert!(
-        started.elapsed() >= Duration::from_secs(9),
-        "cut too soon: {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() >= Duration::from_secs(9), "cut too soon: {:?}", started.elapsed());
     assert!(response.starts_with("HTTP/1.1 408"), "{response}");
     assert!(response.contains("connection: close"), "{response}");
     assert_eq!(cut_count(&app, "body_timeout").await, 1.0);
@@ -84,10 +77,7 @@ async fn a_client_that_never_reads_its_response_is_cut_off() {
         .await
         .unwrap();
     let mut stream = TcpStream::connect(app.addr).await.unwrap();
-    stream
-        .write_all(b"GET /tasks?limit=1000 HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
+    stream.write_all(b"GET /tasks?limit=1000 HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
     // Never read: the server's writes stall, and after 10 s it gives up.
     let cut = wait_until(Duration::from_secs(20), || async {
         cut_count(&app, "write_timeout").await == 1.0
@@ -114,10 +104,9 @@ async fn over_max_connections_a_client_gets_503_and_the_others_are_served() {
     assert!(!refused.detail().is_empty());
     // One leaves: the next client is served.
     drop(first);
-    let served = wait_until(Duration::from_secs(3), || async {
-        app.get("/health").await.status == 200
-    })
-    .await;
+    let served =
+        wait_until(Duration::from_secs(3), || async { app.get("/health").await.status == 200 })
+            .await;
     assert!(served, "a freed slot was not given to the next client");
     // The last /health may still hold its slot for a moment: close the other one, and
     // scrape once a slot is free.
@@ -157,10 +146,9 @@ async fn a_low_soft_fd_limit_is_raised_to_the_hard_one() {
         .spawn()
         .expect("prlimit (util-linux) runs task-api");
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let up = wait_until(Duration::from_secs(30), || async {
-        TcpStream::connect(addr).await.is_ok()
-    })
-    .await;
+    let up =
+        wait_until(Duration::from_secs(30), || async { TcpStream::connect(addr).await.is_ok() })
+            .await;
     assert!(up, "task-api never listened");
     // More clients than 256 descriptors allow, all held open at once.
     let mut held = Vec::new();

@@ -15,25 +15,16 @@ pub async fn scrape(app: &TestApp) -> HashMap<String, f64> {
     let response = app.request(Method::GET, "/metrics", &accept, "").await;
     assert_eq!(response.status, 200);
     let content_type = response.header("content-type").unwrap_or_default();
-    assert!(
-        content_type.starts_with("application/openmetrics-text"),
-        "{content_type}"
-    );
+    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
     assert!(response.body.ends_with("# EOF\n"), "{}", response.body);
     response
         .body
         .lines()
         .filter(|line| !line.starts_with('#') && !line.is_empty())
         .map(|line| {
-            let (series, value) = line
-                .rsplit_once(' ')
-                .unwrap_or_else(|| panic!("bad line {line}"));
-            (
-                series.to_owned(),
-                value
-                    .parse()
-                    .unwrap_or_else(|_| panic!("bad value in {line}")),
-            )
+            let (series, value) =
+                line.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {line}"));
+            (series.to_owned(), value.parse().unwrap_or_else(|_| panic!("bad value in {line}")))
         })
         .collect()
 }
@@ -99,10 +90,7 @@ async fn pool_migrations_and_build_info_are_reported() {
         .keys()
         .find(|series| series.starts_with("task_api_build_info{"))
         .expect("build info");
-    assert!(
-        build.contains(&format!(r#"version="{}""#, env!("CARGO_PKG_VERSION"))),
-        "{build}"
-    );
+    assert!(build.contains(&format!(r#"version="{}""#, env!("CARGO_PKG_VERSION"))), "{build}");
     assert!(build.contains("revision="), "{build}");
 }
 
@@ -127,12 +115,7 @@ fn run_with_input(program: &str, args: &[&str], input: &str) -> (bool, String) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap_or_else(|err| panic!("run {program} (make test installs it): {err}"));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     let output = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
@@ -147,15 +130,9 @@ async fn each_format_passes_its_own_parser() {
     // Any scraper that does not ask for OpenMetrics: the classic text format, which
     // promtool (Prometheus's own linter and parser) must accept without a complaint.
     let text = app.get("/metrics").await;
-    assert_eq!(
-        text.header("content-type"),
-        Some("text/plain; version=0.0.4; charset=utf-8")
-    );
+    assert_eq!(text.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
     assert!(!text.body.contains("# EOF"), "{}", text.body);
-    assert!(
-        text.body
-            .contains("# TYPE task_api_http_requests_total counter")
-    );
+    assert!(text.body.contains("# TYPE task_api_http_requests_total counter"));
     assert!(text.body.contains("# TYPE task_api_build_info gauge"));
     let (ok, said) = run_with_input("promtool", &["check", "metrics"], &text.body);
     assert!(ok, "promtool check metrics: {said}\n{}", text.body);
@@ -170,8 +147,5 @@ async fn each_format_passes_its_own_parser() {
         print(len(families), sorted(f.type for f in families))";
     let (ok, said) = run_with_input(python, &["-c", parse], &openmetrics.body);
     assert!(ok, "OpenMetrics parser: {said}\n{}", openmetrics.body);
-    assert!(
-        said.contains("'counter'") && said.contains("'info'"),
-        "{said}"
-    );
+    assert!(said.contains("'counter'") && said.contains("'info'"), "{said}");
 }

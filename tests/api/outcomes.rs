@@ -57,10 +57,7 @@ async fn under_a_slow_database_a_failed_create_stored_nothing() {
     let (mut created, mut failed) = (0, 0);
     for (n, response) in responses.iter().enumerate() {
         let stored: i64 = client
-            .query_one(
-                "SELECT count(*) FROM tasks WHERE title = $1",
-                &[&format!("slow {n}")],
-            )
+            .query_one("SELECT count(*) FROM tasks WHERE title = $1", &[&format!("slow {n}")])
             .await
             .unwrap()
             .get(0);
@@ -79,14 +76,8 @@ async fn under_a_slow_database_a_failed_create_stored_nothing() {
     }
     // The first two run alone, one per lane, in 3 s; the rest, batched behind them,
     // cannot finish 3 s of sleep within what remains of their 5 s.
-    assert!(
-        created >= 1 && failed >= 1,
-        "{created} created, {failed} failed"
-    );
-    assert!(
-        took < Duration::from_millis(5600),
-        "answered after {took:?}"
-    );
+    assert!(created >= 1 && failed >= 1, "{created} created, {failed} failed");
+    assert!(took < Duration::from_millis(5600), "answered after {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -96,19 +87,10 @@ async fn a_patch_or_delete_that_runs_out_of_time_changes_nothing() {
     let path = format!("/tasks/{}", task["id"]);
     slow_down(&app, "UPDATE", 6.0).await;
     slow_down(&app, "DELETE", 6.0).await;
-    for (method, body) in [
-        (Method::PATCH, r#"{"title": "changed"}"#),
-        (Method::DELETE, ""),
-    ] {
+    for (method, body) in [(Method::PATCH, r#"{"title": "changed"}"#), (Method::DELETE, "")] {
         let started = Instant::now();
-        let response = app
-            .request(
-                method.clone(),
-                &path,
-                &[("content-type", "application/json")],
-                body,
-            )
-            .await;
+        let response =
+            app.request(method.clone(), &path, &[("content-type", "application/json")], body).await;
         assert_eq!(response.status, 503, "{method}: {}", response.body);
         assert!(
             started.elapsed() < Duration::from_millis(5600),
@@ -127,10 +109,7 @@ async fn a_patch_or_delete_that_runs_out_of_time_changes_nothing() {
 async fn a_statement_whose_client_left_is_cancelled_and_the_pool_stays_clean() {
     let app = spawn_app_small_pool().await;
     let locker = app.db.client().await;
-    locker
-        .batch_execute("BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    locker.batch_execute("BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE").await.unwrap();
     // Each waits on the lock; its client gives up after half a second.
     for _ in 0..2 {
         let addr = app.addr;
@@ -141,10 +120,8 @@ async fn a_statement_whose_client_left_is_cancelled_and_the_pool_stays_clean() {
         .await;
         assert!(gave_up.is_err(), "answered while the table was locked");
     }
-    let cancelled = wait_until(Duration::from_secs(3), || async {
-        busy_statements(&app).await == 0
-    })
-    .await;
+    let cancelled =
+        wait_until(Duration::from_secs(3), || async { busy_statements(&app).await == 0 }).await;
     assert!(cancelled, "an abandoned statement still runs");
     locker.batch_execute("COMMIT").await.unwrap();
     // Both pooled connections were in use: none is handed out still busy.
@@ -177,9 +154,7 @@ async fn only_a_refused_row_is_retried_alone_and_other_failures_fail_once() {
         .await
         .unwrap();
     let responses = all_at_once(
-        (0..64)
-            .map(|n| post_task(app.addr, json!({"title": format!("denied {n}")})))
-            .collect(),
+        (0..64).map(|n| post_task(app.addr, json!({"title": format!("denied {n}")}))).collect(),
     )
     .await;
     for response in &responses {
@@ -189,10 +164,7 @@ async fn only_a_refused_row_is_retried_alone_and_other_failures_fail_once() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let output = app.output();
     assert!(output.contains("42501"), "{output}");
-    assert!(
-        !output.contains("one by one"),
-        "fell back row by row:\n{output}"
-    );
+    assert!(!output.contains("one by one"), "fell back row by row:\n{output}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -211,21 +183,14 @@ async fn past_capacity_a_newcomer_is_turned_away_at_once_and_nothing_is_lost() {
     let took = started.elapsed();
     assert_eq!(newcomer.status, 503, "{}", newcomer.body);
     assert_eq!(newcomer.header("retry-after"), Some("1"));
-    assert!(
-        newcomer.detail().contains("capacity"),
-        "{}",
-        newcomer.detail()
-    );
+    assert!(newcomer.detail().contains("capacity"), "{}", newcomer.detail());
     assert!(took < Duration::from_secs(1), "turned away after {took:?}");
     // The ones already queued get their verdict, and each verdict holds.
     let client = app.db.client().await;
     for (n, waiter) in stuck.into_iter().enumerate() {
         let response = waiter.await.unwrap();
         let stored: i64 = client
-            .query_one(
-                "SELECT count(*) FROM tasks WHERE title = $1",
-                &[&format!("stuck {n}")],
-            )
+            .query_one("SELECT count(*) FROM tasks WHERE title = $1", &[&format!("stuck {n}")])
             .await
             .unwrap()
             .get(0);
@@ -246,10 +211,7 @@ async fn past_capacity_a_newcomer_is_turned_away_at_once_and_nothing_is_lost() {
 /// Sessions PostgreSQL has opened on the test's database so far, asked on `client`.
 async fn sessions_opened(client: &tokio_postgres::Client) -> i64 {
     client
-        .query_one(
-            "SELECT sessions FROM pg_stat_database WHERE datname = current_database()",
-            &[],
-        )
+        .query_one("SELECT sessions FROM pg_stat_database WHERE datname = current_database()", &[])
         .await
         .unwrap()
         .get(0)
@@ -265,10 +227,7 @@ async fn clients_that_leave_mid_read_give_their_connections_back_to_the_pool() {
     all_at_once(reads.collect()).await;
     let (locker, watcher) = (app.db.client().await, app.db.client().await);
     let before = sessions_opened(&watcher).await;
-    locker
-        .batch_execute("BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    locker.batch_execute("BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE").await.unwrap();
     // Twenty reads in turn, each waiting on the lock until its client hangs up.
     for _ in 0..20 {
         let gave_up = tokio::time::timeout(
@@ -295,10 +254,5 @@ async fn clients_that_leave_mid_read_give_their_connections_back_to_the_pool() {
     assert_eq!(app.get("/tasks?limit=1000").await.status, 200);
     // Each cancelled read gave its connection back: no new session was needed.
     let opened = sessions_opened(&watcher).await - before;
-    assert_eq!(
-        opened,
-        0,
-        "new sessions for 20 abandoned reads:\n{}",
-        app.output()
-    );
+    assert_eq!(opened, 0, "new sessions for 20 abandoned reads:\n{}", app.output());
 }

@@ -28,18 +28,8 @@ async fn every_route_and_batches_work_through_pgbouncer_in_transaction_mode() {
     assert_eq!(created.status, 201, "{}", created.body);
     let path = created.header("location").unwrap().to_owned();
     assert_eq!(get(path.clone()).await.status, 200);
-    assert_eq!(
-        get("/tasks?status=pending&limit=5".into()).await.status,
-        200
-    );
-    let patched = send(
-        addr,
-        Method::PATCH,
-        &path,
-        &[JSON],
-        r#"{"status":"completed"}"#,
-    )
-    .await;
+    assert_eq!(get("/tasks?status=pending&limit=5".into()).await.status, 200);
+    let patched = send(addr, Method::PATCH, &path, &[JSON], r#"{"status":"completed"}"#).await;
     assert_eq!(patched.status, 200, "{}", patched.body);
     let keyed = send(
         addr,
@@ -53,9 +43,7 @@ async fn every_route_and_batches_work_through_pgbouncer_in_transaction_mode() {
     assert_eq!(send(addr, Method::DELETE, &path, &[], "").await.status, 204);
     // 64 at once, creates and gets: batched statements through the pooler.
     let creates = all_at_once(
-        (0..64)
-            .map(|n| post_task(addr, json!({"title": format!("load {n}")})))
-            .collect(),
+        (0..64).map(|n| post_task(addr, json!({"title": format!("load {n}")}))).collect(),
     )
     .await;
     let mut paths = Vec::new();
@@ -76,12 +64,7 @@ async fn a_lost_prepared_statement_is_one_log_line_and_never_a_500() {
     let db = TestDb::create().await;
     let url = bouncer.url(&db);
     let (_child, addr, output) = spawn_server(&[("DATABASE_URL", &url)]).await;
-    let switched = || {
-        output
-            .lock()
-            .unwrap()
-            .contains("DATABASE_STATEMENTS=unnamed")
-    };
+    let switched = || output.lock().unwrap().contains("DATABASE_STATEMENTS=unnamed");
     let round = || async {
         let requests = (0..32)
             .map(|n| async move {
@@ -91,11 +74,7 @@ async fn a_lost_prepared_statement_is_one_log_line_and_never_a_500() {
                 }
             })
             .collect();
-        all_at_once(requests)
-            .await
-            .iter()
-            .map(|r| r.status)
-            .collect::<Vec<u16>>()
+        all_at_once(requests).await.iter().map(|r| r.status).collect::<Vec<u16>>()
     };
     // Concurrent statements on several pooled connections: sooner or later one is
     // bound to a server connection it was not prepared on.
@@ -106,10 +85,7 @@ async fn a_lost_prepared_statement_is_one_log_line_and_never_a_500() {
             break;
         }
     }
-    assert!(
-        statuses.iter().all(|&s| matches!(s, 200 | 201 | 503)),
-        "{statuses:?}"
-    );
+    assert!(statuses.iter().all(|&s| matches!(s, 200 | 201 | 503)), "{statuses:?}");
     assert!(!output.lock().unwrap().contains(" 500 "));
     if switched() {
         // Switched to unnamed statements: from now on every request works.
@@ -118,10 +94,7 @@ async fn a_lost_prepared_statement_is_one_log_line_and_never_a_500() {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let logged = output.lock().unwrap().clone();
-    assert!(
-        logged.matches("DATABASE_STATEMENTS=unnamed").count() <= 1,
-        "{logged}"
-    );
+    assert!(logged.matches("DATABASE_STATEMENTS=unnamed").count() <= 1, "{logged}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -15,10 +15,7 @@ async fn healthcheck_passes_against_a_serving_app() {
     let url = format!("http://127.0.0.1:{port}/health");
     for (args, expected) in [
         (&["healthcheck"][..], format!("OK: {url}")),
-        (
-            &["healthcheck", "--ready"][..],
-            format!("OK: http://127.0.0.1:{port}/ready"),
-        ),
+        (&["healthcheck", "--ready"][..], format!("OK: http://127.0.0.1:{port}/ready")),
         (&["healthcheck", "--url", &url][..], format!("OK: {url}")),
     ] {
         let output = run_cli(args, &[("PORT", &port)]).await;
@@ -35,14 +32,8 @@ async fn healthcheck_fails_with_one_line_when_nothing_listens() {
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.starts_with("task-api: healthcheck failed: "),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains(&format!("127.0.0.1:{port}/health")),
-        "{stderr}"
-    );
+    assert!(stderr.starts_with("task-api: healthcheck failed: "), "{stderr}");
+    assert!(stderr.contains(&format!("127.0.0.1:{port}/health")), "{stderr}");
     assert!(stderr.contains("Connection refused"), "{stderr}");
 }
 

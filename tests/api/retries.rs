@@ -17,13 +17,7 @@ use crate::metrics::scrape;
 const JSON: (&str, &str) = ("content-type", "application/json");
 
 async fn post_keyed(app: &TestApp, key: &str, body: &Value) -> TestResponse {
-    app.request(
-        Method::POST,
-        "/tasks",
-        &[JSON, ("idempotency-key", key)],
-        body.to_string(),
-    )
-    .await
+    app.request(Method::POST, "/tasks", &[JSON, ("idempotency-key", key)], body.to_string()).await
 }
 
 async fn keys_held(app: &TestApp) -> i64 {
@@ -64,14 +58,8 @@ async fn a_retried_create_is_answered_again_and_stores_nothing_new() {
     assert_eq!(app.row_count().await, 1);
     // Even after the task changed, the key answers what it answered.
     let path = first.header("location").unwrap().to_owned();
-    assert_eq!(
-        app.patch(&path, r#"{"status":"completed"}"#).await.status,
-        200
-    );
-    assert_eq!(
-        post_keyed(&app, "8e03978e-40d5-43e8", &body).await.body,
-        first.body
-    );
+    assert_eq!(app.patch(&path, r#"{"status":"completed"}"#).await.status, 200);
+    assert_eq!(post_keyed(&app, "8e03978e-40d5-43e8", &body).await.body, first.body);
     // Another key is another create.
     assert_eq!(post_keyed(&app, "another", &body).await.status, 201);
     assert_eq!(app.row_count().await, 2);
@@ -80,10 +68,7 @@ async fn a_retried_create_is_answered_again_and_stores_nothing_new() {
 #[tokio::test]
 async fn a_key_used_for_another_body_is_422_and_stores_nothing() {
     let app = spawn_app().await;
-    assert_eq!(
-        post_keyed(&app, "k1", &json!({"title": "a"})).await.status,
-        201
-    );
+    assert_eq!(post_keyed(&app, "k1", &json!({"title": "a"})).await.status, 201);
     let other = post_keyed(&app, "k1", &json!({"title": "b"})).await;
     assert_eq!(other.status, 422, "{}", other.body);
     let detail = other.detail();
@@ -96,18 +81,10 @@ async fn a_key_used_for_another_body_is_422_and_stores_nothing() {
     let long = "k".repeat(256);
     for key in ["", "caf\u{e9}", long.as_str(), "\"unterminated"] {
         let response = app
-            .request(
-                Method::POST,
-                "/tasks",
-                &[JSON, ("idempotency-key", key)],
-                r#"{"title":"c"}"#,
-            )
+            .request(Method::POST, "/tasks", &[JSON, ("idempotency-key", key)], r#"{"title":"c"}"#)
             .await;
         assert_eq!(response.status, 422, "{key:?}: {}", response.body);
-        assert!(
-            response.detail().starts_with("idempotency-key: "),
-            "{key:?}"
-        );
+        assert!(response.detail().starts_with("idempotency-key: "), "{key:?}");
     }
     assert_eq!(app.row_count().await, 1);
 }
@@ -148,10 +125,8 @@ async fn sixteen_clients_with_one_key_store_one_row() {
     }
     ids.dedup();
     assert_eq!(ids.len(), 1, "{ids:?}");
-    let replayed = responses
-        .iter()
-        .filter(|r| r.header("idempotent-replayed") == Some("true"))
-        .count();
+    let replayed =
+        responses.iter().filter(|r| r.header("idempotent-replayed") == Some("true")).count();
     assert_eq!(replayed, 15);
     assert_eq!(app.row_count().await, 1);
 }
@@ -182,10 +157,7 @@ async fn a_key_survives_kill_9_of_the_server_mid_request() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     crate::helpers::signal(&app.child, libc::SIGKILL);
     app.wait(Duration::from_secs(5)).await;
-    assert!(
-        in_flight.await.unwrap().is_err(),
-        "answered before the kill"
-    );
+    assert!(in_flight.await.unwrap().is_err(), "answered before the kill");
     // The statement the server sent runs on without it, and commits.
     let settled = wait_until(Duration::from_secs(5), || async {
         app.db
@@ -238,20 +210,14 @@ async fn a_key_survives_a_database_restart() {
         pg.stop();
         pg.start_again(None);
     });
-    let retried = wait_until(Duration::from_secs(10), || async {
-        post().await.status == 201
-    })
-    .await;
+    let retried =
+        wait_until(Duration::from_secs(10), || async { post().await.status == 201 }).await;
     assert!(retried, "no 201 after the restart");
     let again = post().await;
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
     assert_eq!(again.body, first.body);
     let client = crate::helpers::connect(&url).await;
-    let rows: i64 = client
-        .query_one("SELECT count(*) FROM tasks", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let rows: i64 = client.query_one("SELECT count(*) FROM tasks", &[]).await.unwrap().get(0);
     assert_eq!(rows, 1);
 }
 
@@ -268,10 +234,7 @@ async fn keys_expire_after_their_ttl_and_are_pruned() {
     assert_ne!(later.json()["id"], first.json()["id"]);
     assert_eq!(app.row_count().await, 2);
     // Left alone, the key goes, and /metrics says how many are held (none).
-    let pruned = wait_until(Duration::from_secs(5), || async {
-        keys_held(&app).await == 0
-    })
-    .await;
+    let pruned = wait_until(Duration::from_secs(5), || async { keys_held(&app).await == 0 }).await;
     assert!(pruned, "the expired key was never pruned");
     let counted = wait_until(Duration::from_secs(5), || async {
         let samples = scrape(&app).await;
@@ -286,10 +249,7 @@ async fn metrics_count_the_keys_held() {
     let app = spawn_app_with(&[("IDEMPOTENCY_KEY_TTL", "4")]).await;
     for n in 0..3 {
         let body = json!({ "title": format!("keyed {n}") });
-        assert_eq!(
-            post_keyed(&app, &format!("held-{n}"), &body).await.status,
-            201
-        );
+        assert_eq!(post_keyed(&app, &format!("held-{n}"), &body).await.status, 201);
     }
     let deleted = post_keyed(&app, "held-deleted", &json!({"title": "gone"})).await;
     let path = deleted.header("location").unwrap().to_owned();
@@ -299,11 +259,7 @@ async fn metrics_count_the_keys_held() {
         scrape(&app).await.get("task_api_idempotency_keys_held") == Some(&4.0)
     })
     .await;
-    assert!(
-        counted,
-        "{:?}",
-        scrape(&app).await.get("task_api_idempotency_keys_held")
-    );
+    assert!(counted, "{:?}", scrape(&app).await.get("task_api_idempotency_keys_held"));
 }
 
 #[tokio::test]
@@ -334,15 +290,9 @@ async fn the_pruner_walks_past_many_tasks_and_keeps_the_keys_within_their_ttl() 
         client.execute(&sql, &[]).await.unwrap();
     }
     assert_eq!(keys_held(&app).await, 17_010);
-    let pruned = wait_until(Duration::from_secs(20), || async {
-        keys_held(&app).await == 10
-    })
-    .await;
-    assert!(
-        pruned,
-        "{} keys held, not the 10 within the TTL",
-        keys_held(&app).await
-    );
+    let pruned =
+        wait_until(Duration::from_secs(20), || async { keys_held(&app).await == 10 }).await;
+    assert!(pruned, "{} keys held, not the 10 within the TTL", keys_held(&app).await);
     let fresh: i64 = client
         .query_one(
             "SELECT count(*) FROM tasks WHERE idempotency_key IS NOT NULL
@@ -417,44 +367,27 @@ async fn etags_name_versions_and_if_none_match_gives_304() {
     let got = app.get(&path).await;
     assert_eq!(got.header("etag"), Some(etag.as_str()));
     let weak = format!("W/{etag}");
-    for value in [
-        etag.as_str(),
-        weak.as_str(),
-        "*",
-        &format!("\"other\", {etag}"),
-    ] {
-        let response = app
-            .request(Method::GET, &path, &[("if-none-match", value)], "")
-            .await;
+    for value in [etag.as_str(), weak.as_str(), "*", &format!("\"other\", {etag}")] {
+        let response = app.request(Method::GET, &path, &[("if-none-match", value)], "").await;
         assert_eq!(response.status, 304, "{value}");
         assert_eq!(response.body, "");
         assert_eq!(response.header("etag"), Some(etag.as_str()));
     }
     let upper = etag.to_uppercase();
     for value in ["\"other\"", upper.as_str()] {
-        let response = app
-            .request(Method::GET, &path, &[("if-none-match", value)], "")
-            .await;
+        let response = app.request(Method::GET, &path, &[("if-none-match", value)], "").await;
         assert_eq!(response.status, 200, "{value}");
     }
     // Not a list of entity tags (spec §2): 400, naming the header.
-    let response = app
-        .request(Method::GET, &path, &[("if-none-match", "not-an-etag")], "")
-        .await;
+    let response = app.request(Method::GET, &path, &[("if-none-match", "not-an-etag")], "").await;
     assert_eq!(response.status, 400);
-    assert!(
-        response.detail().contains("if-none-match"),
-        "{}",
-        response.body
-    );
+    assert!(response.detail().contains("if-none-match"), "{}", response.body);
     // A PATCH that changes nothing keeps the ETag; one that changes something moves it.
     let same = app.patch(&path, r#"{"title":"cached"}"#).await;
     assert_eq!(same.header("etag"), Some(etag.as_str()));
     let changed = app.patch(&path, r#"{"title":"changed"}"#).await;
     assert_ne!(changed.header("etag"), Some(etag.as_str()));
-    let stale = app
-        .request(Method::GET, &path, &[("if-none-match", etag.as_str())], "")
-        .await;
+    let stale = app.request(Method::GET, &path, &[("if-none-match", etag.as_str())], "").await;
     assert_eq!(stale.status, 200);
 }
 
@@ -482,34 +415,19 @@ async fn if_match_guards_patch_and_delete() {
     let signed = format!("\"+{}", &new_etag[1..]);
     for stale in [&etag, &weak, &upper, &padded, &signed].map(String::as_str) {
         let response = app
-            .request(
-                Method::PATCH,
-                &path,
-                &[JSON, ("if-match", stale)],
-                r#"{"title":"no"}"#,
-            )
+            .request(Method::PATCH, &path, &[JSON, ("if-match", stale)], r#"{"title":"no"}"#)
             .await;
         assert_eq!(response.status, 412, "{stale}: {}", response.body);
         assert!(!response.detail().is_empty());
-        let response = app
-            .request(Method::DELETE, &path, &[("if-match", stale)], "")
-            .await;
+        let response = app.request(Method::DELETE, &path, &[("if-match", stale)], "").await;
         assert_eq!(response.status, 412, "{stale}");
     }
     assert_eq!(app.get(&path).await.json()["title"], "guarded");
     // Not a list of entity tags (RFC 9110 §8.8.3): 400 naming the header, nothing changes.
-    for bad in [
-        "garbage",
-        r#""a"b"#,
-        r#""a"#,
-        r#"w/"a""#,
-        r#""a b""#,
-        r#""a""b""#,
-    ] {
+    for bad in ["garbage", r#""a"b"#, r#""a"#, r#"w/"a""#, r#""a b""#, r#""a""b""#] {
         for method in [Method::PATCH, Method::DELETE] {
-            let response = app
-                .request(method.clone(), &path, &[JSON, ("if-match", bad)], "{}")
-                .await;
+            let response =
+                app.request(method.clone(), &path, &[JSON, ("if-match", bad)], "{}").await;
             assert_eq!(response.status, 400, "{method} {bad}");
             assert_eq!(response.detail(), "if-match: not a list of entity tags");
         }
@@ -517,23 +435,12 @@ async fn if_match_guards_patch_and_delete() {
     // `*` means "exists"; empty list elements are skipped, and one tag of ours is enough.
     let listed = format!(" , \"zz\" ,, {new_etag} ");
     for value in ["*", listed.as_str()] {
-        let response = app
-            .request(Method::PATCH, &path, &[JSON, ("if-match", value)], "{}")
-            .await;
+        let response = app.request(Method::PATCH, &path, &[JSON, ("if-match", value)], "{}").await;
         assert_eq!(response.status, 200, "{value}: {}", response.body);
     }
-    let deleted = app
-        .request(
-            Method::DELETE,
-            &path,
-            &[("if-match", new_etag.as_str())],
-            "",
-        )
-        .await;
+    let deleted = app.request(Method::DELETE, &path, &[("if-match", new_etag.as_str())], "").await;
     assert_eq!(deleted.status, 204);
-    let gone = app
-        .request(Method::DELETE, &path, &[("if-match", "*")], "")
-        .await;
+    let gone = app.request(Method::DELETE, &path, &[("if-match", "*")], "").await;
     assert_eq!(gone.status, 412);
     assert_eq!(app.delete(&path).await.status, 404);
 }
@@ -560,14 +467,7 @@ async fn two_editors_with_one_etag_get_one_200_and_one_412() {
         let (addr, path, etag) = (app.addr, path.clone(), etag.clone());
         async move {
             let body = json!({ "title": title }).to_string();
-            send(
-                addr,
-                Method::PATCH,
-                &path,
-                &[JSON, ("if-match", &etag)],
-                body,
-            )
-            .await
+            send(addr, Method::PATCH, &path, &[JSON, ("if-match", &etag)], body).await
         }
     };
     let responses = all_at_once(vec![edit("alice"), edit("bob")]).await;
@@ -591,18 +491,11 @@ async fn if_match_and_if_none_match_hold_at_most_16_distinct_tags() {
     sixteen.push(etag.clone());
     let sixteen = sixteen.join(", ");
     let twice = |name| [(name, sixteen.as_str()), (name, sixteen.as_str())];
-    let response = app
-        .request(Method::GET, &path, &twice("if-none-match"), "")
-        .await;
+    let response = app.request(Method::GET, &path, &twice("if-none-match"), "").await;
     assert_eq!(response.status, 304);
     let [first, second] = twice("if-match");
     let patched = app
-        .request(
-            Method::PATCH,
-            &path,
-            &[JSON, first, second],
-            r#"{"status":"completed"}"#,
-        )
+        .request(Method::PATCH, &path, &[JSON, first, second], r#"{"status":"completed"}"#)
         .await;
     assert_eq!(patched.status, 200, "{}", patched.body);
     // Seventeen distinct: 400 naming the header, whatever the method; nothing changes.
@@ -610,11 +503,9 @@ async fn if_match_and_if_none_match_hold_at_most_16_distinct_tags() {
     let mut seventeen = others(16);
     seventeen.push(current);
     let seventeen = seventeen.join(", ");
-    for (method, header) in [
-        (Method::GET, "if-none-match"),
-        (Method::PATCH, "if-match"),
-        (Method::DELETE, "if-match"),
-    ] {
+    for (method, header) in
+        [(Method::GET, "if-none-match"), (Method::PATCH, "if-match"), (Method::DELETE, "if-match")]
+    {
         let response = app
             .request(
                 method.clone(),
@@ -637,12 +528,7 @@ async fn if_match_and_if_none_match_hold_at_most_16_distinct_tags() {
 async fn a_retry_that_differs_only_by_a_default_or_a_null_description_replays() {
     let app = spawn_app().await;
     let post = |body: &'static str| {
-        app.request(
-            Method::POST,
-            "/tasks",
-            &[JSON, ("idempotency-key", "defaults")],
-            body,
-        )
+        app.request(Method::POST, "/tasks", &[JSON, ("idempotency-key", "defaults")], body)
     };
     let first = post(r#"{"title":"a"}"#).await;
     assert_eq!(first.status, 201);
@@ -656,10 +542,7 @@ async fn a_retry_that_differs_only_by_a_default_or_a_null_description_replays() 
         assert_eq!(again.header("idempotent-replayed"), Some("true"), "{same}");
         assert_eq!(again.json()["id"], first.json()["id"], "{same}");
     }
-    for other in [
-        r#"{"title":"a","status":"completed"}"#,
-        r#"{"title":"a","description":""}"#,
-    ] {
+    for other in [r#"{"title":"a","status":"completed"}"#, r#"{"title":"a","description":""}"#] {
         let refused = post(other).await;
         assert_eq!(refused.status, 422, "{other}: {}", refused.body);
     }

@@ -32,11 +32,7 @@ async fn after_sigterm_it_fails_ready_serves_on_for_the_delay_then_drains() {
     // Then it stops accepting, and exits 0.
     let status = app.wait(Duration::from_secs(6)).await;
     assert!(status.success(), "{status}: {}", app.output());
-    assert!(
-        signalled.elapsed() >= Duration::from_secs(2),
-        "{:?}",
-        signalled.elapsed()
-    );
+    assert!(signalled.elapsed() >= Duration::from_secs(2), "{:?}", signalled.elapsed());
     assert!(TcpStream::connect(app.addr).await.is_err());
     assert_eq!(app.row_count().await, 1);
 }
@@ -67,12 +63,8 @@ async fn a_database_turned_read_only_gives_503s_then_writes_resume_without_a_res
     // As a failover does: the sessions end, and the server they reconnect to is a
     // standby, which takes no writes.
     let admin = connect(&with_dbname(&ADMIN_URL, "postgres")).await;
-    let set = |on: &str| {
-        format!(
-            "ALTER DATABASE {} SET default_transaction_read_only = {on}",
-            db.name
-        )
-    };
+    let set =
+        |on: &str| format!("ALTER DATABASE {} SET default_transaction_read_only = {on}", db.name);
     admin.batch_execute(&set("on")).await.unwrap();
     admin
         .batch_execute(&format!(
@@ -97,10 +89,8 @@ async fn a_database_turned_read_only_gives_503s_then_writes_resume_without_a_res
     assert_eq!(send(addr, Method::GET, "/tasks", &[], "").await.status, 200);
     admin.batch_execute(&set("off")).await.unwrap();
     // Connections refused a write were dropped: new ones take writes, no restart.
-    let resumed = wait_until(Duration::from_secs(5), || async {
-        post("after").await.status == 201
-    })
-    .await;
+    let resumed =
+        wait_until(Duration::from_secs(5), || async { post("after").await.status == 201 }).await;
     assert!(resumed, "{}", output.lock().unwrap());
     assert_eq!(send(addr, Method::GET, "/ready", &[], "").await.status, 200);
     let logged = output.lock().unwrap().clone();
@@ -124,22 +114,12 @@ async fn json_logs_are_one_object_a_line_with_the_access_fields() {
         .request(
             Method::GET,
             "/health",
-            &[
-                ("traceparent", &traceparent),
-                ("x-request-id", "a \"quoted\" id"),
-            ],
+            &[("traceparent", &traceparent), ("x-request-id", "a \"quoted\" id")],
             "",
         )
         .await;
     assert_eq!(traced.status, 200);
-    let untraced = app
-        .request(
-            Method::GET,
-            "/nowhere",
-            &[("traceparent", "00-garbage")],
-            "",
-        )
-        .await;
+    let untraced = app.request(Method::GET, "/nowhere", &[("traceparent", "00-garbage")], "").await;
     assert_eq!(untraced.status, 404);
     app.post("/tasks", r#"{"title":"json-body-marker"}"#).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -171,24 +151,20 @@ async fn json_logs_are_one_object_a_line_with_the_access_fields() {
     assert_eq!(nowhere["status"], 404);
     assert!(nowhere.get("trace_id").is_none(), "{nowhere}");
     assert!(!output.contains("json-body-marker"));
-    assert!(lines.iter().any(|l| {
-        l["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("listening on"))
-    }));
+    assert!(
+        lines
+            .iter()
+            .any(|l| { l["message"].as_str().is_some_and(|m| m.starts_with("listening on")) })
+    );
 }
 
 #[tokio::test]
 async fn the_text_access_line_names_the_callers_trace() {
     let app = spawn_app_with(&[]).await;
     let traceparent = format!("00-{TRACE_ID}-00f067aa0ba902b7-01");
-    app.request(Method::GET, "/health", &[("traceparent", &traceparent)], "")
-        .await;
+    app.request(Method::GET, "/health", &[("traceparent", &traceparent)], "").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let output = app.output();
-    let line = output
-        .lines()
-        .find(|l| l.contains("GET /health 200"))
-        .expect("an access line");
+    let line = output.lines().find(|l| l.contains("GET /health 200")).expect("an access line");
     assert!(line.ends_with(&format!(" trace_id={TRACE_ID}")), "{line}");
 }

@@ -10,23 +10,13 @@ use crate::helpers::{TestApp, send_raw, spawn_app};
 
 /// `2026-11-22T14:05:09.123456Z`: RFC 3339, UTC, `Z`, six fractional digits.
 fn assert_timestamp(value: &Value) {
-    let text = value
-        .as_str()
-        .unwrap_or_else(|| panic!("not a string: {value}"));
-    let shape: String = text
-        .chars()
-        .map(|c| if c.is_ascii_digit() { '9' } else { c })
-        .collect();
+    let text = value.as_str().unwrap_or_else(|| panic!("not a string: {value}"));
+    let shape: String = text.chars().map(|c| if c.is_ascii_digit() { '9' } else { c }).collect();
     assert_eq!(shape, "9999-99-99T99:99:99.999999Z", "{text}");
 }
 
 fn ids(tasks: &Value) -> Vec<i64> {
-    tasks
-        .as_array()
-        .expect("an array")
-        .iter()
-        .map(|t| t["id"].as_i64().unwrap())
-        .collect()
+    tasks.as_array().expect("an array").iter().map(|t| t["id"].as_i64().unwrap()).collect()
 }
 
 async fn seed(app: &TestApp, count: usize) {
@@ -45,21 +35,13 @@ async fn create_returns_201_the_task_and_its_location() {
     let task = response.json();
     let id = task["id"].as_i64().expect("an integer id");
     assert!(id > 0);
-    assert_eq!(
-        response.header("location"),
-        Some(format!("/tasks/{id}").as_str())
-    );
+    assert_eq!(response.header("location"), Some(format!("/tasks/{id}").as_str()));
     assert_eq!(task["title"], "Write the spec");
     assert_eq!(task["description"], Value::Null);
     assert_eq!(task["status"], "pending");
     assert_timestamp(&task["created_at"]);
     assert_eq!(task["created_at"], task["updated_at"]);
-    let keys: Vec<&str> = task
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let keys: Vec<&str> = task.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(keys.len(), 6, "{keys:?}");
     assert_eq!(app.row_count().await, 1);
 }
@@ -67,25 +49,20 @@ async fn create_returns_201_the_task_and_its_location() {
 #[tokio::test]
 async fn create_takes_description_and_status() {
     let app = spawn_app().await;
-    let task = app
-        .create_task(json!({"title": "t", "description": "d", "status": "in_progress"}))
-        .await;
+    let task =
+        app.create_task(json!({"title": "t", "description": "d", "status": "in_progress"})).await;
     assert_eq!(
         (task["description"].as_str(), task["status"].as_str()),
         (Some("d"), Some("in_progress"))
     );
-    let task = app
-        .create_task(json!({"title": "t", "description": null}))
-        .await;
+    let task = app.create_task(json!({"title": "t", "description": null})).await;
     assert_eq!(task["description"], Value::Null);
 }
 
 #[tokio::test]
 async fn get_returns_what_create_returned() {
     let app = spawn_app().await;
-    let created = app
-        .create_task(json!({"title": "read me", "description": "ünïcödé 🦀"}))
-        .await;
+    let created = app.create_task(json!({"title": "read me", "description": "ünïcödé 🦀"})).await;
     let response = app.get(&format!("/tasks/{}", created["id"])).await;
     assert_eq!(response.status, 200);
     assert_eq!(response.json(), created);
@@ -117,36 +94,21 @@ async fn list_is_ordered_by_id_and_paginates() {
     assert_eq!(all_ids.len(), 5);
     assert!(all_ids.windows(2).all(|w| w[0] < w[1]), "{all_ids:?}");
     assert_eq!(all[0]["title"], "c");
-    assert_eq!(
-        ids(&app.get("/tasks?limit=2&offset=1").await.json()),
-        all_ids[1..3]
-    );
+    assert_eq!(ids(&app.get("/tasks?limit=2&offset=1").await.json()), all_ids[1..3]);
     assert_eq!(ids(&app.get("/tasks?offset=4").await.json()), all_ids[4..]);
     // Parameters it does not know are ignored.
-    assert_eq!(
-        ids(&app.get("/tasks?limit=2&offset=1&sort=title").await.json()),
-        all_ids[1..3]
-    );
+    assert_eq!(ids(&app.get("/tasks?limit=2&offset=1&sort=title").await.json()), all_ids[1..3]);
     assert_eq!(app.get("/tasks?offset=5").await.json(), json!([]));
-    assert_eq!(
-        app.get("/tasks?offset=9223372036854775807").await.json(),
-        json!([])
-    );
+    assert_eq!(app.get("/tasks?offset=9223372036854775807").await.json(), json!([]));
 }
 
 #[tokio::test]
 async fn list_defaults_to_100_and_allows_up_to_1000() {
     let app = spawn_app().await;
     seed(&app, 1005).await;
-    assert_eq!(
-        ids(&app.get("/tasks").await.json()),
-        (1..=100).collect::<Vec<_>>()
-    );
+    assert_eq!(ids(&app.get("/tasks").await.json()), (1..=100).collect::<Vec<_>>());
     assert_eq!(ids(&app.get("/tasks?limit=1000").await.json()).len(), 1000);
-    assert_eq!(
-        ids(&app.get("/tasks?limit=1&offset=1004").await.json()),
-        [1005]
-    );
+    assert_eq!(ids(&app.get("/tasks?limit=1&offset=1004").await.json()), [1005]);
 }
 
 #[tokio::test]
@@ -161,11 +123,7 @@ async fn a_long_page_streams_whole_and_in_order() {
     assert_eq!(ids(&page.json()), (4..=1003).collect::<Vec<_>>());
     let completed = app.get("/tasks?status=completed&limit=300&offset=10").await;
     let completed_ids = ids(&completed.json());
-    let expected: Vec<i64> = (1..=1005)
-        .filter(|id| id % 3 == 2)
-        .skip(10)
-        .take(300)
-        .collect();
+    let expected: Vec<i64> = (1..=1005).filter(|id| id % 3 == 2).skip(10).take(300).collect();
     assert_eq!(completed_ids, expected);
     // A page that ends on a chunk's last row is not short of its end.
     assert_eq!(
@@ -180,23 +138,9 @@ async fn list_filters_by_status() {
     seed(&app, 9).await;
     let done = app.get("/tasks?status=completed").await.json();
     assert_eq!(ids(&done), [2, 5, 8]);
-    assert!(
-        done.as_array()
-            .unwrap()
-            .iter()
-            .all(|t| t["status"] == "completed")
-    );
-    assert_eq!(
-        ids(&app
-            .get("/tasks?status=in_progress&limit=2&offset=1")
-            .await
-            .json()),
-        [4, 7]
-    );
-    assert_eq!(
-        ids(&app.get("/tasks?status=in%5Fprogress&limit=1").await.json()),
-        [1]
-    );
+    assert!(done.as_array().unwrap().iter().all(|t| t["status"] == "completed"));
+    assert_eq!(ids(&app.get("/tasks?status=in_progress&limit=2&offset=1").await.json()), [4, 7]);
+    assert_eq!(ids(&app.get("/tasks?status=in%5Fprogress&limit=1").await.json()), [1]);
 }
 
 #[tokio::test]
@@ -214,9 +158,7 @@ async fn timestamps_keep_six_digits_when_the_microseconds_end_in_zero() {
 #[tokio::test]
 async fn patch_changes_only_the_fields_given_and_moves_updated_at() {
     let app = spawn_app().await;
-    let created = app
-        .create_task(json!({"title": "old", "description": "keep"}))
-        .await;
+    let created = app.create_task(json!({"title": "old", "description": "keep"})).await;
     let path = format!("/tasks/{}", created["id"]);
     let response = app.patch(&path, r#"{"status":"completed"}"#).await;
     assert_eq!(response.status, 200, "{}", response.body);
@@ -242,9 +184,7 @@ async fn patch_with_empty_body_keeps_updated_at() {
 #[tokio::test]
 async fn patch_with_the_same_values_keeps_updated_at() {
     let app = spawn_app().await;
-    let created = app
-        .create_task(json!({"title": "same", "status": "pending"}))
-        .await;
+    let created = app.create_task(json!({"title": "same", "status": "pending"})).await;
     let body = json!({"title": "same", "status": "pending", "description": null}).to_string();
     let response = app.patch(&format!("/tasks/{}", created["id"]), &body).await;
     assert_eq!(response.json(), created);
@@ -253,14 +193,9 @@ async fn patch_with_the_same_values_keeps_updated_at() {
 #[tokio::test]
 async fn patch_description_null_clears_it_and_absent_keeps_it() {
     let app = spawn_app().await;
-    let created = app
-        .create_task(json!({"title": "t", "description": "d"}))
-        .await;
+    let created = app.create_task(json!({"title": "t", "description": "d"})).await;
     let path = format!("/tasks/{}", created["id"]);
-    assert_eq!(
-        app.patch(&path, r#"{"title":"u"}"#).await.json()["description"],
-        "d"
-    );
+    assert_eq!(app.patch(&path, r#"{"title":"u"}"#).await.json()["description"], "d");
     let cleared = app.patch(&path, r#"{"description":null}"#).await.json();
     assert_eq!(cleared["description"], Value::Null);
     assert_eq!(cleared["title"], "u");
@@ -278,22 +213,12 @@ async fn invalid_patch_is_422_and_changes_nothing() {
             r#"{"status":"done","title":"new"}"#,
             "status: must be one of pending, in_progress, completed",
         ),
-        (
-            r#"{"status":null}"#,
-            "status: must be one of pending, in_progress, completed",
-        ),
+        (r#"{"status":null}"#, "status: must be one of pending, in_progress, completed"),
         (r#"{"id":5}"#, "id: unknown field"),
-        (
-            r#"{"created_at":"2020-01-01T00:00:00Z"}"#,
-            "created_at: unknown field",
-        ),
+        (r#"{"created_at":"2020-01-01T00:00:00Z"}"#, "created_at: unknown field"),
     ] {
         let response = app.patch(&path, body).await;
-        assert_eq!(
-            (response.status, response.detail()),
-            (422, detail.to_owned()),
-            "{body}"
-        );
+        assert_eq!((response.status, response.detail()), (422, detail.to_owned()), "{body}");
     }
     assert_eq!(app.get(&path).await.json(), created);
 }
@@ -308,14 +233,8 @@ async fn delete_returns_204_with_no_body_and_the_task_is_gone() {
     assert_eq!(response.body, "");
     assert_eq!(response.header("content-type"), None);
     assert_eq!(app.get(&format!("/tasks/{}", gone["id"])).await.status, 404);
-    assert_eq!(
-        app.delete(&format!("/tasks/{}", gone["id"])).await.status,
-        404
-    );
-    assert_eq!(
-        ids(&app.get("/tasks").await.json()),
-        [keep["id"].as_i64().unwrap()]
-    );
+    assert_eq!(app.delete(&format!("/tasks/{}", gone["id"])).await.status, 404);
+    assert_eq!(ids(&app.get("/tasks").await.json()), [keep["id"].as_i64().unwrap()]);
 }
 
 #[tokio::test]
@@ -343,29 +262,17 @@ async fn invalid_tasks_are_422_naming_the_field_and_store_nothing() {
         (json!({}), "title: field required"),
         (json!({"title": ""}), "title: must not be empty"),
         (json!({"title": "  \t\n "}), "title: must not be empty"),
-        (
-            json!({"title": "a".repeat(201)}),
-            "title: must be at most 200 characters",
-        ),
-        (
-            json!({"title": "🦀".repeat(201)}),
-            "title: must be at most 200 characters",
-        ),
+        (json!({"title": "a".repeat(201)}), "title: must be at most 200 characters"),
+        (json!({"title": "🦀".repeat(201)}), "title: must be at most 200 characters"),
         (json!({"title": 42}), "title: must be a string"),
         (json!({"title": ["a"]}), "title: must be a string"),
         (json!({"title": null}), "title: must be a string"),
-        (
-            json!({"title": "a\u{0}b"}),
-            "title: must not contain NUL characters",
-        ),
+        (json!({"title": "a\u{0}b"}), "title: must not contain NUL characters"),
         (
             json!({"title": "t", "description": "d".repeat(5001)}),
             "description: must be at most 5000 characters",
         ),
-        (
-            json!({"title": "t", "description": 7}),
-            "description: must be a string or null",
-        ),
+        (json!({"title": "t", "description": 7}), "description: must be a string or null"),
         (
             json!({"title": "t", "description": "\u{0}"}),
             "description: must not contain NUL characters",
@@ -414,17 +321,10 @@ async fn bad_query_parameters_and_ids_are_422_naming_them() {
     ] {
         let response = app.get(path).await;
         assert_eq!(response.status, 422, "{path}: {}", response.body);
-        assert!(
-            response.detail().starts_with(&format!("{field}: ")),
-            "{path}: {}",
-            response.body
-        );
+        assert!(response.detail().starts_with(&format!("{field}: ")), "{path}: {}", response.body);
     }
     let response = app.request(Method::DELETE, "/tasks/x", &[], "").await;
-    assert_eq!(
-        (response.status, response.detail().starts_with("id: ")),
-        (422, true)
-    );
+    assert_eq!((response.status, response.detail().starts_with("id: ")), (422, true));
 }
 
 #[tokio::test]
@@ -439,34 +339,25 @@ async fn every_response_carries_a_request_id_and_a_sane_one_is_kept() {
         app.post("/tasks", "{}").await,
         app.request(Method::PUT, "/tasks", &[], "").await,
     ] {
-        let id = response
-            .header("x-request-id")
-            .expect("x-request-id")
-            .to_owned();
+        let id = response.header("x-request-id").expect("x-request-id").to_owned();
         assert!(!id.is_empty() && !seen.contains(&id), "{id}");
         seen.push(id);
     }
     let long_but_fine = "r".repeat(128);
     for kept in ["abc-123", "trace 42/7", long_but_fine.as_str()] {
-        let response = app
-            .request(Method::GET, "/health", &[("x-request-id", kept)], "")
-            .await;
+        let response = app.request(Method::GET, "/health", &[("x-request-id", kept)], "").await;
         assert_eq!(response.header("x-request-id"), Some(kept));
     }
     // Empty, too long, or not printable ASCII: a new UUID instead.
     let too_long = "r".repeat(129);
     for bad in ["", "a\tb", too_long.as_str()] {
-        let response = app
-            .request(Method::GET, "/health", &[("x-request-id", bad)], "")
-            .await;
+        let response = app.request(Method::GET, "/health", &[("x-request-id", bad)], "").await;
         let minted = response.header("x-request-id").unwrap();
         assert_eq!(minted.len(), 36, "{bad:?}: {minted}");
     }
     let request = "GET /health HTTP/1.1\r\nhost: x\r\nx-request-id: caf\u{e9}\r\n\r\n";
     let raw = send_raw(app.addr, request.as_bytes(), Duration::from_secs(2)).await;
-    let minted = raw
-        .lines()
-        .find_map(|line| line.strip_prefix("x-request-id: "));
+    let minted = raw.lines().find_map(|line| line.strip_prefix("x-request-id: "));
     assert_eq!(minted.map(str::len), Some(36), "{raw}");
 }
 
@@ -484,8 +375,5 @@ async fn health_and_ready_report_as_the_spec_shows() {
     );
     let ready = app.get("/ready").await;
     assert_eq!(ready.status, 200);
-    assert_eq!(
-        ready.body,
-        r#"{"status":"ready","checks":{"database":"ok"}}"#
-    );
+    assert_eq!(ready.body, r#"{"status":"ready","checks":{"database":"ok"}}"#);
 }

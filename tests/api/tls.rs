@@ -36,12 +36,8 @@ impl TestPki {
 
         let mut params = CertificateParams::new(vec!["localhost".to_owned()])
             .expect("localhost is a valid DNS name");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "localhost");
-        params
-            .extended_key_usages
-            .push(ExtendedKeyUsagePurpose::ServerAuth);
+        params.distinguished_name.push(DnType::CommonName, "localhost");
+        params.extended_key_usages.push(ExtendedKeyUsagePurpose::ServerAuth);
         let key = KeyPair::generate().expect("generate the server key");
         let cert = params.signed_by(&key, &ca).expect("issue the server cert");
 
@@ -78,10 +74,7 @@ fn certificate_authority(name: &str) -> CertifiedIssuer<'static, KeyPair> {
 /// `task-api migrate` against `url`, waiting for the database at most `startup_timeout`
 /// seconds, and finishing within `limit`.
 async fn migrate(url: &str, startup_timeout: &str, limit: Duration) -> Output {
-    let env = [
-        ("DATABASE_URL", url),
-        ("DATABASE_STARTUP_TIMEOUT", startup_timeout),
-    ];
+    let env = [("DATABASE_URL", url), ("DATABASE_STARTUP_TIMEOUT", startup_timeout)];
     let output = tokio::time::timeout(limit, run_cli(&["migrate"], &env))
         .await
         .unwrap_or_else(|_| panic!("task-api migrate still running after {limit:?}"));
@@ -141,10 +134,7 @@ impl Fixture {
         let server = PgServer::start(Some((&pki.server_cert, &pki.server_key)));
         let admin = connect(&server.url("127.0.0.1", "sslmode=disable")).await;
         for name in databases {
-            admin
-                .batch_execute(&format!("CREATE DATABASE {name}"))
-                .await
-                .expect("CREATE DATABASE");
+            admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("CREATE DATABASE");
         }
         Fixture { pki, server }
     }
@@ -175,29 +165,17 @@ async fn each_sslmode_checks_what_libpq_checks_against_a_test_ca() {
     let other_ca = rootcert(&fx.pki.other_ca);
 
     // require encrypts but checks nothing: an unknown CA, and a name the cert lacks.
-    assert_migrates(
-        "require",
-        &fx.url("127.0.0.1", "require_db", "sslmode=require"),
-    )
-    .await;
+    assert_migrates("require", &fx.url("127.0.0.1", "require_db", "sslmode=require")).await;
 
     assert_migrates(
         "verify-full, test CA, localhost",
-        &fx.url(
-            "localhost",
-            "verify_full_db",
-            &format!("sslmode=verify-full&{ca}"),
-        ),
+        &fx.url("localhost", "verify_full_db", &format!("sslmode=verify-full&{ca}")),
     )
     .await;
 
     assert_refused_at_once(
         "verify-full to 127.0.0.1 (the cert names only localhost)",
-        &fx.url(
-            "127.0.0.1",
-            "postgres",
-            &format!("sslmode=verify-full&{ca}"),
-        ),
+        &fx.url("127.0.0.1", "postgres", &format!("sslmode=verify-full&{ca}")),
         "certificate not valid for name \"127.0.0.1\"",
     )
     .await;
@@ -205,22 +183,14 @@ async fn each_sslmode_checks_what_libpq_checks_against_a_test_ca() {
     // As in libpq, require with a root file verifies the chain (it becomes verify-ca).
     assert_refused_at_once(
         "require with an unrelated root",
-        &fx.url(
-            "127.0.0.1",
-            "postgres",
-            &format!("sslmode=require&{other_ca}"),
-        ),
+        &fx.url("127.0.0.1", "postgres", &format!("sslmode=require&{other_ca}")),
         "UnknownIssuer",
     )
     .await;
 
     assert_refused_at_once(
         "verify-ca with an unrelated root",
-        &fx.url(
-            "localhost",
-            "postgres",
-            &format!("sslmode=verify-ca&{other_ca}"),
-        ),
+        &fx.url("localhost", "postgres", &format!("sslmode=verify-ca&{other_ca}")),
         "UnknownIssuer",
     )
     .await;
@@ -228,11 +198,7 @@ async fn each_sslmode_checks_what_libpq_checks_against_a_test_ca() {
     // verify-ca checks the chain, not the name.
     assert_migrates(
         "verify-ca, test CA, 127.0.0.1",
-        &fx.url(
-            "127.0.0.1",
-            "verify_ca_db",
-            &format!("sslmode=verify-ca&{ca}"),
-        ),
+        &fx.url("127.0.0.1", "verify_ca_db", &format!("sslmode=verify-ca&{ca}")),
     )
     .await;
 
@@ -247,11 +213,7 @@ async fn each_sslmode_checks_what_libpq_checks_against_a_test_ca() {
     // The server offers SCRAM-SHA-256-PLUS over TLS; channel_binding=require insists on it.
     assert_migrates(
         "Neon-style URL",
-        &fx.url(
-            "127.0.0.1",
-            "neon_db",
-            "sslmode=require&channel_binding=require",
-        ),
+        &fx.url("127.0.0.1", "neon_db", "sslmode=require&channel_binding=require"),
     )
     .await;
 
@@ -265,16 +227,9 @@ async fn each_sslmode_checks_what_libpq_checks_against_a_test_ca() {
     assert_migrates("libpq key=value form", &key_value).await;
 
     // serve over verify-full: ready, and every connection it holds is encrypted.
-    let url = fx.url(
-        "localhost",
-        "serve_db",
-        &format!("sslmode=verify-full&{ca}"),
-    );
-    let (_child, addr, output) = spawn_server(&[
-        ("DATABASE_URL", url.as_str()),
-        ("DATABASE_STARTUP_TIMEOUT", "3"),
-    ])
-    .await;
+    let url = fx.url("localhost", "serve_db", &format!("sslmode=verify-full&{ca}"));
+    let (_child, addr, output) =
+        spawn_server(&[("DATABASE_URL", url.as_str()), ("DATABASE_STARTUP_TIMEOUT", "3")]).await;
     let ready = send(addr, Method::GET, "/ready", &[], "").await;
     assert_eq!(ready.status, 200, "{}", ready.body);
     assert_eq!(ready.json()["checks"]["database"], "ok", "{}", ready.body);
@@ -289,10 +244,7 @@ async fn each_sslmode_checks_what_libpq_checks_against_a_test_ca() {
         .await
         .expect("look at the server's connections");
     let (connections, all_tls): (i64, bool) = (row.get(0), row.get(1));
-    assert!(
-        connections > 0 && all_tls,
-        "{connections} connections, all TLS: {all_tls}"
-    );
+    assert!(connections > 0 && all_tls, "{connections} connections, all TLS: {all_tls}");
     assert_no_password(&output.lock().unwrap());
 }
 
@@ -307,11 +259,7 @@ async fn a_server_without_tls_is_refused_when_tls_or_channel_binding_is_required
         tokio::join!(migrate(&require, "3", limit), migrate(&binding, "3", limit),);
     for (case, output, reason) in [
         ("sslmode=require", require, "server does not support TLS"),
-        (
-            "channel_binding=require",
-            binding,
-            "server did not use channel binding",
-        ),
+        ("channel_binding=require", binding, "server did not use channel binding"),
     ] {
         let (stdout, stderr) = text(&output);
         assert_eq!(
@@ -332,17 +280,11 @@ async fn a_question_mark_in_the_password_never_costs_the_sslmode() {
     let server = PgServer::start(None);
     let admin = connect(&server.url("127.0.0.1", "sslmode=disable")).await;
     // Two statements: CREATE DATABASE cannot share a transaction.
-    for sql in [
-        "CREATE ROLE q LOGIN PASSWORD 'a?b'",
-        "CREATE DATABASE q_db OWNER q",
-    ] {
+    for sql in ["CREATE ROLE q LOGIN PASSWORD 'a?b'", "CREATE DATABASE q_db OWNER q"] {
         admin.batch_execute(sql).await.expect(sql);
     }
     let url = |sslmode: &str| {
-        format!(
-            "postgresql://q:a?b@127.0.0.1:{}/q_db?sslmode={sslmode}",
-            server.port
-        )
+        format!("postgresql://q:a?b@127.0.0.1:{}/q_db?sslmode={sslmode}", server.port)
     };
     // As psql does: the whole 'a?b' is the password, so sslmode=require is honoured,
     // and a server without TLS is refused rather than spoken to in plaintext.
@@ -356,10 +298,7 @@ async fn a_question_mark_in_the_password_never_costs_the_sslmode() {
     let (stdout, _) = text(&output);
     assert!(!stdout.contains("a?b"));
     let target = format!("q@127.0.0.1:{}/q_db sslmode=disable", server.port);
-    assert!(
-        stdout.contains(&format!("connected to {target}")),
-        "{stdout}"
-    );
+    assert!(stdout.contains(&format!("connected to {target}")), "{stdout}");
 }
 
 #[tokio::test]
@@ -393,12 +332,8 @@ async fn tls_settings_libpq_refuses_are_configuration_errors_naming_the_paramete
     // sslrootcert=system alone means verify-full, as in libpq: it verifies, so against a
     // server with no TLS at all it fails to connect (exit 1), not to configure.
     let server = PgServer::start(None);
-    let output = migrate(
-        &server.url("127.0.0.1", "sslrootcert=system"),
-        "3",
-        Duration::from_secs(30),
-    )
-    .await;
+    let output =
+        migrate(&server.url("127.0.0.1", "sslrootcert=system"), "3", Duration::from_secs(30)).await;
     let (_, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("sslmode=verify-full"), "{stderr}");

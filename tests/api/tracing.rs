@@ -108,10 +108,7 @@ impl Receiver {
         exports
             .iter()
             .flat_map(|export| {
-                let request = export
-                    .request
-                    .as_ref()
-                    .unwrap_or_else(|err| panic!("{err}"));
+                let request = export.request.as_ref().unwrap_or_else(|err| panic!("{err}"));
                 request.resource_spans.iter()
             })
             .flat_map(|resource| resource.scope_spans.iter())
@@ -166,10 +163,8 @@ where
 
 /// A server exporting to `endpoint` every 100 ms, with `env` besides.
 async fn traced_app(endpoint: &str, env: &[(&str, &str)]) -> TestApp {
-    let mut all = vec![
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
-        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-    ];
+    let mut all =
+        vec![("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint), ("OTEL_BSP_SCHEDULE_DELAY", "100")];
     all.extend_from_slice(env);
     spawn_app_with(&all).await
 }
@@ -207,10 +202,7 @@ fn describe(spans: &[Span]) -> String {
 }
 
 fn in_trace<'a>(spans: &'a [Span], trace_id: &str) -> Vec<&'a Span> {
-    spans
-        .iter()
-        .filter(|span| hex(&span.trace_id) == trace_id)
-        .collect()
+    spans.iter().filter(|span| hex(&span.trace_id) == trace_id).collect()
 }
 
 fn one_of_kind<'a>(spans: &[&'a Span], kind: i32) -> &'a Span {
@@ -239,30 +231,19 @@ async fn a_request_is_a_server_span_in_the_callers_trace_and_its_statement_a_chi
                 "service.name=from%20attrs, deployment.environment.name = test,k=a%2Cb%3Dc,\
                  service.version=9",
             ),
-            (
-                "OTEL_EXPORTER_OTLP_HEADERS",
-                "x-api-key=s3cr%3Dt, x-team = a b",
-            ),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=s3cr%3Dt, x-team = a b"),
         ],
     )
     .await;
     for n in 0..3 {
-        app.create_task(json!({"title": format!("listed {n}")}))
-            .await;
+        app.create_task(json!({"title": format!("listed {n}")})).await;
     }
     let traceparent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
-    let headers = [
-        ("traceparent", traceparent.as_str()),
-        ("user-agent", "tracing-test/1"),
-    ];
-    let listed = app
-        .request(Method::GET, "/tasks?limit=2", &headers, "")
-        .await;
+    let headers = [("traceparent", traceparent.as_str()), ("user-agent", "tracing-test/1")];
+    let listed = app.request(Method::GET, "/tasks?limit=2", &headers, "").await;
     assert_eq!(listed.status, 200, "{}", listed.body);
 
-    let spans = receiver
-        .spans_when(|spans| in_trace(spans, CALLER_TRACE).len() >= 2)
-        .await;
+    let spans = receiver.spans_when(|spans| in_trace(spans, CALLER_TRACE).len() >= 2).await;
     let traced = in_trace(&spans, CALLER_TRACE);
     let server = one_of_kind(&traced, SERVER);
     assert_eq!(server.name, "GET /tasks");
@@ -281,11 +262,7 @@ async fn a_request_is_a_server_span_in_the_callers_trace_and_its_statement_a_chi
         ("network.protocol.version", "1.1"),
         ("user_agent.original", "tracing-test/1"),
     ] {
-        assert_eq!(
-            attr(&server.attributes, key).as_deref(),
-            Some(expected),
-            "{key}"
-        );
+        assert_eq!(attr(&server.attributes, key).as_deref(), Some(expected), "{key}");
     }
     assert_eq!(attr(&server.attributes, "error.type"), None);
     assert_ne!(server.status.as_ref().map_or(0, |s| s.code), STATUS_ERROR);
@@ -304,11 +281,7 @@ async fn a_request_is_a_server_span_in_the_callers_trace_and_its_statement_a_chi
         ("db.operation.name", "SELECT"),
         ("db.collection.name", "tasks"),
     ] {
-        assert_eq!(
-            attr(&statement.attributes, key).as_deref(),
-            Some(expected),
-            "{key}"
-        );
+        assert_eq!(attr(&statement.attributes, key).as_deref(), Some(expected), "{key}");
     }
     assert_eq!(attr(&statement.attributes, "db.operation.batch.size"), None);
     assert!(statement.start_time_unix_nano >= server.start_time_unix_nano);
@@ -341,54 +314,31 @@ async fn a_request_is_a_server_span_in_the_callers_trace_and_its_statement_a_chi
     }
     // The configuration logged at start names the headers, never their values.
     assert!(!app.output().contains("s3cr"), "{}", app.output());
-    assert!(
-        app.output().contains(&format!("trace_id={CALLER_TRACE}")),
-        "{}",
-        app.output()
-    );
+    assert!(app.output().contains(&format!("trace_id={CALLER_TRACE}")), "{}", app.output());
 
     // No traceparent: a trace of its own, whose id the access line shows.
     let before = receiver.spans().len();
     app.get("/health").await;
-    let spans = receiver
-        .spans_when(|spans| spans[before..].iter().any(|s| s.name == "GET /health"))
-        .await;
+    let spans =
+        receiver.spans_when(|spans| spans[before..].iter().any(|s| s.name == "GET /health")).await;
     let health = spans.iter().find(|s| s.name == "GET /health").unwrap();
     assert!(health.parent_span_id.is_empty());
-    assert_eq!(
-        health.flags & 0x3ff,
-        0x001,
-        "a root: no parent, remote or not"
-    );
+    assert_eq!(health.flags & 0x3ff, 0x001, "a root: no parent, remote or not");
     assert_ne!(health.trace_id, vec![0; 16]);
     assert_ne!(health.span_id, vec![0; 8]);
-    assert!(
-        app.output()
-            .contains(&format!("trace_id={}", hex(&health.trace_id)))
-    );
+    assert!(app.output().contains(&format!("trace_id={}", hex(&health.trace_id))));
 
     // No route: the span is named by the method alone, without http.route.
     let unmatched_trace = "0af7651916cd43dd8448eb211c80319c";
     let traceparent = format!("00-{unmatched_trace}-b7ad6b7169203331-01");
-    let missing = app
-        .request(
-            Method::GET,
-            "/no/such/thing",
-            &[("traceparent", &traceparent)],
-            "",
-        )
-        .await;
+    let missing =
+        app.request(Method::GET, "/no/such/thing", &[("traceparent", &traceparent)], "").await;
     assert_eq!(missing.status, 404);
-    let spans = receiver
-        .spans_when(|spans| !in_trace(spans, unmatched_trace).is_empty())
-        .await;
+    let spans = receiver.spans_when(|spans| !in_trace(spans, unmatched_trace).is_empty()).await;
     let unmatched = one_of_kind(&in_trace(&spans, unmatched_trace), SERVER);
     assert_eq!(unmatched.name, "GET");
     assert_eq!(attr(&unmatched.attributes, "http.route"), None);
-    assert_eq!(
-        attr(&unmatched.attributes, "url.path").as_deref(),
-        Some("/no/such/thing")
-    );
+    assert_eq!(attr(&unmatched.attributes, "url.path").as_deref(), Some("/no/such/thing"));
     assert_ne!(
         unmatched.status.as_ref().map_or(0, |s| s.code),
         STATUS_ERROR,
@@ -396,39 +346,21 @@ async fn a_request_is_a_server_span_in_the_callers_trace_and_its_statement_a_chi
     );
 
     // A 5xx: both spans are errors, the statement's typed by its SQLSTATE.
-    app.db
-        .client()
-        .await
-        .batch_execute("ALTER TABLE tasks RENAME TO tasks_gone")
-        .await
-        .unwrap();
+    app.db.client().await.batch_execute("ALTER TABLE tasks RENAME TO tasks_gone").await.unwrap();
     let failed_trace = "a3ce929d0e0e47364bf92f3577b34da6";
     let traceparent = format!("00-{failed_trace}-b7ad6b7169203331-01");
-    let failed = app
-        .request(Method::GET, "/tasks", &[("traceparent", &traceparent)], "")
-        .await;
+    let failed = app.request(Method::GET, "/tasks", &[("traceparent", &traceparent)], "").await;
     assert_eq!(failed.status, 500);
-    let spans = receiver
-        .spans_when(|spans| in_trace(spans, failed_trace).len() >= 2)
-        .await;
+    let spans = receiver.spans_when(|spans| in_trace(spans, failed_trace).len() >= 2).await;
     let traced = in_trace(&spans, failed_trace);
     let server = one_of_kind(&traced, SERVER);
     assert_eq!(server.status.as_ref().unwrap().code, STATUS_ERROR);
-    assert_eq!(
-        attr(&server.attributes, "error.type").as_deref(),
-        Some("500")
-    );
+    assert_eq!(attr(&server.attributes, "error.type").as_deref(), Some("500"));
     let statement = one_of_kind(&traced, CLIENT);
     assert_eq!(statement.status.as_ref().unwrap().code, STATUS_ERROR);
     // 42P01: undefined_table.
-    assert_eq!(
-        attr(&statement.attributes, "error.type").as_deref(),
-        Some("42P01")
-    );
-    assert_eq!(
-        attr(&statement.attributes, "db.response.status_code").as_deref(),
-        Some("42P01")
-    );
+    assert_eq!(attr(&statement.attributes, "error.type").as_deref(), Some("42P01"));
+    assert_eq!(attr(&statement.attributes, "db.response.status_code").as_deref(), Some("42P01"));
 }
 
 #[tokio::test]
@@ -450,25 +382,16 @@ async fn a_batched_statement_is_linked_to_every_request_span_it_served() {
             response.json()["id"].as_i64().unwrap()
         })
         .collect();
-    let read = all_at_once(
-        ids.iter()
-            .map(|id| get(app.addr, format!("/tasks/{id}")))
-            .collect(),
-    )
-    .await;
+    let read =
+        all_at_once(ids.iter().map(|id| get(app.addr, format!("/tasks/{id}"))).collect()).await;
     assert!(read.iter().all(|response| response.status == 200));
 
-    for (request, statement) in [
-        ("POST /tasks", "INSERT tasks"),
-        ("GET /tasks/{id}", "SELECT tasks"),
-    ] {
+    for (request, statement) in
+        [("POST /tasks", "INSERT tasks"), ("GET /tasks/{id}", "SELECT tasks")]
+    {
         // Every request's span, and statements that served them all.
         let served = |spans: &[Span]| -> usize {
-            spans
-                .iter()
-                .filter(|s| s.name == statement)
-                .map(|s| s.links.len())
-                .sum()
+            spans.iter().filter(|s| s.name == statement).map(|s| s.links.len()).sum()
         };
         let spans = receiver
             .spans_when(|spans| {
@@ -482,27 +405,18 @@ async fn a_batched_statement_is_linked_to_every_request_span_it_served() {
             .map(|s| ((s.trace_id.clone(), s.span_id.clone()), s))
             .collect();
         assert_eq!(requests.len(), REQUESTS, "{request}: every trace its own");
-        let statements: Vec<&Span> = spans
-            .iter()
-            .filter(|s| s.name == statement && s.kind == CLIENT)
-            .collect();
+        let statements: Vec<&Span> =
+            spans.iter().filter(|s| s.name == statement && s.kind == CLIENT).collect();
         let mut linked = HashSet::new();
         for span in &statements {
             assert!(!span.links.is_empty(), "{statement} served nobody");
             // A child of the first request it served, linked to each.
             let first = &span.links[0];
-            assert_eq!(
-                (&span.trace_id, &span.parent_span_id),
-                (&first.trace_id, &first.span_id)
-            );
+            assert_eq!((&span.trace_id, &span.parent_span_id), (&first.trace_id, &first.span_id));
             let size = attr(&span.attributes, "db.operation.batch.size");
             // Semantic conventions: a batch size is never 1.
             let size: usize = size.map_or(1, |n| n.parse().unwrap());
-            assert_eq!(
-                span.links.len(),
-                size,
-                "{statement}: a link per request served"
-            );
+            assert_eq!(span.links.len(), size, "{statement}: a link per request served");
             for link in &span.links {
                 let key = (link.trace_id.clone(), link.span_id.clone());
                 assert!(
@@ -511,10 +425,7 @@ async fn a_batched_statement_is_linked_to_every_request_span_it_served() {
                 );
                 assert!(linked.insert(key), "a request served by two statements");
             }
-            assert_eq!(
-                attr(&span.attributes, "db.system.name").as_deref(),
-                Some("postgresql")
-            );
+            assert_eq!(attr(&span.attributes, "db.system.name").as_deref(), Some("postgresql"));
         }
         assert_eq!(linked.len(), REQUESTS, "{request}: every request linked");
         assert!(
@@ -532,34 +443,21 @@ async fn always_off_and_a_zero_ratio_export_nothing() {
     for (sampler, arg) in [("always_off", "0.5"), ("traceidratio", "0")] {
         let app = traced_app(
             &receiver.endpoint(),
-            &[
-                ("OTEL_TRACES_SAMPLER", sampler),
-                ("OTEL_TRACES_SAMPLER_ARG", arg),
-            ],
+            &[("OTEL_TRACES_SAMPLER", sampler), ("OTEL_TRACES_SAMPLER_ARG", arg)],
         )
         .await;
         let task = app.create_task(json!({"title": "unsampled"})).await;
         let id = task["id"].as_i64().unwrap();
         // Not even a sampled caller: these samplers ignore the parent.
         let headers = [("traceparent", traceparent.as_str())];
-        let got = app
-            .request(Method::GET, &format!("/tasks/{id}"), &headers, "")
-            .await;
+        let got = app.request(Method::GET, &format!("/tasks/{id}"), &headers, "").await;
         assert_eq!(got.status, 200);
         assert_eq!(app.get("/tasks").await.status, 200);
         // Ten export rounds go by.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let samples = scrape(&app).await;
-        assert_eq!(
-            value(&samples, "task_api_trace_spans_exported_total"),
-            0.0,
-            "{sampler}"
-        );
-        assert!(
-            receiver.spans().is_empty(),
-            "{sampler}: {}",
-            describe(&receiver.spans())
-        );
+        assert_eq!(value(&samples, "task_api_trace_spans_exported_total"), 0.0, "{sampler}");
+        assert!(receiver.spans().is_empty(), "{sampler}: {}", describe(&receiver.spans()));
     }
 }
 
@@ -590,11 +488,7 @@ async fn parent_based_samplers_follow_the_callers_sampled_flag() {
         // Exported in order: what the unsampled request would have sent came first.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let spans = receiver.spans();
-        assert!(
-            in_trace(&spans, unsampled).is_empty(),
-            "{sampler}: {}",
-            describe(&spans)
-        );
+        assert!(in_trace(&spans, unsampled).is_empty(), "{sampler}: {}", describe(&spans));
         assert_eq!(
             spans.iter().any(|s| s.name == "GET /openapi.json"),
             roots_sampled,
@@ -641,16 +535,10 @@ async fn a_dead_or_silent_collector_costs_requests_nothing() {
             assert!(response.status < 300, "{endpoint}: {}", response.status);
         }
         // An export waiting on the collector would hold a request for the 2 s timeout.
-        assert!(
-            slowest < Duration::from_millis(500),
-            "{endpoint}: a request took {slowest:?}"
-        );
+        assert!(slowest < Duration::from_millis(500), "{endpoint}: a request took {slowest:?}");
 
         let dropped = |samples: &HashMap<String, f64>, reason: &str| {
-            value(
-                samples,
-                &format!(r#"task_api_trace_spans_dropped_total{{reason="{reason}"}}"#),
-            )
+            value(samples, &format!(r#"task_api_trace_spans_dropped_total{{reason="{reason}"}}"#))
         };
         let failed = wait_until(Duration::from_secs(10), || async {
             dropped(&scrape(&app).await, "export_failed") > 0.0
@@ -660,30 +548,18 @@ async fn a_dead_or_silent_collector_costs_requests_nothing() {
         let samples = scrape(&app).await;
         if endpoint == &silent {
             // 400 spans, and an exporter stuck for 2 s with room for 16 of them.
-            assert!(
-                dropped(&samples, "queue_full") > 0.0,
-                "{endpoint}: queue never full"
-            );
+            assert!(dropped(&samples, "queue_full") > 0.0, "{endpoint}: queue never full");
         }
         assert_eq!(value(&samples, "task_api_trace_spans_exported_total"), 0.0);
         let warnings = app.output().matches("could not export").count();
-        assert_eq!(
-            warnings,
-            1,
-            "{endpoint}: one warning per 30 s:\n{}",
-            app.output()
-        );
+        assert_eq!(warnings, 1, "{endpoint}: one warning per 30 s:\n{}", app.output());
 
         // The flush at shutdown gives up with the shutdown timeout.
         let started = Instant::now();
         app.terminate();
         let status = app.wait(Duration::from_secs(10)).await;
         assert!(status.success(), "{endpoint}: {status:?}");
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{endpoint}: {:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < Duration::from_secs(5), "{endpoint}: {:?}", started.elapsed());
     }
     holder.abort();
 }
@@ -697,31 +573,18 @@ async fn spans_waiting_for_their_export_are_flushed_at_shutdown() {
     // Exports would wait ten minutes: only the shutdown sends them.
     let mut app = traced_app(
         &format!("http://127.0.0.1:{}", free_port()),
-        &[
-            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &endpoint),
-            ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
-        ],
+        &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &endpoint), ("OTEL_BSP_SCHEDULE_DELAY", "600000")],
     )
     .await;
     let traceparent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
     let headers = [("traceparent", traceparent.as_str())];
-    assert_eq!(
-        app.request(Method::GET, "/tasks", &headers, "")
-            .await
-            .status,
-        200
-    );
+    assert_eq!(app.request(Method::GET, "/tasks", &headers, "").await.status, 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(receiver.spans().is_empty());
     app.terminate();
     assert!(app.wait(Duration::from_secs(10)).await.success());
     let spans = receiver.spans();
-    assert_eq!(
-        in_trace(&spans, CALLER_TRACE).len(),
-        2,
-        "{}",
-        describe(&spans)
-    );
+    assert_eq!(in_trace(&spans, CALLER_TRACE).len(), 2, "{}", describe(&spans));
     assert_eq!(receiver.exports.lock().unwrap()[0].path, "/custom/traces");
 }
 
@@ -733,9 +596,7 @@ async fn an_https_collector_must_chain_to_otel_exporter_otlp_certificate() {
     let ca = pki.ca.display().to_string();
     let app = traced_app(&endpoint, &[("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca)]).await;
     assert_eq!(app.get("/health").await.status, 200);
-    receiver
-        .spans_when(|spans| spans.iter().any(|s| s.name == "GET /health"))
-        .await;
+    receiver.spans_when(|spans| spans.iter().any(|s| s.name == "GET /health")).await;
 
     // The compiled-in roots do not know the test CA: nothing gets through.
     let before = receiver.spans().len();
@@ -743,19 +604,12 @@ async fn an_https_collector_must_chain_to_otel_exporter_otlp_certificate() {
     assert_eq!(app.get("/health").await.status, 200);
     let failed = wait_until(Duration::from_secs(10), || async {
         let samples = scrape(&app).await;
-        value(
-            &samples,
-            r#"task_api_trace_spans_dropped_total{reason="export_failed"}"#,
-        ) > 0.0
+        value(&samples, r#"task_api_trace_spans_dropped_total{reason="export_failed"}"#) > 0.0
     })
     .await;
     assert!(failed, "{}", app.output());
     assert_eq!(receiver.spans().len(), before);
-    assert!(
-        app.output().contains("TLS with localhost"),
-        "{}",
-        app.output()
-    );
+    assert!(app.output().contains("TLS with localhost"), "{}", app.output());
 }
 
 #[tokio::test]
@@ -768,15 +622,9 @@ async fn a_bad_otel_variable_stops_start_up_naming_it() {
             &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "grpc://c")],
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
         ),
+        (&[("OTEL_TRACES_SAMPLER", "sometimes")], "OTEL_TRACES_SAMPLER"),
         (
-            &[("OTEL_TRACES_SAMPLER", "sometimes")],
-            "OTEL_TRACES_SAMPLER",
-        ),
-        (
-            &[
-                ("OTEL_TRACES_SAMPLER", "traceidratio"),
-                ("OTEL_TRACES_SAMPLER_ARG", "2"),
-            ],
+            &[("OTEL_TRACES_SAMPLER", "traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "2")],
             "OTEL_TRACES_SAMPLER_ARG",
         ),
         (
@@ -786,63 +634,24 @@ async fn a_bad_otel_variable_stops_start_up_naming_it() {
             ],
             "OTEL_TRACES_SAMPLER_ARG",
         ),
-        (
-            &[("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")],
-            "OTEL_EXPORTER_OTLP_TIMEOUT",
-        ),
-        (
-            &[("OTEL_EXPORTER_OTLP_TIMEOUT", "0")],
-            "OTEL_EXPORTER_OTLP_TIMEOUT",
-        ),
-        (
-            &[("OTEL_EXPORTER_OTLP_HEADERS", "no-equals-sign")],
-            "OTEL_EXPORTER_OTLP_HEADERS",
-        ),
-        (
-            &[("OTEL_EXPORTER_OTLP_HEADERS", "bad key=v")],
-            "OTEL_EXPORTER_OTLP_HEADERS",
-        ),
-        (
-            &[("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "=v")],
-            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
-        ),
-        (
-            &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
-            "OTEL_EXPORTER_OTLP_PROTOCOL",
-        ),
+        (&[("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")], "OTEL_EXPORTER_OTLP_TIMEOUT"),
+        (&[("OTEL_EXPORTER_OTLP_TIMEOUT", "0")], "OTEL_EXPORTER_OTLP_TIMEOUT"),
+        (&[("OTEL_EXPORTER_OTLP_HEADERS", "no-equals-sign")], "OTEL_EXPORTER_OTLP_HEADERS"),
+        (&[("OTEL_EXPORTER_OTLP_HEADERS", "bad key=v")], "OTEL_EXPORTER_OTLP_HEADERS"),
+        (&[("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "=v")], "OTEL_EXPORTER_OTLP_TRACES_HEADERS"),
+        (&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")], "OTEL_EXPORTER_OTLP_PROTOCOL"),
         (
             &[("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent.pem")],
             "OTEL_EXPORTER_OTLP_CERTIFICATE",
         ),
-        (
-            &[("OTEL_RESOURCE_ATTRIBUTES", "a=b,c")],
-            "OTEL_RESOURCE_ATTRIBUTES",
-        ),
-        (
-            &[("OTEL_RESOURCE_ATTRIBUTES", "a=%ff")],
-            "OTEL_RESOURCE_ATTRIBUTES",
-        ),
+        (&[("OTEL_RESOURCE_ATTRIBUTES", "a=b,c")], "OTEL_RESOURCE_ATTRIBUTES"),
+        (&[("OTEL_RESOURCE_ATTRIBUTES", "a=%ff")], "OTEL_RESOURCE_ATTRIBUTES"),
         (&[("OTEL_SDK_DISABLED", "yes")], "OTEL_SDK_DISABLED"),
-        (
-            &[("OTEL_TRACES_EXPORTER", "zipkin")],
-            "OTEL_TRACES_EXPORTER",
-        ),
-        (
-            &[("OTEL_BSP_MAX_QUEUE_SIZE", "0")],
-            "OTEL_BSP_MAX_QUEUE_SIZE",
-        ),
-        (
-            &[("OTEL_BSP_MAX_QUEUE_SIZE", "8")],
-            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
-        ),
-        (
-            &[("OTEL_BSP_SCHEDULE_DELAY", "soon")],
-            "OTEL_BSP_SCHEDULE_DELAY",
-        ),
-        (
-            &[("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "0")],
-            "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
-        ),
+        (&[("OTEL_TRACES_EXPORTER", "zipkin")], "OTEL_TRACES_EXPORTER"),
+        (&[("OTEL_BSP_MAX_QUEUE_SIZE", "0")], "OTEL_BSP_MAX_QUEUE_SIZE"),
+        (&[("OTEL_BSP_MAX_QUEUE_SIZE", "8")], "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
+        (&[("OTEL_BSP_SCHEDULE_DELAY", "soon")], "OTEL_BSP_SCHEDULE_DELAY"),
+        (&[("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "0")], "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT"),
         (
             &[("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "x")],
             "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
@@ -858,10 +667,7 @@ async fn a_bad_otel_variable_stops_start_up_naming_it() {
         let output = run_cli(&["serve"], &env).await;
         let (_, stderr) = text(&output);
         assert_eq!(output.status.code(), Some(2), "{vars:?}: {stderr}");
-        assert!(
-            stderr.starts_with(&format!("task-api: {var}: ")),
-            "{vars:?}: {stderr}"
-        );
+        assert!(stderr.starts_with(&format!("task-api: {var}: ")), "{vars:?}: {stderr}");
     }
 }
 
@@ -872,31 +678,18 @@ async fn long_paths_and_user_agents_are_cut_to_the_attribute_limit() {
     // As long as a 16 KiB head allows: 7,000 characters each.
     let path = format!("/{}", "p".repeat(6999));
     let agent = "u".repeat(7000);
-    let response = app
-        .request(Method::GET, &path, &[("user-agent", agent.as_str())], "")
-        .await;
+    let response = app.request(Method::GET, &path, &[("user-agent", agent.as_str())], "").await;
     assert_eq!(response.status, 404);
-    let spans = receiver
-        .spans_when(|spans| spans.iter().any(|s| s.kind == SERVER))
-        .await;
+    let spans = receiver.spans_when(|spans| spans.iter().any(|s| s.kind == SERVER)).await;
     let span = spans.iter().find(|s| s.kind == SERVER).unwrap();
     assert_eq!(attr(&span.attributes, "url.path").unwrap(), path[..1024]);
-    assert_eq!(
-        attr(&span.attributes, "user_agent.original").unwrap(),
-        agent[..1024]
-    );
+    assert_eq!(attr(&span.attributes, "user_agent.original").unwrap(), agent[..1024]);
     // The limit is the operator's to set.
     let receiver = Receiver::start().await;
-    let app = traced_app(
-        &receiver.endpoint(),
-        &[("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "10")],
-    )
-    .await;
-    app.request(Method::GET, &path, &[("user-agent", agent.as_str())], "")
-        .await;
-    let spans = receiver
-        .spans_when(|spans| spans.iter().any(|s| s.kind == SERVER))
-        .await;
+    let app =
+        traced_app(&receiver.endpoint(), &[("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "10")]).await;
+    app.request(Method::GET, &path, &[("user-agent", agent.as_str())], "").await;
+    let spans = receiver.spans_when(|spans| spans.iter().any(|s| s.kind == SERVER)).await;
     let span = spans.iter().find(|s| s.kind == SERVER).unwrap();
     assert_eq!(attr(&span.attributes, "url.path").unwrap(), path[..10]);
 }
@@ -921,14 +714,7 @@ async fn callers_cannot_raise_how_many_requests_are_traced() {
                 let addr = app.addr;
                 async move {
                     let traceparent = format!("00-{n:016x}ffffffffffffffff-{CALLER_SPAN}-01");
-                    send(
-                        addr,
-                        Method::GET,
-                        "/health",
-                        &[("traceparent", &traceparent)],
-                        "",
-                    )
-                    .await
+                    send(addr, Method::GET, "/health", &[("traceparent", &traceparent)], "").await
                 }
             })
             .collect(),
@@ -947,9 +733,6 @@ async fn callers_cannot_raise_how_many_requests_are_traced() {
         describe(&spans)
     );
     let samples = scrape(&app).await;
-    let limited = value(
-        &samples,
-        r#"task_api_trace_spans_dropped_total{reason="rate_limited"}"#,
-    );
+    let limited = value(&samples, r#"task_api_trace_spans_dropped_total{reason="rate_limited"}"#);
     assert_eq!(limited as usize, 300 - traced);
 }

@@ -79,34 +79,19 @@ pub fn parse(env: &Env) -> Result<Option<TraceConfig>, ConfigError> {
     };
     // The signal's own endpoint is used as it is; the base gets the signal's path.
     let endpoint = otlp::endpoint(&url, var == base).map_err(invalid(var))?;
-    let var = either(
-        env,
-        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-        "OTEL_EXPORTER_OTLP_PROTOCOL",
-    );
+    let var = either(env, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL");
     if let Some(protocol) = env.get(var)
         && protocol != "http/protobuf"
     {
         let reason = "must be http/protobuf: task-api sends no gRPC or JSON";
         return Err(ConfigError::invalid(var, reason));
     }
-    let var = either(
-        env,
-        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
-        "OTEL_EXPORTER_OTLP_HEADERS",
-    );
+    let var = either(env, "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS");
     let headers = headers_of(&env.get(var).unwrap_or_default()).map_err(invalid(var))?;
-    let var = either(
-        env,
-        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
-        "OTEL_EXPORTER_OTLP_TIMEOUT",
-    );
+    let var = either(env, "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT");
     let timeout = Duration::from_millis(env.count(var, 10_000)?);
-    let var = either(
-        env,
-        "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
-        "OTEL_EXPORTER_OTLP_CERTIFICATE",
-    );
+    let var =
+        either(env, "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE");
     let roots = env.get(var).map_or(Roots::Default, Roots::File);
     if let Roots::File(_) = roots {
         // Read now, so a missing or empty file stops start-up, naming the variable.
@@ -123,11 +108,8 @@ pub fn parse(env: &Env) -> Result<Option<TraceConfig>, ConfigError> {
         return Err(invalid("OTEL_BSP_MAX_EXPORT_BATCH_SIZE")(reason));
     }
     let max_per_second = env.count("TRACES_MAX_PER_SECOND", DEFAULT_MAX_PER_SECOND)?;
-    let var = either(
-        env,
-        "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
-        "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
-    );
+    let var =
+        either(env, "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT");
     Ok(Some(TraceConfig {
         endpoint,
         headers,
@@ -171,11 +153,7 @@ fn resource(env: &Env) -> Result<Vec<(String, String)>, ConfigError> {
 /// may hold a secret).
 fn pairs(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut pairs = Vec::new();
-    for (n, entry) in text
-        .split(',')
-        .enumerate()
-        .filter(|(_, e)| !e.trim().is_empty())
-    {
+    for (n, entry) in text.split(',').enumerate().filter(|(_, e)| !e.trim().is_empty()) {
         let bad = |why: &str| format!("entry {}: {why}", n + 1);
         let (key, value) = entry.split_once('=').ok_or_else(|| bad("not key=value"))?;
         let decode = |part: &str| match percent_decode_str(part.trim()).decode_utf8() {

@@ -186,8 +186,7 @@ impl Export {
             let size = span.encoded_len();
             if !part.is_empty() && (part.len() == self.max_batch || bytes + size > MAX_EXPORT_BYTES)
             {
-                self.export(std::mem::take(&mut part), std::mem::take(&mut bytes))
-                    .await;
+                self.export(std::mem::take(&mut part), std::mem::take(&mut bytes)).await;
             }
             bytes += size;
             part.push(span);

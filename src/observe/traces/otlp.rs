@@ -83,14 +83,8 @@ impl Collector {
             ..InstrumentationScope::default()
         };
         let template = ResourceSpans {
-            resource: Some(Resource {
-                attributes: attributes.collect(),
-                ..Resource::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(scope),
-                ..ScopeSpans::default()
-            }],
+            resource: Some(Resource { attributes: attributes.collect(), ..Resource::default() }),
+            scope_spans: vec![ScopeSpans { scope: Some(scope), ..ScopeSpans::default() }],
             schema_url: String::new(),
         };
         let https = config.endpoint.scheme_str() == Some("https");
@@ -115,9 +109,7 @@ impl Collector {
         tcp.set_nodelay(true).ok();
         let mut export = self.template.clone();
         export.scope_spans[0].spans = spans;
-        let body = ExportTraceServiceRequest {
-            resource_spans: vec![export],
-        };
+        let body = ExportTraceServiceRequest { resource_spans: vec![export] };
         let body = body.encode_to_vec();
         let (status, answer) = match &self.tls {
             None => self.send(tcp, body).await?,
@@ -156,19 +148,12 @@ impl Collector {
             .header(USER_AGENT, concat!("task-api/", env!("CARGO_PKG_VERSION")))
             .body(Full::new(Bytes::from(body)))
             .map_err(|err| format!("request: {err}"))?;
-        request
-            .headers_mut()
-            .extend(self.headers.iter().cloned().map(|(n, v)| (Some(n), v)));
+        request.headers_mut().extend(self.headers.iter().cloned().map(|(n, v)| (Some(n), v)));
         // `sender` moved in, so that the connection ends once the answer is read.
         let exchange = async move {
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|err| describe(&err))?;
+            let response = sender.send_request(request).await.map_err(|err| describe(&err))?;
             let status = response.status();
-            let answer = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
-                .collect()
-                .await;
+            let answer = Limited::new(response.into_body(), MAX_ANSWER_BYTES).collect().await;
             let answer = answer.map_err(|err| format!("reading the answer: {err}"))?;
             Ok((status, answer.to_bytes()))
         };
@@ -203,11 +188,7 @@ mod tests {
             ("http://c:4318", false, "http://c:4318/"),
             ("HTTP://c/x/traces?k=v", false, "http://c/x/traces?k=v"),
         ] {
-            assert_eq!(
-                super::endpoint(url, signal_path).unwrap(),
-                expected,
-                "{url}"
-            );
+            assert_eq!(super::endpoint(url, signal_path).unwrap(), expected, "{url}");
         }
     }
 }

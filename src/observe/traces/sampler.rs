@@ -19,10 +19,7 @@ pub struct Sampler {
 }
 
 /// The sampler when `OTEL_TRACES_SAMPLER` is unset.
-pub const DEFAULT: Sampler = Sampler {
-    ratio: 1.0,
-    follow_parent: true,
-};
+pub const DEFAULT: Sampler = Sampler { ratio: 1.0, follow_parent: true };
 
 impl Sampler {
     /// A sampler's name and its argument, which only the ratio samplers read (the spec).
@@ -50,10 +47,7 @@ impl Sampler {
                 return Err(ConfigError::invalid("OTEL_TRACES_SAMPLER", reason));
             }
         };
-        Ok(Sampler {
-            ratio,
-            follow_parent,
-        })
+        Ok(Sampler { ratio, follow_parent })
     }
 
     /// Whether a server span of `trace_id` is recorded, given the caller's `sampled` flag
@@ -114,9 +108,7 @@ impl RateLimit {
         let admitted = |empty_at: u64| {
             Some(empty_at.max(now) + self.cost).filter(|next| *next <= now + WINDOW)
         };
-        self.empty_at
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, admitted)
-            .is_ok()
+        self.empty_at.fetch_update(Ordering::Relaxed, Ordering::Relaxed, admitted).is_ok()
     }
 }
 
@@ -142,11 +134,7 @@ mod tests {
         ] {
             let sampler = Sampler::parse(name, arg).unwrap();
             let id = TraceId(0xabab_abab_abab_abab << 64 | u128::from(random));
-            assert_eq!(
-                sampler.samples(id, parent),
-                kept,
-                "{name} {arg:?} {random:#x}"
-            );
+            assert_eq!(sampler.samples(id, parent), kept, "{name} {arg:?} {random:#x}");
         }
         assert_eq!(Sampler::parse("parentbased_always_on", None), Ok(DEFAULT));
     }

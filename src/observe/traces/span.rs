@@ -55,11 +55,7 @@ impl Span {
         };
         Span {
             tracer,
-            context: SpanContext {
-                trace_id,
-                span_id,
-                sampled: true,
-            },
+            context: SpanContext { trace_id, span_id, sampled: true },
             started: Instant::now(),
             span,
         }

@@ -140,10 +140,8 @@ pub async fn insert_keyed(
     ttl_secs: f64,
 ) -> Result<Vec<(i64, Task)>, tokio_postgres::Error> {
     let titles: Vec<&str> = inputs.iter().map(|i| i.task.title.as_str()).collect();
-    let descriptions: Vec<Option<&str>> = inputs
-        .iter()
-        .map(|i| i.task.description.as_deref())
-        .collect();
+    let descriptions: Vec<Option<&str>> =
+        inputs.iter().map(|i| i.task.description.as_deref()).collect();
     let statuses: Vec<&str> = inputs.iter().map(|i| i.task.status.as_str()).collect();
     let keys: Vec<Option<&str>> = inputs.iter().map(|i| i.claim.map(|c| c.0)).collect();
     let prints: Vec<Option<&[u8]>> = inputs.iter().map(|i| i.claim.map(|c| c.1)).collect();
@@ -240,9 +238,7 @@ pub async fn release_expired(
     span: i64,
     limit: i64,
 ) -> Result<Walked, tokio_postgres::Error> {
-    let rows = RELEASE_EXPIRED
-        .query(conn, &[&ttl_secs, &from, &span, &limit])
-        .await?;
+    let rows = RELEASE_EXPIRED.query(conn, &[&ttl_secs, &from, &span, &limit]).await?;
     // One row, always.
     let Some(row) = rows.first() else {
         return Ok(Walked::default());

@@ -52,11 +52,7 @@ impl Sql {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, tokio_postgres::Error> {
         let rows = match conn.unnamed {
-            true => {
-                conn.client
-                    .query_typed(self.text, &self.typed(params))
-                    .await?
-            }
+            true => conn.client.query_typed(self.text, &self.typed(params)).await?,
             false => {
                 let statement = conn.client.prepare_cached(self.text).await?;
                 conn.client.query(&statement, params).await?
@@ -73,11 +69,7 @@ impl Sql {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, tokio_postgres::Error> {
         let touched = match conn.unnamed {
-            true => {
-                conn.client
-                    .execute_typed(self.text, &self.typed(params))
-                    .await?
-            }
+            true => conn.client.execute_typed(self.text, &self.typed(params)).await?,
             false => {
                 let statement = conn.client.prepare_cached(self.text).await?;
                 conn.client.execute(&statement, params).await?
@@ -95,10 +87,7 @@ impl Sql {
 
 /// What a statement's trace span is named: `{operation} {collection}`.
 const fn named(operation: &'static str, collection: Option<&'static str>) -> Statement {
-    Statement {
-        operation,
-        collection,
-    }
+    Statement { operation, collection }
 }
 
 /// `SELECT … FROM tasks`.
@@ -149,11 +138,9 @@ async fn texts(conn: &Conn, query: &str) -> Result<Vec<Option<String>>, tokio_po
     Ok(messages
         .iter()
         .find_map(|message| match message {
-            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
-                (0..row.len())
-                    .map(|i| row.get(i).map(str::to_owned))
-                    .collect(),
-            ),
+            tokio_postgres::SimpleQueryMessage::Row(row) => {
+                Some((0..row.len()).map(|i| row.get(i).map(str::to_owned)).collect())
+            }
             _ => None,
         })
         .unwrap_or_default())
@@ -180,10 +167,7 @@ pub async fn primary_position(
     // The WAL file's name starts with the timeline, in 8 hex digits.
     let timeline = field(1).and_then(|name| u64::from_str_radix(name.get(..8)?, 16).ok());
     let system = field(0).and_then(|id| id.parse::<i64>().ok());
-    Ok(system
-        .zip(timeline)
-        .zip(lsn(field(2)))
-        .map(|((s, t), l)| (s as u64, t, l)))
+    Ok(system.zip(timeline).zip(lsn(field(2))).map(|((s, t), l)| (s as u64, t, l)))
 }
 
 /// A standby's system identifier and replayed WAL position; `None` when the server is
@@ -202,8 +186,6 @@ pub async fn standby_position(conn: &Conn) -> Result<Option<(u64, u64)>, tokio_p
 
 /// Where the primary is inserting WAL now: at or past every commit it has made.
 pub async fn insert_position(conn: &Conn) -> Option<u64> {
-    let row = texts(conn, "SELECT pg_current_wal_insert_lsn()")
-        .await
-        .ok()?;
+    let row = texts(conn, "SELECT pg_current_wal_insert_lsn()").await.ok()?;
     lsn(row.first().and_then(Option::as_deref))
 }

@@ -87,12 +87,7 @@ static DELETE_MANY: Sql = Sql {
         WHERE held.created_at < excluded.created_at
     )
     SELECT id FROM gone",
-    types: &[
-        Type::INT8_ARRAY,
-        Type::BOOL_ARRAY,
-        Type::TIMESTAMPTZ_ARRAY,
-        Type::INT4,
-    ],
+    types: &[Type::INT8_ARRAY, Type::BOOL_ARRAY, Type::TIMESTAMPTZ_ARRAY, Type::INT4],
 };
 // A page is read in chunks: the first skips `offset` rows, the next ones start after
 // the last id seen (ids are positive, so the first starts after 0). A first chunk with
@@ -171,13 +166,8 @@ pub async fn insert_many(
     let descriptions: Vec<Option<&str>> =
         new.iter().map(|task| task.description.as_deref()).collect();
     let statuses: Vec<&str> = new.iter().map(|task| task.status.as_str()).collect();
-    let rows = INSERT_MANY
-        .query(conn, &[&titles, &descriptions, &statuses])
-        .await?;
-    let mut tasks = rows
-        .into_iter()
-        .map(Task::try_from)
-        .collect::<Result<Vec<_>, _>>()?;
+    let rows = INSERT_MANY.query(conn, &[&titles, &descriptions, &statuses]).await?;
+    let mut tasks = rows.into_iter().map(Task::try_from).collect::<Result<Vec<_>, _>>()?;
     tasks.sort_unstable_by_key(|task| task.id);
     Ok(tasks)
 }
@@ -189,9 +179,7 @@ pub async fn find_many(
     ids: &[i64],
 ) -> Result<Vec<(i64, Result<Task, tokio_postgres::Error>)>, tokio_postgres::Error> {
     let rows = FIND_MANY.query(conn, &[&ids]).await?;
-    rows.into_iter()
-        .map(|row| Ok((row.try_get(0)?, Task::try_from(row))))
-        .collect()
+    rows.into_iter().map(|row| Ok((row.try_get(0)?, Task::try_from(row)))).collect()
 }
 
 /// Applies each update (no two to the same task), where its task passes its check;
@@ -202,29 +190,15 @@ pub async fn update_many(
 ) -> Result<HashMap<i64, Task>, tokio_postgres::Error> {
     let ids: Vec<i64> = updates.iter().map(|u| u.id).collect();
     let titles: Vec<Option<&str>> = updates.iter().map(|u| u.patch.title.as_deref()).collect();
-    let set_descriptions: Vec<bool> = updates
-        .iter()
-        .map(|u| u.patch.description.is_some())
-        .collect();
-    let descriptions: Vec<Option<&str>> = updates
-        .iter()
-        .map(|u| u.patch.description.as_ref().and_then(Option::as_deref))
-        .collect();
-    let statuses: Vec<Option<&str>> = updates
-        .iter()
-        .map(|u| u.patch.status.map(Status::as_str))
-        .collect();
+    let set_descriptions: Vec<bool> =
+        updates.iter().map(|u| u.patch.description.is_some()).collect();
+    let descriptions: Vec<Option<&str>> =
+        updates.iter().map(|u| u.patch.description.as_ref().and_then(Option::as_deref)).collect();
+    let statuses: Vec<Option<&str>> =
+        updates.iter().map(|u| u.patch.status.map(Status::as_str)).collect();
     let (checked, versions, stride) = checks(updates.iter().map(|u| &u.expected));
-    let params: [&(dyn ToSql + Sync); 8] = [
-        &ids,
-        &titles,
-        &set_descriptions,
-        &descriptions,
-        &statuses,
-        &checked,
-        &versions,
-        &stride,
-    ];
+    let params: [&(dyn ToSql + Sync); 8] =
+        [&ids, &titles, &set_descriptions, &descriptions, &statuses, &checked, &versions, &stride];
     let rows = UPDATE_MANY.query(conn, &params).await?;
     rows.into_iter()
         .map(|row| {
@@ -241,12 +215,8 @@ pub async fn delete_many(
 ) -> Result<HashMap<i64, ()>, tokio_postgres::Error> {
     let ids: Vec<i64> = deletes.iter().map(|d| d.id).collect();
     let (checked, versions, stride) = checks(deletes.iter().map(|d| &d.expected));
-    let rows = DELETE_MANY
-        .query(conn, &[&ids, &checked, &versions, &stride])
-        .await?;
-    rows.into_iter()
-        .map(|row| Ok((row.try_get(0)?, ())))
-        .collect()
+    let rows = DELETE_MANY.query(conn, &[&ids, &checked, &versions, &stride]).await?;
+    rows.into_iter().map(|row| Ok((row.try_get(0)?, ()))).collect()
 }
 
 /// The If-Match checks of a batch, as the statements take them: whether each change
@@ -307,10 +277,8 @@ pub async fn list_many(
     let limits: Vec<i64> = reads.iter().map(|read| read.limit).collect();
     let rows = match by_status {
         true => {
-            let statuses: Vec<Option<&str>> = reads
-                .iter()
-                .map(|read| read.status.map(Status::as_str))
-                .collect();
+            let statuses: Vec<Option<&str>> =
+                reads.iter().map(|read| read.status.map(Status::as_str)).collect();
             let params: [&(dyn ToSql + Sync); 3] = [&afters, &limits, &statuses];
             LIST_MANY_BY_STATUS.query(conn, &params).await?
         }
@@ -339,11 +307,7 @@ mod tests {
     #[test]
     fn a_batched_chunk_reads_chunk_rows_at_most() {
         for sql in [&LIST_MANY, &LIST_MANY_BY_STATUS] {
-            assert!(
-                sql.text.contains(&format!(" LIMIT {CHUNK_ROWS})")),
-                "{}",
-                sql.text
-            );
+            assert!(sql.text.contains(&format!(" LIMIT {CHUNK_ROWS})")), "{}", sql.text);
         }
     }
 }
