@@ -38,6 +38,9 @@ try {
     return route.abort();
   });
 
+  const loads = [];
+  page.on("requestfinished", (request) => loads.push(request.sizes()));
+
   const document = await (await fetch(`${base}/openapi.json`)).json();
   const operations = Object.entries(document.paths).flatMap(([path, item]) =>
     Object.keys(item).filter((key) => key !== "parameters")
@@ -49,6 +52,10 @@ try {
     `${block.querySelector(".opblock-summary-path")?.getAttribute("data-path")}`));
   const missing = operations.filter((operation) => !rendered.includes(operation));
   check(`all ${operations.length} operations rendered`, missing.length === 0, missing.join(", "));
+  const sizes = await Promise.all(loads);
+  const wire = sizes.reduce((sum, size) => sum + size.responseHeadersSize + size.responseBodySize, 0);
+  check(`first load ${wire} bytes on the wire in ${sizes.length} responses (at most 600 KB)`,
+    wire <= 600 * 1024);
 
   // "Try it out" on POST /tasks: the page sends the request, the server stores the task.
   const title = `from the browser ${Date.now()}`;
