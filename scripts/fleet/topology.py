@@ -90,7 +90,8 @@ class Replica(Server):
 
     def __init__(self, work, name, url, port=None, env=None, binary=None):
         Replica.numbers[name] += 1
-        super().__init__(binary or BINARY, work / f"{name}-{Replica.numbers[name]}.log", url, port, name=name, env={
+        log = work / f"{name}-{Replica.numbers[name]}.log"
+        super().__init__(binary or BINARY, log, url, port, name=name, env={
             "DATABASE_STARTUP_TIMEOUT": "30", "SHUTDOWN_DELAY": f"{SHUTDOWN_DELAY:g}",
             "SHUTDOWN_TIMEOUT": f"{SHUTDOWN_TIMEOUT:g}", **(env or {})})
 

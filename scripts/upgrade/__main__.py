@@ -65,8 +65,9 @@ def main():
             run_one(s, ctx, results)
         seconds = time.monotonic() - started
         conclude("upgrade", selected, results, seconds,
-                 f"`make test-upgrade` ({builds.old.label} → this build) on {os.cpu_count()} cores in {seconds:.0f} s "
-                 "after the builds; PostgreSQL, HAProxy, every replica and the clients share the machine.",
+                 f"`make test-upgrade` ({builds.old.label} → this build) on {os.cpu_count()} cores in "
+                 f"{seconds:.0f} s after the builds; PostgreSQL, HAProxy, every replica and the clients share the "
+                 "machine.",
                  f"make test-upgrade: {builds.old.label} and this build on one database, and this build with "
                  "test-only migrations", BINARY, command("test-upgrade", ["FROM"]), "UPGRADE_ONLY" if ONLY else "")
     sys.exit(0 if all(ok for _, ok in results.values()) and len(results) == len(selected) else 1)

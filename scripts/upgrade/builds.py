@@ -117,8 +117,9 @@ def test_files():
                                                 "ON tasks (title, created_at);\n",
     }
     contract = dict(expand)
-    contract[f"sql/V{v + 1}__test_contract.sql"] = ("-- compatibility: contract, works with task-api 99.0.0 and later\n"
-                                                    f"{timeouts}ALTER TABLE tasks DROP COLUMN test_note;\n")
+    contract[f"sql/V{v + 1}__test_contract.sql"] = (
+        f"-- compatibility: contract, works with task-api 99.0.0 and later\n"
+        f"{timeouts}ALTER TABLE tasks DROP COLUMN test_note;\n")
     return {"expand": expand, "contract": contract}
 
 

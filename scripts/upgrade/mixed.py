@@ -19,6 +19,7 @@ from fleet.load import missing_creates, outcomes, run_load, span
 from fleet.scenarios import restart
 from fleet.topology import REPLICAS, Fleet, Replica
 from harness.http import call
+from harness.net import free_port
 
 from .context import scenario
 from .requests import across, crud, lost_patches
@@ -55,8 +56,9 @@ def verdict(fleet, load, before):
     lost = lost_patches(cluster, load.patched, fleet.database)
     kinds = Counter(k.method for k in load.calls)
     patched = sum(k.method == "PATCH" and k.status == 200 for k in load.calls)
-    figure = (f"{len(load.calls)} requests ({kinds['GET']} gets, {kinds['POST']} creates, {kinds['PATCH']} patches "
-              f"with If-Match), {len(failed)} failed{f' {outcomes(failed)}' if failed else ''} (target 0); "
+    figure = (f"{len(load.calls)} requests ({kinds['GET']} gets, {kinds['POST']} creates, "
+              f"{kinds['PATCH']} patches with If-Match), {len(failed)} failed"
+              f"{f' {outcomes(failed)}' if failed else ''} (target 0); "
               f"{len(load.acked)} creates acknowledged, {missing} missing; {patched} patches acknowledged, "
               f"{lost} tasks not holding the last (target 0); HAProxy retried {after['wretr'] - before['wretr']}, "
               f"redispatched {after['wredis'] - before['wredis']}")
@@ -116,9 +118,9 @@ async def serves(port):
 
 
 def refused(fleet, versions):
-    """c where the old build must refuse: it is started on the spare server's port, once."""
+    """c where the old build must refuse: it is started once, beside the fleet."""
     out = subprocess.run([versions.old, "serve"], capture_output=True, text=True, timeout=60,
-                         env={"DATABASE_URL": fleet.url, "HOST": "127.0.0.1", "PORT": str(fleet.ports[SPARE])})
+                         env={"DATABASE_URL": fleet.url, "HOST": "127.0.0.1", "PORT": str(free_port())})
     named = (versions.changed or versions.added)[0].removesuffix(".sql")
     figure = (f"{versions.old_label} must refuse this schema ({versions.sql_said()}; it predates records): exit "
               f"{out.returncode}, {'names' if named in out.stderr else 'does NOT name'} {named}; the rollback to "
@@ -151,8 +153,8 @@ def rollback(ctx, versions):
     said, ok = verdict(fleet, load, before)
     ctx.retire(fleet)
     logged = "; ".join(f"{m} ({kind}) works with {release}" for m, kind, release in judged) or "nothing newer"
-    figure = (f"sql/: {versions.sql_said()}; {versions.old_label} started again as {SPARE} on the migrated schema: "
-              f"the new one's {back}; it logged: {logged}; served: {answered}; {', '.join(FIRST)} back to "
+    figure = (f"sql/: {versions.sql_said()}; {versions.old_label} started again as {SPARE} on the migrated "
+              f"schema: the new one's {back}; it logged: {logged}; served: {answered}; {', '.join(FIRST)} back to "
               f"{versions.old_label} one by one, each {swaps}; {said} (in {time.monotonic() - started:.0f} s)")
     # The old build judges every migration it does not know: each must be in its log as working with it.
     judged_ok = not versions.old_has_records or {m for m, _, _ in judged} == {a.removesuffix(".sql")

@@ -22,8 +22,8 @@ from .context import scenario
 # <rev>'s tests that need an empty database, by libtest name: skipped on the migrated template,
 # run on an empty one. Each asserts that the binary under test applied the migrations itself.
 EMPTY = {
-    "cli::libpq_key_value_strings_work": "`migrate` with a key=value DATABASE_URL prints `applied V1__create_tasks`",
-    "cli::migrate_applies_once_then_reports_nothing_pending": "the first `migrate` prints `applied V1__create_tasks`",
+    "cli::libpq_key_value_strings_work": "`migrate` with a key=value URL prints `applied V1__create_tasks`",
+    "cli::migrate_applies_once_then_reports_nothing_pending": "the first `migrate` prints `applied V1__…`",
     "lifecycle::eight_concurrent_migrations_apply_each_exactly_once": "one of eight `migrate`s applies V1–V4",
     "metrics::pool_migrations_and_build_info_are_reported": "task_api_migrations_applied is 4",
     "pooler::four_replicas_migrate_through_pgbouncer_exactly_once": "one of four replicas applies V1–V4",
@@ -82,16 +82,17 @@ def own_tests(ctx):
     before, during = text[:mark], text[mark:]
     made = during.count("statement: CREATE DATABASE")
     took = time.monotonic() - started
-    code2, passed2, failed2, names2 = cargo_tests(release, empty, ["--exact", *EMPTY], ctx.work / "a-empty-tests.log")
+    code2, passed2, failed2, names2 = cargo_tests(release, empty, ["--exact", *EMPTY],
+                                                  ctx.work / "a-empty-tests.log")
     ctx.logs += [ctx.work / "a-migrated-tests.log", ctx.work / "a-empty-tests.log"]
     migrated.close()
     empty.close()
 
     figure = (f"template1 migrated by this build ({records} compatibility records, copied into every new "
               f"database); {passed} passed, {failed} failed{f' {names[:5]}' if names else ''} in {took:.0f} s; "
-              f"{made} databases created from it; V1 logged {before.count(V1)} time before (this build on template1), "
-              f"{during.count(V1)} during (target 0); the {len(EMPTY)} that test "
-              f"migrating an empty database (EMPTY in scripts/upgrade/oldsuite.py), on an empty template1: {passed2} passed, "
+              f"{made} databases created from it; V1 logged {before.count(V1)} time before (this build on "
+              f"template1), {during.count(V1)} during (target 0); the {len(EMPTY)} that test migrating an empty "
+              f"database (EMPTY in scripts/upgrade/oldsuite.py), on an empty template1: {passed2} passed, "
               f"{failed2} failed{f' {names2}' if names2 else ''}")
     ok = (code == 0 and code2 == 0 and failed == failed2 == 0 and passed > 0 and passed2 == len(EMPTY)
           and int(records) > 0 and copied == records and made > 0 and before.count(V1) == 1

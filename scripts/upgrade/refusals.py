@@ -15,7 +15,8 @@ def migrated(ctx, binary, db):
     printed."""
     cluster = ctx.cluster()
     url = cluster.createdb(db)
-    out = subprocess.run([binary, "migrate"], env={"DATABASE_URL": url}, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([binary, "migrate"], env={"DATABASE_URL": url}, capture_output=True, text=True,
+                         timeout=120)
     if out.returncode:
         raise RuntimeError(f"{binary.name} migrate exited {out.returncode}: {out.stderr.strip()[-300:]}")
     return url, out.stdout
@@ -67,5 +68,6 @@ def unknown(ctx):
         return f"{release.label} has records: served on it (/ready 200), stopped with exit {code}", code == 0
     code, stderr = started(release.binary, "serve", url)
     reason = next((line for line in stderr.splitlines() if "refusing" in line), stderr[-200:])
-    return (f"{release.label} predates records: exit {code}, {'naming' if name in stderr else 'NOT naming'} {name}: "
-            f"“{reason.split(': ', 1)[-1]}”", code == 1 and name in stderr)
+    named = "naming" if name in stderr else "NOT naming"
+    return (f"{release.label} predates records: exit {code}, {named} {name}: “{reason.split(': ', 1)[-1]}”",
+            code == 1 and name in stderr)

@@ -83,7 +83,8 @@ async def across(old, new):
     cases = [("old→new", old, new, {"title": "crossed old→new"}),
              ("new→old", new, old, {"title": "crossed new→old", "description": "both ways"}),
              # docs/upgrading.md: the new release also takes the old one's digest of a body as written.
-             ("old→new, a default spelled out", old, new, {"title": "crossed with a default", "status": "pending"})]
+             ("old→new, a default spelled out", old, new,
+              {"title": "crossed with a default", "status": "pending"})]
     said, ok = [], True
     for name, first, second, body in cases:
         problems = await crossed(first, second, body)
