@@ -1,12 +1,12 @@
 """The builds test-upgrade compares. `<rev>` (FROM: else the newest v* tag, else 02cade1) is
 checked out in a git worktree under target/upgrade/ and built by its own `make build`. The
 variants are this tree (as it is on disk) plus test-only files, copied to target/upgrade/variant-*
-and built in debug into this tree's own target/, reusing the dependencies `make test` compiled
-(their crate is kept apart from this one's, but target/debug/task-api is the last variant until
-the next cargo build links this one's again; each variant's binary is copied out at once):
+and built in debug in one target directory of their own, target/upgrade/variants-target:
 `expand` adds an expand migration and a big index (sql/indexes/), `contract` a contract migration
-after those. Nothing is ever written to this tree's sql/. Every build is incremental: a second
-run only checks, and compiles the variants' crate again (they share one place, ~15 s each)."""
+after those. Not this tree's target/: build.rs's output would be shared with this tree's build,
+which has no sql/indexes/, and cargo could take it for the variant's. Nothing is ever written to
+this tree's sql/. Every build is incremental: a second run only checks, and compiles the
+variants' crate again (the two share one place in their target directory, ~15 s each)."""
 
 import os
 import re
@@ -22,7 +22,7 @@ UPGRADE = ROOT / "target/upgrade"
 # while there is no v* tag.
 BEFORE_RECORDS = "02cade1"
 VERSION = re.search(r'^version = "(.+)"', (ROOT / "Cargo.toml").read_text(), re.M)[1]
-VARIANTS_TARGET = ROOT / "target"
+VARIANTS_TARGET = UPGRADE / "variants-target"
 # The index of the expand variant: the one the big-index scenario measures.
 TEST_INDEX = "tasks_test_title_idx"
 # What a variant's copy of this tree holds: what cargo reads to build the binary.
@@ -155,13 +155,22 @@ class Variant:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
 
-    def build(self):
+    def build(self, foreign=()):
+        """Builds it; a RuntimeError when its binary misses one of its test-only files, or holds one of
+        `foreign` (another variant's)."""
         self.sync()
         env = dict(build_env(), CARGO_TARGET_DIR=str(VARIANTS_TARGET), TASK_API_REVISION=f"test-{self.name}")
         build_step(["cargo", "build", "--locked", "--bin", "task-api"], self.tree,
                    UPGRADE / f"build-{self.name}.log", env)
         self.binary.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(VARIANTS_TARGET / "debug/task-api", self.binary)
+        # Each test-only file is embedded as written (refinery's migrations, build.rs's indexes):
+        # a binary without one, or with another variant's, was built from something else.
+        embedded = self.binary.read_bytes()
+        wrong = [f"no {path}" for path, text in self.extra.items() if text.encode() not in embedded]
+        wrong += [path for path, text in foreign if path not in self.extra and text.encode() in embedded]
+        if wrong:
+            raise RuntimeError(f"{self.binary} holds {', '.join(wrong)}: a stale build")
 
 
 class Builds:
@@ -175,5 +184,6 @@ class Builds:
 
     def build(self):
         self.old.build()
+        every = [(path, text) for variant in self.variants.values() for path, text in variant.extra.items()]
         for variant in self.variants.values():
-            variant.build()
+            variant.build(every)
