@@ -8,8 +8,8 @@ FROM ?=
 
 .PHONY: test-upgrade
 
-## test-upgrade  two releases on one database (~4 minutes; the first time ~10 more, to build FROM
-##               and its tests): FROM=<rev> (default: the newest v* tag, else 02cade1); prints the
-##               table and writes it to docs/results/upgrade.md
+## test-upgrade  two releases on one database (~5 minutes; the first time ~15 more, to build FROM,
+##               its tests and two test variants): FROM=<rev> (default: the newest v* tag, else
+##               02cade1); prints the table and writes it to docs/results/upgrade.md
 test-upgrade: build
 	FROM="$(FROM)" PYTHONPATH=scripts python3 -m upgrade
