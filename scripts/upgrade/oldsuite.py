@@ -100,8 +100,8 @@ def own_tests(ctx):
     figure = (f"template1 migrated by this build ({records} compatibility records, copied into every new "
               f"database); {passed} passed, {failed} failed{f' {names[:5]}' if names else ''}{retried} in "
               f"{took:.0f} s; {made} databases created from it; V1 logged {before.count(V1)} time before (this "
-              f"build on template1), {during.count(V1)} during (target 0); the {len(EMPTY)} that test migrating an "
-              f"empty database (EMPTY, scripts/upgrade/oldsuite.py) on an empty template1: {passed2} passed, "
+              f"build on template1), {during.count(V1)} during (target 0); the {len(EMPTY)} that test migrating "
+              f"an empty database (EMPTY, scripts/upgrade/oldsuite.py) on an empty template1: {passed2} passed, "
               f"{failed2} failed{f' {names2}' if names2 else ''}")
     ok = ((code == failed == 0 or passed_again) and code2 == failed2 == 0 and passed > 0
           and passed2 == len(EMPTY) and int(records) > 0 and copied == records and made > 0
