@@ -23,15 +23,13 @@ scenario names, for development), FAULTS_KEEP=1 (keep the work directory with ev
 
 import os
 import shutil
-import signal
 import sys
 import threading
 import time
 
 from harness.cluster import Cluster
-from harness.process import raise_fd_limit
 from harness.report import command, conclude, finished
-from harness.suite import attempt, workdir
+from harness.suite import attempt, begin, workdir
 
 from . import limits, heads, database, startup, logs, lifecycle  # noqa: F401 - they register the scenarios
 from .context import BINARY, KEEP, ONLY, PASSWORD, PG_OPTIONS, SCENARIOS, Context
@@ -61,12 +59,7 @@ def report(selected, results, seconds):
 
 
 def main():
-    # Stopped from outside (SIGTERM): unwind, so that everything started is still stopped.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    raise_fd_limit()
-    selected = SCENARIOS.select(ONLY, "faults")
-    if not BINARY.exists():
-        sys.exit(f"faults: {BINARY} is missing; run `make build` first")
+    selected = begin("faults", SCENARIOS, ONLY, BINARY)
     if not shutil.which("prlimit"):
         sys.exit("faults: prlimit is missing (util-linux)")
     started = time.monotonic()

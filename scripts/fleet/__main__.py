@@ -24,13 +24,12 @@ names: a, b, c), FLEET_KEEP=1 (keep the work directory with every log).
 """
 
 import os
-import re
 import signal
 import sys
 import time
 
 from harness.process import install, raise_fd_limit
-from harness.report import command, conclude, escaped, finished, say
+from harness.report import command, conclude, escaped, finished, say, tail
 from harness.suite import attempt, workdir
 
 from .scenarios import SCENARIOS
@@ -39,13 +38,6 @@ from .topology import BINARY, SHUTDOWN_DELAY, Fleet
 ONLY = [name for name in os.environ.get("FLEET_ONLY", "").split(",") if name]
 KEEP = os.environ.get("FLEET_KEEP") == "1"
 TITLE = "make test-fleet: task-api as many replicas behind HAProxy, on a PostgreSQL that fails over"
-
-
-def tail(path, lines=12):
-    """The last lines of a log that are not access lines (those hide the warnings)."""
-    text = path.read_bytes().decode(errors="backslashreplace").splitlines()
-    interesting = [line for line in text if not re.search(r' INFO +access: |"target": ?"access"', line)]
-    return interesting[-lines:]
 
 
 def run_one(s, fleet, results):

@@ -23,39 +23,52 @@ def span(values, unit=" s"):
     return f"{lo:.1f}{unit}" if f"{lo:.1f}" == f"{hi:.1f}" else f"{lo:.1f}–{hi:.1f}{unit}"
 
 
-
 @dataclass
 class Load:
     calls: list = field(default_factory=list)
     acked: list = field(default_factory=list)  # (id, title) of each 201
+    patched: dict = field(default_factory=dict)  # {id: the value of the last PATCH answered 200}
     ended: float = 0.0
 
+    async def create(self, conn, title, headers=None, timeout=10.0):
+        """POST /tasks {"title": `title`} on `conn`; a 201's task joins `acked`."""
+        k = await conn.send("POST", "/tasks", {"title": title}, headers, title=title, timeout=timeout)
+        if k.status == 201:
+            try:
+                self.acked.append((k.json()["id"], title))
+            except (ValueError, KeyError):
+                k.status, k.error = None, "201 without a task"
+        return k
 
-async def run_load(port, stop, clients=CLIENTS, timeout=10.0):
-    """`clients` keep-alive connections, each in a loop: a create, two gets of a task created
-    before, a list of 10; until `stop` is set."""
+
+def creates_and_gets(load, conn, name, rng, timeout):
+    """The fleet's requests for the client `name`, in a loop: a keyed create, two gets of a task
+    created before, a list of 10."""
+    n = 0
+
+    async def send():
+        nonlocal n
+        n += 1
+        if n % 4 == 1 or not load.acked:
+            return await load.create(conn, f"fleet-{name}-{n}", {"idempotency-key": uuid.uuid4()}, timeout)
+        if n % 4 == 0:
+            return await conn.send("GET", "/tasks?limit=10", timeout=timeout)
+        return await conn.send("GET", f"/tasks/{rng.choice(load.acked)[0]}", timeout=timeout)
+
+    return send
+
+
+async def run_load(port, stop, clients=CLIENTS, timeout=10.0, mix=creates_and_gets):
+    """`clients` keep-alive connections, each sending the requests `mix` makes for it (the fleet's
+    own: keyed creates and gets) one after another, until `stop` is set."""
     load = Load()
     run = uuid.uuid4().hex[:8]
 
     async def client(i):
         conn = Connection(port)
-        rng = random.Random(i)
-        n = 0
+        send = mix(load, conn, f"{run}-{i}", random.Random(i), timeout)
         while not stop.is_set():
-            n += 1
-            if n % 4 == 1 or not load.acked:
-                title = f"fleet-{run}-{i}-{n}"
-                k = await conn.send("POST", "/tasks", {"title": title}, {"idempotency-key": uuid.uuid4()},
-                                    title=title, timeout=timeout)
-                if k.status == 201:
-                    try:
-                        load.acked.append((k.json()["id"], title))
-                    except (ValueError, KeyError):
-                        k.status, k.error = None, "201 without a task"
-            elif n % 4 == 0:
-                k = await conn.send("GET", "/tasks?limit=10", timeout=timeout)
-            else:
-                k = await conn.send("GET", f"/tasks/{rng.choice(load.acked)[0]}", timeout=timeout)
+            k = await send()
             load.calls.append(k)
             await asyncio.sleep(0.01 if k.ok else 0.05)
         conn.drop()
@@ -76,9 +89,9 @@ def outcomes(calls):
     return tally(calls, outcome)
 
 
-def missing_creates(cluster, acked):
+def missing_creates(cluster, acked, db=DATABASE):
     """How many acknowledged creates (id, title) are not in the tasks table of `cluster`."""
-    rows = dict(line.split("|", 1) for line in cluster.psql("SELECT id, title FROM tasks", DATABASE,
+    rows = dict(line.split("|", 1) for line in cluster.psql("SELECT id, title FROM tasks", db,
                                                             timeout=60).splitlines())
     return sum(rows.get(str(task_id)) != title for task_id, title in acked)
 

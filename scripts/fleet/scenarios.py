@@ -11,7 +11,7 @@ from harness.process import stop_all
 from harness.suite import Suite
 
 from .load import CLIENTS, missing_creates, outcomes, run_load, span, stored_titles
-from .topology import DATABASE, REPLICAS, SHUTDOWN_DELAY, SHUTDOWN_TIMEOUT, Replica
+from .topology import REPLICAS, SHUTDOWN_DELAY, SHUTDOWN_TIMEOUT, Replica
 
 BUDGET = 5.0  # a request that needs the database answers within this (seconds)
 SLACK = 0.5
@@ -59,8 +59,9 @@ def rolling_restart(fleet):
     return figure, ok
 
 
-def restart(fleet, name):
-    """SIGTERM `name`, wait for its exit, start it again on its port, wait for /ready and HAProxy."""
+def restart(fleet, name, binary=None):
+    """SIGTERM `name`, wait for its exit, start it again on its port (as `binary`, else the fleet's),
+    wait for /ready and HAProxy."""
     old = fleet.replicas[name]
     result = {"code": None, "exited": None, "up": None, "balanced": None, "ready": "?", "problem": ""}
     signalled = time.monotonic()
@@ -77,7 +78,7 @@ def restart(fleet, name):
     if result["code"] is None:
         old.process.close()
         result["problem"] = f"{name} still ran {result['exited']:.0f} s after SIGTERM"
-    new = fleet.replicas[name] = Replica(fleet.work, name, fleet.pair.url(DATABASE), old.port)
+    new = fleet.replicas[name] = Replica(fleet.work, name, fleet.url, old.port, binary=binary or fleet.binary)
     try:
         result["up"] = new.wait_ready(30)
         result["balanced"] = fleet.haproxy.wait_up(name, 15)

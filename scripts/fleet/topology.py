@@ -50,7 +50,6 @@ class Pair:
             with open(hba, "a") as f:
                 f.write(rule + "\n")
             p.psql("SELECT pg_reload_conf()")
-        p.psql(f'CREATE DATABASE "{DATABASE}"')
         s.dir.mkdir(mode=0o700)
         if os.geteuid() == 0:
             shutil.chown(s.dir, "postgres", "postgres")
@@ -84,13 +83,15 @@ class Pair:
 
 
 class Replica(Server):
-    """One `task-api serve` on 127.0.0.1:`port`, its output in a log of the work directory."""
+    """One `task-api serve` (`binary`, else the build's) on 127.0.0.1:`port`, its output in a log
+    of the work directory."""
 
     numbers = collections.Counter()
 
-    def __init__(self, work, name, url, port=None, env=None):
+    def __init__(self, work, name, url, port=None, env=None, binary=None):
         Replica.numbers[name] += 1
-        super().__init__(BINARY, work / f"{name}-{Replica.numbers[name]}.log", url, port, name=name, env={
+        log = work / f"{name}-{Replica.numbers[name]}.log"
+        super().__init__(binary or BINARY, log, url, port, name=name, env={
             "DATABASE_STARTUP_TIMEOUT": "30", "SHUTDOWN_DELAY": f"{SHUTDOWN_DELAY:g}",
             "SHUTDOWN_TIMEOUT": f"{SHUTDOWN_TIMEOUT:g}", **(env or {})})
 
@@ -178,14 +179,15 @@ backend replicas
                 rows[row["svname"]] = row
         return rows
 
-    def wait_up(self, name, limit=15):
-        """Waits until HAProxy has `name` UP; the seconds it took (RuntimeError after `limit`)."""
+    def wait_up(self, name, limit=15, status="UP"):
+        """Waits until HAProxy has `name` UP (or `status`); the seconds it took (RuntimeError after
+        `limit`)."""
         started = time.monotonic()
         while time.monotonic() < started + limit:
-            if self.stats().get(name, {}).get("status") == "UP":
+            if self.stats().get(name, {}).get("status") == status:
                 return time.monotonic() - started
             time.sleep(0.05)
-        raise RuntimeError(f"HAProxy did not mark {name} UP within {limit} s")
+        raise RuntimeError(f"HAProxy did not mark {name} {status} within {limit} s")
 
     def counters(self):
         backend = self.stats().get("BACKEND", {})
@@ -198,35 +200,46 @@ backend replicas
 # --- the fleet ------------------------------------------------------------------------------
 
 class Fleet:
-    """The pair of clusters, the replicas and HAProxy shared by the scenarios."""
+    """The pair of clusters (its own, or `pair` shared with another fleet), the replicas of
+    `binary` on `database`, and HAProxy in front of them; `spares` name servers HAProxy has with
+    no replica yet (their ports in `ports`), for a replica to join later."""
 
-    def __init__(self, work):
+    def __init__(self, work, pair=None, database=DATABASE, binary=BINARY, spares=()):
         self.work = work
-        self.pair = Pair(work)
+        self.own_pair = pair is None
+        self.pair = pair or Pair(work)
+        self.database = database
+        self.binary = binary
+        self.spares = list(spares)
         self.replicas = {}
+        self.ports = {}
         self.haproxy = None
 
+    @property
+    def url(self):
+        return self.pair.url(self.database)
+
     def start(self):
-        self.pair.start()
-        ports = {f"r{i + 1}": free_port() for i in range(REPLICAS)}
-        self.replicas = {name: Replica(self.work, name, self.pair.url(DATABASE), port)
-                         for name, port in ports.items()}
+        if self.own_pair:
+            self.pair.start()
+        self.pair.writable().psql(f'CREATE DATABASE "{self.database}"')
+        self.ports = {name: free_port() for name in [f"r{i + 1}" for i in range(REPLICAS)] + self.spares}
+        self.replicas = {name: Replica(self.work, name, self.url, port, binary=self.binary)
+                         for name, port in self.ports.items() if name not in self.spares}
         for r in self.replicas.values():
             r.wait_ready(60)
-        self.haproxy = HAProxy(self.work, ports)
-        for name in ports:
-            self.haproxy.wait_up(name)
+        self.haproxy = HAProxy(self.work, self.ports)
+        for name in self.ports:
+            self.haproxy.wait_up(name, status="DOWN" if name in self.spares else "UP")
 
     def heal(self):
         """Starts again any replica that is not running, and waits until HAProxy has all UP."""
         for name, r in list(self.replicas.items()):
             if not r.process.running():
-                self.replicas[name] = Replica(self.work, name, self.pair.url(DATABASE), r.port)
+                self.replicas[name] = Replica(self.work, name, self.url, r.port, binary=self.binary)
                 self.replicas[name].wait_ready(30)
         for name in self.replicas:
             self.haproxy.wait_up(name, 30)
 
     def logs(self):
         return [r.log_path for r in self.replicas.values()] + [self.haproxy.log_path]
-
-

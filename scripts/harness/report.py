@@ -25,6 +25,13 @@ def escaped(text):
     return re.sub(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]", lambda m: f"\\u{ord(m[0]):04x}", text)
 
 
+def tail(path, lines=12):
+    """The last lines of a log that are not access lines (those hide the warnings)."""
+    text = path.read_bytes().decode(errors="backslashreplace").splitlines()
+    interesting = [line for line in text if not re.search(r' INFO +access: |"target": ?"access"', line)]
+    return interesting[-lines:]
+
+
 def finished(name, ok, figure, seconds, logs=(), width=2):
     """Says how a scenario ended, with `logs` ([(file name, lines)]) when it failed."""
     lines = [f"{name:<{width}} {'PASS' if ok else 'FAIL'}  {figure}  ({seconds:.1f} s)"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import ROOT
-from .process import close_started
+from .process import close_started, raise_fd_limit
 
 
 @dataclass
@@ -43,6 +43,18 @@ class Suite(list):
             sys.exit(f"{tool}: unknown scenario {', '.join(sorted(unknown))}; "
                      f"known: {', '.join(s.name for s in self)}")
         return [s for s in self if not only or s.name in only]
+
+
+def begin(tool, scenarios, only, binary):
+    """What a tool does first: SIGTERM unwinds (so that everything started is still stopped), the
+    descriptor limit goes up, the scenarios named in `only` are chosen, `binary` must exist. The
+    chosen scenarios."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    raise_fd_limit()
+    selected = scenarios.select(only, tool)
+    if not binary.exists():
+        sys.exit(f"{tool}: {binary} is missing; run `make build` first")
+    return selected
 
 
 def attempt(run, *args):
