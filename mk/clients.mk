@@ -11,6 +11,8 @@ CLIENTS := scripts/clients
 CLIENTS_OUT := target/clients
 CLIENTS_VENV := $(CLIENTS_OUT)/venv
 CLIENTS_NPM := $(CLIENTS)/node_modules/.bin
+# The browser for /docs: Debian's chromium (installed when missing), or any Chromium-based one.
+export CHROMIUM ?= $(shell command -v chromium 2>/dev/null)
 # Redocly CLI sends usage data and looks for updates unless told not to.
 REDOCLY = REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true $(CLIENTS_NPM)/redocly
 
@@ -39,7 +41,7 @@ test-clients: clients-tools
 # Installs again only when a lock file changed: each install leaves a copy of its lock file.
 clients-tools:
 	mkdir -p $(CLIENTS_OUT) docs/images
-	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	[ -n "$(CHROMIUM)" ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	cmp -s $(CLIENTS)/requirements.txt $(CLIENTS_VENV)/requirements.txt \
 	  || { rm -rf $(CLIENTS_VENV) && python3 -m venv $(CLIENTS_VENV) \
 	       && $(CLIENTS_VENV)/bin/pip install --quiet --disable-pip-version-check -r $(CLIENTS)/requirements.txt \
