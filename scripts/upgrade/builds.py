@@ -14,6 +14,8 @@ import shutil
 import subprocess
 import time
 
+from pathlib import Path
+
 from harness import BINARY, ROOT
 from harness.report import say
 
@@ -23,6 +25,7 @@ UPGRADE = ROOT / "target/upgrade"
 BEFORE_RECORDS = "02cade1"
 VERSION = re.search(r'^version = "(.+)"', (ROOT / "Cargo.toml").read_text(), re.M)[1]
 VARIANTS_TARGET = UPGRADE / "variants-target"
+HOME = Path.home()
 # The index of the expand variant: the one the big-index scenario measures.
 TEST_INDEX = "tasks_test_title_idx"
 # What a variant's copy of this tree holds: what cargo reads to build the binary.
@@ -53,6 +56,19 @@ def build_step(argv, cwd, log, env=None):
     say(f"upgrade:   done in {time.monotonic() - started:.0f} s")
 
 
+def seed(target, profiles):
+    """Copies the compiled dependencies of this tree's target/ (`profiles`, e.g. "debug") into
+    another target directory that has none yet, so that another tree's build compiles its own crate
+    and what its Cargo.lock changed, not all 240 crates again. cargo judges each copied artefact by
+    its fingerprint: what does not match is rebuilt."""
+    for profile in profiles:
+        for part in ("deps", "build", ".fingerprint"):
+            source, copy = ROOT / "target" / profile / part, target / profile / part
+            if source.is_dir() and not copy.exists():
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                subprocess.run(["cp", "-r", "--reflink=auto", source, copy], check=True)
+
+
 def build_env():
     """The environment for another tree's build: none of this make's or cargo's settings."""
     return {k: v for k, v in os.environ.items()
@@ -75,7 +91,11 @@ class Release:
             git("worktree", "add", "--detach", str(self.tree), self.commit)
         elif git("rev-parse", "HEAD", cwd=self.tree) != self.commit:
             git("checkout", "--detach", self.commit, cwd=self.tree)
-        build_step(["make", "build"], self.tree, UPGRADE / f"build-{self.short}.log", build_env())
+        seed(self.tree / "target", ("release", "x86_64-unknown-linux-musl/release", "debug"))
+        # This tree's release flags, so that the seeded dependencies match (they differ only in the
+        # path a panic message would show).
+        flags = f"RELEASE_RUSTFLAGS=--remap-path-prefix={ROOT}=/task-api --remap-path-prefix={HOME}/.cargo=/cargo"
+        build_step(["make", "build", flags], self.tree, UPGRADE / f"build-{self.short}.log", build_env())
         # Its integration tests, compiled now so that step a times only their run.
         build_step(["cargo", "test", "--locked", "--no-run", "--test", "api"], self.tree,
                    UPGRADE / f"build-{self.short}-tests.log", build_env())
@@ -159,6 +179,7 @@ class Variant:
         """Builds it; a RuntimeError when its binary misses one of its test-only files, or holds one of
         `foreign` (another variant's)."""
         self.sync()
+        seed(VARIANTS_TARGET, ("debug",))
         env = dict(build_env(), CARGO_TARGET_DIR=str(VARIANTS_TARGET), TASK_API_REVISION=f"test-{self.name}")
         build_step(["cargo", "build", "--locked", "--bin", "task-api"], self.tree,
                    UPGRADE / f"build-{self.name}.log", env)
