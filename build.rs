@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     swagger_ui(&out);
-    println!("cargo::rerun-if-changed=sql/indexes");
+    // sql/, not sql/indexes: a path that does not exist would run this script on every build.
+    println!("cargo::rerun-if-changed=sql");
+    println!("cargo::rerun-if-changed=build.rs");
     let mut files: Vec<_> = match std::fs::read_dir("sql/indexes") {
         Ok(dir) => dir.filter_map(|entry| Some(entry.ok()?.path())).collect(),
         Err(_) => Vec::new(),
