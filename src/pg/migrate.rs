@@ -88,6 +88,7 @@ pub async fn apply(
             Ok(()) => {
                 let runner = embedded::migrations::runner().set_abort_missing(false);
                 match runner.run_async(&mut InTransaction(client)).await {
+                    Ok(report) if report.applied_migrations().is_empty() => Ok(Ok(report)),
                     Ok(report) => compat::record(client, &ours).await.map(|()| Ok(report)),
                     Err(err) => Ok(Err(refused(err))),
                 }
