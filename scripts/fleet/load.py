@@ -41,24 +41,30 @@ class Load:
         return k
 
 
-def creates_and_gets(load, conn, name, rng, timeout):
-    """The fleet's requests for the client `name`, in a loop: a keyed create, two gets of a task
-    created before, a list of 10."""
-    n = 0
+def creates_and_gets(known=(), creates=True):
+    """The fleet's requests (a mix for run_load), for each client in a loop: a keyed create, two
+    gets of a task, a list of 10. A get reads one of the ids `known` (tasks every standby has),
+    else one created before; without `creates`, a get comes instead of the create."""
 
-    async def send():
-        nonlocal n
-        n += 1
-        if n % 4 == 1 or not load.acked:
-            return await load.create(conn, f"fleet-{name}-{n}", {"idempotency-key": uuid.uuid4()}, timeout)
-        if n % 4 == 0:
-            return await conn.send("GET", "/tasks?limit=10", timeout=timeout)
-        return await conn.send("GET", f"/tasks/{rng.choice(load.acked)[0]}", timeout=timeout)
+    def mix(load, conn, name, rng, timeout):
+        n = 0
 
-    return send
+        async def send():
+            nonlocal n
+            n += 1
+            if creates and (n % 4 == 1 or not (known or load.acked)):
+                return await load.create(conn, f"fleet-{name}-{n}", {"idempotency-key": uuid.uuid4()}, timeout)
+            if n % 4 == 0:
+                return await conn.send("GET", "/tasks?limit=10", timeout=timeout)
+            task = rng.choice(known) if known else rng.choice(load.acked)[0]
+            return await conn.send("GET", f"/tasks/{task}", timeout=timeout)
+
+        return send
+
+    return mix
 
 
-async def run_load(port, stop, clients=CLIENTS, timeout=10.0, mix=creates_and_gets):
+async def run_load(port, stop, clients=CLIENTS, timeout=10.0, mix=creates_and_gets()):
     """`clients` keep-alive connections, each sending the requests `mix` makes for it (the fleet's
     own: keyed creates and gets) one after another, until `stop` is set."""
     load = Load()
@@ -76,6 +82,22 @@ async def run_load(port, stop, clients=CLIENTS, timeout=10.0, mix=creates_and_ge
     await asyncio.gather(*(client(i) for i in range(clients)))
     load.ended = time.monotonic()
     return load
+
+
+def under_load(port, steps, **options):
+    """Runs the coroutine function `steps` while run_load's clients (with `options`: a `mix`,
+    …) send through `port`; (the load, what `steps` returned)."""
+
+    async def run():
+        stop = asyncio.Event()
+        load = asyncio.create_task(run_load(port, stop, **options))
+        try:
+            result = await steps()
+        finally:
+            stop.set()
+        return await load, result
+
+    return asyncio.run(run())
 
 
 def outcome(k):
