@@ -1,6 +1,6 @@
 """The failover fleet's scenarios, in the order they run: a) a rolling restart, b) a failover
 of the database, c) many replicas starting at once; each under load.py's clients where it says
-so. The registry of every scenario."""
+so. The registry of every scenario (reads.py adds d to h)."""
 
 import asyncio
 import signal
