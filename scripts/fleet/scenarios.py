@@ -1,5 +1,6 @@
-"""The fleet scenarios, in the order they run: a) a rolling restart, b) a failover of the
-database, c) many replicas starting at once; each under load.py's clients where it says so."""
+"""The failover fleet's scenarios, in the order they run: a) a rolling restart, b) a failover
+of the database, c) many replicas starting at once; each under load.py's clients where it says
+so. The registry of every scenario (reads.py adds d to h)."""
 
 import asyncio
 import signal
@@ -10,8 +11,8 @@ from harness.http import request
 from harness.process import stop_all
 from harness.suite import Suite
 
-from .load import CLIENTS, missing_creates, outcomes, run_load, span, stored_titles
-from .topology import REPLICAS, SHUTDOWN_DELAY, SHUTDOWN_TIMEOUT, Replica
+from .load import CLIENTS, missing_creates, outcomes, span, stored_titles, under_load
+from .topology import REPLICAS, SHUTDOWN_DELAY, SHUTDOWN_TIMEOUT
 
 BUDGET = 5.0  # a request that needs the database answers within this (seconds)
 SLACK = 0.5
@@ -19,30 +20,26 @@ SCENARIOS = Suite()
 scenario = SCENARIOS.scenario
 
 
-@scenario("a", what=f"rolling restart of all {REPLICAS} replicas behind HAProxy, one after another (SIGTERM, "
-                    "wait for the exit, start again on its port, wait for /ready 200 and HAProxy UP), under "
-                    f"{CLIENTS} keep-alive connections of gets and creates",
+@scenario("a", setup="failover",
+          what=f"rolling restart of all {REPLICAS} replicas behind HAProxy, one after another (SIGTERM, "
+               "wait for the exit, start again on its port, wait for /ready 200 and HAProxy UP), under "
+               f"{CLIENTS} keep-alive connections of gets and creates",
           target="0 failed requests (non-2xx, connection error, timeout); 0 acknowledged creates missing; "
                  "each old replica exits 0")
 def rolling_restart(fleet):
     fleet.heal()
     before = fleet.haproxy.counters()
 
-    async def run():
-        stop = asyncio.Event()
-        load = asyncio.create_task(run_load(fleet.haproxy.port, stop))
+    async def one_after_another():
         await asyncio.sleep(2)
-        restarts = []
-        for name in list(fleet.replicas):
-            restarts.append(await asyncio.to_thread(restart, fleet, name))
+        done = [await asyncio.to_thread(restart, fleet, name) for name in list(fleet.replicas)]
         await asyncio.sleep(2)
-        stop.set()
-        return await load, restarts
+        return done
 
-    load, restarts = asyncio.run(run())
+    load, restarts = under_load(fleet.haproxy.port, one_after_another)
     after = fleet.haproxy.counters()
     failed = [k for k in load.calls if not k.ok]
-    missing = missing_creates(fleet.pair.writable(), load.acked)
+    missing = missing_creates(fleet.pg.writable(), load.acked)
     creates = sum(k.method == "POST" for k in load.calls)
     codes = [r["code"] for r in restarts]
     figure = (f"{len(load.calls)} requests ({len(load.calls) - creates} gets, {creates} creates), "
@@ -78,7 +75,7 @@ def restart(fleet, name, binary=None):
     if result["code"] is None:
         old.process.close()
         result["problem"] = f"{name} still ran {result['exited']:.0f} s after SIGTERM"
-    new = fleet.replicas[name] = Replica(fleet.work, name, fleet.url, old.port, binary=binary or fleet.binary)
+    new = fleet.replicas[name] = fleet.replica(name, old.port, binary=binary)
     try:
         result["up"] = new.wait_ready(30)
         result["balanced"] = fleet.haproxy.wait_up(name, 15)
@@ -87,35 +84,32 @@ def restart(fleet, name, binary=None):
     return result
 
 
-@scenario("b", what="failover under the same load: SIGKILL to the primary's postmaster, `pg_ctl promote` of the "
-                    "synchronous standby 1 s later; the replicas' DATABASE_URL names both hosts, "
-                    "target_session_attrs=read-write",
+@scenario("b", setup="failover",
+          what="failover under the same load: SIGKILL to the primary's postmaster, `pg_ctl promote` of the "
+               "synchronous standby 1 s later; the replicas' DATABASE_URL names both hosts, "
+               "target_session_attrs=read-write",
           target="first success ≤ 5 s after the promote, steady success before the load ends; only 2xx and "
                  "503 (a POST closed without an answer is an unknown outcome, counted apart); none slower "
                  "than 5.5 s; 0 acknowledged creates missing on the new primary; 0 creates answered with "
                  "an error stored (keyed creates ask again until the database answers); no replica restarted")
 def failover(fleet):
-    if fleet.pair.primary.killed:
+    if fleet.pg.primary.killed:
         raise RuntimeError("the primary was already killed")
     fleet.heal()
     pids = {name: r.pid for name, r in fleet.replicas.items()}
     times = {}
 
-    async def run():
-        stop = asyncio.Event()
-        load = asyncio.create_task(run_load(fleet.haproxy.port, stop))
+    async def kill_and_promote():
         await asyncio.sleep(2)
         times["kill"] = time.monotonic()
-        fleet.pair.primary.kill()
+        fleet.pg.primary.kill()
         await asyncio.sleep(1)
         times["promote"] = time.monotonic()
-        await asyncio.to_thread(fleet.pair.promote)
+        await asyncio.to_thread(fleet.pg.promote)
         times["promoted"] = time.monotonic()
         await asyncio.sleep(8)
-        stop.set()
-        return await load
 
-    load = asyncio.run(run())
+    load, _ = under_load(fleet.haproxy.port, kill_and_promote)
     kill, promote = times["kill"], times["promote"]
     calls = load.calls
 
@@ -132,7 +126,7 @@ def failover(fleet):
     last_failure = max((k.end for k in calls if not k.ok and k.end >= promote), default=promote)
     steady = min((k.end for k in calls if k.ok and k.end > last_failure), default=None)
     steady_ok = steady is not None and steady <= load.ended - 1.0
-    new_primary = fleet.pair.standby
+    new_primary = fleet.pg.standby
     if not new_primary.wait_until("NOT pg_is_in_recovery()", 10, tolerate_errors=True):
         raise RuntimeError("the standby is still in recovery 10 s after the promote")
     missing = missing_creates(new_primary, load.acked)
@@ -159,16 +153,16 @@ def failover(fleet):
     return figure, ok
 
 
-@scenario("c", what="8 replicas started at once against an empty database (multi-host URL, on the primary "
-                    "that takes writes now)",
+@scenario("c", setup="failover",
+          what="8 replicas started at once against an empty database (multi-host URL, on the primary "
+               "that takes writes now)",
           target="all 8 ready; one refinery_schema_history row and one 'applied migration' line per migration")
 def many_at_once(fleet, count=8):
-    cluster = fleet.pair.writable()
+    cluster = fleet.pg.writable()
     db = "tasks_c"
     cluster.psql(f'CREATE DATABASE "{db}"')
     started = time.monotonic()
-    replicas = [Replica(fleet.work, f"c{i + 1}", fleet.pair.url(db), env={"SHUTDOWN_DELAY": "0"})
-                for i in range(count)]
+    replicas = [fleet.replica(f"c{i + 1}", db=db, SHUTDOWN_DELAY="0") for i in range(count)]
     ready, slowest, problems = 0, 0.0, []
     for r in replicas:
         try:

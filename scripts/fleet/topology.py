@@ -1,6 +1,9 @@
-"""The fleet the scenarios run against: a PostgreSQL primary and its synchronous streaming
-standby (Pair), task-api replicas (Replica) and HAProxy in front of them, all on loopback,
-and the settings they share."""
+"""The fleets the scenarios run against, all on loopback: a PostgreSQL primary and its
+streaming standbys (Clusters), task-api replicas (Replica), HAProxy in front of them (Fleet),
+and the settings they share. A fleet is of one of two kinds: `failover` (one synchronous
+standby the replicas fail over to) or `reads` (two asynchronous standbys the replicas read
+from, DATABASE_READ_URL). Its clusters are its own, or shared with other fleets, each on a
+database of its own (make test-upgrade's mixed fleets, scripts/upgrade/mixed.py)."""
 
 import collections
 import os
@@ -14,7 +17,7 @@ from pathlib import Path
 from harness import BINARY as BUILT
 from harness.cluster import Cluster, as_owner
 from harness.net import free_port
-from harness.process import STARTED, Process, install
+from harness.process import STARTED, Process, install, stop_all
 from harness.server import Server
 
 BINARY = Path(os.environ.get("FLEET_BINARY", BUILT))
@@ -23,26 +26,42 @@ DATABASE = "tasks"
 REPLICAS = 3
 SHUTDOWN_DELAY = 2.0
 SHUTDOWN_TIMEOUT = 8.0
+READ_MAX_LAG = 1.0  # the default, given explicitly: scenario g waits past it
 # HAProxy's health checks: every INTER s; down after FALL failures, up after RISE successes.
 INTER, FALL, RISE = 0.5, 1, 2
-# Both clusters: streaming replication, synchronous (synchronous_standby_names is set with
-# ALTER SYSTEM once the standby streams, so the base backup does not carry it). fsync is
-# off: the faults here kill processes, not the machine, and the page cache outlives them.
+# The clusters of a fleet's own, by its kind: `failover`, a pair the replicas fail over in;
+# `reads`, two asynchronous standbys the replicas read from (DATABASE_READ_URL).
+KINDS = {"failover": {"standbys": 1, "synchronous": True}, "reads": {"standbys": 2, "synchronous": False}}
+# Every cluster: streaming replication, synchronous where synchronous_standby_names names the
+# standby (set with ALTER SYSTEM once it streams, so the base backup does not carry it). fsync
+# is off: the faults here kill processes, not the machine, and the page cache outlives them.
 PG_OPTIONS = ["-c", "wal_level=replica", "-c", "max_wal_senders=10", "-c", "hot_standby=on",
               "-c", "synchronous_commit=on", "-c", "max_connections=300", "-c", "fsync=off",
               "-c", "wal_sender_timeout=5s", "-c", "wal_receiver_status_interval=1s"]
 
 
-class Pair:
-    """A primary and a streaming standby made from it with pg_basebackup, synchronous."""
+class Clusters:
+    """A primary and `standbys` streaming standbys made from it with pg_basebackup, the first
+    of them synchronous when `synchronous` (by default a pair: one synchronous standby, which a
+    failover promotes). `tag` goes into the clusters' process titles. The databases are the
+    fleets': each creates its own on them."""
 
-    def __init__(self, work):
-        self.primary = Cluster(work, "primary", PASSWORD, PG_OPTIONS, app="fleet", tag="fleet")
-        self.standby = Cluster(work, "standby", PASSWORD, PG_OPTIONS, app="fleet", tag="fleet")
+    def __init__(self, work, standbys=1, synchronous=True, tag="fleet"):
+        def cluster(name):
+            return Cluster(work, name, PASSWORD, PG_OPTIONS, app="fleet", tag=tag)
+
+        self.primary = cluster("primary")
+        self.standbys = [cluster(f"standby{i + 1}") for i in range(standbys)]
+        self.synchronous = synchronous
         self.bindir = self.primary.bindir
 
+    @property
+    def standby(self):
+        """The standby a failover promotes."""
+        return self.standbys[0]
+
     def start(self):
-        p, s = self.primary, self.standby
+        p = self.primary
         p.start()
         hba = p.dir / "pg_hba.conf"
         rule = "host replication all 127.0.0.1/32 scram-sha-256"
@@ -50,36 +69,79 @@ class Pair:
             with open(hba, "a") as f:
                 f.write(rule + "\n")
             p.psql("SELECT pg_reload_conf()")
-        s.dir.mkdir(mode=0o700)
+        for s in self.standbys:
+            self.backup(s)
+            s.start()
+        sync = "'async'"
+        if self.synchronous:
+            p.psql(f"ALTER SYSTEM SET synchronous_standby_names = '{self.standby.name}'")
+            p.psql("SELECT pg_reload_conf()")
+            sync = f"CASE application_name WHEN '{self.standby.name}' THEN 'sync' ELSE 'async' END"
+        names = ", ".join(f"'{s.name}'" for s in self.standbys)
+        if not p.wait_until(f"count(*) = {len(self.standbys)} FROM pg_stat_replication WHERE application_name "
+                            f"IN ({names}) AND state = 'streaming' AND sync_state = {sync}", 30,
+                            tolerate_errors=True):
+            raise RuntimeError("the standbys did not all stream (the first synchronously, if so set) within 30 s")
+
+    def backup(self, standby):
+        """Makes `standby`'s directory a base backup of the primary, with a replication slot."""
+        standby.dir.mkdir(mode=0o700)
         if os.geteuid() == 0:
-            shutil.chown(s.dir, "postgres", "postgres")
+            shutil.chown(standby.dir, "postgres", "postgres")
         # -R writes this into the standby's primary_conninfo: its application_name is the name
         # synchronous_standby_names gives.
-        conninfo = f"host=127.0.0.1 port={p.port} user=postgres password={PASSWORD} application_name={s.name}"
-        backup = subprocess.run(as_owner([self.bindir / "pg_basebackup", "-d", conninfo, "-D", s.dir, "-R",
-                                          "-X", "stream", "-c", "fast", "-C", "-S", s.name]),
-                                env=p.env(), capture_output=True, text=True, timeout=120)
+        conninfo = (f"host=127.0.0.1 port={self.primary.port} user=postgres password={PASSWORD} "
+                    f"application_name={standby.name}")
+        backup = subprocess.run(as_owner([self.bindir / "pg_basebackup", "-d", conninfo, "-D", standby.dir, "-R",
+                                          "-X", "stream", "-c", "fast", "-C", "-S", standby.name]),
+                                env=self.primary.env(), capture_output=True, text=True, timeout=120)
         if backup.returncode:
             raise RuntimeError(f"pg_basebackup: {backup.stderr.strip()[-500:]}")
-        s.start()
-        p.psql(f"ALTER SYSTEM SET synchronous_standby_names = '{s.name}'")
-        p.psql("SELECT pg_reload_conf()")
-        if not p.wait_until(f"EXISTS (SELECT 1 FROM pg_stat_replication WHERE application_name = '{s.name}' "
-                            "AND state = 'streaming' AND sync_state = 'sync')", 30, tolerate_errors=True):
-            raise RuntimeError("the standby did not become a synchronous streaming standby within 30 s")
+
+    def heal(self):
+        """While the primary runs: every standby running (started again after a SIGKILL),
+        replaying (resumed after a pause) and caught up with the primary's position now."""
+        if self.primary.killed:
+            return  # after a failover: the standby is the primary
+        lsn = self.primary.psql("SELECT pg_current_wal_lsn()")
+        for s in self.standbys:
+            if s.killed:
+                s.close()  # waits for the processes the SIGKILL left: their shared memory blocks a start
+                (s.dir / "postmaster.pid").unlink(missing_ok=True)  # stale; pg_ctl would warn of it
+                s.start()
+                s.killed = False
+            s.psql("SELECT pg_wal_replay_resume()")
+            if not s.wait_until(f"pg_last_wal_replay_lsn() >= '{lsn}'", 30, tolerate_errors=True):
+                raise RuntimeError(f"{s.name} did not catch up with the primary within 30 s")
+
+    def pause(self, *standbys):
+        """Pauses replay on `standbys` (pg_wal_replay_pause); returns once it has stopped."""
+        for s in standbys:
+            s.psql("SELECT pg_wal_replay_pause()")
+            if not s.wait_until("pg_get_wal_replay_pause_state() = 'paused'", 10):
+                raise RuntimeError(f"{s.name}'s replay did not pause within 10 s")
 
     def writable(self):
         """The cluster that takes writes now: the primary, or the standby once promoted."""
         return self.standby if self.primary.killed else self.primary
 
     def url(self, db):
-        return (f"postgresql://postgres:{PASSWORD}@127.0.0.1:{self.primary.port},127.0.0.1:{self.standby.port}"
-                f"/{db}?target_session_attrs=read-write&sslmode=disable")
+        """DATABASE_URL: every host, the one that takes writes chosen (target_session_attrs)."""
+        hosts = ",".join(f"127.0.0.1:{c.port}" for c in [self.primary, *self.standbys])
+        return f"postgresql://postgres:{PASSWORD}@{hosts}/{db}?target_session_attrs=read-write&sslmode=disable"
+
+    def read_url(self, db):
+        """DATABASE_READ_URL: every standby, each a pool of its own."""
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.standbys)
+        return f"postgresql://postgres:{PASSWORD}@{hosts}/{db}?sslmode=disable"
 
     def promote(self):
         subprocess.run(as_owner([self.bindir / "pg_ctl", "promote", "-D", self.standby.dir, "-w", "-t", "30"]),
                        check=True, stdout=subprocess.DEVNULL, timeout=40)
 
+    def close(self):
+        for c in [*self.standbys, self.primary]:
+            c.close()
 
 
 class Replica(Server):
@@ -200,14 +262,18 @@ backend replicas
 # --- the fleet ------------------------------------------------------------------------------
 
 class Fleet:
-    """The pair of clusters (its own, or `pair` shared with another fleet), the replicas of
-    `binary` on `database`, and HAProxy in front of them; `spares` name servers HAProxy has with
-    no replica yet (their ports in `ports`), for a replica to join later."""
+    """A fleet of `kind` in the directory `work`: the replicas r1, r2, … of `binary` on the
+    database `database` of the clusters (its own, made for `kind`; or `pg`, shared with other
+    fleets, each on a database of its own), and HAProxy in front of them. `spares` name servers
+    HAProxy has with no replica yet (their ports in `ports`), for a replica to join later."""
 
-    def __init__(self, work, pair=None, database=DATABASE, binary=BINARY, spares=()):
+    def __init__(self, work, kind="failover", pg=None, database=DATABASE, binary=BINARY, spares=()):
+        self.kind = kind
         self.work = work
-        self.own_pair = pair is None
-        self.pair = pair or Pair(work)
+        self.work.mkdir(exist_ok=True)
+        self.work.chmod(0o755)  # as root, the clusters inside run as `postgres`
+        self.own_pg = pg is None
+        self.pg = pg or Clusters(work, **KINDS[kind], tag=f"fleet{kind}")
         self.database = database
         self.binary = binary
         self.spares = list(spares)
@@ -217,15 +283,24 @@ class Fleet:
 
     @property
     def url(self):
-        return self.pair.url(self.database)
+        """The replicas' DATABASE_URL."""
+        return self.pg.url(self.database)
+
+    def replica(self, name, port=None, db=None, binary=None, **env):
+        """A replica of `binary` (else the fleet's) started on `port` (or a free one) with this
+        fleet's URLs for `db` (else the fleet's database) and `env` on top."""
+        db = db or self.database
+        if self.kind == "reads":
+            env = {"DATABASE_READ_URL": self.pg.read_url(db), "READ_MAX_LAG": f"{READ_MAX_LAG:g}", **env}
+        return Replica(self.work, name, self.pg.url(db), port, env, binary or self.binary)
 
     def start(self):
-        if self.own_pair:
-            self.pair.start()
-        self.pair.writable().psql(f'CREATE DATABASE "{self.database}"')
+        if self.own_pg:
+            self.pg.start()
+        self.pg.writable().psql(f'CREATE DATABASE "{self.database}"')
         self.ports = {name: free_port() for name in [f"r{i + 1}" for i in range(REPLICAS)] + self.spares}
-        self.replicas = {name: Replica(self.work, name, self.url, port, binary=self.binary)
-                         for name, port in self.ports.items() if name not in self.spares}
+        self.replicas = {name: self.replica(name, port) for name, port in self.ports.items()
+                         if name not in self.spares}
         for r in self.replicas.values():
             r.wait_ready(60)
         self.haproxy = HAProxy(self.work, self.ports)
@@ -233,13 +308,24 @@ class Fleet:
             self.haproxy.wait_up(name, status="DOWN" if name in self.spares else "UP")
 
     def heal(self):
-        """Starts again any replica that is not running, and waits until HAProxy has all UP."""
+        """The standbys healed (Clusters.heal); any replica that is not running started again;
+        then waits until HAProxy has all UP."""
+        self.pg.heal()
         for name, r in list(self.replicas.items()):
             if not r.process.running():
-                self.replicas[name] = Replica(self.work, name, self.url, r.port, binary=self.binary)
+                self.replicas[name] = self.replica(name, r.port)
                 self.replicas[name].wait_ready(30)
         for name in self.replicas:
             self.haproxy.wait_up(name, 30)
 
     def logs(self):
         return [r.log_path for r in self.replicas.values()] + [self.haproxy.log_path]
+
+    def close(self):
+        """Stops the replicas (at once: the next fleet needs the cores) and HAProxy; the clusters
+        too when they are the fleet's own."""
+        stop_all([r.process for r in self.replicas.values()], SHUTDOWN_DELAY + SHUTDOWN_TIMEOUT + 5)
+        if self.haproxy:
+            self.haproxy.close()
+        if self.own_pg:
+            self.pg.close()

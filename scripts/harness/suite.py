@@ -22,6 +22,7 @@ class Scenario:
     run: object
     heavy: bool = False  # run alone: heavy, or its figure is a timing
     needs_db: bool = True
+    setup: str = ""  # what it runs against, for a tool with more than one (fleet: failover, reads)
 
 
 class Suite(list):

@@ -7,9 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fleet.topology import SHUTDOWN_DELAY, SHUTDOWN_TIMEOUT, Pair
+from fleet.topology import Clusters
 from harness.cluster import Cluster
-from harness.process import stop_all
 from harness.suite import Suite
 
 from .builds import ours
@@ -73,9 +72,10 @@ class Context:
         return path
 
     def pair(self):
-        """A primary and its synchronous standby, as the fleet suite's: shared by the mixed fleets."""
+        """A primary and its synchronous standby (Clusters, as the fleet suite's failover fleet's):
+        shared by the mixed fleets, each on a database of its own."""
         if self._pair is None:
-            self._pair = Pair(self.work)
+            self._pair = Clusters(self.work)
             self._pair.start()
         return self._pair
 
@@ -85,8 +85,3 @@ class Context:
             self._cluster = Cluster(self.work, "pg", PASSWORD, PG_OPTIONS, app="upgrade", tag="upgrade")
             self._cluster.start()
         return self._cluster
-
-    def retire(self, fleet):
-        """Stops a fleet's replicas and its HAProxy (its pair goes on)."""
-        stop_all([r.process for r in fleet.replicas.values()], SHUTDOWN_DELAY + SHUTDOWN_TIMEOUT + 5)
-        fleet.haproxy.close()

@@ -15,9 +15,9 @@ import subprocess
 import time
 from collections import Counter
 
-from fleet.load import missing_creates, outcomes, run_load, span
+from fleet.load import missing_creates, outcomes, span, under_load
 from fleet.scenarios import restart
-from fleet.topology import REPLICAS, Fleet, Replica
+from fleet.topology import REPLICAS, Fleet
 from harness.http import call
 from harness.net import free_port
 
@@ -29,29 +29,25 @@ FIRST = [f"r{i + 1}" for i in range(REPLICAS)]
 SETTLE = 2.0  # seconds of load before the first change and after the last
 
 
-def under_load(fleet, changes):
-    """Runs the coroutine function `changes` while the clients send through HAProxy: (the load,
-    what `changes` returned)."""
+def under_crud(fleet, changes):
+    """Runs the coroutine function `changes`, SETTLE s after the clients (requests.crud) start
+    sending through HAProxy and SETTLE s before they stop: (the load, what `changes` returned)."""
 
-    async def run():
-        stop = asyncio.Event()
-        load = asyncio.create_task(run_load(fleet.haproxy.port, stop, mix=crud))
+    async def settled():
         await asyncio.sleep(SETTLE)
         try:
-            result = await changes()
+            return await changes()
         finally:
             await asyncio.sleep(SETTLE)
-            stop.set()
-        return await load, result
 
-    return asyncio.run(run())
+    return under_load(fleet.haproxy.port, settled, mix=crud)
 
 
 def verdict(fleet, load, before):
     """What b and c both report of the load: (figure, ok)."""
     after = fleet.haproxy.counters()
     failed = [k for k in load.calls if not k.ok]
-    cluster = fleet.pair.writable()
+    cluster = fleet.pg.writable()
     missing = missing_creates(cluster, load.acked, fleet.database)
     lost = lost_patches(cluster, load.patched, fleet.database)
     kinds = Counter(k.method for k in load.calls)
@@ -78,14 +74,14 @@ def replaced(restarts):
 def join(fleet, name, binary):
     """`binary` started on the spare server `name`: seconds until ready and until HAProxy had it
     UP, and the migrations it applied."""
-    r = fleet.replicas[name] = Replica(fleet.work, name, fleet.url, fleet.ports[name], binary=binary)
+    r = fleet.replicas[name] = fleet.replica(name, fleet.ports[name], binary=binary)
     ready = r.wait_ready(60)
     balanced = fleet.haproxy.wait_up(name, 15)
     return ready, balanced, re.findall(r"applied migration (\w+)", r.output())
 
 
 def rollout(ctx, versions):
-    fleet = Fleet(ctx.folder(f"fleet-{versions.database}"), pair=ctx.pair(), database=versions.database,
+    fleet = Fleet(ctx.folder(f"fleet-{versions.database}"), pg=ctx.pair(), database=versions.database,
                   binary=versions.old, spares=[SPARE])
     ctx.fleets[versions.database] = fleet
     fleet.start()
@@ -97,9 +93,9 @@ def rollout(ctx, versions):
         crossing["said"] = await across(fleet.replicas[FIRST[0]].port, fleet.replicas[SPARE].port)
         return joined, [await asyncio.to_thread(restart, fleet, name, versions.new) for name in FIRST]
 
-    load, ((ready, balanced, applied), restarts) = under_load(fleet, changes)
+    load, ((ready, balanced, applied), restarts) = under_crud(fleet, changes)
     ctx.logs += fleet.logs()
-    records = fleet.pair.writable().psql("SELECT count(*) FROM task_api_compatibility", fleet.database)
+    records = fleet.pg.writable().psql("SELECT count(*) FROM task_api_compatibility", fleet.database)
     crossed, crossed_ok = crossing["said"]
     swaps, swaps_ok = replaced(restarts)
     said, ok = verdict(fleet, load, before)
@@ -134,7 +130,7 @@ def rollback(ctx, versions):
         raise RuntimeError("step c carries on from step b: run them together")
     if versions.old_refuses:
         figure, ok = refused(fleet, versions)
-        ctx.retire(fleet)
+        fleet.close()
         return figure, ok
     before = fleet.haproxy.counters()
 
@@ -144,14 +140,14 @@ def rollback(ctx, versions):
         return first, answered, [await asyncio.to_thread(restart, fleet, name, versions.old) for name in FIRST]
 
     started = time.monotonic()
-    load, (first, (answered, answered_ok), restarts) = under_load(fleet, changes)
+    load, (first, (answered, answered_ok), restarts) = under_crud(fleet, changes)
     ctx.logs += fleet.logs()
     judged = re.findall(r"the database holds (\w+) \((\w+)\), which works with ([\w.-]+)",
                         fleet.replicas[SPARE].output())
     back, back_ok = replaced([first])
     swaps, swaps_ok = replaced(restarts)
     said, ok = verdict(fleet, load, before)
-    ctx.retire(fleet)
+    fleet.close()
     logged = "; ".join(f"{m} ({kind}) works with {release}" for m, kind, release in judged) or "nothing newer"
     figure = (f"sql/: {versions.sql_said()}; {versions.old_label} started again as {SPARE} on the migrated "
               f"schema: the new one's {back}; it logged: {logged}; served: {answered}; {', '.join(FIRST)} back to "
