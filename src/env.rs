@@ -7,14 +7,23 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 
-/// The environment as configuration reads it: by name, an empty variable as unset,
-/// each error naming its variable (and never its value, which may be a secret).
+/// The environment as configuration reads it, through a lookup function (tests pass a closure).
 pub struct Env<'a>(pub &'a dyn Fn(&str) -> Option<String>);
 
 impl Env<'_> {
     /// The variable, trimmed; `None` when unset or empty.
     pub fn get(&self, var: &str) -> Option<String> {
         (self.0)(var).map(|value| value.trim().to_owned()).filter(|value| !value.is_empty())
+    }
+
+    /// The variable as `parse` reads it, its error naming the variable; `None` when unset.
+    pub fn read<T>(
+        &self,
+        var: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        let parsed = self.get(var).map(|text| parse(&text)).transpose();
+        parsed.map_err(|reason| ConfigError::invalid(var, reason))
     }
 
     /// The variable parsed, or `default` when unset.
@@ -47,6 +56,19 @@ impl Env<'_> {
                 _ => Err(ConfigError::invalid(var, format!("'{text}' is not {what}"))),
             },
         }
+    }
+
+    /// The value of the word given, one of `choices` ("must be a or b"), or `default` when unset.
+    pub fn one_of<T: Copy>(
+        &self,
+        var: &'static str,
+        default: T,
+        choices: &[(&str, T)],
+    ) -> Result<T, ConfigError> {
+        let Some(text) = self.get(var) else { return Ok(default) };
+        let chosen = choices.iter().find(|(word, _)| *word == text).map(|(_, value)| *value);
+        let words: Vec<&str> = choices.iter().map(|(word, _)| *word).collect();
+        chosen.ok_or_else(|| ConfigError::invalid(var, format!("must be {}", words.join(" or "))))
     }
 
     /// A duration in seconds, fractions allowed; zero only if `zero_too`.

@@ -3,6 +3,7 @@
 //! honoured is an error naming the parameter, never repeating a value (it may be a password).
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -96,6 +97,13 @@ impl DbOptions {
         let user = pg.get_user().unwrap_or_default();
         let dbname = pg.get_dbname().unwrap_or(user);
         format!("{user}@{hosts}:{ports}/{dbname} sslmode={}", self.ssl_mode)
+    }
+}
+
+// What `{:?}` (the configuration logged at start) shows: the target, never the password.
+impl fmt::Debug for DbOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.target(), f)
     }
 }
 
@@ -353,7 +361,7 @@ mod tests {
             "host=h user=u password=a hunter2=b",
             "hunter2",
         ] {
-            let err = DbOptions::parse(text).err().expect("refused");
+            let err = DbOptions::parse(text).expect_err("refused");
             let leaked = err.contains("hunter") || err.contains("ter2");
             assert!(!leaked, "{text}: {err}");
         }

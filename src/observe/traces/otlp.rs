@@ -29,39 +29,6 @@ use crate::pg::tls::Roots;
 /// The most of a collector's answer that is read.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
-/// A collector's URL from `http[s]://host[:port][/path][?query]`, with the spec's rule
-/// for the path: a base endpoint (`signal_path`, `OTEL_EXPORTER_OTLP_ENDPOINT`) gets
-/// `v1/traces` appended; a signal's own is used as it is.
-pub fn endpoint(url: &str, signal_path: bool) -> Result<Uri, String> {
-    let uri: Uri = url.trim().parse().map_err(|e| format!("not a URL: {e}"))?;
-    let scheme = match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
-        Some(scheme @ ("http" | "https")) => scheme.to_owned(),
-        _ => return Err("must be an http:// or https:// URL".into()),
-    };
-    let authority = uri.authority().ok_or("has no host")?;
-    if authority.as_str().contains('@') {
-        return Err("must not hold credentials: use OTEL_EXPORTER_OTLP_HEADERS".into());
-    }
-    // http::Uri's own port is `None` for one that is not a u16: read the text.
-    if let Some(port) = authority.as_str()[authority.host().len()..].strip_prefix(':')
-        && !port.is_empty()
-        && !port.parse::<u16>().is_ok_and(|port| port > 0)
-    {
-        return Err(format!("'{port}' is not a port"));
-    }
-    let path = match signal_path {
-        true => format!("{}/v1/traces", uri.path().trim_end_matches('/')),
-        false => uri.path().to_owned(),
-    };
-    let query = uri.query().map_or(String::new(), |q| format!("?{q}"));
-    Uri::builder()
-        .scheme(scheme.as_str())
-        .authority(authority.as_str())
-        .path_and_query(format!("{path}{query}"))
-        .build()
-        .map_err(|err| format!("not a URL: {err}"))
-}
-
 /// One collector, and what goes with every export.
 pub(super) struct Collector {
     /// Where spans are posted.
@@ -175,20 +142,4 @@ fn connector(roots: &Roots) -> Result<TlsConnector, String> {
         .with_no_client_auth();
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsConnector::from(Arc::new(tls)))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_base_endpoint_gets_the_signal_path_and_the_signal_endpoint_is_used_as_is() {
-        for (url, signal_path, expected) in [
-            ("http://c:4318", true, "http://c:4318/v1/traces"),
-            ("https://c/otlp/", true, "https://c/otlp/v1/traces"),
-            ("http://[::1]:4318", true, "http://[::1]:4318/v1/traces"),
-            ("http://c:4318", false, "http://c:4318/"),
-            ("HTTP://c/x/traces?k=v", false, "http://c/x/traces?k=v"),
-        ] {
-            assert_eq!(super::endpoint(url, signal_path).unwrap(), expected, "{url}");
-        }
-    }
 }
