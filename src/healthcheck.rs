@@ -28,12 +28,10 @@ pub struct Probe {
 
 /// Runs the probe; `Ok` means the server answered 200 in time.
 pub fn run(probe: Probe) -> Result<(), Error> {
+    let path = if probe.ready { "ready" } else { "health" };
     let url = match probe.url {
         Some(url) => url,
-        None => {
-            let path = if probe.ready { "ready" } else { "health" };
-            format!("http://127.0.0.1:{}/{path}", config::probe_port()?)
-        }
+        None => format!("http://127.0.0.1:{}/{path}", config::probe_port()?),
     };
     let uri: Uri = url.parse().map_err(|err| Error::Usage(format!("--url: {err}")))?;
     if uri.scheme_str() != Some("http") {

@@ -186,35 +186,34 @@ fn reject_unknown_fields(body: &Map<String, Value>) -> Result<(), Invalid> {
 }
 
 fn title(value: &Value) -> Result<String, Invalid> {
-    let Some(text) = value.as_str() else {
-        return invalid("title", "must be a string");
-    };
-    if text.trim().is_empty() {
-        return invalid("title", "must not be empty");
+    match value.as_str() {
+        None => invalid("title", "must be a string"),
+        Some(text) if text.trim().is_empty() => invalid("title", "must not be empty"),
+        Some(text) => stored("title", text, MAX_TITLE_CHARS, "must be at most 200 characters"),
     }
-    if text.chars().count() > MAX_TITLE_CHARS {
-        return invalid("title", "must be at most 200 characters");
-    }
-    if text.contains('\0') {
-        return invalid("title", "must not contain NUL characters");
-    }
-    Ok(text.to_owned())
 }
 
 fn description(value: &Value) -> Result<Option<String>, Invalid> {
-    let text = match value {
-        Value::Null => return Ok(None),
-        Value::String(text) => text,
-        _ => return invalid("description", "must be a string or null"),
-    };
-    if text.chars().count() > MAX_DESCRIPTION_CHARS {
-        return invalid("description", "must be at most 5000 characters");
+    match value {
+        Value::Null => Ok(None),
+        Value::String(text) => {
+            let too_long = "must be at most 5000 characters";
+            stored("description", text, MAX_DESCRIPTION_CHARS, too_long).map(Some)
+        }
+        _ => invalid("description", "must be a string or null"),
     }
-    // PostgreSQL text cannot hold U+0000 (spec §1: never a 500 for what it cannot store).
+}
+
+/// `text` if it fits: at most `max` characters (else `too_long`), and no U+0000, which
+/// PostgreSQL text cannot hold (spec §1: never a 500 for what it cannot store).
+fn stored(field: &str, text: &str, max: usize, too_long: &'static str) -> Result<String, Invalid> {
+    if text.chars().count() > max {
+        return invalid(field, too_long);
+    }
     if text.contains('\0') {
-        return invalid("description", "must not contain NUL characters");
+        return invalid(field, "must not contain NUL characters");
     }
-    Ok(Some(text.clone()))
+    Ok(text.to_owned())
 }
 
 fn rfc3339_micros<S: Serializer>(at: &Timestamp, serializer: S) -> Result<S::Ok, S::Error> {
