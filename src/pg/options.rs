@@ -74,9 +74,7 @@ impl DbOptions {
             })
             .collect()
     }
-}
 
-impl DbOptions {
     /// Where we connect, fit for a log line: `user@host:port/db sslmode=…`, never the password.
     pub fn target(&self) -> String {
         let pg = &self.pg;
@@ -107,12 +105,11 @@ impl fmt::Debug for DbOptions {
     }
 }
 
+/// The keywords given, by name.
+struct Settings(BTreeMap<String, String>);
+
 impl Settings {
     fn parse(text: &str) -> Result<Settings, String> {
-        let is_uri = text.starts_with("postgres://") || text.starts_with("postgresql://");
-        if !is_uri && !text.contains('=') {
-            return Err("must be a postgres:// URL or a key=value connection string".into());
-        }
         // Where a keyword repeats, the last one wins, as in libpq.
         let mut given = BTreeMap::new();
         for (ordinal, (key, value)) in url::parse(text)?.into_iter().enumerate() {
@@ -126,12 +123,7 @@ impl Settings {
         }
         Ok(Settings(given))
     }
-}
 
-/// The keywords given, by name.
-struct Settings(BTreeMap<String, String>);
-
-impl Settings {
     fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str)
     }

@@ -9,7 +9,8 @@ pub type Pairs = Vec<(String, String)>;
 pub fn parse(text: &str) -> Result<Pairs, String> {
     match text.strip_prefix("postgresql://").or_else(|| text.strip_prefix("postgres://")) {
         Some(rest) => parse_uri(rest),
-        None => parse_key_values(text),
+        None if text.contains('=') => parse_key_values(text),
+        None => Err("must be a postgres:// URL or a key=value connection string".into()),
     }
 }
 
@@ -20,17 +21,18 @@ pub fn parse(text: &str) -> Result<Pairs, String> {
 /// brackets. Every part is percent-decoded; `#` means nothing special.
 fn parse_uri(uri: &str) -> Result<Pairs, String> {
     let mut pairs = Pairs::new();
+    // A part, percent-decoded (`what` names it in an error); nothing when it is empty.
+    let part = |key: &str, text: &str, what: &str| match text {
+        "" => Ok(None),
+        text => decode(text, what).map(|value| Some((key.to_owned(), value))),
+    };
     let mut rest = uri;
     if let Some(at) = rest.find(['@', '/']).filter(|&i| rest.as_bytes()[i] == b'@') {
         let credentials = &rest[..at];
         rest = &rest[at + 1..];
         let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
-        if !user.is_empty() {
-            pairs.push(("user".into(), decode(user, "the user name")?));
-        }
-        if !password.is_empty() {
-            pairs.push(("password".into(), decode(password, "the password")?));
-        }
+        pairs.extend(part("user", user, "the user name")?);
+        pairs.extend(part("password", password, "the password")?);
     }
 
     let (mut hosts, mut ports) = (String::new(), String::new());
@@ -67,19 +69,13 @@ fn parse_uri(uri: &str) -> Result<Pairs, String> {
             other => break other.copied(),
         }
     };
-    if !hosts.is_empty() {
-        pairs.push(("host".into(), decode(&hosts, "the host")?));
-    }
-    if !ports.is_empty() {
-        pairs.push(("port".into(), decode(&ports, "the port")?));
-    }
+    pairs.extend(part("host", &hosts, "the host")?);
+    pairs.extend(part("port", &ports, "the port")?);
 
     if terminator == Some(b'/') {
         let path = &rest[1..];
         let end = path.find('?').unwrap_or(path.len());
-        if end > 0 {
-            pairs.push(("dbname".into(), decode(&path[..end], "the database name")?));
-        }
+        pairs.extend(part("dbname", &path[..end], "the database name")?);
         rest = &path[end..];
     }
     if let Some(query) = rest.strip_prefix('?') {
