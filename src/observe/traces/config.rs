@@ -9,7 +9,7 @@ use hyper::Uri;
 use hyper::header::{HeaderName, HeaderValue};
 use percent_encoding::percent_decode_str;
 
-use super::sampler::{self, Sampler};
+use super::sampler::Sampler;
 use crate::env::Env;
 use crate::error::ConfigError;
 use crate::pg::tls::{self, Roots};
@@ -91,10 +91,8 @@ pub fn parse(env: &Env) -> Result<Option<TraceConfig>, ConfigError> {
         tls::root_store(&roots).map(|_| roots)
     })?;
     let roots = roots.unwrap_or(Roots::Default);
-    let sampler = match env.get("OTEL_TRACES_SAMPLER") {
-        None => sampler::DEFAULT,
-        Some(name) => Sampler::parse(&name, env.get("OTEL_TRACES_SAMPLER_ARG").as_deref())?,
-    };
+    let name = env.get("OTEL_TRACES_SAMPLER").unwrap_or("parentbased_always_on".into());
+    let sampler = Sampler::parse(&name, env.get("OTEL_TRACES_SAMPLER_ARG").as_deref())?;
     let max_queue = env.count("OTEL_BSP_MAX_QUEUE_SIZE", 2048)?;
     let max_batch = env.count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)?;
     if max_batch > max_queue {
