@@ -65,9 +65,8 @@ async fn get(uri: &Uri) -> Result<StatusCode, String> {
         Err(_) => TcpStream::connect((host, port)).await,
     }
     .map_err(|err| describe(&err))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|err| describe(&err))?;
+    let handshake = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await;
+    let (mut sender, connection) = handshake.map_err(|err| describe(&err))?;
     tokio::spawn(connection);
     let request = Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
         .header(HOST, uri.authority().map_or(host, |a| a.as_str()))

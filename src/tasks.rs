@@ -78,8 +78,6 @@ impl fmt::Display for Invalid {
     }
 }
 
-impl std::error::Error for Invalid {}
-
 fn invalid<T>(field: &str, reason: &'static str) -> Result<T, Invalid> {
     Err(Invalid { field: field.to_owned(), reason })
 }
@@ -173,8 +171,7 @@ pub fn parse_id(text: &str) -> Result<i64, Invalid> {
 
 /// A non-negative i64 written as plain digits: no sign, space or exponent.
 fn digits(text: &str) -> Option<i64> {
-    let plain = text.bytes().all(|b| b.is_ascii_digit());
-    if plain { text.parse().ok() } else { None }
+    text.bytes().all(|b| b.is_ascii_digit()).then(|| text.parse().ok()).flatten()
 }
 
 fn reject_unknown_fields(body: &Map<String, Value>) -> Result<(), Invalid> {
@@ -207,13 +204,11 @@ fn description(value: &Value) -> Result<Option<String>, Invalid> {
 /// `text` if it fits: at most `max` characters (else `too_long`), and no U+0000, which
 /// PostgreSQL text cannot hold (spec §1: never a 500 for what it cannot store).
 fn stored(field: &str, text: &str, max: usize, too_long: &'static str) -> Result<String, Invalid> {
-    if text.chars().count() > max {
-        return invalid(field, too_long);
+    match text {
+        _ if text.chars().count() > max => invalid(field, too_long),
+        _ if text.contains('\0') => invalid(field, "must not contain NUL characters"),
+        _ => Ok(text.to_owned()),
     }
-    if text.contains('\0') {
-        return invalid(field, "must not contain NUL characters");
-    }
-    Ok(text.to_owned())
 }
 
 fn rfc3339_micros<S: Serializer>(at: &Timestamp, serializer: S) -> Result<S::Ok, S::Error> {
