@@ -9,7 +9,7 @@ use log::LevelFilter;
 
 pub use crate::env::{Env, parse_seconds};
 pub use crate::error::ConfigError;
-use crate::observe::logs::Format;
+use crate::observe::logs::{self, Format};
 use crate::observe::traces::TraceConfig;
 use crate::pg::DbOptions;
 
@@ -88,7 +88,7 @@ impl Config {
             // 0 stands for unset: `count` refuses it from the environment.
             max_connections: Some(env.count("MAX_CONNECTIONS", 0)?).filter(|&n| n > 0),
             log_filter,
-            log_format: env.parsed("LOG_FORMAT", Format::Text)?,
+            log_format: env.one_of("LOG_FORMAT", Format::Text, &logs::FORMATS)?,
             pool_size: env.count("DATABASE_POOL_SIZE", DEFAULT_POOL_SIZE)?,
             unnamed_statements,
             startup_timeout: env.seconds("DATABASE_STARTUP_TIMEOUT", 60, true)?,

@@ -18,17 +18,8 @@ pub enum Format {
     Json,
 }
 
-impl std::str::FromStr for Format {
-    type Err = ();
-
-    fn from_str(text: &str) -> Result<Format, ()> {
-        match text {
-            "text" => Ok(Format::Text),
-            "json" => Ok(Format::Json),
-            _ => Err(()),
-        }
-    }
-}
+/// `LOG_FORMAT`'s words.
+pub const FORMATS: [(&str, Format); 2] = [("text", Format::Text), ("json", Format::Json)];
 
 /// Starts the logger once. `filter` is an env_logger filter (`info`, `task_api=debug`).
 pub fn init(filter: &str, format: Format) {
