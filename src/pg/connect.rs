@@ -1,13 +1,13 @@
-//! Connecting: single connections, the pool's connection manager, and the start-up wait
-//! with backoff (spec §5). Reading `DATABASE_URL` is options.rs's job, TLS tls.rs's, and
+//! Connecting: single connections, the pool's connection manager, the start-up wait
+//! with backoff (spec §5), and the rows of a simple query (what a pooler carries). Reading `DATABASE_URL` is options.rs's job, TLS tls.rs's, and
 //! how the pool is used the store's.
 
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
 use tokio::time::Instant;
-use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
 use super::DbOptions;
 use crate::Error;
@@ -44,14 +44,9 @@ impl DbOptions {
 
     /// What a pool needs to open connections like [`DbOptions::connect`]'s.
     pub fn manager(&self) -> Manager {
-        Manager::from_config(
-            self.pg.clone(),
-            self.tls.clone(),
-            ManagerConfig {
-                // is_closed() only: a query that fails on a dead connection drops it.
-                recycling_method: RecyclingMethod::Fast,
-            },
-        )
+        // Fast: is_closed() only; a query that fails on a dead connection drops it.
+        let config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        Manager::from_config(self.pg.clone(), self.tls.clone(), config)
     }
 }
 
@@ -102,4 +97,19 @@ fn is_permanent(err: &tokio_postgres::Error) -> bool {
     // A TLS handshake that failed (certificate refused, no TLS on the server) or an
     // authentication exchange we refused (no channel binding) fails the same way again.
     matches!(err.to_string().as_str(), "error performing TLS handshake" | "authentication error")
+}
+
+/// The rows of a simple query.
+pub async fn rows(
+    client: &Client,
+    query: &str,
+) -> Result<Vec<SimpleQueryRow>, tokio_postgres::Error> {
+    let messages = client.simple_query(query).await?;
+    Ok(messages
+        .into_iter()
+        .filter_map(|message| match message {
+            SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        })
+        .collect())
 }
