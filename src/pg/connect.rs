@@ -1,6 +1,6 @@
-//! Connecting: single connections, the pool's connection manager, the start-up wait
-//! with backoff (spec §5), and the rows of a simple query (what a pooler carries). Reading `DATABASE_URL` is options.rs's job, TLS tls.rs's, and
-//! how the pool is used the store's.
+//! Connecting: single connections, the pool's connection manager, the start-up wait with
+//! backoff (spec §5), and the rows of a simple query (what a pooler carries). Reading
+//! `DATABASE_URL` is options.rs's job, TLS tls.rs's, and how the pool is used the store's.
 
 use std::time::Duration;
 
