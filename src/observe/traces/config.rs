@@ -150,21 +150,15 @@ fn endpoint(url: &str, signal_path: bool) -> Result<Uri, String> {
 /// task-api; `service.version` the binary's unless given; then the rest.
 fn resource(env: &Env) -> Result<Vec<(String, String)>, ConfigError> {
     let mut given = env.read("OTEL_RESOURCE_ATTRIBUTES", pairs)?.unwrap_or_default();
-    let mut resource = vec![
-        ("service.name".to_owned(), "task-api".to_owned()),
-        ("service.version".to_owned(), crate::VERSION.to_owned()),
-    ];
-    for (key, value) in &mut resource {
-        if let Some((_, last)) = given.iter().rfind(|(k, _)| k == key) {
-            value.clone_from(last);
-        }
+    let mut take = |key: &str, default: String| {
+        let last = given.iter().rfind(|(k, _)| k == key).map(|(_, value)| value.clone());
         given.retain(|(k, _)| k != key);
-    }
-    if let Some(name) = env.get("OTEL_SERVICE_NAME") {
-        resource[0].1 = name;
-    }
-    resource.extend(given);
-    Ok(resource)
+        (key.to_owned(), last.unwrap_or(default))
+    };
+    let (name, version) =
+        (take("service.name", "task-api".into()), take("service.version", crate::VERSION.into()));
+    let name = (name.0, env.get("OTEL_SERVICE_NAME").unwrap_or(name.1));
+    Ok([name, version].into_iter().chain(given).collect())
 }
 
 /// The W3C Baggage-like list both variables use: `key=value` pairs separated by commas,

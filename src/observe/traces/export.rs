@@ -82,20 +82,14 @@ impl Tracer {
     pub fn start(config: TraceConfig) -> Tracer {
         let (spans, queue) = mpsc::channel(config.max_queue);
         let (flushes, flush_requests) = mpsc::unbounded_channel();
-        let attributes = config.resource.iter().map(|(key, value)| text(key, value));
-        let scope = InstrumentationScope {
-            name: "task-api".to_owned(),
-            version: crate::VERSION.to_owned(),
-            ..InstrumentationScope::default()
-        };
+        let attributes = config.resource.iter().map(|(key, value)| text(key, value)).collect();
+        let (name, version) = ("task-api".to_owned(), crate::VERSION.to_owned());
+        let scope = Some(InstrumentationScope { name, version, ..Default::default() });
         let https = config.endpoint.scheme_str() == Some("https");
         let export = Export {
             template: ResourceSpans {
-                resource: Some(Resource {
-                    attributes: attributes.collect(),
-                    ..Resource::default()
-                }),
-                scope_spans: vec![ScopeSpans { scope: Some(scope), ..ScopeSpans::default() }],
+                resource: Some(Resource { attributes, ..Resource::default() }),
+                scope_spans: vec![ScopeSpans { scope, ..ScopeSpans::default() }],
                 schema_url: String::new(),
             },
             tls: https.then(|| connector(&config.roots)),

@@ -117,8 +117,6 @@ mod tests {
         for (name, arg, random, parent, kept) in [
             ("always_on", Some("x"), 0, Some(false), true),
             ("traceidratio", None, 0, Some(false), true),
-            ("parentbased_always_on", None, 0, None, true),
-            ("parentbased_always_off", None, 0, Some(true), true),
             ("traceidratio", Some("0.5"), low, None, false),
             ("traceidratio", Some("0.5"), high, None, true),
             ("traceidratio", Some("0.5"), top, None, false),
