@@ -99,8 +99,7 @@ impl Status {
     }
 
     fn decode(value: &Value) -> Result<Status, Invalid> {
-        let status = value.as_str().and_then(Status::parse);
-        status.map_or_else(|| invalid("status", STATUS_CHOICES), Ok)
+        value.as_str().and_then(Status::parse).map_or_else(|| invalid("status", STATUS_CHOICES), Ok)
     }
 }
 
