@@ -20,6 +20,10 @@ const LAST_CHANCE: Duration = Duration::from_millis(100);
 /// With `DATABASE_STARTUP_TIMEOUT=0` (no retries), the one attempt gets this long.
 const ONE_ATTEMPT: Duration = Duration::from_secs(5);
 
+/// Why a connection that the deadline cut is not retried.
+const SILENT: &str = "no answer by the end of DATABASE_STARTUP_TIMEOUT (the server took the \
+                      connection but did not finish TLS or login)";
+
 /// When start-up must have connected and migrated, for `DATABASE_STARTUP_TIMEOUT`.
 pub fn startup_deadline(budget: Duration) -> Instant {
     Instant::now() + Some(budget).filter(|b| !b.is_zero()).unwrap_or(ONE_ATTEMPT)
@@ -63,12 +67,7 @@ pub async fn connect_with_retry(db: &DbOptions, deadline: Instant) -> Result<Cli
                 return Ok(client);
             }
             Ok(Err(err)) => (describe(&err), is_permanent(&err)),
-            Err(_) => (
-                "no answer by the end of DATABASE_STARTUP_TIMEOUT (the server took the \
-                 connection but did not finish TLS or login)"
-                    .to_owned(),
-                true,
-            ),
+            Err(_) => (SILENT.to_owned(), true),
         };
         // The next attempt gets at least LAST_CHANCE, else this failure is the last word.
         let remaining = deadline.saturating_duration_since(Instant::now());

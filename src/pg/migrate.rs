@@ -67,12 +67,8 @@ pub async fn apply(
     let failed = |err: &dyn std::fmt::Display| Error::Startup(format!("migration failed: {err}"));
     let db_failed = |err: tokio_postgres::Error| failed(&describe(&err));
     // Simple queries only, here too: a pooler in transaction mode keeps no prepared one.
-    let pid: i32 = rows(client, "SELECT pg_backend_pid()")
-        .await
-        .map_err(db_failed)?
-        .first()
-        .and_then(|row| row.get(0)?.parse().ok())
-        .unwrap_or(0);
+    let pid = rows(client, "SELECT pg_backend_pid()").await.map_err(db_failed)?;
+    let pid: i32 = pid.first().and_then(|row| row.get(0)?.parse().ok()).unwrap_or(0);
     // One transaction, the lock its first statement: the lock lasts exactly as long as
     // the migrations do, and is not a session's, which a pooler in transaction mode
     // would hand to others. All of a run's migrations commit together, or none.

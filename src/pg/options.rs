@@ -156,10 +156,7 @@ impl Settings {
         if pg.get_hosts().is_empty() && pg.get_hostaddrs().is_empty() {
             return Err("no host given".into());
         }
-        match self.get("user") {
-            Some(user) if !user.is_empty() => pg.user(user),
-            _ => return Err("no user name given".into()),
-        };
+        pg.user(self.get("user").filter(|user| !user.is_empty()).ok_or("no user name given")?);
         if let Some(password) = self.get("password") {
             pg.password(password);
         }

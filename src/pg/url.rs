@@ -111,10 +111,8 @@ fn decode(text: &str, what: &str) -> Result<String, String> {
             _ => return Err(format!("{what} holds an invalid percent-encoding")),
         }
     }
-    let decoded = percent_encoding::percent_decode_str(text).decode_utf8();
-    decoded
-        .map(|text| text.into_owned())
-        .map_err(|_| format!("{what} is not UTF-8 once percent-decoded"))
+    let not_utf8 = |_| format!("{what} is not UTF-8 once percent-decoded");
+    Ok(percent_encoding::percent_decode_str(text).decode_utf8().map_err(not_utf8)?.into_owned())
 }
 
 /// `keyword = value ...`, as libpq's `conninfo_parse` reads it: blanks around `=` are
@@ -154,10 +152,8 @@ fn parse_key_values(text: &str) -> Result<Pairs, String> {
             }
         } else {
             while let Some(c) = chars.next_if(|c| !c.is_ascii_whitespace()) {
-                match c {
-                    '\\' => value.extend(chars.next()),
-                    c => value.push(c),
-                }
+                let c = if c == '\\' { chars.next() } else { Some(c) };
+                value.extend(c);
             }
         }
         pairs.push((key, value));
