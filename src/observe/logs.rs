@@ -30,8 +30,7 @@ pub fn init(filter: &str, format: Format) {
         false => format!("{filter},tokio_postgres=warn"),
     };
     let mut logger = env_logger::Builder::new();
-    logger.parse_filters(&filter);
-    logger.target(env_logger::Target::Stdout);
+    logger.parse_filters(&filter).target(env_logger::Target::Stdout);
     match format {
         Format::Text => logger.format(|buf, record| {
             let (time, level) = (buf.timestamp_micros(), record.level());

@@ -147,8 +147,7 @@ impl Metrics {
         let labels = [("method", method), ("route", route)];
         let status = [("status", status.as_u16())];
         self.requests.get_or_create(&(labels, status)).inc();
-        let latency = self.latency.get_or_create(&labels);
-        latency.observe(took.as_secs_f64());
+        self.latency.get_or_create(&labels).observe(took.as_secs_f64());
     }
 
     /// Everything, with the pool as of now, in `format`.
