@@ -1,9 +1,7 @@
-//! The environment → [`Config`], read once (spec §4). Every error names its
-//! variable. Nothing else in the crate reads the environment; `DATABASE_URL_FILE`
-//! is resolved here, so nothing later knows where the URL came from. How a variable is
-//! read (and refused) is the crate's env.rs's business.
+//! The environment → [`Config`], read once (spec §4); nothing else reads it, and
+//! `DATABASE_URL_FILE` is resolved here, so nothing later knows where the URL came from.
+//! How a variable is read (and refused, naming it) is env.rs's business.
 
-use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -11,7 +9,7 @@ use log::LevelFilter;
 
 pub use crate::env::{Env, parse_seconds};
 pub use crate::error::ConfigError;
-use crate::observe::logs::Format;
+use crate::observe::logs::{self, Format};
 use crate::observe::traces::TraceConfig;
 use crate::pg::DbOptions;
 
@@ -20,22 +18,21 @@ pub const DEFAULT_PORT: u16 = 8000;
 /// Default `DATABASE_POOL_SIZE`: docs/decisions.md has the measurement.
 pub const DEFAULT_POOL_SIZE: usize = 8;
 
-/// Everything `serve` and `migrate` need, parsed and checked.
+/// Everything `serve` and `migrate` need, parsed and checked. `{:?}` shows where the
+/// database is, never the password (spec §6): see `DbOptions`' `Debug`.
+#[derive(Debug)]
 pub struct Config {
     /// Where the database is and how to reach it (TLS included).
     pub database: DbOptions,
-    /// `DATABASE_READ_URL`: the streaming standbys that may serve reads, one a host;
-    /// none: every read on the primary.
+    /// `DATABASE_READ_URL`: standbys that may serve reads, one a host; none: the primary.
     pub standbys: Vec<DbOptions>,
-    /// `READ_MAX_LAG`: a read without a consistency token goes to a standby only while
-    /// it is at most this far behind.
+    /// `READ_MAX_LAG`: how far behind a standby may be to serve a read without a token.
     pub read_max_lag: Duration,
     /// `HOST`; `None`: every address, IPv4 and IPv6.
     pub host: Option<IpAddr>,
     /// `PORT`.
     pub port: u16,
-    /// `MAX_CONNECTIONS`: most clients served at once; `None`: derived from the
-    /// file-descriptor limit at start.
+    /// `MAX_CONNECTIONS`: most clients served at once; `None`: from the fd limit at start.
     pub max_connections: Option<usize>,
     /// An env_logger filter: `RUST_LOG` when set, else `LOG_LEVEL`.
     pub log_filter: String,
@@ -43,13 +40,11 @@ pub struct Config {
     pub log_format: Format,
     /// `DATABASE_POOL_SIZE`: most connections this process opens.
     pub pool_size: usize,
-    /// `DATABASE_STATEMENTS=unnamed`: no prepared statement outlives its transaction,
-    /// for a connection pooler in transaction mode.
+    /// `DATABASE_STATEMENTS=unnamed`: no prepared statement outlives its transaction (poolers).
     pub unnamed_statements: bool,
     /// `DATABASE_STARTUP_TIMEOUT`: how long start-up retries an unreachable database.
     pub startup_timeout: Duration,
-    /// `SHUTDOWN_DELAY`: how long the server goes on serving after SIGTERM, `/ready`
-    /// failing, before it stops accepting.
+    /// `SHUTDOWN_DELAY`: how long it serves on after SIGTERM, `/ready` failing.
     pub shutdown_delay: Duration,
     /// `SHUTDOWN_TIMEOUT`: how long in-flight requests may run after that.
     pub shutdown_timeout: Duration,
@@ -71,53 +66,29 @@ impl Config {
     /// An empty variable counts as unset.
     pub fn parse(env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let env = Env(&env);
-        let unnamed_statements = match env.get("DATABASE_STATEMENTS").as_deref() {
-            None | Some("prepared") => false,
-            Some("unnamed") => true,
-            Some(_) => {
-                let reason = "must be prepared or unnamed";
-                return Err(ConfigError::invalid("DATABASE_STATEMENTS", reason));
-            }
-        };
-        let docs = match env.get("DOCS").as_deref() {
-            None | Some("on") => true,
-            Some("off") => false,
-            Some(_) => return Err(ConfigError::invalid("DOCS", "must be on or off")),
-        };
-        let log_filter = match env.get("RUST_LOG") {
-            Some(filter) => filter,
-            None => env.parsed("LOG_LEVEL", LevelFilter::Info)?.to_string(),
-        };
+        let statements = [("prepared", false), ("unnamed", true)];
+        let unnamed_statements = env.one_of("DATABASE_STATEMENTS", false, &statements)?;
+        let docs = env.one_of("DOCS", true, &[("on", true), ("off", false)])?;
+        let level = || env.parsed("LOG_LEVEL", LevelFilter::Info).map(|level| level.to_string());
+        let log_filter = env.get("RUST_LOG").map_or_else(level, Ok)?;
+        let unset = || ConfigError::invalid("DATABASE_URL", "not set (nor DATABASE_URL_FILE)");
         Ok(Config {
-            database: match url(&env, "DATABASE_URL", "DATABASE_URL_FILE")? {
-                Some((var, url)) => {
-                    DbOptions::parse(&url).map_err(|why| ConfigError::invalid(var, why))?
-                }
-                None => {
-                    return Err(ConfigError::invalid(
-                        "DATABASE_URL",
-                        "not set (nor DATABASE_URL_FILE)",
-                    ));
-                }
-            },
-            standbys: match url(&env, "DATABASE_READ_URL", "DATABASE_READ_URL_FILE")? {
-                Some((var, url)) => DbOptions::parse_each_host(&url)
-                    .map_err(|why| ConfigError::invalid(var, why))?,
-                None => Vec::new(),
-            },
+            database: url(&env, "DATABASE_URL", "DATABASE_URL_FILE", DbOptions::parse)?
+                .ok_or_else(unset)?,
+            standbys: url(
+                &env,
+                "DATABASE_READ_URL",
+                "DATABASE_READ_URL_FILE",
+                DbOptions::parse_each_host,
+            )?
+            .unwrap_or_default(),
             read_max_lag: env.seconds("READ_MAX_LAG", 1, true)?,
-            host: env
-                .get("HOST")
-                .map(|host| host.parse())
-                .transpose()
-                .map_err(|_| ConfigError::invalid("HOST", "not an IP address"))?,
+            host: env.read("HOST", |host| host.parse().map_err(|_| "not an IP address".into()))?,
             port: env.parsed("PORT", DEFAULT_PORT)?,
-            max_connections: env
-                .get("MAX_CONNECTIONS")
-                .map(|_| env.count("MAX_CONNECTIONS", 1))
-                .transpose()?,
+            // 0 stands for unset: `count` refuses it from the environment.
+            max_connections: Some(env.count("MAX_CONNECTIONS", 0)?).filter(|&n| n > 0),
             log_filter,
-            log_format: env.parsed("LOG_FORMAT", Format::Text)?,
+            log_format: env.one_of("LOG_FORMAT", Format::Text, &logs::FORMATS)?,
             pool_size: env.count("DATABASE_POOL_SIZE", DEFAULT_POOL_SIZE)?,
             unnamed_statements,
             startup_timeout: env.seconds("DATABASE_STARTUP_TIMEOUT", 60, true)?,
@@ -135,52 +106,24 @@ pub fn probe_port() -> Result<u16, ConfigError> {
     Env(&|name: &str| std::env::var(name).ok()).parsed("PORT", DEFAULT_PORT)
 }
 
-/// The URL in `var`, or in the file `var_FILE` names (Docker and Kubernetes secrets),
-/// with the name of the one read; `None` when neither is set.
-fn url(
+/// The URL in `var`, or in the file `file` names (Docker and Kubernetes secrets), parsed;
+/// an error names the one read. `None` when neither is set.
+fn url<T>(
     env: &Env,
     var: &'static str,
     file: &'static str,
-) -> Result<Option<(&'static str, String)>, ConfigError> {
-    Ok(match (env.get(var), env.get(file)) {
-        (Some(_), Some(_)) => {
-            return Err(ConfigError::invalid(
-                file,
-                format!("set either {var} or {file}, not both"),
-            ));
-        }
-        (Some(url), None) => Some((var, url)),
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, ConfigError> {
+    let (var, url) = match (env.get(var), env.get(file)) {
+        (Some(_), Some(_)) => (file, Err(format!("set either {var} or {file}, not both"))),
+        (Some(url), None) => (var, Ok(url)),
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|err| ConfigError::invalid(file, format!("cannot read {path}: {err}")))?;
-            Some((file, text.trim().to_owned()))
+            let text = std::fs::read_to_string(&path).map(|text| text.trim().to_owned());
+            (file, text.map_err(|err| format!("cannot read {path}: {err}")))
         }
-        (None, None) => None,
-    })
-}
-
-// Hand-written so `{:?}` can never print the password (spec §6).
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("database", &self.database.target())
-            .field("standbys", &self.standbys.iter().map(DbOptions::target).collect::<Vec<_>>())
-            .field("read_max_lag", &self.read_max_lag)
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("max_connections", &self.max_connections)
-            .field("log_filter", &self.log_filter)
-            .field("log_format", &self.log_format)
-            .field("pool_size", &self.pool_size)
-            .field("unnamed_statements", &self.unnamed_statements)
-            .field("startup_timeout", &self.startup_timeout)
-            .field("shutdown_delay", &self.shutdown_delay)
-            .field("shutdown_timeout", &self.shutdown_timeout)
-            .field("idempotency_key_ttl", &self.idempotency_key_ttl)
-            .field("tracing", &self.tracing)
-            .field("docs", &self.docs)
-            .finish()
-    }
+        (None, None) => return Ok(None),
+    };
+    url.and_then(|url| parse(&url)).map(Some).map_err(|why| ConfigError::invalid(var, why))
 }
 
 #[cfg(test)]
@@ -205,8 +148,7 @@ mod tests {
         assert!(config.tracing.is_none(), "tracing is off by default");
         assert!(config.docs, "/docs is on by default");
         assert!(!parse(&[URL, ("DOCS", "off")]).unwrap().docs);
-        let refused = parse(&[URL, ("DOCS", "no")]).err().unwrap().to_string();
-        assert!(refused.contains("DOCS"), "{refused}");
+        assert_eq!(parse(&[URL, ("DOCS", "no")]).unwrap_err().var, "DOCS");
         let shown = format!("{config:?}");
         assert!(!shown.contains("s3cret") && shown.contains("db.internal"), "{shown}");
         let config = parse(&[URL, ("LOG_LEVEL", "warn"), ("RUST_LOG", "debug")]);

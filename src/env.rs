@@ -1,14 +1,12 @@
 //! How configuration reads a variable: [`Env`], an empty variable as unset, each error
-//! naming its variable (never its value, which may be a secret); the server's and the
-//! tracer's settings are both read through it.
+//! naming its variable; the server's and the tracer's settings are both read through it.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use crate::error::ConfigError;
 
-/// The environment as configuration reads it: by name, an empty variable as unset,
-/// each error naming its variable (and never its value, which may be a secret).
+/// The environment as configuration reads it, through a lookup function (tests pass a closure).
 pub struct Env<'a>(pub &'a dyn Fn(&str) -> Option<String>);
 
 impl Env<'_> {
@@ -17,36 +15,47 @@ impl Env<'_> {
         (self.0)(var).map(|value| value.trim().to_owned()).filter(|value| !value.is_empty())
     }
 
+    /// The variable as `parse` reads it, its error naming the variable; `None` when unset.
+    pub fn read<T>(
+        &self,
+        var: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        let parsed = self.get(var).map(|text| parse(&text)).transpose();
+        parsed.map_err(|reason| ConfigError::invalid(var, reason))
+    }
+
     /// The variable parsed, or `default` when unset.
     pub fn parsed<T: FromStr>(&self, var: &'static str, default: T) -> Result<T, ConfigError> {
-        self.checked(var, default, |_| true, "valid")
+        let parse = |text: &str| text.parse().map_err(|_| format!("'{text}' is not valid"));
+        Ok(self.read(var, parse)?.unwrap_or(default))
     }
 
     /// A whole number of at least 1, or `default` when unset.
-    pub fn count<T: FromStr + Default + PartialOrd>(
-        &self,
-        var: &'static str,
-        default: T,
-    ) -> Result<T, ConfigError> {
-        self.checked(var, default, |n| *n > T::default(), "a whole number of at least 1")
+    pub fn count<T>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr + Default + PartialOrd,
+    {
+        let count = |text: &str| match text.parse() {
+            Ok(n) if n > T::default() => Ok(n),
+            _ => Err(format!("'{text}' is not a whole number of at least 1")),
+        };
+        Ok(self.read(var, count)?.unwrap_or(default))
     }
 
-    /// The variable parsed and passing `valid` (else "'…' is not `what`"), or `default`
-    /// when unset.
-    fn checked<T: FromStr>(
+    /// The value of the word given, one of `choices` ("must be a or b"), or `default` when unset.
+    pub fn one_of<T: Copy>(
         &self,
         var: &'static str,
         default: T,
-        valid: impl Fn(&T) -> bool,
-        what: &str,
+        choices: &[(&str, T)],
     ) -> Result<T, ConfigError> {
-        match self.get(var) {
-            None => Ok(default),
-            Some(text) => match text.parse() {
-                Ok(value) if valid(&value) => Ok(value),
-                _ => Err(ConfigError::invalid(var, format!("'{text}' is not {what}"))),
-            },
-        }
+        let words: Vec<&str> = choices.iter().map(|(word, _)| *word).collect();
+        let chosen = |text: &str| match choices.iter().find(|(word, _)| *word == text) {
+            Some((_, value)) => Ok(*value),
+            None => Err(format!("must be {}", words.join(" or "))),
+        };
+        Ok(self.read(var, chosen)?.unwrap_or(default))
     }
 
     /// A duration in seconds, fractions allowed; zero only if `zero_too`.
@@ -56,11 +65,11 @@ impl Env<'_> {
         default: u64,
         zero_too: bool,
     ) -> Result<Duration, ConfigError> {
-        match self.get(var) {
-            None => Ok(Duration::from_secs(default)),
-            Some(text) if zero_too && text == "0" => Ok(Duration::ZERO),
-            Some(text) => parse_seconds(&text).map_err(|reason| ConfigError::invalid(var, reason)),
-        }
+        let seconds = |text: &str| match text {
+            "0" if zero_too => Ok(Duration::ZERO),
+            text => parse_seconds(text),
+        };
+        Ok(self.read(var, seconds)?.unwrap_or(Duration::from_secs(default)))
     }
 }
 

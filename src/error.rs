@@ -17,8 +17,8 @@ pub enum Error {
     Probe(String),
 }
 
-/// A variable that is missing or malformed. Never holds the variable's value,
-/// which may be a password.
+/// A variable that is missing or malformed; shown as `VAR: reason` (a reason quotes a
+/// value only where it cannot be a secret).
 #[derive(Debug, PartialEq)]
 pub struct ConfigError {
     /// The variable's name, as the user must fix it.
@@ -28,7 +28,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    /// `var` is wrong, and why (never its value).
+    /// `var` is wrong, and why.
     pub fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
         ConfigError { var, reason: reason.into() }
     }
@@ -48,7 +48,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Usage(message) => write!(f, "{message} (see --help)"),
-            Error::Config(err) => err.fmt(f),
+            Error::Config(err) => write!(f, "{}: {}", err.var, err.reason),
             Error::Startup(message) => f.write_str(message),
             Error::Probe(message) => write!(f, "healthcheck failed: {message}"),
         }
@@ -62,14 +62,6 @@ impl From<ConfigError> for Error {
         Error::Config(err)
     }
 }
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.var, self.reason)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// An error and its causes, `a: b: c`. tokio-postgres's own `Display` names only
 /// the kind of failure ("error performing TLS handshake"), not why.

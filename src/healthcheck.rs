@@ -28,13 +28,9 @@ pub struct Probe {
 
 /// Runs the probe; `Ok` means the server answered 200 in time.
 pub fn run(probe: Probe) -> Result<(), Error> {
-    let url = match probe.url {
-        Some(url) => url,
-        None => {
-            let path = if probe.ready { "ready" } else { "health" };
-            format!("http://127.0.0.1:{}/{path}", config::probe_port()?)
-        }
-    };
+    let path = if probe.ready { "ready" } else { "health" };
+    let local = || config::probe_port().map(|port| format!("http://127.0.0.1:{port}/{path}"));
+    let url = probe.url.map_or_else(local, Ok)?;
     let uri: Uri = url.parse().map_err(|err| Error::Usage(format!("--url: {err}")))?;
     if uri.scheme_str() != Some("http") {
         return Err(Error::Usage("--url: only http:// URLs can be probed".into()));
@@ -43,10 +39,9 @@ pub fn run(probe: Probe) -> Result<(), Error> {
         .enable_all()
         .build()
         .map_err(|err| Error::Probe(format!("tokio runtime: {err}")))?;
-    let status = runtime
-        .block_on(async { tokio::time::timeout(probe.timeout, get(&uri)).await })
-        .map_err(|_| Error::Probe(format!("{url}: no answer within {:?}", probe.timeout)))?
-        .map_err(|reason| Error::Probe(format!("{url}: {reason}")))?;
+    let answer = runtime.block_on(async { tokio::time::timeout(probe.timeout, get(&uri)).await });
+    let status = answer.unwrap_or_else(|_| Err(format!("no answer within {:?}", probe.timeout)));
+    let status = status.map_err(|reason| Error::Probe(format!("{url}: {reason}")))?;
     if status != StatusCode::OK {
         return Err(Error::Probe(format!("{url}: HTTP {status}")));
     }
@@ -67,15 +62,13 @@ async fn get(uri: &Uri) -> Result<StatusCode, String> {
         Err(_) => TcpStream::connect((host, port)).await,
     }
     .map_err(|err| describe(&err))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|err| describe(&err))?;
+    let handshake = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await;
+    let (mut sender, connection) = handshake.map_err(|err| describe(&err))?;
     tokio::spawn(connection);
     let request = Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
         .header(HOST, uri.authority().map_or(host, |a| a.as_str()))
         .header(USER_AGENT, concat!("task-api-healthcheck/", env!("CARGO_PKG_VERSION")))
         .body(Empty::<Bytes>::new())
         .map_err(|err| describe(&err))?;
-    let response = sender.send_request(request).await.map_err(|err| describe(&err))?;
-    Ok(response.status())
+    Ok(sender.send_request(request).await.map_err(|err| describe(&err))?.status())
 }

@@ -78,8 +78,6 @@ impl fmt::Display for Invalid {
     }
 }
 
-impl std::error::Error for Invalid {}
-
 fn invalid<T>(field: &str, reason: &'static str) -> Result<T, Invalid> {
     Err(Invalid { field: field.to_owned(), reason })
 }
@@ -101,8 +99,7 @@ impl Status {
     }
 
     fn decode(value: &Value) -> Result<Status, Invalid> {
-        let status = value.as_str().and_then(Status::parse);
-        status.map_or_else(|| invalid("status", STATUS_CHOICES), Ok)
+        value.as_str().and_then(Status::parse).map_or_else(|| invalid("status", STATUS_CHOICES), Ok)
     }
 }
 
@@ -173,8 +170,7 @@ pub fn parse_id(text: &str) -> Result<i64, Invalid> {
 
 /// A non-negative i64 written as plain digits: no sign, space or exponent.
 fn digits(text: &str) -> Option<i64> {
-    let plain = text.bytes().all(|b| b.is_ascii_digit());
-    if plain { text.parse().ok() } else { None }
+    text.bytes().all(|b| b.is_ascii_digit()).then(|| text.parse().ok()).flatten()
 }
 
 fn reject_unknown_fields(body: &Map<String, Value>) -> Result<(), Invalid> {
@@ -186,35 +182,32 @@ fn reject_unknown_fields(body: &Map<String, Value>) -> Result<(), Invalid> {
 }
 
 fn title(value: &Value) -> Result<String, Invalid> {
-    let Some(text) = value.as_str() else {
-        return invalid("title", "must be a string");
-    };
-    if text.trim().is_empty() {
-        return invalid("title", "must not be empty");
+    match value.as_str() {
+        None => invalid("title", "must be a string"),
+        Some(text) if text.trim().is_empty() => invalid("title", "must not be empty"),
+        Some(text) => stored("title", text, MAX_TITLE_CHARS, "must be at most 200 characters"),
     }
-    if text.chars().count() > MAX_TITLE_CHARS {
-        return invalid("title", "must be at most 200 characters");
-    }
-    if text.contains('\0') {
-        return invalid("title", "must not contain NUL characters");
-    }
-    Ok(text.to_owned())
 }
 
 fn description(value: &Value) -> Result<Option<String>, Invalid> {
-    let text = match value {
-        Value::Null => return Ok(None),
-        Value::String(text) => text,
-        _ => return invalid("description", "must be a string or null"),
-    };
-    if text.chars().count() > MAX_DESCRIPTION_CHARS {
-        return invalid("description", "must be at most 5000 characters");
+    match value {
+        Value::Null => Ok(None),
+        Value::String(text) => {
+            let too_long = "must be at most 5000 characters";
+            stored("description", text, MAX_DESCRIPTION_CHARS, too_long).map(Some)
+        }
+        _ => invalid("description", "must be a string or null"),
     }
-    // PostgreSQL text cannot hold U+0000 (spec §1: never a 500 for what it cannot store).
-    if text.contains('\0') {
-        return invalid("description", "must not contain NUL characters");
+}
+
+/// `text` if it fits: at most `max` characters (else `too_long`), and no U+0000, which
+/// PostgreSQL text cannot hold (spec §1: never a 500 for what it cannot store).
+fn stored(field: &str, text: &str, max: usize, too_long: &'static str) -> Result<String, Invalid> {
+    match text {
+        _ if text.chars().count() > max => invalid(field, too_long),
+        _ if text.contains('\0') => invalid(field, "must not contain NUL characters"),
+        _ => Ok(text.to_owned()),
     }
-    Ok(Some(text.clone()))
 }
 
 fn rfc3339_micros<S: Serializer>(at: &Timestamp, serializer: S) -> Result<S::Ok, S::Error> {

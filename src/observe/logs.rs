@@ -18,17 +18,8 @@ pub enum Format {
     Json,
 }
 
-impl std::str::FromStr for Format {
-    type Err = ();
-
-    fn from_str(text: &str) -> Result<Format, ()> {
-        match text {
-            "text" => Ok(Format::Text),
-            "json" => Ok(Format::Json),
-            _ => Err(()),
-        }
-    }
-}
+/// `LOG_FORMAT`'s words.
+pub const FORMATS: [(&str, Format); 2] = [("text", Format::Text), ("json", Format::Json)];
 
 /// Starts the logger once. `filter` is an env_logger filter (`info`, `task_api=debug`).
 pub fn init(filter: &str, format: Format) {
@@ -39,8 +30,7 @@ pub fn init(filter: &str, format: Format) {
         false => format!("{filter},tokio_postgres=warn"),
     };
     let mut logger = env_logger::Builder::new();
-    logger.parse_filters(&filter);
-    logger.target(env_logger::Target::Stdout);
+    logger.parse_filters(&filter).target(env_logger::Target::Stdout);
     match format {
         Format::Text => logger.format(|buf, record| {
             let (time, level) = (buf.timestamp_micros(), record.level());

@@ -65,61 +65,53 @@ impl Drop for InFlight {
 impl Metrics {
     /// The server's metrics; `migrations_applied` at start-up, `pool_max` the pool's size.
     pub fn new(migrations_applied: usize, pool_max: usize) -> Metrics {
-        let mut registry = Registry::with_prefix("task_api");
-        let requests = Family::default();
-        registry.register("http_requests", "HTTP requests answered", requests.clone());
-        let latency: Family<RouteLabels, Histogram, fn() -> Histogram> =
-            Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
+        let mut m = Metrics {
+            registry: Registry::with_prefix("task_api"),
+            requests: Family::default(),
+            latency: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
+            in_flight: Gauge::default(),
+            connections_open: Gauge::default(),
+            connections_cut: Family::default(),
+            unanswered: Counter::default(),
+            pool: Default::default(),
+        };
+        let registry = &mut m.registry;
+        registry.register("http_requests", "HTTP requests answered", m.requests.clone());
+        let help = "Time from request head to response, by route";
         registry.register_with_unit(
             "http_request_duration",
-            "Time from request head to response, by route",
+            help,
             Unit::Seconds,
-            latency.clone(),
+            m.latency.clone(),
         );
-        let connections_cut = Family::default();
         registry.register(
             "http_connections_closed",
             "Client connections the server ended, by reason: a deadline, MAX_CONNECTIONS, or a \
              request head it could not parse (malformed) or over 16 KiB (head_too_large)",
-            connections_cut.clone(),
+            m.connections_cut.clone(),
         );
-        let unanswered = Counter::default();
         registry.register(
             "http_unanswered",
             "Writes answered by closing the connection: the database gave no verdict in time",
-            unanswered.clone(),
+            m.unanswered.clone(),
         );
-        let mut gauge = |name: &str, help: &str, value: usize| {
-            let gauge = Gauge::default();
-            gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+        let (max, applied) = (Gauge::default(), Gauge::default());
+        set(&max, pool_max);
+        set(&applied, migrations_applied);
+        for (name, help, gauge) in [
+            ("http_requests_in_flight", "Requests being served now", &m.in_flight),
+            ("http_connections_open", "Client connections open now", &m.connections_open),
+            ("db_pool_connections", "Open database connections", &m.pool[0]),
+            ("db_pool_available", "Idle database connections", &m.pool[1]),
+            ("db_pool_waiting", "Requests waiting for a connection", &m.pool[2]),
+            ("db_pool_max", "DATABASE_POOL_SIZE", &max),
+            ("migrations_applied", "Migrations this process applied at start-up", &applied),
+        ] {
             registry.register(name, help, gauge.clone());
-            gauge
-        };
-        let in_flight = gauge("http_requests_in_flight", "Requests being served now", 0);
-        let connections_open = gauge("http_connections_open", "Client connections open now", 0);
-        let pool = [
-            gauge("db_pool_connections", "Open database connections", 0),
-            gauge("db_pool_available", "Idle database connections", 0),
-            gauge("db_pool_waiting", "Requests waiting for a connection", 0),
-        ];
-        gauge("db_pool_max", "DATABASE_POOL_SIZE", pool_max);
-        gauge(
-            "migrations_applied",
-            "Migrations this process applied at start-up",
-            migrations_applied,
-        );
+        }
         let build = Info::new(vec![("version", crate::VERSION), ("revision", REVISION)]);
         registry.register("build", "The running binary", build);
-        Metrics {
-            registry,
-            requests,
-            latency,
-            in_flight,
-            connections_open,
-            connections_cut,
-            unanswered,
-            pool,
-        }
+        m
     }
 
     /// Where other parts register their own metrics, at start-up.
@@ -155,15 +147,14 @@ impl Metrics {
         let labels = [("method", method), ("route", route)];
         let status = [("status", status.as_u16())];
         self.requests.get_or_create(&(labels, status)).inc();
-        let latency = self.latency.get_or_create(&labels);
-        latency.observe(took.as_secs_f64());
+        self.latency.get_or_create(&labels).observe(took.as_secs_f64());
     }
 
     /// Everything, with the pool as of now, in `format`.
     pub fn render(&self, pool: PoolState, format: Format) -> String {
         let counts = [pool.size, pool.available, pool.waiting];
         for (gauge, count) in self.pool.iter().zip(counts) {
-            gauge.set(i64::try_from(count).unwrap_or(i64::MAX));
+            set(gauge, count);
         }
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
@@ -172,6 +163,10 @@ impl Metrics {
             Format::Text => to_text(&text),
         }
     }
+}
+
+fn set(gauge: &Gauge, count: usize) {
+    gauge.set(i64::try_from(count).unwrap_or(i64::MAX));
 }
 
 /// A standard method's name; `None` for others, so clients mint no labels or span names.

@@ -8,7 +8,7 @@
 use refinery::Migration;
 use tokio_postgres::Client;
 
-use super::migrate::rows;
+use super::connect::rows;
 
 /// The migrations written before records existed (V1–V4): all of release 0.1.0, and
 /// never to be run by anything older.
@@ -24,13 +24,13 @@ pub const CREATE: &str = "CREATE TABLE IF NOT EXISTS task_api_compatibility (
     kind text NOT NULL CHECK (kind IN ('expand', 'contract')),
     oldest_release text NOT NULL)";
 
-/// A migration's record: its version and name, whether it is an expand, and the oldest
+/// A migration's record: its version and name, `expand` or `contract`, and the oldest
 /// release that works on the schema it leaves.
 #[derive(Debug, PartialEq)]
 pub struct Record {
     version: i32,
     name: String,
-    expand: bool,
+    kind: &'static str,
     oldest: String,
 }
 
@@ -40,20 +40,19 @@ pub fn records(migrations: &[Migration]) -> Result<Vec<Record>, String> {
     let record = |migration: &Migration| {
         let (version, name) = (migration.version(), migration.name().to_owned());
         if version <= BEFORE_RECORDS {
-            return Ok(Record { version, name, expand: false, oldest: "0.1.0".into() });
+            return Ok(Record { version, name, kind: "contract", oldest: "0.1.0".into() });
         }
         let header = migration.sql().and_then(|sql| sql.lines().next()?.strip_prefix(HEADER));
         let parsed = header.and_then(|header| {
             let (kind, rest) = header.split_once(", works with task-api ")?;
-            let oldest = rest.strip_suffix(" and later")?;
-            release(oldest)?;
-            Some((kind == "expand", kind == "contract", oldest.to_owned()))
+            let kind = ["expand", "contract"].into_iter().find(|known| *known == kind)?;
+            let oldest =
+                rest.strip_suffix(" and later").filter(|oldest| release(oldest).is_some())?;
+            Some((kind, oldest.to_owned()))
         });
         match parsed {
-            Some((expand, contract, oldest)) if expand || contract => {
-                Ok(Record { version, name, expand, oldest })
-            }
-            _ => Err(format!(
+            Some((kind, oldest)) => Ok(Record { version, name, kind, oldest }),
+            None => Err(format!(
                 "migration V{version}__{name} has no first line `{HEADER}expand|contract, works \
                  with task-api X.Y.Z and later`"
             )),
@@ -114,11 +113,8 @@ pub async fn check(client: &Client, ours: &[Record]) -> Result<(), String> {
 pub async fn record(client: &Client, ours: &[Record]) -> Result<(), tokio_postgres::Error> {
     let values: Vec<String> = ours
         .iter()
-        .map(|r| {
-            let kind = if r.expand { "expand" } else { "contract" };
-            // Names are refinery's `\w+`, releases digits and dots: nothing to escape.
-            format!("({}, '{}', '{kind}', '{}')", r.version, r.name, r.oldest)
-        })
+        // Names are refinery's `\w+`, releases digits and dots: nothing to escape.
+        .map(|r| format!("({}, '{}', '{}', '{}')", r.version, r.name, r.kind, r.oldest))
         .collect();
     if values.is_empty() {
         return Ok(());
@@ -148,7 +144,7 @@ mod tests {
         let sql = "-- compatibility: expand, works with task-api 0.1.0 and later\nALTER …";
         let v5 = Migration::unapplied("V5__add_due_at", sql).unwrap();
         let expand = records(&[v5]).unwrap();
-        assert_eq!((expand[0].expand, expand[0].oldest.as_str()), (true, "0.1.0"));
+        assert_eq!((expand[0].kind, expand[0].oldest.as_str()), ("expand", "0.1.0"));
         let bad = Migration::unapplied("V6__x", "-- compatibility: maybe\n").unwrap();
         assert!(records(&[bad]).unwrap_err().contains("V6__x"));
         assert!(release("0.10.0") > release("0.9.3"));

@@ -1,13 +1,13 @@
-//! Connecting: single connections, the pool's connection manager, and the start-up wait
-//! with backoff (spec §5). Reading `DATABASE_URL` is options.rs's job, TLS tls.rs's, and
-//! how the pool is used the store's.
+//! Connecting: single connections, the pool's connection manager, the start-up wait with
+//! backoff (spec §5), and the rows of a simple query (what a pooler carries). Reading
+//! `DATABASE_URL` is options.rs's job, TLS tls.rs's, and how the pool is used the store's.
 
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
 use tokio::time::Instant;
-use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
 use super::DbOptions;
 use crate::Error;
@@ -19,6 +19,10 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
 const LAST_CHANCE: Duration = Duration::from_millis(100);
 /// With `DATABASE_STARTUP_TIMEOUT=0` (no retries), the one attempt gets this long.
 const ONE_ATTEMPT: Duration = Duration::from_secs(5);
+
+/// Why a connection that the deadline cut is not retried.
+const SILENT: &str = "no answer by the end of DATABASE_STARTUP_TIMEOUT (the server took the \
+                      connection but did not finish TLS or login)";
 
 /// When start-up must have connected and migrated, for `DATABASE_STARTUP_TIMEOUT`.
 pub fn startup_deadline(budget: Duration) -> Instant {
@@ -44,14 +48,9 @@ impl DbOptions {
 
     /// What a pool needs to open connections like [`DbOptions::connect`]'s.
     pub fn manager(&self) -> Manager {
-        Manager::from_config(
-            self.pg.clone(),
-            self.tls.clone(),
-            ManagerConfig {
-                // is_closed() only: a query that fails on a dead connection drops it.
-                recycling_method: RecyclingMethod::Fast,
-            },
-        )
+        // Fast: is_closed() only; a query that fails on a dead connection drops it.
+        let config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        Manager::from_config(self.pg.clone(), self.tls.clone(), config)
     }
 }
 
@@ -68,12 +67,7 @@ pub async fn connect_with_retry(db: &DbOptions, deadline: Instant) -> Result<Cli
                 return Ok(client);
             }
             Ok(Err(err)) => (describe(&err), is_permanent(&err)),
-            Err(_) => (
-                "no answer by the end of DATABASE_STARTUP_TIMEOUT (the server took the \
-                 connection but did not finish TLS or login)"
-                    .to_owned(),
-                true,
-            ),
+            Err(_) => (SILENT.to_owned(), true),
         };
         // The next attempt gets at least LAST_CHANCE, else this failure is the last word.
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -102,4 +96,19 @@ fn is_permanent(err: &tokio_postgres::Error) -> bool {
     // A TLS handshake that failed (certificate refused, no TLS on the server) or an
     // authentication exchange we refused (no channel binding) fails the same way again.
     matches!(err.to_string().as_str(), "error performing TLS handshake" | "authentication error")
+}
+
+/// The rows of a simple query.
+pub async fn rows(
+    client: &Client,
+    query: &str,
+) -> Result<Vec<SimpleQueryRow>, tokio_postgres::Error> {
+    let messages = client.simple_query(query).await?;
+    Ok(messages
+        .into_iter()
+        .filter_map(|message| match message {
+            SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        })
+        .collect())
 }

@@ -7,12 +7,13 @@
 
 use tokio_postgres::Client;
 
-use super::migrate::{LOCK_KEY, rows};
+use super::connect::rows;
 
 /// The indexes of `sql/indexes/`, as the build embedded them: (file stem, SQL).
 const INDEXES: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/indexes.rs"));
-/// The advisory lock of index builds: not the migrations', so they need not wait.
-const BUILD_LOCK_KEY: i64 = LOCK_KEY + 1;
+/// The advisory lock of index builds, "taskapj": not the migrations' ("taskapi", one less),
+/// so they need not wait.
+const BUILD_LOCK_KEY: i64 = 0x0074_6173_6b61_706a;
 
 /// Whether this binary has indexes to build.
 pub fn any() -> bool {

@@ -11,9 +11,10 @@ use refinery_core::traits::r#async::{AsyncMigrate, AsyncQuery, AsyncTransaction}
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::time::{Duration, Instant};
-use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
+use tokio_postgres::{Client, SimpleQueryRow};
 
-use super::{DbOptions, compat, connect as db};
+use super::connect::{self as db, rows};
+use super::{DbOptions, compat};
 use crate::Error;
 use crate::config::Config;
 use crate::error::describe;
@@ -47,14 +48,11 @@ pub fn run(config: Config) -> Result<(), Error> {
         for name in applied {
             println!("applied {name}");
         }
-        match super::indexes::build(&client).await {
-            Ok(true) => Ok(()),
-            Ok(false) => {
-                println!("another process is building the indexes of sql/indexes");
-                Ok(())
-            }
-            Err(err) => Err(Error::Startup(format!("building indexes: {}", describe(&err)))),
+        let built = super::indexes::build(&client).await;
+        if !built.map_err(|err| Error::Startup(format!("building indexes: {}", describe(&err))))? {
+            println!("another process is building the indexes of sql/indexes");
         }
+        Ok(())
     })
 }
 
@@ -69,12 +67,8 @@ pub async fn apply(
     let failed = |err: &dyn std::fmt::Display| Error::Startup(format!("migration failed: {err}"));
     let db_failed = |err: tokio_postgres::Error| failed(&describe(&err));
     // Simple queries only, here too: a pooler in transaction mode keeps no prepared one.
-    let pid: i32 = rows(client, "SELECT pg_backend_pid()")
-        .await
-        .map_err(db_failed)?
-        .first()
-        .and_then(|row| row.get(0)?.parse().ok())
-        .unwrap_or(0);
+    let pid = rows(client, "SELECT pg_backend_pid()").await.map_err(db_failed)?;
+    let pid: i32 = pid.first().and_then(|row| row.get(0)?.parse().ok()).unwrap_or(0);
     // One transaction, the lock its first statement: the lock lasts exactly as long as
     // the migrations do, and is not a session's, which a pooler in transaction mode
     // would hand to others. All of a run's migrations commit together, or none.
@@ -125,21 +119,6 @@ fn refused(err: refinery::Error) -> Error {
     })
 }
 
-/// The rows of a simple query.
-pub async fn rows(
-    client: &Client,
-    query: &str,
-) -> Result<Vec<SimpleQueryRow>, tokio_postgres::Error> {
-    let messages = client.simple_query(query).await?;
-    Ok(messages
-        .into_iter()
-        .filter_map(|message| match message {
-            SimpleQueryMessage::Row(row) => Some(row),
-            _ => None,
-        })
-        .collect())
-}
-
 /// refinery's runner inside the transaction [`apply`] opened, not one per migration (which
 /// would commit [`apply`]'s and end its lock). Simple queries only, so that a pooler in
 /// transaction mode, which keeps no prepared statement, can carry them.
@@ -170,27 +149,19 @@ impl AsyncQuery<Vec<Migration>> for InTransaction<'_> {
     /// The migrations applied, as refinery's own driver reads its history table. A row
     /// refinery did not write is refused: it would apply a migration again.
     async fn query(&mut self, query: &str) -> Result<Vec<Migration>, Self::Error> {
-        let mut applied = Vec::new();
-        for row in rows(self.0, query).await.map_err(history_error)? {
-            let unreadable = || {
-                let version = row.get(0).unwrap_or("?");
-                io::Error::other(format!(
-                    "an unreadable row in the migration history (version {version})"
-                ))
-            };
-            let (Some(version), Some(name), Some(on), Some(checksum)) =
-                (row.get(0), row.get(1), row.get(2), row.get(3))
-            else {
-                return Err(unreadable());
-            };
-            let (Ok(version), Ok(on), Ok(checksum)) =
-                (version.parse(), OffsetDateTime::parse(on, &Rfc3339), checksum.parse())
-            else {
-                return Err(unreadable());
-            };
-            applied.push(Migration::applied(version, name.to_owned(), on, checksum));
-        }
-        Ok(applied)
+        let applied = |row: &SimpleQueryRow| {
+            let (version, on) = (row.get(0)?.parse().ok()?, row.get(2)?);
+            let on = OffsetDateTime::parse(on, &Rfc3339).ok()?;
+            Some(Migration::applied(version, row.get(1)?.to_owned(), on, row.get(3)?.parse().ok()?))
+        };
+        let unreadable = |row: &SimpleQueryRow| {
+            let version = row.get(0).unwrap_or("?");
+            io::Error::other(format!(
+                "an unreadable row in the migration history (version {version})"
+            ))
+        };
+        let rows = rows(self.0, query).await.map_err(history_error)?;
+        rows.iter().map(|row| applied(row).ok_or_else(|| unreadable(row))).collect()
     }
 }
 

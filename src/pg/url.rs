@@ -9,7 +9,8 @@ pub type Pairs = Vec<(String, String)>;
 pub fn parse(text: &str) -> Result<Pairs, String> {
     match text.strip_prefix("postgresql://").or_else(|| text.strip_prefix("postgres://")) {
         Some(rest) => parse_uri(rest),
-        None => parse_key_values(text),
+        None if text.contains('=') => parse_key_values(text),
+        None => Err("must be a postgres:// URL or a key=value connection string".into()),
     }
 }
 
@@ -20,17 +21,18 @@ pub fn parse(text: &str) -> Result<Pairs, String> {
 /// brackets. Every part is percent-decoded; `#` means nothing special.
 fn parse_uri(uri: &str) -> Result<Pairs, String> {
     let mut pairs = Pairs::new();
+    // A part, percent-decoded (`what` names it in an error); nothing when it is empty.
+    let part = |key: &str, text: &str, what: &str| match text {
+        "" => Ok(None),
+        text => decode(text, what).map(|value| Some((key.to_owned(), value))),
+    };
     let mut rest = uri;
     if let Some(at) = rest.find(['@', '/']).filter(|&i| rest.as_bytes()[i] == b'@') {
         let credentials = &rest[..at];
         rest = &rest[at + 1..];
         let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
-        if !user.is_empty() {
-            pairs.push(("user".into(), decode(user, "the user name")?));
-        }
-        if !password.is_empty() {
-            pairs.push(("password".into(), decode(password, "the password")?));
-        }
+        pairs.extend(part("user", user, "the user name")?);
+        pairs.extend(part("password", password, "the password")?);
     }
 
     let (mut hosts, mut ports) = (String::new(), String::new());
@@ -67,19 +69,13 @@ fn parse_uri(uri: &str) -> Result<Pairs, String> {
             other => break other.copied(),
         }
     };
-    if !hosts.is_empty() {
-        pairs.push(("host".into(), decode(&hosts, "the host")?));
-    }
-    if !ports.is_empty() {
-        pairs.push(("port".into(), decode(&ports, "the port")?));
-    }
+    pairs.extend(part("host", &hosts, "the host")?);
+    pairs.extend(part("port", &ports, "the port")?);
 
     if terminator == Some(b'/') {
         let path = &rest[1..];
         let end = path.find('?').unwrap_or(path.len());
-        if end > 0 {
-            pairs.push(("dbname".into(), decode(&path[..end], "the database name")?));
-        }
+        pairs.extend(part("dbname", &path[..end], "the database name")?);
         rest = &path[end..];
     }
     if let Some(query) = rest.strip_prefix('?') {
@@ -115,10 +111,8 @@ fn decode(text: &str, what: &str) -> Result<String, String> {
             _ => return Err(format!("{what} holds an invalid percent-encoding")),
         }
     }
-    let decoded = percent_encoding::percent_decode_str(text).decode_utf8();
-    decoded
-        .map(|text| text.into_owned())
-        .map_err(|_| format!("{what} is not UTF-8 once percent-decoded"))
+    let not_utf8 = |_| format!("{what} is not UTF-8 once percent-decoded");
+    Ok(percent_encoding::percent_decode_str(text).decode_utf8().map_err(not_utf8)?.into_owned())
 }
 
 /// `keyword = value ...`, as libpq's `conninfo_parse` reads it: blanks around `=` are
@@ -158,10 +152,8 @@ fn parse_key_values(text: &str) -> Result<Pairs, String> {
             }
         } else {
             while let Some(c) = chars.next_if(|c| !c.is_ascii_whitespace()) {
-                match c {
-                    '\\' => value.extend(chars.next()),
-                    c => value.push(c),
-                }
+                let c = if c == '\\' { chars.next() } else { Some(c) };
+                value.extend(c);
             }
         }
         pairs.push((key, value));
@@ -173,13 +165,10 @@ fn parse_key_values(text: &str) -> Result<Pairs, String> {
 mod tests {
     use super::*;
 
-    /// Each string's pairs, or `refused`.
+    /// Each string's pairs, or `refused`. A '?' in the password: tests/api/tls.rs.
     #[test]
     fn splits_as_libpq_does() {
         for case in [
-            // A '?' in the password is the password's: the credentials end at the first '@'.
-            "postgresql://u:a?b@h/db?sslmode=require => user=u password=a?b host=h dbname=db \
-             sslmode=require",
             // An '@' is a user name designator only before the first '/'.
             "postgres://host/db?x=me@corp => host=host dbname=db x=me@corp",
             "postgres://u:p%40ss@h => user=u password=p@ss host=h",

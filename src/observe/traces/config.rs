@@ -9,8 +9,7 @@ use hyper::Uri;
 use hyper::header::{HeaderName, HeaderValue};
 use percent_encoding::percent_decode_str;
 
-use super::otlp;
-use super::sampler::{self, Sampler};
+use super::sampler::Sampler;
 use crate::env::Env;
 use crate::error::ConfigError;
 use crate::pg::tls::{self, Roots};
@@ -56,56 +55,49 @@ fn either(env: &Env, signal: &'static str, base: &'static str) -> &'static str {
 /// The tracing settings, or `None` when tracing is off: no OTLP endpoint, or
 /// `OTEL_SDK_DISABLED=true`, or `OTEL_TRACES_EXPORTER=none`.
 pub fn parse(env: &Env) -> Result<Option<TraceConfig>, ConfigError> {
-    // `invalid(var)`: a reason into the error naming `var`.
-    let invalid = |var| move |reason| ConfigError::invalid(var, reason);
-    let disabled = env.get("OTEL_SDK_DISABLED").map(|v| v.to_ascii_lowercase());
-    let disabled = match disabled.as_deref() {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(_) => return Err(invalid("OTEL_SDK_DISABLED")("must be true or false".into())),
+    // `only(why)`: a refused choice, with why there is no other.
+    let only = |why| {
+        move |err: ConfigError| ConfigError { reason: format!("{}: {why}", err.reason), ..err }
     };
-    match env.get("OTEL_TRACES_EXPORTER").as_deref() {
-        None | Some("otlp") => {}
-        Some("none") => return Ok(None),
-        Some(_) => {
-            let reason = "must be otlp or none: task-api exports OTLP only";
-            return Err(ConfigError::invalid("OTEL_TRACES_EXPORTER", reason));
-        }
+    // The spec's booleans ignore case.
+    let disabled = env.get("OTEL_SDK_DISABLED").map(|v| v.to_ascii_lowercase());
+    if disabled.as_deref().is_some_and(|v| v != "true" && v != "false") {
+        return Err(ConfigError::invalid("OTEL_SDK_DISABLED", "must be true or false"));
+    }
+    let exporting = env.one_of("OTEL_TRACES_EXPORTER", true, &[("otlp", true), ("none", false)]);
+    if !exporting.map_err(only("task-api exports OTLP only"))?
+        || disabled.as_deref() == Some("true")
+    {
+        return Ok(None);
     }
     let base = "OTEL_EXPORTER_OTLP_ENDPOINT";
     let var = either(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", base);
-    let Some(url) = env.get(var).filter(|_| !disabled) else {
+    // The signal's own endpoint is used as it is; the base gets the signal's path.
+    let Some(endpoint) = env.read(var, |url| endpoint(url, var == base))? else {
         return Ok(None);
     };
-    // The signal's own endpoint is used as it is; the base gets the signal's path.
-    let endpoint = otlp::endpoint(&url, var == base).map_err(invalid(var))?;
     let var = either(env, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL");
-    if let Some(protocol) = env.get(var)
-        && protocol != "http/protobuf"
-    {
-        let reason = "must be http/protobuf: task-api sends no gRPC or JSON";
-        return Err(ConfigError::invalid(var, reason));
-    }
+    let protobuf = env.one_of(var, (), &[("http/protobuf", ())]);
+    protobuf.map_err(only("task-api sends no gRPC or JSON"))?;
     let var = either(env, "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS");
-    let headers = headers_of(&env.get(var).unwrap_or_default()).map_err(invalid(var))?;
+    let headers = env.read(var, headers_of)?.unwrap_or(Headers(Vec::new()));
     let var = either(env, "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT");
     let timeout = Duration::from_millis(env.count(var, 10_000)?);
     let var =
         either(env, "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE");
-    let roots = env.get(var).map_or(Roots::Default, Roots::File);
-    if let Roots::File(_) = roots {
-        // Read now, so a missing or empty file stops start-up, naming the variable.
-        tls::root_store(&roots).map_err(invalid(var))?;
-    }
-    let sampler = match env.get("OTEL_TRACES_SAMPLER") {
-        None => sampler::DEFAULT,
-        Some(name) => Sampler::parse(&name, env.get("OTEL_TRACES_SAMPLER_ARG").as_deref())?,
-    };
+    // Read now, so a missing or empty file stops start-up, naming the variable.
+    let roots = env.read(var, |path| {
+        let roots = Roots::File(path.into());
+        tls::root_store(&roots).map(|_| roots)
+    })?;
+    let roots = roots.unwrap_or(Roots::Default);
+    let name = env.get("OTEL_TRACES_SAMPLER").unwrap_or("parentbased_always_on".into());
+    let sampler = Sampler::parse(&name, env.get("OTEL_TRACES_SAMPLER_ARG").as_deref())?;
     let max_queue = env.count("OTEL_BSP_MAX_QUEUE_SIZE", 2048)?;
     let max_batch = env.count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)?;
     if max_batch > max_queue {
-        let reason = "must not be more than OTEL_BSP_MAX_QUEUE_SIZE".into();
-        return Err(invalid("OTEL_BSP_MAX_EXPORT_BATCH_SIZE")(reason));
+        let reason = "must not be more than OTEL_BSP_MAX_QUEUE_SIZE";
+        return Err(ConfigError::invalid("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", reason));
     }
     let max_per_second = env.count("TRACES_MAX_PER_SECOND", DEFAULT_MAX_PER_SECOND)?;
     let var =
@@ -125,27 +117,48 @@ pub fn parse(env: &Env) -> Result<Option<TraceConfig>, ConfigError> {
     }))
 }
 
+/// A collector's URL, `http[s]://host[:port][/path][?query]`, with the spec's rule for the
+/// path: a base endpoint (`signal_path`, `OTEL_EXPORTER_OTLP_ENDPOINT`) gets `v1/traces`
+/// appended; a signal's own is used as it is.
+fn endpoint(url: &str, signal_path: bool) -> Result<Uri, String> {
+    let uri: Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err("must be an http:// or https:// URL".into());
+    }
+    let authority = uri.authority().ok_or("has no host")?;
+    if authority.as_str().contains('@') {
+        return Err("must not hold credentials: use OTEL_EXPORTER_OTLP_HEADERS".into());
+    }
+    // http::Uri's own port is `None` for one that is not a u16: read the text.
+    if let Some(port) = authority.as_str()[authority.host().len()..].strip_prefix(':')
+        && !port.is_empty()
+        && !port.parse::<u16>().is_ok_and(|port| port > 0)
+    {
+        return Err(format!("'{port}' is not a port"));
+    }
+    if !signal_path {
+        return Ok(uri);
+    }
+    let query = uri.query().map_or(String::new(), |q| format!("?{q}"));
+    let path = format!("{}/v1/traces{query}", uri.path().trim_end_matches('/'));
+    let mut parts = uri.into_parts();
+    parts.path_and_query = Some(path.parse().map_err(|e| format!("not a URL: {e}"))?);
+    Uri::from_parts(parts).map_err(|e| format!("not a URL: {e}"))
+}
+
 /// `service.name` from `OTEL_SERVICE_NAME`, else `OTEL_RESOURCE_ATTRIBUTES`, else
 /// task-api; `service.version` the binary's unless given; then the rest.
 fn resource(env: &Env) -> Result<Vec<(String, String)>, ConfigError> {
-    let var = "OTEL_RESOURCE_ATTRIBUTES";
-    let given = pairs(&env.get(var).unwrap_or_default());
-    let mut given = given.map_err(|reason| ConfigError::invalid(var, reason))?;
-    let mut resource = vec![
-        ("service.name".to_owned(), "task-api".to_owned()),
-        ("service.version".to_owned(), crate::VERSION.to_owned()),
-    ];
-    for (key, value) in &mut resource {
-        if let Some((_, last)) = given.iter().rfind(|(k, _)| k == key) {
-            value.clone_from(last);
-        }
+    let mut given = env.read("OTEL_RESOURCE_ATTRIBUTES", pairs)?.unwrap_or_default();
+    let mut take = |key: &str, default: String| {
+        let last = given.iter().rfind(|(k, _)| k == key).map(|(_, value)| value.clone());
         given.retain(|(k, _)| k != key);
-    }
-    if let Some(name) = env.get("OTEL_SERVICE_NAME") {
-        resource[0].1 = name;
-    }
-    resource.extend(given);
-    Ok(resource)
+        (key.to_owned(), last.unwrap_or(default))
+    };
+    let (name, version) =
+        (take("service.name", "task-api".into()), take("service.version", crate::VERSION.into()));
+    let name = (name.0, env.get("OTEL_SERVICE_NAME").unwrap_or(name.1));
+    Ok([name, version].into_iter().chain(given).collect())
 }
 
 /// The W3C Baggage-like list both variables use: `key=value` pairs separated by commas,
@@ -194,6 +207,19 @@ impl fmt::Debug for Headers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_base_endpoint_gets_the_signal_path_and_the_signal_endpoint_is_used_as_is() {
+        for (url, signal_path, expected) in [
+            ("http://c:4318", true, "http://c:4318/v1/traces"),
+            ("https://c/otlp/", true, "https://c/otlp/v1/traces"),
+            ("http://[::1]:4318", true, "http://[::1]:4318/v1/traces"),
+            ("http://c:4318", false, "http://c:4318/"),
+            ("HTTP://c/x/traces?k=v", false, "http://c/x/traces?k=v"),
+        ] {
+            assert_eq!(endpoint(url, signal_path).unwrap(), expected, "{url}");
+        }
+    }
 
     // The rest of this file is checked through the binary, in tests/api/tracing.rs.
     #[test]

@@ -1,24 +1,40 @@
 //! The [`Tracer`]'s queue, bounded in spans and bytes (past them a span is dropped and
-//! counted), and the task that empties it in exports of at most [`MAX_EXPORT_BYTES`], each
-//! within the OTLP timeout. A failed export drops its spans, counted and warned of at most
-//! every 30 s: a dead collector costs requests nothing. Posting is otlp.rs's business.
+//! counted), and the task that empties it: OTLP/HTTP posts of at most [`MAX_EXPORT_BYTES`]
+//! to one collector, each on a connection of its own (rustls for https://) and within the
+//! OTLP timeout. A failed export drops its spans, counted and warned of at most every 30 s.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::trace::v1::Span;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue, USER_AGENT};
+use hyper::{Request, Uri};
+use hyper_util::rt::TokioIo;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use prost::Message;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
 
 use super::config::TraceConfig;
-use super::otlp::Collector;
 use super::sampler::{RateLimit, Sampler};
+use super::span::text;
+use crate::error::describe;
+use crate::pg::tls::{self, Roots};
 
 /// Export failures are logged at most this often; the ones between are counted.
 const WARN_EVERY: Duration = Duration::from_secs(30);
@@ -27,6 +43,8 @@ const MAX_QUEUE_BYTES: usize = 4 * 1024 * 1024;
 /// Bytes one export's spans hold at most: well under what collectors take (OpenTelemetry
 /// Collector: 20 MiB).
 const MAX_EXPORT_BYTES: usize = 1024 * 1024;
+/// The most of a collector's answer that is read.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// What both sides count: spans dropped by reason and exported (for `/metrics`), and
 /// the bytes that spans queued or being exported hold (see [`MAX_QUEUE_BYTES`]).
@@ -64,8 +82,19 @@ impl Tracer {
     pub fn start(config: TraceConfig) -> Tracer {
         let (spans, queue) = mpsc::channel(config.max_queue);
         let (flushes, flush_requests) = mpsc::unbounded_channel();
+        let attributes = config.resource.iter().map(|(key, value)| text(key, value)).collect();
+        let (name, version) = ("task-api".to_owned(), crate::VERSION.to_owned());
+        let scope = Some(InstrumentationScope { name, version, ..Default::default() });
+        let https = config.endpoint.scheme_str() == Some("https");
         let export = Export {
-            collector: Collector::new(&config),
+            template: ResourceSpans {
+                resource: Some(Resource { attributes, ..Resource::default() }),
+                scope_spans: vec![ScopeSpans { scope, ..ScopeSpans::default() }],
+                schema_url: String::new(),
+            },
+            tls: https.then(|| connector(&config.roots)),
+            endpoint: config.endpoint,
+            headers: config.headers.0,
             max_batch: config.max_batch,
             timeout: config.timeout,
             counters: Counters::default(),
@@ -129,9 +158,14 @@ impl Tracer {
     }
 }
 
-/// The export task's side: the collector, and the counts.
+/// The export task's side: the collector, what goes with every export, and the counts.
 struct Export {
-    collector: Collector,
+    endpoint: Uri,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    /// rustls for https://; the error of a certificate file that went bad since start.
+    tls: Option<Result<TlsConnector, String>>,
+    /// What every export holds but its spans.
+    template: ResourceSpans,
     max_batch: usize,
     timeout: Duration,
     counters: Counters,
@@ -199,10 +233,11 @@ impl Export {
     /// Exports `spans`, then lets go of the queue's `bytes` they held.
     async fn export(&mut self, spans: Vec<Span>, bytes: usize) {
         let count = spans.len();
-        let posted = tokio::time::timeout(self.timeout, self.collector.post(spans)).await;
+        let posted = tokio::time::timeout(self.timeout, self.post(spans)).await;
         self.counters.queued_bytes.fetch_sub(bytes, Relaxed);
-        let failure = match posted {
-            Ok(Ok(rejected)) => {
+        let timed_out = |_| Err(format!("no answer within {:?}", self.timeout));
+        let failure = match posted.unwrap_or_else(timed_out) {
+            Ok(rejected) => {
                 let rejected = rejected.min(count);
                 self.counters.exported.inc_by((count - rejected) as u64);
                 if rejected == 0 {
@@ -211,27 +246,95 @@ impl Export {
                 self.counters.dropped("rejected", rejected);
                 format!("the collector rejected {rejected} of {count} spans")
             }
-            Ok(Err(err)) => {
+            Err(err) => {
                 self.counters.dropped("export_failed", count);
                 format!("could not export {count} spans: {err}")
-            }
-            Err(_) => {
-                self.counters.dropped("export_failed", count);
-                let timeout = self.timeout;
-                format!("could not export {count} spans: no answer within {timeout:?}")
             }
         };
         if self.warned.is_some_and(|at| at.elapsed() < WARN_EVERY) {
             self.unlogged += 1;
             return;
         }
-        let endpoint = &self.collector.endpoint;
-        match std::mem::take(&mut self.unlogged) {
-            0 => log::warn!("traces to {endpoint}: {failure}"),
-            n => log::warn!(
-                "traces to {endpoint}: {failure} ({n} more failures since the last warning)"
-            ),
-        }
+        let since = match std::mem::take(&mut self.unlogged) {
+            0 => String::new(),
+            n => format!(" ({n} more failures since the last warning)"),
+        };
+        log::warn!("traces to {}: {failure}{since}", self.endpoint);
         self.warned = Some(Instant::now());
     }
+
+    /// Posts `spans` as one export; how many the collector rejected, or why it failed.
+    async fn post(&self, spans: Vec<Span>) -> Result<usize, String> {
+        // An IPv6 address without its brackets; the port checked at start, or the scheme's.
+        let host = self.endpoint.host().unwrap_or_default();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = self.endpoint.port_u16();
+        let port = port.unwrap_or(if self.tls.is_some() { 443 } else { 80 });
+        let tcp = TcpStream::connect((host, port))
+            .await
+            .map_err(|err| format!("connecting to {host}:{port}: {err}"))?;
+        tcp.set_nodelay(true).ok();
+        let io: Box<dyn Io> = match &self.tls {
+            None => Box::new(tcp),
+            Some(Err(err)) => return Err(err.clone()),
+            Some(Ok(tls)) => {
+                let name = ServerName::try_from(host.to_owned())
+                    .map_err(|_| format!("'{host}' is not a TLS server name"))?;
+                let tls = tls.connect(name, tcp).await;
+                Box::new(tls.map_err(|err| format!("TLS with {host}: {}", describe(&err)))?)
+            }
+        };
+        let handshake = hyper::client::conn::http1::handshake(TokioIo::new(io)).await;
+        let (mut sender, connection) = handshake.map_err(|err| describe(&err))?;
+        let mut export = self.template.clone();
+        export.scope_spans[0].spans = spans;
+        let body = ExportTraceServiceRequest { resource_spans: vec![export] }.encode_to_vec();
+        let uri = &self.endpoint;
+        let mut request = Request::post(uri.path_and_query().map_or("/", |p| p.as_str()))
+            .header(HOST, uri.authority().map_or("", |a| a.as_str()))
+            .header(CONTENT_TYPE, "application/x-protobuf")
+            .header(USER_AGENT, concat!("task-api/", env!("CARGO_PKG_VERSION")))
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|err| format!("request: {err}"))?;
+        request.headers_mut().extend(self.headers.iter().cloned().map(|(n, v)| (Some(n), v)));
+        // `sender` moved in, so that the connection ends once the answer is read.
+        let exchange = async move {
+            let response = sender.send_request(request).await.map_err(|err| describe(&err))?;
+            let status = response.status();
+            let answer = Limited::new(response.into_body(), MAX_ANSWER_BYTES).collect().await;
+            let answer = answer.map_err(|err| format!("reading the answer: {err}"))?;
+            Ok((status, answer.to_bytes()))
+        };
+        // Polled together; a timeout drops both, which closes the connection.
+        let (answer, ended) = tokio::join!(exchange, connection);
+        let (status, answer) = answer.map_err(|err| ended.err().map_or(err, |e| describe(&e)))?;
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&answer[..answer.len().min(200)]).into_owned();
+            return Err(format!("the collector answered {status}: {text:?}"));
+        }
+        // An empty or undecodable answer is a full success: the status says so.
+        let rejected = ExportTraceServiceResponse::decode(answer)
+            .ok()
+            .and_then(|response| response.partial_success)
+            .map_or(0, |partial| partial.rejected_spans.max(0));
+        Ok(usize::try_from(rejected).unwrap_or(usize::MAX))
+    }
+}
+
+/// A connection to the collector: TCP, or TLS over it.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// rustls for an https:// collector: the compiled-in roots, or
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE`'s.
+fn connector(roots: &Roots) -> Result<TlsConnector, String> {
+    let roots = tls::root_store(roots)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|err| format!("TLS set-up: {err}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsConnector::from(Arc::new(tls)))
 }

@@ -5,7 +5,6 @@
 pub mod config;
 pub mod context;
 mod export;
-mod otlp;
 mod sampler;
 mod span;
 

@@ -5,6 +5,7 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{self as proto, SpanFlags, Status, span::Link};
 
 use super::{Scope, SpanContext, SpanId, TraceId, Tracer};
@@ -116,10 +117,7 @@ fn nanos(nanos: u128) -> u64 {
 
 /// A span's name: `{verb} {target}`, or the verb alone.
 pub(super) fn name(verb: &str, target: Option<&str>) -> String {
-    match target {
-        Some(target) => format!("{verb} {target}"),
-        None => verb.to_owned(),
-    }
+    target.map_or_else(|| verb.to_owned(), |target| format!("{verb} {target}"))
 }
 
 /// A link to a request's span, in this process: not remote.
@@ -154,6 +152,5 @@ pub(super) fn attribute(key: &str, value: Value) -> KeyValue {
 }
 
 fn error(message: String) -> Status {
-    let code = opentelemetry_proto::tonic::trace::v1::status::StatusCode::Error as i32;
-    Status { message, code }
+    Status { message, code: StatusCode::Error as i32 }
 }
