@@ -9,7 +9,7 @@ use std::collections::hash_map::Entry;
 use std::time::Duration;
 
 use super::pool::{Deadline, Effect, Failure, Pool};
-use super::sql::keys::{self as sql, HeldKey, Keyed};
+use super::sql::keys::{self as sql, HeldKey};
 use super::sql::{self as statements, Conn};
 use super::{Creation, NewCreate, StoreError, error};
 use crate::tasks::Task;
@@ -182,13 +182,7 @@ async fn attempt(
     release: bool,
 ) -> Result<(Vec<(usize, Result<Creation, StoreError>)>, Vec<usize>), tokio_postgres::Error> {
     let ttl_secs = ttl.as_secs_f64();
-    let inputs: Vec<Keyed> = sent
-        .iter()
-        .map(|&at| Keyed {
-            task: &creates[at].task,
-            claim: (creates[at].claim.as_ref()).map(|c| (c.key.as_str(), c.fingerprint.as_slice())),
-        })
-        .collect();
+    let inputs: Vec<&NewCreate> = sent.iter().map(|&at| &creates[at]).collect();
     let mut answers = Vec::with_capacity(sent.len());
     let mut answered = vec![false; creates.len()];
     for (n, task) in sql::insert_keyed(conn, &inputs, ttl_secs).await? {

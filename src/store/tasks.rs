@@ -19,7 +19,7 @@ use super::sql::{self as statements, Conn};
 use super::{CHUNK_ROWS, Change, Creation, Delete, NewCreate, Precondition, StoreError, Update};
 use super::{error, idempotency};
 use crate::observe::traces::Statement;
-use crate::tasks::{NewTask, Task};
+use crate::tasks::Task;
 
 /// Most chunks one list statement reads: what it holds at once is at most this many
 /// chunks of [`CHUNK_ROWS`] rows (256), as many as a pool of 8 read one at a time.
@@ -137,29 +137,30 @@ async fn unkeyed(
     deadline: Deadline,
     creates: &[NewCreate],
 ) -> Result<Answers<Creation>, Failure> {
-    let new: Vec<&NewTask> = creates.iter().map(|create| &create.task).collect();
-    let insert = async |conn: &Conn| sql::insert_many(conn, &new).await;
+    let insert = async |conn: &Conn| sql::insert_many(conn, creates).await;
     let tasks = pool.run(statements::INSERT_TASKS, deadline, Effect::Writes, insert).await?;
-    Ok(answer_in_order(&new, tasks))
+    Ok(answer_in_order(creates, tasks))
 }
 
 /// Each input's own row, from the rows one insert returned (in id order, which is
 /// input order). Checked, whatever the build: a row that does not hold what its input
 /// asked for is matched by content instead, and an input no row matches fails.
-fn answer_in_order(new: &[&NewTask], mut tasks: Vec<Task>) -> Answers<Creation> {
-    let holds = |task: &Task, new: &NewTask| {
+fn answer_in_order(creates: &[NewCreate], mut tasks: Vec<Task>) -> Answers<Creation> {
+    let holds = |task: &Task, create: &NewCreate| {
+        let new = &create.task;
         task.title == new.title && task.description == new.description && task.status == new.status
     };
-    if tasks.len() == new.len() && tasks.iter().zip(new).all(|(task, new)| holds(task, new)) {
+    if tasks.len() == creates.len() && tasks.iter().zip(creates).all(|(t, c)| holds(t, c)) {
         return tasks.into_iter().map(|t| Ok(Creation::Created(t))).collect();
     }
     log::error!(
         "an insert of {} rows returned {} that are not in input order; matching them by content",
-        new.len(),
+        creates.len(),
         tasks.len()
     );
-    new.iter()
-        .map(|new| match tasks.iter().position(|task| holds(task, new)) {
+    creates
+        .iter()
+        .map(|create| match tasks.iter().position(|task| holds(task, create)) {
             Some(at) => Ok(Creation::Created(tasks.swap_remove(at))),
             None => Err(StoreError::internal("an insert returned no row for this input")),
         })

@@ -5,8 +5,9 @@
 use jiff::Timestamp;
 use tokio_postgres::types::{ToSql, Type};
 
-use super::{Conn, Sql, columns};
-use crate::tasks::{NewTask, Task};
+use super::{Conn, Sql, columns, task};
+use crate::store::NewCreate;
+use crate::tasks::Task;
 
 // Keyed creates (Idempotency-Key): each task is stored with its key and fingerprint
 // (sql/V3), so the unique index on the key is what makes a key's first use its only
@@ -14,7 +15,7 @@ use crate::tasks::{NewTask, Task};
 // is skipped (ON CONFLICT), as is one whose key a deleted task held (idempotency_keys,
 // looked up once for the whole batch) not older than $6 seconds: FIND_KEYS says what
 // it answered. A key held past its TTL is skipped too, until RELEASE_KEYS lets it go.
-// Rows come back in input order, each with its key.
+// Rows come back in input order, each with its key (last).
 static INSERT_KEYED: Sql = Sql {
     text: concat!(
         "INSERT INTO tasks (title, description, status, idempotency_key, idempotency_fingerprint)
@@ -27,8 +28,9 @@ static INSERT_KEYED: Sql = Sql {
         WHERE created_at >= now() - make_interval(secs => $6)))
     ORDER BY n
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING idempotency_key, ",
-        columns!()
+    RETURNING ",
+        columns!(),
+        ", idempotency_key"
     ),
     types: &[
         Type::TEXT_ARRAY,
@@ -123,28 +125,21 @@ static PRUNE_KEYS: Sql = Sql {
     types: &[Type::FLOAT8, Type::INT8],
 };
 
-/// An input of a keyed insert: the task, and its key and body fingerprint, if any.
-pub struct Keyed<'a> {
-    /// What to store.
-    pub task: &'a NewTask,
-    /// The Idempotency-Key and the fingerprint of its request's body.
-    pub claim: Option<(&'a str, &'a [u8])>,
-}
-
 /// Stores new tasks with their keys in one statement: `(n, task)` for each input
 /// (numbered from 1, no key twice) whose task was stored. An input missing from the
 /// answer had its key held already (see [`find_keys`] and [`release_keys`]).
 pub async fn insert_keyed(
     conn: &Conn,
-    inputs: &[Keyed<'_>],
+    inputs: &[&NewCreate],
     ttl_secs: f64,
 ) -> Result<Vec<(i64, Task)>, tokio_postgres::Error> {
     let titles: Vec<&str> = inputs.iter().map(|i| i.task.title.as_str()).collect();
     let descriptions: Vec<Option<&str>> =
         inputs.iter().map(|i| i.task.description.as_deref()).collect();
     let statuses: Vec<&str> = inputs.iter().map(|i| i.task.status.as_str()).collect();
-    let keys: Vec<Option<&str>> = inputs.iter().map(|i| i.claim.map(|c| c.0)).collect();
-    let prints: Vec<Option<&[u8]>> = inputs.iter().map(|i| i.claim.map(|c| c.1)).collect();
+    let claims = inputs.iter().map(|i| i.claim.as_ref());
+    let keys: Vec<Option<&str>> = claims.clone().map(|c| Some(c?.key.as_str())).collect();
+    let prints: Vec<Option<&[u8]>> = claims.map(|c| Some(c?.fingerprint.as_slice())).collect();
     let params: [&(dyn ToSql + Sync); 6] =
         [&titles, &descriptions, &statuses, &keys, &prints, &ttl_secs];
     let rows = INSERT_KEYED.query(conn, &params).await?;
@@ -153,7 +148,7 @@ pub async fn insert_keyed(
     let mut next = 0;
     rows.into_iter()
         .map(|row| {
-            let key: Option<&str> = row.try_get(0)?;
+            let key: Option<&str> = row.try_get(6)?;
             let n = match keys[next..].iter().position(|input| *input == key) {
                 Some(skipped) => {
                     next += skipped + 1;
@@ -161,15 +156,7 @@ pub async fn insert_keyed(
                 }
                 None => 0,
             };
-            let task = Task {
-                id: row.try_get(1)?,
-                title: row.try_get(2)?,
-                description: row.try_get(3)?,
-                status: row.try_get(4)?,
-                created_at: row.try_get(5)?,
-                updated_at: row.try_get(6)?,
-            };
-            Ok((n, task))
+            Ok((n, task(&row)?))
         })
         .collect()
 }
@@ -254,19 +241,13 @@ pub async fn release_expired(
 /// The first task that holds a key, if any.
 pub async fn first_keyed(conn: &Conn) -> Result<Option<i64>, tokio_postgres::Error> {
     let rows = FIRST_KEYED.query(conn, &[]).await?;
-    Ok(match rows.first() {
-        Some(row) => row.try_get(0)?,
-        None => None,
-    })
+    rows.first().map_or(Ok(None), |row| row.try_get(0))
 }
 
 /// How many keys the database holds: tasks' and deleted tasks', expired or not.
 pub async fn count_keys(conn: &Conn) -> Result<i64, tokio_postgres::Error> {
     let rows = COUNT_KEYS.query(conn, &[]).await?;
-    Ok(match rows.first() {
-        Some(row) => row.try_get(0)?,
-        None => 0,
-    })
+    rows.first().map_or(Ok(0), |row| row.try_get(0))
 }
 
 /// Deletes at most `limit` keys of deleted tasks older than `ttl_secs`, skipping any a

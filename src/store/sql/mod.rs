@@ -117,19 +117,16 @@ impl<'a> FromSql<'a> for Status {
     }
 }
 
-impl TryFrom<Row> for Task {
-    type Error = tokio_postgres::Error;
-
-    fn try_from(row: Row) -> Result<Task, Self::Error> {
-        Ok(Task {
-            id: row.try_get(0)?,
-            title: row.try_get(1)?,
-            description: row.try_get(2)?,
-            status: row.try_get(3)?,
-            created_at: row.try_get(4)?,
-            updated_at: row.try_get(5)?,
-        })
-    }
+/// The task in a row that starts with [`columns!`]: the one row decoder.
+pub fn task(row: &Row) -> Result<Task, tokio_postgres::Error> {
+    Ok(Task {
+        id: row.try_get(0)?,
+        title: row.try_get(1)?,
+        description: row.try_get(2)?,
+        status: row.try_get(3)?,
+        created_at: row.try_get(4)?,
+        updated_at: row.try_get(5)?,
+    })
 }
 
 /// The first row of a simple query, as text fields.

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use jiff::Timestamp;
 use tokio_postgres::types::{ToSql, Type};
 
-use super::{Conn, Sql, columns};
-use crate::store::{Delete, Precondition, Update};
-use crate::tasks::{NewTask, Status, Task};
+use super::{Conn, Sql, columns, task};
+use crate::store::{Delete, NewCreate, Precondition, Update};
+use crate::tasks::{Status, Task};
 
 static FIND_MANY: Sql = Sql {
     text: concat!("SELECT ", columns!(), " FROM tasks WHERE id = ANY($1)"),
@@ -160,14 +160,14 @@ pub struct Read {
 /// order. All or nothing: one row the database refuses fails them all.
 pub async fn insert_many(
     conn: &Conn,
-    new: &[&NewTask],
+    creates: &[NewCreate],
 ) -> Result<Vec<Task>, tokio_postgres::Error> {
-    let titles: Vec<&str> = new.iter().map(|task| task.title.as_str()).collect();
+    let titles: Vec<&str> = creates.iter().map(|c| c.task.title.as_str()).collect();
     let descriptions: Vec<Option<&str>> =
-        new.iter().map(|task| task.description.as_deref()).collect();
-    let statuses: Vec<&str> = new.iter().map(|task| task.status.as_str()).collect();
+        creates.iter().map(|c| c.task.description.as_deref()).collect();
+    let statuses: Vec<&str> = creates.iter().map(|c| c.task.status.as_str()).collect();
     let rows = INSERT_MANY.query(conn, &[&titles, &descriptions, &statuses]).await?;
-    let mut tasks = rows.into_iter().map(Task::try_from).collect::<Result<Vec<_>, _>>()?;
+    let mut tasks = rows.iter().map(task).collect::<Result<Vec<_>, _>>()?;
     tasks.sort_unstable_by_key(|task| task.id);
     Ok(tasks)
 }
@@ -179,7 +179,7 @@ pub async fn find_many(
     ids: &[i64],
 ) -> Result<Vec<(i64, Result<Task, tokio_postgres::Error>)>, tokio_postgres::Error> {
     let rows = FIND_MANY.query(conn, &[&ids]).await?;
-    rows.into_iter().map(|row| Ok((row.try_get(0)?, Task::try_from(row)))).collect()
+    rows.iter().map(|row| Ok((row.try_get(0)?, task(row)))).collect()
 }
 
 /// Applies each update (no two to the same task), where its task passes its check;
@@ -200,12 +200,7 @@ pub async fn update_many(
     let params: [&(dyn ToSql + Sync); 8] =
         [&ids, &titles, &set_descriptions, &descriptions, &statuses, &checked, &versions, &stride];
     let rows = UPDATE_MANY.query(conn, &params).await?;
-    rows.into_iter()
-        .map(|row| {
-            let task = Task::try_from(row)?;
-            Ok((task.id, task))
-        })
-        .collect()
+    rows.iter().map(|row| task(row).map(|task| (task.id, task))).collect()
 }
 
 /// Deletes each task (no two the same) that passes its check; the ids deleted.
@@ -263,7 +258,7 @@ pub async fn list(
         }
         None => LIST.query(conn, &[&after, &limit, &offset]).await?,
     };
-    rows.into_iter().map(Task::try_from).collect()
+    rows.iter().map(task).collect()
 }
 
 /// Several chunks without an offset (each `limit` at most 32) at once, all with a
@@ -287,10 +282,9 @@ pub async fn list_many(
     let mut pages: Vec<Vec<Task>> = reads.iter().map(|_| Vec::new()).collect();
     for row in rows {
         let n: i64 = row.try_get(6)?;
-        let task = Task::try_from(row)?;
         // `n` counts from 1 over `reads`, so it always has a place.
         if let Some(page) = usize::try_from(n - 1).ok().and_then(|at| pages.get_mut(at)) {
-            page.push(task);
+            page.push(task(&row)?);
         }
     }
     for page in &mut pages {
