@@ -84,20 +84,19 @@ pub struct NewCreate {
     pub claim: Option<Claim>,
 }
 
-/// A `PATCH`: the task, the change, and what the client expects of it.
+/// A change to one task, made only if the task meets `expected` (`If-Match`).
 #[derive(Debug)]
-pub struct Update {
-    pub id: i64,
-    pub patch: TaskPatch,
-    pub expected: Precondition,
+struct ById<K> {
+    id: i64,
+    /// What the change is: a [`TaskPatch`], or `()` for a delete.
+    patch: K,
+    expected: Precondition,
 }
 
-/// A `DELETE`, and what the client expects of the task.
-#[derive(Debug)]
-pub struct Delete {
-    pub id: i64,
-    pub expected: Precondition,
-}
+/// A `PATCH`.
+type Update = ById<TaskPatch>;
+/// A `DELETE`.
+type Delete = ById<()>;
 
 /// What a create did.
 #[derive(Clone, Debug)]
@@ -214,7 +213,7 @@ impl Store {
     /// Deletes a task, if it meets `expected`: the check and the delete are one
     /// statement, shared with the other deletes queued now.
     pub async fn delete(&self, id: i64, expected: Precondition) -> Result<Change<()>, StoreError> {
-        let delete = Delete { id, expected };
+        let delete = Delete { id, patch: (), expected };
         self.deleter.submit(delete, Deadline::start()).await
     }
 

@@ -5,11 +5,13 @@
 use std::collections::HashMap;
 
 use jiff::Timestamp;
+use tokio_postgres::Error;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::{Conn, Sql, columns, task};
-use crate::store::{Delete, NewCreate, Precondition, Update};
-use crate::tasks::{Status, Task};
+use crate::observe::traces::Statement;
+use crate::store::{ById, Delete, NewCreate, Precondition, Update};
+use crate::tasks::{Status, Task, TaskPatch};
 
 static FIND_MANY: Sql = Sql {
     text: concat!("SELECT ", columns!(), " FROM tasks WHERE id = ANY($1)"),
@@ -158,10 +160,7 @@ pub struct Read {
 
 /// Stores several new tasks in one statement, so one commit; answers in input
 /// order. All or nothing: one row the database refuses fails them all.
-pub async fn insert_many(
-    conn: &Conn,
-    creates: &[NewCreate],
-) -> Result<Vec<Task>, tokio_postgres::Error> {
+pub async fn insert_many(conn: &Conn, creates: &[NewCreate]) -> Result<Vec<Task>, Error> {
     let titles: Vec<&str> = creates.iter().map(|c| c.task.title.as_str()).collect();
     let descriptions: Vec<Option<&str>> =
         creates.iter().map(|c| c.task.description.as_deref()).collect();
@@ -174,44 +173,66 @@ pub async fn insert_many(
 
 /// Several tasks by id, in one statement. A row that cannot be decoded is an error
 /// for its own id only.
-pub async fn find_many(
-    conn: &Conn,
-    ids: &[i64],
-) -> Result<Vec<(i64, Result<Task, tokio_postgres::Error>)>, tokio_postgres::Error> {
+pub async fn find_many(conn: &Conn, ids: &[i64]) -> Result<Vec<(i64, Result<Task, Error>)>, Error> {
     let rows = FIND_MANY.query(conn, &[&ids]).await?;
     rows.iter().map(|row| Ok((row.try_get(0)?, task(row)))).collect()
 }
 
-/// Applies each update (no two to the same task), where its task passes its check;
-/// the tasks changed, by id.
-pub async fn update_many(
-    conn: &Conn,
-    updates: &[&Update],
-) -> Result<HashMap<i64, Task>, tokio_postgres::Error> {
-    let ids: Vec<i64> = updates.iter().map(|u| u.id).collect();
-    let titles: Vec<Option<&str>> = updates.iter().map(|u| u.patch.title.as_deref()).collect();
-    let set_descriptions: Vec<bool> =
-        updates.iter().map(|u| u.patch.description.is_some()).collect();
-    let descriptions: Vec<Option<&str>> =
-        updates.iter().map(|u| u.patch.description.as_ref().and_then(Option::as_deref)).collect();
-    let statuses: Vec<Option<&str>> =
-        updates.iter().map(|u| u.patch.status.map(Status::as_str)).collect();
-    let (checked, versions, stride) = checks(updates.iter().map(|u| &u.expected));
-    let params: [&(dyn ToSql + Sync); 8] =
-        [&ids, &titles, &set_descriptions, &descriptions, &statuses, &checked, &versions, &stride];
-    let rows = UPDATE_MANY.query(conn, &params).await?;
-    rows.iter().map(|row| task(row).map(|task| (task.id, task))).collect()
+/// A kind of change to tasks by id, as one statement makes many: a [`TaskPatch`]
+/// (`PATCH`, UPDATE_MANY) or `()` (`DELETE`, DELETE_MANY).
+pub trait Kind: Sized + Send + Sync + 'static {
+    /// What the statement gives back for a task it changed.
+    type Done: Clone + Send + 'static;
+    /// The statement, as its trace span names it.
+    const STATEMENT: Statement;
+    /// Runs `changes` (no two of the same task) as one statement: what each changed
+    /// task gave, by id. A change whose task is missing, or fails its check, is absent.
+    fn run(
+        conn: &Conn,
+        changes: &[&ById<Self>],
+    ) -> impl Future<Output = Result<HashMap<i64, Self::Done>, Error>> + Send;
 }
 
-/// Deletes each task (no two the same) that passes its check; the ids deleted.
-pub async fn delete_many(
-    conn: &Conn,
-    deletes: &[&Delete],
-) -> Result<HashMap<i64, ()>, tokio_postgres::Error> {
-    let ids: Vec<i64> = deletes.iter().map(|d| d.id).collect();
-    let (checked, versions, stride) = checks(deletes.iter().map(|d| &d.expected));
-    let rows = DELETE_MANY.query(conn, &[&ids, &checked, &versions, &stride]).await?;
-    rows.into_iter().map(|row| Ok((row.try_get(0)?, ()))).collect()
+impl Kind for TaskPatch {
+    type Done = Task;
+    const STATEMENT: Statement = super::UPDATE_TASKS;
+
+    async fn run(conn: &Conn, updates: &[&Update]) -> Result<HashMap<i64, Task>, Error> {
+        let ids: Vec<i64> = updates.iter().map(|u| u.id).collect();
+        let titles: Vec<Option<&str>> = updates.iter().map(|u| u.patch.title.as_deref()).collect();
+        let set_descriptions: Vec<bool> =
+            updates.iter().map(|u| u.patch.description.is_some()).collect();
+        let descriptions: Vec<Option<&str>> = (updates.iter())
+            .map(|u| u.patch.description.as_ref().and_then(Option::as_deref))
+            .collect();
+        let statuses: Vec<Option<&str>> =
+            updates.iter().map(|u| u.patch.status.map(Status::as_str)).collect();
+        let (checked, versions, stride) = checks(updates.iter().map(|u| &u.expected));
+        let params: [&(dyn ToSql + Sync); 8] = [
+            &ids,
+            &titles,
+            &set_descriptions,
+            &descriptions,
+            &statuses,
+            &checked,
+            &versions,
+            &stride,
+        ];
+        let rows = UPDATE_MANY.query(conn, &params).await?;
+        rows.iter().map(|row| task(row).map(|task| (task.id, task))).collect()
+    }
+}
+
+impl Kind for () {
+    type Done = ();
+    const STATEMENT: Statement = super::DELETE_TASKS;
+
+    async fn run(conn: &Conn, deletes: &[&Delete]) -> Result<HashMap<i64, ()>, Error> {
+        let ids: Vec<i64> = deletes.iter().map(|d| d.id).collect();
+        let (checked, versions, stride) = checks(deletes.iter().map(|d| &d.expected));
+        let rows = DELETE_MANY.query(conn, &[&ids, &checked, &versions, &stride]).await?;
+        rows.iter().map(|row| Ok((row.try_get(0)?, ()))).collect()
+    }
 }
 
 /// The If-Match checks of a batch, as the statements take them: whether each change
@@ -250,7 +271,7 @@ pub async fn list(
     after: i64,
     limit: i64,
     offset: i64,
-) -> Result<Vec<Task>, tokio_postgres::Error> {
+) -> Result<Vec<Task>, Error> {
     let rows = match status {
         Some(status) => {
             let params: [&(dyn ToSql + Sync); 4] = [&status.as_str(), &after, &limit, &offset];
@@ -267,7 +288,7 @@ pub async fn list_many(
     conn: &Conn,
     reads: &[Read],
     by_status: bool,
-) -> Result<Vec<Vec<Task>>, tokio_postgres::Error> {
+) -> Result<Vec<Vec<Task>>, Error> {
     let afters: Vec<i64> = reads.iter().map(|read| read.after).collect();
     let limits: Vec<i64> = reads.iter().map(|read| read.limit).collect();
     let rows = match by_status {
