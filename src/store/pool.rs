@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use deadpool_postgres::Runtime;
+use deadpool_postgres::{Object, Runtime};
 use tokio::time::Instant;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -73,24 +73,6 @@ impl From<Failure> for StoreError {
             Failure::Statement(err) => err.into(),
             Failure::Other(err) => err,
         }
-    }
-}
-
-impl From<StoreError> for Failure {
-    fn from(err: StoreError) -> Self {
-        Failure::Other(err)
-    }
-}
-
-impl From<OutOfTime> for Failure {
-    fn from(err: OutOfTime) -> Self {
-        Failure::Other(err.into())
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for Failure {
-    fn from(err: deadpool_postgres::PoolError) -> Self {
-        Failure::Other(err.into())
     }
 }
 
@@ -251,18 +233,9 @@ impl Pool {
         effect: Effect,
         work: impl AsyncFnOnce(&Conn) -> Result<T, tokio_postgres::Error>,
     ) -> (Result<T, Failure>, Option<usize>) {
-        if !deadline.has_time() {
-            return (Err(OutOfTime.into()), None);
-        }
-        // Past this many waiting for a connection, waiting only runs out the budget.
-        let pool = self.pool.status();
-        if pool.waiting >= pool.max_size * WAITERS_PER_CONNECTION {
-            return (Err(StoreError::Busy.into()), None);
-        }
-        let object = match tokio::time::timeout_at(deadline.0, self.pool.get()).await {
-            Ok(Ok(object)) => object,
-            Ok(Err(err)) => return (Err(err.into()), None),
-            Err(_) => return (Err(OutOfTime.into()), None),
+        let object = match self.connection(deadline).await {
+            Ok(object) => object,
+            Err(err) => return (Err(Failure::Other(err)), None),
         };
         let conn = Conn {
             client: object,
@@ -296,12 +269,14 @@ impl Pool {
                 return (Ok(value), sent);
             }
             Some(Err(err)) => err,
-            None if effect == Effect::Reads => return (Err(OutOfTime.into()), sent),
+            None if effect == Effect::Reads => {
+                return (Err(Failure::Other(OutOfTime.into())), sent);
+            }
             None => {
                 let unknown = format!(
                     "the database gave no verdict within {VERDICT_GRACE:?} of the deadline"
                 );
-                return (Err(StoreError::unknown(unknown).into()), sent);
+                return (Err(Failure::Other(StoreError::unknown(unknown))), sent);
             }
         };
         if !error::spoils_connection(&err) {
@@ -317,5 +292,19 @@ impl Pool {
             );
         }
         (Err(Failure::Statement(err)), sent)
+    }
+
+    /// A pooled connection by `deadline`, unless too many wait for one already.
+    async fn connection(&self, deadline: Deadline) -> Result<Object, StoreError> {
+        // Past this many waiting for a connection, waiting only runs out the budget.
+        let pool = self.pool.status();
+        if !deadline.has_time() {
+            Err(OutOfTime.into())
+        } else if pool.waiting >= pool.max_size * WAITERS_PER_CONNECTION {
+            Err(StoreError::Busy)
+        } else {
+            let got = tokio::time::timeout_at(deadline.0, self.pool.get()).await;
+            got.map_err(|_| OutOfTime)?.map_err(StoreError::from)
+        }
     }
 }
