@@ -20,6 +20,12 @@ use crate::observe::traces::{self as trace, Scope};
 /// Most requests one statement serves.
 pub const MAX_BATCH: usize = 128;
 
+/// Requests queued for one query, not yet taken by a lane, past which the next is
+/// turned away at once (503, `retry-after`) whatever the queue's pace (pace.rs): the
+/// last resort (each client connection has one request in flight at most, so the
+/// connection limit bounds the queue before this does).
+const MAX_QUEUED: usize = 64 * MAX_BATCH;
+
 /// Batches of one query in flight at once, each on its own pooled connection. Two
 /// beat one, four and eight in paired runs (docs/decisions.md): fewer lanes
 /// make bigger batches, so the database does less per request. A slower or more
@@ -70,10 +76,15 @@ impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
         Fut: Future<Output = Vec<Answer<T>>> + Send + 'static,
     {
         let (queue, jobs) = mpsc::unbounded_channel();
-        let pace = Arc::new(Pace::new(lanes * most));
-        let lanes = Arc::new(Semaphore::new(lanes));
-        let batches = Batches { lanes, most, abandoned };
-        tokio::spawn(dispatch(jobs, pace.clone(), batches, run));
+        let pace = Arc::new(Pace::new(lanes * most, MAX_QUEUED));
+        tokio::spawn(dispatch(
+            jobs,
+            pace.clone(),
+            Arc::new(Semaphore::new(lanes)),
+            most,
+            abandoned,
+            run,
+        ));
         Batcher { queue, pace }
     }
 
@@ -102,14 +113,6 @@ enum Abandoned {
     Drop,
 }
 
-/// How a dispatcher makes batches: how many at once, how large, and what happens to
-/// one nobody waits for any more.
-struct Batches {
-    lanes: Arc<Semaphore>,
-    most: usize,
-    abandoned: Abandoned,
-}
-
 /// The one trick: a free lane is taken *before* jobs are taken from the queue. A
 /// request that finds a lane free runs at once, alone; nothing waits for a batch to
 /// fill. While every lane is busy, requests pile up in the queue, and the lane that
@@ -118,7 +121,9 @@ struct Batches {
 async fn dispatch<I, T, F, Fut>(
     mut queue: mpsc::UnboundedReceiver<Job<I, T>>,
     pace: Arc<Pace>,
-    batches: Batches,
+    lanes: Arc<Semaphore>,
+    most: usize,
+    abandoned: Abandoned,
     run: F,
 ) where
     I: Send + 'static,
@@ -126,7 +131,6 @@ async fn dispatch<I, T, F, Fut>(
     F: Fn(Vec<I>, Deadline) -> Fut,
     Fut: Future<Output = Vec<Answer<T>>> + Send + 'static,
 {
-    let Batches { lanes, most, abandoned } = batches;
     let mut jobs = Vec::with_capacity(most);
     loop {
         let lane = lanes.clone().acquire_owned().await.expect("the semaphore is never closed");
