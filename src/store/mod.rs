@@ -1,11 +1,8 @@
-//! The data path: [`Store`] is all the HTTP layer sees of the database. Its calls take
-//! and give the task types of the crate's tasks.rs, and fail with a [`StoreError`];
-//! whether a call shared its statement with others is invisible from outside.
-//!
-//! Where things are: reads (to the primary or a standby) in reads.rs and replicas.rs, the pool and the 5 s budget in pool.rs (a statement in flight in
-//! in_flight.rs), batching in batcher.rs (admission in pace.rs),
-//! what each batch runs in tasks.rs and idempotency.rs (its keys pruned in pruner.rs), the SQL in sql/, and what
-//! database errors mean in error.rs.
+//! The data path: [`Store`] is all the HTTP layer sees of the database; its calls take and
+//! give the crate's task types and fail with a [`StoreError`]. Inside: the pool and its 5 s
+//! budget (pool.rs, in_flight.rs), batching (batcher.rs, pace.rs), what batches run (tasks.rs,
+//! idempotency.rs, pruner.rs), reads on standbys (reads.rs, replicas.rs), the SQL (sql/) and
+//! what database errors mean (error.rs).
 
 mod batcher;
 mod error;
@@ -29,7 +26,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use tokio_postgres::SimpleQueryMessage;
 
 use crate::error::describe;
 use crate::observe::metrics::PoolState;
@@ -141,11 +137,9 @@ pub enum Health {
 }
 
 impl Store {
-    /// A store on a pool of at most `pool_size` connections to `db`. Starts the batch
-    /// dispatchers, so it must be called inside the tokio runtime.
-    /// Keys are kept for `key_ttl`, and pruned in the background after that.
-    /// With `unnamed_statements`, no statement outlives its transaction (for a pooler
-    /// in transaction mode).
+    /// A store on pools of at most `pool_size` connections; starts its background tasks, so
+    /// call it inside the tokio runtime. Keys are kept for `key_ttl`; with
+    /// `unnamed_statements`, no statement outlives its transaction (a pooler in transaction mode).
     pub fn open(
         db: &DbOptions,
         pool_size: usize,
@@ -219,15 +213,8 @@ impl Store {
 
     /// One round trip to the database, within `budget`.
     pub async fn check(&self, budget: Duration) -> Health {
-        let ping = async |conn: &Conn| {
-            let rows = conn.client.simple_query("SHOW transaction_read_only").await?;
-            Ok(rows.iter().any(|message| match message {
-                SimpleQueryMessage::Row(row) => row.get(0) == Some("on"),
-                _ => false,
-            }))
-        };
-        let deadline = Deadline::after(budget);
-        match self.pool.run(sql::SHOW, deadline, Effect::Reads, ping).await {
+        let ping = async |conn: &Conn| sql::read_only(conn).await;
+        match self.pool.run(sql::SHOW, Deadline::after(budget), Effect::Reads, ping).await {
             Ok(false) => Health::Ok,
             Ok(true) => Health::Failed(
                 "read-only",

@@ -3,6 +3,7 @@
 //! What a held key answers is store/idempotency.rs's business.
 
 use jiff::Timestamp;
+use tokio_postgres::Error;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::{Conn, Sql, columns, task};
@@ -132,7 +133,7 @@ pub async fn insert_keyed(
     conn: &Conn,
     inputs: &[&NewCreate],
     ttl_secs: f64,
-) -> Result<Vec<(i64, Task)>, tokio_postgres::Error> {
+) -> Result<Vec<(i64, Task)>, Error> {
     let titles: Vec<&str> = inputs.iter().map(|i| i.task.title.as_str()).collect();
     let descriptions: Vec<Option<&str>> =
         inputs.iter().map(|i| i.task.description.as_deref()).collect();
@@ -176,11 +177,7 @@ pub struct HeldKey {
 }
 
 /// The keys of `keys` held and not older than `ttl_secs`.
-pub async fn find_keys(
-    conn: &Conn,
-    keys: &[&str],
-    ttl_secs: f64,
-) -> Result<Vec<HeldKey>, tokio_postgres::Error> {
+pub async fn find_keys(conn: &Conn, keys: &[&str], ttl_secs: f64) -> Result<Vec<HeldKey>, Error> {
     let rows = FIND_KEYS.query(conn, &[&keys, &ttl_secs]).await?;
     rows.into_iter()
         .map(|row| {
@@ -195,11 +192,7 @@ pub async fn find_keys(
 }
 
 /// Lets go of the keys of `keys` that tasks older than `ttl_secs` hold.
-pub async fn release_keys(
-    conn: &Conn,
-    keys: &[&str],
-    ttl_secs: f64,
-) -> Result<u64, tokio_postgres::Error> {
+pub async fn release_keys(conn: &Conn, keys: &[&str], ttl_secs: f64) -> Result<u64, Error> {
     RELEASE_KEYS.execute(conn, &[&keys, &ttl_secs]).await
 }
 
@@ -224,7 +217,7 @@ pub async fn release_expired(
     from: i64,
     span: i64,
     limit: i64,
-) -> Result<Walked, tokio_postgres::Error> {
+) -> Result<Walked, Error> {
     let rows = RELEASE_EXPIRED.query(conn, &[&ttl_secs, &from, &span, &limit]).await?;
     // One row, always.
     let Some(row) = rows.first() else {
@@ -239,23 +232,19 @@ pub async fn release_expired(
 }
 
 /// The first task that holds a key, if any.
-pub async fn first_keyed(conn: &Conn) -> Result<Option<i64>, tokio_postgres::Error> {
+pub async fn first_keyed(conn: &Conn) -> Result<Option<i64>, Error> {
     let rows = FIRST_KEYED.query(conn, &[]).await?;
     rows.first().map_or(Ok(None), |row| row.try_get(0))
 }
 
 /// How many keys the database holds: tasks' and deleted tasks', expired or not.
-pub async fn count_keys(conn: &Conn) -> Result<i64, tokio_postgres::Error> {
+pub async fn count_keys(conn: &Conn) -> Result<i64, Error> {
     let rows = COUNT_KEYS.query(conn, &[]).await?;
     rows.first().map_or(Ok(0), |row| row.try_get(0))
 }
 
 /// Deletes at most `limit` keys of deleted tasks older than `ttl_secs`, skipping any a
 /// request holds; how many went.
-pub async fn prune_kept_keys(
-    conn: &Conn,
-    ttl_secs: f64,
-    limit: i64,
-) -> Result<u64, tokio_postgres::Error> {
+pub async fn prune_kept_keys(conn: &Conn, ttl_secs: f64, limit: i64) -> Result<u64, Error> {
     PRUNE_KEYS.execute(conn, &[&ttl_secs, &limit]).await
 }

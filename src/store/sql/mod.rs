@@ -10,6 +10,7 @@ pub mod tasks;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use deadpool_postgres::Client;
+use tokio_postgres::Error;
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, ToSql, Type};
 
@@ -50,12 +51,11 @@ impl Sql {
         &self,
         conn: &Conn,
         params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+    ) -> Result<Vec<Row>, Error> {
         let rows = match conn.unnamed {
             true => conn.client.query_typed(self.text, &self.typed(params)).await?,
             false => {
-                let statement = conn.client.prepare_cached(self.text).await?;
-                conn.client.query(&statement, params).await?
+                conn.client.query(&conn.client.prepare_cached(self.text).await?, params).await?
             }
         };
         conn.answered.fetch_add(1, Ordering::Relaxed);
@@ -63,16 +63,11 @@ impl Sql {
     }
 
     /// Runs the statement for how many rows it touched, as [`Sql::query`] does.
-    pub async fn execute(
-        &self,
-        conn: &Conn,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<u64, tokio_postgres::Error> {
+    pub async fn execute(&self, conn: &Conn, params: &[&(dyn ToSql + Sync)]) -> Result<u64, Error> {
         let touched = match conn.unnamed {
             true => conn.client.execute_typed(self.text, &self.typed(params)).await?,
             false => {
-                let statement = conn.client.prepare_cached(self.text).await?;
-                conn.client.execute(&statement, params).await?
+                conn.client.execute(&conn.client.prepare_cached(self.text).await?, params).await?
             }
         };
         conn.answered.fetch_add(1, Ordering::Relaxed);
@@ -118,7 +113,7 @@ impl<'a> FromSql<'a> for Status {
 }
 
 /// The task in a row that starts with [`columns!`]: the one row decoder.
-pub fn task(row: &Row) -> Result<Task, tokio_postgres::Error> {
+pub fn task(row: &Row) -> Result<Task, Error> {
     Ok(Task {
         id: row.try_get(0)?,
         title: row.try_get(1)?,
@@ -130,7 +125,7 @@ pub fn task(row: &Row) -> Result<Task, tokio_postgres::Error> {
 }
 
 /// The first row of a simple query, as text fields.
-async fn texts(conn: &Conn, query: &str) -> Result<Vec<Option<String>>, tokio_postgres::Error> {
+async fn texts(conn: &Conn, query: &str) -> Result<Vec<Option<String>>, Error> {
     let messages = conn.client.simple_query(query).await?;
     Ok(messages
         .iter()
@@ -151,9 +146,7 @@ fn lsn(text: Option<&str>) -> Option<u64> {
 
 /// The primary's system identifier, timeline and WAL position; `None` when the server is
 /// in recovery (a standby).
-pub async fn primary_position(
-    conn: &Conn,
-) -> Result<Option<(u64, u64, u64)>, tokio_postgres::Error> {
+pub async fn primary_position(conn: &Conn) -> Result<Option<(u64, u64, u64)>, Error> {
     let row = texts(
         conn,
         "SELECT system_identifier, pg_walfile_name(pg_current_wal_lsn()), pg_current_wal_lsn()
@@ -169,7 +162,7 @@ pub async fn primary_position(
 
 /// A standby's system identifier and replayed WAL position; `None` when the server is
 /// not in recovery (promoted) or has replayed nothing yet.
-pub async fn standby_position(conn: &Conn) -> Result<Option<(u64, u64)>, tokio_postgres::Error> {
+pub async fn standby_position(conn: &Conn) -> Result<Option<(u64, u64)>, Error> {
     let row = texts(
         conn,
         "SELECT system_identifier, pg_last_wal_replay_lsn()
@@ -179,6 +172,12 @@ pub async fn standby_position(conn: &Conn) -> Result<Option<(u64, u64)>, tokio_p
     let field = |n: usize| row.get(n).and_then(Option::as_deref);
     let system = field(0).and_then(|id| id.parse::<i64>().ok());
     Ok(system.zip(lsn(field(1))).map(|(s, l)| (s as u64, l)))
+}
+
+/// Whether the server takes no writes (a standby), for `/ready`.
+pub async fn read_only(conn: &Conn) -> Result<bool, Error> {
+    let row = texts(conn, "SHOW transaction_read_only").await?;
+    Ok(row.first().and_then(Option::as_deref) == Some("on"))
 }
 
 /// Where the primary is inserting WAL now: at or past every commit it has made.

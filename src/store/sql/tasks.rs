@@ -198,26 +198,16 @@ impl Kind for TaskPatch {
     const STATEMENT: Statement = super::UPDATE_TASKS;
 
     async fn run(conn: &Conn, updates: &[&Update]) -> Result<HashMap<i64, Task>, Error> {
-        let ids: Vec<i64> = updates.iter().map(|u| u.id).collect();
+        let (ids, checked, versions, stride) = checks(updates);
         let titles: Vec<Option<&str>> = updates.iter().map(|u| u.patch.title.as_deref()).collect();
-        let set_descriptions: Vec<bool> =
-            updates.iter().map(|u| u.patch.description.is_some()).collect();
+        let set: Vec<bool> = updates.iter().map(|u| u.patch.description.is_some()).collect();
         let descriptions: Vec<Option<&str>> = (updates.iter())
             .map(|u| u.patch.description.as_ref().and_then(Option::as_deref))
             .collect();
         let statuses: Vec<Option<&str>> =
             updates.iter().map(|u| u.patch.status.map(Status::as_str)).collect();
-        let (checked, versions, stride) = checks(updates.iter().map(|u| &u.expected));
-        let params: [&(dyn ToSql + Sync); 8] = [
-            &ids,
-            &titles,
-            &set_descriptions,
-            &descriptions,
-            &statuses,
-            &checked,
-            &versions,
-            &stride,
-        ];
+        let params: [&(dyn ToSql + Sync); 8] =
+            [&ids, &titles, &set, &descriptions, &statuses, &checked, &versions, &stride];
         let rows = UPDATE_MANY.query(conn, &params).await?;
         rows.iter().map(|row| task(row).map(|task| (task.id, task))).collect()
     }
@@ -228,39 +218,31 @@ impl Kind for () {
     const STATEMENT: Statement = super::DELETE_TASKS;
 
     async fn run(conn: &Conn, deletes: &[&Delete]) -> Result<HashMap<i64, ()>, Error> {
-        let ids: Vec<i64> = deletes.iter().map(|d| d.id).collect();
-        let (checked, versions, stride) = checks(deletes.iter().map(|d| &d.expected));
+        let (ids, checked, versions, stride) = checks(deletes);
         let rows = DELETE_MANY.query(conn, &[&ids, &checked, &versions, &stride]).await?;
         rows.iter().map(|row| Ok((row.try_get(0)?, ()))).collect()
     }
 }
 
-/// The If-Match checks of a batch, as the statements take them: whether each change
-/// is checked, and the versions each may match, in runs of the same length (the
-/// longest list's, at most `conditional::MAX_TAGS`), padded with NULLs.
-fn checks<'a>(
-    changes: impl Iterator<Item = &'a Precondition> + Clone,
-) -> (Vec<bool>, Vec<Option<Timestamp>>, i32) {
-    let stride = changes
-        .clone()
-        .map(|expected| match expected {
-            Precondition::UpdatedAt(at) => at.len(),
-            Precondition::None | Precondition::Exists => 0,
-        })
-        .max()
-        .unwrap_or(0)
-        .max(1);
-    let (mut checked, mut versions) = (Vec::new(), Vec::new());
-    for expected in changes {
-        let listed = match expected {
-            Precondition::UpdatedAt(at) => at.as_slice(),
-            Precondition::None | Precondition::Exists => &[],
-        };
-        checked.push(matches!(expected, Precondition::UpdatedAt(_)));
-        versions.extend(listed.iter().copied().map(Some));
-        versions.extend(std::iter::repeat_n(None, stride - listed.len()));
+/// The ids of a batch of changes and their If-Match checks, as the statements take them:
+/// whether each is checked, and the versions each may match, in runs of the same length
+/// (the longest list's, at most `conditional::MAX_TAGS`), padded with NULLs.
+fn checks<K>(changes: &[&ById<K>]) -> (Vec<i64>, Vec<bool>, Vec<Option<Timestamp>>, i32) {
+    let listed = |change: &ById<K>| match &change.expected {
+        Precondition::UpdatedAt(at) => at.len(),
+        Precondition::None | Precondition::Exists => 0,
+    };
+    let stride = changes.iter().map(|change| listed(change)).fold(1, usize::max);
+    let mut versions = Vec::with_capacity(changes.len() * stride);
+    for change in changes {
+        if let Precondition::UpdatedAt(at) = &change.expected {
+            versions.extend(at.iter().copied().map(Some));
+        }
+        versions.extend(std::iter::repeat_n(None, stride - listed(change)));
     }
-    (checked, versions, i32::try_from(stride).unwrap_or(i32::MAX))
+    let checked = changes.iter().map(|c| matches!(c.expected, Precondition::UpdatedAt(_)));
+    let ids = changes.iter().map(|change| change.id).collect();
+    (ids, checked.collect(), versions, i32::try_from(stride).unwrap_or(i32::MAX))
 }
 
 /// Up to `limit` tasks in id order after id `after`, skipping `offset` of them,
