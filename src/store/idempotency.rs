@@ -5,7 +5,6 @@
 //! pruner.rs's business; what a key looks like on the wire, http's.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::time::Duration;
 
 use super::pool::{Deadline, Effect, Failure, Pool};
@@ -52,14 +51,8 @@ pub async fn create(
     let mut first_of: HashMap<&str, usize> = HashMap::new();
     let mut sent = Vec::with_capacity(creates.len());
     for (at, create) in creates.iter().enumerate() {
-        match &create.claim {
-            Some(claim) => {
-                if let Entry::Vacant(first) = first_of.entry(&claim.key) {
-                    first.insert(at);
-                    sent.push(at);
-                }
-            }
-            None => sent.push(at),
+        if create.claim.as_ref().is_none_or(|c| *first_of.entry(&c.key).or_insert(at) == at) {
+            sent.push(at);
         }
     }
     let mut answers: Vec<Option<Result<Creation, StoreError>>> = vec![None; creates.len()];
