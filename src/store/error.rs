@@ -32,21 +32,6 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// An internal failure described by `message`, for what the store itself detects.
-    pub fn internal(message: impl Into<String>) -> StoreError {
-        StoreError::Internal(self::message(message))
-    }
-
-    /// An unavailable database, or a request to try again, described by `message`.
-    pub fn unavailable(message: impl Into<String>) -> StoreError {
-        StoreError::Unavailable(self::message(message))
-    }
-
-    /// A write of unknown outcome, described by `message`.
-    pub fn unknown(message: impl Into<String>) -> StoreError {
-        StoreError::Unknown(self::message(message))
-    }
-
     /// Its kind in one word, as a span's `error.type` gives it.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -77,7 +62,7 @@ impl From<PoolError> for StoreError {
         match err {
             PoolError::Backend(err) => err.into(),
             PoolError::Timeout(_) | PoolError::Closed => StoreError::Unavailable(Arc::new(err)),
-            other => StoreError::internal(describe(&other)),
+            other => StoreError::Internal(message(describe(&other))),
         }
     }
 }
@@ -198,6 +183,6 @@ pub fn is_row_refusal(err: &tokio_postgres::Error) -> bool {
 
 /// A failure told in words: by the store itself, or by the database as the log may
 /// show it (SQLSTATE and message).
-fn message(text: impl Into<String>) -> Cause {
+pub fn message(text: impl Into<String>) -> Cause {
     Arc::new(std::io::Error::other(text.into()))
 }

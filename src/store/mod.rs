@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use deadpool_postgres::PoolError;
 use jiff::Timestamp;
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -32,6 +31,7 @@ use crate::observe::metrics::PoolState;
 use crate::pg::DbOptions;
 use crate::tasks::{NewTask, Task, TaskPatch};
 use batcher::Batcher;
+use error::message;
 use pool::{Deadline, Effect, OutOfTime, Pool};
 use pruner::Pruner;
 use replicas::Standbys;
@@ -45,12 +45,7 @@ pub use reads::{CHUNK_ROWS, Chunk, Cursor};
 /// Batch-size buckets: 1 to [`batcher::MAX_BATCH`].
 const BATCH_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BatchLabels {
-    query: &'static str,
-}
-
-type BatchSizes = Family<BatchLabels, Histogram, fn() -> Histogram>;
+type BatchSizes = Family<[(&'static str, &'static str); 1], Histogram, fn() -> Histogram>;
 
 /// The tasks in PostgreSQL, as the API reads and writes them.
 pub struct Store {
@@ -59,11 +54,8 @@ pub struct Store {
     reads: Vec<Reads>,
     /// The standbys' probe, and where reads go; `None`: no `DATABASE_READ_URL`.
     standbys: Option<Standbys>,
-    /// `create`, batched: one insert, so one commit, for every create queued.
     creator: Batcher<NewCreate, Creation>,
-    /// `update`, batched: one statement for every change queued.
     updater: Batcher<Update, Change<Task>>,
-    /// `delete`, batched likewise.
     deleter: Batcher<Delete, Change<()>>,
     batch_sizes: BatchSizes,
     /// Idempotency keys the database holds, as the pruner last counted them.
@@ -127,8 +119,7 @@ pub enum Change<T> {
     PreconditionFailed,
 }
 
-/// What `/ready` learned from one round trip: the database answers and takes writes,
-/// or why not.
+/// What `/ready` learned from one round trip: the database answers and takes writes, or why not.
 pub enum Health {
     /// The database answered.
     Ok,
@@ -150,7 +141,7 @@ impl Store {
         let pool = Arc::new(Pool::open(db, pool_size, unnamed_statements, !standbys.is_empty())?);
         let lanes = batcher::LANES.min(pool_size);
         let batch_sizes = BatchSizes::new_with_constructor(|| Histogram::new(BATCH_BUCKETS));
-        let sizes = |query| batch_sizes.get_or_create(&BatchLabels { query }).clone();
+        let sizes = |query| batch_sizes.get_or_create(&[("query", query)]).clone();
         let keys_held = Gauge::default();
         let mut pools = Vec::new();
         for standby in standbys {
@@ -178,15 +169,14 @@ impl Store {
         self.pool.warm_up().await;
     }
 
-    /// Stores a new task, unless its key says it was stored before. Inserted together
-    /// with the other creates queued now.
+    /// Stores a new task, unless its key says it was stored before; one insert with the
+    /// other creates queued now.
     pub async fn create(&self, create: NewCreate) -> Result<Creation, StoreError> {
         self.creator.submit(create, Deadline::start()).await
     }
 
-    /// Applies a patch, if the task meets `expected`: the check and the change are one
-    /// statement, shared with the other changes queued now. `{}` changes nothing and
-    /// writes nothing.
+    /// Applies a patch if the task meets `expected`: check and change are one statement,
+    /// shared with the other changes queued now. `{}` writes nothing.
     pub async fn update(
         &self,
         id: i64,
@@ -204,8 +194,7 @@ impl Store {
         self.updater.submit(update, Deadline::start()).await
     }
 
-    /// Deletes a task, if it meets `expected`: the check and the delete are one
-    /// statement, shared with the other deletes queued now.
+    /// Deletes a task if it meets `expected`, as [`Store::update`] changes one.
     pub async fn delete(&self, id: i64, expected: Precondition) -> Result<Change<()>, StoreError> {
         let delete = Delete { id, patch: (), expected };
         self.deleter.submit(delete, Deadline::start()).await
@@ -218,7 +207,7 @@ impl Store {
             Ok(false) => Health::Ok,
             Ok(true) => Health::Failed(
                 "read-only",
-                StoreError::unavailable("the database takes no writes (a standby?)"),
+                StoreError::Unavailable(message("the database takes no writes (a standby?)")),
             ),
             Err(failure) => {
                 let err = StoreError::from(failure);
@@ -243,8 +232,7 @@ impl Store {
         self.pool.state()
     }
 
-    /// Registers the store's own metrics: `db_batch_size{query}` and
-    /// `idempotency_keys_held`.
+    /// Registers `db_batch_size{query}`, `idempotency_keys_held` and the standbys' metrics.
     pub fn register_metrics(&self, registry: &mut Registry) {
         registry.register(
             "db_batch_size",
@@ -262,8 +250,8 @@ impl Store {
         }
     }
 
-    /// Stops the pruner and the standbys' probe, and closes the pools: idle connections
-    /// now, busy ones when they come back.
+    /// Stops the background tasks and closes the pools: idle connections now, busy ones
+    /// when they come back.
     pub async fn close(&self) {
         self.pruner.stop().await;
         if let Some(standbys) = &self.standbys {
@@ -274,8 +262,8 @@ impl Store {
 }
 
 impl Precondition {
-    /// What a change that found `done` (`None`: no task met the statement) means. With
-    /// a precondition, finding none is a failed precondition (RFC 9110 §13.1.1).
+    /// What a change that found `done` (`None`: no task met the statement) means: with a
+    /// precondition, finding none fails it (RFC 9110 §13.1.1).
     fn judge<T>(&self, done: Option<T>) -> Change<T> {
         match (done, self) {
             (Some(done), _) => Change::Done(done),

@@ -1,19 +1,16 @@
-//! Admission to a batcher's queue: past capacity, newcomers are turned away at once
-//! (503, `retry-after`) by how long the queue makes requests wait, not by how many wait.
-//! The queue itself is batcher.rs's.
+//! Admission to a batcher's queue: past capacity, newcomers are turned away at once (503,
+//! `retry-after`) by how long the queue makes requests wait, not by how many wait. The
+//! queue itself is batcher.rs's.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// How long a request may wait in the queue before newcomers are turned away (503,
-/// `retry-after`), once more than a full batch per lane is queued. Past capacity,
-/// load is shed fast, by how long requests wait rather than how many do: a queue
-/// the database drains quickly may be long; one that drains slowly, or not at all,
-/// turns newcomers away, and no request waits out its budget in it. Not less: 4,096
-/// clients in a closed loop wait about 90 ms here (docs/decisions.md), and a client
-/// turned away comes straight back, so shedding at 50 ms served a fifth as many
-/// (9.7k/s against 44k/s in `make bench`'s overload run).
-pub const SHED_AFTER: Duration = Duration::from_millis(250);
+/// How long a request may wait in the queue before newcomers are turned away, once more
+/// than a batch per lane is queued: a queue the database drains fast may be long; one it
+/// drains slowly turns newcomers away before anyone waits out a budget in it. Not less:
+/// 4,096 clients in a closed loop wait ~90 ms here, and shedding at 50 ms served a fifth
+/// as many (9.7k/s against 44k/s in `make bench`'s overload run, docs/decisions.md).
+const SHED_AFTER: Duration = Duration::from_millis(250);
 
 /// How the queue moves, for admission: how many wait, how long the oldest of the last
 /// batch taken had waited, and since when the queue has not moved (the last take, or
@@ -30,6 +27,7 @@ pub struct Pace {
 }
 
 impl Pace {
+    /// A pace that looks at waits past `busy` queued, and turns everyone away past `full`.
     pub fn new(busy: usize, full: usize) -> Self {
         Pace {
             busy,

@@ -1,10 +1,7 @@
-//! The batched statements of the task resource: each kind of request has a [`Batcher`],
-//! and what a batch of it runs is here: gets by one `id = ANY`, the chunks of
-//! concurrent pages by one read (one batcher for pages of any status and one for pages
-//! of one status, so each can use its index), creates by one insert (keyed ones go to
-//! idempotency.rs), and changes by one statement each with its own `If-Match` check.
-//! A batch the database refuses for what one row holds is run again one by one, so only
-//! that one fails. The SQL is in sql/tasks.rs.
+//! What each [`Batcher`] of the task resource runs: gets by one `id = ANY`, page chunks by
+//! one read (of any status, or of one, each on its index), creates by one insert (keyed ones
+//! in idempotency.rs), changes by one statement, each with its own `If-Match` check. A batch
+//! refused for what one row holds runs again one by one, so only that one fails.
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
@@ -14,11 +11,12 @@ use std::time::Duration;
 use prometheus_client::metrics::histogram::Histogram;
 
 use super::batcher::Batcher;
+use super::error::{self, message};
+use super::idempotency;
 use super::pool::{Deadline, Effect, Failure, Pool};
 use super::sql::tasks::{self as sql, Kind, Read};
 use super::sql::{self as statements, Conn};
 use super::{ById, CHUNK_ROWS, Change, Creation, NewCreate, StoreError};
-use super::{error, idempotency};
 use crate::tasks::Task;
 
 /// Most chunks one list statement reads: what it holds at once is at most this many
@@ -53,23 +51,18 @@ impl Reads {
     }
 }
 
-/// The batched lookup behind `Store::get`, each id answered from the rows that came
-/// back; a row that cannot be decoded fails its own id only.
+/// The batched lookup behind `Store::get`; a row that cannot be decoded fails its own id only.
 fn finder(pool: Arc<Pool>, lanes: usize, sizes: Histogram) -> Batcher<i64, Option<Task>> {
     Batcher::new(lanes, move |ids: Vec<i64>, deadline| {
         sizes.observe(ids.len() as f64);
         let pool = pool.clone();
         async move {
             let find = async |conn: &Conn| sql::find_many(conn, &ids).await;
-            let rows = pool.run(statements::SELECT_TASKS, deadline, Effect::Reads, find).await;
-            match rows {
+            match pool.run(statements::SELECT_TASKS, deadline, Effect::Reads, find).await {
                 Ok(rows) => {
-                    let found: HashMap<i64, Result<Task, StoreError>> = rows
-                        .into_iter()
-                        .map(|(id, task)| (id, task.map_err(StoreError::from)))
-                        .collect();
-                    let answer = |id| found.get(id).cloned().transpose();
-                    ids.iter().map(answer).collect()
+                    let found: HashMap<i64, Result<Task, StoreError>> =
+                        rows.into_iter().map(|(id, task)| (id, task.map_err(Into::into))).collect();
+                    ids.iter().map(|id| found.get(id).cloned().transpose()).collect()
                 }
                 Err(failure) => vec![Err(failure.into()); ids.len()],
             }
@@ -98,9 +91,8 @@ fn lister(
     })
 }
 
-/// The batched insert behind `Store::create`: one statement, so one commit, for every
-/// create queued. Creates without keys take the plain insert; a batch with any key,
-/// the keyed one (idempotency.rs).
+/// The batched insert behind `Store::create`, so one commit for every create queued: the
+/// plain insert, or the keyed one (idempotency.rs) for a batch with any key.
 pub fn creator(
     pool: Arc<Pool>,
     lanes: usize,
@@ -134,9 +126,9 @@ async fn unkeyed(
     Ok(answer_in_order(creates, tasks))
 }
 
-/// Each input's own row, from the rows one insert returned (in id order, which is
-/// input order). Checked, whatever the build: a row that does not hold what its input
-/// asked for is matched by content instead, and an input no row matches fails.
+/// Each input's own row, from the rows one insert returned in id order, which is input order.
+/// Checked in every build: rows out of order are matched by content, and an input no row
+/// matches fails.
 fn answer_in_order(creates: &[NewCreate], mut tasks: Vec<Task>) -> Answers<Creation> {
     let holds = |task: &Task, create: &NewCreate| {
         let new = &create.task;
@@ -154,7 +146,7 @@ fn answer_in_order(creates: &[NewCreate], mut tasks: Vec<Task>) -> Answers<Creat
         .iter()
         .map(|create| match tasks.iter().position(|task| holds(task, create)) {
             Some(at) => Ok(Creation::Created(tasks.swap_remove(at))),
-            None => Err(StoreError::internal("an insert returned no row for this input")),
+            None => Err(StoreError::Internal(message("an insert returned no row for this input"))),
         })
         .collect()
 }
