@@ -95,11 +95,10 @@ enum Abandoned {
     Drop,
 }
 
-/// The one trick: a free lane is taken *before* jobs are taken from the queue. A
-/// request that finds a lane free runs at once, alone; nothing waits for a batch to
-/// fill. While every lane is busy, requests pile up in the queue, and the lane that
-/// comes free takes all of them (up to `most`) as one batch. So batches grow
-/// exactly as much as the database is slow.
+/// The one trick: a free lane is taken *before* jobs are taken from the queue. A request
+/// that finds a lane free runs at once, alone; while every lane is busy, requests pile up,
+/// and the lane that comes free takes them all (up to `most`) as one batch. So batches
+/// grow exactly as much as the database is slow.
 async fn dispatch<I, T, F, Fut>(
     mut queue: mpsc::UnboundedReceiver<Job<I, T>>,
     pace: Arc<Pace>,
@@ -213,32 +212,12 @@ mod tests {
         assert!(sizes.len() < 50, "never batched: {sizes:?}");
     }
 
-    #[tokio::test]
-    async fn a_request_given_up_before_its_batch_starts_is_not_run() {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        let batcher = Arc::new(Batcher::new(1, move |inputs: Vec<u32>, _| {
-            log.lock().unwrap().extend(inputs.iter().copied());
-            async move {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                answered(inputs)
-            }
-        }));
-        let busy = batcher.clone();
-        let first = tokio::spawn(async move { busy.submit(1, Deadline::start()).await.ok() });
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        // The only lane is busy with [1]; this one gives up while it waits.
-        let given_up = batcher.submit(2, Deadline::start());
-        let given_up = tokio::time::timeout(Duration::from_millis(10), given_up).await;
-        assert!(given_up.is_err());
-        assert_eq!(batcher.submit(3, Deadline::start()).await.ok(), Some(3));
-        assert_eq!(first.await.unwrap(), Some(1));
-        assert_eq!(*seen.lock().unwrap(), [1, 3]);
-    }
+    type Seen = Arc<Mutex<Vec<(Vec<u32>, Deadline)>>>;
 
-    #[tokio::test]
-    async fn a_batch_gets_its_earliest_deadline_and_the_expired_are_not_run() {
-        let seen = Arc::new(Mutex::new(Vec::new()));
+    /// A batcher of one lane whose batches take 50 ms, each seen with its deadline; its
+    /// lane is busy with a batch of [1] (the handle) when it is given.
+    async fn busy() -> (Arc<Batcher<u32, u32>>, Seen, tokio::task::JoinHandle<Answer<u32>>) {
+        let seen = Seen::default();
         let log = seen.clone();
         let batcher = Arc::new(Batcher::new(1, move |inputs: Vec<u32>, deadline| {
             log.lock().unwrap().push((inputs.clone(), deadline));
@@ -250,6 +229,25 @@ mod tests {
         let busy = batcher.clone();
         let first = tokio::spawn(async move { busy.submit(1, Deadline::start()).await });
         tokio::time::sleep(Duration::from_millis(10)).await;
+        (batcher, seen, first)
+    }
+
+    #[tokio::test]
+    async fn a_request_given_up_before_its_batch_starts_is_not_run() {
+        let (batcher, seen, first) = busy().await;
+        // The only lane is busy with [1]; this one gives up while it waits.
+        let given_up = batcher.submit(2, Deadline::start());
+        let given_up = tokio::time::timeout(Duration::from_millis(10), given_up).await;
+        assert!(given_up.is_err());
+        assert_eq!(batcher.submit(3, Deadline::start()).await.ok(), Some(3));
+        assert_eq!(first.await.unwrap().ok(), Some(1));
+        let inputs: Vec<u32> = seen.lock().unwrap().iter().flat_map(|s| s.0.clone()).collect();
+        assert_eq!(inputs, [1, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_gets_its_earliest_deadline_and_the_expired_are_not_run() {
+        let (batcher, seen, first) = busy().await;
         // Queued behind [1]: one whose time is up by the time a lane is free, and two
         // with time, the sooner of which is the batch's deadline.
         let soon = Deadline::after(Duration::from_millis(2000));

@@ -35,10 +35,9 @@ impl Claim {
     }
 }
 
-/// Runs a batch of creates of which some carry keys, within `deadline`: one statement in the
-/// common case, answers in input order. A key twice in the batch is claimed by its first
-/// create; a key held already is replayed (or refused, for another body); a key held past its
-/// TTL is let go, and its create inserted once more.
+/// Runs a batch of creates, some with keys, by `deadline`: one statement in the common case.
+/// A key twice in the batch goes with its first create; a key held is replayed (or refused,
+/// for another body); one held past its TTL is let go, and its create inserted once more.
 pub async fn create(
     pool: &Pool,
     deadline: Deadline,
@@ -225,9 +224,8 @@ async fn attempt(
     }
 }
 
-/// A create whose key was held: the task it answered, if the body is the same. The task
-/// follows from the body, so the answer is rebuilt from it, the id and the time: as it was,
-/// whatever happened to the task since.
+/// A create whose key was held: the task it answered, if the body is the same, rebuilt from
+/// the body, the id and the time as it was then, whatever happened to the task since.
 fn replay(create: &NewCreate, held: HeldKey) -> Creation {
     match create.claim.as_ref() {
         Some(claim) if claim.matches(&held.fingerprint) => Creation::Replayed(Task {

@@ -143,10 +143,8 @@ impl Store {
         let batch_sizes = BatchSizes::new_with_constructor(|| Histogram::new(BATCH_BUCKETS));
         let sizes = |query| batch_sizes.get_or_create(&[("query", query)]).clone();
         let keys_held = Gauge::default();
-        let mut pools = Vec::new();
-        for standby in standbys {
-            pools.push(Arc::new(Pool::open(standby, pool_size, unnamed_statements, false)?));
-        }
+        let standby = |db| Pool::open(db, pool_size, unnamed_statements, false).map(Arc::new);
+        let pools = standbys.iter().map(standby).collect::<Result<Vec<_>, _>>()?;
         let names = standbys.iter().map(DbOptions::target).collect();
         let reads =
             std::iter::once(&pool).chain(&pools).map(|pool| Reads::new(pool, lanes, &sizes));

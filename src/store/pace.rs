@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 /// as many (9.7k/s against 44k/s in `make bench`'s overload run, docs/decisions.md).
 const SHED_AFTER: Duration = Duration::from_millis(250);
 
-/// How the queue moves, for admission: how many wait, how long the oldest of the last
-/// batch taken had waited, and since when the queue has not moved (the last take, or
-/// the moment it stopped being empty), both as microseconds since `epoch`.
+/// How the queue moves: how many wait, how long the oldest of the last batch had waited,
+/// and since when the queue has not moved, both as microseconds since `epoch`.
 pub struct Pace {
     /// Queued requests past which admission looks at the pace: a full batch per lane.
     busy: usize,

@@ -1,6 +1,5 @@
-//! Reads: where one goes (the primary, or a standby replicas.rs picks, with the primary
-//! to fall back on), and `GET /tasks`'s pages read a chunk at a time. What a read's
-//! batch runs is tasks.rs's business.
+//! Reads: where one goes (a standby replicas.rs picks, with the primary to fall back on),
+//! and `GET /tasks`'s pages read a chunk at a time. What a read's batch runs is tasks.rs's.
 
 use std::time::Duration;
 
@@ -27,9 +26,8 @@ pub struct Chunk {
     pub more: Option<Cursor>,
 }
 
-/// Where the rest of a page starts: read with [`Store::list_more`]. Between chunks,
-/// tasks may be created or deleted: a page never holds one twice, and keeps id
-/// order, but it is not one snapshot.
+/// Where the rest of a page starts ([`Store::list_more`]). A page never holds a task twice
+/// and keeps id order, but is not one snapshot: tasks may come and go between chunks.
 #[derive(Clone, Copy, Debug)]
 pub struct Cursor {
     status: Option<Status>,

@@ -164,10 +164,9 @@ fn honoured(seen: &Seen, token: &str) -> Option<u64> {
     (system == primary.system && timeline == primary.timeline && lsn <= primary.lsn).then_some(lsn)
 }
 
-/// The probe: every [`PROBE_EVERY`], the primary's system, timeline and position, then
-/// each standby's replayed position; a standby's lag is how long ago the primary was
-/// last seen at or before that position (so a standby with nothing to replay is never
-/// behind, however old its last replayed transaction).
+/// The probe: every [`PROBE_EVERY`], the primary's system, timeline and position, then each
+/// standby's replayed one. A standby's lag is how long ago the primary was last seen at or
+/// before it, so a standby with nothing to replay is never behind.
 async fn probe(
     primary: Arc<Pool>,
     standbys: Vec<Arc<Pool>>,

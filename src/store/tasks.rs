@@ -126,9 +126,8 @@ async fn unkeyed(
     Ok(answer_in_order(creates, tasks))
 }
 
-/// Each input's own row, from the rows one insert returned in id order, which is input order.
-/// Checked in every build: rows out of order are matched by content, and an input no row
-/// matches fails.
+/// Each input's row, from an insert's rows in id order, which is input order. Checked in
+/// every build: rows out of order are matched by content; an input none matches fails.
 fn answer_in_order(creates: &[NewCreate], mut tasks: Vec<Task>) -> Answers<Creation> {
     let holds = |task: &Task, create: &NewCreate| {
         let new = &create.task;
@@ -151,9 +150,8 @@ fn answer_in_order(creates: &[NewCreate], mut tasks: Vec<Task>) -> Answers<Creat
         .collect()
 }
 
-/// Runs `batch` on `inputs`; should the database refuse it for what some row holds
-/// (SQLSTATE class 22 or 23), nothing was written, and each input goes alone, by the
-/// same deadline, so only that one fails. Any other failure fails the batch once.
+/// Runs `batch` on all `inputs`; if the database refuses it for what some row holds, nothing
+/// was written, and each input goes alone, so only that one fails.
 async fn one_by_one_if_refused<T: Clone, F: Future<Output = Result<Answers<T>, Failure>>>(
     inputs: usize,
     batch: impl Fn(Range<usize>) -> F,
@@ -176,9 +174,8 @@ async fn one_by_one_if_refused<T: Clone, F: Future<Output = Result<Answers<T>, F
     }
 }
 
-/// The batcher of one kind of change. Changes to the same task in one batch behave as
-/// if sent one after the other: the first goes in the shared statement, the others run
-/// after it, alone and in order, on the same connection.
+/// The batcher of one kind of change. Changes to one task in a batch act as if sent in turn:
+/// the first goes in the shared statement, the others after it, alone, on its connection.
 pub fn changer<K: Kind>(
     pool: Arc<Pool>,
     lanes: usize,

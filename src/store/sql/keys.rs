@@ -1,6 +1,6 @@
-//! The statements of Idempotency-Key: creates that store each task with its key, the
-//! look-up of keys already held, letting go of expired ones, and the pruner's walk.
-//! What a held key answers is store/idempotency.rs's business.
+//! The statements of Idempotency-Key: creates that store each task with its key, the look-up
+//! of keys held, letting go of expired ones, and the pruner's walk. What a held key answers
+//! is store/idempotency.rs's business.
 
 use jiff::Timestamp;
 use tokio_postgres::Error;
@@ -10,13 +10,11 @@ use super::{Conn, Sql, columns, task};
 use crate::store::NewCreate;
 use crate::tasks::Task;
 
-// Keyed creates (Idempotency-Key): each task is stored with its key and fingerprint
-// (sql/V3), so the unique index on the key is what makes a key's first use its only
-// one: no second row, and the batch stays one insert. An input whose key a task holds
-// is skipped (ON CONFLICT), as is one whose key a deleted task held (idempotency_keys,
-// looked up once for the whole batch) not older than $6 seconds: FIND_KEYS says what
-// it answered. A key held past its TTL is skipped too, until RELEASE_KEYS lets it go.
-// Rows come back in input order, each with its key (last).
+// Keyed creates: each task is stored with its key and fingerprint (sql/V3), so the key's
+// unique index makes its first use the only one, and the batch stays one insert. An input
+// whose key a task holds is skipped (ON CONFLICT), as is one whose key a deleted task held
+// (idempotency_keys, looked up once per batch) within $6 seconds: FIND_KEYS says what it
+// answered; one held past its TTL waits for RELEASE_KEYS. Rows come back in input order.
 static INSERT_KEYED: Sql = Sql {
     text: concat!(
         "INSERT INTO tasks (title, description, status, idempotency_key, idempotency_fingerprint)
@@ -42,11 +40,10 @@ static INSERT_KEYED: Sql = Sql {
         Type::FLOAT8,
     ],
 };
-// Each lookup of keys below finds them by their key's index alone (OFFSET 0 keeps the
-// subquery apart), and tests their time on what it found: with the time in the same
-// WHERE, the planner may pick an index on created_at instead, which on stale
-// statistics, just after a burst of keyed creates, walks every key of the last day
-// (sql/V3 had such an index for the pruner; V4 dropped it).
+// Each lookup of keys below finds them by the key's index alone (OFFSET 0 keeps the
+// subquery apart), then tests their time: with the time in the same WHERE, the planner may
+// pick an index on created_at, which on stale statistics after a burst of keyed creates
+// walks every key of the last day (sql/V3 had such an index; V4 dropped it).
 
 // The keys held, not older than $2 seconds, by tasks or by deleted tasks, with the id
 // and time of their tasks.
@@ -126,9 +123,8 @@ static PRUNE_KEYS: Sql = Sql {
     types: &[Type::FLOAT8, Type::INT8],
 };
 
-/// Stores new tasks with their keys in one statement: `(n, task)` for each input
-/// (numbered from 1, no key twice) whose task was stored. An input missing from the
-/// answer had its key held already (see [`find_keys`] and [`release_keys`]).
+/// Stores new tasks with their keys in one statement: `(n, task)` for each input (numbered
+/// from 1, no key twice) stored; one missing had its key held already ([`find_keys`]).
 pub async fn insert_keyed(
     conn: &Conn,
     inputs: &[&NewCreate],
@@ -162,9 +158,8 @@ pub async fn insert_keyed(
         .collect()
 }
 
-/// A key held: the fingerprint of the body it came with, and the task its create
-/// stored, by id and time. The rest of what that create answered is the body's, so a
-/// retry with the same fingerprint holds it (keys.rs).
+/// A key held: the fingerprint of its body, and the id and time of the task its create
+/// stored (the rest of that answer follows from the body: idempotency.rs).
 pub struct HeldKey {
     /// The Idempotency-Key.
     pub key: String,
@@ -179,16 +174,11 @@ pub struct HeldKey {
 /// The keys of `keys` held and not older than `ttl_secs`.
 pub async fn find_keys(conn: &Conn, keys: &[&str], ttl_secs: f64) -> Result<Vec<HeldKey>, Error> {
     let rows = FIND_KEYS.query(conn, &[&keys, &ttl_secs]).await?;
-    rows.into_iter()
-        .map(|row| {
-            Ok(HeldKey {
-                key: row.try_get(0)?,
-                fingerprint: row.try_get(1)?,
-                task_id: row.try_get(2)?,
-                created_at: row.try_get(3)?,
-            })
-        })
-        .collect()
+    let held = |row: &tokio_postgres::Row| {
+        let (key, fingerprint) = (row.try_get(0)?, row.try_get(1)?);
+        Ok(HeldKey { key, fingerprint, task_id: row.try_get(2)?, created_at: row.try_get(3)? })
+    };
+    rows.iter().map(held).collect()
 }
 
 /// Lets go of the keys of `keys` that tasks older than `ttl_secs` hold.

@@ -1,8 +1,7 @@
-//! Every SQL statement the store sends, and nowhere else: how one is sent (prepared once
-//! per connection and cached, or unnamed behind a transaction-mode pooler), the names
-//! their trace spans carry, and decoding rows into [`Task`]s. The task resource's
-//! statements are in tasks.rs, Idempotency-Key's in keys.rs. Which connection runs
-//! them, and by when, is store/pool.rs's business.
+//! Every SQL statement the store sends, and nowhere else: how one is sent (prepared and
+//! cached per connection, or unnamed behind a transaction-mode pooler), its trace span's
+//! name, and the row decoder; the tasks' statements in tasks.rs, the keys' in keys.rs. Which
+//! connection runs them, and by when, is store/pool.rs's business.
 
 pub mod keys;
 pub mod tasks;
@@ -26,9 +25,8 @@ macro_rules! columns {
 }
 pub(crate) use columns;
 
-/// A pooled connection as statements use it: the client, how statements are sent on
-/// it, and how many have been answered, so the pool knows whether a failed attempt
-/// may go again.
+/// A pooled connection as statements use it: the client, how statements are sent on it,
+/// and how many were answered, so the pool knows whether a failed attempt may go again.
 pub struct Conn {
     /// The pooled client.
     pub client: Client,

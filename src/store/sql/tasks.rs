@@ -1,6 +1,6 @@
-//! The statements of the task resource: find, insert, update and delete many tasks at
-//! once (a batch of requests is one statement), and read a page in chunks. Each runs
-//! on the connection it is given; which requests share it is store/tasks.rs's choice.
+//! The statements of the task resource: find, insert, update and delete many tasks at once
+//! (a batch of requests is one statement), and read a page in chunks. Which requests share
+//! one is store/tasks.rs's choice.
 
 use std::collections::HashMap;
 
@@ -91,9 +91,8 @@ static DELETE_MANY: Sql = Sql {
     SELECT id FROM gone",
     types: &[Type::INT8_ARRAY, Type::BOOL_ARRAY, Type::TIMESTAMPTZ_ARRAY, Type::INT4],
 };
-// A page is read in chunks: the first skips `offset` rows, the next ones start after
-// the last id seen (ids are positive, so the first starts after 0). A first chunk with
-// an offset is read alone, by LIST or LIST_BY_STATUS.
+// A page is read in chunks, each after the last id seen (ids are positive, so the first
+// starts after 0). A first chunk that skips `offset` rows is read alone, by these two.
 static LIST: Sql = Sql {
     text: concat!(
         "SELECT ",
@@ -224,9 +223,8 @@ impl Kind for () {
     }
 }
 
-/// The ids of a batch of changes and their If-Match checks, as the statements take them:
-/// whether each is checked, and the versions each may match, in runs of the same length
-/// (the longest list's, at most `conditional::MAX_TAGS`), padded with NULLs.
+/// A batch of changes' ids and If-Match checks, as the statements take them: whether each
+/// is checked, and its versions in runs of the longest list's length, padded with NULLs.
 fn checks<K>(changes: &[&ById<K>]) -> (Vec<i64>, Vec<bool>, Vec<Option<Timestamp>>, i32) {
     let listed = |change: &ById<K>| match &change.expected {
         Precondition::UpdatedAt(at) => at.len(),
