@@ -1,10 +1,7 @@
-//! Natural batching: concurrent requests for the same kind of query share one
-//! statement. The point is the database's cost per request: PostgreSQL spends most of
-//! a one-row lookup or insert on the round trip and the commit, not on the row, so one
-//! statement for many requests costs far less than a statement each (docs/decisions.md
-//! has the numbers). What each batch runs is store/tasks.rs's choice.
-//! A traced request's scope travels with its job, so the batch's statement span can
-//! link to every request it serves.
+//! Natural batching: concurrent requests for the same kind of query share one statement,
+//! because PostgreSQL spends most of a one-row lookup or insert on the round trip and the
+//! commit, not the row (docs/decisions.md has the numbers). What a batch runs is tasks.rs's
+//! choice; a traced request's scope travels with its job, so the batch's span links to it.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,7 +9,7 @@ use std::time::Instant;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::StoreError;
+use super::error::{StoreError, message};
 use super::pace::Pace;
 use super::pool::{Deadline, OutOfTime};
 use crate::observe::traces::{self as trace, Scope};
@@ -20,21 +17,22 @@ use crate::observe::traces::{self as trace, Scope};
 /// Most requests one statement serves.
 pub const MAX_BATCH: usize = 128;
 
-/// Batches of one query in flight at once, each on its own pooled connection. Two
-/// beat one, four and eight in paired runs (docs/decisions.md): fewer lanes
-/// make bigger batches, so the database does less per request. A slower or more
-/// distant database should need no more lanes: batches grow to fill the wait.
+/// Requests queued for one query past which the next is turned away (503) whatever the
+/// queue's pace (pace.rs): the last resort, as the connection limit bounds the queue first.
+const MAX_QUEUED: usize = 64 * MAX_BATCH;
+
+/// Batches of one query in flight at once, each on its own pooled connection. Two beat one,
+/// four and eight in paired runs (docs/decisions.md): fewer lanes make bigger batches, and a
+/// slower database needs no more lanes, as batches grow to fill the wait.
 pub const LANES: usize = 2;
 
 type Answer<T> = Result<T, StoreError>;
-/// A request's input, its deadline, where its answer goes, and its trace scope (if it
-/// is traced: the dispatcher runs batches in a task of its own, so the scope travels
-/// with the job).
+/// A request's input, deadline, reply, trace scope (batches run in a task of their own) and
+/// when it was queued.
 type Job<I, T> = (I, Deadline, oneshot::Sender<Answer<T>>, Option<Scope>, Instant);
 
-/// A queue in front of one batched query: `run` gets the inputs of a batch, and the
-/// earliest deadline among them, and answers them in the same order, one answer per
-/// input.
+/// A queue in front of one batched query: `run` gets a batch's inputs and their earliest
+/// deadline, and gives one answer per input, in order.
 pub struct Batcher<I, T> {
     queue: mpsc::UnboundedSender<Job<I, T>>,
     /// Jobs queued and not yet taken by a lane, and how fast they are taken.
@@ -42,9 +40,8 @@ pub struct Batcher<I, T> {
 }
 
 impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
-    /// Starts the dispatcher on the current tokio runtime, with `lanes` batches in
-    /// flight at most, of up to [`MAX_BATCH`] requests. It stops when the `Batcher` is
-    /// dropped and the queue is empty.
+    /// Starts the dispatcher on the current tokio runtime: `lanes` batches in flight at
+    /// most, of up to [`MAX_BATCH`]. It stops once the `Batcher` is dropped and its queue empty.
     pub fn new<F, Fut>(lanes: usize, run: F) -> Self
     where
         F: Fn(Vec<I>, Deadline) -> Fut + Send + 'static,
@@ -53,9 +50,8 @@ impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
         Self::start(lanes, MAX_BATCH, Abandoned::RunOn, run)
     }
 
-    /// A batcher for reads whose answers are large: batches of up to `most`, so what
-    /// one holds at once stays bounded; and a batch whose clients have all left is
-    /// dropped, which cancels its statement, as a read of their own would be.
+    /// A batcher for reads with large answers: batches of up to `most`, so memory stays
+    /// bounded, dropped (their statement cancelled) once all their clients have left.
     pub fn for_reads<F, Fut>(lanes: usize, most: usize, run: F) -> Self
     where
         F: Fn(Vec<I>, Deadline) -> Fut + Send + 'static,
@@ -70,24 +66,21 @@ impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
         Fut: Future<Output = Vec<Answer<T>>> + Send + 'static,
     {
         let (queue, jobs) = mpsc::unbounded_channel();
-        let pace = Arc::new(Pace::new(lanes * most));
-        let lanes = Arc::new(Semaphore::new(lanes));
-        let batches = Batches { lanes, most, abandoned };
-        tokio::spawn(dispatch(jobs, pace.clone(), batches, run));
+        let pace = Arc::new(Pace::new(lanes * most, MAX_QUEUED));
+        tokio::spawn(dispatch(jobs, pace.clone(), lanes, most, abandoned, run));
         Batcher { queue, pace }
     }
 
-    /// Queues `input` and waits for its answer, due by `deadline`. A caller that stops
-    /// waiting (its client left) before its batch starts is not run; one whose
-    /// deadline has passed by then fails as unavailable, unrun. When the queue is past
-    /// capacity (pace.rs), it is turned away at once, as busy.
+    /// Queues `input` and waits for its answer, due by `deadline`. A caller gone before its
+    /// batch starts is not run; one out of time by then fails unrun; one that finds the
+    /// queue past capacity (pace.rs) is turned away at once, as busy.
     pub async fn submit(&self, input: I, deadline: Deadline) -> Answer<T> {
         let now = Instant::now();
         if !self.pace.admit(now) {
             return Err(StoreError::Busy);
         }
         let (reply, answer) = oneshot::channel();
-        let stopped = || StoreError::internal("batch dispatcher stopped");
+        let stopped = || StoreError::Internal(message("batch dispatcher stopped"));
         self.queue.send((input, deadline, reply, trace::current(), now)).map_err(|_| stopped())?;
         answer.await.unwrap_or_else(|_| Err(stopped()))
     }
@@ -102,23 +95,16 @@ enum Abandoned {
     Drop,
 }
 
-/// How a dispatcher makes batches: how many at once, how large, and what happens to
-/// one nobody waits for any more.
-struct Batches {
-    lanes: Arc<Semaphore>,
-    most: usize,
-    abandoned: Abandoned,
-}
-
-/// The one trick: a free lane is taken *before* jobs are taken from the queue. A
-/// request that finds a lane free runs at once, alone; nothing waits for a batch to
-/// fill. While every lane is busy, requests pile up in the queue, and the lane that
-/// comes free takes all of them (up to `most`) as one batch. So batches grow
-/// exactly as much as the database is slow.
+/// The one trick: a free lane is taken *before* jobs are taken from the queue. A request
+/// that finds a lane free runs at once, alone; while every lane is busy, requests pile up,
+/// and the lane that comes free takes them all (up to `most`) as one batch. So batches
+/// grow exactly as much as the database is slow.
 async fn dispatch<I, T, F, Fut>(
     mut queue: mpsc::UnboundedReceiver<Job<I, T>>,
     pace: Arc<Pace>,
-    batches: Batches,
+    lanes: usize,
+    most: usize,
+    abandoned: Abandoned,
     run: F,
 ) where
     I: Send + 'static,
@@ -126,8 +112,7 @@ async fn dispatch<I, T, F, Fut>(
     F: Fn(Vec<I>, Deadline) -> Fut,
     Fut: Future<Output = Vec<Answer<T>>> + Send + 'static,
 {
-    let Batches { lanes, most, abandoned } = batches;
-    let mut jobs = Vec::with_capacity(most);
+    let (lanes, mut jobs) = (Arc::new(Semaphore::new(lanes)), Vec::with_capacity(most));
     loop {
         let lane = lanes.clone().acquire_owned().await.expect("the semaphore is never closed");
         let taken = queue.recv_many(&mut jobs, most).await;
@@ -227,32 +212,12 @@ mod tests {
         assert!(sizes.len() < 50, "never batched: {sizes:?}");
     }
 
-    #[tokio::test]
-    async fn a_request_given_up_before_its_batch_starts_is_not_run() {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        let batcher = Arc::new(Batcher::new(1, move |inputs: Vec<u32>, _| {
-            log.lock().unwrap().extend(inputs.iter().copied());
-            async move {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                answered(inputs)
-            }
-        }));
-        let busy = batcher.clone();
-        let first = tokio::spawn(async move { busy.submit(1, Deadline::start()).await.ok() });
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        // The only lane is busy with [1]; this one gives up while it waits.
-        let given_up = batcher.submit(2, Deadline::start());
-        let given_up = tokio::time::timeout(Duration::from_millis(10), given_up).await;
-        assert!(given_up.is_err());
-        assert_eq!(batcher.submit(3, Deadline::start()).await.ok(), Some(3));
-        assert_eq!(first.await.unwrap(), Some(1));
-        assert_eq!(*seen.lock().unwrap(), [1, 3]);
-    }
+    type Seen = Arc<Mutex<Vec<(Vec<u32>, Deadline)>>>;
 
-    #[tokio::test]
-    async fn a_batch_gets_its_earliest_deadline_and_the_expired_are_not_run() {
-        let seen = Arc::new(Mutex::new(Vec::new()));
+    /// A batcher of one lane whose batches take 50 ms, each seen with its deadline; its
+    /// lane is busy with a batch of [1] (the handle) when it is given.
+    async fn busy() -> (Arc<Batcher<u32, u32>>, Seen, tokio::task::JoinHandle<Answer<u32>>) {
+        let seen = Seen::default();
         let log = seen.clone();
         let batcher = Arc::new(Batcher::new(1, move |inputs: Vec<u32>, deadline| {
             log.lock().unwrap().push((inputs.clone(), deadline));
@@ -264,6 +229,25 @@ mod tests {
         let busy = batcher.clone();
         let first = tokio::spawn(async move { busy.submit(1, Deadline::start()).await });
         tokio::time::sleep(Duration::from_millis(10)).await;
+        (batcher, seen, first)
+    }
+
+    #[tokio::test]
+    async fn a_request_given_up_before_its_batch_starts_is_not_run() {
+        let (batcher, seen, first) = busy().await;
+        // The only lane is busy with [1]; this one gives up while it waits.
+        let given_up = batcher.submit(2, Deadline::start());
+        let given_up = tokio::time::timeout(Duration::from_millis(10), given_up).await;
+        assert!(given_up.is_err());
+        assert_eq!(batcher.submit(3, Deadline::start()).await.ok(), Some(3));
+        assert_eq!(first.await.unwrap().ok(), Some(1));
+        let inputs: Vec<u32> = seen.lock().unwrap().iter().flat_map(|s| s.0.clone()).collect();
+        assert_eq!(inputs, [1, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_gets_its_earliest_deadline_and_the_expired_are_not_run() {
+        let (batcher, seen, first) = busy().await;
         // Queued behind [1]: one whose time is up by the time a lane is free, and two
         // with time, the sooner of which is the batch's deadline.
         let soon = Deadline::after(Duration::from_millis(2000));

@@ -1,7 +1,6 @@
 //! What a database failure means for a request: [`StoreError`], and the one table of
-//! SQLSTATEs ([`unavailable`]) behind the mapping from pool and tokio-postgres errors to
-//! it, and behind the pool's judgement of a connection. Turning a `StoreError` into a
-//! status code is http/error.rs's job.
+//! SQLSTATEs ([`unavailable`]) behind it and the pool's judgement of a connection. Turning
+//! a `StoreError` into a status code is http/error.rs's job.
 
 use std::fmt;
 use std::sync::Arc;
@@ -32,21 +31,6 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// An internal failure described by `message`, for what the store itself detects.
-    pub fn internal(message: impl Into<String>) -> StoreError {
-        StoreError::Internal(self::message(message))
-    }
-
-    /// An unavailable database, or a request to try again, described by `message`.
-    pub fn unavailable(message: impl Into<String>) -> StoreError {
-        StoreError::Unavailable(self::message(message))
-    }
-
-    /// A write of unknown outcome, described by `message`.
-    pub fn unknown(message: impl Into<String>) -> StoreError {
-        StoreError::Unknown(self::message(message))
-    }
-
     /// Its kind in one word, as a span's `error.type` gives it.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -77,7 +61,7 @@ impl From<PoolError> for StoreError {
         match err {
             PoolError::Backend(err) => err.into(),
             PoolError::Timeout(_) | PoolError::Closed => StoreError::Unavailable(Arc::new(err)),
-            other => StoreError::internal(describe(&other)),
+            other => StoreError::Internal(message(describe(&other))),
         }
     }
 }
@@ -148,9 +132,8 @@ enum Spoiled {
     Connection,
 }
 
-/// The one table of SQLSTATEs the store treats as "the database could not serve now,
-/// whatever the request held, and did nothing", and what each spoils; `None` for any
-/// other code.
+/// The one table of SQLSTATEs meaning "the database could not serve now, whatever the
+/// request held, and did nothing", and what each spoils; `None` for any other code.
 fn unavailable(code: &SqlState) -> Option<Spoiled> {
     use Spoiled::{Connection, Nothing};
     Some(match code.code() {
@@ -188,16 +171,14 @@ pub fn is_read_only(err: &tokio_postgres::Error) -> bool {
     err.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION)
 }
 
-/// Whether the database refused a batched statement because of what some row held
-/// (data exceptions, class 22, and integrity constraints, class 23), so that
-/// inserting the rows one by one lets the others through. Anything else would fail
-/// each row the same way.
+/// Whether the database refused a batched statement for what some row held (class 22, data
+/// exceptions; 23, integrity), so one by one the other rows get through.
 pub fn is_row_refusal(err: &tokio_postgres::Error) -> bool {
     err.as_db_error().is_some_and(|db| matches!(&db.code().code()[..2], "22" | "23"))
 }
 
 /// A failure told in words: by the store itself, or by the database as the log may
 /// show it (SQLSTATE and message).
-fn message(text: impl Into<String>) -> Cause {
+pub fn message(text: impl Into<String>) -> Cause {
     Arc::new(std::io::Error::other(text.into()))
 }

@@ -1,17 +1,16 @@
-//! Idempotency keys of `POST /tasks` (the IETF httpapi draft): a batch of creates of
-//! which some carry keys, as one statement that stores each task with its key (keys on
-//! the tasks they created, sql/V3); the replay of what a key answered before; asking
-//! again when the connection went with the insert. Letting go of expired keys is
-//! pruner.rs's business; what a key looks like on the wire, http's.
+//! Idempotency keys of `POST /tasks` (the IETF httpapi draft): a batch of creates with keys
+//! as one statement that stores each task with its key (sql/V3), the replay of what a key
+//! answered before, and asking again when the connection went with the insert. Pruning
+//! expired keys is pruner.rs's business; what a key looks like on the wire, http's.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::time::Duration;
 
+use super::error::{self, message};
 use super::pool::{Deadline, Effect, Failure, Pool};
-use super::sql::keys::{self as sql, HeldKey, Keyed};
+use super::sql::keys::{self as sql, HeldKey};
 use super::sql::{self as statements, Conn};
-use super::{Creation, NewCreate, StoreError, error};
+use super::{Creation, NewCreate, StoreError};
 use crate::tasks::Task;
 
 /// The pause before a keyed insert whose connection was lost is asked again once more.
@@ -24,8 +23,8 @@ pub struct Claim {
     pub key: String,
     /// A digest of the create's canonical JSON: what is stored with the key.
     pub fingerprint: Vec<u8>,
-    /// A digest of the body as written, when it differs: what the release before stored for the
-    /// same request, also a match.
+    /// A digest of the body as written, when it differs: what the release before stored for
+    /// the same request, also a match.
     pub as_written: Option<Vec<u8>>,
 }
 
@@ -36,30 +35,21 @@ impl Claim {
     }
 }
 
-/// Runs a batch of creates of which some carry keys, within `deadline`: one statement
-/// in the common case, answers in input order. A key given twice in the batch is
-/// claimed by its first create; a key held already is replayed (or refused, for
-/// another body) from what it answered. A key a task held past its TTL is let go, and
-/// its create inserted once more.
+/// Runs a batch of creates, some with keys, by `deadline`: one statement in the common case.
+/// A key twice in the batch goes with its first create; a key held is replayed (or refused,
+/// for another body); one held past its TTL is let go, and its create inserted once more.
 pub async fn create(
     pool: &Pool,
     deadline: Deadline,
     ttl: Duration,
     creates: &[NewCreate],
 ) -> Result<Vec<Result<Creation, StoreError>>, Failure> {
-    // Within the batch, the first create of each key goes to the database; the others
-    // take its answer.
+    // The first create of each key goes to the database; the others take its answer.
     let mut first_of: HashMap<&str, usize> = HashMap::new();
     let mut sent = Vec::with_capacity(creates.len());
     for (at, create) in creates.iter().enumerate() {
-        match &create.claim {
-            Some(claim) => {
-                if let Entry::Vacant(first) = first_of.entry(&claim.key) {
-                    first.insert(at);
-                    sent.push(at);
-                }
-            }
-            None => sent.push(at),
+        if create.claim.as_ref().is_none_or(|c| *first_of.entry(&c.key).or_insert(at) == at) {
+            sent.push(at);
         }
     }
     let mut answers: Vec<Option<Result<Creation, StoreError>>> = vec![None; creates.len()];
@@ -132,9 +122,9 @@ pub async fn create(
         {
             // Out of time before the truth came back: its outcome stays unknown, and
             // it is answered so (no answer), never as an error.
-            let unknown = StoreError::unknown(format!(
+            let unknown = StoreError::Unknown(message(format!(
                 "the connection was lost with a keyed insert ({err}), and the database could not be asked again in time"
-            ));
+            )));
             for &at in &sent {
                 answers[at] = Some(Err(unknown.clone()));
             }
@@ -153,14 +143,14 @@ pub async fn create(
                 }
                 Some(answer) => answer,
                 // Its key's first use was undone meanwhile: nothing was written.
-                None => Err(StoreError::unavailable("the key was released; try again")),
+                None => Err(StoreError::Unavailable(message("the key was released; try again"))),
             }
         })
         .collect())
 }
 
-/// Whether `failure` says nothing of the statement's fate in the database: no
-/// connection, no time, shed, or no verdict (again).
+/// Whether `failure` says nothing of the statement's fate: no connection, no time, shed, or
+/// no verdict (again).
 fn could_not_ask(failure: &Failure) -> bool {
     match failure {
         Failure::Statement(err) => error::is_connection_lost(err) || error::is_unavailable(err),
@@ -170,9 +160,8 @@ fn could_not_ask(failure: &Failure) -> bool {
     }
 }
 
-/// The creates at `sent` (no key twice) inserted by one statement: an answer for each
-/// stored or replayed; and, if `release`, those whose keys tasks held past their TTL
-/// and that were let go, to be inserted again.
+/// The creates at `sent` (no key twice) inserted by one statement: an answer for each stored
+/// or replayed; and, if `release`, those whose expired keys were let go, to insert again.
 async fn attempt(
     conn: &Conn,
     ttl: Duration,
@@ -182,13 +171,7 @@ async fn attempt(
     release: bool,
 ) -> Result<(Vec<(usize, Result<Creation, StoreError>)>, Vec<usize>), tokio_postgres::Error> {
     let ttl_secs = ttl.as_secs_f64();
-    let inputs: Vec<Keyed> = sent
-        .iter()
-        .map(|&at| Keyed {
-            task: &creates[at].task,
-            claim: (creates[at].claim.as_ref()).map(|c| (c.key.as_str(), c.fingerprint.as_slice())),
-        })
-        .collect();
+    let inputs: Vec<&NewCreate> = sent.iter().map(|&at| &creates[at]).collect();
     let mut answers = Vec::with_capacity(sent.len());
     let mut answered = vec![false; creates.len()];
     for (n, task) in sql::insert_keyed(conn, &inputs, ttl_secs).await? {
@@ -241,10 +224,8 @@ async fn attempt(
     }
 }
 
-/// A create whose key was held: the task it answered, if the body is the same. Then
-/// this create's task is that one's (the task follows from the body, and the bodies
-/// are the same), so the answer is rebuilt from it, the id and the time: as it was,
-/// whatever happened to the task since.
+/// A create whose key was held: the task it answered, if the body is the same, rebuilt from
+/// the body, the id and the time as it was then, whatever happened to the task since.
 fn replay(create: &NewCreate, held: HeldKey) -> Creation {
     match create.claim.as_ref() {
         Some(claim) if claim.matches(&held.fingerprint) => Creation::Replayed(Task {
@@ -259,8 +240,7 @@ fn replay(create: &NewCreate, held: HeldKey) -> Creation {
     }
 }
 
-/// A create that came in the same batch as `first`, with its key: `first`'s task if
-/// the bodies are the same.
+/// A create in the same batch as `first`, with its key: `first`'s task if the bodies match.
 fn same_body(create: &NewCreate, first: &NewCreate, task: &Task) -> Creation {
     match (&create.claim, &first.claim) {
         (Some(mine), Some(theirs)) if mine.matches(&theirs.fingerprint) => {

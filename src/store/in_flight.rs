@@ -1,7 +1,6 @@
-//! A pooled connection with a statement running ([`InFlight`]): finished, it goes back
-//! to the pool; dropped unfinished (its client left, or its deadline passed), its
-//! statement is cancelled and the connection goes back once it is idle again. When to
-//! give up on a statement is pool.rs's business.
+//! A pooled connection with a statement running ([`InFlight`]), and cancelling it, so a
+//! client that leaves costs a cancel request, not a new connection. When to give up on a
+//! statement is pool.rs's business.
 
 use std::time::Duration;
 
@@ -11,8 +10,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::sql::Conn;
 use crate::error::describe;
 
-/// A cancel request, and the connection coming back idle after it, that take longer
-/// are given up: the connection is closed.
+/// A cancel, and the connection coming back idle after it, that take longer close it.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A pooled connection with a statement running. Finished, it goes back to the pool;
@@ -23,6 +21,7 @@ pub struct InFlight<'a> {
 }
 
 impl InFlight<'_> {
+    /// The connection, until the statement is finished, discarded or dropped.
     pub fn conn(&self) -> &Conn {
         self.conn.as_ref().expect("taken only by finish, discard or drop")
     }
@@ -61,10 +60,9 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// A connection whose statement nobody waits for any more: the statement is cancelled
-/// and, once the server answers on the connection again (so it is idle), the
-/// connection goes back to the pool; one that does not within [`CANCEL_TIMEOUT`] is
-/// closed. So a client that leaves costs a cancel request, not a new connection.
+/// A connection whose statement nobody waits for any more: the statement is cancelled, and
+/// once the server answers on it again (so it is idle) it goes back to the pool; one that
+/// does not within [`CANCEL_TIMEOUT`] is closed.
 async fn settle(object: Object, tls: MakeRustlsConnect) {
     let token = object.cancel_token();
     let idle = async {
@@ -78,15 +76,11 @@ async fn settle(object: Object, tls: MakeRustlsConnect) {
             other => other,
         }
     };
-    match tokio::time::timeout(CANCEL_TIMEOUT, idle).await {
-        Ok(Ok(())) => log::debug!("cancelled a statement; its connection is idle again"),
-        Ok(Err(err)) => {
-            log::warn!("could not cancel a statement: {}", describe(&err));
-            drop(Object::take(object));
-        }
-        Err(_) => {
-            log::warn!("could not cancel a statement within {CANCEL_TIMEOUT:?}");
-            drop(Object::take(object));
-        }
-    }
+    let failed = match tokio::time::timeout(CANCEL_TIMEOUT, idle).await {
+        Ok(Ok(())) => return log::debug!("cancelled a statement; its connection is idle again"),
+        Ok(Err(err)) => format!("could not cancel a statement: {}", describe(&err)),
+        Err(_) => format!("could not cancel a statement within {CANCEL_TIMEOUT:?}"),
+    };
+    log::warn!("{failed}");
+    drop(Object::take(object));
 }

@@ -1,11 +1,8 @@
-//! The data path: [`Store`] is all the HTTP layer sees of the database. Its calls take
-//! and give the task types of the crate's tasks.rs, and fail with a [`StoreError`];
-//! whether a call shared its statement with others is invisible from outside.
-//!
-//! Where things are: reads (to the primary or a standby) in reads.rs and replicas.rs, the pool and the 5 s budget in pool.rs (a statement in flight in
-//! in_flight.rs), batching in batcher.rs (admission in pace.rs),
-//! what each batch runs in tasks.rs and idempotency.rs (its keys pruned in pruner.rs), the SQL in sql/, and what
-//! database errors mean in error.rs.
+//! The data path: [`Store`] is all the HTTP layer sees of the database; its calls take and
+//! give the crate's task types and fail with a [`StoreError`]. Inside: the pool and its 5 s
+//! budget (pool.rs, in_flight.rs), batching (batcher.rs, pace.rs), what batches run (tasks.rs,
+//! idempotency.rs, pruner.rs), reads on standbys (reads.rs, replicas.rs), the SQL (sql/) and
+//! what database errors mean (error.rs).
 
 mod batcher;
 mod error;
@@ -24,18 +21,17 @@ use std::time::Duration;
 
 use deadpool_postgres::PoolError;
 use jiff::Timestamp;
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use tokio_postgres::SimpleQueryMessage;
 
 use crate::error::describe;
 use crate::observe::metrics::PoolState;
 use crate::pg::DbOptions;
 use crate::tasks::{NewTask, Task, TaskPatch};
 use batcher::Batcher;
+use error::message;
 use pool::{Deadline, Effect, OutOfTime, Pool};
 use pruner::Pruner;
 use replicas::Standbys;
@@ -49,12 +45,7 @@ pub use reads::{CHUNK_ROWS, Chunk, Cursor};
 /// Batch-size buckets: 1 to [`batcher::MAX_BATCH`].
 const BATCH_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BatchLabels {
-    query: &'static str,
-}
-
-type BatchSizes = Family<BatchLabels, Histogram, fn() -> Histogram>;
+type BatchSizes = Family<[(&'static str, &'static str); 1], Histogram, fn() -> Histogram>;
 
 /// The tasks in PostgreSQL, as the API reads and writes them.
 pub struct Store {
@@ -63,11 +54,8 @@ pub struct Store {
     reads: Vec<Reads>,
     /// The standbys' probe, and where reads go; `None`: no `DATABASE_READ_URL`.
     standbys: Option<Standbys>,
-    /// `create`, batched: one insert, so one commit, for every create queued.
     creator: Batcher<NewCreate, Creation>,
-    /// `update`, batched: one statement for every change queued.
     updater: Batcher<Update, Change<Task>>,
-    /// `delete`, batched likewise.
     deleter: Batcher<Delete, Change<()>>,
     batch_sizes: BatchSizes,
     /// Idempotency keys the database holds, as the pruner last counted them.
@@ -84,20 +72,19 @@ pub struct NewCreate {
     pub claim: Option<Claim>,
 }
 
-/// A `PATCH`: the task, the change, and what the client expects of it.
+/// A change to one task, made only if the task meets `expected` (`If-Match`).
 #[derive(Debug)]
-pub struct Update {
-    pub id: i64,
-    pub patch: TaskPatch,
-    pub expected: Precondition,
+struct ById<K> {
+    id: i64,
+    /// What the change is: a [`TaskPatch`], or `()` for a delete.
+    patch: K,
+    expected: Precondition,
 }
 
-/// A `DELETE`, and what the client expects of the task.
-#[derive(Debug)]
-pub struct Delete {
-    pub id: i64,
-    pub expected: Precondition,
-}
+/// A `PATCH`.
+type Update = ById<TaskPatch>;
+/// A `DELETE`.
+type Delete = ById<()>;
 
 /// What a create did.
 #[derive(Clone, Debug)]
@@ -132,8 +119,7 @@ pub enum Change<T> {
     PreconditionFailed,
 }
 
-/// What `/ready` learned from one round trip: the database answers and takes writes,
-/// or why not.
+/// What `/ready` learned from one round trip: the database answers and takes writes, or why not.
 pub enum Health {
     /// The database answered.
     Ok,
@@ -142,11 +128,9 @@ pub enum Health {
 }
 
 impl Store {
-    /// A store on a pool of at most `pool_size` connections to `db`. Starts the batch
-    /// dispatchers, so it must be called inside the tokio runtime.
-    /// Keys are kept for `key_ttl`, and pruned in the background after that.
-    /// With `unnamed_statements`, no statement outlives its transaction (for a pooler
-    /// in transaction mode).
+    /// A store on pools of at most `pool_size` connections; starts its background tasks, so
+    /// call it inside the tokio runtime. Keys are kept for `key_ttl`; with
+    /// `unnamed_statements`, no statement outlives its transaction (a pooler in transaction mode).
     pub fn open(
         db: &DbOptions,
         pool_size: usize,
@@ -157,12 +141,10 @@ impl Store {
         let pool = Arc::new(Pool::open(db, pool_size, unnamed_statements, !standbys.is_empty())?);
         let lanes = batcher::LANES.min(pool_size);
         let batch_sizes = BatchSizes::new_with_constructor(|| Histogram::new(BATCH_BUCKETS));
-        let sizes = |query| batch_sizes.get_or_create(&BatchLabels { query }).clone();
+        let sizes = |query| batch_sizes.get_or_create(&[("query", query)]).clone();
         let keys_held = Gauge::default();
-        let mut pools = Vec::new();
-        for standby in standbys {
-            pools.push(Arc::new(Pool::open(standby, pool_size, unnamed_statements, false)?));
-        }
+        let standby = |db| Pool::open(db, pool_size, unnamed_statements, false).map(Arc::new);
+        let pools = standbys.iter().map(standby).collect::<Result<Vec<_>, _>>()?;
         let names = standbys.iter().map(DbOptions::target).collect();
         let reads =
             std::iter::once(&pool).chain(&pools).map(|pool| Reads::new(pool, lanes, &sizes));
@@ -185,15 +167,14 @@ impl Store {
         self.pool.warm_up().await;
     }
 
-    /// Stores a new task, unless its key says it was stored before. Inserted together
-    /// with the other creates queued now.
+    /// Stores a new task, unless its key says it was stored before; one insert with the
+    /// other creates queued now.
     pub async fn create(&self, create: NewCreate) -> Result<Creation, StoreError> {
         self.creator.submit(create, Deadline::start()).await
     }
 
-    /// Applies a patch, if the task meets `expected`: the check and the change are one
-    /// statement, shared with the other changes queued now. `{}` changes nothing and
-    /// writes nothing.
+    /// Applies a patch if the task meets `expected`: check and change are one statement,
+    /// shared with the other changes queued now. `{}` writes nothing.
     pub async fn update(
         &self,
         id: i64,
@@ -211,28 +192,20 @@ impl Store {
         self.updater.submit(update, Deadline::start()).await
     }
 
-    /// Deletes a task, if it meets `expected`: the check and the delete are one
-    /// statement, shared with the other deletes queued now.
+    /// Deletes a task if it meets `expected`, as [`Store::update`] changes one.
     pub async fn delete(&self, id: i64, expected: Precondition) -> Result<Change<()>, StoreError> {
-        let delete = Delete { id, expected };
+        let delete = Delete { id, patch: (), expected };
         self.deleter.submit(delete, Deadline::start()).await
     }
 
     /// One round trip to the database, within `budget`.
     pub async fn check(&self, budget: Duration) -> Health {
-        let ping = async |conn: &Conn| {
-            let rows = conn.client.simple_query("SHOW transaction_read_only").await?;
-            Ok(rows.iter().any(|message| match message {
-                SimpleQueryMessage::Row(row) => row.get(0) == Some("on"),
-                _ => false,
-            }))
-        };
-        let deadline = Deadline::after(budget);
-        match self.pool.run(sql::SHOW, deadline, Effect::Reads, ping).await {
+        let ping = async |conn: &Conn| sql::read_only(conn).await;
+        match self.pool.run(sql::SHOW, Deadline::after(budget), Effect::Reads, ping).await {
             Ok(false) => Health::Ok,
             Ok(true) => Health::Failed(
                 "read-only",
-                StoreError::unavailable("the database takes no writes (a standby?)"),
+                StoreError::Unavailable(message("the database takes no writes (a standby?)")),
             ),
             Err(failure) => {
                 let err = StoreError::from(failure);
@@ -257,8 +230,7 @@ impl Store {
         self.pool.state()
     }
 
-    /// Registers the store's own metrics: `db_batch_size{query}` and
-    /// `idempotency_keys_held`.
+    /// Registers `db_batch_size{query}`, `idempotency_keys_held` and the standbys' metrics.
     pub fn register_metrics(&self, registry: &mut Registry) {
         registry.register(
             "db_batch_size",
@@ -276,8 +248,8 @@ impl Store {
         }
     }
 
-    /// Stops the pruner and the standbys' probe, and closes the pools: idle connections
-    /// now, busy ones when they come back.
+    /// Stops the background tasks and closes the pools: idle connections now, busy ones
+    /// when they come back.
     pub async fn close(&self) {
         self.pruner.stop().await;
         if let Some(standbys) = &self.standbys {
@@ -288,8 +260,8 @@ impl Store {
 }
 
 impl Precondition {
-    /// What a change that found `done` (`None`: no task met the statement) means. With
-    /// a precondition, finding none is a failed precondition (RFC 9110 §13.1.1).
+    /// What a change that found `done` (`None`: no task met the statement) means: with a
+    /// precondition, finding none fails it (RFC 9110 §13.1.1).
     fn judge<T>(&self, done: Option<T>) -> Change<T> {
         match (done, self) {
             (Some(done), _) => Change::Done(done),

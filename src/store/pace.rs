@@ -1,34 +1,24 @@
-//! Admission to a batcher's queue: past capacity, newcomers are turned away at once
-//! (503, `retry-after`) by how long the queue makes requests wait, not by how many wait.
-//! The queue itself is batcher.rs's.
+//! Admission to a batcher's queue: past capacity, newcomers are turned away at once (503,
+//! `retry-after`) by how long the queue makes requests wait, not by how many wait. The
+//! queue itself is batcher.rs's.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::batcher::MAX_BATCH;
+/// How long a request may wait in the queue before newcomers are turned away, once more
+/// than a batch per lane is queued: a queue the database drains fast may be long; one it
+/// drains slowly turns newcomers away before anyone waits out a budget in it. Not less:
+/// 4,096 clients in a closed loop wait ~90 ms here, and shedding at 50 ms served a fifth
+/// as many (9.7k/s against 44k/s in `make bench`'s overload run, docs/decisions.md).
+const SHED_AFTER: Duration = Duration::from_millis(250);
 
-/// Requests queued for one query, not yet taken by a lane, past which the next is
-/// turned away at once (503, `retry-after`) whatever the queue's pace: the last
-/// resort (each client connection has one request in flight at most, so the
-/// connection limit bounds the queue before this does).
-pub const MAX_QUEUED: usize = 64 * MAX_BATCH;
-
-/// How long a request may wait in the queue before newcomers are turned away (503,
-/// `retry-after`), once more than a full batch per lane is queued. Past capacity,
-/// load is shed fast, by how long requests wait rather than how many do: a queue
-/// the database drains quickly may be long; one that drains slowly, or not at all,
-/// turns newcomers away, and no request waits out its budget in it. Not less: 4,096
-/// clients in a closed loop wait about 90 ms here (docs/decisions.md), and a client
-/// turned away comes straight back, so shedding at 50 ms served a fifth as many
-/// (9.7k/s against 44k/s in `make bench`'s overload run).
-pub const SHED_AFTER: Duration = Duration::from_millis(250);
-
-/// How the queue moves, for admission: how many wait, how long the oldest of the last
-/// batch taken had waited, and since when the queue has not moved (the last take, or
-/// the moment it stopped being empty), both as microseconds since `epoch`.
+/// How the queue moves: how many wait, how long the oldest of the last batch had waited,
+/// and since when the queue has not moved, both as microseconds since `epoch`.
 pub struct Pace {
     /// Queued requests past which admission looks at the pace: a full batch per lane.
     busy: usize,
+    /// Queued requests past which the next is turned away whatever the pace.
+    full: usize,
     queued: AtomicUsize,
     waited: AtomicU64,
     still_since: AtomicU64,
@@ -36,9 +26,11 @@ pub struct Pace {
 }
 
 impl Pace {
-    pub fn new(busy: usize) -> Self {
+    /// A pace that looks at waits past `busy` queued, and turns everyone away past `full`.
+    pub fn new(busy: usize, full: usize) -> Self {
         Pace {
             busy,
+            full,
             queued: AtomicUsize::new(0),
             waited: AtomicU64::new(0),
             still_since: AtomicU64::new(0),
@@ -58,7 +50,7 @@ impl Pace {
         if before == 0 {
             self.still_since.store(self.micros(now), Ordering::Relaxed);
         }
-        let shed = before >= MAX_QUEUED
+        let shed = before >= self.full
             || (before > self.busy && {
                 let limit = SHED_AFTER.as_micros() as u64;
                 let since = self.still_since.load(Ordering::Relaxed);
@@ -83,27 +75,28 @@ impl Pace {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::batcher::LANES;
 
     #[test]
     fn admission_sheds_by_how_long_the_queue_waits_and_how_long_it_is() {
-        let pace = Pace::new(LANES * MAX_BATCH);
+        // As for the writes: 2 lanes of 128, and 64 batches queued at most.
+        let (batch, busy, full) = (128, 2 * 128, 64 * 128);
+        let pace = Pace::new(busy, full);
         let now = pace.epoch + Duration::from_secs(1);
-        // Fast-moving: a long queue is fine, up to MAX_QUEUED.
+        // Fast-moving: a long queue is fine, up to `full`.
         pace.took(0, now, now);
-        assert!((0..MAX_QUEUED).all(|_| pace.admit(now)));
-        assert!(!pace.admit(now), "past MAX_QUEUED");
+        assert!((0..full).all(|_| pace.admit(now)));
+        assert!(!pace.admit(now), "past full");
         // Its last batch waited too long: past a batch per lane, newcomers are shed ...
-        pace.took(MAX_QUEUED - LANES * MAX_BATCH - 1, now - SHED_AFTER * 2, now);
+        pace.took(full - busy - 1, now - SHED_AFTER * 2, now);
         assert!(!pace.admit(now));
         // ... but a short queue is never shed.
-        pace.took(MAX_BATCH, now, now);
+        pace.took(batch, now, now);
         pace.waited.store(u64::MAX, Ordering::Relaxed);
         assert!(pace.admit(now));
         // Not moved for longer than SHED_AFTER, with a long queue: shed.
-        let pace = Pace::new(LANES * MAX_BATCH);
+        let pace = Pace::new(busy, full);
         let start = pace.epoch + Duration::from_secs(1);
-        assert!((0..=LANES * MAX_BATCH).all(|_| pace.admit(start)));
+        assert!((0..=busy).all(|_| pace.admit(start)));
         assert!(pace.admit(start + SHED_AFTER / 2));
         assert!(!pace.admit(start + SHED_AFTER * 2));
     }

@@ -1,21 +1,18 @@
-//! The connection pool, and the 5 s budget (spec §2) with the honest outcome it buys.
-//! A request that needs the database gets a [`Deadline`] when it reaches the store;
-//! waiting for a batch, for a connection and for its statements all count against it.
-//! One mechanism enforces it: just before the deadline a statement still running is
-//! cancelled (a cancel request), and a write then waits for the database's verdict, so
-//! an error means nothing was written. A connection whose statement nobody waits for
-//! any more goes back to the pool once the cancel took, never busy.
+//! The connection pool, and the 5 s budget (spec §2): a request gets a [`Deadline`] when it
+//! reaches the store, and waiting for a batch, a connection and its statements all count
+//! against it. One mechanism enforces it: just before the deadline a statement still running
+//! is cancelled, and a write then waits for the verdict, so an error means nothing was written.
 
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use deadpool_postgres::Runtime;
+use deadpool_postgres::{Object, Runtime};
 use tokio::time::Instant;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::error::{self, StoreError};
+use super::error::{self, StoreError, message};
 use super::in_flight::InFlight;
 use super::sql::Conn;
 use crate::error::describe;
@@ -30,16 +27,13 @@ pub const REQUEST_BUDGET: Duration = Duration::from_secs(5);
 const CANCEL_MARGIN: Duration = Duration::from_millis(50);
 /// With less than this left before the cancel, a statement is not started.
 const LEAST_STATEMENT_TIME: Duration = Duration::from_millis(10);
-/// A write whose database stopped answering is waited for this long past its deadline
-/// (TCP keepalive may yet report the connection dead) before its outcome is given up
-/// as unknown.
+/// How long past its deadline a write waits for a database that stopped answering (TCP
+/// keepalive may yet report the connection dead) before its outcome is given up as unknown.
 const VERDICT_GRACE: Duration = Duration::from_secs(2);
-/// Requests that may wait for each pooled connection before the next is turned away
-/// at once as busy (503).
+/// Requests that may wait for each pooled connection before the next is turned away (503).
 const WAITERS_PER_CONNECTION: usize = 32;
 
-/// The request's budget ran out before the database could serve it: nothing of it
-/// was written.
+/// The request's budget ran out before the database could serve it: nothing was written.
 #[derive(Debug)]
 pub struct OutOfTime;
 
@@ -76,24 +70,6 @@ impl From<Failure> for StoreError {
     }
 }
 
-impl From<StoreError> for Failure {
-    fn from(err: StoreError) -> Self {
-        Failure::Other(err)
-    }
-}
-
-impl From<OutOfTime> for Failure {
-    fn from(err: OutOfTime) -> Self {
-        Failure::Other(err.into())
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for Failure {
-    fn from(err: deadpool_postgres::PoolError) -> Self {
-        Failure::Other(err.into())
-    }
-}
-
 /// When a request's budget runs out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Deadline(Instant);
@@ -120,14 +96,13 @@ impl Deadline {
     }
 }
 
-/// What a lost verdict means: for a read, only that there is no answer; for a write,
-/// that nobody knows whether it happened.
+/// What a lost verdict means: for a read, no answer; for a write, nobody knows if it happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Effect {
     /// Reads only: past the deadline, the request fails as unavailable.
     Reads,
-    /// Writes: the request waits for the verdict, a little past the deadline if the
-    /// database stops answering, then fails as unknown.
+    /// Writes: the request waits for the verdict, [`VERDICT_GRACE`] past the deadline at
+    /// most, then fails as unknown.
     Writes,
 }
 
@@ -145,10 +120,9 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A pool of at most `max_size` connections to `db`, whose waits for a connection (a
-    /// free one, a new one, a recycled one) are bounded by [`REQUEST_BUDGET`] too.
-    /// With `track_writes`, each write is followed by a look at the WAL position (see
-    /// [`Pool::written`]).
+    /// A pool of at most `max_size` connections to `db`, its waits bounded by
+    /// [`REQUEST_BUDGET`] too; with `track_writes`, each write is followed by a look at the
+    /// WAL position ([`Pool::written`]).
     pub fn open(
         db: &DbOptions,
         max_size: usize,
@@ -192,16 +166,11 @@ impl Pool {
         self.pool.close();
     }
 
-    /// Runs `work` on a pooled connection by `deadline`, and gives the database's
-    /// verdict. Should that not come in time (see [`Effect`]), or the caller stop
-    /// waiting, its statement is cancelled. A connection whose statement says it is no
-    /// good any more (a server read-only after a failover, or shutting down) is closed;
-    /// on a read-only one, so are the idle ones, which may be on the same server: new
-    /// ones go to whichever host is the primary now. A prepared statement lost by a
-    /// pooler, before anything of `work` ran, sends it again at once, unnamed.
-    ///
-    /// When the task has a trace scope (a traced request, or a batch serving one),
-    /// `statement` names the client span that covers it all, the wait included.
+    /// Runs `work` on a pooled connection by `deadline`, and gives the database's verdict;
+    /// should that not come in time ([`Effect`]), or the caller stop waiting, the statement
+    /// is cancelled. A connection a failover made read-only is closed with the idle ones
+    /// (new ones find the new primary); a prepared statement a pooler lost before anything
+    /// ran sends `work` again at once, unnamed. `statement` names the trace span, if any.
     pub async fn run<T>(
         &self,
         statement: Statement,
@@ -243,26 +212,16 @@ impl Pool {
         result
     }
 
-    /// One try of [`Pool::run`]; with how many statements were answered, when they
-    /// were sent prepared.
+    /// One try of [`Pool::run`], and how many statements were answered if sent prepared.
     async fn attempt<T>(
         &self,
         deadline: Deadline,
         effect: Effect,
         work: impl AsyncFnOnce(&Conn) -> Result<T, tokio_postgres::Error>,
     ) -> (Result<T, Failure>, Option<usize>) {
-        if !deadline.has_time() {
-            return (Err(OutOfTime.into()), None);
-        }
-        // Past this many waiting for a connection, waiting only runs out the budget.
-        let pool = self.pool.status();
-        if pool.waiting >= pool.max_size * WAITERS_PER_CONNECTION {
-            return (Err(StoreError::Busy.into()), None);
-        }
-        let object = match tokio::time::timeout_at(deadline.0, self.pool.get()).await {
-            Ok(Ok(object)) => object,
-            Ok(Err(err)) => return (Err(err.into()), None),
-            Err(_) => return (Err(OutOfTime.into()), None),
+        let object = match self.connection(deadline).await {
+            Ok(object) => object,
+            Err(err) => return (Err(Failure::Other(err)), None),
         };
         let conn = Conn {
             client: object,
@@ -296,12 +255,14 @@ impl Pool {
                 return (Ok(value), sent);
             }
             Some(Err(err)) => err,
-            None if effect == Effect::Reads => return (Err(OutOfTime.into()), sent),
+            None if effect == Effect::Reads => {
+                return (Err(Failure::Other(OutOfTime.into())), sent);
+            }
             None => {
                 let unknown = format!(
                     "the database gave no verdict within {VERDICT_GRACE:?} of the deadline"
                 );
-                return (Err(StoreError::unknown(unknown).into()), sent);
+                return (Err(Failure::Other(StoreError::Unknown(message(unknown)))), sent);
             }
         };
         if !error::spoils_connection(&err) {
@@ -317,5 +278,19 @@ impl Pool {
             );
         }
         (Err(Failure::Statement(err)), sent)
+    }
+
+    /// A pooled connection by `deadline`, unless too many wait for one already.
+    async fn connection(&self, deadline: Deadline) -> Result<Object, StoreError> {
+        // Past this many waiting for a connection, waiting only runs out the budget.
+        let pool = self.pool.status();
+        if !deadline.has_time() {
+            Err(OutOfTime.into())
+        } else if pool.waiting >= pool.max_size * WAITERS_PER_CONNECTION {
+            Err(StoreError::Busy)
+        } else {
+            let got = tokio::time::timeout_at(deadline.0, self.pool.get()).await;
+            got.map_err(|_| OutOfTime)?.map_err(StoreError::from)
+        }
     }
 }

@@ -23,13 +23,11 @@ const PRUNE_EVERY: Duration = Duration::from_secs(300);
 /// How long a stopping pruner may take to finish its statement.
 const PRUNE_STOP: Duration = Duration::from_secs(6);
 
-/// Lets go of expired keys now and then, until stopped (or dropped): a few at a time,
-/// skipping any a request holds, so no request waits on it. Keys held by tasks are
-/// found by a walk over the tasks in id order, which is the order of their times: each
-/// round goes on from the first task that was still within the TTL at the last one, so
-/// it reads only the tasks created since, not an index every keyed create would have to
-/// keep (sql/V4). Keys of deleted tasks are deleted by their time. After each round,
-/// `idempotency_keys_held` is set to how many keys the database holds.
+/// Lets go of expired keys now and then until stopped (or dropped), a few at a time and
+/// skipping any a request holds, so no request waits on it. Tasks' keys are found by a walk
+/// in id order, which is time order, from where the last round stopped: no index every keyed
+/// create would have to keep (sql/V4). Deleted tasks' keys go by their time. Each round ends
+/// by counting the keys held (`idempotency_keys_held`).
 pub struct Pruner {
     stop: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
@@ -48,11 +46,11 @@ impl Pruner {
                     _ = stopped.changed() => return,
                     () = tokio::time::sleep(pause) => {}
                 }
-                let pruned = match release_expired(&pool, ttl_secs, &mut walk, &stopped).await {
-                    Ok(released) => prune_kept(&pool, ttl_secs).await.map(|kept| released + kept),
-                    Err(err) => Err(err),
+                let pruned = async {
+                    let released = release_expired(&pool, ttl_secs, &mut walk, &stopped).await?;
+                    Ok::<_, StoreError>(released + prune_kept(&pool, ttl_secs).await?)
                 };
-                match pruned {
+                match pruned.await {
                     Ok(0) => {}
                     Ok(pruned) => log::info!("pruned {pruned} expired idempotency keys"),
                     Err(err) => log::warn!("could not prune expired idempotency keys: {err}"),
@@ -96,10 +94,9 @@ async fn prune_step<T>(
     Ok(pool.run(name, Deadline::start(), effect, step).await?)
 }
 
-/// Walks the tasks from `walk` (first, from the first task that holds a key) to the
-/// first one within the TTL, letting go of the expired keys on the way: how many. A
-/// task skipped because a request held it stops the walk there, so the next round
-/// looks at it again.
+/// Walks the tasks from `walk` (at first, the first keyed task) to the first within the TTL,
+/// letting go of expired keys: how many. A task a request held stops the walk there, so
+/// the next round looks at it again.
 async fn release_expired(
     pool: &Pool,
     ttl_secs: f64,

@@ -1,6 +1,5 @@
-//! Reads: where one goes (the primary, or a standby replicas.rs picks, with the primary
-//! to fall back on), and `GET /tasks`'s pages read a chunk at a time. What a read's
-//! batch runs is tasks.rs's business.
+//! Reads: where one goes (a standby replicas.rs picks, with the primary to fall back on),
+//! and `GET /tasks`'s pages read a chunk at a time. What a read's batch runs is tasks.rs's.
 
 use std::time::Duration;
 
@@ -27,9 +26,8 @@ pub struct Chunk {
     pub more: Option<Cursor>,
 }
 
-/// Where the rest of a page starts: read with [`Store::list_more`]. Between chunks,
-/// tasks may be created or deleted: a page never holds one twice, and keeps id
-/// order, but it is not one snapshot.
+/// Where the rest of a page starts ([`Store::list_more`]). A page never holds a task twice
+/// and keeps id order, but is not one snapshot: tasks may come and go between chunks.
 #[derive(Clone, Copy, Debug)]
 pub struct Cursor {
     status: Option<Status>,
@@ -43,14 +41,8 @@ impl Store {
     /// One task, if it exists, read where `token` (a write's consistency token) allows.
     /// Looked up together with the other gets queued now.
     pub async fn get(&self, id: i64, token: Option<&str>) -> Result<Option<Task>, StoreError> {
-        let mut answer = Err(StoreError::Busy);
-        for (reads, deadline, last) in self.attempts(self.target(token).await) {
-            answer = reads.finder.submit(id, deadline).await;
-            if last || !standby_failed(&answer) {
-                break;
-            }
-        }
-        answer
+        let target = self.target(token).await;
+        self.read(target, |reads, deadline| reads.finder.submit(id, deadline)).await
     }
 
     /// Where a read goes: a standby, if any may serve it (replicas.rs), else the primary.
@@ -61,21 +53,26 @@ impl Store {
         }
     }
 
-    /// Where a read for `target` is tried, by when, and whether it is the last try: a
-    /// standby that cannot serve it (down, or too slow for [`STANDBY_BUDGET`]) costs the
-    /// client nothing, as the primary serves it then.
-    fn attempts(&self, target: Target) -> Vec<(&Reads, Deadline, bool)> {
+    /// Runs `read` where `target` says, by its deadline: a standby that cannot serve it (down,
+    /// busy, or too slow for [`STANDBY_BUDGET`]) costs the client nothing, as the primary
+    /// serves it then.
+    async fn read<'a, T, F>(
+        &'a self,
+        target: Target,
+        read: impl Fn(&'a Reads, Deadline) -> F,
+    ) -> F::Output
+    where
+        F: Future<Output = Result<T, StoreError>>,
+    {
         let deadline = Deadline::start();
-        let mut attempts = Vec::with_capacity(2);
         if let Target::Standby(n) = target {
-            attempts.push((
-                &self.reads[n + 1],
-                Deadline::after(STANDBY_BUDGET).min(deadline),
-                false,
-            ));
+            let answer = read(&self.reads[n + 1], Deadline::after(STANDBY_BUDGET).min(deadline));
+            let answer = answer.await;
+            if !matches!(answer, Err(StoreError::Unavailable(_) | StoreError::Busy)) {
+                return answer;
+            }
         }
-        attempts.push((&self.reads[0], deadline, true));
-        attempts
+        read(&self.reads[0], deadline).await
     }
 
     /// The consistency token of the writes answered so far: a read that sends it back
@@ -105,9 +102,8 @@ impl Store {
     async fn chunk(&self, cursor: Cursor, offset: i64) -> Result<Chunk, StoreError> {
         let limit = cursor.left.min(CHUNK_ROWS);
         let (status, after) = (cursor.status, cursor.after);
-        let mut answer = Err(StoreError::Busy);
-        for (reads, deadline, last) in self.attempts(cursor.target) {
-            answer = match offset > 0 {
+        let tasks = self.read(cursor.target, |reads, deadline| async move {
+            match offset > 0 {
                 // Rare, and an offset would cost the batched statement its plan: alone.
                 true => {
                     let list = async |conn: &Conn| {
@@ -121,12 +117,9 @@ impl Store {
                         if status.is_some() { &reads.status_lister } else { &reads.lister };
                     lister.submit(Read { status, after, limit }, deadline).await
                 }
-            };
-            if last || !standby_failed(&answer) {
-                break;
             }
-        }
-        let tasks = answer?;
+        });
+        let tasks = tasks.await?;
         let left = cursor.left - tasks.len() as i64;
         let more = match tasks.last() {
             Some(last) if tasks.len() as i64 == limit && left > 0 => {
@@ -136,9 +129,4 @@ impl Store {
         };
         Ok(Chunk { tasks, more })
     }
-}
-
-/// Whether a standby's answer is a failure the primary may yet serve.
-fn standby_failed<T>(answer: &Result<T, StoreError>) -> bool {
-    matches!(answer, Err(StoreError::Unavailable(_) | StoreError::Busy))
 }

@@ -1,16 +1,13 @@
-//! Reads that scale past one database (`DATABASE_READ_URL`): a pool a standby, a probe
-//! that follows each standby's replay position against the primary's, and where a read
-//! goes. With a client's consistency token, to a standby that has replayed past it
-//! (waiting at most [`TOKEN_WAIT`] for one); without, to one at most `READ_MAX_LAG`
-//! behind; else to the primary. A token that cannot be honoured goes to the primary at
-//! once. What a read runs is tasks.rs's business.
+//! Reads past one database (`DATABASE_READ_URL`): a probe that follows each standby's replay
+//! position against the primary's, and where a read goes: with a consistency token, to a
+//! standby replayed past it (waiting at most [`TOKEN_WAIT`]); without, to one at most
+//! `READ_MAX_LAG` behind; else, or for a token that cannot be honoured, to the primary.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -52,15 +49,8 @@ struct Seen {
     standbys: Vec<Option<(u64, Duration)>>,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TargetLabels {
-    target: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StandbyLabels {
-    standby: String,
-}
+/// A standby's lag in seconds, NaN while it is down.
+type Lag = Gauge<f64, AtomicU64>;
 
 /// The standbys, their probe, and the counts `/metrics` shows.
 pub struct Standbys {
@@ -68,9 +58,9 @@ pub struct Standbys {
     seen: watch::Receiver<Seen>,
     next: AtomicUsize,
     probe: JoinHandle<()>,
-    reads: Family<TargetLabels, Counter>,
+    reads: Family<[(&'static str, &'static str); 1], Counter>,
     waited: Counter,
-    lag: Family<StandbyLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    lag: Family<[(&'static str, String); 1], Lag>,
 }
 
 impl Standbys {
@@ -82,9 +72,9 @@ impl Standbys {
         max_lag: Duration,
     ) -> Standbys {
         let (tell, seen) = watch::channel(Seen::default());
-        let lag: Family<StandbyLabels, Gauge<f64, _>> = Family::default();
+        let lag: Family<_, Lag> = Family::default();
         let gauges =
-            names.into_iter().map(|standby| lag.get_or_create(&StandbyLabels { standby }).clone());
+            names.into_iter().map(|standby| lag.get_or_create(&[("standby", standby)]).clone());
         let probe = tokio::spawn(probe(primary, pools, gauges.collect(), max_lag, tell));
         let (next, reads, waited) = (AtomicUsize::new(0), Family::default(), Counter::default());
         Standbys { max_lag, seen, next, probe, reads, waited, lag }
@@ -96,8 +86,8 @@ impl Standbys {
             None => self.within_lag(),
             Some(token) => self.past(token).await,
         };
-        let target_label = if target == Target::Primary { "primary" } else { "standby" };
-        self.reads.get_or_create(&TargetLabels { target: target_label }).inc();
+        let label = if target == Target::Primary { "primary" } else { "standby" };
+        self.reads.get_or_create(&[("target", label)]).inc();
         target
     }
 
@@ -174,14 +164,13 @@ fn honoured(seen: &Seen, token: &str) -> Option<u64> {
     (system == primary.system && timeline == primary.timeline && lsn <= primary.lsn).then_some(lsn)
 }
 
-/// The probe: every [`PROBE_EVERY`], the primary's system, timeline and position, then
-/// each standby's replayed position; a standby's lag is how long ago the primary was
-/// last seen at or before that position (so a standby with nothing to replay is never
-/// behind, however old its last replayed transaction).
+/// The probe: every [`PROBE_EVERY`], the primary's system, timeline and position, then each
+/// standby's replayed one. A standby's lag is how long ago the primary was last seen at or
+/// before it, so a standby with nothing to replay is never behind.
 async fn probe(
     primary: Arc<Pool>,
     standbys: Vec<Arc<Pool>>,
-    gauges: Vec<Gauge<f64, std::sync::atomic::AtomicU64>>,
+    gauges: Vec<Lag>,
     max_lag: Duration,
     tell: watch::Sender<Seen>,
 ) {

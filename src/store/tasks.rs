@@ -1,25 +1,23 @@
-//! The batched statements of the task resource: each kind of request has a [`Batcher`],
-//! and what a batch of it runs is here: gets by one `id = ANY`, the chunks of
-//! concurrent pages by one read (one batcher for pages of any status and one for pages
-//! of one status, so each can use its index), creates by one insert (keyed ones go to
-//! idempotency.rs), and changes by one statement each with its own `If-Match` check.
-//! A batch the database refuses for what one row holds is run again one by one, so only
-//! that one fails. The SQL is in sql/tasks.rs.
+//! What each [`Batcher`] of the task resource runs: gets by one `id = ANY`, page chunks by
+//! one read (of any status, or of one, each on its index), creates by one insert (keyed ones
+//! in idempotency.rs), changes by one statement, each with its own `If-Match` check. A batch
+//! refused for what one row holds runs again one by one, so only that one fails.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::metrics::histogram::Histogram;
 
 use super::batcher::Batcher;
+use super::error::{self, message};
+use super::idempotency;
 use super::pool::{Deadline, Effect, Failure, Pool};
-use super::sql::tasks::{self as sql, Read};
+use super::sql::tasks::{self as sql, Kind, Read};
 use super::sql::{self as statements, Conn};
-use super::{CHUNK_ROWS, Change, Creation, Delete, NewCreate, Precondition, StoreError, Update};
-use super::{error, idempotency};
-use crate::observe::traces::Statement;
-use crate::tasks::{NewTask, Task};
+use super::{ById, CHUNK_ROWS, Change, Creation, NewCreate, StoreError};
+use crate::tasks::Task;
 
 /// Most chunks one list statement reads: what it holds at once is at most this many
 /// chunks of [`CHUNK_ROWS`] rows (256), as many as a pool of 8 read one at a time.
@@ -53,23 +51,18 @@ impl Reads {
     }
 }
 
-/// The batched lookup behind `Store::get`, each id answered from the rows that came
-/// back; a row that cannot be decoded fails its own id only.
-pub fn finder(pool: Arc<Pool>, lanes: usize, sizes: Histogram) -> Batcher<i64, Option<Task>> {
+/// The batched lookup behind `Store::get`; a row that cannot be decoded fails its own id only.
+fn finder(pool: Arc<Pool>, lanes: usize, sizes: Histogram) -> Batcher<i64, Option<Task>> {
     Batcher::new(lanes, move |ids: Vec<i64>, deadline| {
         sizes.observe(ids.len() as f64);
         let pool = pool.clone();
         async move {
             let find = async |conn: &Conn| sql::find_many(conn, &ids).await;
-            let rows = pool.run(statements::SELECT_TASKS, deadline, Effect::Reads, find).await;
-            match rows {
+            match pool.run(statements::SELECT_TASKS, deadline, Effect::Reads, find).await {
                 Ok(rows) => {
-                    let found: HashMap<i64, Result<Task, StoreError>> = rows
-                        .into_iter()
-                        .map(|(id, task)| (id, task.map_err(StoreError::from)))
-                        .collect();
-                    let answer = |id| found.get(id).cloned().transpose();
-                    ids.iter().map(answer).collect()
+                    let found: HashMap<i64, Result<Task, StoreError>> =
+                        rows.into_iter().map(|(id, task)| (id, task.map_err(Into::into))).collect();
+                    ids.iter().map(|id| found.get(id).cloned().transpose()).collect()
                 }
                 Err(failure) => vec![Err(failure.into()); ids.len()],
             }
@@ -79,7 +72,7 @@ pub fn finder(pool: Arc<Pool>, lanes: usize, sizes: Histogram) -> Batcher<i64, O
 
 /// The batched read of page chunks behind `Store::list`: every read queued now, all
 /// with a status (`by_status`) or all without, by one statement.
-pub fn lister(
+fn lister(
     pool: Arc<Pool>,
     lanes: usize,
     sizes: Histogram,
@@ -98,9 +91,8 @@ pub fn lister(
     })
 }
 
-/// The batched insert behind `Store::create`: one statement, so one commit, for every
-/// create queued. Creates without keys take the plain insert; a batch with any key,
-/// the keyed one (idempotency.rs).
+/// The batched insert behind `Store::create`, so one commit for every create queued: the
+/// plain insert, or the keyed one (idempotency.rs) for a batch with any key.
 pub fn creator(
     pool: Arc<Pool>,
     lanes: usize,
@@ -111,25 +103,17 @@ pub fn creator(
         sizes.observe(creates.len() as f64);
         let pool = pool.clone();
         async move {
-            let inserts = Inserts(&pool, deadline, key_ttl);
-            one_by_one_if_refused(&inserts, &creates).await
+            let (pool, all) = (&*pool, &creates);
+            let insert = move |at: Range<usize>| async move {
+                let creates = &all[at];
+                match creates.iter().all(|c| c.claim.is_none()) {
+                    true => unkeyed(pool, deadline, creates).await,
+                    false => idempotency::create(pool, deadline, key_ttl, creates).await,
+                }
+            };
+            one_by_one_if_refused(creates.len(), insert).await
         }
     })
-}
-
-/// Creates, by one insert: by the pool, within the deadline, keys kept for the TTL.
-struct Inserts<'a>(&'a Pool, Deadline, Duration);
-
-impl Statements<NewCreate> for Inserts<'_> {
-    type Done = Creation;
-
-    async fn run(&self, creates: &[NewCreate]) -> Result<Answers<Creation>, Failure> {
-        let Inserts(pool, deadline, key_ttl) = *self;
-        match creates.iter().all(|create| create.claim.is_none()) {
-            true => unkeyed(pool, deadline, creates).await,
-            false => idempotency::create(pool, deadline, key_ttl, creates).await,
-        }
-    }
 }
 
 async fn unkeyed(
@@ -137,180 +121,103 @@ async fn unkeyed(
     deadline: Deadline,
     creates: &[NewCreate],
 ) -> Result<Answers<Creation>, Failure> {
-    let new: Vec<&NewTask> = creates.iter().map(|create| &create.task).collect();
-    let insert = async |conn: &Conn| sql::insert_many(conn, &new).await;
+    let insert = async |conn: &Conn| sql::insert_many(conn, creates).await;
     let tasks = pool.run(statements::INSERT_TASKS, deadline, Effect::Writes, insert).await?;
-    Ok(answer_in_order(&new, tasks))
+    Ok(answer_in_order(creates, tasks))
 }
 
-/// Each input's own row, from the rows one insert returned (in id order, which is
-/// input order). Checked, whatever the build: a row that does not hold what its input
-/// asked for is matched by content instead, and an input no row matches fails.
-fn answer_in_order(new: &[&NewTask], mut tasks: Vec<Task>) -> Answers<Creation> {
-    let holds = |task: &Task, new: &NewTask| {
+/// Each input's row, from an insert's rows in id order, which is input order. Checked in
+/// every build: rows out of order are matched by content; an input none matches fails.
+fn answer_in_order(creates: &[NewCreate], mut tasks: Vec<Task>) -> Answers<Creation> {
+    let holds = |task: &Task, create: &NewCreate| {
+        let new = &create.task;
         task.title == new.title && task.description == new.description && task.status == new.status
     };
-    if tasks.len() == new.len() && tasks.iter().zip(new).all(|(task, new)| holds(task, new)) {
+    if tasks.len() == creates.len() && tasks.iter().zip(creates).all(|(t, c)| holds(t, c)) {
         return tasks.into_iter().map(|t| Ok(Creation::Created(t))).collect();
     }
     log::error!(
         "an insert of {} rows returned {} that are not in input order; matching them by content",
-        new.len(),
+        creates.len(),
         tasks.len()
     );
-    new.iter()
-        .map(|new| match tasks.iter().position(|task| holds(task, new)) {
+    creates
+        .iter()
+        .map(|create| match tasks.iter().position(|task| holds(task, create)) {
             Some(at) => Ok(Creation::Created(tasks.swap_remove(at))),
-            None => Err(StoreError::internal("an insert returned no row for this input")),
+            None => Err(StoreError::Internal(message("an insert returned no row for this input"))),
         })
         .collect()
 }
 
-/// What a batch of writes runs: statements for many inputs, an answer for each.
-trait Statements<I>: Sync {
-    type Done: Clone + Send;
-    fn run(
-        &self,
-        inputs: &[I],
-    ) -> impl Future<Output = Result<Answers<Self::Done>, Failure>> + Send;
-}
-
-/// Runs `batch` on `inputs`; should the database refuse it for what some row holds
-/// (SQLSTATE class 22 or 23), nothing was written, and each input goes alone, by the
-/// same deadline, so only that one fails. Any other failure fails the batch once.
-async fn one_by_one_if_refused<I: Sync, S: Statements<I>>(
-    batch: &S,
-    inputs: &[I],
-) -> Answers<S::Done> {
-    match batch.run(inputs).await {
+/// Runs `batch` on all `inputs`; if the database refuses it for what some row holds, nothing
+/// was written, and each input goes alone, so only that one fails.
+async fn one_by_one_if_refused<T: Clone, F: Future<Output = Result<Answers<T>, Failure>>>(
+    inputs: usize,
+    batch: impl Fn(Range<usize>) -> F,
+) -> Answers<T> {
+    match batch(0..inputs).await {
         Ok(answers) => answers,
-        Err(Failure::Statement(err)) if inputs.len() > 1 && error::is_row_refusal(&err) => {
+        Err(Failure::Statement(err)) if inputs > 1 && error::is_row_refusal(&err) => {
             let err = StoreError::from(err);
-            log::warn!("{} requests refused as one statement ({err}); one by one", inputs.len());
-            let mut answers = Vec::with_capacity(inputs.len());
-            for input in inputs {
-                answers.push(match batch.run(std::slice::from_ref(input)).await {
+            log::warn!("{inputs} requests refused as one statement ({err}); one by one");
+            let mut answers = Vec::with_capacity(inputs);
+            for at in 0..inputs {
+                answers.push(match batch(at..at + 1).await {
                     Ok(mut answer) => answer.pop().expect("one answer for one input"),
                     Err(failure) => Err(failure.into()),
                 });
             }
             answers
         }
-        Err(failure) => vec![Err(failure.into()); inputs.len()],
+        Err(failure) => vec![Err(failure.into()); inputs],
     }
 }
 
-/// A change to one task that can share a statement with others: `PATCH` or `DELETE`.
-pub trait ById: Sized + Send + Sync + 'static {
-    /// What the statement gives back for a task it changed.
-    type Done: Clone + Send + 'static;
-    /// The statement, as its trace span names it.
-    const STATEMENT: Statement;
-    /// The task it changes.
-    fn id(&self) -> i64;
-    /// What the client expects of the task (`If-Match`).
-    fn expected(&self) -> &Precondition;
-    /// Runs `changes` (no two of the same task) as one statement: what each changed
-    /// task gave, by id. A change whose task is missing, or fails its check, is absent.
-    fn run(
-        conn: &Conn,
-        changes: &[&Self],
-    ) -> impl Future<Output = Result<HashMap<i64, Self::Done>, tokio_postgres::Error>> + Send;
-}
-
-impl ById for Update {
-    type Done = Task;
-    const STATEMENT: Statement = statements::UPDATE_TASKS;
-
-    fn id(&self) -> i64 {
-        self.id
-    }
-
-    fn expected(&self) -> &Precondition {
-        &self.expected
-    }
-
-    fn run(
-        conn: &Conn,
-        changes: &[&Self],
-    ) -> impl Future<Output = Result<HashMap<i64, Task>, tokio_postgres::Error>> + Send {
-        sql::update_many(conn, changes)
-    }
-}
-
-impl ById for Delete {
-    type Done = ();
-    const STATEMENT: Statement = statements::DELETE_TASKS;
-
-    fn id(&self) -> i64 {
-        self.id
-    }
-
-    fn expected(&self) -> &Precondition {
-        &self.expected
-    }
-
-    fn run(
-        conn: &Conn,
-        changes: &[&Self],
-    ) -> impl Future<Output = Result<HashMap<i64, ()>, tokio_postgres::Error>> + Send {
-        sql::delete_many(conn, changes)
-    }
-}
-
-/// The batcher of one kind of change. Changes to the same task in one batch behave as
-/// if sent one after the other: the first goes in the shared statement, the others run
-/// after it, alone and in order, on the same connection.
-pub fn changer<C: ById>(
+/// The batcher of one kind of change. Changes to one task in a batch act as if sent in turn:
+/// the first goes in the shared statement, the others after it, alone, on its connection.
+pub fn changer<K: Kind>(
     pool: Arc<Pool>,
     lanes: usize,
     sizes: Histogram,
-) -> Batcher<C, Change<C::Done>> {
-    Batcher::new(lanes, move |changes: Vec<C>, deadline| {
+) -> Batcher<ById<K>, Change<K::Done>> {
+    Batcher::new(lanes, move |changes: Vec<ById<K>>, deadline| {
         sizes.observe(changes.len() as f64);
         let pool = pool.clone();
-        async move { one_by_one_if_refused(&Changes(&pool, deadline), &changes).await }
+        async move {
+            let (pool, all) = (&*pool, &changes);
+            let together = move |at: Range<usize>| together(pool, deadline, &all[at]);
+            one_by_one_if_refused(changes.len(), together).await
+        }
     })
 }
 
-/// Changes, by one statement: by the pool, within the deadline.
-struct Changes<'a>(&'a Pool, Deadline);
-
-impl<C: ById> Statements<C> for Changes<'_> {
-    type Done = Change<C::Done>;
-
-    async fn run(&self, changes: &[C]) -> Result<Answers<Change<C::Done>>, Failure> {
-        together(self.0, self.1, changes).await
-    }
-}
-
-async fn together<C: ById>(
+async fn together<K: Kind>(
     pool: &Pool,
     deadline: Deadline,
-    changes: &[C],
-) -> Result<Answers<Change<C::Done>>, Failure> {
-    let mut seen = HashMap::with_capacity(changes.len());
+    changes: &[ById<K>],
+) -> Result<Answers<Change<K::Done>>, Failure> {
+    let mut seen = HashSet::with_capacity(changes.len());
     let (mut shared, mut after) = (Vec::with_capacity(changes.len()), Vec::new());
     for (at, change) in changes.iter().enumerate() {
-        match seen.insert(change.id(), at) {
-            None => shared.push(change),
-            Some(_) => after.push(at),
+        match seen.insert(change.id) {
+            true => shared.push(change),
+            false => after.push(at),
         }
     }
     let work = async |conn: &Conn| {
-        let mut done = C::run(conn, &shared).await?;
-        let mut answers: Answers<Change<C::Done>> = Vec::with_capacity(changes.len());
+        let mut done = K::run(conn, &shared).await?;
+        let mut answers: Answers<Change<K::Done>> = Vec::with_capacity(changes.len());
         for (at, change) in changes.iter().enumerate() {
-            let judge = |mut done: HashMap<i64, C::Done>| {
-                change.expected().judge(done.remove(&change.id()))
-            };
+            let judge =
+                |mut done: HashMap<i64, K::Done>| change.expected.judge(done.remove(&change.id));
             answers.push(match after.contains(&at) {
                 // The shared statement is done: this one's failure is its own.
-                true => C::run(conn, &[change]).await.map(judge).map_err(StoreError::from),
-                false => Ok(change.expected().judge(done.remove(&change.id()))),
+                true => K::run(conn, &[change]).await.map(judge).map_err(StoreError::from),
+                false => Ok(change.expected.judge(done.remove(&change.id))),
             });
         }
         Ok(answers)
     };
-    pool.run(C::STATEMENT, deadline, Effect::Writes, work).await
+    pool.run(K::STATEMENT, deadline, Effect::Writes, work).await
 }

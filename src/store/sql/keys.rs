@@ -1,20 +1,20 @@
-//! The statements of Idempotency-Key: creates that store each task with its key, the
-//! look-up of keys already held, letting go of expired ones, and the pruner's walk.
-//! What a held key answers is store/idempotency.rs's business.
+//! The statements of Idempotency-Key: creates that store each task with its key, the look-up
+//! of keys held, letting go of expired ones, and the pruner's walk. What a held key answers
+//! is store/idempotency.rs's business.
 
 use jiff::Timestamp;
+use tokio_postgres::Error;
 use tokio_postgres::types::{ToSql, Type};
 
-use super::{Conn, Sql, columns};
-use crate::tasks::{NewTask, Task};
+use super::{Conn, Sql, columns, task};
+use crate::store::NewCreate;
+use crate::tasks::Task;
 
-// Keyed creates (Idempotency-Key): each task is stored with its key and fingerprint
-// (sql/V3), so the unique index on the key is what makes a key's first use its only
-// one: no second row, and the batch stays one insert. An input whose key a task holds
-// is skipped (ON CONFLICT), as is one whose key a deleted task held (idempotency_keys,
-// looked up once for the whole batch) not older than $6 seconds: FIND_KEYS says what
-// it answered. A key held past its TTL is skipped too, until RELEASE_KEYS lets it go.
-// Rows come back in input order, each with its key.
+// Keyed creates: each task is stored with its key and fingerprint (sql/V3), so the key's
+// unique index makes its first use the only one, and the batch stays one insert. An input
+// whose key a task holds is skipped (ON CONFLICT), as is one whose key a deleted task held
+// (idempotency_keys, looked up once per batch) within $6 seconds: FIND_KEYS says what it
+// answered; one held past its TTL waits for RELEASE_KEYS. Rows come back in input order.
 static INSERT_KEYED: Sql = Sql {
     text: concat!(
         "INSERT INTO tasks (title, description, status, idempotency_key, idempotency_fingerprint)
@@ -27,8 +27,9 @@ static INSERT_KEYED: Sql = Sql {
         WHERE created_at >= now() - make_interval(secs => $6)))
     ORDER BY n
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING idempotency_key, ",
-        columns!()
+    RETURNING ",
+        columns!(),
+        ", idempotency_key"
     ),
     types: &[
         Type::TEXT_ARRAY,
@@ -39,11 +40,10 @@ static INSERT_KEYED: Sql = Sql {
         Type::FLOAT8,
     ],
 };
-// Each lookup of keys below finds them by their key's index alone (OFFSET 0 keeps the
-// subquery apart), and tests their time on what it found: with the time in the same
-// WHERE, the planner may pick an index on created_at instead, which on stale
-// statistics, just after a burst of keyed creates, walks every key of the last day
-// (sql/V3 had such an index for the pruner; V4 dropped it).
+// Each lookup of keys below finds them by the key's index alone (OFFSET 0 keeps the
+// subquery apart), then tests their time: with the time in the same WHERE, the planner may
+// pick an index on created_at, which on stale statistics after a burst of keyed creates
+// walks every key of the last day (sql/V3 had such an index; V4 dropped it).
 
 // The keys held, not older than $2 seconds, by tasks or by deleted tasks, with the id
 // and time of their tasks.
@@ -123,28 +123,20 @@ static PRUNE_KEYS: Sql = Sql {
     types: &[Type::FLOAT8, Type::INT8],
 };
 
-/// An input of a keyed insert: the task, and its key and body fingerprint, if any.
-pub struct Keyed<'a> {
-    /// What to store.
-    pub task: &'a NewTask,
-    /// The Idempotency-Key and the fingerprint of its request's body.
-    pub claim: Option<(&'a str, &'a [u8])>,
-}
-
-/// Stores new tasks with their keys in one statement: `(n, task)` for each input
-/// (numbered from 1, no key twice) whose task was stored. An input missing from the
-/// answer had its key held already (see [`find_keys`] and [`release_keys`]).
+/// Stores new tasks with their keys in one statement: `(n, task)` for each input (numbered
+/// from 1, no key twice) stored; one missing had its key held already ([`find_keys`]).
 pub async fn insert_keyed(
     conn: &Conn,
-    inputs: &[Keyed<'_>],
+    inputs: &[&NewCreate],
     ttl_secs: f64,
-) -> Result<Vec<(i64, Task)>, tokio_postgres::Error> {
+) -> Result<Vec<(i64, Task)>, Error> {
     let titles: Vec<&str> = inputs.iter().map(|i| i.task.title.as_str()).collect();
     let descriptions: Vec<Option<&str>> =
         inputs.iter().map(|i| i.task.description.as_deref()).collect();
     let statuses: Vec<&str> = inputs.iter().map(|i| i.task.status.as_str()).collect();
-    let keys: Vec<Option<&str>> = inputs.iter().map(|i| i.claim.map(|c| c.0)).collect();
-    let prints: Vec<Option<&[u8]>> = inputs.iter().map(|i| i.claim.map(|c| c.1)).collect();
+    let claims = inputs.iter().map(|i| i.claim.as_ref());
+    let keys: Vec<Option<&str>> = claims.clone().map(|c| Some(c?.key.as_str())).collect();
+    let prints: Vec<Option<&[u8]>> = claims.map(|c| Some(c?.fingerprint.as_slice())).collect();
     let params: [&(dyn ToSql + Sync); 6] =
         [&titles, &descriptions, &statuses, &keys, &prints, &ttl_secs];
     let rows = INSERT_KEYED.query(conn, &params).await?;
@@ -153,7 +145,7 @@ pub async fn insert_keyed(
     let mut next = 0;
     rows.into_iter()
         .map(|row| {
-            let key: Option<&str> = row.try_get(0)?;
+            let key: Option<&str> = row.try_get(6)?;
             let n = match keys[next..].iter().position(|input| *input == key) {
                 Some(skipped) => {
                     next += skipped + 1;
@@ -161,22 +153,13 @@ pub async fn insert_keyed(
                 }
                 None => 0,
             };
-            let task = Task {
-                id: row.try_get(1)?,
-                title: row.try_get(2)?,
-                description: row.try_get(3)?,
-                status: row.try_get(4)?,
-                created_at: row.try_get(5)?,
-                updated_at: row.try_get(6)?,
-            };
-            Ok((n, task))
+            Ok((n, task(&row)?))
         })
         .collect()
 }
 
-/// A key held: the fingerprint of the body it came with, and the task its create
-/// stored, by id and time. The rest of what that create answered is the body's, so a
-/// retry with the same fingerprint holds it (keys.rs).
+/// A key held: the fingerprint of its body, and the id and time of the task its create
+/// stored (the rest of that answer follows from the body: idempotency.rs).
 pub struct HeldKey {
     /// The Idempotency-Key.
     pub key: String,
@@ -189,30 +172,17 @@ pub struct HeldKey {
 }
 
 /// The keys of `keys` held and not older than `ttl_secs`.
-pub async fn find_keys(
-    conn: &Conn,
-    keys: &[&str],
-    ttl_secs: f64,
-) -> Result<Vec<HeldKey>, tokio_postgres::Error> {
+pub async fn find_keys(conn: &Conn, keys: &[&str], ttl_secs: f64) -> Result<Vec<HeldKey>, Error> {
     let rows = FIND_KEYS.query(conn, &[&keys, &ttl_secs]).await?;
-    rows.into_iter()
-        .map(|row| {
-            Ok(HeldKey {
-                key: row.try_get(0)?,
-                fingerprint: row.try_get(1)?,
-                task_id: row.try_get(2)?,
-                created_at: row.try_get(3)?,
-            })
-        })
-        .collect()
+    let held = |row: &tokio_postgres::Row| {
+        let (key, fingerprint) = (row.try_get(0)?, row.try_get(1)?);
+        Ok(HeldKey { key, fingerprint, task_id: row.try_get(2)?, created_at: row.try_get(3)? })
+    };
+    rows.iter().map(held).collect()
 }
 
 /// Lets go of the keys of `keys` that tasks older than `ttl_secs` hold.
-pub async fn release_keys(
-    conn: &Conn,
-    keys: &[&str],
-    ttl_secs: f64,
-) -> Result<u64, tokio_postgres::Error> {
+pub async fn release_keys(conn: &Conn, keys: &[&str], ttl_secs: f64) -> Result<u64, Error> {
     RELEASE_KEYS.execute(conn, &[&keys, &ttl_secs]).await
 }
 
@@ -237,7 +207,7 @@ pub async fn release_expired(
     from: i64,
     span: i64,
     limit: i64,
-) -> Result<Walked, tokio_postgres::Error> {
+) -> Result<Walked, Error> {
     let rows = RELEASE_EXPIRED.query(conn, &[&ttl_secs, &from, &span, &limit]).await?;
     // One row, always.
     let Some(row) = rows.first() else {
@@ -252,29 +222,19 @@ pub async fn release_expired(
 }
 
 /// The first task that holds a key, if any.
-pub async fn first_keyed(conn: &Conn) -> Result<Option<i64>, tokio_postgres::Error> {
+pub async fn first_keyed(conn: &Conn) -> Result<Option<i64>, Error> {
     let rows = FIRST_KEYED.query(conn, &[]).await?;
-    Ok(match rows.first() {
-        Some(row) => row.try_get(0)?,
-        None => None,
-    })
+    rows.first().map_or(Ok(None), |row| row.try_get(0))
 }
 
 /// How many keys the database holds: tasks' and deleted tasks', expired or not.
-pub async fn count_keys(conn: &Conn) -> Result<i64, tokio_postgres::Error> {
+pub async fn count_keys(conn: &Conn) -> Result<i64, Error> {
     let rows = COUNT_KEYS.query(conn, &[]).await?;
-    Ok(match rows.first() {
-        Some(row) => row.try_get(0)?,
-        None => 0,
-    })
+    rows.first().map_or(Ok(0), |row| row.try_get(0))
 }
 
 /// Deletes at most `limit` keys of deleted tasks older than `ttl_secs`, skipping any a
 /// request holds; how many went.
-pub async fn prune_kept_keys(
-    conn: &Conn,
-    ttl_secs: f64,
-    limit: i64,
-) -> Result<u64, tokio_postgres::Error> {
+pub async fn prune_kept_keys(conn: &Conn, ttl_secs: f64, limit: i64) -> Result<u64, Error> {
     PRUNE_KEYS.execute(conn, &[&ttl_secs, &limit]).await
 }

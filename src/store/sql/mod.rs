@@ -1,8 +1,7 @@
-//! Every SQL statement the store sends, and nowhere else: how one is sent (prepared once
-//! per connection and cached, or unnamed behind a transaction-mode pooler), the names
-//! their trace spans carry, and decoding rows into [`Task`]s. The task resource's
-//! statements are in tasks.rs, Idempotency-Key's in keys.rs. Which connection runs
-//! them, and by when, is store/pool.rs's business.
+//! Every SQL statement the store sends, and nowhere else: how one is sent (prepared and
+//! cached per connection, or unnamed behind a transaction-mode pooler), its trace span's
+//! name, and the row decoder; the tasks' statements in tasks.rs, the keys' in keys.rs. Which
+//! connection runs them, and by when, is store/pool.rs's business.
 
 pub mod keys;
 pub mod tasks;
@@ -10,6 +9,7 @@ pub mod tasks;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use deadpool_postgres::Client;
+use tokio_postgres::Error;
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, ToSql, Type};
 
@@ -25,9 +25,8 @@ macro_rules! columns {
 }
 pub(crate) use columns;
 
-/// A pooled connection as statements use it: the client, how statements are sent on
-/// it, and how many have been answered, so the pool knows whether a failed attempt
-/// may go again.
+/// A pooled connection as statements use it: the client, how statements are sent on it,
+/// and how many were answered, so the pool knows whether a failed attempt may go again.
 pub struct Conn {
     /// The pooled client.
     pub client: Client,
@@ -50,12 +49,11 @@ impl Sql {
         &self,
         conn: &Conn,
         params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+    ) -> Result<Vec<Row>, Error> {
         let rows = match conn.unnamed {
             true => conn.client.query_typed(self.text, &self.typed(params)).await?,
             false => {
-                let statement = conn.client.prepare_cached(self.text).await?;
-                conn.client.query(&statement, params).await?
+                conn.client.query(&conn.client.prepare_cached(self.text).await?, params).await?
             }
         };
         conn.answered.fetch_add(1, Ordering::Relaxed);
@@ -63,16 +61,11 @@ impl Sql {
     }
 
     /// Runs the statement for how many rows it touched, as [`Sql::query`] does.
-    pub async fn execute(
-        &self,
-        conn: &Conn,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<u64, tokio_postgres::Error> {
+    pub async fn execute(&self, conn: &Conn, params: &[&(dyn ToSql + Sync)]) -> Result<u64, Error> {
         let touched = match conn.unnamed {
             true => conn.client.execute_typed(self.text, &self.typed(params)).await?,
             false => {
-                let statement = conn.client.prepare_cached(self.text).await?;
-                conn.client.execute(&statement, params).await?
+                conn.client.execute(&conn.client.prepare_cached(self.text).await?, params).await?
             }
         };
         conn.answered.fetch_add(1, Ordering::Relaxed);
@@ -117,23 +110,20 @@ impl<'a> FromSql<'a> for Status {
     }
 }
 
-impl TryFrom<Row> for Task {
-    type Error = tokio_postgres::Error;
-
-    fn try_from(row: Row) -> Result<Task, Self::Error> {
-        Ok(Task {
-            id: row.try_get(0)?,
-            title: row.try_get(1)?,
-            description: row.try_get(2)?,
-            status: row.try_get(3)?,
-            created_at: row.try_get(4)?,
-            updated_at: row.try_get(5)?,
-        })
-    }
+/// The task in a row that starts with [`columns!`]: the one row decoder.
+pub fn task(row: &Row) -> Result<Task, Error> {
+    Ok(Task {
+        id: row.try_get(0)?,
+        title: row.try_get(1)?,
+        description: row.try_get(2)?,
+        status: row.try_get(3)?,
+        created_at: row.try_get(4)?,
+        updated_at: row.try_get(5)?,
+    })
 }
 
 /// The first row of a simple query, as text fields.
-async fn texts(conn: &Conn, query: &str) -> Result<Vec<Option<String>>, tokio_postgres::Error> {
+async fn texts(conn: &Conn, query: &str) -> Result<Vec<Option<String>>, Error> {
     let messages = conn.client.simple_query(query).await?;
     Ok(messages
         .iter()
@@ -154,9 +144,7 @@ fn lsn(text: Option<&str>) -> Option<u64> {
 
 /// The primary's system identifier, timeline and WAL position; `None` when the server is
 /// in recovery (a standby).
-pub async fn primary_position(
-    conn: &Conn,
-) -> Result<Option<(u64, u64, u64)>, tokio_postgres::Error> {
+pub async fn primary_position(conn: &Conn) -> Result<Option<(u64, u64, u64)>, Error> {
     let row = texts(
         conn,
         "SELECT system_identifier, pg_walfile_name(pg_current_wal_lsn()), pg_current_wal_lsn()
@@ -172,7 +160,7 @@ pub async fn primary_position(
 
 /// A standby's system identifier and replayed WAL position; `None` when the server is
 /// not in recovery (promoted) or has replayed nothing yet.
-pub async fn standby_position(conn: &Conn) -> Result<Option<(u64, u64)>, tokio_postgres::Error> {
+pub async fn standby_position(conn: &Conn) -> Result<Option<(u64, u64)>, Error> {
     let row = texts(
         conn,
         "SELECT system_identifier, pg_last_wal_replay_lsn()
@@ -182,6 +170,12 @@ pub async fn standby_position(conn: &Conn) -> Result<Option<(u64, u64)>, tokio_p
     let field = |n: usize| row.get(n).and_then(Option::as_deref);
     let system = field(0).and_then(|id| id.parse::<i64>().ok());
     Ok(system.zip(lsn(field(1))).map(|(s, l)| (s as u64, l)))
+}
+
+/// Whether the server takes no writes (a standby), for `/ready`.
+pub async fn read_only(conn: &Conn) -> Result<bool, Error> {
+    let row = texts(conn, "SHOW transaction_read_only").await?;
+    Ok(row.first().and_then(Option::as_deref) == Some("on"))
 }
 
 /// Where the primary is inserting WAL now: at or past every commit it has made.

@@ -1,15 +1,17 @@
-//! The statements of the task resource: find, insert, update and delete many tasks at
-//! once (a batch of requests is one statement), and read a page in chunks. Each runs
-//! on the connection it is given; which requests share it is store/tasks.rs's choice.
+//! The statements of the task resource: find, insert, update and delete many tasks at once
+//! (a batch of requests is one statement), and read a page in chunks. Which requests share
+//! one is store/tasks.rs's choice.
 
 use std::collections::HashMap;
 
 use jiff::Timestamp;
+use tokio_postgres::Error;
 use tokio_postgres::types::{ToSql, Type};
 
-use super::{Conn, Sql, columns};
-use crate::store::{Delete, Precondition, Update};
-use crate::tasks::{NewTask, Status, Task};
+use super::{Conn, Sql, columns, task};
+use crate::observe::traces::Statement;
+use crate::store::{ById, Delete, NewCreate, Precondition, Update};
+use crate::tasks::{Status, Task, TaskPatch};
 
 static FIND_MANY: Sql = Sql {
     text: concat!("SELECT ", columns!(), " FROM tasks WHERE id = ANY($1)"),
@@ -89,9 +91,8 @@ static DELETE_MANY: Sql = Sql {
     SELECT id FROM gone",
     types: &[Type::INT8_ARRAY, Type::BOOL_ARRAY, Type::TIMESTAMPTZ_ARRAY, Type::INT4],
 };
-// A page is read in chunks: the first skips `offset` rows, the next ones start after
-// the last id seen (ids are positive, so the first starts after 0). A first chunk with
-// an offset is read alone, by LIST or LIST_BY_STATUS.
+// A page is read in chunks, each after the last id seen (ids are positive, so the first
+// starts after 0). A first chunk that skips `offset` rows is read alone, by these two.
 static LIST: Sql = Sql {
     text: concat!(
         "SELECT ",
@@ -158,93 +159,88 @@ pub struct Read {
 
 /// Stores several new tasks in one statement, so one commit; answers in input
 /// order. All or nothing: one row the database refuses fails them all.
-pub async fn insert_many(
-    conn: &Conn,
-    new: &[&NewTask],
-) -> Result<Vec<Task>, tokio_postgres::Error> {
-    let titles: Vec<&str> = new.iter().map(|task| task.title.as_str()).collect();
+pub async fn insert_many(conn: &Conn, creates: &[NewCreate]) -> Result<Vec<Task>, Error> {
+    let titles: Vec<&str> = creates.iter().map(|c| c.task.title.as_str()).collect();
     let descriptions: Vec<Option<&str>> =
-        new.iter().map(|task| task.description.as_deref()).collect();
-    let statuses: Vec<&str> = new.iter().map(|task| task.status.as_str()).collect();
+        creates.iter().map(|c| c.task.description.as_deref()).collect();
+    let statuses: Vec<&str> = creates.iter().map(|c| c.task.status.as_str()).collect();
     let rows = INSERT_MANY.query(conn, &[&titles, &descriptions, &statuses]).await?;
-    let mut tasks = rows.into_iter().map(Task::try_from).collect::<Result<Vec<_>, _>>()?;
+    let mut tasks = rows.iter().map(task).collect::<Result<Vec<_>, _>>()?;
     tasks.sort_unstable_by_key(|task| task.id);
     Ok(tasks)
 }
 
 /// Several tasks by id, in one statement. A row that cannot be decoded is an error
 /// for its own id only.
-pub async fn find_many(
-    conn: &Conn,
-    ids: &[i64],
-) -> Result<Vec<(i64, Result<Task, tokio_postgres::Error>)>, tokio_postgres::Error> {
+pub async fn find_many(conn: &Conn, ids: &[i64]) -> Result<Vec<(i64, Result<Task, Error>)>, Error> {
     let rows = FIND_MANY.query(conn, &[&ids]).await?;
-    rows.into_iter().map(|row| Ok((row.try_get(0)?, Task::try_from(row)))).collect()
+    rows.iter().map(|row| Ok((row.try_get(0)?, task(row)))).collect()
 }
 
-/// Applies each update (no two to the same task), where its task passes its check;
-/// the tasks changed, by id.
-pub async fn update_many(
-    conn: &Conn,
-    updates: &[&Update],
-) -> Result<HashMap<i64, Task>, tokio_postgres::Error> {
-    let ids: Vec<i64> = updates.iter().map(|u| u.id).collect();
-    let titles: Vec<Option<&str>> = updates.iter().map(|u| u.patch.title.as_deref()).collect();
-    let set_descriptions: Vec<bool> =
-        updates.iter().map(|u| u.patch.description.is_some()).collect();
-    let descriptions: Vec<Option<&str>> =
-        updates.iter().map(|u| u.patch.description.as_ref().and_then(Option::as_deref)).collect();
-    let statuses: Vec<Option<&str>> =
-        updates.iter().map(|u| u.patch.status.map(Status::as_str)).collect();
-    let (checked, versions, stride) = checks(updates.iter().map(|u| &u.expected));
-    let params: [&(dyn ToSql + Sync); 8] =
-        [&ids, &titles, &set_descriptions, &descriptions, &statuses, &checked, &versions, &stride];
-    let rows = UPDATE_MANY.query(conn, &params).await?;
-    rows.into_iter()
-        .map(|row| {
-            let task = Task::try_from(row)?;
-            Ok((task.id, task))
-        })
-        .collect()
+/// A kind of change to tasks by id, as one statement makes many: a [`TaskPatch`]
+/// (`PATCH`, UPDATE_MANY) or `()` (`DELETE`, DELETE_MANY).
+pub trait Kind: Sized + Send + Sync + 'static {
+    /// What the statement gives back for a task it changed.
+    type Done: Clone + Send + 'static;
+    /// The statement, as its trace span names it.
+    const STATEMENT: Statement;
+    /// Runs `changes` (no two of the same task) as one statement: what each changed
+    /// task gave, by id. A change whose task is missing, or fails its check, is absent.
+    fn run(
+        conn: &Conn,
+        changes: &[&ById<Self>],
+    ) -> impl Future<Output = Result<HashMap<i64, Self::Done>, Error>> + Send;
 }
 
-/// Deletes each task (no two the same) that passes its check; the ids deleted.
-pub async fn delete_many(
-    conn: &Conn,
-    deletes: &[&Delete],
-) -> Result<HashMap<i64, ()>, tokio_postgres::Error> {
-    let ids: Vec<i64> = deletes.iter().map(|d| d.id).collect();
-    let (checked, versions, stride) = checks(deletes.iter().map(|d| &d.expected));
-    let rows = DELETE_MANY.query(conn, &[&ids, &checked, &versions, &stride]).await?;
-    rows.into_iter().map(|row| Ok((row.try_get(0)?, ()))).collect()
-}
+impl Kind for TaskPatch {
+    type Done = Task;
+    const STATEMENT: Statement = super::UPDATE_TASKS;
 
-/// The If-Match checks of a batch, as the statements take them: whether each change
-/// is checked, and the versions each may match, in runs of the same length (the
-/// longest list's, at most `conditional::MAX_TAGS`), padded with NULLs.
-fn checks<'a>(
-    changes: impl Iterator<Item = &'a Precondition> + Clone,
-) -> (Vec<bool>, Vec<Option<Timestamp>>, i32) {
-    let stride = changes
-        .clone()
-        .map(|expected| match expected {
-            Precondition::UpdatedAt(at) => at.len(),
-            Precondition::None | Precondition::Exists => 0,
-        })
-        .max()
-        .unwrap_or(0)
-        .max(1);
-    let (mut checked, mut versions) = (Vec::new(), Vec::new());
-    for expected in changes {
-        let listed = match expected {
-            Precondition::UpdatedAt(at) => at.as_slice(),
-            Precondition::None | Precondition::Exists => &[],
-        };
-        checked.push(matches!(expected, Precondition::UpdatedAt(_)));
-        versions.extend(listed.iter().copied().map(Some));
-        versions.extend(std::iter::repeat_n(None, stride - listed.len()));
+    async fn run(conn: &Conn, updates: &[&Update]) -> Result<HashMap<i64, Task>, Error> {
+        let (ids, checked, versions, stride) = checks(updates);
+        let titles: Vec<Option<&str>> = updates.iter().map(|u| u.patch.title.as_deref()).collect();
+        let set: Vec<bool> = updates.iter().map(|u| u.patch.description.is_some()).collect();
+        let descriptions: Vec<Option<&str>> = (updates.iter())
+            .map(|u| u.patch.description.as_ref().and_then(Option::as_deref))
+            .collect();
+        let statuses: Vec<Option<&str>> =
+            updates.iter().map(|u| u.patch.status.map(Status::as_str)).collect();
+        let params: [&(dyn ToSql + Sync); 8] =
+            [&ids, &titles, &set, &descriptions, &statuses, &checked, &versions, &stride];
+        let rows = UPDATE_MANY.query(conn, &params).await?;
+        rows.iter().map(|row| task(row).map(|task| (task.id, task))).collect()
     }
-    (checked, versions, i32::try_from(stride).unwrap_or(i32::MAX))
+}
+
+impl Kind for () {
+    type Done = ();
+    const STATEMENT: Statement = super::DELETE_TASKS;
+
+    async fn run(conn: &Conn, deletes: &[&Delete]) -> Result<HashMap<i64, ()>, Error> {
+        let (ids, checked, versions, stride) = checks(deletes);
+        let rows = DELETE_MANY.query(conn, &[&ids, &checked, &versions, &stride]).await?;
+        rows.iter().map(|row| Ok((row.try_get(0)?, ()))).collect()
+    }
+}
+
+/// A batch of changes' ids and If-Match checks, as the statements take them: whether each
+/// is checked, and its versions in runs of the longest list's length, padded with NULLs.
+fn checks<K>(changes: &[&ById<K>]) -> (Vec<i64>, Vec<bool>, Vec<Option<Timestamp>>, i32) {
+    let listed = |change: &ById<K>| match &change.expected {
+        Precondition::UpdatedAt(at) => at.len(),
+        Precondition::None | Precondition::Exists => 0,
+    };
+    let stride = changes.iter().map(|change| listed(change)).fold(1, usize::max);
+    let mut versions = Vec::with_capacity(changes.len() * stride);
+    for change in changes {
+        if let Precondition::UpdatedAt(at) = &change.expected {
+            versions.extend(at.iter().copied().map(Some));
+        }
+        versions.extend(std::iter::repeat_n(None, stride - listed(change)));
+    }
+    let checked = changes.iter().map(|c| matches!(c.expected, Precondition::UpdatedAt(_)));
+    let ids = changes.iter().map(|change| change.id).collect();
+    (ids, checked.collect(), versions, i32::try_from(stride).unwrap_or(i32::MAX))
 }
 
 /// Up to `limit` tasks in id order after id `after`, skipping `offset` of them,
@@ -255,7 +251,7 @@ pub async fn list(
     after: i64,
     limit: i64,
     offset: i64,
-) -> Result<Vec<Task>, tokio_postgres::Error> {
+) -> Result<Vec<Task>, Error> {
     let rows = match status {
         Some(status) => {
             let params: [&(dyn ToSql + Sync); 4] = [&status.as_str(), &after, &limit, &offset];
@@ -263,7 +259,7 @@ pub async fn list(
         }
         None => LIST.query(conn, &[&after, &limit, &offset]).await?,
     };
-    rows.into_iter().map(Task::try_from).collect()
+    rows.iter().map(task).collect()
 }
 
 /// Several chunks without an offset (each `limit` at most 32) at once, all with a
@@ -272,7 +268,7 @@ pub async fn list_many(
     conn: &Conn,
     reads: &[Read],
     by_status: bool,
-) -> Result<Vec<Vec<Task>>, tokio_postgres::Error> {
+) -> Result<Vec<Vec<Task>>, Error> {
     let afters: Vec<i64> = reads.iter().map(|read| read.after).collect();
     let limits: Vec<i64> = reads.iter().map(|read| read.limit).collect();
     let rows = match by_status {
@@ -287,10 +283,9 @@ pub async fn list_many(
     let mut pages: Vec<Vec<Task>> = reads.iter().map(|_| Vec::new()).collect();
     for row in rows {
         let n: i64 = row.try_get(6)?;
-        let task = Task::try_from(row)?;
         // `n` counts from 1 over `reads`, so it always has a place.
         if let Some(page) = usize::try_from(n - 1).ok().and_then(|at| pages.get_mut(at)) {
-            page.push(task);
+            page.push(task(&row)?);
         }
     }
     for page in &mut pages {
