@@ -31,11 +31,15 @@ each after a 1 s warm-up), the baseline first in every other pair, and its targe
 on the median of the pairs' ratios. Two runs 30 s apart on this shared VM can differ by 15 %,
 which a ratio of two such runs doubles; runs in turn see the same machine. Before each run
 (and each twin's) PostgreSQL is settled: VACUUM ANALYZE, then CHECKPOINT, so that no run
-pays for the writes of the one before it. req/s counts answers with a 2xx or 3xx status. "errors" counts socket errors and responses
-with another status than the scenario's (from the server's /metrics: a 200 in get_304 is an
+pays for the writes of the one before it. It is settled after the create and keyed_create runs
+too: tasks' growth from the settle before (pg_total_relation_size, table and indexes) over the
+rows the run created is what a create and a keyed create cost in storage (docs/retries.md);
+not measured once tasks has had updates or deletes, whose space creates would reuse. req/s
+counts answers with a 2xx or 3xx status. "errors" counts socket errors and responses with
+another status than the scenario's (from the server's /metrics: a 200 in get_304 is an
 error); for a twin, failed transactions and deletes that found no row. Prints one markdown
-table, the ratios, cold start, idle RSS and the targets met or missed, and writes them to
-docs/results/bench.md (not when BENCH_ONLY or BENCH_QUICK leaves scenarios out). Stops
+table, the ratios, the storage lines, cold start, idle RSS and the targets met or missed, and
+writes them to docs/results/bench.md (not when BENCH_ONLY or BENCH_QUICK leaves scenarios out). Stops
 everything it started. workloads.py holds the scenarios, their wrk scripts and pgbench
 twins; measure.py the runs; report.py the report; curve.py the drawing.
 

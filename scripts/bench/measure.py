@@ -122,6 +122,9 @@ class Bench:
         self.deletable = {}
         # The ratios of the pairs run in turn, by (scenario, connections).
         self.pairs = {}
+        # Bytes tasks grows by per create and per keyed create, by (scenario, connections);
+        # None: not measured, as tasks had had updates or deletes (see run).
+        self.storage = {}
 
     # --- PostgreSQL -------------------------------------------------------------------
     def start_postgres(self):
@@ -181,6 +184,12 @@ class Bench:
 
     def count(self, table):
         return int(self.psql(f"SELECT count(*) FROM {table}"))
+
+    def tasks_size(self):
+        """tasks' bytes (table and indexes), its rows, and the rows updated or deleted so far."""
+        return [int(v) for v in self.psql(
+            "SELECT pg_total_relation_size('tasks'), (SELECT count(*) FROM tasks), n_tup_upd + n_tup_del "
+            "FROM pg_stat_user_tables WHERE relid = 'tasks'::regclass").split("|")]
 
     # --- task-api ---------------------------------------------------------------------
     def spawn(self, url, port, extra=()):
@@ -335,9 +344,17 @@ class Bench:
                     self.seed_deletes("tasks")
                     self.seed_deletes("bench_deletes")
                 self.settle()
+                # What a create costs in storage: tasks' growth from this settle to the one after
+                # the run, per row created; not after updates or deletes, whose space creates reuse.
+                before = self.tasks_size() if name in ("create", "keyed_create") else None
                 self.wrk(name, connections, proc)
-                if name in TWINS:
+                if name in TWINS or before:
                     self.settle()
+                if before:
+                    size, rows, _ = self.tasks_size()
+                    self.storage[name, connections] = (None if before[2] else
+                                                       (size - before[0]) / max(rows - before[1], 1))
+                if name in TWINS:
                     self.pgbench_run(name, connections)
             for name, (baseline, _) in BASELINES.items():
                 if PAIRS and name in ONLY and baseline in ONLY:

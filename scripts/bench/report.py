@@ -1,6 +1,7 @@
 """The report of `make bench`: the table of runs, the ratios to their twins and baselines,
-overload, cold start, idle RSS and the targets met or missed; printed, and written whole to
-docs/results/bench.md unless only some scenarios ran."""
+the storage a create and a keyed create add to tasks, overload, cold start, idle RSS and the
+targets met or missed; printed, and written whole to docs/results/bench.md unless only some
+scenarios ran."""
 
 import statistics
 import time
@@ -63,6 +64,18 @@ def report(bench, cold_ms, idle_mib):
                     ratios.setdefault((name, other, least), []).append((value, connections))
         if parts:
             out.append(f"- {connections} connections: " + ", ".join(parts))
+        storage = [bench.storage[n, connections] for n in ("create", "keyed_create")
+                   if (n, connections) in bench.storage]
+        if len(storage) == 2 and None not in storage:
+            plain, keyed = storage
+            rate = bench.results["keyed_create", connections]["rps"]
+            out.append(f"- storage, {connections} connections: a create grows tasks by {plain:.0f} bytes (table "
+                       f"and indexes, after VACUUM), a keyed create by {keyed:.0f} bytes: a key costs "
+                       f"{keyed - plain:.0f} bytes; at the keyed run's {rate:.0f} creates/s, tasks grows "
+                       f"{keyed * rate / 1e6:.1f} MB a second")
+        elif None in storage:
+            out.append(f"- storage, {connections} connections: not measured, as tasks had had updates or "
+                       "deletes (the runs before), whose space creates reuse")
     for connections in OVERLOAD:
         r = bench.results.get(("get_by_id", connections))
         if r:
