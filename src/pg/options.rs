@@ -68,6 +68,13 @@ impl DbOptions {
 
     /// Where we connect, fit for a log line: `user@host:port/db sslmode=…`, never the password.
     pub fn target(&self) -> String {
+        let user = self.pg.get_user().unwrap_or_default();
+        let dbname = self.pg.get_dbname().unwrap_or(user);
+        format!("{user}@{}/{dbname} sslmode={}", self.address(), self.ssl_mode)
+    }
+
+    /// The server's `host:port` (each, comma-separated, when there are several).
+    pub fn address(&self) -> String {
         let pg = &self.pg;
         let hosts: Vec<String> = match pg.get_hosts() {
             [] => pg.get_hostaddrs().iter().map(IpAddr::to_string).collect(),
@@ -80,9 +87,7 @@ impl DbOptions {
         };
         let ports: Vec<String> = pg.get_ports().iter().map(u16::to_string).collect();
         let ports = if ports.is_empty() { "5432".into() } else { ports.join(",") };
-        let (hosts, user) = (hosts.join(","), pg.get_user().unwrap_or_default());
-        let dbname = pg.get_dbname().unwrap_or(user);
-        format!("{user}@{hosts}:{ports}/{dbname} sslmode={}", self.ssl_mode)
+        format!("{}:{ports}", hosts.join(","))
     }
 }
 

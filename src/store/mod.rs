@@ -145,7 +145,7 @@ impl Store {
         let keys_held = Gauge::default();
         let standby = |db| Pool::open(db, pool_size, unnamed_statements, false).map(Arc::new);
         let pools = standbys.iter().map(standby).collect::<Result<Vec<_>, _>>()?;
-        let names = standbys.iter().map(DbOptions::target).collect();
+        let names = standbys.iter().map(DbOptions::address).collect();
         let reads =
             std::iter::once(&pool).chain(&pools).map(|pool| Reads::new(pool, lanes, &sizes));
         Ok(Store {

@@ -69,9 +69,11 @@ impl Store {
             let answer = read(&self.reads[n + 1], Deadline::after(STANDBY_BUDGET).min(deadline));
             let answer = answer.await;
             if !matches!(answer, Err(StoreError::Unavailable(_) | StoreError::Busy)) {
+                self.standbys.as_ref().inspect(|standbys| standbys.served(target));
                 return answer;
             }
         }
+        self.standbys.as_ref().inspect(|standbys| standbys.served(Target::Primary));
         read(&self.reads[0], deadline).await
     }
 

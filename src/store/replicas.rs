@@ -23,6 +23,8 @@ use super::sql::{self, Conn};
 const PROBE_EVERY: Duration = Duration::from_millis(50);
 /// How long one look may take: a standby that does not answer by then is down.
 const PROBE_BUDGET: Duration = Duration::from_millis(500);
+/// How far back the probe remembers the primary's positions, to tell a standby's lag.
+const HISTORY: Duration = Duration::from_secs(600);
 /// How long a read with a token waits for a standby to replay past it.
 const TOKEN_WAIT: Duration = Duration::from_millis(100);
 
@@ -54,6 +56,9 @@ type Lag = Gauge<f64, AtomicU64>;
 
 /// The standbys, their probe, and the counts `/metrics` shows.
 pub struct Standbys {
+    primary: Arc<Pool>,
+    /// The furthest the primary is known to have inserted, from tokens checked against it.
+    known: AtomicU64,
     max_lag: Duration,
     seen: watch::Receiver<Seen>,
     next: AtomicUsize,
@@ -75,20 +80,24 @@ impl Standbys {
         let lag: Family<_, Lag> = Family::default();
         let gauges =
             names.into_iter().map(|standby| lag.get_or_create(&[("standby", standby)]).clone());
-        let probe = tokio::spawn(probe(primary, pools, gauges.collect(), max_lag, tell));
+        let probe = tokio::spawn(probe(primary.clone(), pools, gauges.collect(), max_lag, tell));
         let (next, reads, waited) = (AtomicUsize::new(0), Family::default(), Counter::default());
-        Standbys { max_lag, seen, next, probe, reads, waited, lag }
+        let known = AtomicU64::new(0);
+        Standbys { primary, known, max_lag, seen, next, probe, reads, waited, lag }
     }
 
-    /// Where a read with `token` (or none) goes; counted by target.
+    /// Where a read with `token` (or none) goes.
     pub async fn choose(&self, token: Option<&str>) -> Target {
-        let target = match token {
+        match token {
             None => self.within_lag(),
             Some(token) => self.past(token).await,
-        };
+        }
+    }
+
+    /// Counts a read `target` answered.
+    pub fn served(&self, target: Target) {
         let label = if target == Target::Primary { "primary" } else { "standby" };
         self.reads.get_or_create(&[("target", label)]).inc();
-        target
     }
 
     /// A standby at most `READ_MAX_LAG` behind, in turn; else the primary.
@@ -107,10 +116,10 @@ impl Standbys {
     /// A standby that has replayed past `token`, waiting at most [`TOKEN_WAIT`] for one;
     /// the primary for a token that cannot be honoured.
     async fn past(&self, token: &str) -> Target {
-        let mut seen = self.seen.clone();
-        let Some(lsn) = honoured(&seen.borrow(), token) else {
+        let Some(lsn) = self.honoured(token).await else {
             return Target::Primary;
         };
+        let mut seen = self.seen.clone();
         let waited = tokio::time::timeout(TOKEN_WAIT, async {
             for turn in 0.. {
                 let replayed = (seen.borrow_and_update().standbys.iter())
@@ -130,6 +139,31 @@ impl Standbys {
         waited.await.unwrap_or(Target::Primary)
     }
 
+    /// The position `token` names, when it is one of this database's, on the primary's
+    /// timeline, and not ahead of the primary: else `None` (then the primary serves it). A
+    /// write made since the last probe is ahead of what it saw: the primary is asked once.
+    async fn honoured(&self, token: &str) -> Option<u64> {
+        let primary = self.seen.borrow().primary?;
+        let mut fields = token.split('-').map(|field| u64::from_str_radix(field, 16));
+        let (Some(Ok(system)), Some(Ok(timeline)), Some(Ok(lsn)), None) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            return None;
+        };
+        if system != primary.system || timeline != primary.timeline {
+            return None;
+        }
+        let known = (self.known.load(Ordering::Relaxed).max(primary.lsn))
+            .max(self.primary.written().unwrap_or(0));
+        if lsn <= known {
+            return Some(lsn);
+        }
+        let insert = async |conn: &Conn| Ok(sql::insert_position(conn).await);
+        let now = look(&self.primary, TOKEN_WAIT, insert).await.flatten()?;
+        self.known.fetch_max(now, Ordering::Relaxed);
+        (lsn <= now).then_some(lsn)
+    }
+
     /// The token of a write the primary committed at or before `lsn`.
     pub fn token(&self, lsn: u64) -> Option<String> {
         let primary = self.seen.borrow().primary?;
@@ -138,7 +172,11 @@ impl Standbys {
 
     /// Registers `db_reads{target}`, `db_reads_waited` and `db_standby_lag_seconds{standby}`.
     pub fn register_metrics(&self, registry: &mut Registry) {
-        registry.register("db_reads", "Reads of tasks, by where they went", self.reads.clone());
+        registry.register(
+            "db_reads",
+            "Reads of tasks, by the database that answered them",
+            self.reads.clone(),
+        );
         let waited = "Reads with a consistency token that waited for a standby to replay past it";
         registry.register("db_reads_waited", waited, self.waited.clone());
         let lag = "How far behind the primary each standby was at the last probe (NaN: down)";
@@ -149,19 +187,6 @@ impl Standbys {
     pub fn stop(&self) {
         self.probe.abort();
     }
-}
-
-/// The position `token` names, when it is one of this database's, on the primary's
-/// timeline, and not ahead of the primary: else `None` (then the primary serves it).
-fn honoured(seen: &Seen, token: &str) -> Option<u64> {
-    let primary = seen.primary?;
-    let mut fields = token.split('-').map(|field| u64::from_str_radix(field, 16));
-    let (Some(Ok(system)), Some(Ok(timeline)), Some(Ok(lsn)), None) =
-        (fields.next(), fields.next(), fields.next(), fields.next())
-    else {
-        return None;
-    };
-    (system == primary.system && timeline == primary.timeline && lsn <= primary.lsn).then_some(lsn)
 }
 
 /// The probe: every [`PROBE_EVERY`], the primary's system, timeline and position, then each
@@ -175,12 +200,14 @@ async fn probe(
     tell: watch::Sender<Seen>,
 ) {
     let mut history: VecDeque<(u64, Instant)> = VecDeque::new();
-    let keep = (max_lag + Duration::from_secs(2)).as_millis() / PROBE_EVERY.as_millis();
+    let keep =
+        (max_lag + Duration::from_secs(2)).max(HISTORY).as_millis() / PROBE_EVERY.as_millis();
     loop {
-        let seen_primary = look(&primary, async |conn: &Conn| sql::primary_position(conn).await)
-            .await
-            .flatten()
-            .map(|(system, timeline, lsn)| Primary { system, timeline, lsn });
+        let seen_primary =
+            look(&primary, PROBE_BUDGET, async |conn: &Conn| sql::primary_position(conn).await)
+                .await
+                .flatten()
+                .map(|(system, timeline, lsn)| Primary { system, timeline, lsn });
         if let Some(now) = seen_primary {
             if history.back().is_none_or(|(lsn, _)| *lsn != now.lsn) {
                 history.push_back((now.lsn, Instant::now()));
@@ -191,10 +218,13 @@ async fn probe(
         }
         let mut seen = Seen { primary: seen_primary, standbys: Vec::with_capacity(standbys.len()) };
         for (pool, gauge) in standbys.iter().zip(&gauges) {
-            let replay =
-                look(pool, async |conn: &Conn| sql::standby_position(conn).await).await.flatten();
+            let position = async |conn: &Conn| sql::standby_position(conn).await;
+            let replay = look(pool, PROBE_BUDGET, position).await.flatten();
             let standby = replay.zip(seen_primary).and_then(|((system, replayed), primary)| {
-                let since = history.iter().rev().find(|(lsn, _)| *lsn <= replayed)?.1;
+                // Behind all the history holds: at least as far behind as its oldest entry.
+                let full = history.len() == keep as usize;
+                let oldest = history.front().filter(|_| full);
+                let since = history.iter().rev().find(|(lsn, _)| *lsn <= replayed).or(oldest)?.1;
                 let caught_up = replayed >= primary.lsn;
                 (system == primary.system)
                     .then(|| (replayed, if caught_up { Duration::ZERO } else { since.elapsed() }))
@@ -207,11 +237,12 @@ async fn probe(
     }
 }
 
-/// One look through `pool`, within [`PROBE_BUDGET`]; `None` when it fails.
+/// One look through `pool`, within `budget`; `None` when it fails.
 async fn look<T>(
     pool: &Pool,
+    budget: Duration,
     work: impl AsyncFnOnce(&Conn) -> Result<T, tokio_postgres::Error> + Clone,
 ) -> Option<T> {
-    let deadline = Deadline::after(PROBE_BUDGET);
+    let deadline = Deadline::after(budget);
     pool.run(sql::SHOW, deadline, Effect::Reads, work).await.ok()
 }
