@@ -2,7 +2,7 @@
 
 .PHONY: bench bench-curve
 
-## bench         load test against pgbench (wrk; ~8 minutes); prints its table and writes it to
+## bench         load test against pgbench (wrk; ~13 minutes); prints its table and writes it to
 ##               docs/results/bench.md; BENCH_CURVE=1 also redraws the load–latency curve
 bench: build
 	PYTHONPATH=scripts python3 -m bench

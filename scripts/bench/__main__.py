@@ -19,6 +19,10 @@ under wrk, each followed at once by its pgbench twin: the statement the server r
   overload       get_by_id at 1,024 and 4,096 connections  —
   pooled         get_by_id and create through PgBouncer    (ratio to the direct rows)
                  (transaction mode, DATABASE_STATEMENTS=unnamed), a second server
+  standby        get_by_id through a second server with    (server CPU per request
+                 DATABASE_READ_URL on a streaming standby  ÷ get_by_id's)
+                 (pg_basebackup -R; once it has replayed all the primary wrote),
+                 at the first of BENCH_CONNECTIONS (64) only
 
 The twins write the server's NULL parameters (no If-Match, no title) as typed NULL literals:
 pgbench cannot bind a NULL. get_304 fetches the seeded tasks' ETags over HTTP before each
@@ -28,7 +32,10 @@ For the overload runs wrk gets the hard fd limit; the server keeps its own MAX_C
 A ratio to a baseline (keyed_create ÷ create, get_304 ÷ get_by_id) is also measured in
 turn, after the table's runs: BENCH_PAIRS (5) pairs of short runs (BENCH_PAIR_SECONDS, 3,
 each after a 1 s warm-up), the baseline first in every other pair, and its target is judged
-on the median of the pairs' ratios. Two runs 30 s apart on this shared VM can differ by 15 %,
+on the median of the pairs' ratios. So is standby's: get_by_id's server CPU per request on
+its server over that on the first (at most 1.10 ×), the two servers in turn; and at least
+90 % of its server's reads (task_api_db_reads_total in its /metrics, over all its runs) must
+have been served by the standby. Two runs 30 s apart on this shared VM can differ by 15 %,
 which a ratio of two such runs doubles; runs in turn see the same machine. Before each run
 (and each twin's) PostgreSQL is settled: VACUUM ANALYZE, then CHECKPOINT, so that no run
 pays for the writes of the one before it. It is settled after the create and keyed_create runs

@@ -27,7 +27,7 @@ from .report import VARIABLES, report
 from .workloads import (APART, BASELINES, BATCHED, BINARY, CONNECTIONS, CURVE, CURVE_CONNECTIONS,
                         CURVE_SCENARIOS, CURVE_SECONDS, DELETE_CEILING, EXPECTED, ONLY, OVERLOAD, PAIR_SECONDS,
                         PAIRS, PASSWORD, PGBENCH_SCRIPTS, POOLED, SCENARIOS, SECONDS, SEED_TASKS, THREADS,
-                        TWINS, VIA_PGBOUNCER, WARMUP, WRK_SCRIPTS)
+                        TWINS, VIA_PGBOUNCER, VIA_STANDBY, WARMUP, WRK_SCRIPTS)
 
 def percentile(sorted_values, p):
     return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * p / 100))]
@@ -82,6 +82,13 @@ def over_capacity(text):
     return float(found.group(1)) if found else 0.0
 
 
+def standby_share(text):
+    """The share of the reads the standby answered, from task_api_db_reads_total."""
+    reads = dict(re.findall(r'^task_api_db_reads_total\{target="(\w+)"\} (\S+)$', text, re.M))
+    standby, primary = (float(reads.get(target, 0)) for target in ("standby", "primary"))
+    return standby / max(standby + primary, 1)
+
+
 def parse_wrk(output):
     def number(text):
         value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
@@ -114,6 +121,9 @@ class Bench:
         self.api_port = free_port()
         self.server = None
         self.pooled_server = None
+        self.standby = None
+        self.standby_server = None
+        self.standby_share = None
         self.rows = []
         self.results = {}
         self.started = time.perf_counter()
@@ -207,7 +217,7 @@ class Bench:
         return cold_ms, self.server.proc
 
     def stop_server(self):
-        for server in (self.server, self.pooled_server):
+        for server in (self.server, self.pooled_server, self.standby_server):
             if server:
                 server.process.stop(15)
 
@@ -223,11 +233,26 @@ class Bench:
                                            {"DATABASE_STATEMENTS": "unnamed"})
         return api_port, self.pooled_server.proc
 
+    def start_standby(self):
+        """A streaming standby of the bench cluster, once it has replayed all the primary has
+        written, and a second server that reads from it (DATABASE_READ_URL): its port and Proc."""
+        self.standby = Cluster(self.work, "standby", PASSWORD, self.cluster.options, app="bench", tag="bench")
+        self.cluster.base_backup(self.standby)
+        self.standby.start()
+        lsn = self.psql("SELECT pg_current_wal_lsn()")
+        if not self.standby.wait_until(f"pg_last_wal_replay_lsn() >= '{lsn}'", 60, tolerate_errors=True):
+            sys.exit("bench: the standby did not replay the primary's writes within 60 s")
+        api_port = free_port()
+        self.standby_server, _ = self.spawn(self.url, api_port, {"DATABASE_READ_URL": self.standby.url("bench")})
+        return api_port, self.standby_server.proc
+
     def close(self):
-        """Stops the servers, PgBouncer and PostgreSQL."""
+        """Stops the servers, PgBouncer, the standby and PostgreSQL."""
         self.stop_server()
         if self.bouncer:
             subprocess.run([PGBOUNCER_SH, "stop", self.bouncer], check=False)
+        if self.standby:
+            self.standby.stop()
         if self.cluster:
             self.cluster.stop()
 
@@ -282,16 +307,19 @@ class Bench:
             self.results[label, connections] = result
         return result
 
-    def paired(self, name, baseline, connections, proc):
-        """`name` and `baseline` in turn, PAIRS times: each pair's ratio of req/s. The
+    def paired(self, name, baseline, connections, proc, key="rps", via=None):
+        """`name` and `baseline` in turn, PAIRS times: each pair's ratio of `key`. The
         baseline goes first in every other pair, so that neither is always the one that
-        runs just after the other."""
+        runs just after the other. With `via` (a label, a port and its server's Proc),
+        `name` is `baseline` run against that server."""
+        runs = {baseline: (baseline, proc, None), name: (baseline, via[2], via[:2]) if via else (name, proc, None)}
         ratios = []
         for turn in range(PAIRS):
-            rps = {}
+            got = {}
             for which in (baseline, name) if turn % 2 == 0 else (name, baseline):
-                rps[which] = self.wrk(which, connections, proc, PAIR_SECONDS, 1, row=False)["rps"]
-            ratios.append(rps[name] / rps[baseline])
+                scenario, server, through = runs[which]
+                got[which] = self.wrk(scenario, connections, server, PAIR_SECONDS, 1, row=False, via=through)[key]
+            ratios.append(got[name] / got[baseline])
         self.pairs[name, connections] = ratios
 
     def pgbench_run(self, name, connections):
@@ -368,6 +396,13 @@ class Bench:
             for connections in CONNECTIONS:
                 for name in POOLED:
                     self.wrk(name, connections, pooled, via=(VIA_PGBOUNCER, port))
+        if "standby" in ONLY:  # at the first connection count only (64), to keep the run short
+            self.settle()
+            via = (VIA_STANDBY, *self.start_standby())
+            self.wrk("get_by_id", CONNECTIONS[0], via[2], via=via[:2])
+            if PAIRS and "get_by_id" in ONLY:
+                self.paired(f"get_by_id {VIA_STANDBY}", "get_by_id", CONNECTIONS[0], proc, "cpu_us", via)
+            self.standby_share = standby_share(metrics(via[1]))
         report(self, cold_ms, idle_kib / 1024)
         if CURVE:
             self.curve(proc)

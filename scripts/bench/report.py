@@ -8,8 +8,10 @@ import time
 
 from harness.report import command, machine, write
 
-from .workloads import (BASELINES, BINARY, CONNECTIONS, ONLY, OVERLOAD, POOLED, SCENARIOS, SECONDS, TWINS,
-                        VIA_PGBOUNCER, WARMUP)
+from .workloads import (BASELINES, BINARY, CONNECTIONS, ONLY, OVERLOAD, POOLED, SCENARIOS, SECONDS,
+                        STANDBY_CPU, STANDBY_SHARE, TWINS, VIA_PGBOUNCER, VIA_STANDBY, WARMUP)
+
+STANDBY = f"get_by_id {VIA_STANDBY}"
 
 # The variables that change what `make bench` measures, named in the report's command.
 VARIABLES = ["BENCH_SECONDS", "BENCH_WARMUP", "BENCH_CONNECTIONS", "BENCH_BINARY", "BENCH_ENV", "BENCH_QUICK",
@@ -17,17 +19,21 @@ VARIABLES = ["BENCH_SECONDS", "BENCH_WARMUP", "BENCH_CONNECTIONS", "BENCH_BINARY
 
 
 def ratio_of(bench, name, connections):
-    """A scenario's req/s over its twin's (or its baseline's), and the least wanted."""
+    """A scenario's req/s over its twin's (or its baseline's), and the least wanted; for
+    STANDBY, its server CPU per request over get_by_id's from the primary."""
+    key = "rps"
     if name in BASELINES:
         other, least = BASELINES[name]
     elif name.endswith(VIA_PGBOUNCER):  # its cost: no target
         other, least = name.removesuffix(" " + VIA_PGBOUNCER), None
+    elif name == STANDBY:  # its target is a most: see report
+        other, least, key = "get_by_id", None, "cpu_us"
     else:
         other, least = TWINS[name][0], 1.5 if name == "get_by_id" else 1.0
     mine, theirs = bench.results.get((name, connections)), bench.results.get((other, connections))
     if not mine or not theirs:
         return None
-    return other, mine["rps"] / theirs["rps"], least
+    return other, mine[key] / theirs[key], least
 
 
 def report(bench, cold_ms, idle_mib):
@@ -41,25 +47,29 @@ def report(bench, cold_ms, idle_mib):
         out.append(f"| {name} | {connections} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} "
                    f"| {r['errors']} | {cpu_us} | {rss} | {batch} |")
     out.append("")
-    ratios = {}
+    ratios, standby = {}, []
     for connections in CONNECTIONS:
         parts = []
         pooled = [f"{name} {VIA_PGBOUNCER}" for name in POOLED]
-        for name in SCENARIOS + pooled:
-            compared = name in TWINS or name in BASELINES or name in pooled
+        for name in SCENARIOS + pooled + [STANDBY]:
+            compared = name in TWINS or name in BASELINES or name in pooled or name == STANDBY
             ratio = ratio_of(bench, name, connections) if compared else None
             if ratio:
                 other, value, least = ratio
+                what = ", server CPU per request" if name == STANDBY else ""
                 pairs = sorted(bench.pairs.get((name, connections), []))
                 if pairs:
                     # The target is judged on the pairs run in turn.
                     median = statistics.median(pairs)
-                    parts.append(f"{name} ÷ {other} = **{median:.2f}** (median of {len(pairs)} "
+                    parts.append(f"{name} ÷ {other}{what} = **{median:.2f}** (median of {len(pairs)} "
                                  f"pairs in turn, {pairs[0]:.2f}–{pairs[-1]:.2f}; "
                                  f"{value:.2f} in the table)")
                     value = median
                 else:
-                    parts.append(f"{name} ÷ {other} = **{value:.2f}**")
+                    parts.append(f"{name} ÷ {other}{what} = **{value:.2f}**")
+                if name == STANDBY:
+                    standby.append((value, connections))
+                    parts[-1] += f", {bench.standby_share * 100:.1f} % of its reads served by the standby"
                 if least is not None:
                     ratios.setdefault((name, other, least), []).append((value, connections))
         if parts:
@@ -99,6 +109,11 @@ def report(bench, cold_ms, idle_mib):
 
     for (name, other, least), values in ratios.items():
         target(f"{name} ≥ {least} × {other}", values, lambda v: v >= least, "{:.2f}")
+    target(f"{STANDBY} ≤ {STANDBY_CPU:.2f} × the primary's server CPU per request", standby,
+           lambda v: v <= STANDBY_CPU, "{:.2f}")
+    target(f"{STANDBY}: ≥ {STANDBY_SHARE * 100:.0f} % of its reads served by the standby",
+           [(bench.standby_share * 100, CONNECTIONS[0])] if bench.standby_share is not None else [],
+           lambda v: v >= STANDBY_SHARE * 100, "{:.1f} %")
     cpu = [("get_by_id", 15), ("list", 40), ("list_status", 40)]
     for name, most in cpu:
         values = [(bench.results[name, c]["cpu_us"], c) for c in CONNECTIONS if (name, c) in bench.results]

@@ -12,9 +12,9 @@ SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "2"))
 CONNECTIONS = [int(c) for c in os.environ.get("BENCH_CONNECTIONS", "64 256").split()]
 SCENARIOS = ["get_by_id", "get_304", "create", "keyed_create", "patch", "delete", "list",
-             "list_status", "mixed", "health", "overload", "pooled"]
+             "list_status", "mixed", "health", "overload", "pooled", "standby"]
 # Not run by the loop over SCENARIOS: runs of their own, after it.
-APART = ("overload", "pooled")
+APART = ("overload", "pooled", "standby")
 # What the pooled runs measure through PgBouncer, beside the direct rows.
 POOLED = ["get_by_id", "create"]
 # BENCH_QUICK=1: only get_by_id and create, with their twins (for tuning runs).
@@ -32,6 +32,10 @@ CURVE_SCENARIOS = ["get_by_id", "create", "patch"]
 DELETE_CEILING = 100_000
 PASSWORD = "bench-pw"
 VIA_PGBOUNCER = "via PgBouncer"
+VIA_STANDBY = "from a standby"
+# The most server CPU per request get_by_id from a standby may take, × get_by_id's from the primary,
+# and the least share of its reads the standby must serve.
+STANDBY_CPU, STANDBY_SHARE = 1.10, 0.9
 THREADS = str(os.cpu_count() or 2)
 
 

@@ -7,7 +7,6 @@ database of its own (make test-upgrade's mixed fleets, scripts/upgrade/mixed.py)
 
 import collections
 import os
-import shutil
 import socket
 import subprocess
 import tempfile
@@ -63,14 +62,8 @@ class Clusters:
     def start(self):
         p = self.primary
         p.start()
-        hba = p.dir / "pg_hba.conf"
-        rule = "host replication all 127.0.0.1/32 scram-sha-256"
-        if not any(line.split() == rule.split() for line in hba.read_text().splitlines()):
-            with open(hba, "a") as f:
-                f.write(rule + "\n")
-            p.psql("SELECT pg_reload_conf()")
         for s in self.standbys:
-            self.backup(s)
+            p.base_backup(s)
             s.start()
         sync = "'async'"
         if self.synchronous:
@@ -82,21 +75,6 @@ class Clusters:
                             f"IN ({names}) AND state = 'streaming' AND sync_state = {sync}", 30,
                             tolerate_errors=True):
             raise RuntimeError("the standbys did not all stream (the first synchronously, if so set) within 30 s")
-
-    def backup(self, standby):
-        """Makes `standby`'s directory a base backup of the primary, with a replication slot."""
-        standby.dir.mkdir(mode=0o700)
-        if os.geteuid() == 0:
-            shutil.chown(standby.dir, "postgres", "postgres")
-        # -R writes this into the standby's primary_conninfo: its application_name is the name
-        # synchronous_standby_names gives.
-        conninfo = (f"host=127.0.0.1 port={self.primary.port} user=postgres password={PASSWORD} "
-                    f"application_name={standby.name}")
-        backup = subprocess.run(as_owner([self.bindir / "pg_basebackup", "-d", conninfo, "-D", standby.dir, "-R",
-                                          "-X", "stream", "-c", "fast", "-C", "-S", standby.name]),
-                                env=self.primary.env(), capture_output=True, text=True, timeout=120)
-        if backup.returncode:
-            raise RuntimeError(f"pg_basebackup: {backup.stderr.strip()[-500:]}")
 
     def heal(self):
         """While the primary runs: every standby running (started again after a SIGKILL),

@@ -3,6 +3,7 @@ started and stopped by scripts/pg.sh (which installs PostgreSQL as root and runs
 `postgres`); psql for everything asked of it."""
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -72,6 +73,28 @@ class Cluster:
         """Creates database `name`; its URL."""
         self.psql(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+    def base_backup(self, standby):
+        """Makes `standby`'s directory a base backup of this cluster that streams from it
+        (pg_basebackup -R), through a replication slot named as `standby` is."""
+        hba = self.dir / "pg_hba.conf"
+        rule = "host replication all 127.0.0.1/32 scram-sha-256"
+        if not any(line.split() == rule.split() for line in hba.read_text().splitlines()):
+            with open(hba, "a") as f:
+                f.write(rule + "\n")
+            self.psql("SELECT pg_reload_conf()")
+        standby.dir.mkdir(mode=0o700)
+        if os.geteuid() == 0:
+            shutil.chown(standby.dir, "postgres", "postgres")
+        # -R writes this into the standby's primary_conninfo: its application_name is the name
+        # synchronous_standby_names gives.
+        conninfo = (f"host=127.0.0.1 port={self.port} user=postgres password={self.password} "
+                    f"application_name={standby.name}")
+        backup = subprocess.run(as_owner([self.bindir / "pg_basebackup", "-d", conninfo, "-D", standby.dir, "-R",
+                                          "-X", "stream", "-c", "fast", "-C", "-S", standby.name]),
+                                env=self.env(), capture_output=True, text=True, timeout=120)
+        if backup.returncode:
+            raise RuntimeError(f"pg_basebackup: {backup.stderr.strip()[-500:]}")
 
     def wait_until(self, condition, limit, db="postgres", tolerate_errors=False):
         """Polls the SQL boolean `condition` until true; whether it became true within `limit`
