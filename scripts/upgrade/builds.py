@@ -60,13 +60,17 @@ def seed(target, profiles):
     """Copies the compiled dependencies of this tree's target/ (`profiles`, e.g. "debug") into
     another target directory that has none yet, so that another tree's build compiles its own crate
     and what its Cargo.lock changed, not all 240 crates again. cargo judges each copied artefact by
-    its fingerprint: what does not match is rebuilt."""
+    its fingerprint: what does not match is rebuilt. task-api's own artefacts stay behind: a copied
+    build-script output is newer than the other tree's sql/, and cargo would take this tree's
+    sql/indexes/ for its."""
     for profile in profiles:
         for part in ("deps", "build", ".fingerprint"):
             source, copy = ROOT / "target" / profile / part, target / profile / part
             if source.is_dir() and not copy.exists():
                 copy.parent.mkdir(parents=True, exist_ok=True)
                 subprocess.run(["cp", "-r", "--reflink=auto", source, copy], check=True)
+                for own in [*copy.glob("task-api-*"), *copy.glob("task_api-*"), *copy.glob("libtask_api-*")]:
+                    shutil.rmtree(own) if own.is_dir() else own.unlink()
 
 
 def build_env():
