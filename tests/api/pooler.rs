@@ -85,13 +85,12 @@ async fn a_lost_prepared_statement_is_one_log_line_and_never_a_500() {
             break;
         }
     }
-    assert!(statuses.iter().all(|&s| matches!(s, 200 | 201 | 503)), "{statuses:?}");
-    assert!(!output.lock().unwrap().contains(" 500 "));
-    if switched() {
-        // Switched to unnamed statements: from now on every request works.
-        let after = round().await;
-        assert!(after.iter().all(|&s| s == 200 || s == 201), "{after:?}");
-    }
+    assert!(switched(), "no prepared statement was lost in 30 rounds");
+    // The statements that met a lost prepared statement never ran: they went again at
+    // once, unnamed, and no request failed (issue 24).
+    assert!(statuses.iter().all(|&s| s == 200 || s == 201), "{statuses:?}");
+    let after = round().await;
+    assert!(after.iter().all(|&s| s == 200 || s == 201), "{after:?}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let logged = output.lock().unwrap().clone();
     assert!(logged.matches("DATABASE_STATEMENTS=unnamed").count() <= 1, "{logged}");
