@@ -4,7 +4,7 @@ Starts a throwaway PostgreSQL and the release binary, seeds 10,000 tasks (a thir
 status) and copies them into `bench_tasks`, a table made `LIKE tasks INCLUDING ALL`. Then
 each scenario runs for a fixed time after a warm-up, at 64 and at 256 connections, task-api
 under wrk, each followed at once by its pgbench twin: the statement the server runs for it
-(src/store/sql.rs), with the same client count, on the copy.
+(src/store/sql/tasks.rs), with the same client count, on the copy.
 
   get_by_id      GET /tasks/{random id}                    pgbench -S
   get_304        the same with If-None-Match: its ETag     (ratio to get_by_id)

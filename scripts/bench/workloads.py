@@ -1,6 +1,6 @@
 """What `make bench` runs: the settings read from the environment, the scenarios, the wrk
 script of each, and its pgbench twin (the statement the server runs for it, from
-src/store/sql.rs, on a copy of the table)."""
+src/store/sql/tasks.rs, on a copy of the table)."""
 
 import os
 from pathlib import Path
@@ -39,7 +39,7 @@ STANDBY_CPU, STANDBY_SHARE = 1.10, 0.9
 THREADS = str(os.cpu_count() or 2)
 
 
-# The batched query (src/store/batch.rs, `task_api_db_batch_size`) behind a scenario.
+# The batched query (src/store/batcher.rs, `task_api_db_batch_size`) behind a scenario.
 BATCHED = {"get_by_id": "find", "get_304": "find", "create": "insert", "keyed_create": "insert",
            "patch": "update", "delete": "delete", "list": "list", "list_status": "list_status"}
 # The statuses a scenario's requests should get; any other is an error.
@@ -138,7 +138,7 @@ end
 
 COLUMNS = "id, title, description, status, created_at, updated_at"
 RANDOM_ID = f"\\set id random(1, {SEED_TASKS})\n"
-# UPDATE of src/store/sql.rs for {"status": ...}: $1 id, $2 NULL (title), $3 false (no
+# UPDATE of src/store/sql/tasks.rs for {"status": ...}: $1 id, $2 NULL (title), $3 false (no
 # description), $4 NULL, $5 the status, $6 NULL (no If-Match).
 PGBENCH_UPDATE = Template(
     "UPDATE bench_tasks SET title = COALESCE(NULL::text, title), "

@@ -22,7 +22,7 @@ PASSWORD = "faults-pw"
 # The cluster most scenarios share; outage gets one of its own, as it stops it.
 PG_OPTIONS = ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
               "-c", "max_connections=300"]
-# task-api's migration lock (src/migrate.rs): "taskapi" in ASCII.
+# task-api's migration lock (src/pg/migrate.rs): "taskapi" in ASCII.
 LOCK_KEY = 0x0074_6173_6b61_7069
 # Sessions of ours, told apart from the server's in pg_stat_activity.
 OUR_APPS = ("faults", "lock-holder")

@@ -1,5 +1,5 @@
 //! Many clients at once. Concurrent requests of one kind share statements
-//! (src/store/batch.rs); each client must still get exactly its own answer, and a row the
+//! (src/store/batcher.rs); each client must still get exactly its own answer, and a row the
 //! database refuses must fail alone.
 
 use std::net::SocketAddr;

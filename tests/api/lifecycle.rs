@@ -199,7 +199,7 @@ async fn a_held_migration_lock_bounds_start_up_and_is_named() {
     let holder = db.client().await;
     let pid: i32 = holder.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
     holder.batch_execute("SET application_name = 'lock-holder'").await.unwrap();
-    // The key every task-api agrees on (src/migrate.rs).
+    // The key every task-api agrees on (src/pg/migrate.rs).
     holder.execute("SELECT pg_advisory_lock($1)", &[&0x0074_6173_6b61_7069_i64]).await.unwrap();
     let started = std::time::Instant::now();
     let (_, stderr) = serve_fails(&url, "2").await;
@@ -351,7 +351,7 @@ async fn ready_and_requests_fail_fast_when_the_database_goes_away() {
         .expect("GET /tasks answered within 6 s");
     assert_eq!(list.status, 503, "{}", list.body);
     assert!(!list.detail().is_empty());
-    // The batched routes (src/store/batch.rs) too, all the requests of a batch alike.
+    // The batched routes (src/store/batcher.rs) too, all the requests of a batch alike.
     let (one, created, two) = tokio::time::timeout(Duration::from_secs(6), async {
         tokio::join!(get("/tasks/1"), post_task(addr, json!({"title": "lost"})), get("/tasks/2"),)
     })
