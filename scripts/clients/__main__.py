@@ -1,11 +1,12 @@
 """`make test-clients`, its last step: flows.py (the openapi-python-client package), flows.mjs
-(openapi-fetch, typed by openapi-typescript) and browser.mjs (/docs in headless Chromium,
+(openapi-fetch, typed by openapi-typescript), generator_flows.py and generator_flows.js
+(openapi-generator's python and typescript-fetch clients) and browser.mjs (/docs in headless Chromium,
 which saves docs/images/docs.png) against one live debug server and a throwaway PostgreSQL.
-mk/clients.mk generates and type-checks both clients first.
+mk/clients.mk generates and type-checks the clients first.
 
     PYTHONPATH=scripts python3 -m clients [--keep]
 
-Prints each program's lines, then `N passed, N failed` over both; exit 1 when a flow failed.
+Prints each program's lines, then `N passed, N failed` over all; exit 1 when a flow failed.
 """
 
 import os
@@ -44,6 +45,10 @@ def flows(base_url):
         ("python", [OUT / "venv/bin/python", ROOT / "scripts/clients/flows.py", base_url],
          {"PYTHONPATH": str(OUT / "python")}),
         ("typescript", ["node", OUT / "typescript/out/flows.mjs", base_url], {}),
+        ("openapi-generator python", [OUT / "venv/bin/python", ROOT / "scripts/clients/generator_flows.py", base_url],
+         {"PYTHONPATH": str(OUT / "generator/python")}),
+        ("openapi-generator typescript-fetch",
+         ["node", OUT / "generator/typescript/out/scripts/clients/generator_flows.js", base_url], {}),
         ("browser", ["node", ROOT / "scripts/clients/browser.mjs", base_url, ROOT / "docs/images/docs.png"], {}),
     ]
 
