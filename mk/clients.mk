@@ -23,7 +23,7 @@ REDOCLY = REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true $(CLIENTS_NP
 ##               (openapi-python-client; openapi-typescript + openapi-fetch; openapi-generator python and
 ##               typescript-fetch), type-checked strictly and
 ##               run through every flow against the debug server; /docs in headless Chromium
-##               (~30 s once the tools are installed)
+##               (~1 min once the tools are installed)
 test-clients: clients-tools
 	$(REDOCLY) lint --extends recommended --format summary src/http/openapi.json 2>&1 | tee $(CLIENTS_OUT)/lint.txt
 	# Redocly fails on errors only: a warning fails here too.

@@ -8,30 +8,17 @@
 // One line per flow, then `N passed, N failed`; exit code 1 when a flow failed.
 
 import createClient from "openapi-fetch";
+import { Failed, check, header, run } from "./flowrun.cjs";
 import type { components, paths } from "../../target/clients/typescript/schema.js";
 
 type Task = components["schemas"]["Task"];
 
 const NO_SUCH_TASK = Number.MAX_SAFE_INTEGER; // this run never gets that far
 
-class Failed extends Error {
-  override name = "Failed";
-}
-
-function check(ok: boolean, what: string): asserts ok {
-  if (!ok) throw new Failed(what);
-}
-
 /** The answer's status, checked, and the `x-request-id` every answer carries. */
 function answered(response: Response, status: number): void {
   check(response.status === status, `status ${response.status}, expected ${status}`);
   check(Boolean(response.headers.get("x-request-id")), "no x-request-id");
-}
-
-function header(response: Response, name: string): string {
-  const value = response.headers.get(name);
-  if (value === null) throw new Failed(`no ${name} header`);
-  return value;
 }
 
 function same(a: Task, b: Task): boolean {
@@ -211,21 +198,7 @@ async function main(): Promise<number> {
     "create", "list", "get", "notModified", "patch", "preconditionFailed", "invalid",
     "badRequest", "headTooLarge", "notFound", "keyedReplay", "delete", "operational",
   ] as const;
-  let passed = 0;
-  let failed = 0;
-  for (const name of names) {
-    try {
-      await flows[name]();
-      passed += 1;
-      console.log(`ok    typescript ${name}`);
-    } catch (err) {
-      failed += 1;
-      const why = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
-      console.log(`FAIL  typescript ${name}: ${why}`);
-    }
-  }
-  console.log(`typescript: ${passed} passed, ${failed} failed`);
-  return failed > 0 ? 1 : 0;
+  return run("typescript", flows, names);
 }
 
 process.exitCode = await main();

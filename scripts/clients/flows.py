@@ -9,9 +9,9 @@ One line per flow, then `N passed, N failed`; exit 1 when a flow failed.
 
 import sys
 import uuid
-from collections.abc import Callable
 from typing import TypeVar
 
+from flowrun import Failed, check, run
 from task_api_client import Client
 from task_api_client.api.operational import health, metrics, openapi, ready
 from task_api_client.api.tasks import create_task, delete_task, get_task, list_tasks, update_task
@@ -30,15 +30,6 @@ from task_api_client.types import Response
 T = TypeVar("T")
 R = TypeVar("R")
 NO_SUCH_TASK = 9223372036854775807  # the largest id there is; this run never gets that far
-
-
-class Failed(Exception):
-    """A flow met an answer the document does not promise."""
-
-
-def check(ok: bool, what: str) -> None:
-    if not ok:
-        raise Failed(what)
 
 
 def parsed(response: Response[R], status: int, kind: type[T]) -> T:
@@ -185,20 +176,8 @@ def main() -> int:
     flows = Flows(client)
     names = ["create", "list", "get", "not_modified", "patch", "precondition_failed", "invalid",
              "bad_request", "head_too_large", "not_found", "keyed_replay", "delete", "operational"]
-    passed = failed = 0
     with client:
-        for name in names:
-            flow: Callable[[], None] = getattr(flows, name)
-            try:
-                flow()
-            except Exception as err:  # noqa: BLE001 - a flow that raises failed; the rest go on
-                failed += 1
-                print(f"FAIL  python {name}: {type(err).__name__}: {err}", flush=True)
-            else:
-                passed += 1
-                print(f"ok    python {name}", flush=True)
-    print(f"python: {passed} passed, {failed} failed")
-    return 1 if failed else 0
+        return run("python", flows, names)
 
 
 if __name__ == "__main__":

@@ -14,21 +14,13 @@ import sys
 import uuid
 from collections.abc import Callable, Mapping
 
+from flowrun import Failed, check, run
 from pydantic import ValidationError
 from task_api_oag import ApiClient, Configuration, OperationalApi, TasksApi
 from task_api_oag.exceptions import ApiException
 from task_api_oag.models import ApiError, NewTask, Status, Task, TaskPatch
 
 NO_SUCH_TASK = 9223372036854775807  # the largest id there is; this run never gets that far
-
-
-class Failed(Exception):
-    """A flow met an answer the document does not promise."""
-
-
-def check(ok: bool, what: str) -> None:
-    if not ok:
-        raise Failed(what)
 
 
 def header(headers: Mapping[str, str] | None, name: str) -> str:
@@ -159,21 +151,8 @@ def main() -> int:
         return 2
     names = ["create", "list", "get", "not_modified", "patch", "precondition_failed", "invalid",
              "bad_request", "head_too_large", "not_found", "keyed_replay", "delete", "operational_routes"]
-    passed = failed = 0
     with ApiClient(Configuration(host=sys.argv[1])) as client:
-        flows = Flows(client)
-        for name in names:
-            flow: Callable[[], None] = getattr(flows, name)
-            try:
-                flow()
-            except Exception as err:  # noqa: BLE001 - a flow that raises failed; the rest go on
-                failed += 1
-                print(f"FAIL  openapi-generator python {name}: {type(err).__name__}: {err}", flush=True)
-            else:
-                passed += 1
-                print(f"ok    openapi-generator python {name}", flush=True)
-    print(f"openapi-generator python: {passed} passed, {failed} failed")
-    return 1 if failed else 0
+        return run("openapi-generator python", Flows(client), names)
 
 
 if __name__ == "__main__":

@@ -16,22 +16,9 @@ import {
   TasksApi,
   type Task,
 } from "../../target/clients/generator/typescript";
+import { Failed, check, header, run } from "./flowrun.cjs";
 
 const NO_SUCH_TASK = Number.MAX_SAFE_INTEGER; // this run never gets that far
-
-class Failed extends Error {
-  override name = "Failed";
-}
-
-function check(ok: boolean, what: string): asserts ok {
-  if (!ok) throw new Failed(what);
-}
-
-function header(response: Response, name: string): string {
-  const value = response.headers.get(name);
-  if (value === null) throw new Failed(`no ${name} header`);
-  return value;
-}
 
 function same(a: Task, b: Task): boolean {
   return a.id === b.id && a.title === b.title && a.status === b.status &&
@@ -173,20 +160,7 @@ async function main(): Promise<number> {
   const flows = new Flows(new TasksApi(configuration), new OperationalApi(configuration));
   const names = ["create", "list", "get", "notModified", "patch", "preconditionFailed", "invalid",
     "badRequest", "headTooLarge", "notFound", "keyedReplay", "delete", "operationalRoutes"] as const;
-  let passed = 0;
-  let failed = 0;
-  for (const name of names) {
-    try {
-      await flows[name]();
-      passed += 1;
-      console.log(`ok    openapi-generator typescript-fetch ${name}`);
-    } catch (err) {
-      failed += 1;
-      console.log(`FAIL  openapi-generator typescript-fetch ${name}: ${String(err)}`);
-    }
-  }
-  console.log(`openapi-generator typescript-fetch: ${passed} passed, ${failed} failed`);
-  return failed ? 1 : 0;
+  return run("openapi-generator typescript-fetch", flows, names);
 }
 
 main().then((code) => { process.exitCode = code; }, (err: unknown) => { console.error(err); process.exitCode = 1; });
