@@ -2,8 +2,7 @@
 //! embedded migrations and is its own health probe. The map, one line a module:
 //!
 //! - [`cli`]: the command line → [`cli::Command`].
-//! - [`config`]: the environment → [`config::Config`], read once; [`env`] reads a
-//!   variable (and refuses it, naming it).
+//! - [`config`]: the environment → [`config::Config`], read once, each error naming its variable.
 //! - [`http`]: the server: accept loop and connections (deadlines, the answer to a
 //!   head hyper cannot parse), routing, handlers, bodies, conditional requests,
 //!   Idempotency-Key headers, errors, request ids.
@@ -22,7 +21,6 @@
 
 pub mod cli;
 pub mod config;
-pub mod env;
 pub mod error;
 pub mod healthcheck;
 pub mod http;

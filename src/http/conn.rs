@@ -1,7 +1,6 @@
-//! One client connection's own IO (spec §5): TCP options, the write deadline that cuts
-//! off a client who does not read, the answer that replaces hyper's bare one to a head
-//! it cannot parse (spec §2), and why a connection ended, for `/metrics`. The header and
-//! body deadlines are hyper's and body.rs's; the connection cap is mod.rs's.
+//! One client connection's own IO (spec §5): TCP options, the write deadline, our answer in
+//! place of hyper's bare one to a head it cannot parse (spec §2), and why a connection ended,
+//! for `/metrics`. The header and body deadlines are hyper's and body.rs's.
 
 use std::future::Future;
 use std::io;
@@ -18,8 +17,10 @@ use tokio::time::{Instant, Sleep};
 
 use super::{App, router};
 
-/// A client that accepts none of its response for this long is cut off (spec §5).
+/// A client that accepts none of its response for this long is cut off (spec §5)...
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// ...with this error, by which [`cut`] knows it.
+const STALLED: &str = "the client accepted no data for 10 s";
 
 /// TCP keepalive on client connections: a peer that vanished while its response
 /// streams out is found within about 30 + 3 × 10 s, even when no deadline runs.
@@ -28,8 +29,7 @@ const KEEPALIVE: TcpKeepalive = TcpKeepalive::new()
     .with_interval(Duration::from_secs(10))
     .with_retries(3);
 
-/// Sets what every accepted socket gets: no Nagle delay (responses are written
-/// whole), and TCP keepalive.
+/// Sets what every accepted socket gets: no Nagle delay (responses go whole), keepalive.
 pub fn configure(stream: &TcpStream) {
     if let Err(err) = stream.set_nodelay(true) {
         log::debug!("TCP_NODELAY: {err}");
@@ -44,32 +44,16 @@ pub fn configure(stream: &TcpStream) {
 pub fn cut(err: &hyper::Error, requests: u64) -> Option<&'static str> {
     if err.is_timeout() {
         // hyper's header timer also runs while a kept-alive connection waits.
-        return Some(match requests {
-            0 => "header_timeout",
-            _ => "idle_timeout",
-        });
+        return Some(if requests == 0 { "header_timeout" } else { "idle_timeout" });
     }
     std::iter::successors(std::error::Error::source(err), |err| err.source())
         .filter_map(|err| err.downcast_ref::<io::Error>()?.get_ref())
-        .any(|inner| inner.is::<WriteStalled>())
+        .any(|inner| inner.to_string() == STALLED)
         .then_some("write_timeout")
 }
 
-/// The error a stalled write ends with.
-#[derive(Debug)]
-struct WriteStalled;
-
-impl std::fmt::Display for WriteStalled {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the client accepted no data for {WRITE_TIMEOUT:?}")
-    }
-}
-
-impl std::error::Error for WriteStalled {}
-
-/// A client connection's stream as hyper sees it. Writes fail after [`WRITE_TIMEOUT`]
-/// without progress (timed from the first refused write to the next progress, so a slow
-/// but steady reader is served to the end). The answer hyper writes by itself to a head
+/// A client connection's stream as hyper sees it. Writes fail after [`WRITE_TIMEOUT`] without
+/// progress (so a slow but steady reader is served to the end). hyper's own answer to a head
 /// it cannot parse (hyper 1 has no hook for it) is swapped for router.rs's.
 pub struct ClientIo {
     inner: TcpStream,
@@ -82,8 +66,7 @@ pub struct ClientIo {
 impl ClientIo {
     /// Wraps `inner`, a client of `app`.
     pub fn new(inner: TcpStream, app: Arc<App>) -> Self {
-        let (stalled_since, pending) = (None, Vec::new());
-        ClientIo { inner, stalled_since, app, pending }
+        ClientIo { inner, stalled_since: None, app, pending: Vec::new() }
     }
 
     fn track<R>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
@@ -95,7 +78,7 @@ impl ClientIo {
             Box::pin(tokio::time::sleep_until(Instant::now() + WRITE_TIMEOUT))
         });
         ready!(timer.as_mut().poll(cx));
-        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, WriteStalled)))
+        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, STALLED)))
     }
 
     /// Writes what is pending, if anything; ready once nothing is.
@@ -124,17 +107,13 @@ impl ClientIo {
 }
 
 /// Where hyper's own answer to an unparsable head starts at the end of `bytes`, and its
-/// status: `HTTP/1.1 <status> <reason>`, then exactly `connection: close`,
-/// `content-length: 0` and `date`, and the blank line. Responses of ours always carry
-/// an `x-request-id`, so none looks like this.
+/// status: `HTTP/1.1 <status> <reason>`, then exactly `connection: close`, `content-length: 0`
+/// and `date`. Ours always carry an `x-request-id`, so none looks like this.
 fn bare_answer(bytes: &[u8]) -> Option<(usize, StatusCode)> {
-    if !bytes.ends_with(b"\r\n\r\n") {
-        return None;
-    }
-    let from = bytes.len().saturating_sub(256);
-    let at = from + bytes[from..].windows(9).rposition(|w| w == b"HTTP/1.1 ")?;
-    let head = std::str::from_utf8(&bytes[at..bytes.len() - 4]).ok()?;
-    let mut lines = head.split("\r\n");
+    let head = bytes.strip_suffix(b"\r\n\r\n")?;
+    let from = head.len().saturating_sub(256);
+    let at = from + head[from..].windows(9).rposition(|w| w == b"HTTP/1.1 ")?;
+    let mut lines = std::str::from_utf8(&head[at..]).ok()?.split("\r\n");
     let status = StatusCode::from_bytes(lines.next()?.get(9..12)?.as_bytes()).ok()?;
     match lines.collect::<Vec<_>>().as_slice() {
         ["connection: close", "content-length: 0", date] if date.starts_with("date: ") => {

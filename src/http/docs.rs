@@ -21,27 +21,19 @@ const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'u
 /// A file of the page: its name under `/docs`, its type, whether it is gzipped, and its bytes.
 type Asset = (&'static str, &'static str, bool, &'static [u8]);
 
+/// A file build.rs gzipped, as an [`Asset`].
+macro_rules! gzipped {
+    ($name:literal, $type:literal) => {
+        ($name, $type, true, include_bytes!(concat!(env!("OUT_DIR"), "/", $name, ".gz")))
+    };
+}
+
 const ASSETS: [Asset; 5] = [
     ("", "text/html; charset=utf-8", false, include_bytes!("docs/index.html")),
     ("init.js", "text/javascript; charset=utf-8", false, include_bytes!("docs/init.js")),
-    (
-        "swagger-ui.css",
-        "text/css; charset=utf-8",
-        true,
-        include_bytes!(concat!(env!("OUT_DIR"), "/swagger-ui.css.gz")),
-    ),
-    (
-        "swagger-ui-bundle.js",
-        "text/javascript; charset=utf-8",
-        true,
-        include_bytes!(concat!(env!("OUT_DIR"), "/swagger-ui-bundle.js.gz")),
-    ),
-    (
-        "LICENSE",
-        "text/plain; charset=utf-8",
-        true,
-        include_bytes!(concat!(env!("OUT_DIR"), "/LICENSE.gz")),
-    ),
+    gzipped!("swagger-ui.css", "text/css; charset=utf-8"),
+    gzipped!("swagger-ui-bundle.js", "text/javascript; charset=utf-8"),
+    gzipped!("LICENSE", "text/plain; charset=utf-8"),
 ];
 
 /// `GET /docs` (`file` empty) or `GET /docs/{file}`: 304 when `If-None-Match` names the

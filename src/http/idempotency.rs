@@ -25,9 +25,7 @@ pub fn claim(
     body: &Map<String, Value>,
 ) -> Result<Option<Claim>, Invalid> {
     let mut values = headers.get_all(&IDEMPOTENCY_KEY).iter();
-    let Some(value) = values.next() else {
-        return Ok(None);
-    };
+    let Some(value) = values.next() else { return Ok(None) };
     let refused = || Invalid {
         field: "idempotency-key".into(),
         reason: "must be one header of 1 to 255 printable ASCII characters",

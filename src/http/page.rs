@@ -54,9 +54,7 @@ async fn stream(app: Arc<App>, mut chunk: Chunk, frames: mpsc::Sender<io::Result
                 }
             }
         }
-        let Some(cursor) = chunk.more else {
-            break;
-        };
+        let Some(cursor) = chunk.more else { break };
         chunk = match app.store.list_more(cursor).await {
             Ok(next) => next,
             Err(err) => {

@@ -43,9 +43,7 @@ impl hyper::body::Body for Body {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Body::Whole(bytes) => {
-                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
-            }
+            Body::Whole(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as _)),
             Body::Stream(_) => SizeHint::default(),
         }
     }
@@ -57,13 +55,9 @@ pub fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
     text(status, "application/json", bytes)
 }
 
-/// A response of ready-made text, of `content_type`.
-pub fn text(
-    status: StatusCode,
-    content_type: &'static str,
-    text: impl Into<Bytes>,
-) -> Response<Body> {
-    with_body(status, content_type, Body::Whole(Some(text.into())))
+/// A response of ready-made text, of content type `kind`.
+pub fn text(status: StatusCode, kind: &'static str, text: impl Into<Bytes>) -> Response<Body> {
+    with_body(status, kind, Body::Whole(Some(text.into())))
 }
 
 /// A response with `body`, of `content_type`.

@@ -1,17 +1,14 @@
-//! Which releases work on a schema (spec §5, docs/upgrading.md). Each migration says, in
-//! its first line, whether the release before keeps working on the schema it leaves
-//! (expand) or not (contract), and the oldest release that works with it; the record
-//! goes into `task_api_compatibility` in the migrations' own transaction. A binary that
-//! finds migrations newer than its own starts only if every one of them is recorded as
-//! working with it; one without a record counts as breaking.
+//! Which releases work on a schema (spec §5, docs/upgrading.md). Each migration's first line
+//! says whether the release before works on the schema it leaves (expand) or not (contract),
+//! and the oldest release that does; the records go into `task_api_compatibility`. A binary
+//! starts on newer migrations only if each is recorded as working with it.
 
 use refinery::Migration;
 use tokio_postgres::Client;
 
 use super::connect::rows;
 
-/// The migrations written before records existed (V1–V4): all of release 0.1.0, and
-/// never to be run by anything older.
+/// The migrations written before records existed (V1–V4): all of release 0.1.0.
 const BEFORE_RECORDS: i32 = 4;
 /// The first line of every later migration: `-- compatibility: expand, works with
 /// task-api 0.1.0 and later` (or `contract`).
@@ -111,11 +108,9 @@ pub async fn check(client: &Client, ours: &[Record]) -> Result<(), String> {
 /// Writes `ours` into the table (those already there stay as they are); called when
 /// migrations were applied, so a role that only serves needs no right to it.
 pub async fn record(client: &Client, ours: &[Record]) -> Result<(), tokio_postgres::Error> {
-    let values: Vec<String> = ours
-        .iter()
-        // Names are refinery's `\w+`, releases digits and dots: nothing to escape.
-        .map(|r| format!("({}, '{}', '{}', '{}')", r.version, r.name, r.kind, r.oldest))
-        .collect();
+    // Names are refinery's `\w+`, releases digits and dots: nothing to escape.
+    let value = |r: &Record| format!("({}, '{}', '{}', '{}')", r.version, r.name, r.kind, r.oldest);
+    let values: Vec<String> = ours.iter().map(value).collect();
     if values.is_empty() {
         return Ok(());
     }

@@ -1,7 +1,6 @@
-//! The schema: refinery's migrations from `sql/`, embedded at build time, applied in one
-//! transaction that first takes an advisory lock, so replicas starting together migrate once
-//! (spec §5), through a transaction-mode pooler too. Newer migrations than ours are refused
-//! unless their records (compat.rs) say this release works with them.
+//! The schema: refinery's migrations from `sql/`, embedded, applied in one transaction that
+//! first takes an advisory lock, so replicas starting together migrate once (spec §5), through
+//! a pooler too. Newer migrations are refused unless compat.rs's records say they work with us.
 
 use std::io;
 
@@ -69,9 +68,8 @@ pub async fn apply(
     // Simple queries only, here too: a pooler in transaction mode keeps no prepared one.
     let pid = rows(client, "SELECT pg_backend_pid()").await.map_err(db_failed)?;
     let pid: i32 = pid.first().and_then(|row| row.get(0)?.parse().ok()).unwrap_or(0);
-    // One transaction, the lock its first statement: the lock lasts exactly as long as
-    // the migrations do, and is not a session's, which a pooler in transaction mode
-    // would hand to others. All of a run's migrations commit together, or none.
+    // The lock is the transaction's first statement, not a session's (which a pooler would
+    // hand to others): it lasts as long as the migrations, which commit together or not at all.
     let ours = compat::records(&migrations()).map_err(|err| failed(&err))?;
     let locked_run = async {
         let lock = format!("BEGIN; SELECT pg_advisory_xact_lock({LOCK_KEY}); {}", compat::CREATE);
@@ -93,8 +91,7 @@ pub async fn apply(
         report.map_err(db_failed)
     };
     let Ok(report) = tokio::time::timeout_at(deadline, locked_run).await else {
-        // Still waiting on the server: ask, from another connection, who for. The
-        // process exits next, and with it this connection and its waiting statement.
+        // Ask, from another connection, who for; exiting next ends the waiting statement.
         return Err(Error::Startup(format!(
             "migrations still waiting at the end of DATABASE_STARTUP_TIMEOUT for a lock \
              held by {}",
@@ -119,9 +116,8 @@ fn refused(err: refinery::Error) -> Error {
     })
 }
 
-/// refinery's runner inside the transaction [`apply`] opened, not one per migration (which
-/// would commit [`apply`]'s and end its lock). Simple queries only, so that a pooler in
-/// transaction mode, which keeps no prepared statement, can carry them.
+/// refinery's runner inside [`apply`]'s transaction, not one per migration (which would
+/// commit it and end its lock); simple queries only, which a pooler in transaction mode carries.
 struct InTransaction<'a>(&'a Client);
 
 /// A failure while reading or writing the history, as an error type refinery accepts.

@@ -1,6 +1,6 @@
-//! `DATABASE_URL` → [`DbOptions`]: each libpq keyword, with libpq's meaning (spec §4).
-//! Splitting the string is url.rs's job, certificate checks tls.rs's. What cannot be
-//! honoured is an error naming the parameter, never repeating a value (it may be a password).
+//! `DATABASE_URL` → [`DbOptions`]: each libpq keyword, with libpq's meaning (spec §4); what
+//! cannot be honoured is an error naming the parameter, never its value (it may be a password).
+//! Splitting the string is url.rs's job, certificate checks tls.rs's.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -34,6 +34,13 @@ const UNSUPPORTED: &str = "sslcert sslkey sslpassword sslcertmode sslcrl sslcrld
     sslkeylogfile ssl_max_protocol_version requirepeer require_auth krbsrvname gsslib \
     gssdelegation service passfile replication min_protocol_version max_protocol_version \
     scram_client_key scram_server_key oauth_issuer oauth_client_id";
+/// Keywords task-api can meet only with libpq's default values: (keyword, those values, why).
+const DEFAULTS_ONLY: [(&str, &str, &str); 4] = [
+    ("sslnegotiation", "postgres", "only 'postgres' is supported"),
+    ("gssencmode", "disable prefer allow", "GSSAPI encryption is not supported; use sslmode"),
+    ("sslsni", "1", "only 1 is supported"),
+    ("client_encoding", "UTF8 utf8 UTF-8 utf-8 auto", "only UTF8 is supported"),
+];
 
 /// A parsed `DATABASE_URL`: where to connect, as whom, and with what TLS.
 #[derive(Clone)]
@@ -75,15 +82,13 @@ impl DbOptions {
 
     /// The server's `host:port` (each, comma-separated, when there are several).
     pub fn address(&self) -> String {
-        let pg = &self.pg;
+        let (pg, name) = (&self.pg, |host: &Host| match host {
+            Host::Tcp(name) => name.clone(),
+            Host::Unix(path) => path.display().to_string(),
+        });
         let hosts: Vec<String> = match pg.get_hosts() {
             [] => pg.get_hostaddrs().iter().map(IpAddr::to_string).collect(),
-            hosts => (hosts.iter())
-                .map(|host| match host {
-                    Host::Tcp(name) => name.clone(),
-                    Host::Unix(path) => path.display().to_string(),
-                })
-                .collect(),
+            hosts => hosts.iter().map(name).collect(),
         };
         let ports: Vec<String> = pg.get_ports().iter().map(u16::to_string).collect();
         let ports = if ports.is_empty() { "5432".into() } else { ports.join(",") };
@@ -123,9 +128,7 @@ impl Settings {
 
     /// The comma-separated entries of a list keyword (`host=h1,h2`).
     fn list(&self, key: &str) -> Vec<&str> {
-        self.get(key)
-            .filter(|list| !list.is_empty())
-            .map_or(Vec::new(), |list| list.split(',').collect())
+        self.get(key).filter(|list| !list.is_empty()).map_or(vec![], |l| l.split(',').collect())
     }
 
     fn integer(&self, key: &'static str) -> Result<Option<i64>, String> {
@@ -138,6 +141,14 @@ impl Settings {
     fn seconds(&self, key: &'static str, default: Duration) -> Result<Duration, String> {
         let secs = self.integer(key)?;
         Ok(secs.map_or(default, |secs| Duration::from_secs(secs.max(0) as u64)))
+    }
+
+    /// The value of `key` among `choices` (named in the error), or `default` when not given.
+    fn choice<T: Copy>(&self, key: &str, default: T, choices: &[(&str, T)]) -> Result<T, String> {
+        let Some(given) = self.get(key) else { return Ok(default) };
+        let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+        let found = choices.iter().find(|(name, _)| *name == given).map(|(_, value)| *value);
+        found.ok_or_else(|| format!("{key}: not one of {}", names.join(", ")))
     }
 
     fn apply(self) -> Result<DbOptions, String> {
@@ -205,47 +216,24 @@ impl Settings {
             }
             Some(_) => return Err("target_session_attrs: not a value libpq knows".into()),
         });
-        pg.load_balance_hosts(match self.get("load_balance_hosts") {
-            None | Some("disable") => LoadBalanceHosts::Disable,
-            Some("random") => LoadBalanceHosts::Random,
-            Some(_) => return Err("load_balance_hosts: not one of disable, random".into()),
-        });
-        // Keywords whose values task-api can meet only as libpq's defaults.
-        for (key, allowed, why) in [
-            ("sslnegotiation", "postgres", "only 'postgres' is supported"),
-            (
-                "gssencmode",
-                "disable prefer allow",
-                "GSSAPI encryption is not supported; use sslmode",
-            ),
-            ("sslsni", "1", "only 1 is supported"),
-            ("client_encoding", "UTF8 utf8 UTF-8 utf-8 auto", "only UTF8 is supported"),
-        ] {
-            if let Some(value) = self.get(key)
-                && !allowed.split(' ').any(|a| a == value)
-            {
+        let (disable, random) = (LoadBalanceHosts::Disable, LoadBalanceHosts::Random);
+        let balance = [("disable", disable), ("random", random)];
+        pg.load_balance_hosts(self.choice("load_balance_hosts", disable, &balance)?);
+        for (key, allowed, why) in DEFAULTS_ONLY {
+            if self.get(key).is_some_and(|value| !allowed.split(' ').any(|a| a == value)) {
                 return Err(format!("{key}: {why}"));
             }
         }
 
         let (ssl_mode, roots) = self.tls()?;
         // TLS 1.2 is rustls's floor, above libpq's default minimum.
-        let versions = match self.get("ssl_min_protocol_version") {
-            None | Some("TLSv1" | "TLSv1.1" | "TLSv1.2") => rustls::DEFAULT_VERSIONS,
-            Some("TLSv1.3") => &[&rustls::version::TLS13],
-            Some(_) => {
-                return Err(
-                    "ssl_min_protocol_version: not one of TLSv1, TLSv1.1, TLSv1.2, TLSv1.3".into(),
-                );
-            }
-        };
+        let (all, tls13) = (rustls::DEFAULT_VERSIONS, &[&rustls::version::TLS13][..]);
+        let versions = [("TLSv1", all), ("TLSv1.1", all), ("TLSv1.2", all), ("TLSv1.3", tls13)];
+        let versions = self.choice("ssl_min_protocol_version", all, &versions)?;
         pg.ssl_mode(ssl_mode.transport());
-        pg.channel_binding(match self.get("channel_binding") {
-            None | Some("prefer") => ChannelBinding::Prefer,
-            Some("disable") => ChannelBinding::Disable,
-            Some("require") => ChannelBinding::Require,
-            Some(_) => return Err("channel_binding: not one of disable, prefer, require".into()),
-        });
+        use ChannelBinding::{Disable, Prefer, Require};
+        let bindings = [("disable", Disable), ("prefer", Prefer), ("require", Require)];
+        pg.channel_binding(self.choice("channel_binding", Prefer, &bindings)?);
         let tls = tls::connector(ssl_mode, &roots, versions)?;
         Ok(DbOptions { pg, ssl_mode, tls })
     }
@@ -308,18 +296,15 @@ mod tests {
 
     #[test]
     fn libpq_units_and_names() {
-        let db = DbOptions::parse(
-            "host=h user=u connect_timeout=1 tcp_user_timeout=2500 keepalives_count=7 \
-             application_name=x channel_binding=require",
-        )
-        .unwrap();
-        let pg = &db.pg;
-        assert_eq!(pg.get_connect_timeout(), Some(&Duration::from_secs(2)));
-        let tcp_user_timeout = Duration::from_millis(2500);
-        assert_eq!(pg.get_tcp_user_timeout(), Some(&tcp_user_timeout));
-        assert_eq!(pg.get_keepalives_retries(), Some(7));
-        assert_eq!(pg.get_application_name(), Some("x"));
-        assert_eq!(pg.get_channel_binding(), ChannelBinding::Require);
+        let text = "host=h user=u connect_timeout=1 tcp_user_timeout=2500 keepalives_count=7 \
+                    application_name=x channel_binding=require";
+        let pg = DbOptions::parse(text).unwrap().pg;
+        let got =
+            (pg.get_connect_timeout(), pg.get_tcp_user_timeout(), pg.get_keepalives_retries());
+        let secs = Duration::from_secs_f64;
+        assert_eq!(got, (Some(&secs(2.0)), Some(&secs(2.5)), Some(7)));
+        let named = (pg.get_application_name(), pg.get_channel_binding());
+        assert_eq!(named, (Some("x"), ChannelBinding::Require));
     }
 
     // tests/api/cli.rs has a bad sslmode and a bad port, through the binary.

@@ -1,6 +1,5 @@
 //! libpq's `sslmode` on rustls (spec §4): tokio-postgres only decides whether to encrypt;
-//! which certificate checks happen is decided here, by the verifier each mode gets. Which
-//! mode and roots a URL asks for is options.rs's business.
+//! the verifier each mode gets here decides which certificate checks happen.
 
 use std::fmt;
 use std::sync::Arc;
@@ -73,8 +72,7 @@ impl fmt::Display for SslMode {
 /// The roots a verifying mode trusts: `sslrootcert`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Roots {
-    /// None given: the Mozilla roots compiled into the binary (a scratch image has no
-    /// CA bundle).
+    /// None given: the Mozilla roots compiled in (a scratch image has no CA bundle).
     Default,
     /// `sslrootcert=system`: the same compiled-in roots, asked for by name.
     System,
@@ -150,9 +148,7 @@ impl ServerCertVerifier for Lenient {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let Some(chain) = &self.chain else {
-            return Ok(ServerCertVerified::assertion());
-        };
+        let Some(chain) = &self.chain else { return Ok(ServerCertVerified::assertion()) };
         match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },

@@ -15,10 +15,9 @@ pub fn parse(text: &str) -> Result<Pairs, String> {
 }
 
 /// `[user[:password]@][host][:port][,...][/dbname][?param1=value1&...]`, as libpq's
-/// `conninfo_uri_parse_options` reads it. The credentials are there only when an `@`
-/// comes before the first `/`, and they end at the first `@`; a `?` inside them is
-/// part of the password. Hosts end at `:`, `/`, `?` or `,`; an IPv6 address is in
-/// brackets. Every part is percent-decoded; `#` means nothing special.
+/// `conninfo_uri_parse_options` reads it: credentials only when an `@` comes before the first
+/// `/`, ending at the first `@` (a `?` in them is the password's); hosts end at `:`, `/`, `?`
+/// or `,`, an IPv6 one is in brackets. Every part is percent-decoded; `#` is nothing special.
 fn parse_uri(uri: &str) -> Result<Pairs, String> {
     let mut pairs = Pairs::new();
     // A part, percent-decoded (`what` names it in an error); nothing when it is empty.
