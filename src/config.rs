@@ -18,8 +18,7 @@ pub const DEFAULT_PORT: u16 = 8000;
 /// Default `DATABASE_POOL_SIZE`: docs/decisions.md has the measurement.
 pub const DEFAULT_POOL_SIZE: usize = 8;
 
-/// Everything `serve` and `migrate` need, parsed and checked. `{:?}` shows where the
-/// database is, never the password (spec §6): see `DbOptions`' `Debug`.
+/// Everything `serve` and `migrate` need, parsed and checked; `{:?}` never shows the password.
 #[derive(Debug)]
 pub struct Config {
     /// Where the database is and how to reach it (TLS included).
@@ -101,8 +100,7 @@ pub fn probe_port() -> Result<u16, ConfigError> {
     Env(&|name: &str| std::env::var(name).ok()).parsed("PORT", DEFAULT_PORT)
 }
 
-/// The URL in `var`, or in the file `file` names (Docker and Kubernetes secrets), parsed;
-/// an error names the one read. `None` when neither is set.
+/// The URL in `var` or in the file `file` names (a secret), parsed; `None` when neither is set.
 fn url<T>(
     env: &Env,
     (var, file): (&'static str, &'static str),
@@ -180,8 +178,7 @@ impl Env<'_> {
     }
 }
 
-/// A positive number of seconds, fractions allowed: `3`, `0.5`. The command line's
-/// `--timeout` takes the same form.
+/// A positive number of seconds, fractions allowed (`3`, `0.5`), here and in `--timeout`.
 pub fn parse_seconds(text: &str) -> Result<Duration, String> {
     text.parse::<f64>()
         .ok()

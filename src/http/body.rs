@@ -13,8 +13,7 @@ use super::error::ApiError;
 
 /// The largest request body read.
 const MAX_BODY_BYTES: usize = 64 * 1024;
-/// A body must arrive whole within this of its handler asking for it, as the head
-/// must within 10 s: a client that stalls halfway cannot hold a connection.
+/// A body must arrive whole within this of its handler asking, so a stalled client lets go.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reads a request body as a JSON object.

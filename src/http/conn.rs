@@ -39,8 +39,8 @@ pub fn configure(stream: &TcpStream) {
     }
 }
 
-/// Which deadline, if any, ended a connection that failed with `err` after serving
-/// `requests` requests, as the `reason` label of `/metrics` (docs/operations.md).
+/// Which deadline, if any, ended a connection that failed with `err` after `requests`
+/// requests, as `/metrics` labels it (docs/operations.md).
 pub fn cut(err: &hyper::Error, requests: u64) -> Option<&'static str> {
     if err.is_timeout() {
         // hyper's header timer also runs while a kept-alive connection waits.

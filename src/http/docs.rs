@@ -1,7 +1,6 @@
-//! `GET /docs` (spec §2): Swagger UI on this server's `/openapi.json`, served from the
-//! binary (build.rs fetched Swagger UI from the npm registry, pinned by version and
-//! SHA-512, and gzipped it), under a strict content security policy, with ETags and
-//! caching. `DOCS=off` turns it off (404). Routing is router.rs's business.
+//! `GET /docs` (spec §2): Swagger UI on this server's `/openapi.json`, from the binary (build.rs
+//! gzipped it from a pinned crate), under a strict content security policy, with ETags and
+//! caching. `DOCS=off` turns it off (404).
 
 use hyper::header::{
     ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, ETAG, HeaderMap, HeaderName, HeaderValue,
@@ -36,9 +35,8 @@ const ASSETS: [Asset; 5] = [
     gzipped!("LICENSE", "text/plain; charset=utf-8"),
 ];
 
-/// `GET /docs` (`file` empty) or `GET /docs/{file}`: 304 when `If-None-Match` names the
-/// file's ETag; a gzipped file only to a client that takes gzip (every browser does, and one
-/// that says nothing takes anything).
+/// `GET /docs` (`file` empty) or `GET /docs/{file}`: 304 when `If-None-Match` names the file's
+/// ETag; a gzipped file only to a client that takes gzip (as every browser does).
 pub fn serve(file: &str, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
     let at = ASSETS.iter().position(|(name, ..)| *name == file).ok_or(ApiError::NotFound)?;
     let ((_, content_type, gzipped, bytes), etag) = (ASSETS[at], ETAGS[at].clone());
@@ -59,8 +57,7 @@ pub fn serve(file: &str, headers: &HeaderMap) -> Result<Response<Body>, ApiError
     Ok(response)
 }
 
-/// Whether the client takes gzip: it lists gzip (or `*`) without `q=0`, or sends no
-/// `Accept-Encoding` at all, which takes any coding (RFC 9110 §12.5.3).
+/// Whether the client takes gzip: listed (or `*`) without `q=0`, or no `Accept-Encoding` at all.
 fn takes_gzip(headers: &HeaderMap) -> bool {
     let mut codings = headers.get_all(ACCEPT_ENCODING).iter().peekable();
     codings.peek().is_none()

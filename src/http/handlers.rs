@@ -60,8 +60,7 @@ pub fn openapi() -> Response<Body> {
 /// What a handler returns: rendered by router.rs, whichever it is.
 pub type Answer = Result<Response<Body>, ApiError>;
 
-/// `GET /tasks`: the first chunk now, so a failure is still a status; the rest as the client
-/// reads (page.rs).
+/// `GET /tasks`: the first chunk now, so a failure is still a status; the rest later (page.rs).
 pub async fn list(app: &Arc<App>, query: ListQuery, token: Option<&str>) -> Answer {
     let first = app.store.list(&query, token).await?;
     Ok(page::respond(app, first))

@@ -61,8 +61,7 @@ pub struct App {
     pub docs: bool,
 }
 
-/// `task-api serve`: wait for the database, migrate, listen, serve until SIGTERM or
-/// SIGINT, drain, close the store.
+/// `task-api serve`: wait for the database, migrate, listen, serve till SIGTERM or SIGINT, drain.
 pub fn run(mut config: Config) -> Result<(), Error> {
     logs::init(&config.log_filter, config.log_format);
     log::info!("task-api {} starting with {config:?}", crate::VERSION);

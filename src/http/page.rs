@@ -1,7 +1,6 @@
-//! `GET /tasks` as it leaves, memory bounded whatever the page (spec §5): one chunk goes
-//! out whole; more stream a frame at a time, the next chunk read only once the client has
-//! taken the last, no database connection held between chunks. A client that stops
-//! reading is cut off by the write deadline (conn.rs); reading chunks is the store's job.
+//! `GET /tasks` as it leaves, memory bounded whatever the page (spec §5): one chunk goes out
+//! whole; more stream a frame at a time, the next chunk read once the client took the last, no
+//! database connection held between. Reading chunks is the store's job.
 
 use std::io;
 use std::sync::Arc;
@@ -34,9 +33,8 @@ pub fn respond(app: &Arc<App>, first: Chunk) -> Response<Body> {
     response::with_body(StatusCode::OK, "application/json", Body::Stream(body))
 }
 
-/// Writes the page as a JSON array into `frames`, chunk after chunk; stops when the
-/// page ends, the client goes, or a chunk cannot be read (then the response is cut
-/// short, so the client cannot take part of a page for all of it).
+/// Writes the page as a JSON array into `frames`, chunk after chunk, till it ends or the client
+/// goes; a chunk that cannot be read cuts the response short, never passing for a whole page.
 async fn stream(app: Arc<App>, mut chunk: Chunk, frames: mpsc::Sender<io::Result<Bytes>>) {
     let mut frame = Vec::with_capacity(FRAME_BYTES * 2);
     frame.push(b'[');

@@ -12,9 +12,8 @@ use hyper::{Response, StatusCode};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-/// Every response body: bytes ready now (`None` once sent, or for none at all), or a
-/// stream whose frames hyper takes only as fast as the client reads, sent chunked (an
-/// `Err` ends it cut short).
+/// Every response body: bytes ready now (`None` once sent, or for none), or a stream that
+/// hyper takes only as fast as the client reads, sent chunked (an `Err` cuts it short).
 #[derive(Debug)]
 pub enum Body {
     Whole(Option<Bytes>),

@@ -23,8 +23,7 @@ use crate::tasks::{ListQuery, NewTask, TaskPatch, parse_id};
 /// The label of every path that matches no route.
 const UNMATCHED: &str = "unmatched";
 
-/// The route `path` matches, as metrics label it (never a raw id), and the id as
-/// written (not yet checked) when it is `/tasks/{id}`.
+/// The route `path` matches, as metrics label it, and the (unchecked) id of `/tasks/{id}`.
 fn route(path: &str) -> (&'static str, &str) {
     const FIXED: [&str; 6] = ["/health", "/ready", "/metrics", "/openapi.json", "/tasks", "/docs"];
     if let Some(fixed) = FIXED.into_iter().find(|fixed| *fixed == path) {
@@ -76,8 +75,7 @@ pub async fn handle(
     answered
 }
 
-/// Routes (or refuses), answers and logs a request; `traced_id` is its span's trace id,
-/// when it has a span.
+/// Routes (or refuses), answers and logs a request; `traced_id`: its span's trace id, if any.
 async fn answer(
     app: &Arc<App>,
     request: Request<Incoming>,

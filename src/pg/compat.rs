@@ -10,8 +10,7 @@ use super::connect::rows;
 
 /// The migrations written before records existed (V1–V4): all of release 0.1.0.
 const BEFORE_RECORDS: i32 = 4;
-/// The first line of every later migration: `-- compatibility: expand, works with
-/// task-api 0.1.0 and later` (or `contract`).
+/// Begins every later migration: `-- compatibility: expand, works with task-api 0.1.0 and later`.
 const HEADER: &str = "-- compatibility: ";
 
 /// The table, made (if it is not there) in the migrations' transaction.
@@ -21,8 +20,7 @@ pub const CREATE: &str = "CREATE TABLE IF NOT EXISTS task_api_compatibility (
     kind text NOT NULL CHECK (kind IN ('expand', 'contract')),
     oldest_release text NOT NULL)";
 
-/// A migration's record: its version and name, `expand` or `contract`, and the oldest
-/// release that works on the schema it leaves.
+/// A migration's record: version, name, `expand` or `contract`, the oldest release that works.
 #[derive(Debug, PartialEq)]
 pub struct Record {
     version: i32,
@@ -31,8 +29,7 @@ pub struct Record {
     oldest: String,
 }
 
-/// The records of `migrations` (this binary's), from their headers; a later migration
-/// without one is a build mistake, reported as such.
+/// The records of this binary's `migrations`, from their headers; one missing is an error.
 pub fn records(migrations: &[Migration]) -> Result<Vec<Record>, String> {
     let record = |migration: &Migration| {
         let (version, name) = (migration.version(), migration.name().to_owned());
@@ -58,9 +55,8 @@ pub fn records(migrations: &[Migration]) -> Result<Vec<Record>, String> {
     migrations.iter().map(record).collect()
 }
 
-/// Refuses (with why) a database that holds a migration newer than `ours` unless its
-/// record says this release works with it. Runs inside the migrations' transaction,
-/// after [`CREATE`], before refinery.
+/// Refuses (with why) a database that holds a migration newer than `ours` unless its record
+/// says this release works with it. Runs in the migrations' transaction, before refinery.
 pub async fn check(client: &Client, ours: &[Record]) -> Result<(), String> {
     let newest = ours.iter().map(|record| record.version).max().unwrap_or(0);
     let history = rows(client, "SELECT to_regclass('refinery_schema_history') IS NOT NULL")
@@ -105,8 +101,8 @@ pub async fn check(client: &Client, ours: &[Record]) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes `ours` into the table (those already there stay as they are); called when
-/// migrations were applied, so a role that only serves needs no right to it.
+/// Writes `ours` into the table, keeping those there; only after migrating, so a role that
+/// only serves needs no right to it.
 pub async fn record(client: &Client, ours: &[Record]) -> Result<(), tokio_postgres::Error> {
     // Names are refinery's `\w+`, releases digits and dots: nothing to escape.
     let value = |r: &Record| format!("({}, '{}', '{}', '{}')", r.version, r.name, r.kind, r.oldest);

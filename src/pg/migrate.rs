@@ -55,9 +55,8 @@ pub fn run(config: Config) -> Result<(), Error> {
     })
 }
 
-/// Applies pending migrations on `client` (a connection to `db`) and names them
-/// (`V1__create_tasks`). Waits for another process migrating the same database, but not
-/// past `deadline`: then it names the sessions it waited for, and fails.
+/// Applies pending migrations on `client` (connected to `db`) and names them. Waits for
+/// another process migrating till `deadline`, then fails naming the sessions it waited for.
 pub async fn apply(
     db: &DbOptions,
     client: &mut Client,
@@ -163,8 +162,8 @@ impl AsyncQuery<Vec<Migration>> for InTransaction<'_> {
 
 impl AsyncMigrate for InTransaction<'_> {}
 
-/// The sessions that block backend `pid`, as `pid 123 (application_name "psql", user
-/// "app", state "idle in transaction")`; within a couple of seconds, or a reason why not.
+/// The sessions that block backend `pid` (`pid 123 (application_name "psql", user "app",
+/// state "idle in transaction")`), or why they are unknown.
 async fn blockers(db: &DbOptions, pid: i32) -> String {
     const LOOKUP: Duration = Duration::from_secs(2);
     let lookup = async {

@@ -80,8 +80,7 @@ pub enum Roots {
     File(String),
 }
 
-/// The TLS connector for `mode`, trusting `roots` when the mode verifies the chain, and
-/// speaking only the TLS `versions` given.
+/// The TLS connector for `mode`, trusting `roots` if it checks the chain, speaking `versions`.
 pub fn connector(
     mode: SslMode,
     roots: &Roots,
@@ -129,10 +128,9 @@ pub fn root_store(roots: &Roots) -> Result<RootCertStore, String> {
     Ok(store)
 }
 
-/// The checks below verify-full, as libpq makes them: none about who answers without a
-/// `chain` (`prefer`, `require`); with one (`verify-ca`), webpki's, except that a name error
-/// is accepted (webpki checks the name after the chain, so the chain was good). Handshake
-/// signatures are verified either way, so the session is sound.
+/// The checks below verify-full, as libpq's: none without a `chain` (`prefer`, `require`);
+/// with one (`verify-ca`), webpki's, but a name error passes (webpki checks the name after the
+/// chain). Handshake signatures are verified either way, so the session is sound.
 #[derive(Debug)]
 struct Lenient {
     chain: Option<Arc<WebPkiServerVerifier>>,

@@ -1,6 +1,5 @@
-//! libpq connection strings, split as libpq's `fe-connect.c` splits them: a URI or a
-//! `keyword=value` string becomes keyword/value pairs, in order; what they mean is
-//! options.rs's business. No error quotes the input: any part may be a password.
+//! libpq connection strings (a URI or `keyword=value`s) split into pairs as `fe-connect.c`
+//! splits them; no error quotes the input, any part may be a password. Meaning is options.rs's.
 
 /// Keyword/value pairs in the order given; where a keyword repeats, the last one wins.
 pub type Pairs = Vec<(String, String)>;
@@ -100,8 +99,8 @@ fn parse_uri(uri: &str) -> Result<Pairs, String> {
     Ok(pairs)
 }
 
-/// libpq's percent-decoding, stricter than `percent_decode`'s: every `%` starts two hex
-/// digits, `%00` is refused, and `+` stays a plus. `what` names the part in an error.
+/// libpq's percent-decoding: every `%` starts two hex digits, `%00` is refused, `+` stays a
+/// plus; `what` names the part in an error.
 fn decode(text: &str, what: &str) -> Result<String, String> {
     for (at, _) in text.match_indices('%') {
         match text.as_bytes().get(at + 1..at + 3) {
