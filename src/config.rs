@@ -1,6 +1,5 @@
-//! The environment → [`Config`], read once (spec §4) through [`Env`], which treats an
-//! empty variable as unset and names the variable in each error (the tracer's settings
-//! are read through it too). `DATABASE_URL_FILE` is resolved here: nothing later knows it.
+//! The environment → [`Config`], read once (spec §4) through [`Env`] (the tracer's too): an
+//! empty variable is unset, an error names its variable, `DATABASE_URL_FILE` is resolved here.
 
 use std::net::IpAddr;
 use std::str::FromStr;

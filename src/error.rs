@@ -1,6 +1,5 @@
-//! The process-level errors: [`Error`], what stopped a command and its exit code (spec §3);
-//! [`ConfigError`], a variable missing or malformed; [`describe`], any error with its
-//! causes. Errors a client sees over HTTP are `http::error::ApiError`'s business.
+//! The process-level errors: [`Error`], what stopped a command, and its exit code (spec §3);
+//! [`ConfigError`]; [`describe`], any error with its causes. HTTP's are `http::error`'s.
 
 use std::fmt;
 

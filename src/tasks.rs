@@ -1,5 +1,4 @@
-//! The task resource (spec §1): its types, and the rules input must keep, decoding and
-//! validating them. No SQL and no HTTP: storing tasks is the store's job, answering clients http's.
+//! The task resource (spec §1): its types, and the rules input must keep. No SQL, no HTTP.
 
 use std::fmt;
 
@@ -47,7 +46,7 @@ pub struct NewTask {
     pub status: Status,
 }
 
-/// The body of `PATCH /tasks/{id}`: `None` leaves a field alone; `description: Some(None)` clears it.
+/// The body of `PATCH /tasks/{id}`: `None` leaves a field alone, `Some(None)` clears a description.
 #[derive(Debug, Default, PartialEq)]
 pub struct TaskPatch {
     pub title: Option<String>,

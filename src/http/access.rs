@@ -1,6 +1,5 @@
-//! A request's `x-request-id` and the one line it leaves in the log (spec §2, §6): method,
-//! path, status, duration, request id, trace id, never a body; the client's values [`Quoted`],
-//! and the same as fields, which `LOG_FORMAT=json` writes as keys.
+//! A request's `x-request-id` and its one access line (spec §2, §6), never a body: the client's
+//! values [`Quoted`], and the same as fields, which `LOG_FORMAT=json` writes as keys.
 
 use std::fmt::Display;
 use std::time::Instant;

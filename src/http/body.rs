@@ -1,6 +1,5 @@
 //! Request bodies as JSON objects (spec §2): 415 unless `application/json`, 413 past 64 KiB,
-//! 408 unless it all arrives within [`BODY_TIMEOUT`] (spec §5), 400 unless a JSON object.
-//! What the object must hold is tasks.rs's business.
+//! 408 unless all of it arrives within [`BODY_TIMEOUT`] (spec §5), 400 unless a JSON object.
 
 use std::time::Duration;
 

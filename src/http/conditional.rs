@@ -1,6 +1,5 @@
-//! ETags and conditional requests (RFC 9110 §8.8.3, §13): a task's strong ETag names its
-//! `updated_at`. `If-None-Match` on `GET /tasks/{id}` compares weakly here; `If-Match` on
-//! `PATCH` and `DELETE` strongly, in the statement that writes (store/sql/tasks.rs).
+//! ETags (a task's names its `updated_at`) and conditional requests (RFC 9110 §13): `If-None-Match`
+//! compares weakly here; `If-Match` strongly, in the statement that writes (store/sql/tasks.rs).
 
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, IF_MATCH, IF_NONE_MATCH};
 use jiff::Timestamp;

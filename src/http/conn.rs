@@ -1,6 +1,5 @@
-//! One client connection's own IO (spec §5): TCP options, the write deadline, our answer in
-//! place of hyper's bare one to a head it cannot parse (spec §2), and why a connection ended,
-//! for `/metrics`. The header and body deadlines are hyper's and body.rs's.
+//! One client connection's IO (spec §5): TCP options, the write deadline, our answer in place
+//! of hyper's to a head it cannot parse (spec §2), and why a connection ended, for `/metrics`.
 
 use std::future::Future;
 use std::io;
@@ -13,7 +12,7 @@ use hyper::StatusCode;
 use socket2::{SockRef, TcpKeepalive};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
+use tokio::time::{Sleep, sleep};
 
 use super::{App, router};
 
@@ -43,7 +42,7 @@ pub fn configure(stream: &TcpStream) {
 /// requests, as `/metrics` labels it (docs/operations.md).
 pub fn cut(err: &hyper::Error, requests: u64) -> Option<&'static str> {
     if err.is_timeout() {
-        // hyper's header timer also runs while a kept-alive connection waits.
+        // hyper's header timer runs while a kept-alive connection waits too.
         return Some(if requests == 0 { "header_timeout" } else { "idle_timeout" });
     }
     std::iter::successors(std::error::Error::source(err), |err| err.source())
@@ -74,9 +73,7 @@ impl ClientIo {
             self.stalled_since = None;
             return poll;
         }
-        let timer = self.stalled_since.get_or_insert_with(|| {
-            Box::pin(tokio::time::sleep_until(Instant::now() + WRITE_TIMEOUT))
-        });
+        let timer = self.stalled_since.get_or_insert_with(|| Box::pin(sleep(WRITE_TIMEOUT)));
         ready!(timer.as_mut().poll(cx));
         Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, STALLED)))
     }
@@ -149,8 +146,7 @@ impl AsyncWrite for ClientIo {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(this.poll_pending(cx))?;
-        // hyper's bare answer ends the last buffer: queue the buffers with ours in its
-        // place, and say they were written.
+        // hyper's bare answer ends the last buffer: queue them with ours in its place, say written.
         if let Some(last) = bufs.iter().rev().find(|buf| !buf.is_empty())
             && let Some((at, status)) = bare_answer(last)
         {

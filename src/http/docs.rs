@@ -1,10 +1,9 @@
-//! `GET /docs` (spec §2): Swagger UI on this server's `/openapi.json`, from the binary (build.rs
-//! gzipped it from a pinned crate), under a strict content security policy, with ETags and
-//! caching. `DOCS=off` turns it off (404).
+//! `GET /docs` (spec §2; `DOCS=off`: 404): Swagger UI on our `/openapi.json`, from the binary
+//! (build.rs gzipped it), under a strict content security policy, with ETags and caching.
 
 use hyper::header::{
-    ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, ETAG, HeaderMap, HeaderName, HeaderValue,
-    IF_NONE_MATCH, VARY,
+    ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_SECURITY_POLICY, ETAG, HeaderMap,
+    HeaderValue, IF_NONE_MATCH, VARY,
 };
 use hyper::{Response, StatusCode};
 use std::sync::LazyLock;
@@ -46,8 +45,7 @@ pub fn serve(file: &str, headers: &HeaderMap) -> Result<Response<Body>, ApiError
         false => response::text(StatusCode::OK, content_type, bytes),
     };
     let set = response.headers_mut();
-    let policy = HeaderName::from_static("content-security-policy");
-    set.insert(policy, HeaderValue::from_static(POLICY));
+    set.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(POLICY));
     set.insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
     set.insert(ETAG, etag);
     if gzipped {

@@ -1,6 +1,5 @@
-//! [`ApiError`]: every way a request can fail, and the one place an error meets the client,
-//! as a status and `{"detail": …}` (spec §2). Internal causes go to the log, never the body;
-//! what a database failure means is the store's to say (store/error.rs).
+//! [`ApiError`]: every way a request can fail, and the one place it meets the client, as a
+//! status and `{"detail": …}` (spec §2). Internal causes go to the log, never the body.
 
 use std::borrow::Cow;
 
@@ -37,11 +36,9 @@ pub enum ApiError {
     Invalid(Invalid),
     /// 503: the database could not serve in time.
     Unavailable(Cause),
-    /// 503: the server is at capacity (connections, or requests waiting for the
-    /// database); nothing was done. Not logged: the metrics count it.
+    /// 503: at capacity (connections, or requests waiting); nothing done. Counted, not logged.
     Overloaded,
-    /// No answer at all: a write was sent and no verdict came back, so any status
-    /// would be a guess. The router closes the connection instead.
+    /// No answer (the router closes the connection): a write's verdict never came back.
     OutcomeUnknown(Cause),
     /// 500: anything else.
     Internal(Cause),

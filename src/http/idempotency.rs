@@ -98,8 +98,7 @@ mod tests {
 
     #[test]
     fn a_create_keeps_the_digest_the_release_before_stored_for_its_body() {
-        let mut headers = HeaderMap::new();
-        headers.insert(&IDEMPOTENCY_KEY, "k".parse().unwrap());
+        let headers = HeaderMap::from_iter([(IDEMPOTENCY_KEY.clone(), "k".parse().unwrap())]);
         let plain = digest(&SHA256, br#"{"title":"a"}"#);
         for (text, spells_out_a_default) in [
             (r#"{"title":"a"}"#, false),

@@ -1,6 +1,5 @@
 //! The HTTP server: start-up in the spec's order (connect, migrate, listen), the accept loop
-//! with its cap on connections, and the bounded drain on SIGTERM (spec §5). Requests are
-//! router.rs's business, a connection's deadlines conn.rs's, where it listens listener.rs's.
+//! with its cap on connections, and the bounded drain on SIGTERM (spec §5).
 
 mod access;
 mod body;

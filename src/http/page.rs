@@ -1,6 +1,5 @@
-//! `GET /tasks` as it leaves, memory bounded whatever the page (spec §5): one chunk goes out
-//! whole; more stream a frame at a time, the next chunk read once the client took the last, no
-//! database connection held between. Reading chunks is the store's job.
+//! `GET /tasks` as it leaves, memory bounded whatever the page (spec §5): one chunk goes whole;
+//! more stream, the next chunk read once the client took the last, no connection held between.
 
 use std::io;
 use std::sync::Arc;
@@ -37,13 +36,10 @@ pub fn respond(app: &Arc<App>, first: Chunk) -> Response<Body> {
 /// goes; a chunk that cannot be read cuts the response short, never passing for a whole page.
 async fn stream(app: Arc<App>, mut chunk: Chunk, frames: mpsc::Sender<io::Result<Bytes>>) {
     let mut frame = Vec::with_capacity(FRAME_BYTES * 2);
-    frame.push(b'[');
-    let mut first = true;
+    let mut separator = b'['; // before the first task, then a comma before each
     loop {
         for task in chunk.tasks.drain(..) {
-            if !std::mem::take(&mut first) {
-                frame.push(b',');
-            }
+            frame.push(std::mem::replace(&mut separator, b','));
             serde_json::to_writer(&mut frame, &task).expect("a task serializes");
             if frame.len() >= FRAME_BYTES {
                 let full = std::mem::replace(&mut frame, Vec::with_capacity(FRAME_BYTES * 2));
@@ -62,6 +58,6 @@ async fn stream(app: Arc<App>, mut chunk: Chunk, frames: mpsc::Sender<io::Result
             }
         };
     }
-    frame.push(b']');
+    frame.extend_from_slice(if separator == b'[' { b"[]" } else { b"]" });
     let _ = frames.send(Ok(frame.into())).await;
 }

@@ -61,10 +61,9 @@ pub fn text(status: StatusCode, kind: &'static str, text: impl Into<Bytes>) -> R
 
 /// A response with `body`, of `content_type`.
 pub fn with_body(status: StatusCode, content_type: &'static str, body: Body) -> Response<Body> {
-    let mut response = empty(status);
-    *response.body_mut() = body;
-    let content_type = HeaderValue::from_static(content_type);
-    response.headers_mut().insert(CONTENT_TYPE, content_type);
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 

@@ -1,6 +1,5 @@
 //! Turns a request into one handler call: one `match` on (route, method), with 404 and 405 +
-//! `allow` (spec §2); around it the request id, the access line, the metrics and (tracing on)
-//! the server span. Reading bodies is body.rs's job; the access line's format, access.rs's.
+//! `allow` (spec §2); around it the request id, access line, metrics and (if traced) span.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -169,8 +168,7 @@ async fn dispatch(app: &Arc<App>, route: &str, id: &str, request: Request<Incomi
         ("/docs/{file}", &Method::GET) if app.docs => docs::serve(id, headers),
         ("/docs" | "/docs/{file}", _) if !app.docs => Err(ApiError::NotFound),
         ("/tasks", &Method::GET) => {
-            let query = ListQuery::parse(parts.uri.query())?;
-            handlers::list(app, query, token).await
+            handlers::list(app, ListQuery::parse(parts.uri.query())?, token).await
         }
         ("/tasks", &Method::POST) => {
             let body = body::object(headers, body).await?;
@@ -179,19 +177,16 @@ async fn dispatch(app: &Arc<App>, route: &str, id: &str, request: Request<Incomi
             handlers::create(app, NewCreate { task, claim }).await
         }
         ("/tasks/{id}", &Method::GET) => {
-            let id = parse_id(id)?;
-            let none_match = conditional::if_none_match(headers)?;
+            let (id, none_match) = (parse_id(id)?, conditional::if_none_match(headers)?);
             handlers::get(app, id, none_match, token).await
         }
         ("/tasks/{id}", &Method::PATCH) => {
-            let id = parse_id(id)?;
-            let expected = conditional::if_match(headers)?;
+            let (id, expected) = (parse_id(id)?, conditional::if_match(headers)?);
             let patch = TaskPatch::decode(&body::object(headers, body).await?)?;
             handlers::update(app, id, patch, expected).await
         }
         ("/tasks/{id}", &Method::DELETE) => {
-            let id = parse_id(id)?;
-            handlers::delete(app, id, conditional::if_match(headers)?).await
+            handlers::delete(app, parse_id(id)?, conditional::if_match(headers)?).await
         }
         (UNMATCHED, _) => Err(ApiError::NotFound),
         ("/tasks", _) => Err(ApiError::MethodNotAllowed("GET, POST")),

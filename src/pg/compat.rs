@@ -1,7 +1,6 @@
-//! Which releases work on a schema (spec §5, docs/upgrading.md). Each migration's first line
-//! says whether the release before works on the schema it leaves (expand) or not (contract),
-//! and the oldest release that does; the records go into `task_api_compatibility`. A binary
-//! starts on newer migrations only if each is recorded as working with it.
+//! Which releases work on a schema (spec §5, docs/upgrading.md): each migration's first line
+//! says whether the release before still does (expand) or not (contract), and the oldest that
+//! does, kept in `task_api_compatibility`. Newer migrations must each be recorded to work with us.
 
 use refinery::Migration;
 use tokio_postgres::Client;
@@ -65,8 +64,7 @@ pub async fn check(client: &Client, ours: &[Record]) -> Result<(), String> {
     if history.first().and_then(|row| row.get(0)) != Some("t") {
         return Ok(());
     }
-    // The records are read only when the history holds something newer: a role that may
-    // only read the history (and use `tasks`) still serves.
+    // Records are read only for newer migrations: a role that may only read history serves.
     let newer = format!("SELECT count(*) FROM refinery_schema_history WHERE version > {newest}");
     let count = rows(client, &newer).await.map_err(|err| err.to_string())?;
     if count.first().and_then(|row| row.get(0)) == Some("0") {

@@ -90,8 +90,7 @@ fn is_permanent(err: &PgError) -> bool {
             || code == &SqlState::INVALID_AUTHORIZATION_SPECIFICATION
             || code == &SqlState::INVALID_CATALOG_NAME;
     }
-    // tokio-postgres's Display is its (private) error kind. A failed TLS handshake or an
-    // authentication we refused (no channel binding) fails the same way again.
+    // Display is tokio-postgres's private error kind: TLS, or an authentication we refused.
     matches!(err.to_string().as_str(), "error performing TLS handshake" | "authentication error")
 }
 

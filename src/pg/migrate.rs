@@ -1,6 +1,5 @@
 //! The schema: refinery's migrations from `sql/`, embedded, applied in one transaction that
-//! first takes an advisory lock, so replicas starting together migrate once (spec §5), through
-//! a pooler too. Newer migrations are refused unless compat.rs's records say they work with us.
+//! first takes an advisory lock, so replicas starting together migrate once (spec §5).
 
 use std::io;
 
@@ -67,8 +66,8 @@ pub async fn apply(
     // Simple queries only, here too: a pooler in transaction mode keeps no prepared one.
     let pid = rows(client, "SELECT pg_backend_pid()").await.map_err(db_failed)?;
     let pid: i32 = pid.first().and_then(|row| row.get(0)?.parse().ok()).unwrap_or(0);
-    // The lock is the transaction's first statement, not a session's (which a pooler would
-    // hand to others): it lasts as long as the migrations, which commit together or not at all.
+    // The lock is the transaction's, not a session's (which a pooler would hand on): it lasts
+    // as long as the migrations, which commit together or not at all.
     let ours = compat::records(&migrations()).map_err(|err| failed(&err))?;
     let locked_run = async {
         let lock = format!("BEGIN; SELECT pg_advisory_xact_lock({LOCK_KEY}); {}", compat::CREATE);
@@ -150,10 +149,8 @@ impl AsyncQuery<Vec<Migration>> for InTransaction<'_> {
             Some(Migration::applied(version, row.get(1)?.to_owned(), on, row.get(3)?.parse().ok()?))
         };
         let unreadable = |row: &SimpleQueryRow| {
-            let version = row.get(0).unwrap_or("?");
-            io::Error::other(format!(
-                "an unreadable row in the migration history (version {version})"
-            ))
+            let v = row.get(0).unwrap_or("?");
+            io::Error::other(format!("an unreadable row in the migration history (version {v})"))
         };
         let rows = rows(self.0, query).await.map_err(history_error)?;
         rows.iter().map(|row| applied(row).ok_or_else(|| unreadable(row))).collect()

@@ -1,6 +1,5 @@
 //! `DATABASE_URL` → [`DbOptions`]: each libpq keyword, with libpq's meaning (spec §4); what
 //! cannot be honoured is an error naming the parameter, never its value (it may be a password).
-//! Splitting the string is url.rs's job, certificate checks tls.rs's.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -107,8 +106,7 @@ struct Settings(BTreeMap<String, String>);
 
 impl Settings {
     fn parse(text: &str) -> Result<Settings, String> {
-        // Where a keyword repeats, the last one wins, as in libpq.
-        let mut given = BTreeMap::new();
+        let mut given = BTreeMap::new(); // a repeated keyword: the last wins, as in libpq
         for (ordinal, (key, value)) in url::parse(text)?.into_iter().enumerate() {
             let listed = |list: &str| list.split_whitespace().any(|k| k == key);
             if !listed(SUPPORTED) && !listed(UNSUPPORTED) {
@@ -162,9 +160,8 @@ impl Settings {
             pg.hostaddr(addr.parse().map_err(|_| "hostaddr: not an IP address")?);
         }
         for port in self.list("port") {
-            // An empty entry in a list means the default port, as in libpq.
             pg.port(match port {
-                "" => 5432,
+                "" => 5432, // an empty entry: the default, as in libpq
                 port => port.parse().map_err(|_| "port: not a port number")?,
             });
         }
@@ -185,8 +182,7 @@ impl Settings {
         let application_name = self.get("application_name").or(fallback);
         pg.application_name(application_name.unwrap_or("task-api"));
 
-        // libpq's units: seconds, but milliseconds for tcp_user_timeout. A connect_timeout
-        // of zero or less waits without limit, and 1 counts as 2.
+        // libpq's units: seconds (ms for tcp_user_timeout); connect_timeout ≤ 0 waits on, 1 is 2.
         match self.integer("connect_timeout")? {
             None => pg.connect_timeout(CONNECT_TIMEOUT),
             Some(secs) if secs > 0 => pg.connect_timeout(Duration::from_secs(secs.max(2) as u64)),
@@ -199,8 +195,7 @@ impl Settings {
         pg.keepalives_retries(retries.unwrap_or(KEEPALIVES_RETRIES));
         match self.integer("tcp_user_timeout")? {
             None => pg.tcp_user_timeout(TCP_USER_TIMEOUT),
-            // libpq: 0 leaves the system default.
-            Some(0) => &mut pg,
+            Some(0) => &mut pg, // libpq: 0 leaves the system default
             Some(ms) => pg.tcp_user_timeout(Duration::from_millis(ms.max(0) as u64)),
         };
 

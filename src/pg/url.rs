@@ -125,10 +125,8 @@ fn parse_key_values(text: &str) -> Result<Pairs, String> {
             break;
         }
         let ordinal = pairs.len() + 1;
-        let mut key = String::new();
-        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_ascii_whitespace()) {
-            key.push(c);
-        }
+        let key = std::iter::from_fn(|| chars.next_if(|c| *c != '=' && !c.is_ascii_whitespace()));
+        let key: String = key.collect();
         while chars.next_if(|c| c.is_ascii_whitespace()).is_some() {}
         if chars.next_if(|c| *c == '=').is_none() {
             // The word is not shown: it may be the rest of a password with a blank in it.
@@ -150,8 +148,7 @@ fn parse_key_values(text: &str) -> Result<Pairs, String> {
             }
         } else {
             while let Some(c) = chars.next_if(|c| !c.is_ascii_whitespace()) {
-                let c = if c == '\\' { chars.next() } else { Some(c) };
-                value.extend(c);
+                value.extend(if c == '\\' { chars.next() } else { Some(c) });
             }
         }
         pairs.push((key, value));
