@@ -16,6 +16,9 @@ use tokio::time::{Sleep, sleep};
 
 use super::{App, router};
 
+/// What polling the socket gives.
+type IoPoll<T> = Poll<io::Result<T>>;
+
 /// A client that accepts none of its response for this long is cut off (spec §5)...
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// ...with this error, by which [`cut`] knows it.
@@ -68,7 +71,7 @@ impl ClientIo {
         ClientIo { inner, stalled_since: None, app, pending: Vec::new() }
     }
 
-    fn track<R>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+    fn track<R>(&mut self, cx: &mut Context<'_>, poll: IoPoll<R>) -> IoPoll<R> {
         if poll.is_ready() {
             self.stalled_since = None;
             return poll;
@@ -79,7 +82,7 @@ impl ClientIo {
     }
 
     /// Writes what is pending, if anything; ready once nothing is.
-    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> IoPoll<()> {
         while !self.pending.is_empty() {
             let poll = Pin::new(&mut self.inner).poll_write(cx, &self.pending);
             let n = ready!(self.track(cx, poll))?;
@@ -95,8 +98,8 @@ impl ClientIo {
     fn write<R>(
         &mut self,
         cx: &mut Context<'_>,
-        op: impl FnOnce(Pin<&mut TcpStream>, &mut Context<'_>) -> Poll<io::Result<R>>,
-    ) -> Poll<io::Result<R>> {
+        op: impl FnOnce(Pin<&mut TcpStream>, &mut Context<'_>) -> IoPoll<R>,
+    ) -> IoPoll<R> {
         ready!(self.poll_pending(cx))?;
         let poll = op(Pin::new(&mut self.inner), cx);
         self.track(cx, poll)
@@ -121,21 +124,13 @@ fn bare_answer(bytes: &[u8]) -> Option<(usize, StatusCode)> {
 }
 
 impl AsyncRead for ClientIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> IoPoll<()> {
         Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for ClientIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> IoPoll<usize> {
         self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
     }
 
@@ -143,7 +138,7 @@ impl AsyncWrite for ClientIo {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
+    ) -> IoPoll<usize> {
         let this = self.get_mut();
         ready!(this.poll_pending(cx))?;
         // hyper's bare answer ends the last buffer: queue them with ours in its place, say written.
@@ -165,11 +160,11 @@ impl AsyncWrite for ClientIo {
         self.inner.is_write_vectored()
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> IoPoll<()> {
         self.get_mut().write(cx, |io, cx| io.poll_flush(cx))
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> IoPoll<()> {
         self.get_mut().write(cx, |io, cx| io.poll_shutdown(cx))
     }
 }

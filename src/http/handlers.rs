@@ -74,8 +74,7 @@ pub async fn create(app: &App, create: NewCreate) -> Answer {
         Creation::Replayed(task) => (task, true),
         Creation::KeyReused => {
             let field = "idempotency-key".into();
-            let reason = "was already used for another request";
-            return Err(ApiError::Invalid(Invalid { field, reason }));
+            Err(Invalid { field, reason: "was already used for another request" })?
         }
     };
     let mut response = tagged(response::json(StatusCode::CREATED, &task), &task);

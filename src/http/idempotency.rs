@@ -28,10 +28,7 @@ pub fn claim(
         field: "idempotency-key".into(),
         reason: "must be one header of 1 to 255 printable ASCII characters",
     };
-    if values.next().is_some() {
-        return Err(refused());
-    }
-    let key = key(value.as_bytes()).ok_or_else(refused)?;
+    let key = key(value.as_bytes()).filter(|_| values.next().is_none()).ok_or_else(refused)?;
     let (status, description) = (task.status.as_str(), task.description.as_deref());
     let status = (task.status != Status::Pending).then_some(status);
     let fields = [("title", Some(&*task.title)), ("description", description), ("status", status)];

@@ -29,10 +29,7 @@ pub fn bind(host: Option<IpAddr>, port: u16) -> io::Result<TcpListener> {
 }
 
 fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = match addr {
-        SocketAddr::V4(_) => TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => TcpSocket::new_v6()?,
-    };
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     if addr.is_ipv6() && addr.ip().is_unspecified() {
         SockRef::from(&socket).set_only_v6(false)?;
     }

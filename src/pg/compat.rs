@@ -82,18 +82,14 @@ pub async fn check(client: &Client, ours: &[Record]) -> Result<(), String> {
             (Some(kind), Some(oldest)) if release(this) >= release(oldest) => {
                 log::info!("the database holds {migration} ({kind}), which works with {this}");
             }
-            (Some(kind), Some(oldest)) => {
-                return Err(format!(
-                    "refusing to start: the database holds migration {migration} ({kind}), which \
-                     needs task-api {oldest} or later; this is {this}"
-                ));
-            }
-            _ => {
-                return Err(format!(
-                    "refusing to start: the database holds migration {migration}, which this \
-                     binary does not know, and no record says it keeps {this} working"
-                ));
-            }
+            (Some(kind), Some(oldest)) => Err(format!(
+                "refusing to start: the database holds migration {migration} ({kind}), which \
+                 needs task-api {oldest} or later; this is {this}"
+            ))?,
+            _ => Err(format!(
+                "refusing to start: the database holds migration {migration}, which this \
+                 binary does not know, and no record says it keeps {this} working"
+            ))?,
         }
     }
     Ok(())

@@ -118,11 +118,6 @@ fn refused(err: refinery::Error) -> Error {
 /// commit it and end its lock); simple queries only, which a pooler in transaction mode carries.
 struct InTransaction<'a>(&'a Client);
 
-/// A failure while reading or writing the history, as an error type refinery accepts.
-fn history_error(err: tokio_postgres::Error) -> io::Error {
-    io::Error::other(describe(&err))
-}
-
 impl AsyncTransaction for InTransaction<'_> {
     type Error = io::Error;
 
@@ -132,7 +127,7 @@ impl AsyncTransaction for InTransaction<'_> {
     ) -> Result<usize, Self::Error> {
         let mut count = 0;
         for query in queries {
-            self.0.batch_execute(query).await.map_err(history_error)?;
+            self.0.batch_execute(query).await.map_err(|err| io::Error::other(describe(&err)))?;
             count += 1;
         }
         Ok(count)
@@ -152,7 +147,7 @@ impl AsyncQuery<Vec<Migration>> for InTransaction<'_> {
             let v = row.get(0).unwrap_or("?");
             io::Error::other(format!("an unreadable row in the migration history (version {v})"))
         };
-        let rows = rows(self.0, query).await.map_err(history_error)?;
+        let rows = rows(self.0, query).await.map_err(|err| io::Error::other(describe(&err)))?;
         rows.iter().map(|row| applied(row).ok_or_else(|| unreadable(row))).collect()
     }
 }

@@ -107,11 +107,10 @@ struct Settings(BTreeMap<String, String>);
 impl Settings {
     fn parse(text: &str) -> Result<Settings, String> {
         let mut given = BTreeMap::new(); // a repeated keyword: the last wins, as in libpq
-        for (ordinal, (key, value)) in url::parse(text)?.into_iter().enumerate() {
+        for ((key, value), ordinal) in url::parse(text)?.into_iter().zip(1..) {
             let listed = |list: &str| list.split_whitespace().any(|k| k == key);
             if !listed(SUPPORTED) && !listed(UNSUPPORTED) {
                 // Not shown: a word that is no keyword may be part of a password.
-                let ordinal = ordinal + 1;
                 return Err(format!("parameter {ordinal} is not a libpq connection parameter"));
             }
             given.insert(key, value);
@@ -203,12 +202,9 @@ impl Settings {
             None | Some("any") => TargetSessionAttrs::Any,
             Some("read-write") => TargetSessionAttrs::ReadWrite,
             Some("read-only") => TargetSessionAttrs::ReadOnly,
-            Some("primary" | "standby" | "prefer-standby") => {
-                return Err("target_session_attrs: only any, read-write and read-only are \
-                            supported (read-write finds the primary)"
-                    .into());
-            }
-            Some(_) => return Err("target_session_attrs: not a value libpq knows".into()),
+            Some("primary" | "standby" | "prefer-standby") => Err("target_session_attrs: only \
+                any, read-write and read-only are supported (read-write finds the primary)")?,
+            Some(_) => Err("target_session_attrs: not a value libpq knows")?,
         });
         let (disable, random) = (LoadBalanceHosts::Disable, LoadBalanceHosts::Random);
         let balance = [("disable", disable), ("random", random)];
@@ -245,18 +241,14 @@ impl Settings {
         };
         let mode = match (asked, &roots) {
             (None, Roots::System) | (Some(SslMode::VerifyFull), _) => SslMode::VerifyFull,
-            (Some(mode), Roots::System) => {
-                return Err(format!(
-                    "sslrootcert: sslrootcert=system may be used only with \
-                     sslmode=verify-full, not {mode}"
-                ));
-            }
+            (Some(mode), Roots::System) => Err(format!(
+                "sslrootcert: sslrootcert=system may be used only with sslmode=verify-full, \
+                 not {mode}"
+            ))?,
             (Some(SslMode::Require), Roots::File(_)) => SslMode::VerifyCa,
-            (Some(SslMode::VerifyCa), Roots::Default) => {
-                return Err("sslrootcert: sslmode=verify-ca needs sslrootcert=<file> (the CA \
-                            that signed the server's certificate), or use sslmode=verify-full"
-                    .into());
-            }
+            (Some(SslMode::VerifyCa), Roots::Default) => Err("sslrootcert: sslmode=verify-ca \
+                needs sslrootcert=<file> (the CA that signed the server's certificate), or use \
+                sslmode=verify-full")?,
             (Some(mode), _) => mode,
             (None, _) => SslMode::Prefer,
         };

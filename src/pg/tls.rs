@@ -122,10 +122,7 @@ pub fn root_store(roots: &Roots) -> Result<RootCertStore, String> {
         let cert = cert.map_err(|e| unreadable(&e))?;
         store.add(cert).map_err(|e| unreadable(&e))?;
     }
-    if store.is_empty() {
-        return Err(unreadable(&"no certificate in file"));
-    }
-    Ok(store)
+    (!store.is_empty()).then_some(store).ok_or_else(|| unreadable(&"no certificate in file"))
 }
 
 /// The checks below verify-full, as libpq's: none without a `chain` (`prefer`, `require`);

@@ -43,9 +43,8 @@ fn parse_uri(uri: &str) -> Result<Pairs, String> {
                 }
                 let after = &bracketed[end + 1..];
                 if !matches!(after.bytes().next(), None | Some(b':' | b'/' | b'?' | b',')) {
-                    return Err("an IPv6 host address is followed by something other \
-                                than ':', '/', '?' or ','"
-                        .into());
+                    Err("an IPv6 host address is followed by something other than ':', '/', \
+                         '?' or ','")?;
                 }
                 (&bracketed[..end], after)
             }
@@ -77,8 +76,7 @@ fn parse_uri(uri: &str) -> Result<Pairs, String> {
         rest = &path[end..];
     }
     if let Some(query) = rest.strip_prefix('?') {
-        for (n, param) in query.split('&').enumerate().filter(|(_, p)| !p.is_empty()) {
-            let ordinal = n + 1;
+        for (param, ordinal) in query.split('&').zip(1..).filter(|(param, _)| !param.is_empty()) {
             let (key, value) = param
                 .split_once('=')
                 .ok_or_else(|| format!("URI query parameter {ordinal} has no '=' (key=value)"))?;
@@ -121,9 +119,7 @@ fn parse_key_values(text: &str) -> Result<Pairs, String> {
     let mut chars = text.chars().peekable();
     loop {
         while chars.next_if(|c| c.is_ascii_whitespace()).is_some() {}
-        if chars.peek().is_none() {
-            break;
-        }
+        let Some(_) = chars.peek() else { break };
         let ordinal = pairs.len() + 1;
         let key = std::iter::from_fn(|| chars.next_if(|c| *c != '=' && !c.is_ascii_whitespace()));
         let key: String = key.collect();
