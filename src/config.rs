@@ -66,6 +66,7 @@ impl Config {
         let env = Env(&env);
         let statements = [("prepared", false), ("unnamed", true)];
         let unnamed_statements = env.one_of("DATABASE_STATEMENTS", false, &statements)?;
+        let docs = env.one_of("DOCS", true, &[("on", true), ("off", false)])?;
         let level = || env.parsed("LOG_LEVEL", LevelFilter::Info).map(|level| level.to_string());
         let log_filter = env.get("RUST_LOG").map_or_else(level, Ok)?;
         let unset = || ConfigError::invalid("DATABASE_URL", "not set (nor DATABASE_URL_FILE)");
@@ -88,7 +89,7 @@ impl Config {
             shutdown_timeout: env.seconds("SHUTDOWN_TIMEOUT", 8, true)?,
             idempotency_key_ttl: env.seconds("IDEMPOTENCY_KEY_TTL", 24 * 60 * 60, false)?,
             tracing: crate::observe::traces::config::parse(&env)?,
-            docs: env.one_of("DOCS", true, &[("on", true), ("off", false)])?,
+            docs,
         })
     }
 }

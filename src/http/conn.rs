@@ -22,7 +22,7 @@ type IoPoll<T> = Poll<io::Result<T>>;
 /// A client that accepts none of its response for this long is cut off (spec §5)...
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// ...with this error, by which [`cut`] knows it.
-const STALLED: &str = "the client accepted no data for 10 s";
+const STALLED: &str = "the client accepted no data for 10s";
 
 /// TCP keepalive on client connections: a peer that vanished while its response
 /// streams out is found within about 30 + 3 × 10 s, even when no deadline runs.

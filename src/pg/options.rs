@@ -80,10 +80,11 @@ impl DbOptions {
 
     /// The server's `host:port` (each, comma-separated, when there are several).
     pub fn address(&self) -> String {
-        let (pg, name) = (&self.pg, |host: &Host| match host {
+        let pg = &self.pg;
+        let name = |host: &Host| match host {
             Host::Tcp(name) => name.clone(),
             Host::Unix(path) => path.display().to_string(),
-        });
+        };
         let hosts: Vec<String> = match pg.get_hosts() {
             [] => pg.get_hostaddrs().iter().map(IpAddr::to_string).collect(),
             hosts => hosts.iter().map(name).collect(),
