@@ -1,5 +1,4 @@
-//! The command line (spec §3): pico-args → [`Command`]. Reading the environment is
-//! config.rs's job; this file only knows argv.
+//! The command line (spec §3): pico-args → [`Command`]. Only argv: the environment is config.rs's.
 
 use std::time::Duration;
 

@@ -1,13 +1,12 @@
-//! The environment → [`Config`], read once (spec §4); nothing else reads it, and
-//! `DATABASE_URL_FILE` is resolved here, so nothing later knows where the URL came from.
-//! How a variable is read (and refused, naming it) is env.rs's business.
+//! The environment → [`Config`], read once (spec §4) through [`Env`] (the tracer's too): an
+//! empty variable is unset, an error names its variable, `DATABASE_URL_FILE` is resolved here.
 
 use std::net::IpAddr;
+use std::str::FromStr;
 use std::time::Duration;
 
 use log::LevelFilter;
 
-pub use crate::env::{Env, parse_seconds};
 pub use crate::error::ConfigError;
 use crate::observe::logs::{self, Format};
 use crate::observe::traces::TraceConfig;
@@ -18,8 +17,7 @@ pub const DEFAULT_PORT: u16 = 8000;
 /// Default `DATABASE_POOL_SIZE`: docs/decisions.md has the measurement.
 pub const DEFAULT_POOL_SIZE: usize = 8;
 
-/// Everything `serve` and `migrate` need, parsed and checked. `{:?}` shows where the
-/// database is, never the password (spec §6): see `DbOptions`' `Debug`.
+/// Everything `serve` and `migrate` need, parsed and checked; `{:?}` never shows the password.
 #[derive(Debug)]
 pub struct Config {
     /// Where the database is and how to reach it (TLS included).
@@ -72,16 +70,11 @@ impl Config {
         let level = || env.parsed("LOG_LEVEL", LevelFilter::Info).map(|level| level.to_string());
         let log_filter = env.get("RUST_LOG").map_or_else(level, Ok)?;
         let unset = || ConfigError::invalid("DATABASE_URL", "not set (nor DATABASE_URL_FILE)");
+        let read_url = ("DATABASE_READ_URL", "DATABASE_READ_URL_FILE");
         Ok(Config {
-            database: url(&env, "DATABASE_URL", "DATABASE_URL_FILE", DbOptions::parse)?
+            database: url(&env, ("DATABASE_URL", "DATABASE_URL_FILE"), DbOptions::parse)?
                 .ok_or_else(unset)?,
-            standbys: url(
-                &env,
-                "DATABASE_READ_URL",
-                "DATABASE_READ_URL_FILE",
-                DbOptions::parse_each_host,
-            )?
-            .unwrap_or_default(),
+            standbys: url(&env, read_url, DbOptions::parse_each_host)?.unwrap_or_default(),
             read_max_lag: env.seconds("READ_MAX_LAG", 1, true)?,
             host: env.read("HOST", |host| host.parse().map_err(|_| "not an IP address".into()))?,
             port: env.parsed("PORT", DEFAULT_PORT)?,
@@ -106,12 +99,10 @@ pub fn probe_port() -> Result<u16, ConfigError> {
     Env(&|name: &str| std::env::var(name).ok()).parsed("PORT", DEFAULT_PORT)
 }
 
-/// The URL in `var`, or in the file `file` names (Docker and Kubernetes secrets), parsed;
-/// an error names the one read. `None` when neither is set.
+/// The URL in `var` or in the file `file` names (a secret), parsed; `None` when neither is set.
 fn url<T>(
     env: &Env,
-    var: &'static str,
-    file: &'static str,
+    (var, file): (&'static str, &'static str),
     parse: impl Fn(&str) -> Result<T, String>,
 ) -> Result<Option<T>, ConfigError> {
     let (var, url) = match (env.get(var), env.get(file)) {
@@ -124,6 +115,75 @@ fn url<T>(
         (None, None) => return Ok(None),
     };
     url.and_then(|url| parse(&url)).map(Some).map_err(|why| ConfigError::invalid(var, why))
+}
+
+/// The environment as configuration reads it, through a lookup function (tests pass a closure).
+pub struct Env<'a>(pub &'a dyn Fn(&str) -> Option<String>);
+
+/// A variable's value, or the error that names it.
+type Parsed<T> = Result<T, ConfigError>;
+
+impl Env<'_> {
+    /// The variable, trimmed; `None` when unset or empty.
+    pub fn get(&self, var: &str) -> Option<String> {
+        (self.0)(var).map(|value| value.trim().to_owned()).filter(|value| !value.is_empty())
+    }
+
+    /// The variable as `parse` reads it, its error naming the variable; `None` when unset.
+    pub fn read<T>(
+        &self,
+        var: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Parsed<Option<T>> {
+        let parsed = self.get(var).map(|text| parse(&text)).transpose();
+        parsed.map_err(|reason| ConfigError::invalid(var, reason))
+    }
+
+    /// The variable parsed, or `default` when unset.
+    pub fn parsed<T: FromStr>(&self, var: &'static str, default: T) -> Parsed<T> {
+        let parse = |text: &str| text.parse().map_err(|_| format!("'{text}' is not valid"));
+        Ok(self.read(var, parse)?.unwrap_or(default))
+    }
+
+    /// A whole number of at least 1, or `default` when unset.
+    pub fn count<T>(&self, var: &'static str, default: T) -> Parsed<T>
+    where
+        T: FromStr + Default + PartialOrd,
+    {
+        let count = |text: &str| match text.parse() {
+            Ok(n) if n > T::default() => Ok(n),
+            _ => Err(format!("'{text}' is not a whole number of at least 1")),
+        };
+        Ok(self.read(var, count)?.unwrap_or(default))
+    }
+
+    /// The value of the word given, one of `words` ("must be a or b"), or `default` when unset.
+    pub fn one_of<T: Copy>(&self, var: &'static str, default: T, words: &[(&str, T)]) -> Parsed<T> {
+        let names: Vec<&str> = words.iter().map(|(word, _)| *word).collect();
+        let chosen = |text: &str| match words.iter().find(|(word, _)| *word == text) {
+            Some((_, value)) => Ok(*value),
+            None => Err(format!("must be {}", names.join(" or "))),
+        };
+        Ok(self.read(var, chosen)?.unwrap_or(default))
+    }
+
+    /// A duration in seconds, fractions allowed; zero only if `zero_too`.
+    pub fn seconds(&self, var: &'static str, default: u64, zero_too: bool) -> Parsed<Duration> {
+        let seconds = |text: &str| match text {
+            "0" if zero_too => Ok(Duration::ZERO),
+            text => parse_seconds(text),
+        };
+        Ok(self.read(var, seconds)?.unwrap_or(Duration::from_secs(default)))
+    }
+}
+
+/// A positive number of seconds, fractions allowed (`3`, `0.5`), here and in `--timeout`.
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|secs| secs.is_finite() && *secs > 0.0)
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .ok_or_else(|| format!("'{text}' is not a positive number of seconds"))
 }
 
 #[cfg(test)]

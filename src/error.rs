@@ -1,6 +1,5 @@
-//! The process-level errors: [`Error`], what stopped a command and its exit code (spec §3);
-//! [`ConfigError`], a variable missing or malformed; [`describe`], any error with its
-//! causes. Errors a client sees over HTTP are `http::error::ApiError`'s business.
+//! The process-level errors: [`Error`], what stopped a command, and its exit code (spec §3);
+//! [`ConfigError`]; [`describe`], any error with its causes. HTTP's are `http::error`'s.
 
 use std::fmt;
 
@@ -17,8 +16,7 @@ pub enum Error {
     Probe(String),
 }
 
-/// A variable that is missing or malformed; shown as `VAR: reason` (a reason quotes a
-/// value only where it cannot be a secret).
+/// A variable missing or malformed, as `VAR: reason` (quoting a value only if it is no secret).
 #[derive(Debug, PartialEq)]
 pub struct ConfigError {
     /// The variable's name, as the user must fix it.
@@ -63,8 +61,8 @@ impl From<ConfigError> for Error {
     }
 }
 
-/// An error and its causes, `a: b: c`. tokio-postgres's own `Display` names only
-/// the kind of failure ("error performing TLS handshake"), not why.
+/// An error and its causes, `a: b: c` (tokio-postgres's `Display` alone says no more than
+/// "error performing TLS handshake").
 pub fn describe(err: &dyn std::error::Error) -> String {
     let causes = std::iter::successors(err.source(), |cause| cause.source());
     causes.fold(err.to_string(), |text, cause| format!("{text}: {cause}"))

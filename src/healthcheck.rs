@@ -1,6 +1,5 @@
-//! The client side of `task-api healthcheck` (spec §3): one GET with a deadline;
-//! exit 0 on 200, else one line on stderr. By default it dials 127.0.0.1:$PORT, so
-//! it needs no DNS, shell, file or CA bundle: it can run alone in a scratch image.
+//! The client side of `task-api healthcheck` (spec §3): one GET with a deadline, exit 0 on 200,
+//! else one line on stderr. It dials 127.0.0.1:$PORT: no DNS or CA bundle, fit for scratch.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;

@@ -2,15 +2,13 @@
 //! embedded migrations and is its own health probe. The map, one line a module:
 //!
 //! - [`cli`]: the command line → [`cli::Command`].
-//! - [`config`]: the environment → [`config::Config`], read once; [`env`] reads a
-//!   variable (and refuses it, naming it).
-//! - [`http`]: the server: accept loop and connections (deadlines, the answer to a
-//!   head hyper cannot parse), routing, handlers, bodies, conditional requests,
-//!   Idempotency-Key headers, errors, request ids.
+//! - [`config`]: the environment → [`config::Config`], read once, each error naming its variable.
+//! - [`http`]: the server: accept loop, connections and their deadlines, routing, handlers,
+//!   bodies, conditional requests, Idempotency-Key headers, errors, request ids.
 //! - [`store`]: the data path: the pool and its 5 s budget, batched statements, keyed
 //!   creates and their pruner, the SQL, and what database errors mean.
-//! - [`pg`]: PostgreSQL below the store: `DATABASE_URL` as libpq reads it, `sslmode` on
-//!   rustls, connecting with the start-up wait, the embedded `sql/` migrations.
+//! - [`pg`]: PostgreSQL below the store: `DATABASE_URL` as libpq reads it, `sslmode` on rustls,
+//!   connecting with the start-up wait, the embedded `sql/` migrations.
 //! - [`tasks`]: the task resource: its types and the rules input must keep; no SQL, no HTTP.
 //! - [`observe`]: logs, Prometheus metrics, and OpenTelemetry traces (off by default).
 //! - [`healthcheck`]: the client side of `task-api healthcheck`.
@@ -22,7 +20,6 @@
 
 pub mod cli;
 pub mod config;
-pub mod env;
 pub mod error;
 pub mod healthcheck;
 pub mod http;

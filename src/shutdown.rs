@@ -6,9 +6,8 @@ use std::io;
 
 use tokio::signal::unix::{SignalKind, signal};
 
-/// Installs the handlers now (so a signal that arrives during start-up is not
-/// lost or fatal) and returns a future naming the first signal received.
-/// Must be called inside a tokio runtime.
+/// Installs the handlers now (so a signal during start-up is neither lost nor fatal), inside
+/// a tokio runtime, and returns a future naming the first signal received.
 pub fn signals() -> io::Result<impl Future<Output = &'static str> + Send + 'static> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;

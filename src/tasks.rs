@@ -1,6 +1,4 @@
-//! The task resource (spec §1): [`Task`], [`NewTask`], [`TaskPatch`], [`Status`],
-//! [`ListQuery`], and the rules input must keep: decoding and validating them. No
-//! SQL and no HTTP here: storing tasks is the store's job, answering clients http's.
+//! The task resource (spec §1): its types, and the rules input must keep. No SQL, no HTTP.
 
 use std::fmt;
 
@@ -48,8 +46,7 @@ pub struct NewTask {
     pub status: Status,
 }
 
-/// The body of `PATCH /tasks/{id}`: `None` leaves a field alone;
-/// `description: Some(None)` clears it.
+/// The body of `PATCH /tasks/{id}`: `None` leaves a field alone, `Some(None)` clears a description.
 #[derive(Debug, Default, PartialEq)]
 pub struct TaskPatch {
     pub title: Option<String>,
@@ -104,8 +101,8 @@ impl Status {
 }
 
 impl NewTask {
-    /// Validates a `POST` body: a patch that must hold a title. Unknown fields are
-    /// refused first, then a missing title, then each field's rules.
+    /// Validates a `POST` body, a patch that must hold a title: unknown fields are refused
+    /// first, then a missing title, then each field's rules.
     pub fn decode(body: &Map<String, Value>) -> Result<NewTask, Invalid> {
         reject_unknown_fields(body)?;
         if !body.contains_key("title") {
@@ -138,8 +135,7 @@ impl TaskPatch {
 }
 
 impl ListQuery {
-    /// Parses `status`, `limit` and `offset`; other parameters are ignored, and the
-    /// last of a repeated one wins.
+    /// Parses `status`, `limit` and `offset`; others are ignored; a repeated one, the last wins.
     pub fn parse(query: Option<&str>) -> Result<ListQuery, Invalid> {
         let mut list = ListQuery { status: None, limit: DEFAULT_LIMIT, offset: 0 };
         for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
@@ -200,8 +196,8 @@ fn description(value: &Value) -> Result<Option<String>, Invalid> {
     }
 }
 
-/// `text` if it fits: at most `max` characters (else `too_long`), and no U+0000, which
-/// PostgreSQL text cannot hold (spec §1: never a 500 for what it cannot store).
+/// `text` if it fits: at most `max` characters (else `too_long`), no U+0000 (spec §1: what
+/// PostgreSQL text cannot hold is a 422, not a 500).
 fn stored(field: &str, text: &str, max: usize, too_long: &'static str) -> Result<String, Invalid> {
     match text {
         _ if text.chars().count() > max => invalid(field, too_long),

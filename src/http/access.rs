@@ -1,7 +1,5 @@
-//! Who a request is and the one line it leaves in the log (spec §2, §6): its
-//! `x-request-id`, and the access line (method, path, status, duration, request id, the
-//! caller's trace id), never a body. The line is text, the client's values [`Quoted`],
-//! and carries the same as fields, which `LOG_FORMAT=json` writes as keys.
+//! A request's `x-request-id` and its one access line (spec §2, §6), never a body: the client's
+//! values [`Quoted`], and the same as fields, which `LOG_FORMAT=json` writes as keys.
 
 use std::fmt::Display;
 use std::time::Instant;
@@ -16,8 +14,7 @@ use crate::observe::logs::Quoted;
 /// The request id header, in both directions.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The request's id: the caller's if it is printable ASCII of at most 128 bytes, else
-/// a new UUID.
+/// The request's id: the caller's if it is printable ASCII of at most 128 bytes, else a UUID.
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     let sane = |id: &&HeaderValue| {
         (1..=128).contains(&id.len()) && id.as_bytes().iter().all(|b| (0x20..=0x7e).contains(b))
@@ -29,9 +26,8 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     }
 }
 
-/// A request, as its access line names it: `method` is `-` for a head that could not
-/// be parsed, `path` has no query string, `trace_id` is the caller's (`traceparent`) if
-/// valid, and `started` is when the head arrived.
+/// A request, as its access line names it: `method` is `-` for an unparsable head, `path` has
+/// no query, `trace_id` is the caller's (`traceparent`) if valid, `started` when the head came.
 pub struct Access<'a> {
     pub method: &'a str,
     pub path: &'a str,
@@ -46,8 +42,8 @@ impl Access<'_> {
         self.log(Level::Info, Some(status.as_u16()), &"");
     }
 
-    /// Logs the line of a request answered with a closed connection instead of a status
-    /// (its write's outcome is unknown), with why, at `error`.
+    /// Logs, at `error`, the line of a request whose write's outcome is unknown, so it was
+    /// answered with a closed connection, and why.
     pub fn unanswered(&self, cause: &(dyn std::error::Error + 'static)) {
         let cause = crate::error::describe(cause);
         let why = format!(" outcome unknown, connection closed unanswered: {cause}");
@@ -70,10 +66,7 @@ impl Access<'_> {
         ];
         // The trace id is validated lowercase hex: nothing to quote.
         let trace = self.trace_id.map(|id| format!(" trace_id={id}"));
-        let status: &dyn Display = match &status {
-            Some(status) => status,
-            None => &"-",
-        };
+        let status = status.map_or("-".into(), |status| status.to_string());
         log::logger().log(
             &Record::builder()
                 .target("access")

@@ -1,7 +1,5 @@
-//! Request bodies as JSON objects (spec §2): 415 unless the body says `application/json`,
-//! 413 past 64 KiB (before reading a byte when the length is declared), 408 unless it all
-//! arrives within [`BODY_TIMEOUT`] (spec §5), 400 unless it is a JSON object. What the
-//! object must hold is tasks.rs's business.
+//! Request bodies as JSON objects (spec §2): 415 unless `application/json`, 413 past 64 KiB,
+//! 408 unless all of it arrives within [`BODY_TIMEOUT`] (spec §5), 400 unless a JSON object.
 
 use std::time::Duration;
 
@@ -14,8 +12,7 @@ use super::error::ApiError;
 
 /// The largest request body read.
 const MAX_BODY_BYTES: usize = 64 * 1024;
-/// A body must arrive whole within this of its handler asking for it, as the head
-/// must within 10 s: a client that stalls halfway cannot hold a connection.
+/// A body must arrive whole within this of its handler asking, so a stalled client lets go.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reads a request body as a JSON object.
@@ -33,12 +30,8 @@ pub async fn object(headers: &HeaderMap, body: Incoming) -> Result<Map<String, V
     let read = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY_BYTES).collect());
     let bytes = match read.await.map_err(|_| ApiError::RequestTimeout)? {
         Ok(collected) => collected.to_bytes(),
-        Err(err) if err.is::<LengthLimitError>() => {
-            return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
-        }
-        Err(err) => {
-            return Err(ApiError::BadRequest(format!("could not read the body: {err}")));
-        }
+        Err(err) if err.is::<LengthLimitError>() => Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES))?,
+        Err(err) => Err(ApiError::BadRequest(format!("could not read the body: {err}")))?,
     };
     match serde_json::from_slice(&bytes) {
         Ok(Value::Object(map)) => Ok(map),

@@ -1,7 +1,5 @@
-//! ETags and conditional requests (RFC 9110 §8.8.3, §13): a task's strong ETag names its
-//! version (`updated_at`, which moves exactly when the task changes). `If-None-Match` on
-//! `GET /tasks/{id}` compares weakly here; `If-Match` on `PATCH` and `DELETE` strongly, in
-//! the statement that writes (store/sql/tasks.rs).
+//! ETags (a task's names its `updated_at`) and conditional requests (RFC 9110 §13): `If-None-Match`
+//! compares weakly here; `If-Match` strongly, in the statement that writes (store/sql/tasks.rs).
 
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, IF_MATCH, IF_NONE_MATCH};
 use jiff::Timestamp;
@@ -10,14 +8,13 @@ use super::error::ApiError;
 use crate::store::Precondition;
 use crate::tasks::Task;
 
-/// The most distinct entity tags `If-Match` or `If-None-Match` may list (spec §2): each
-/// one is a comparison in the statement that writes, for every row of its batch.
+/// The most distinct entity tags `If-Match` or `If-None-Match` may list (spec §2): each is a
+/// comparison in the statement that writes, for every row of its batch.
 const MAX_TAGS: usize = 16;
 
 /// The strong ETag of `task`: `"<updated_at in microseconds since 1970, in hex>"`.
 pub fn etag(task: &Task) -> HeaderValue {
-    HeaderValue::try_from(format!("\"{}\"", opaque(task.updated_at)))
-        .expect("a quoted hex number is a valid header value")
+    HeaderValue::try_from(format!("\"{}\"", opaque(task.updated_at))).expect("quoted hex")
 }
 
 /// What goes between an ETag's quotes, for the version `at`.
@@ -25,22 +22,19 @@ fn opaque(at: Timestamp) -> String {
     format!("{:x}", at.as_microsecond())
 }
 
-/// `If-Match` as a store precondition: `*` is "exists"; a list, the versions its strong
-/// tags name, compared byte for byte with the tags this server writes (a weak tag, or one
-/// that differs from ours in case or padding, matches nothing).
+/// `If-Match` as a store precondition: `*` is "exists"; a list, the versions its strong tags
+/// name, byte for byte as this server writes them (a weak tag, or another spelling, matches none).
 pub fn if_match(headers: &HeaderMap) -> Result<Precondition, ApiError> {
+    let version = |tag: &Tag| {
+        let at = Timestamp::from_microsecond(i64::from_str_radix(&tag.opaque, 16).ok()?).ok()?;
+        (!tag.weak && opaque(at) == tag.opaque).then_some(at)
+    };
     Ok(match tags(headers, &IF_MATCH)? {
         None => Precondition::None,
         Some(Tags::Any) => Precondition::Exists,
-        Some(Tags::List(list)) => Precondition::UpdatedAt(
-            (list.iter().filter(|tag| !tag.weak))
-                .filter_map(|tag| {
-                    let at = i64::from_str_radix(&tag.opaque, 16).ok()?;
-                    let at = Timestamp::from_microsecond(at).ok()?;
-                    (opaque(at) == tag.opaque).then_some(at)
-                })
-                .collect(),
-        ),
+        Some(Tags::List(list)) => {
+            Precondition::UpdatedAt(list.iter().filter_map(version).collect())
+        }
     })
 }
 
@@ -53,15 +47,11 @@ pub fn if_none_match(headers: &HeaderMap) -> Result<Option<Tags>, ApiError> {
 pub fn none_match(tags: &Tags, task: &Task) -> bool {
     match tags {
         Tags::Any => true,
-        Tags::List(list) => {
-            let current = opaque(task.updated_at);
-            list.iter().any(|tag| tag.opaque == current)
-        }
+        Tags::List(list) => list.iter().any(|tag| tag.opaque == opaque(task.updated_at)),
     }
 }
 
-/// An entity-tag list, as `If-Match` and `If-None-Match` carry it: `*`, or each distinct
-/// tag once.
+/// An entity-tag list, as `If-Match` and `If-None-Match` carry it: `*`, or each distinct tag once.
 pub enum Tags {
     Any,
     List(Vec<Tag>),
@@ -74,8 +64,7 @@ pub struct Tag {
     opaque: String,
 }
 
-/// Parses every line of header `name` as one list: `"*" / #entity-tag`, where
-/// `entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE`. `None` when there is no such header;
+/// Parses every line of header `name` as one list, `"*" / #entity-tag`; `None` without one,
 /// a 400 naming it when it is not that grammar or lists more than [`MAX_TAGS`] tags.
 fn tags(headers: &HeaderMap, name: &HeaderName) -> Result<Option<Tags>, ApiError> {
     let mut values = headers.get_all(name).iter().peekable();

@@ -1,7 +1,5 @@
-//! One client connection's own IO (spec §5): TCP options, the write deadline that cuts
-//! off a client who does not read, the answer that replaces hyper's bare one to a head
-//! it cannot parse (spec §2), and why a connection ended, for `/metrics`. The header and
-//! body deadlines are hyper's and body.rs's; the connection cap is mod.rs's.
+//! One client connection's IO (spec §5): TCP options, the write deadline, our answer in place
+//! of hyper's to a head it cannot parse (spec §2), and why a connection ended, for `/metrics`.
 
 use std::future::Future;
 use std::io;
@@ -14,12 +12,17 @@ use hyper::StatusCode;
 use socket2::{SockRef, TcpKeepalive};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
+use tokio::time::{Sleep, sleep};
 
 use super::{App, router};
 
-/// A client that accepts none of its response for this long is cut off (spec §5).
+/// What polling the socket gives.
+type IoPoll<T> = Poll<io::Result<T>>;
+
+/// A client that accepts none of its response for this long is cut off (spec §5)...
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// ...with this error, by which [`cut`] knows it.
+const STALLED: &str = "the client accepted no data for 10s";
 
 /// TCP keepalive on client connections: a peer that vanished while its response
 /// streams out is found within about 30 + 3 × 10 s, even when no deadline runs.
@@ -28,8 +31,7 @@ const KEEPALIVE: TcpKeepalive = TcpKeepalive::new()
     .with_interval(Duration::from_secs(10))
     .with_retries(3);
 
-/// Sets what every accepted socket gets: no Nagle delay (responses are written
-/// whole), and TCP keepalive.
+/// Sets what every accepted socket gets: no Nagle delay (responses go whole), keepalive.
 pub fn configure(stream: &TcpStream) {
     if let Err(err) = stream.set_nodelay(true) {
         log::debug!("TCP_NODELAY: {err}");
@@ -39,37 +41,21 @@ pub fn configure(stream: &TcpStream) {
     }
 }
 
-/// Which deadline, if any, ended a connection that failed with `err` after serving
-/// `requests` requests, as the `reason` label of `/metrics` (docs/operations.md).
+/// Which deadline, if any, ended a connection that failed with `err` after `requests`
+/// requests, as `/metrics` labels it (docs/operations.md).
 pub fn cut(err: &hyper::Error, requests: u64) -> Option<&'static str> {
     if err.is_timeout() {
-        // hyper's header timer also runs while a kept-alive connection waits.
-        return Some(match requests {
-            0 => "header_timeout",
-            _ => "idle_timeout",
-        });
+        // hyper's header timer runs while a kept-alive connection waits too.
+        return Some(if requests == 0 { "header_timeout" } else { "idle_timeout" });
     }
     std::iter::successors(std::error::Error::source(err), |err| err.source())
         .filter_map(|err| err.downcast_ref::<io::Error>()?.get_ref())
-        .any(|inner| inner.is::<WriteStalled>())
+        .any(|inner| inner.to_string() == STALLED)
         .then_some("write_timeout")
 }
 
-/// The error a stalled write ends with.
-#[derive(Debug)]
-struct WriteStalled;
-
-impl std::fmt::Display for WriteStalled {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the client accepted no data for {WRITE_TIMEOUT:?}")
-    }
-}
-
-impl std::error::Error for WriteStalled {}
-
-/// A client connection's stream as hyper sees it. Writes fail after [`WRITE_TIMEOUT`]
-/// without progress (timed from the first refused write to the next progress, so a slow
-/// but steady reader is served to the end). The answer hyper writes by itself to a head
+/// A client connection's stream as hyper sees it. Writes fail after [`WRITE_TIMEOUT`] without
+/// progress (so a slow but steady reader is served to the end). hyper's own answer to a head
 /// it cannot parse (hyper 1 has no hook for it) is swapped for router.rs's.
 pub struct ClientIo {
     inner: TcpStream,
@@ -82,24 +68,21 @@ pub struct ClientIo {
 impl ClientIo {
     /// Wraps `inner`, a client of `app`.
     pub fn new(inner: TcpStream, app: Arc<App>) -> Self {
-        let (stalled_since, pending) = (None, Vec::new());
-        ClientIo { inner, stalled_since, app, pending }
+        ClientIo { inner, stalled_since: None, app, pending: Vec::new() }
     }
 
-    fn track<R>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+    fn track<R>(&mut self, cx: &mut Context<'_>, poll: IoPoll<R>) -> IoPoll<R> {
         if poll.is_ready() {
             self.stalled_since = None;
             return poll;
         }
-        let timer = self.stalled_since.get_or_insert_with(|| {
-            Box::pin(tokio::time::sleep_until(Instant::now() + WRITE_TIMEOUT))
-        });
+        let timer = self.stalled_since.get_or_insert_with(|| Box::pin(sleep(WRITE_TIMEOUT)));
         ready!(timer.as_mut().poll(cx));
-        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, WriteStalled)))
+        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, STALLED)))
     }
 
     /// Writes what is pending, if anything; ready once nothing is.
-    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> IoPoll<()> {
         while !self.pending.is_empty() {
             let poll = Pin::new(&mut self.inner).poll_write(cx, &self.pending);
             let n = ready!(self.track(cx, poll))?;
@@ -115,8 +98,8 @@ impl ClientIo {
     fn write<R>(
         &mut self,
         cx: &mut Context<'_>,
-        op: impl FnOnce(Pin<&mut TcpStream>, &mut Context<'_>) -> Poll<io::Result<R>>,
-    ) -> Poll<io::Result<R>> {
+        op: impl FnOnce(Pin<&mut TcpStream>, &mut Context<'_>) -> IoPoll<R>,
+    ) -> IoPoll<R> {
         ready!(self.poll_pending(cx))?;
         let poll = op(Pin::new(&mut self.inner), cx);
         self.track(cx, poll)
@@ -124,17 +107,13 @@ impl ClientIo {
 }
 
 /// Where hyper's own answer to an unparsable head starts at the end of `bytes`, and its
-/// status: `HTTP/1.1 <status> <reason>`, then exactly `connection: close`,
-/// `content-length: 0` and `date`, and the blank line. Responses of ours always carry
-/// an `x-request-id`, so none looks like this.
+/// status: `HTTP/1.1 <status> <reason>`, then exactly `connection: close`, `content-length: 0`
+/// and `date`. Ours always carry an `x-request-id`, so none looks like this.
 fn bare_answer(bytes: &[u8]) -> Option<(usize, StatusCode)> {
-    if !bytes.ends_with(b"\r\n\r\n") {
-        return None;
-    }
-    let from = bytes.len().saturating_sub(256);
-    let at = from + bytes[from..].windows(9).rposition(|w| w == b"HTTP/1.1 ")?;
-    let head = std::str::from_utf8(&bytes[at..bytes.len() - 4]).ok()?;
-    let mut lines = head.split("\r\n");
+    let head = bytes.strip_suffix(b"\r\n\r\n")?;
+    let from = head.len().saturating_sub(256);
+    let at = from + head[from..].windows(9).rposition(|w| w == b"HTTP/1.1 ")?;
+    let mut lines = std::str::from_utf8(&head[at..]).ok()?.split("\r\n");
     let status = StatusCode::from_bytes(lines.next()?.get(9..12)?.as_bytes()).ok()?;
     match lines.collect::<Vec<_>>().as_slice() {
         ["connection: close", "content-length: 0", date] if date.starts_with("date: ") => {
@@ -145,21 +124,13 @@ fn bare_answer(bytes: &[u8]) -> Option<(usize, StatusCode)> {
 }
 
 impl AsyncRead for ClientIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> IoPoll<()> {
         Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for ClientIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> IoPoll<usize> {
         self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
     }
 
@@ -167,11 +138,10 @@ impl AsyncWrite for ClientIo {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
+    ) -> IoPoll<usize> {
         let this = self.get_mut();
         ready!(this.poll_pending(cx))?;
-        // hyper's bare answer ends the last buffer: queue the buffers with ours in its
-        // place, and say they were written.
+        // hyper's bare answer ends the last buffer: queue them with ours in its place, say written.
         if let Some(last) = bufs.iter().rev().find(|buf| !buf.is_empty())
             && let Some((at, status)) = bare_answer(last)
         {
@@ -190,11 +160,11 @@ impl AsyncWrite for ClientIo {
         self.inner.is_write_vectored()
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> IoPoll<()> {
         self.get_mut().write(cx, |io, cx| io.poll_flush(cx))
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> IoPoll<()> {
         self.get_mut().write(cx, |io, cx| io.poll_shutdown(cx))
     }
 }

@@ -1,11 +1,9 @@
-//! `GET /docs` (spec §2): Swagger UI on this server's `/openapi.json`, served from the
-//! binary (build.rs fetched Swagger UI from the npm registry, pinned by version and
-//! SHA-512, and gzipped it), under a strict content security policy, with ETags and
-//! caching. `DOCS=off` turns it off (404). Routing is router.rs's business.
+//! `GET /docs` (spec §2; `DOCS=off`: 404): Swagger UI on our `/openapi.json`, from the binary
+//! (build.rs gzipped it), under a strict content security policy, with ETags and caching.
 
 use hyper::header::{
-    ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, ETAG, HeaderMap, HeaderName, HeaderValue,
-    IF_NONE_MATCH, VARY,
+    ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_SECURITY_POLICY, ETAG, HeaderMap,
+    HeaderValue, IF_NONE_MATCH, VARY,
 };
 use hyper::{Response, StatusCode};
 use std::sync::LazyLock;
@@ -21,32 +19,23 @@ const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'u
 /// A file of the page: its name under `/docs`, its type, whether it is gzipped, and its bytes.
 type Asset = (&'static str, &'static str, bool, &'static [u8]);
 
+/// A file build.rs gzipped, as an [`Asset`].
+macro_rules! gzipped {
+    ($name:literal, $type:literal) => {
+        ($name, $type, true, include_bytes!(concat!(env!("OUT_DIR"), "/", $name, ".gz")))
+    };
+}
+
 const ASSETS: [Asset; 5] = [
     ("", "text/html; charset=utf-8", false, include_bytes!("docs/index.html")),
     ("init.js", "text/javascript; charset=utf-8", false, include_bytes!("docs/init.js")),
-    (
-        "swagger-ui.css",
-        "text/css; charset=utf-8",
-        true,
-        include_bytes!(concat!(env!("OUT_DIR"), "/swagger-ui.css.gz")),
-    ),
-    (
-        "swagger-ui-bundle.js",
-        "text/javascript; charset=utf-8",
-        true,
-        include_bytes!(concat!(env!("OUT_DIR"), "/swagger-ui-bundle.js.gz")),
-    ),
-    (
-        "LICENSE",
-        "text/plain; charset=utf-8",
-        true,
-        include_bytes!(concat!(env!("OUT_DIR"), "/LICENSE.gz")),
-    ),
+    gzipped!("swagger-ui.css", "text/css; charset=utf-8"),
+    gzipped!("swagger-ui-bundle.js", "text/javascript; charset=utf-8"),
+    gzipped!("LICENSE", "text/plain; charset=utf-8"),
 ];
 
-/// `GET /docs` (`file` empty) or `GET /docs/{file}`: 304 when `If-None-Match` names the
-/// file's ETag; a gzipped file only to a client that takes gzip (every browser does, and one
-/// that says nothing takes anything).
+/// `GET /docs` (`file` empty) or `GET /docs/{file}`: 304 when `If-None-Match` names the file's
+/// ETag; a gzipped file only to a client that takes gzip (as every browser does).
 pub fn serve(file: &str, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
     let at = ASSETS.iter().position(|(name, ..)| *name == file).ok_or(ApiError::NotFound)?;
     let ((_, content_type, gzipped, bytes), etag) = (ASSETS[at], ETAGS[at].clone());
@@ -56,8 +45,7 @@ pub fn serve(file: &str, headers: &HeaderMap) -> Result<Response<Body>, ApiError
         false => response::text(StatusCode::OK, content_type, bytes),
     };
     let set = response.headers_mut();
-    let policy = HeaderName::from_static("content-security-policy");
-    set.insert(policy, HeaderValue::from_static(POLICY));
+    set.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(POLICY));
     set.insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
     set.insert(ETAG, etag);
     if gzipped {
@@ -67,8 +55,7 @@ pub fn serve(file: &str, headers: &HeaderMap) -> Result<Response<Body>, ApiError
     Ok(response)
 }
 
-/// Whether the client takes gzip: it lists gzip (or `*`) without `q=0`, or sends no
-/// `Accept-Encoding` at all, which takes any coding (RFC 9110 §12.5.3).
+/// Whether the client takes gzip: listed (or `*`) without `q=0`, or no `Accept-Encoding` at all.
 fn takes_gzip(headers: &HeaderMap) -> bool {
     let mut codings = headers.get_all(ACCEPT_ENCODING).iter().peekable();
     codings.peek().is_none()

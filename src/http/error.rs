@@ -1,7 +1,5 @@
-//! [`ApiError`]: every way a request can fail, and the one place an error meets the
-//! client, as a status and `{"detail": …}` (spec §2). Internal causes go to the log,
-//! never into the body. What a database failure means is decided in the store
-//! (store/error.rs); here it only gets its status.
+//! [`ApiError`]: every way a request can fail, and the one place it meets the client, as a
+//! status and `{"detail": …}` (spec §2). Internal causes go to the log, never the body.
 
 use std::borrow::Cow;
 
@@ -38,11 +36,9 @@ pub enum ApiError {
     Invalid(Invalid),
     /// 503: the database could not serve in time.
     Unavailable(Cause),
-    /// 503: the server is at capacity (connections, or requests waiting for the
-    /// database); nothing was done. Not logged: the metrics count it.
+    /// 503: at capacity (connections, or requests waiting); nothing done. Counted, not logged.
     Overloaded,
-    /// No answer at all: a write was sent and no verdict came back, so any status
-    /// would be a guess. The router closes the connection instead.
+    /// No answer (the router closes the connection): a write's verdict never came back.
     OutcomeUnknown(Cause),
     /// 500: anything else.
     Internal(Cause),
@@ -53,45 +49,40 @@ impl ApiError {
     pub fn into_response(self, request_id: &HeaderValue) -> Response<Body> {
         use StatusCode as S;
         let request_id = Quoted(request_id.to_str().unwrap_or("-"));
-        let mut header = None::<(HeaderName, &'static str)>;
+        let header: Option<(HeaderName, &str)> = match &self {
+            ApiError::MethodNotAllowed(allow) => Some((ALLOW, allow)),
+            ApiError::RequestTimeout => Some((CONNECTION, "close")),
+            ApiError::Unavailable(_) | ApiError::Overloaded => Some((RETRY_AFTER, "1")),
+            _ => None,
+        };
         let (status, detail): (_, Cow<str>) = match self {
             ApiError::BadRequest(detail) => (S::BAD_REQUEST, detail.into()),
             ApiError::NotFound => (S::NOT_FOUND, "Not Found".into()),
             ApiError::TaskNotFound => (S::NOT_FOUND, "Task not found".into()),
-            ApiError::MethodNotAllowed(allow) => {
-                header = Some((ALLOW, allow));
-                (S::METHOD_NOT_ALLOWED, "Method Not Allowed".into())
-            }
+            ApiError::MethodNotAllowed(_) => (S::METHOD_NOT_ALLOWED, "Method Not Allowed".into()),
             ApiError::NotAcceptable => {
                 let detail = "This file is served gzipped: send Accept-Encoding: gzip";
                 (S::NOT_ACCEPTABLE, detail.into())
             }
-            ApiError::PreconditionFailed => (
-                S::PRECONDITION_FAILED,
-                "The task is not the version If-Match names; nothing was changed".into(),
-            ),
+            ApiError::PreconditionFailed => {
+                let detail = "The task is not the version If-Match names; nothing was changed";
+                (S::PRECONDITION_FAILED, detail.into())
+            }
             ApiError::RequestTimeout => {
-                header = Some((CONNECTION, "close"));
-                let detail = "The request body did not arrive in time";
-                (S::REQUEST_TIMEOUT, detail.into())
+                (S::REQUEST_TIMEOUT, "The request body did not arrive in time".into())
             }
             ApiError::PayloadTooLarge(limit) => {
-                let detail = format!("Request body is larger than {limit} bytes");
-                (S::PAYLOAD_TOO_LARGE, detail.into())
+                (S::PAYLOAD_TOO_LARGE, format!("Request body is larger than {limit} bytes").into())
             }
             ApiError::UnsupportedMediaType => {
-                let detail = "Content-Type must be application/json";
-                (S::UNSUPPORTED_MEDIA_TYPE, detail.into())
+                (S::UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json".into())
             }
             ApiError::Invalid(invalid) => (S::UNPROCESSABLE_ENTITY, invalid.to_string().into()),
             ApiError::Unavailable(cause) => {
                 log::warn!("request_id={request_id} database unavailable: {}", describe(&*cause));
-                header = Some((RETRY_AFTER, "1"));
-                let detail = "Database unavailable; try again shortly";
-                (S::SERVICE_UNAVAILABLE, detail.into())
+                (S::SERVICE_UNAVAILABLE, "Database unavailable; try again shortly".into())
             }
             ApiError::Overloaded => {
-                header = Some((RETRY_AFTER, "1"));
                 let detail = "The server is at capacity; try again shortly";
                 (S::SERVICE_UNAVAILABLE, detail.into())
             }

@@ -1,6 +1,5 @@
-//! One short function per route, `/health` and `/ready` included: typed input in, a
-//! response or an [`ApiError`] out. Routing, rendering errors and logging happen once,
-//! around them (router.rs); the database is the store's.
+//! One short function per route: typed input in, a response or an [`ApiError`] out. Routing,
+//! rendering errors and logging happen once, around them (router.rs); the database is the store's.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -9,10 +8,11 @@ use std::time::Duration;
 use hyper::header::{ETAG, HeaderMap, HeaderValue, LOCATION};
 use hyper::{Response, StatusCode};
 
+use super::conditional::{self, Tags};
 use super::error::ApiError;
 use super::idempotency::IDEMPOTENT_REPLAYED;
 use super::response::{self, Body};
-use super::{App, conditional, page};
+use super::{App, page};
 use crate::observe::metrics::Format;
 use crate::store::{Change, Creation, Health, NewCreate, Precondition};
 use crate::tasks::{Invalid, ListQuery, Task, TaskPatch};
@@ -52,8 +52,7 @@ pub fn metrics(app: &App, headers: &HeaderMap) -> Response<Body> {
     response::text(StatusCode::OK, format.content_type(), text)
 }
 
-/// `GET /openapi.json`: the API's contract (OpenAPI 3.1), compiled into the binary;
-/// tests check the server keeps to it.
+/// `GET /openapi.json`: the API's contract (OpenAPI 3.1), compiled in; tests hold us to it.
 pub fn openapi() -> Response<Body> {
     response::text(StatusCode::OK, "application/json", include_str!("openapi.json"))
 }
@@ -61,8 +60,7 @@ pub fn openapi() -> Response<Body> {
 /// What a handler returns: rendered by router.rs, whichever it is.
 pub type Answer = Result<Response<Body>, ApiError>;
 
-/// `GET /tasks`: the first chunk now, so a failure is still a status; the rest as
-/// the client reads (page.rs).
+/// `GET /tasks`: the first chunk now, so a failure is still a status; the rest later (page.rs).
 pub async fn list(app: &Arc<App>, query: ListQuery, token: Option<&str>) -> Answer {
     let first = app.store.list(&query, token).await?;
     Ok(page::respond(app, first))
@@ -76,8 +74,7 @@ pub async fn create(app: &App, create: NewCreate) -> Answer {
         Creation::Replayed(task) => (task, true),
         Creation::KeyReused => {
             let field = "idempotency-key".into();
-            let reason = "was already used for another request";
-            return Err(ApiError::Invalid(Invalid { field, reason }));
+            Err(Invalid { field, reason: "was already used for another request" })?
         }
     };
     let mut response = tagged(response::json(StatusCode::CREATED, &task), &task);
@@ -91,12 +88,7 @@ pub async fn create(app: &App, create: NewCreate) -> Answer {
 }
 
 /// `GET /tasks/{id}`; 304 and no body when `If-None-Match` names its ETag.
-pub async fn get(
-    app: &App,
-    id: i64,
-    none_match: Option<conditional::Tags>,
-    token: Option<&str>,
-) -> Answer {
+pub async fn get(app: &App, id: i64, none_match: Option<Tags>, token: Option<&str>) -> Answer {
     let task = app.store.get(id, token).await?.ok_or(ApiError::TaskNotFound)?;
     if none_match.is_some_and(|tags| conditional::none_match(&tags, &task)) {
         return Ok(tagged(response::empty(StatusCode::NOT_MODIFIED), &task));

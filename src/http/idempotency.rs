@@ -1,6 +1,5 @@
-//! `Idempotency-Key` on `POST /tasks` (the IETF httpapi draft "The Idempotency-Key HTTP
-//! Header Field"): the key read and checked, and the fingerprint of the body it comes
-//! with. Keeping keys and replaying what they answered is the store's business.
+//! `Idempotency-Key` on `POST /tasks` (an IETF httpapi draft): the key read and checked, and
+//! the fingerprint of its body. Keeping keys and replaying answers is the store's business.
 
 use hyper::header::{HeaderMap, HeaderName};
 use ring::digest::{SHA256, digest};
@@ -14,46 +13,34 @@ static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// The response header of an answer replayed for a key seen before.
 pub static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
-/// The request's key, if any, with the fingerprint of its create: a SHA-256 of `task` as
-/// canonical JSON (keys sorted, no blanks, defaults left out), so a retry differing only
-/// in spacing, key order, escapes, a default status or a `null` description matches. The
-/// release before stored the digest of the body as written: that goes along too when it
-/// differs ([`Claim::as_written`]), so a retry across the upgrade matches either way.
+/// The request's key, if any, with its create's fingerprint: a SHA-256 of `task` as canonical
+/// JSON (keys sorted, no blanks, no defaults), so a retry that differs only in spacing, order,
+/// escapes or spelled-out defaults matches. The release before stored the digest of the body
+/// as written: that goes along when it differs ([`Claim::as_written`]), to match either way.
 pub fn claim(
     headers: &HeaderMap,
     task: &NewTask,
     body: &Map<String, Value>,
 ) -> Result<Option<Claim>, Invalid> {
     let mut values = headers.get_all(&IDEMPOTENCY_KEY).iter();
-    let Some(value) = values.next() else {
-        return Ok(None);
-    };
+    let Some(value) = values.next() else { return Ok(None) };
     let refused = || Invalid {
         field: "idempotency-key".into(),
         reason: "must be one header of 1 to 255 printable ASCII characters",
     };
-    if values.next().is_some() {
-        return Err(refused());
-    }
-    let key = key(value.as_bytes()).ok_or_else(refused)?;
-    let mut canonical = Map::new();
-    canonical.insert("title".into(), task.title.clone().into());
-    if let Some(description) = &task.description {
-        canonical.insert("description".into(), description.clone().into());
-    }
-    if task.status != Status::Pending {
-        canonical.insert("status".into(), task.status.as_str().into());
-    }
+    let key = key(value.as_bytes()).filter(|_| values.next().is_none()).ok_or_else(refused)?;
+    let (status, description) = (task.status.as_str(), task.description.as_deref());
+    let status = (task.status != Status::Pending).then_some(status);
+    let fields = [("title", Some(&*task.title)), ("description", description), ("status", status)];
+    let fields = fields.into_iter().filter_map(|(k, v)| Some((k.into(), v?.into())));
+    let canonical: Map<String, Value> = fields.collect();
     let sha256 = |object| {
         let json = serde_json::to_vec(object).expect("a JSON object serializes");
         digest(&SHA256, &json).as_ref().to_vec()
     };
     let (fingerprint, as_written) = (sha256(&canonical), sha256(body));
-    Ok(Some(Claim {
-        key,
-        as_written: (as_written != fingerprint).then_some(as_written),
-        fingerprint,
-    }))
+    let as_written = (as_written != fingerprint).then_some(as_written);
+    Ok(Some(Claim { key, as_written, fingerprint }))
 }
 
 /// The key in `value`, 1 to 255 printable ASCII characters: a structured-field string
@@ -108,8 +95,7 @@ mod tests {
 
     #[test]
     fn a_create_keeps_the_digest_the_release_before_stored_for_its_body() {
-        let mut headers = HeaderMap::new();
-        headers.insert(&IDEMPOTENCY_KEY, "k".parse().unwrap());
+        let headers = HeaderMap::from_iter([(IDEMPOTENCY_KEY.clone(), "k".parse().unwrap())]);
         let plain = digest(&SHA256, br#"{"title":"a"}"#);
         for (text, spells_out_a_default) in [
             (r#"{"title":"a"}"#, false),

@@ -1,7 +1,5 @@
-//! Where the server listens, and how many clients it may hold (spec §4, §5): the
-//! dual-stack bind, the file-descriptor limit raised to what the system allows, and
-//! the default of `MAX_CONNECTIONS` derived from it. Serving what is accepted is
-//! mod.rs's job.
+//! Where the server listens, and how many clients it may hold (spec §4, §5): the dual-stack
+//! bind, the file-descriptor limit raised as far as allowed, and `MAX_CONNECTIONS`' default.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -11,14 +9,12 @@ use tokio::net::{TcpListener, TcpSocket};
 
 /// Connections the kernel may queue for us while we are busy accepting.
 const BACKLOG: u32 = 4096;
-/// File descriptors kept back from clients: the pool, the log, the runtime, and the
-/// over-capacity answers.
+/// File descriptors kept back from clients: the pool, the log, the runtime, over-capacity answers.
 const RESERVED_FDS: u64 = 256;
-/// A default cap on clients, however many descriptors there are: each idle connection
-/// holds some memory, and 4,096 of them fit a 64 MiB pod.
+/// The default cap on clients, whatever the descriptors: 4,096 idle connections fit 64 MiB.
 const MAX_DEFAULT_CONNECTIONS: u64 = 4096;
-/// Binds `host:port`, or with no host every address: `[::]` with IPv6-only off, so
-/// IPv4 clients arrive too; `0.0.0.0` where the host has no IPv6.
+/// Binds `host:port`, or with no host `[::]` with IPv6-only off (IPv4 clients too), or
+/// `0.0.0.0` where there is no IPv6.
 pub fn bind(host: Option<IpAddr>, port: u16) -> io::Result<TcpListener> {
     match host {
         Some(ip) => listen(SocketAddr::new(ip, port)),
@@ -33,10 +29,7 @@ pub fn bind(host: Option<IpAddr>, port: u16) -> io::Result<TcpListener> {
 }
 
 fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = match addr {
-        SocketAddr::V4(_) => TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => TcpSocket::new_v6()?,
-    };
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     if addr.is_ipv6() && addr.ip().is_unspecified() {
         SockRef::from(&socket).set_only_v6(false)?;
     }
@@ -52,9 +45,8 @@ fn no_ipv6(err: &io::Error) -> bool {
     matches!(code, Some(libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT | libc::EADDRNOTAVAIL))
 }
 
-/// `MAX_CONNECTIONS`, or when unset what the descriptors allow once the pool and the rest
-/// are kept back, and no more than [`MAX_DEFAULT_CONNECTIONS`]; logs it, and the file
-/// descriptor limit, which this raises first.
+/// `MAX_CONNECTIONS`, or what the descriptor limit (raised first) allows beside the pool and the
+/// rest, up to [`MAX_DEFAULT_CONNECTIONS`]; logged with that limit.
 pub fn max_connections(configured: Option<usize>, pool_size: usize) -> usize {
     let fd_limit = raise_fd_limit()
         .inspect_err(|err| log::warn!("could not raise the file descriptor limit: {err}"))
@@ -66,8 +58,7 @@ pub fn max_connections(configured: Option<usize>, pool_size: usize) -> usize {
     max
 }
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard one (the soft default, often 1024, would
-/// cap clients far below what the system allows); returns the limit now in force.
+/// Raises the soft `RLIMIT_NOFILE` (often 1024) to the hard one; returns the limit in force.
 fn raise_fd_limit() -> io::Result<u64> {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit and setrlimit only read and write the struct we pass.

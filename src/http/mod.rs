@@ -1,7 +1,5 @@
-//! The HTTP server: start-up in the spec's order (connect, migrate, listen), the accept
-//! loop with its cap on connections, and the bounded drain on SIGTERM (spec §5). What a
-//! request does is router.rs's business; a connection's own deadlines, conn.rs's; where
-//! it listens, listener.rs's.
+//! The HTTP server: start-up in the spec's order (connect, migrate, listen), the accept loop
+//! with its cap on connections, and the bounded drain on SIGTERM (spec §5).
 
 mod access;
 mod body;
@@ -40,24 +38,13 @@ use crate::{Error, shutdown};
 /// A client that has not sent its whole head by then is disconnected (spec §5); as hyper
 /// runs it while a kept-alive connection waits too, it is the idle timeout as well.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// The largest request head (line and headers) read (spec §2: 431 past it). hyper's
-/// read and write buffers are this big at most, per connection: so is what an
-/// unfinished head holds, and a response streams out through this much at a time.
+/// The largest request head (line and headers) read (spec §2: 431 past it); also the most
+/// hyper buffers per connection, each way.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Connections over `MAX_CONNECTIONS` answered 503 at once; past these, closed unread.
 const OVER_CAPACITY_ANSWERS: usize = 128;
 /// An over-capacity client gets this long to send its request head.
 const OVER_CAPACITY_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// How the accept loop bounds what clients hold: how many it serves at once (the next
-/// get 503 and `connection: close`); how long it serves on after SIGTERM, `/ready`
-/// failing, so load balancers stop sending before it stops accepting (`SHUTDOWN_DELAY`);
-/// and how long in-flight requests get after that (`SHUTDOWN_TIMEOUT`).
-pub struct Limits {
-    pub max_connections: usize,
-    pub delay: Duration,
-    pub drain: Duration,
-}
 
 /// What every handler may use.
 pub struct App {
@@ -73,8 +60,7 @@ pub struct App {
     pub docs: bool,
 }
 
-/// `task-api serve`: wait for the database, migrate, listen, serve until SIGTERM or
-/// SIGINT, drain, close the store.
+/// `task-api serve`: wait for the database, migrate, listen, serve till SIGTERM or SIGINT, drain.
 pub fn run(mut config: Config) -> Result<(), Error> {
     logs::init(&config.log_filter, config.log_format);
     log::info!("task-api {} starting with {config:?}", crate::VERSION);
@@ -86,11 +72,7 @@ pub fn run(mut config: Config) -> Result<(), Error> {
         let signals = shutdown::signals()
             .map_err(|err| Error::Startup(format!("cannot install signal handlers: {err}")))?;
         let mut signals = pin!(signals);
-        let limits = Limits {
-            max_connections: listener::max_connections(config.max_connections, config.pool_size),
-            delay: config.shutdown_delay,
-            drain: config.shutdown_timeout,
-        };
+        let max_connections = listener::max_connections(config.max_connections, config.pool_size);
         let (store, listener, applied) = tokio::select! {
             started = start(&config) => started?,
             signal = &mut signals => {
@@ -107,7 +89,8 @@ pub fn run(mut config: Config) -> Result<(), Error> {
         let stopping = AtomicBool::new(false);
         let app = Arc::new(App { store, metrics, stopping, tracer, docs: config.docs });
         let indexes = build_indexes(&config);
-        serve(listener, app.clone(), signals, limits).await;
+        let (delay, drain) = (config.shutdown_delay, config.shutdown_timeout);
+        serve(listener, app.clone(), signals, max_connections, (delay, drain)).await;
         indexes.abort();
         app.store.close().await;
         log::info!("stopped");
@@ -115,20 +98,13 @@ pub fn run(mut config: Config) -> Result<(), Error> {
     })
 }
 
-/// Builds the indexes of `sql/indexes` in the background, on a connection of its own,
-/// unless statements go unnamed (a pooler in transaction mode would lose the build's
-/// session lock: `task-api migrate` against the direct endpoint builds them then).
+/// Builds the indexes of `sql/indexes` in the background on a connection of its own, unless
+/// statements go unnamed (a pooler would lose the build's lock: `task-api migrate` does it).
 fn build_indexes(config: &Config) -> tokio::task::JoinHandle<()> {
-    let (db, skip) = (config.database.clone(), config.unnamed_statements);
+    let db = (indexes::any() && !config.unnamed_statements).then(|| config.database.clone());
     tokio::spawn(async move {
-        if !indexes::any() || skip {
-            return;
-        }
-        let built = match db.connect().await {
-            Ok(client) => indexes::build(&client).await,
-            Err(err) => Err(err),
-        };
-        match built {
+        let Some(db) = db else { return };
+        match async { indexes::build(&db.connect().await?).await }.await {
             Ok(true) => {}
             Ok(false) => log::info!("another process is building the indexes of sql/indexes"),
             Err(err) => {
@@ -138,8 +114,7 @@ fn build_indexes(config: &Config) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Connects, migrates and binds; returns the store, the listener and how many
-/// migrations were applied.
+/// Connects, migrates and binds; returns the store, the listener and the migrations applied.
 async fn start(config: &Config) -> Result<(Store, TcpListener, usize), Error> {
     let deadline = db::startup_deadline(config.startup_timeout);
     let mut client = db::connect_with_retry(&config.database, deadline).await?;
@@ -161,17 +136,17 @@ async fn start(config: &Config) -> Result<(Store, TcpListener, usize), Error> {
     Ok((store, listener, applied))
 }
 
-/// Serves `listener` until `shutdown` completes; then `/ready` fails and responses say
-/// `connection: close` while it goes on serving for `delay`; then it stops accepting and
-/// gives in-flight requests up to `drain` to finish. Idle keep-alive connections close at
-/// once. Spans not yet exported are sent in what is left of `drain`.
+/// Serves `listener`, `max_connections` clients at once (the next get 503), until
+/// `shutdown` completes; then `/ready` fails and responses say `connection: close` while
+/// it serves on for `delay` (`SHUTDOWN_DELAY`); then it stops accepting and gives
+/// in-flight requests up to `drain` (`SHUTDOWN_TIMEOUT`), spans what is left of it.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = &'static str>,
-    limits: Limits,
+    max_connections: usize,
+    (delay, drain): (Duration, Duration),
 ) {
-    let (delay, drain) = (limits.delay, limits.drain);
     match listener.local_addr() {
         Ok(addr) => log::info!("listening on http://{addr}"),
         Err(err) => log::warn!("listening, address unknown: {err}"),
@@ -183,7 +158,7 @@ pub async fn serve(
         .max_buf_size(MAX_HEAD_BYTES);
     let mut over_capacity = http.clone();
     over_capacity.keep_alive(false).header_read_timeout(OVER_CAPACITY_HEADER_TIMEOUT);
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let slots = Arc::new(Semaphore::new(max_connections));
     let answers = Arc::new(Semaphore::new(OVER_CAPACITY_ANSWERS));
     let graceful = GracefulShutdown::new();
     {
@@ -225,8 +200,7 @@ pub async fn serve(
     }
     drop(listener); // stop accepting; in-flight requests carry on
     let drained_by = std::time::Instant::now() + drain;
-    let drained = tokio::time::timeout(drain, graceful.shutdown()).await;
-    if drained.is_err() {
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
         log::warn!("connections still open after {:?}; exiting", drain);
     }
     if let Some(tracer) = &app.tracer {
@@ -234,9 +208,8 @@ pub async fn serve(
     }
 }
 
-/// Serves one client, holding `permit` till it goes. Without `graceful` it is over
-/// `MAX_CONNECTIONS`: answered 503 and closed. Else its requests go to the router, the
-/// drain waits for it, and the way it ends (a deadline, or the client going) is counted.
+/// Serves one client, holding `permit` till it goes: without `graceful` (over
+/// `MAX_CONNECTIONS`) a 503 and close; else the router, the drain waits, and a cut is counted.
 fn spawn_connection(
     http: &http1::Builder,
     graceful: Option<&GracefulShutdown>,

@@ -1,7 +1,5 @@
-//! `GET /tasks` as it leaves, memory bounded whatever the page (spec §5): one chunk goes
-//! out whole; more stream a frame at a time, the next chunk read only once the client has
-//! taken the last, no database connection held between chunks. A client that stops
-//! reading is cut off by the write deadline (conn.rs); reading chunks is the store's job.
+//! `GET /tasks` as it leaves, memory bounded whatever the page (spec §5): one chunk goes whole;
+//! more stream, the next chunk read once the client took the last, no connection held between.
 
 use std::io;
 use std::sync::Arc;
@@ -34,18 +32,14 @@ pub fn respond(app: &Arc<App>, first: Chunk) -> Response<Body> {
     response::with_body(StatusCode::OK, "application/json", Body::Stream(body))
 }
 
-/// Writes the page as a JSON array into `frames`, chunk after chunk; stops when the
-/// page ends, the client goes, or a chunk cannot be read (then the response is cut
-/// short, so the client cannot take part of a page for all of it).
+/// Writes the page as a JSON array into `frames`, chunk after chunk, till it ends or the client
+/// goes; a chunk that cannot be read cuts the response short, never passing for a whole page.
 async fn stream(app: Arc<App>, mut chunk: Chunk, frames: mpsc::Sender<io::Result<Bytes>>) {
     let mut frame = Vec::with_capacity(FRAME_BYTES * 2);
-    frame.push(b'[');
-    let mut first = true;
+    let mut separator = b'['; // before the first task, then a comma before each
     loop {
         for task in chunk.tasks.drain(..) {
-            if !std::mem::take(&mut first) {
-                frame.push(b',');
-            }
+            frame.push(std::mem::replace(&mut separator, b','));
             serde_json::to_writer(&mut frame, &task).expect("a task serializes");
             if frame.len() >= FRAME_BYTES {
                 let full = std::mem::replace(&mut frame, Vec::with_capacity(FRAME_BYTES * 2));
@@ -54,9 +48,7 @@ async fn stream(app: Arc<App>, mut chunk: Chunk, frames: mpsc::Sender<io::Result
                 }
             }
         }
-        let Some(cursor) = chunk.more else {
-            break;
-        };
+        let Some(cursor) = chunk.more else { break };
         chunk = match app.store.list_more(cursor).await {
             Ok(next) => next,
             Err(err) => {
@@ -66,6 +58,6 @@ async fn stream(app: Arc<App>, mut chunk: Chunk, frames: mpsc::Sender<io::Result
             }
         };
     }
-    frame.push(b']');
+    frame.extend_from_slice(if separator == b'[' { b"[]" } else { b"]" });
     let _ = frames.send(Ok(frame.into())).await;
 }

@@ -12,9 +12,8 @@ use hyper::{Response, StatusCode};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-/// Every response body: bytes ready now (`None` once sent, or for none at all), or a
-/// stream whose frames hyper takes only as fast as the client reads, sent chunked (an
-/// `Err` ends it cut short).
+/// Every response body: bytes ready now (`None` once sent, or for none), or a stream that
+/// hyper takes only as fast as the client reads, sent chunked (an `Err` cuts it short).
 #[derive(Debug)]
 pub enum Body {
     Whole(Option<Bytes>),
@@ -43,9 +42,7 @@ impl hyper::body::Body for Body {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Body::Whole(bytes) => {
-                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
-            }
+            Body::Whole(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as _)),
             Body::Stream(_) => SizeHint::default(),
         }
     }
@@ -57,21 +54,16 @@ pub fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
     text(status, "application/json", bytes)
 }
 
-/// A response of ready-made text, of `content_type`.
-pub fn text(
-    status: StatusCode,
-    content_type: &'static str,
-    text: impl Into<Bytes>,
-) -> Response<Body> {
-    with_body(status, content_type, Body::Whole(Some(text.into())))
+/// A response of ready-made text, of content type `kind`.
+pub fn text(status: StatusCode, kind: &'static str, text: impl Into<Bytes>) -> Response<Body> {
+    with_body(status, kind, Body::Whole(Some(text.into())))
 }
 
 /// A response with `body`, of `content_type`.
 pub fn with_body(status: StatusCode, content_type: &'static str, body: Body) -> Response<Body> {
-    let mut response = empty(status);
-    *response.body_mut() = body;
-    let content_type = HeaderValue::from_static(content_type);
-    response.headers_mut().insert(CONTENT_TYPE, content_type);
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 

@@ -1,14 +1,12 @@
-//! Turns a request into one handler call: one `match` on (route, method), with 404 and
-//! 405 + `allow` (spec §2); the request id, the access line and the metrics around it.
-//! With tracing on, the request runs inside its server span. Reading bodies is body.rs's
-//! job; the access line's format, access.rs's.
+//! Turns a request into one handler call: one `match` on (route, method), with 404 and 405 +
+//! `allow` (spec §2); around it the request id, access line, metrics and (if traced) span.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use hyper::body::Incoming;
-use hyper::header::{CONNECTION, HeaderValue, USER_AGENT};
+use hyper::header::{CONNECTION, HeaderName, HeaderValue, USER_AGENT};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode, Version};
 
 use super::access::{self, Access};
@@ -24,8 +22,7 @@ use crate::tasks::{ListQuery, NewTask, TaskPatch, parse_id};
 /// The label of every path that matches no route.
 const UNMATCHED: &str = "unmatched";
 
-/// The route `path` matches, as metrics label it (never a raw id), and the id as
-/// written (not yet checked) when it is `/tasks/{id}`.
+/// The route `path` matches, as metrics label it, and the (unchecked) id of `/tasks/{id}`.
 fn route(path: &str) -> (&'static str, &str) {
     const FIXED: [&str; 6] = ["/health", "/ready", "/metrics", "/openapi.json", "/tasks", "/docs"];
     if let Some(fixed) = FIXED.into_iter().find(|fixed| *fixed == path) {
@@ -44,9 +41,8 @@ fn route(path: &str) -> (&'static str, &str) {
 /// hyper then closes the connection, and the client sees no answer, not a wrong one.
 const NO_ANSWER: &str = "no answer: the outcome of the write is unknown";
 
-/// The service function: route (or, for a connection over `MAX_CONNECTIONS`, refuse:
-/// 503), render any error, stamp the request id, log one line, count it; with tracing
-/// on, within the request's server span.
+/// The service function: route (or, over `MAX_CONNECTIONS`, refuse: 503), render any error,
+/// stamp the request id, log one line, count it; within the request's span, if traced.
 pub async fn handle(
     app: Arc<App>,
     request: Request<Incoming>,
@@ -55,24 +51,18 @@ pub async fn handle(
     // Tracing off costs this one branch: no span, no id, no scope.
     let span = app.tracer.as_ref().and_then(|tracer| {
         let protocol = if request.version() == Version::HTTP_10 { "1.0" } else { "1.1" };
-        let path = request.uri().path();
+        let (path, headers) = (request.uri().path(), request.headers());
         let described = ServerRequest {
             // Clients cannot mint span names: every other method is `_OTHER`.
             method: metrics::method_name(request.method()).unwrap_or("_OTHER"),
             route: Some(route(path).0).filter(|route| *route != UNMATCHED),
             path: path.to_owned(),
             protocol,
-            user_agent: request
-                .headers()
-                .get(USER_AGENT)
-                .and_then(|agent| agent.to_str().ok())
-                .map(str::to_owned),
+            user_agent: headers.get(USER_AGENT).and_then(|v| v.to_str().ok()).map(Into::into),
         };
-        tracer.server_span(trace::parent(request.headers()), described)
+        tracer.server_span(trace::parent(headers), described)
     });
-    let Some(mut span) = span else {
-        return answer(&app, request, None, refuse).await;
-    };
+    let Some(mut span) = span else { return answer(&app, request, None, refuse).await };
     let trace_id = Some(span.context().trace_id.to_string());
     // Boxed: the traced future's extra state stays out of every untraced request's.
     let traced = traces::within(span.scope(), answer(&app, request, trace_id, refuse));
@@ -84,8 +74,7 @@ pub async fn handle(
     answered
 }
 
-/// Routes (or refuses), answers and logs a request; `traced_id` is its span's trace id,
-/// when it has a span.
+/// Routes (or refuses), answers and logs a request; `traced_id`: its span's trace id, if any.
 async fn answer(
     app: &Arc<App>,
     request: Request<Incoming>,
@@ -96,16 +85,11 @@ async fn answer(
     let _in_flight = app.metrics.in_flight();
     let id = access::request_id(request.headers());
     let trace_id = traced_id.or_else(|| trace::trace_id(request.headers()).map(str::to_owned));
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    let trace_id = trace_id.as_deref();
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
     let (route, task_id) = route(&path);
-    let access = Access {
-        method: method.as_str(),
-        path: &path,
-        request_id: &id,
-        trace_id: trace_id.as_deref(),
-        started,
-    };
+    let access =
+        Access { method: method.as_str(), path: &path, request_id: &id, trace_id, started };
     let answer = match refuse {
         true => Err(ApiError::Overloaded),
         false => dispatch(app, route, task_id, request).await,
@@ -140,9 +124,8 @@ async fn answer(
     Ok(response)
 }
 
-/// The bytes conn.rs writes in place of hyper's bare answer to a head it could not
-/// parse (`status`: 400, or 431 past the limit): a JSON `detail` and a new request id.
-/// Logged as a request with no method or path, counted as a connection cut.
+/// What conn.rs writes in place of hyper's bare answer to an unparsable head (`status`: 400,
+/// or 431): a JSON `detail`, a new request id; logged without method or path, counted as a cut.
 pub fn unparsed(app: &App, status: StatusCode) -> Vec<u8> {
     let started = Instant::now();
     let id = access::request_id(&HeaderMap::new());
@@ -158,8 +141,7 @@ pub fn unparsed(app: &App, status: StatusCode) -> Vec<u8> {
         ),
     };
     let body = serde_json::json!({ "detail": detail }).to_string();
-    let access = Access { method: "-", path: "-", request_id: &id, trace_id: None, started };
-    access.answered(status);
+    Access { method: "-", path: "-", request_id: &id, trace_id: None, started }.answered(status);
     app.metrics.cut(cut);
     let id = id.to_str().unwrap_or("-");
     format!(
@@ -171,17 +153,12 @@ pub fn unparsed(app: &App, status: StatusCode) -> Vec<u8> {
 }
 
 /// The header a write's consistency token travels in, both ways.
-static CONSISTENCY_TOKEN: hyper::header::HeaderName =
-    hyper::header::HeaderName::from_static("x-consistency-token");
-
-/// The request's consistency token, if it sent one that is text.
-fn consistency_token(headers: &hyper::HeaderMap) -> Option<&str> {
-    headers.get(&CONSISTENCY_TOKEN)?.to_str().ok()
-}
+static CONSISTENCY_TOKEN: HeaderName = HeaderName::from_static("x-consistency-token");
 
 async fn dispatch(app: &Arc<App>, route: &str, id: &str, request: Request<Incoming>) -> Answer {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
+    let token = headers.get(&CONSISTENCY_TOKEN).and_then(|token| token.to_str().ok());
     match (route, &parts.method) {
         ("/health", &Method::GET) => Ok(handlers::live()),
         ("/ready", &Method::GET) => Ok(handlers::ready(app).await),
@@ -190,10 +167,8 @@ async fn dispatch(app: &Arc<App>, route: &str, id: &str, request: Request<Incomi
         ("/docs", &Method::GET) if app.docs => docs::serve("", headers),
         ("/docs/{file}", &Method::GET) if app.docs => docs::serve(id, headers),
         ("/docs" | "/docs/{file}", _) if !app.docs => Err(ApiError::NotFound),
-
         ("/tasks", &Method::GET) => {
-            let query = ListQuery::parse(parts.uri.query())?;
-            handlers::list(app, query, consistency_token(headers)).await
+            handlers::list(app, ListQuery::parse(parts.uri.query())?, token).await
         }
         ("/tasks", &Method::POST) => {
             let body = body::object(headers, body).await?;
@@ -201,23 +176,18 @@ async fn dispatch(app: &Arc<App>, route: &str, id: &str, request: Request<Incomi
             let claim = idempotency::claim(headers, &task, &body)?;
             handlers::create(app, NewCreate { task, claim }).await
         }
-
         ("/tasks/{id}", &Method::GET) => {
-            let id = parse_id(id)?;
-            let none_match = conditional::if_none_match(headers)?;
-            handlers::get(app, id, none_match, consistency_token(headers)).await
+            let (id, none_match) = (parse_id(id)?, conditional::if_none_match(headers)?);
+            handlers::get(app, id, none_match, token).await
         }
         ("/tasks/{id}", &Method::PATCH) => {
-            let id = parse_id(id)?;
-            let expected = conditional::if_match(headers)?;
+            let (id, expected) = (parse_id(id)?, conditional::if_match(headers)?);
             let patch = TaskPatch::decode(&body::object(headers, body).await?)?;
             handlers::update(app, id, patch, expected).await
         }
         ("/tasks/{id}", &Method::DELETE) => {
-            let id = parse_id(id)?;
-            handlers::delete(app, id, conditional::if_match(headers)?).await
+            handlers::delete(app, parse_id(id)?, conditional::if_match(headers)?).await
         }
-
         (UNMATCHED, _) => Err(ApiError::NotFound),
         ("/tasks", _) => Err(ApiError::MethodNotAllowed("GET, POST")),
         ("/tasks/{id}", _) => Err(ApiError::MethodNotAllowed("GET, PATCH, DELETE")),

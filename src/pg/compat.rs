@@ -1,20 +1,15 @@
-//! Which releases work on a schema (spec §5, docs/upgrading.md). Each migration says, in
-//! its first line, whether the release before keeps working on the schema it leaves
-//! (expand) or not (contract), and the oldest release that works with it; the record
-//! goes into `task_api_compatibility` in the migrations' own transaction. A binary that
-//! finds migrations newer than its own starts only if every one of them is recorded as
-//! working with it; one without a record counts as breaking.
+//! Which releases work on a schema (spec §5, docs/upgrading.md): each migration's first line
+//! says whether the release before still does (expand) or not (contract), and the oldest that
+//! does, kept in `task_api_compatibility`. Newer migrations must each be recorded to work with us.
 
 use refinery::Migration;
 use tokio_postgres::Client;
 
 use super::connect::rows;
 
-/// The migrations written before records existed (V1–V4): all of release 0.1.0, and
-/// never to be run by anything older.
+/// The migrations written before records existed (V1–V4): all of release 0.1.0.
 const BEFORE_RECORDS: i32 = 4;
-/// The first line of every later migration: `-- compatibility: expand, works with
-/// task-api 0.1.0 and later` (or `contract`).
+/// Begins every later migration: `-- compatibility: expand, works with task-api 0.1.0 and later`.
 const HEADER: &str = "-- compatibility: ";
 
 /// The table, made (if it is not there) in the migrations' transaction.
@@ -24,8 +19,7 @@ pub const CREATE: &str = "CREATE TABLE IF NOT EXISTS task_api_compatibility (
     kind text NOT NULL CHECK (kind IN ('expand', 'contract')),
     oldest_release text NOT NULL)";
 
-/// A migration's record: its version and name, `expand` or `contract`, and the oldest
-/// release that works on the schema it leaves.
+/// A migration's record: version, name, `expand` or `contract`, the oldest release that works.
 #[derive(Debug, PartialEq)]
 pub struct Record {
     version: i32,
@@ -34,8 +28,7 @@ pub struct Record {
     oldest: String,
 }
 
-/// The records of `migrations` (this binary's), from their headers; a later migration
-/// without one is a build mistake, reported as such.
+/// The records of this binary's `migrations`, from their headers; one missing is an error.
 pub fn records(migrations: &[Migration]) -> Result<Vec<Record>, String> {
     let record = |migration: &Migration| {
         let (version, name) = (migration.version(), migration.name().to_owned());
@@ -61,9 +54,8 @@ pub fn records(migrations: &[Migration]) -> Result<Vec<Record>, String> {
     migrations.iter().map(record).collect()
 }
 
-/// Refuses (with why) a database that holds a migration newer than `ours` unless its
-/// record says this release works with it. Runs inside the migrations' transaction,
-/// after [`CREATE`], before refinery.
+/// Refuses (with why) a database that holds a migration newer than `ours` unless its record
+/// says this release works with it. Runs in the migrations' transaction, before refinery.
 pub async fn check(client: &Client, ours: &[Record]) -> Result<(), String> {
     let newest = ours.iter().map(|record| record.version).max().unwrap_or(0);
     let history = rows(client, "SELECT to_regclass('refinery_schema_history') IS NOT NULL")
@@ -72,8 +64,7 @@ pub async fn check(client: &Client, ours: &[Record]) -> Result<(), String> {
     if history.first().and_then(|row| row.get(0)) != Some("t") {
         return Ok(());
     }
-    // The records are read only when the history holds something newer: a role that may
-    // only read the history (and use `tasks`) still serves.
+    // Records are read only for newer migrations: a role that may only read history serves.
     let newer = format!("SELECT count(*) FROM refinery_schema_history WHERE version > {newest}");
     let count = rows(client, &newer).await.map_err(|err| err.to_string())?;
     if count.first().and_then(|row| row.get(0)) == Some("0") {
@@ -91,31 +82,25 @@ pub async fn check(client: &Client, ours: &[Record]) -> Result<(), String> {
             (Some(kind), Some(oldest)) if release(this) >= release(oldest) => {
                 log::info!("the database holds {migration} ({kind}), which works with {this}");
             }
-            (Some(kind), Some(oldest)) => {
-                return Err(format!(
-                    "refusing to start: the database holds migration {migration} ({kind}), which \
-                     needs task-api {oldest} or later; this is {this}"
-                ));
-            }
-            _ => {
-                return Err(format!(
-                    "refusing to start: the database holds migration {migration}, which this \
-                     binary does not know, and no record says it keeps {this} working"
-                ));
-            }
+            (Some(kind), Some(oldest)) => Err(format!(
+                "refusing to start: the database holds migration {migration} ({kind}), which \
+                 needs task-api {oldest} or later; this is {this}"
+            ))?,
+            _ => Err(format!(
+                "refusing to start: the database holds migration {migration}, which this \
+                 binary does not know, and no record says it keeps {this} working"
+            ))?,
         }
     }
     Ok(())
 }
 
-/// Writes `ours` into the table (those already there stay as they are); called when
-/// migrations were applied, so a role that only serves needs no right to it.
+/// Writes `ours` into the table, keeping those there; only after migrating, so a role that
+/// only serves needs no right to it.
 pub async fn record(client: &Client, ours: &[Record]) -> Result<(), tokio_postgres::Error> {
-    let values: Vec<String> = ours
-        .iter()
-        // Names are refinery's `\w+`, releases digits and dots: nothing to escape.
-        .map(|r| format!("({}, '{}', '{}', '{}')", r.version, r.name, r.kind, r.oldest))
-        .collect();
+    // Names are refinery's `\w+`, releases digits and dots: nothing to escape.
+    let value = |r: &Record| format!("({}, '{}', '{}', '{}')", r.version, r.name, r.kind, r.oldest);
+    let values: Vec<String> = ours.iter().map(value).collect();
     if values.is_empty() {
         return Ok(());
     }

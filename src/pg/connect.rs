@@ -1,13 +1,12 @@
 //! Connecting: single connections, the pool's connection manager, the start-up wait with
-//! backoff (spec §5), and the rows of a simple query (what a pooler carries). Reading
-//! `DATABASE_URL` is options.rs's job, TLS tls.rs's, and how the pool is used the store's.
+//! backoff (spec §5), and the rows of a simple query (what a pooler carries).
 
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
 use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
+use tokio_postgres::{Client, Error as PgError, SimpleQueryMessage, SimpleQueryRow};
 
 use super::DbOptions;
 use crate::Error;
@@ -31,7 +30,7 @@ pub fn startup_deadline(budget: Duration) -> Instant {
 
 impl DbOptions {
     /// Opens one connection, outside the pool (migrations use it).
-    pub async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
+    pub async fn connect(&self) -> Result<Client, PgError> {
         let (client, connection) = self.pg.connect(self.tls.clone()).await?;
         tokio::spawn(async move {
             if let Err(err) = connection.await {
@@ -54,9 +53,8 @@ impl DbOptions {
     }
 }
 
-/// Connects, retrying with backoff until `deadline` and logging each failure's reason
-/// (spec §5). TLS and login end by the deadline too: a server that accepts and then says
-/// nothing cannot hold start-up. What waiting cannot fix (a wrong password, a missing
+/// Connects, retrying with backoff until `deadline` (TLS and login included) and logging why
+/// each attempt failed (spec §5). What waiting cannot fix (a wrong password, a missing
 /// database, a certificate that does not verify) ends the wait at once.
 pub async fn connect_with_retry(db: &DbOptions, deadline: Instant) -> Result<Client, Error> {
     let (target, mut pause) = (db.target(), Duration::from_millis(100));
@@ -86,29 +84,18 @@ pub async fn connect_with_retry(db: &DbOptions, deadline: Instant) -> Result<Cli
     unreachable!("the retry loop returns")
 }
 
-fn is_permanent(err: &tokio_postgres::Error) -> bool {
+fn is_permanent(err: &PgError) -> bool {
     if let Some(code) = err.code() {
         return code == &SqlState::INVALID_PASSWORD
             || code == &SqlState::INVALID_AUTHORIZATION_SPECIFICATION
             || code == &SqlState::INVALID_CATALOG_NAME;
     }
-    // tokio-postgres does not expose its error kinds; its Display is the kind alone.
-    // A TLS handshake that failed (certificate refused, no TLS on the server) or an
-    // authentication exchange we refused (no channel binding) fails the same way again.
+    // Display is tokio-postgres's private error kind: TLS, or an authentication we refused.
     matches!(err.to_string().as_str(), "error performing TLS handshake" | "authentication error")
 }
 
 /// The rows of a simple query.
-pub async fn rows(
-    client: &Client,
-    query: &str,
-) -> Result<Vec<SimpleQueryRow>, tokio_postgres::Error> {
-    let messages = client.simple_query(query).await?;
-    Ok(messages
-        .into_iter()
-        .filter_map(|message| match message {
-            SimpleQueryMessage::Row(row) => Some(row),
-            _ => None,
-        })
-        .collect())
+pub async fn rows(client: &Client, query: &str) -> Result<Vec<SimpleQueryRow>, PgError> {
+    let row = |message| if let SimpleQueryMessage::Row(row) = message { Some(row) } else { None };
+    Ok(client.simple_query(query).await?.into_iter().filter_map(row).collect())
 }

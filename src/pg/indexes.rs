@@ -1,9 +1,7 @@
-//! Indexes too big to build inside a migration's transaction (refinery wraps each one in
-//! its transaction, and `CREATE INDEX CONCURRENTLY` cannot run in one): the files of
-//! `sql/indexes/`, `I<n>__<index name>.sql`, each one `CREATE INDEX CONCURRENTLY IF NOT
-//! EXISTS`. They are built after the migrations, by one process at a time (a session-level
-//! advisory lock of their own, so replicas that start meanwhile still migrate and serve),
-//! and built again when PostgreSQL left one invalid (a build that failed or was cut).
+//! Indexes too big for a migration's transaction: `sql/indexes/I<n>__<index name>.sql`, each
+//! a `CREATE INDEX CONCURRENTLY IF NOT EXISTS` (which no transaction may hold). Built after the
+//! migrations, by one process at a time (under a session lock of their own, so replicas still
+//! start meanwhile), and again when PostgreSQL left one invalid (a build cut short).
 
 use tokio_postgres::Client;
 
@@ -11,8 +9,7 @@ use super::connect::rows;
 
 /// The indexes of `sql/indexes/`, as the build embedded them: (file stem, SQL).
 const INDEXES: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/indexes.rs"));
-/// The advisory lock of index builds, "taskapj": not the migrations' ("taskapi", one less),
-/// so they need not wait.
+/// The advisory lock of index builds, "taskapj": not the migrations' ("taskapi").
 const BUILD_LOCK_KEY: i64 = 0x0074_6173_6b61_706a;
 
 /// Whether this binary has indexes to build.
@@ -20,9 +17,8 @@ pub fn any() -> bool {
     !INDEXES.is_empty()
 }
 
-/// Builds each index that is missing or invalid, on `client` (a direct connection: a
-/// pooler in transaction mode would lose the session's lock); `Ok(false)` when another
-/// process holds the lock, and so is building them.
+/// Builds each index that is missing or invalid, on `client` (a direct connection: a pooler
+/// would lose the session's lock); `Ok(false)` when another process holds the lock.
 pub async fn build(client: &Client) -> Result<bool, tokio_postgres::Error> {
     let locked = rows(client, &format!("SELECT pg_try_advisory_lock({BUILD_LOCK_KEY})")).await?;
     if locked.first().and_then(|row| row.get(0)) != Some("t") {

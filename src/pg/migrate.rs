@@ -1,7 +1,5 @@
-//! The schema: refinery's migrations from `sql/`, embedded at build time, applied in one
-//! transaction that first takes an advisory lock, so replicas starting together migrate once
-//! (spec §5), through a transaction-mode pooler too. Newer migrations than ours are refused
-//! unless their records (compat.rs) say this release works with them.
+//! The schema: refinery's migrations from `sql/`, embedded, applied in one transaction that
+//! first takes an advisory lock, so replicas starting together migrate once (spec §5).
 
 use std::io;
 
@@ -56,9 +54,8 @@ pub fn run(config: Config) -> Result<(), Error> {
     })
 }
 
-/// Applies pending migrations on `client` (a connection to `db`) and names them
-/// (`V1__create_tasks`). Waits for another process migrating the same database, but not
-/// past `deadline`: then it names the sessions it waited for, and fails.
+/// Applies pending migrations on `client` (connected to `db`) and names them. Waits for
+/// another process migrating till `deadline`, then fails naming the sessions it waited for.
 pub async fn apply(
     db: &DbOptions,
     client: &mut Client,
@@ -69,9 +66,8 @@ pub async fn apply(
     // Simple queries only, here too: a pooler in transaction mode keeps no prepared one.
     let pid = rows(client, "SELECT pg_backend_pid()").await.map_err(db_failed)?;
     let pid: i32 = pid.first().and_then(|row| row.get(0)?.parse().ok()).unwrap_or(0);
-    // One transaction, the lock its first statement: the lock lasts exactly as long as
-    // the migrations do, and is not a session's, which a pooler in transaction mode
-    // would hand to others. All of a run's migrations commit together, or none.
+    // The lock is the transaction's, not a session's (which a pooler would hand on): it lasts
+    // as long as the migrations, which commit together or not at all.
     let ours = compat::records(&migrations()).map_err(|err| failed(&err))?;
     let locked_run = async {
         let lock = format!("BEGIN; SELECT pg_advisory_xact_lock({LOCK_KEY}); {}", compat::CREATE);
@@ -93,8 +89,7 @@ pub async fn apply(
         report.map_err(db_failed)
     };
     let Ok(report) = tokio::time::timeout_at(deadline, locked_run).await else {
-        // Still waiting on the server: ask, from another connection, who for. The
-        // process exits next, and with it this connection and its waiting statement.
+        // Ask, from another connection, who for; exiting next ends the waiting statement.
         return Err(Error::Startup(format!(
             "migrations still waiting at the end of DATABASE_STARTUP_TIMEOUT for a lock \
              held by {}",
@@ -119,15 +114,9 @@ fn refused(err: refinery::Error) -> Error {
     })
 }
 
-/// refinery's runner inside the transaction [`apply`] opened, not one per migration (which
-/// would commit [`apply`]'s and end its lock). Simple queries only, so that a pooler in
-/// transaction mode, which keeps no prepared statement, can carry them.
+/// refinery's runner inside [`apply`]'s transaction, not one per migration (which would
+/// commit it and end its lock); simple queries only, which a pooler in transaction mode carries.
 struct InTransaction<'a>(&'a Client);
-
-/// A failure while reading or writing the history, as an error type refinery accepts.
-fn history_error(err: tokio_postgres::Error) -> io::Error {
-    io::Error::other(describe(&err))
-}
 
 impl AsyncTransaction for InTransaction<'_> {
     type Error = io::Error;
@@ -138,7 +127,7 @@ impl AsyncTransaction for InTransaction<'_> {
     ) -> Result<usize, Self::Error> {
         let mut count = 0;
         for query in queries {
-            self.0.batch_execute(query).await.map_err(history_error)?;
+            self.0.batch_execute(query).await.map_err(|err| io::Error::other(describe(&err)))?;
             count += 1;
         }
         Ok(count)
@@ -155,20 +144,18 @@ impl AsyncQuery<Vec<Migration>> for InTransaction<'_> {
             Some(Migration::applied(version, row.get(1)?.to_owned(), on, row.get(3)?.parse().ok()?))
         };
         let unreadable = |row: &SimpleQueryRow| {
-            let version = row.get(0).unwrap_or("?");
-            io::Error::other(format!(
-                "an unreadable row in the migration history (version {version})"
-            ))
+            let v = row.get(0).unwrap_or("?");
+            io::Error::other(format!("an unreadable row in the migration history (version {v})"))
         };
-        let rows = rows(self.0, query).await.map_err(history_error)?;
+        let rows = rows(self.0, query).await.map_err(|err| io::Error::other(describe(&err)))?;
         rows.iter().map(|row| applied(row).ok_or_else(|| unreadable(row))).collect()
     }
 }
 
 impl AsyncMigrate for InTransaction<'_> {}
 
-/// The sessions that block backend `pid`, as `pid 123 (application_name "psql", user
-/// "app", state "idle in transaction")`; within a couple of seconds, or a reason why not.
+/// The sessions that block backend `pid` (`pid 123 (application_name "psql", user "app",
+/// state "idle in transaction")`), or why they are unknown.
 async fn blockers(db: &DbOptions, pid: i32) -> String {
     const LOOKUP: Duration = Duration::from_secs(2);
     let lookup = async {

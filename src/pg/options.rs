@@ -1,6 +1,5 @@
-//! `DATABASE_URL` → [`DbOptions`]: each libpq keyword, with libpq's meaning (spec §4).
-//! Splitting the string is url.rs's job, certificate checks tls.rs's. What cannot be
-//! honoured is an error naming the parameter, never repeating a value (it may be a password).
+//! `DATABASE_URL` → [`DbOptions`]: each libpq keyword, with libpq's meaning (spec §4); what
+//! cannot be honoured is an error naming the parameter, never its value (it may be a password).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,8 +14,7 @@ use super::url;
 
 /// A TCP connect that takes longer than this counts as a failure, unless the URL sets one.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// TCP keepalive on every database connection, unless the URL says otherwise: an idle
-/// connection to a peer that vanished is found dead within about 5 + 3 × 2 s.
+/// TCP keepalive unless the URL says otherwise: a vanished peer is found in about 5 + 3 × 2 s.
 const KEEPALIVES_IDLE: Duration = Duration::from_secs(5);
 const KEEPALIVES_INTERVAL: Duration = Duration::from_secs(2);
 const KEEPALIVES_RETRIES: u32 = 3;
@@ -34,6 +32,13 @@ const UNSUPPORTED: &str = "sslcert sslkey sslpassword sslcertmode sslcrl sslcrld
     sslkeylogfile ssl_max_protocol_version requirepeer require_auth krbsrvname gsslib \
     gssdelegation service passfile replication min_protocol_version max_protocol_version \
     scram_client_key scram_server_key oauth_issuer oauth_client_id";
+/// Keywords task-api can meet only with libpq's default values: (keyword, those values, why).
+const DEFAULTS_ONLY: [(&str, &str, &str); 4] = [
+    ("sslnegotiation", "postgres", "only 'postgres' is supported"),
+    ("gssencmode", "disable prefer allow", "GSSAPI encryption is not supported; use sslmode"),
+    ("sslsni", "1", "only 1 is supported"),
+    ("client_encoding", "UTF8 utf8 UTF-8 utf-8 auto", "only UTF8 is supported"),
+];
 
 /// A parsed `DATABASE_URL`: where to connect, as whom, and with what TLS.
 #[derive(Clone)]
@@ -76,14 +81,13 @@ impl DbOptions {
     /// The server's `host:port` (each, comma-separated, when there are several).
     pub fn address(&self) -> String {
         let pg = &self.pg;
+        let name = |host: &Host| match host {
+            Host::Tcp(name) => name.clone(),
+            Host::Unix(path) => path.display().to_string(),
+        };
         let hosts: Vec<String> = match pg.get_hosts() {
             [] => pg.get_hostaddrs().iter().map(IpAddr::to_string).collect(),
-            hosts => (hosts.iter())
-                .map(|host| match host {
-                    Host::Tcp(name) => name.clone(),
-                    Host::Unix(path) => path.display().to_string(),
-                })
-                .collect(),
+            hosts => hosts.iter().map(name).collect(),
         };
         let ports: Vec<String> = pg.get_ports().iter().map(u16::to_string).collect();
         let ports = if ports.is_empty() { "5432".into() } else { ports.join(",") };
@@ -103,13 +107,11 @@ struct Settings(BTreeMap<String, String>);
 
 impl Settings {
     fn parse(text: &str) -> Result<Settings, String> {
-        // Where a keyword repeats, the last one wins, as in libpq.
-        let mut given = BTreeMap::new();
-        for (ordinal, (key, value)) in url::parse(text)?.into_iter().enumerate() {
+        let mut given = BTreeMap::new(); // a repeated keyword: the last wins, as in libpq
+        for ((key, value), ordinal) in url::parse(text)?.into_iter().zip(1..) {
             let listed = |list: &str| list.split_whitespace().any(|k| k == key);
             if !listed(SUPPORTED) && !listed(UNSUPPORTED) {
                 // Not shown: a word that is no keyword may be part of a password.
-                let ordinal = ordinal + 1;
                 return Err(format!("parameter {ordinal} is not a libpq connection parameter"));
             }
             given.insert(key, value);
@@ -123,9 +125,7 @@ impl Settings {
 
     /// The comma-separated entries of a list keyword (`host=h1,h2`).
     fn list(&self, key: &str) -> Vec<&str> {
-        self.get(key)
-            .filter(|list| !list.is_empty())
-            .map_or(Vec::new(), |list| list.split(',').collect())
+        self.get(key).filter(|list| !list.is_empty()).map_or(vec![], |l| l.split(',').collect())
     }
 
     fn integer(&self, key: &'static str) -> Result<Option<i64>, String> {
@@ -140,6 +140,14 @@ impl Settings {
         Ok(secs.map_or(default, |secs| Duration::from_secs(secs.max(0) as u64)))
     }
 
+    /// The value of `key` among `choices` (named in the error), or `default` when not given.
+    fn choice<T: Copy>(&self, key: &str, default: T, choices: &[(&str, T)]) -> Result<T, String> {
+        let Some(given) = self.get(key) else { return Ok(default) };
+        let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+        let found = choices.iter().find(|(name, _)| *name == given).map(|(_, value)| *value);
+        found.ok_or_else(|| format!("{key}: not one of {}", names.join(", ")))
+    }
+
     fn apply(self) -> Result<DbOptions, String> {
         if let Some(key) = UNSUPPORTED.split_whitespace().find(|key| self.0.contains_key(*key)) {
             return Err(format!("{key}: not supported by task-api"));
@@ -152,9 +160,8 @@ impl Settings {
             pg.hostaddr(addr.parse().map_err(|_| "hostaddr: not an IP address")?);
         }
         for port in self.list("port") {
-            // An empty entry in a list means the default port, as in libpq.
             pg.port(match port {
-                "" => 5432,
+                "" => 5432, // an empty entry: the default, as in libpq
                 port => port.parse().map_err(|_| "port: not a port number")?,
             });
         }
@@ -175,8 +182,7 @@ impl Settings {
         let application_name = self.get("application_name").or(fallback);
         pg.application_name(application_name.unwrap_or("task-api"));
 
-        // libpq's units: seconds, but milliseconds for tcp_user_timeout. A connect_timeout
-        // of zero or less waits without limit, and 1 counts as 2.
+        // libpq's units: seconds (ms for tcp_user_timeout); connect_timeout ≤ 0 waits on, 1 is 2.
         match self.integer("connect_timeout")? {
             None => pg.connect_timeout(CONNECT_TIMEOUT),
             Some(secs) if secs > 0 => pg.connect_timeout(Duration::from_secs(secs.max(2) as u64)),
@@ -189,8 +195,7 @@ impl Settings {
         pg.keepalives_retries(retries.unwrap_or(KEEPALIVES_RETRIES));
         match self.integer("tcp_user_timeout")? {
             None => pg.tcp_user_timeout(TCP_USER_TIMEOUT),
-            // libpq: 0 leaves the system default.
-            Some(0) => &mut pg,
+            Some(0) => &mut pg, // libpq: 0 leaves the system default
             Some(ms) => pg.tcp_user_timeout(Duration::from_millis(ms.max(0) as u64)),
         };
 
@@ -198,54 +203,28 @@ impl Settings {
             None | Some("any") => TargetSessionAttrs::Any,
             Some("read-write") => TargetSessionAttrs::ReadWrite,
             Some("read-only") => TargetSessionAttrs::ReadOnly,
-            Some("primary" | "standby" | "prefer-standby") => {
-                return Err("target_session_attrs: only any, read-write and read-only are \
-                            supported (read-write finds the primary)"
-                    .into());
-            }
-            Some(_) => return Err("target_session_attrs: not a value libpq knows".into()),
+            Some("primary" | "standby" | "prefer-standby") => Err("target_session_attrs: only \
+                any, read-write and read-only are supported (read-write finds the primary)")?,
+            Some(_) => Err("target_session_attrs: not a value libpq knows")?,
         });
-        pg.load_balance_hosts(match self.get("load_balance_hosts") {
-            None | Some("disable") => LoadBalanceHosts::Disable,
-            Some("random") => LoadBalanceHosts::Random,
-            Some(_) => return Err("load_balance_hosts: not one of disable, random".into()),
-        });
-        // Keywords whose values task-api can meet only as libpq's defaults.
-        for (key, allowed, why) in [
-            ("sslnegotiation", "postgres", "only 'postgres' is supported"),
-            (
-                "gssencmode",
-                "disable prefer allow",
-                "GSSAPI encryption is not supported; use sslmode",
-            ),
-            ("sslsni", "1", "only 1 is supported"),
-            ("client_encoding", "UTF8 utf8 UTF-8 utf-8 auto", "only UTF8 is supported"),
-        ] {
-            if let Some(value) = self.get(key)
-                && !allowed.split(' ').any(|a| a == value)
-            {
+        let (disable, random) = (LoadBalanceHosts::Disable, LoadBalanceHosts::Random);
+        let balance = [("disable", disable), ("random", random)];
+        pg.load_balance_hosts(self.choice("load_balance_hosts", disable, &balance)?);
+        for (key, allowed, why) in DEFAULTS_ONLY {
+            if self.get(key).is_some_and(|value| !allowed.split(' ').any(|a| a == value)) {
                 return Err(format!("{key}: {why}"));
             }
         }
 
         let (ssl_mode, roots) = self.tls()?;
         // TLS 1.2 is rustls's floor, above libpq's default minimum.
-        let versions = match self.get("ssl_min_protocol_version") {
-            None | Some("TLSv1" | "TLSv1.1" | "TLSv1.2") => rustls::DEFAULT_VERSIONS,
-            Some("TLSv1.3") => &[&rustls::version::TLS13],
-            Some(_) => {
-                return Err(
-                    "ssl_min_protocol_version: not one of TLSv1, TLSv1.1, TLSv1.2, TLSv1.3".into(),
-                );
-            }
-        };
+        let (all, tls13) = (rustls::DEFAULT_VERSIONS, &[&rustls::version::TLS13][..]);
+        let versions = [("TLSv1", all), ("TLSv1.1", all), ("TLSv1.2", all), ("TLSv1.3", tls13)];
+        let versions = self.choice("ssl_min_protocol_version", all, &versions)?;
         pg.ssl_mode(ssl_mode.transport());
-        pg.channel_binding(match self.get("channel_binding") {
-            None | Some("prefer") => ChannelBinding::Prefer,
-            Some("disable") => ChannelBinding::Disable,
-            Some("require") => ChannelBinding::Require,
-            Some(_) => return Err("channel_binding: not one of disable, prefer, require".into()),
-        });
+        use ChannelBinding::{Disable, Prefer, Require};
+        let bindings = [("disable", Disable), ("prefer", Prefer), ("require", Require)];
+        pg.channel_binding(self.choice("channel_binding", Prefer, &bindings)?);
         let tls = tls::connector(ssl_mode, &roots, versions)?;
         Ok(DbOptions { pg, ssl_mode, tls })
     }
@@ -263,18 +242,14 @@ impl Settings {
         };
         let mode = match (asked, &roots) {
             (None, Roots::System) | (Some(SslMode::VerifyFull), _) => SslMode::VerifyFull,
-            (Some(mode), Roots::System) => {
-                return Err(format!(
-                    "sslrootcert: sslrootcert=system may be used only with \
-                     sslmode=verify-full, not {mode}"
-                ));
-            }
+            (Some(mode), Roots::System) => Err(format!(
+                "sslrootcert: sslrootcert=system may be used only with sslmode=verify-full, \
+                 not {mode}"
+            ))?,
             (Some(SslMode::Require), Roots::File(_)) => SslMode::VerifyCa,
-            (Some(SslMode::VerifyCa), Roots::Default) => {
-                return Err("sslrootcert: sslmode=verify-ca needs sslrootcert=<file> (the CA \
-                            that signed the server's certificate), or use sslmode=verify-full"
-                    .into());
-            }
+            (Some(SslMode::VerifyCa), Roots::Default) => Err("sslrootcert: sslmode=verify-ca \
+                needs sslrootcert=<file> (the CA that signed the server's certificate), or use \
+                sslmode=verify-full")?,
             (Some(mode), _) => mode,
             (None, _) => SslMode::Prefer,
         };
@@ -286,8 +261,9 @@ impl Settings {
 mod tests {
     use super::*;
 
-    /// Each string's target, or the start of the error that refuses it. What sslrootcert
-    /// and sslmode do together is tests/api/tls.rs's, against a server.
+    /// Each string's target, or the start of the error that refuses it, which never repeats
+    /// the password (`hunter2`). tests/api/tls.rs has sslrootcert and sslmode against a server,
+    /// tests/api/cli.rs a bad sslmode and a bad port through the binary.
     #[test]
     fn follows_libpq() {
         for case in [
@@ -299,46 +275,33 @@ mod tests {
             "host=h user=u channel_binding=maybe => channel_binding:",
             "postgres://h/d => no user name given",
             "user=u dbname=d => no host given",
+            "postgres://u:hunter2%g@h => the password holds an invalid percent-encoding",
+            "postgres://u:hunter2@h?hunter2 => URI query parameter 1 has no '='",
+            "postgres://u:hunter2@h?a=hunter2=x => URI query parameter 1 has more than one '='",
+            "postgres://u:p@h/d?password=a&hunter2 => URI query parameter 2 has no '='",
+            "host=h password=hunter2 user => word 3 has no '=' after it",
+            "host=h password=hun ter2 user=u => word 3 has no '=' after it",
+            "host=h password='hunter2 => value 2 has no closing quote",
+            "host=h user=u password=a hunter2=b => parameter 4 is not a libpq connection parameter",
+            "hunter2 => must be a postgres:// URL or a key=value connection string",
         ] {
             let (text, expected) = case.split_once(" => ").unwrap();
             let got = DbOptions::parse(text).map_or_else(|err| err, |db| db.target());
-            assert!(got.starts_with(expected), "{text}: {got}");
+            let leaked = got.contains("hunter") || got.contains("ter2");
+            assert!(got.starts_with(expected) && !leaked, "{text}: {got}");
         }
     }
 
     #[test]
     fn libpq_units_and_names() {
-        let db = DbOptions::parse(
-            "host=h user=u connect_timeout=1 tcp_user_timeout=2500 keepalives_count=7 \
-             application_name=x channel_binding=require",
-        )
-        .unwrap();
-        let pg = &db.pg;
-        assert_eq!(pg.get_connect_timeout(), Some(&Duration::from_secs(2)));
-        let tcp_user_timeout = Duration::from_millis(2500);
-        assert_eq!(pg.get_tcp_user_timeout(), Some(&tcp_user_timeout));
-        assert_eq!(pg.get_keepalives_retries(), Some(7));
-        assert_eq!(pg.get_application_name(), Some("x"));
-        assert_eq!(pg.get_channel_binding(), ChannelBinding::Require);
-    }
-
-    // tests/api/cli.rs has a bad sslmode and a bad port, through the binary.
-    #[test]
-    fn errors_never_repeat_the_password() {
-        for text in [
-            "postgres://u:hunter2%g@h",
-            "postgres://u:hunter2@h?hunter2",
-            "postgres://u:hunter2@h?a=hunter2=x",
-            "postgres://u:p@h/d?password=a&hunter2",
-            "host=h password=hunter2 user",
-            "host=h password=hun ter2 user=u",
-            "host=h password='hunter2",
-            "host=h user=u password=a hunter2=b",
-            "hunter2",
-        ] {
-            let err = DbOptions::parse(text).expect_err("refused");
-            let leaked = err.contains("hunter") || err.contains("ter2");
-            assert!(!leaked, "{text}: {err}");
-        }
+        let text = "host=h user=u connect_timeout=1 tcp_user_timeout=2500 keepalives_count=7 \
+                    application_name=x channel_binding=require";
+        let pg = DbOptions::parse(text).unwrap().pg;
+        let got =
+            (pg.get_connect_timeout(), pg.get_tcp_user_timeout(), pg.get_keepalives_retries());
+        let secs = Duration::from_secs_f64;
+        assert_eq!(got, (Some(&secs(2.0)), Some(&secs(2.5)), Some(7)));
+        let named = (pg.get_application_name(), pg.get_channel_binding());
+        assert_eq!(named, (Some("x"), ChannelBinding::Require));
     }
 }

@@ -1,6 +1,5 @@
 //! libpq's `sslmode` on rustls (spec §4): tokio-postgres only decides whether to encrypt;
-//! which certificate checks happen is decided here, by the verifier each mode gets. Which
-//! mode and roots a URL asks for is options.rs's business.
+//! the verifier each mode gets here decides which certificate checks happen.
 
 use std::fmt;
 use std::sync::Arc;
@@ -73,8 +72,7 @@ impl fmt::Display for SslMode {
 /// The roots a verifying mode trusts: `sslrootcert`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Roots {
-    /// None given: the Mozilla roots compiled into the binary (a scratch image has no
-    /// CA bundle).
+    /// None given: the Mozilla roots compiled in (a scratch image has no CA bundle).
     Default,
     /// `sslrootcert=system`: the same compiled-in roots, asked for by name.
     System,
@@ -82,8 +80,7 @@ pub enum Roots {
     File(String),
 }
 
-/// The TLS connector for `mode`, trusting `roots` when the mode verifies the chain, and
-/// speaking only the TLS `versions` given.
+/// The TLS connector for `mode`, trusting `roots` if it checks the chain, speaking `versions`.
 pub fn connector(
     mode: SslMode,
     roots: &Roots,
@@ -125,16 +122,12 @@ pub fn root_store(roots: &Roots) -> Result<RootCertStore, String> {
         let cert = cert.map_err(|e| unreadable(&e))?;
         store.add(cert).map_err(|e| unreadable(&e))?;
     }
-    if store.is_empty() {
-        return Err(unreadable(&"no certificate in file"));
-    }
-    Ok(store)
+    (!store.is_empty()).then_some(store).ok_or_else(|| unreadable(&"no certificate in file"))
 }
 
-/// The checks below verify-full, as libpq makes them: none about who answers without a
-/// `chain` (`prefer`, `require`); with one (`verify-ca`), webpki's, except that a name error
-/// is accepted (webpki checks the name after the chain, so the chain was good). Handshake
-/// signatures are verified either way, so the session is sound.
+/// The checks below verify-full, as libpq's: none without a `chain` (`prefer`, `require`);
+/// with one (`verify-ca`), webpki's, but a name error passes (webpki checks the name after the
+/// chain). Handshake signatures are verified either way, so the session is sound.
 #[derive(Debug)]
 struct Lenient {
     chain: Option<Arc<WebPkiServerVerifier>>,
@@ -150,9 +143,7 @@ impl ServerCertVerifier for Lenient {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let Some(chain) = &self.chain else {
-            return Ok(ServerCertVerified::assertion());
-        };
+        let Some(chain) = &self.chain else { return Ok(ServerCertVerified::assertion()) };
         match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },

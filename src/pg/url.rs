@@ -1,6 +1,5 @@
-//! libpq connection strings, split as libpq's `fe-connect.c` splits them: a URI or a
-//! `keyword=value` string becomes keyword/value pairs, in order; what they mean is
-//! options.rs's business. No error quotes the input: any part may be a password.
+//! libpq connection strings (a URI or `keyword=value`s) split into pairs as `fe-connect.c`
+//! splits them; no error quotes the input, any part may be a password. Meaning is options.rs's.
 
 /// Keyword/value pairs in the order given; where a keyword repeats, the last one wins.
 pub type Pairs = Vec<(String, String)>;
@@ -15,10 +14,9 @@ pub fn parse(text: &str) -> Result<Pairs, String> {
 }
 
 /// `[user[:password]@][host][:port][,...][/dbname][?param1=value1&...]`, as libpq's
-/// `conninfo_uri_parse_options` reads it. The credentials are there only when an `@`
-/// comes before the first `/`, and they end at the first `@`; a `?` inside them is
-/// part of the password. Hosts end at `:`, `/`, `?` or `,`; an IPv6 address is in
-/// brackets. Every part is percent-decoded; `#` means nothing special.
+/// `conninfo_uri_parse_options` reads it: credentials only when an `@` comes before the first
+/// `/`, ending at the first `@` (a `?` in them is the password's); hosts end at `:`, `/`, `?`
+/// or `,`, an IPv6 one is in brackets. Every part is percent-decoded; `#` is nothing special.
 fn parse_uri(uri: &str) -> Result<Pairs, String> {
     let mut pairs = Pairs::new();
     // A part, percent-decoded (`what` names it in an error); nothing when it is empty.
@@ -45,9 +43,8 @@ fn parse_uri(uri: &str) -> Result<Pairs, String> {
                 }
                 let after = &bracketed[end + 1..];
                 if !matches!(after.bytes().next(), None | Some(b':' | b'/' | b'?' | b',')) {
-                    return Err("an IPv6 host address is followed by something other \
-                                than ':', '/', '?' or ','"
-                        .into());
+                    Err("an IPv6 host address is followed by something other than ':', '/', \
+                         '?' or ','")?;
                 }
                 (&bracketed[..end], after)
             }
@@ -79,8 +76,7 @@ fn parse_uri(uri: &str) -> Result<Pairs, String> {
         rest = &path[end..];
     }
     if let Some(query) = rest.strip_prefix('?') {
-        for (n, param) in query.split('&').enumerate().filter(|(_, p)| !p.is_empty()) {
-            let ordinal = n + 1;
+        for (param, ordinal) in query.split('&').zip(1..).filter(|(param, _)| !param.is_empty()) {
             let (key, value) = param
                 .split_once('=')
                 .ok_or_else(|| format!("URI query parameter {ordinal} has no '=' (key=value)"))?;
@@ -101,8 +97,8 @@ fn parse_uri(uri: &str) -> Result<Pairs, String> {
     Ok(pairs)
 }
 
-/// libpq's percent-decoding, stricter than `percent_decode`'s: every `%` starts two hex
-/// digits, `%00` is refused, and `+` stays a plus. `what` names the part in an error.
+/// libpq's percent-decoding: every `%` starts two hex digits, `%00` is refused, `+` stays a
+/// plus; `what` names the part in an error.
 fn decode(text: &str, what: &str) -> Result<String, String> {
     for (at, _) in text.match_indices('%') {
         match text.as_bytes().get(at + 1..at + 3) {
@@ -123,14 +119,10 @@ fn parse_key_values(text: &str) -> Result<Pairs, String> {
     let mut chars = text.chars().peekable();
     loop {
         while chars.next_if(|c| c.is_ascii_whitespace()).is_some() {}
-        if chars.peek().is_none() {
-            break;
-        }
+        let Some(_) = chars.peek() else { break };
         let ordinal = pairs.len() + 1;
-        let mut key = String::new();
-        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_ascii_whitespace()) {
-            key.push(c);
-        }
+        let key = std::iter::from_fn(|| chars.next_if(|c| *c != '=' && !c.is_ascii_whitespace()));
+        let key: String = key.collect();
         while chars.next_if(|c| c.is_ascii_whitespace()).is_some() {}
         if chars.next_if(|c| *c == '=').is_none() {
             // The word is not shown: it may be the rest of a password with a blank in it.
@@ -152,8 +144,7 @@ fn parse_key_values(text: &str) -> Result<Pairs, String> {
             }
         } else {
             while let Some(c) = chars.next_if(|c| !c.is_ascii_whitespace()) {
-                let c = if c == '\\' { chars.next() } else { Some(c) };
-                value.extend(c);
+                value.extend(if c == '\\' { chars.next() } else { Some(c) });
             }
         }
         pairs.push((key, value));
