@@ -77,24 +77,15 @@ impl Metrics {
         };
         let registry = &mut m.registry;
         registry.register("http_requests", "HTTP requests answered", m.requests.clone());
-        let help = "Time from request head to response, by route";
-        registry.register_with_unit(
-            "http_request_duration",
-            help,
-            Unit::Seconds,
-            m.latency.clone(),
-        );
-        registry.register(
-            "http_connections_closed",
-            "Client connections the server ended, by reason: a deadline, MAX_CONNECTIONS, or a \
-             request head it could not parse (malformed) or over 16 KiB (head_too_large)",
-            m.connections_cut.clone(),
-        );
-        registry.register(
-            "http_unanswered",
-            "Writes answered by closing the connection: the database gave no verdict in time",
-            m.unanswered.clone(),
-        );
+        let (name, help) =
+            ("http_request_duration", "Time from request head to response, by route");
+        registry.register_with_unit(name, help, Unit::Seconds, m.latency.clone());
+        let help = "Client connections the server ended, by reason: a deadline, MAX_CONNECTIONS, \
+            or a request head it could not parse (malformed) or over 16 KiB (head_too_large)";
+        registry.register("http_connections_closed", help, m.connections_cut.clone());
+        let help =
+            "Writes answered by closing the connection: the database gave no verdict in time";
+        registry.register("http_unanswered", help, m.unanswered.clone());
         let (max, applied) = (Gauge::default(), Gauge::default());
         set(&max, pool_max);
         set(&applied, migrations_applied);

@@ -44,7 +44,7 @@ pub struct TraceConfig {
     /// `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`: longer text values are cut to this many chars.
     pub value_limit: usize,
     /// `TRACES_MAX_PER_SECOND`: requests traced a second at most; the rest are counted.
-    pub max_per_second: u32,
+    pub max_per_second: usize,
 }
 
 /// The signal's own variable when it is set (the spec: it wins), else the base one.
@@ -60,14 +60,11 @@ pub fn parse(env: &Env) -> Result<Option<TraceConfig>, ConfigError> {
         move |err: ConfigError| ConfigError { reason: format!("{}: {why}", err.reason), ..err }
     };
     // The spec's booleans ignore case.
-    let disabled = env.get("OTEL_SDK_DISABLED").map(|v| v.to_ascii_lowercase());
-    if disabled.as_deref().is_some_and(|v| v != "true" && v != "false") {
-        return Err(ConfigError::invalid("OTEL_SDK_DISABLED", "must be true or false"));
-    }
+    let boolean =
+        |v: &str| v.to_ascii_lowercase().parse().map_err(|_| "must be true or false".into());
+    let disabled = env.read("OTEL_SDK_DISABLED", boolean)?.unwrap_or(false);
     let exporting = env.one_of("OTEL_TRACES_EXPORTER", true, &[("otlp", true), ("none", false)]);
-    if !exporting.map_err(only("task-api exports OTLP only"))?
-        || disabled.as_deref() == Some("true")
-    {
+    if !exporting.map_err(only("task-api exports OTLP only"))? || disabled {
         return Ok(None);
     }
     let base = "OTEL_EXPORTER_OTLP_ENDPOINT";
@@ -77,44 +74,38 @@ pub fn parse(env: &Env) -> Result<Option<TraceConfig>, ConfigError> {
         return Ok(None);
     };
     let var = either(env, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL");
-    let protobuf = env.one_of(var, (), &[("http/protobuf", ())]);
-    protobuf.map_err(only("task-api sends no gRPC or JSON"))?;
-    let var = either(env, "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS");
-    let headers = env.read(var, headers_of)?.unwrap_or(Headers(Vec::new()));
-    let var = either(env, "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT");
-    let timeout = Duration::from_millis(env.count(var, 10_000)?);
-    let var =
+    env.one_of(var, (), &[("http/protobuf", ())])
+        .map_err(only("task-api sends no gRPC or JSON"))?;
+    let headers = either(env, "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS");
+    let timeout = either(env, "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT");
+    let roots =
         either(env, "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE");
     // Read now, so a missing or empty file stops start-up, naming the variable.
-    let roots = env.read(var, |path| {
+    let file = |path: &str| {
         let roots = Roots::File(path.into());
         tls::root_store(&roots).map(|_| roots)
-    })?;
-    let roots = roots.unwrap_or(Roots::Default);
-    let name = env.get("OTEL_TRACES_SAMPLER").unwrap_or("parentbased_always_on".into());
-    let sampler = Sampler::parse(&name, env.get("OTEL_TRACES_SAMPLER_ARG").as_deref())?;
-    let max_queue = env.count("OTEL_BSP_MAX_QUEUE_SIZE", 2048)?;
-    let max_batch = env.count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)?;
-    if max_batch > max_queue {
+    };
+    let sampler = env.get("OTEL_TRACES_SAMPLER").unwrap_or("parentbased_always_on".into());
+    let limit =
+        either(env, "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT");
+    let config = TraceConfig {
+        endpoint,
+        headers: env.read(headers, headers_of)?.unwrap_or(Headers(Vec::new())),
+        timeout: Duration::from_millis(env.count(timeout, 10_000)?),
+        roots: env.read(roots, file)?.unwrap_or(Roots::Default),
+        sampler: Sampler::parse(&sampler, env.get("OTEL_TRACES_SAMPLER_ARG").as_deref())?,
+        max_queue: env.count("OTEL_BSP_MAX_QUEUE_SIZE", 2048)?,
+        max_batch: env.count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)?,
+        max_per_second: env.count("TRACES_MAX_PER_SECOND", DEFAULT_MAX_PER_SECOND)?,
+        value_limit: env.count(limit, DEFAULT_VALUE_LIMIT)?,
+        resource: resource(env)?,
+        schedule_delay: Duration::from_millis(env.count("OTEL_BSP_SCHEDULE_DELAY", 5_000)?),
+    };
+    if config.max_batch > config.max_queue {
         let reason = "must not be more than OTEL_BSP_MAX_QUEUE_SIZE";
         return Err(ConfigError::invalid("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", reason));
     }
-    let max_per_second = env.count("TRACES_MAX_PER_SECOND", DEFAULT_MAX_PER_SECOND)?;
-    let var =
-        either(env, "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT");
-    Ok(Some(TraceConfig {
-        endpoint,
-        headers,
-        timeout,
-        sampler,
-        resource: resource(env)?,
-        roots,
-        schedule_delay: Duration::from_millis(env.count("OTEL_BSP_SCHEDULE_DELAY", 5_000)?),
-        max_queue,
-        max_batch,
-        value_limit: env.count(var, DEFAULT_VALUE_LIMIT)?,
-        max_per_second: u32::try_from(max_per_second).unwrap_or(u32::MAX),
-    }))
+    Ok(Some(config))
 }
 
 /// A collector's URL, `http[s]://host[:port][/path][?query]`, with the spec's rule for the
@@ -129,21 +120,18 @@ fn endpoint(url: &str, signal_path: bool) -> Result<Uri, String> {
     if authority.as_str().contains('@') {
         return Err("must not hold credentials: use OTEL_EXPORTER_OTLP_HEADERS".into());
     }
-    // http::Uri's own port is `None` for one that is not a u16: read the text.
-    if let Some(port) = authority.as_str()[authority.host().len()..].strip_prefix(':')
-        && !port.is_empty()
-        && !port.parse::<u16>().is_ok_and(|port| port > 0)
-    {
-        return Err(format!("'{port}' is not a port"));
+    // http::Uri takes any port text (its port `None` if not a u16): the text says if one was given.
+    let port = &authority.as_str()[authority.host().len()..];
+    if port.len() > 1 && authority.port_u16().is_none_or(|port| port == 0) {
+        return Err(format!("'{}' is not a port", &port[1..]));
     }
     if !signal_path {
         return Ok(uri);
     }
+    let (scheme, path) = (uri.scheme_str().unwrap_or_default(), uri.path().trim_end_matches('/'));
     let query = uri.query().map_or(String::new(), |q| format!("?{q}"));
-    let path = format!("{}/v1/traces{query}", uri.path().trim_end_matches('/'));
-    let mut parts = uri.into_parts();
-    parts.path_and_query = Some(path.parse().map_err(|e| format!("not a URL: {e}"))?);
-    Uri::from_parts(parts).map_err(|e| format!("not a URL: {e}"))
+    let url = format!("{scheme}://{authority}{path}/v1/traces{query}");
+    url.parse().map_err(|e| format!("not a URL: {e}"))
 }
 
 /// `service.name` from `OTEL_SERVICE_NAME`, else `OTEL_RESOURCE_ATTRIBUTES`, else

@@ -4,10 +4,7 @@
 
 use std::fmt;
 
-use hyper::header::{HeaderMap, HeaderName};
-
-/// The request header.
-pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+use hyper::header::HeaderMap;
 
 /// A trace's id, never zero; shown as 32 lowercase hex digits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +50,7 @@ pub fn parent(headers: &HeaderMap) -> Option<SpanContext> {
 /// what follows them): `version-traceid-parentid-flags` in lowercase hex, the version
 /// not `ff` and for `00` nothing more, the ids not all zeros.
 fn traceparent(headers: &HeaderMap) -> Option<(&str, &str, &str)> {
-    let mut values = headers.get_all(&TRACEPARENT).iter();
+    let mut values = headers.get_all("traceparent").iter();
     let value = values.next()?.to_str().ok()?;
     if values.next().is_some() {
         return None; // two parents: neither can be trusted
@@ -71,9 +68,9 @@ fn traceparent(headers: &HeaderMap) -> Option<(&str, &str, &str)> {
         && trace_id.bytes().any(|b| b != b'0')
         && hex(parent_id, 16)
         && parent_id.bytes().any(|b| b != b'0')
-        // A later version may add fields after the flags; version 00 may not.
-        && (hex(flags, 2) || (version != "00" && flags.len() > 2 && hex(&flags[..2], 2)))
-        && (rest.is_empty() || version != "00");
+        // A later version may add to the flags, or fields after them; version 00 may not.
+        && ((version == "00" && hex(flags, 2) && rest.is_empty())
+            || (version != "00" && flags.get(..2).is_some_and(|flags| hex(flags, 2))));
     valid.then_some((trace_id, parent_id, flags))
 }
 
@@ -101,7 +98,7 @@ mod tests {
             (format!("00-{id}-{span}-1"), None),
         ] {
             let mut headers = HeaderMap::new();
-            headers.insert(&TRACEPARENT, value.parse().unwrap());
+            headers.insert("traceparent", value.parse().unwrap());
             let parent = parent(&headers);
             assert_eq!(parent.map(|p| p.sampled), sampled, "{value}");
             assert_eq!(trace_id(&headers), sampled.map(|_| id), "{value}");

@@ -4,14 +4,13 @@
 //! OTLP timeout. A failed export drops its spans, counted and warned of at most every 30 s.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue, USER_AGENT};
-use hyper::{Request, Uri};
+use hyper::Request;
+use hyper::header::{CONTENT_TYPE, HOST, USER_AGENT};
 use hyper_util::rt::TokioIo;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -32,7 +31,7 @@ use tokio_rustls::TlsConnector;
 
 use super::config::TraceConfig;
 use super::sampler::{RateLimit, Sampler};
-use super::span::text;
+use super::text;
 use crate::error::describe;
 use crate::pg::tls::{self, Roots};
 
@@ -40,8 +39,7 @@ use crate::pg::tls::{self, Roots};
 const WARN_EVERY: Duration = Duration::from_secs(30);
 /// Bytes (encoded) that spans queued or being exported hold at most; past it, the queue is full.
 const MAX_QUEUE_BYTES: usize = 4 * 1024 * 1024;
-/// Bytes one export's spans hold at most: well under what collectors take (OpenTelemetry
-/// Collector: 20 MiB).
+/// Bytes one export's spans hold at most: well under collectors' limits (the Collector's: 20 MiB).
 const MAX_EXPORT_BYTES: usize = 1024 * 1024;
 /// The most of a collector's answer that is read.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -57,8 +55,7 @@ struct Counters {
 
 impl Counters {
     fn dropped(&self, reason: &'static str, spans: usize) {
-        let labels = [("reason", reason)];
-        self.dropped.get_or_create(&labels).inc_by(spans as u64);
+        self.dropped.get_or_create(&[("reason", reason)]).inc_by(spans as u64);
     }
 }
 
@@ -86,6 +83,14 @@ impl Tracer {
         let (name, version) = ("task-api".to_owned(), crate::VERSION.to_owned());
         let scope = Some(InstrumentationScope { name, version, ..Default::default() });
         let https = config.endpoint.scheme_str() == Some("https");
+        let shared = Shared {
+            sampler: config.sampler,
+            rate: RateLimit::new(config.max_per_second),
+            value_limit: config.value_limit,
+            spans,
+            flushes,
+            counters: Counters::default(),
+        };
         let export = Export {
             template: ResourceSpans {
                 resource: Some(Resource { attributes, ..Resource::default() }),
@@ -93,33 +98,21 @@ impl Tracer {
                 schema_url: String::new(),
             },
             tls: https.then(|| connector(&config.roots)),
-            endpoint: config.endpoint,
-            headers: config.headers.0,
-            max_batch: config.max_batch,
-            timeout: config.timeout,
-            counters: Counters::default(),
+            config,
+            counters: shared.counters.clone(),
             warned: None,
             unlogged: 0,
         };
-        let shared = Shared {
-            sampler: config.sampler,
-            rate: RateLimit::new(config.max_per_second),
-            value_limit: config.value_limit,
-            spans,
-            flushes,
-            counters: export.counters.clone(),
-        };
-        tokio::spawn(export.run(config.schedule_delay, queue, flush_requests));
+        tokio::spawn(export.run(queue, flush_requests));
         Tracer(Arc::new(shared))
     }
 
     /// Whether one more request may be traced now (`TRACES_MAX_PER_SECOND`), else counts it.
     pub(super) fn admit(&self) -> bool {
-        let admitted = self.0.rate.admit();
-        if !admitted {
+        self.0.rate.admit() || {
             self.0.counters.dropped("rate_limited", 1);
+            false
         }
-        admitted
     }
 
     /// Queues a span that ended, or drops and counts it: the queue is full.
@@ -135,16 +128,12 @@ impl Tracer {
 
     /// Registers `trace_spans_dropped{reason}` and `trace_spans_exported`.
     pub fn register_metrics(&self, registry: &mut Registry) {
-        let counters = &self.0.counters;
-        registry.register(
-            "trace_spans_dropped",
-            "Spans not exported, by reason: queue_full (the exporter is behind), \
-             export_failed, rejected by the collector, or rate_limited (not started: past \
-             TRACES_MAX_PER_SECOND)",
-            counters.dropped.clone(),
-        );
-        let (name, help) = ("trace_spans_exported", "Spans the collector accepted");
-        registry.register(name, help, counters.exported.clone());
+        let help = "Spans not exported, by reason: queue_full (the exporter is behind), \
+            export_failed, rejected by the collector, or rate_limited (not started: past \
+            TRACES_MAX_PER_SECOND)";
+        registry.register("trace_spans_dropped", help, self.0.counters.dropped.clone());
+        let help = "Spans the collector accepted";
+        registry.register("trace_spans_exported", help, self.0.counters.exported.clone());
     }
 
     /// Exports every span finished so far; gives up at `deadline` (the shutdown timeout).
@@ -160,14 +149,11 @@ impl Tracer {
 
 /// The export task's side: the collector, what goes with every export, and the counts.
 struct Export {
-    endpoint: Uri,
-    headers: Vec<(HeaderName, HeaderValue)>,
+    config: TraceConfig,
     /// rustls for https://; the error of a certificate file that went bad since start.
     tls: Option<Result<TlsConnector, String>>,
     /// What every export holds but its spans.
     template: ResourceSpans,
-    max_batch: usize,
-    timeout: Duration,
     counters: Counters,
     /// When a failure was last logged, and how many have not been since.
     warned: Option<Instant>,
@@ -175,33 +161,31 @@ struct Export {
 }
 
 impl Export {
-    /// A batch goes out when it is full, `delay` after the last, or when a flush asks;
-    /// one export at a time, while spans wait in the queue.
+    /// A batch goes out when it is full, `OTEL_BSP_SCHEDULE_DELAY` after the last, or when
+    /// a flush asks; one export at a time, while spans wait in the queue.
     async fn run(
         mut self,
-        delay: Duration,
         mut queue: mpsc::Receiver<Span>,
         mut flushes: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
     ) {
-        let mut batch = Vec::new();
+        let (mut batch, max_batch, delay) =
+            (Vec::new(), self.config.max_batch, self.config.schedule_delay);
         let mut due = Instant::now() + delay;
         loop {
-            let (room, mut flushed) = (self.max_batch - batch.len(), None);
+            let (room, mut flushed) = (max_batch - batch.len(), None);
             tokio::select! {
                 taken = queue.recv_many(&mut batch, room) => {
                     if taken == 0 {
                         // Every sender is gone: nothing more will come.
                         return self.send(batch).await;
                     }
-                    if batch.len() < self.max_batch {
+                    if batch.len() < max_batch {
                         continue;
                     }
                 }
                 () = tokio::time::sleep_until(due) => {}
                 Some(done) = flushes.recv() => {
-                    while let Ok(span) = queue.try_recv() {
-                        batch.push(span);
-                    }
+                    batch.extend(std::iter::from_fn(|| queue.try_recv().ok()));
                     flushed = Some(done);
                 }
             }
@@ -214,28 +198,25 @@ impl Export {
     }
 
     /// Exports `spans`, in parts of at most `max_batch` spans and [`MAX_EXPORT_BYTES`].
-    async fn send(&mut self, spans: Vec<Span>) {
-        let (mut part, mut bytes) = (Vec::new(), 0);
-        for span in spans {
-            let size = span.encoded_len();
-            if !part.is_empty() && (part.len() == self.max_batch || bytes + size > MAX_EXPORT_BYTES)
-            {
-                self.export(std::mem::take(&mut part), std::mem::take(&mut bytes)).await;
-            }
-            bytes += size;
-            part.push(span);
-        }
-        if !part.is_empty() {
-            self.export(part, bytes).await;
+    async fn send(&mut self, mut spans: Vec<Span>) {
+        while !spans.is_empty() {
+            let mut bytes = 0;
+            let fits = |span: &&Span| {
+                bytes += span.encoded_len();
+                bytes <= MAX_EXPORT_BYTES
+            };
+            let count = spans.iter().take(self.config.max_batch).take_while(fits).count();
+            self.export(spans.drain(..count.max(1)).collect()).await;
         }
     }
 
-    /// Exports `spans`, then lets go of the queue's `bytes` they held.
-    async fn export(&mut self, spans: Vec<Span>, bytes: usize) {
-        let count = spans.len();
-        let posted = tokio::time::timeout(self.timeout, self.post(spans)).await;
+    /// Exports `spans`, then lets go of the queue's bytes they held.
+    async fn export(&mut self, spans: Vec<Span>) {
+        let (count, bytes) = (spans.len(), spans.iter().map(Span::encoded_len).sum());
+        let timeout = self.config.timeout;
+        let posted = tokio::time::timeout(timeout, self.post(spans)).await;
         self.counters.queued_bytes.fetch_sub(bytes, Relaxed);
-        let timed_out = |_| Err(format!("no answer within {:?}", self.timeout));
+        let timed_out = |_| Err(format!("no answer within {timeout:?}"));
         let failure = match posted.unwrap_or_else(timed_out) {
             Ok(rejected) => {
                 let rejected = rejected.min(count);
@@ -259,17 +240,16 @@ impl Export {
             0 => String::new(),
             n => format!(" ({n} more failures since the last warning)"),
         };
-        log::warn!("traces to {}: {failure}{since}", self.endpoint);
+        log::warn!("traces to {}: {failure}{since}", self.config.endpoint);
         self.warned = Some(Instant::now());
     }
 
     /// Posts `spans` as one export; how many the collector rejected, or why it failed.
     async fn post(&self, spans: Vec<Span>) -> Result<usize, String> {
         // An IPv6 address without its brackets; the port checked at start, or the scheme's.
-        let host = self.endpoint.host().unwrap_or_default();
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = self.endpoint.port_u16();
-        let port = port.unwrap_or(if self.tls.is_some() { 443 } else { 80 });
+        let uri = &self.config.endpoint;
+        let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+        let port = uri.port_u16().unwrap_or(if self.tls.is_some() { 443 } else { 80 });
         let tcp = TcpStream::connect((host, port))
             .await
             .map_err(|err| format!("connecting to {host}:{port}: {err}"))?;
@@ -289,14 +269,14 @@ impl Export {
         let mut export = self.template.clone();
         export.scope_spans[0].spans = spans;
         let body = ExportTraceServiceRequest { resource_spans: vec![export] }.encode_to_vec();
-        let uri = &self.endpoint;
         let mut request = Request::post(uri.path_and_query().map_or("/", |p| p.as_str()))
             .header(HOST, uri.authority().map_or("", |a| a.as_str()))
             .header(CONTENT_TYPE, "application/x-protobuf")
             .header(USER_AGENT, concat!("task-api/", env!("CARGO_PKG_VERSION")))
             .body(Full::new(Bytes::from(body)))
             .map_err(|err| format!("request: {err}"))?;
-        request.headers_mut().extend(self.headers.iter().cloned().map(|(n, v)| (Some(n), v)));
+        let headers = self.config.headers.0.iter().cloned();
+        request.headers_mut().extend(headers.map(|(name, value)| (Some(name), value)));
         // `sender` moved in, so that the connection ends once the answer is read.
         let exchange = async move {
             let response = sender.send_request(request).await.map_err(|err| describe(&err))?;
@@ -325,8 +305,7 @@ impl Export {
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// rustls for an https:// collector: the compiled-in roots, or
-/// `OTEL_EXPORTER_OTLP_CERTIFICATE`'s.
+/// rustls for an https:// collector: the compiled-in roots or `OTEL_EXPORTER_OTLP_CERTIFICATE`'s.
 fn connector(roots: &Roots) -> Result<TlsConnector, String> {
     let roots = tls::root_store(roots)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -21,20 +21,16 @@ pub struct Sampler {
 impl Sampler {
     /// A sampler's name and its argument, which only the ratio samplers read (the spec).
     pub fn parse(name: &str, arg: Option<&str>) -> Result<Sampler, ConfigError> {
-        let (follow_parent, root) = match name.strip_prefix("parentbased_") {
-            Some(root) => (true, root),
-            None => (false, name),
-        };
+        let root = name.strip_prefix("parentbased_");
+        let (follow_parent, root) = (root.is_some(), root.unwrap_or(name));
         let ratio = match (root, arg) {
             ("always_on", _) | ("traceidratio", None) => 1.0,
             ("always_off", _) => 0.0,
-            ("traceidratio", Some(text)) => match text.parse::<f64>() {
-                Ok(ratio) if (0.0..=1.0).contains(&ratio) => ratio,
-                _ => {
-                    let reason = format!("'{text}' is not a ratio from 0 to 1");
-                    return Err(ConfigError::invalid("OTEL_TRACES_SAMPLER_ARG", reason));
-                }
-            },
+            ("traceidratio", Some(text)) => {
+                let ratio = text.parse().ok().filter(|ratio| (0.0..=1.0).contains(ratio));
+                let reason = || format!("'{text}' is not a ratio from 0 to 1");
+                ratio.ok_or_else(|| ConfigError::invalid("OTEL_TRACES_SAMPLER_ARG", reason()))?
+            }
             _ => {
                 let reason = format!(
                     "'{name}' is not one of always_on, always_off, traceidratio, \
@@ -61,13 +57,11 @@ impl Sampler {
 // As the variable names it, for the configuration logged at start.
 impl fmt::Debug for Sampler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.follow_parent {
-            f.write_str("parentbased_")?;
-        }
+        let parent = if self.follow_parent { "parentbased_" } else { "" };
         match self.ratio {
-            1.0 => f.write_str("always_on"),
-            0.0 => f.write_str("always_off"),
-            ratio => write!(f, "traceidratio({ratio})"),
+            1.0 => write!(f, "{parent}always_on"),
+            0.0 => write!(f, "{parent}always_off"),
+            ratio => write!(f, "{parent}traceidratio({ratio})"),
         }
     }
 }
@@ -87,9 +81,9 @@ const WINDOW: u64 = 1_000_000_000;
 
 impl RateLimit {
     /// A limit of `per_second` (at least 1).
-    pub fn new(per_second: u32) -> RateLimit {
+    pub fn new(per_second: usize) -> RateLimit {
         RateLimit {
-            cost: WINDOW / u64::from(per_second.max(1)),
+            cost: WINDOW / per_second.max(1) as u64,
             empty_at: AtomicU64::new(0),
             epoch: Instant::now(),
         }
