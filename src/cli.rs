@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::Error;
-use crate::config::parse_seconds;
+use crate::env::parse_seconds;
 use crate::healthcheck::Probe;
 
 /// What `--help` prints.

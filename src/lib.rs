@@ -2,7 +2,8 @@
 //! embedded migrations and is its own health probe. The map, one line a module:
 //!
 //! - [`cli`]: the command line → [`cli::Command`].
-//! - [`config`]: the environment → [`config::Config`], read once, each error naming its variable.
+//! - [`config`]: the environment → [`config::Config`], read once; [`env`] reads a variable,
+//!   each error naming it.
 //! - [`http`]: the server: accept loop, connections and their deadlines, routing, handlers,
 //!   bodies, conditional requests, Idempotency-Key headers, errors, request ids.
 //! - [`store`]: the data path: the pool and its 5 s budget, batched statements, keyed
@@ -20,6 +21,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod env;
 pub mod error;
 pub mod healthcheck;
 pub mod http;

@@ -10,7 +10,7 @@ use hyper::header::{HeaderName, HeaderValue};
 use percent_encoding::percent_decode_str;
 
 use super::sampler::Sampler;
-use crate::config::Env;
+use crate::env::Env;
 use crate::error::ConfigError;
 use crate::pg::tls::{self, Roots};
 
