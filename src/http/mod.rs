@@ -223,7 +223,8 @@ fn spawn_connection(
         let (app, requests) = (app.clone(), requests.clone());
         service_fn(move |request| {
             requests.fetch_add(1, Ordering::Relaxed);
-            router::handle(app.clone(), request, refuse)
+            // Boxed: hyper keeps room for a request's future in every connection, idle or not.
+            Box::pin(router::handle(app.clone(), request, refuse))
         })
     };
     let io = TokioIo::new(conn::ClientIo::new(stream, app.clone()));

@@ -155,38 +155,50 @@ pub fn unparsed(app: &App, status: StatusCode) -> Vec<u8> {
 /// The header a write's consistency token travels in, both ways.
 static CONSISTENCY_TOKEN: HeaderName = HeaderName::from_static("x-consistency-token");
 
+/// Each handler's future is boxed, so that a request holds the memory of its own handler
+/// only; and the head is dropped before the handler waits on the database, so that hyper can
+/// read the next request into the same buffer (docs/performance.md, "Memory per connection").
 async fn dispatch(app: &Arc<App>, route: &str, id: &str, request: Request<Incoming>) -> Answer {
     let (parts, body) = request.into_parts();
-    let headers = &parts.headers;
+    let (method, headers) = (parts.method.clone(), &parts.headers);
     let token = headers.get(&CONSISTENCY_TOKEN).and_then(|token| token.to_str().ok());
-    match (route, &parts.method) {
+    let token = token.map(str::to_owned);
+    let token = token.as_deref();
+    match (route, &method) {
         ("/health", &Method::GET) => Ok(handlers::live()),
-        ("/ready", &Method::GET) => Ok(handlers::ready(app).await),
+        ("/ready", &Method::GET) => Ok(Box::pin(handlers::ready(app)).await),
         ("/metrics", &Method::GET) => Ok(handlers::metrics(app, headers)),
         ("/openapi.json", &Method::GET) => Ok(handlers::openapi()),
         ("/docs", &Method::GET) if app.docs => docs::serve("", headers),
         ("/docs/{file}", &Method::GET) if app.docs => docs::serve(id, headers),
         ("/docs" | "/docs/{file}", _) if !app.docs => Err(ApiError::NotFound),
         ("/tasks", &Method::GET) => {
-            handlers::list(app, ListQuery::parse(parts.uri.query())?, token).await
+            let query = ListQuery::parse(parts.uri.query())?;
+            drop(parts);
+            Box::pin(handlers::list(app, query, token)).await
         }
         ("/tasks", &Method::POST) => {
             let body = body::object(headers, body).await?;
             let task = NewTask::decode(&body)?;
             let claim = idempotency::claim(headers, &task, &body)?;
-            handlers::create(app, NewCreate { task, claim }).await
+            drop(parts);
+            Box::pin(handlers::create(app, NewCreate { task, claim })).await
         }
         ("/tasks/{id}", &Method::GET) => {
             let (id, none_match) = (parse_id(id)?, conditional::if_none_match(headers)?);
-            handlers::get(app, id, none_match, token).await
+            drop(parts);
+            Box::pin(handlers::get(app, id, none_match, token)).await
         }
         ("/tasks/{id}", &Method::PATCH) => {
             let (id, expected) = (parse_id(id)?, conditional::if_match(headers)?);
             let patch = TaskPatch::decode(&body::object(headers, body).await?)?;
-            handlers::update(app, id, patch, expected).await
+            drop(parts);
+            Box::pin(handlers::update(app, id, patch, expected)).await
         }
         ("/tasks/{id}", &Method::DELETE) => {
-            handlers::delete(app, parse_id(id)?, conditional::if_match(headers)?).await
+            let (id, expected) = (parse_id(id)?, conditional::if_match(headers)?);
+            drop(parts);
+            Box::pin(handlers::delete(app, id, expected)).await
         }
         (UNMATCHED, _) => Err(ApiError::NotFound),
         ("/tasks", _) => Err(ApiError::MethodNotAllowed("GET, POST")),
