@@ -2,15 +2,17 @@
 //! because PostgreSQL spends most of a one-row lookup or insert on the round trip and the
 //! commit, not the row (docs/decisions.md has the numbers). What a batch runs is tasks.rs's
 //! choice; a traced request's scope travels with its job, so the batch's span links to it.
+//! Past capacity, newcomers are turned away at once (503) by how long the queue makes
+//! requests wait, not by how many wait ([`Pace`]).
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::error::{StoreError, message};
-use super::pace::Pace;
 use super::pool::{Deadline, OutOfTime};
 use crate::observe::traces::{self as trace, Scope};
 
@@ -18,7 +20,7 @@ use crate::observe::traces::{self as trace, Scope};
 pub const MAX_BATCH: usize = 128;
 
 /// Requests queued for one query past which the next is turned away (503) whatever the
-/// queue's pace (pace.rs): the last resort, as the connection limit bounds the queue first.
+/// queue's pace: the last resort, as the connection limit bounds the queue first.
 const MAX_QUEUED: usize = 64 * MAX_BATCH;
 
 /// Batches of one query in flight at once, each on its own pooled connection. Two beat one,
@@ -73,7 +75,7 @@ impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
 
     /// Queues `input` and waits for its answer, due by `deadline`. A caller gone before its
     /// batch starts is not run; one out of time by then fails unrun; one that finds the
-    /// queue past capacity (pace.rs) is turned away at once, as busy.
+    /// queue past capacity ([`Pace::admit`]) is turned away at once, as busy.
     pub async fn submit(&self, input: I, deadline: Deadline) -> Answer<T> {
         let now = Instant::now();
         if !self.pace.admit(now) {
@@ -125,10 +127,7 @@ async fn dispatch<I, T, F, Fut>(
         let (mut inputs, mut replies, mut deadline) = (Vec::new(), Vec::new(), None);
         let mut traced = Vec::new();
         for (input, due, reply, scope, _) in jobs.drain(..) {
-            if reply.is_closed() {
-                continue;
-            }
-            if !due.has_time() {
+            if reply.is_closed() || !due.has_time() {
                 let _ = reply.send(Err(OutOfTime.into()));
                 continue;
             }
@@ -174,12 +173,78 @@ async fn all_closed<T>(replies: &mut [oneshot::Sender<T>]) {
     }
 }
 
+/// How long a request may wait in the queue before newcomers are turned away, once more
+/// than a batch per lane is queued: a queue the database drains fast may be long; one it
+/// drains slowly turns newcomers away before anyone waits out a budget in it. Not less:
+/// 4,096 clients in a closed loop wait ~90 ms here, and shedding at 50 ms served a fifth
+/// as many (9.7k/s against 44k/s in `make bench`'s overload run, docs/decisions.md).
+const SHED_AFTER: Duration = Duration::from_millis(250);
+
+/// How the queue moves: how many wait, how long the oldest of the last batch had waited,
+/// and since when the queue has not moved, both as microseconds since `epoch`.
+struct Pace {
+    /// Queued requests past which admission looks at the pace: a full batch per lane.
+    busy: usize,
+    /// Queued requests past which the next is turned away whatever the pace.
+    full: usize,
+    queued: AtomicUsize,
+    waited: AtomicU64,
+    still_since: AtomicU64,
+    epoch: Instant,
+}
+
+impl Pace {
+    fn new(busy: usize, full: usize) -> Self {
+        let (queued, epoch) = (AtomicUsize::new(0), Instant::now());
+        Pace {
+            busy,
+            full,
+            queued,
+            waited: AtomicU64::new(0),
+            still_since: AtomicU64::new(0),
+            epoch,
+        }
+    }
+
+    fn micros(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_micros() as u64
+    }
+
+    /// Counts a newcomer in, or turns it away: the queue is full, or longer than a
+    /// batch per lane and either its last batch waited past [`SHED_AFTER`] or it has
+    /// not moved for that long.
+    fn admit(&self, now: Instant) -> bool {
+        let before = self.queued.fetch_add(1, Ordering::Relaxed);
+        if before == 0 {
+            self.still_since.store(self.micros(now), Ordering::Relaxed);
+        }
+        let shed = before >= self.full
+            || (before > self.busy && {
+                let limit = SHED_AFTER.as_micros() as u64;
+                let since = self.still_since.load(Ordering::Relaxed);
+                let still = self.micros(now).saturating_sub(since);
+                self.waited.load(Ordering::Relaxed) > limit || still > limit
+            });
+        if shed {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        !shed
+    }
+
+    /// A lane took `taken` jobs `now`, the oldest queued at `oldest`.
+    fn took(&self, taken: usize, oldest: Instant, now: Instant) {
+        self.queued.fetch_sub(taken, Ordering::Relaxed);
+        let waited = now.saturating_duration_since(oldest).as_micros() as u64;
+        self.waited.store(waited, Ordering::Relaxed);
+        self.still_since.store(self.micros(now), Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     use std::sync::Mutex;
-    use std::time::Duration;
 
     fn answered(inputs: Vec<u32>) -> Vec<Answer<u32>> {
         inputs.into_iter().map(Ok).collect()
@@ -296,5 +361,30 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(600)).await;
         // The read was dropped when its client left; the write ran on to its end.
         assert_eq!(*ends.lock().unwrap(), vec!["read"]);
+    }
+
+    #[test]
+    fn admission_sheds_by_how_long_the_queue_waits_and_how_long_it_is() {
+        // As for the writes: 2 lanes of 128, and 64 batches queued at most.
+        let (batch, busy, full) = (128, 2 * 128, 64 * 128);
+        let pace = Pace::new(busy, full);
+        let now = pace.epoch + Duration::from_secs(1);
+        // Fast-moving: a long queue is fine, up to `full`.
+        pace.took(0, now, now);
+        assert!((0..full).all(|_| pace.admit(now)));
+        assert!(!pace.admit(now), "past full");
+        // Its last batch waited too long: past a batch per lane, newcomers are shed ...
+        pace.took(full - busy - 1, now - SHED_AFTER * 2, now);
+        assert!(!pace.admit(now));
+        // ... but a short queue is never shed.
+        pace.took(batch, now, now);
+        pace.waited.store(u64::MAX, Ordering::Relaxed);
+        assert!(pace.admit(now));
+        // Not moved for longer than SHED_AFTER, with a long queue: shed.
+        let pace = Pace::new(busy, full);
+        let start = pace.epoch + Duration::from_secs(1);
+        assert!((0..=busy).all(|_| pace.admit(start)));
+        assert!(pace.admit(start + SHED_AFTER / 2));
+        assert!(!pace.admit(start + SHED_AFTER * 2));
     }
 }

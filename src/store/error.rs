@@ -121,14 +121,12 @@ pub fn spoils_connection(err: &tokio_postgres::Error) -> bool {
     err.as_db_error().is_some_and(|db| unavailable(db.code()) == Some(Spoiled::Connection))
 }
 
-/// What an unavailable database leaves behind.
+/// What an unavailable database leaves behind: nothing, or a connection no good for the next
+/// statement, as its server is read-only (a standby, or a primary demoted by a failover),
+/// shutting down, gone, or (a pooler's doing) not the one that holds its prepared statements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Spoiled {
-    /// Nothing: the connection serves the next statement.
     Nothing,
-    /// The connection: its server is read-only (a standby, or a primary demoted by a
-    /// failover), shutting down, gone, or (a pooler's doing) not the one that holds
-    /// its prepared statements.
     Connection,
 }
 
@@ -162,13 +160,8 @@ fn unavailable(code: &SqlState) -> Option<Spoiled> {
 /// Whether a prepared statement was not where it was prepared (26000), or was there
 /// already (42P05): the mark of a pooler in transaction mode.
 pub fn is_lost_statement(err: &tokio_postgres::Error) -> bool {
-    err.code() == Some(&SqlState::INVALID_SQL_STATEMENT_NAME)
-        || err.code() == Some(&SqlState::DUPLICATE_PSTATEMENT)
-}
-
-/// Whether a statement was refused because the server takes no writes (25006).
-pub fn is_read_only(err: &tokio_postgres::Error) -> bool {
-    err.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION)
+    let lost = [SqlState::INVALID_SQL_STATEMENT_NAME, SqlState::DUPLICATE_PSTATEMENT];
+    err.code().is_some_and(|code| lost.contains(code))
 }
 
 /// Whether the database refused a batched statement for what some row held (class 22, data

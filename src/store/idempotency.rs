@@ -9,22 +9,20 @@ use std::time::Duration;
 use super::error::{self, message};
 use super::pool::{Deadline, Effect, Failure, Pool};
 use super::sql::keys::{self as sql, HeldKey};
-use super::sql::{self as statements, Conn};
+use super::sql::{Conn, INSERT_TASKS};
 use super::{Creation, NewCreate, StoreError};
 use crate::tasks::Task;
 
 /// The pause before a keyed insert whose connection was lost is asked again once more.
 const ASK_AGAIN_AFTER: Duration = Duration::from_millis(100);
 
-/// An Idempotency-Key, and the fingerprint of the create it came with.
+/// An Idempotency-Key (1 to 255 printable ASCII characters), and the fingerprint of the
+/// create it came with: a digest of its canonical JSON, what is stored with the key; and when
+/// it differs, of the body as written, what the release before stored, also a match.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claim {
-    /// The key, 1 to 255 printable ASCII characters.
     pub key: String,
-    /// A digest of the create's canonical JSON: what is stored with the key.
     pub fingerprint: Vec<u8>,
-    /// A digest of the body as written, when it differs: what the release before stored for
-    /// the same request, also a match.
     pub as_written: Option<Vec<u8>>,
 }
 
@@ -60,23 +58,22 @@ pub async fn create(
     loop {
         let round =
             async |conn: &Conn| attempt(conn, ttl, creates, &sent, &first_of, !releasing).await;
-        let failure =
-            match pool.run(statements::INSERT_TASKS, deadline, Effect::Writes, round).await {
-                Ok((round, released)) => {
-                    for (at, answer) in round {
-                        answers[at] = Some(answer);
-                    }
-                    if released.is_empty() || releasing {
-                        break;
-                    }
-                    // Keys let go past their TTL: those creates once more.
-                    releasing = true;
-                    sent = released;
-                    lost = None;
-                    continue;
+        let failure = match pool.run(INSERT_TASKS, deadline, Effect::Writes, round).await {
+            Ok((round, released)) => {
+                for (at, answer) in round {
+                    answers[at] = Some(answer);
                 }
-                Err(failure) => failure,
-            };
+                if released.is_empty() {
+                    break;
+                }
+                // Keys let go past their TTL: those creates once more.
+                releasing = true;
+                sent = released;
+                lost = None;
+                continue;
+            }
+            Err(failure) => failure,
+        };
         let connection_lost =
             matches!(&failure, Failure::Statement(err) if error::is_connection_lost(err));
         match lost.as_ref() {
@@ -86,13 +83,10 @@ pub async fn create(
             // key is not, and fails as before.
             None if connection_lost => {
                 let err = StoreError::from(failure);
-                sent.retain(|&at| {
-                    let keyed = creates[at].claim.is_some();
-                    if !keyed {
-                        answers[at] = Some(Err(err.clone()));
-                    }
-                    keyed
-                });
+                for &at in sent.iter().filter(|&&at| creates[at].claim.is_none()) {
+                    answers[at] = Some(Err(err.clone()));
+                }
+                sent.retain(|&at| creates[at].claim.is_some());
                 log::warn!(
                     "the connection was lost with a keyed insert ({err}); asking again for {} keys",
                     sent.len()
@@ -139,7 +133,7 @@ pub async fn create(
             match answers[first].clone() {
                 // A second create with its batch-mate's key.
                 Some(Ok(Creation::Created(task) | Creation::Replayed(task))) if first != at => {
-                    Ok(same_body(create, &creates[first], &task))
+                    Ok(same_body(create, &creates[first], task))
                 }
                 Some(answer) => answer,
                 // Its key's first use was undone meanwhile: nothing was written.
@@ -184,41 +178,34 @@ async fn attempt(
         }
     }
     // Keys held before this statement: what did they answer? The inserts above are
-    // done, so a failure from here on is these creates' own.
-    let held: Vec<&str> = sent
+    // done, so a failure from here on is these creates' own (those of `asked`).
+    let mut asked: Vec<&str> = sent
         .iter()
         .filter(|&&at| !answered[at])
         .filter_map(|&at| creates[at].claim.as_ref().map(|c| c.key.as_str()))
         .collect();
-    let fail = |keys: &[&str], err: tokio_postgres::Error| {
-        let err = StoreError::from(err);
-        keys.iter().map(|key| (first_of[key], Err(err.clone()))).collect::<Vec<_>>()
+    let released = async {
+        if asked.is_empty() {
+            return Ok(Vec::new());
+        }
+        for found in sql::find_keys(conn, &asked, ttl_secs).await? {
+            let at = first_of[found.key.as_str()];
+            answered[at] = true;
+            answers.push((at, Ok(replay(&creates[at], found))));
+        }
+        // Held, but by nobody within the TTL: by a task past it, which lets go of it now.
+        asked.retain(|key| !answered[first_of[key]]);
+        if !release || asked.is_empty() {
+            return Ok(Vec::new());
+        }
+        sql::release_keys(conn, &asked, ttl_secs).await?;
+        Ok::<_, tokio_postgres::Error>(asked.iter().map(|key| first_of[key]).collect())
     };
-    if held.is_empty() {
-        return Ok((answers, Vec::new()));
-    }
-    match sql::find_keys(conn, &held, ttl_secs).await {
-        Ok(found) => {
-            for found in found {
-                let at = first_of[found.key.as_str()];
-                answered[at] = true;
-                answers.push((at, Ok(replay(&creates[at], found))));
-            }
-        }
+    match released.await {
+        Ok(released) => Ok((answers, released)),
         Err(err) => {
-            answers.extend(fail(&held, err));
-            return Ok((answers, Vec::new()));
-        }
-    }
-    // Held, but by nobody within the TTL: by a task past it, which lets go of it now.
-    let expired: Vec<&str> = held.into_iter().filter(|key| !answered[first_of[key]]).collect();
-    if !release || expired.is_empty() {
-        return Ok((answers, Vec::new()));
-    }
-    match sql::release_keys(conn, &expired, ttl_secs).await {
-        Ok(_) => Ok((answers, expired.iter().map(|key| first_of[key]).collect())),
-        Err(err) => {
-            answers.extend(fail(&expired, err));
+            let err = StoreError::from(err);
+            answers.extend(asked.iter().map(|key| (first_of[key], Err(err.clone()))));
             Ok((answers, Vec::new()))
         }
     }
@@ -241,11 +228,9 @@ fn replay(create: &NewCreate, held: HeldKey) -> Creation {
 }
 
 /// A create in the same batch as `first`, with its key: `first`'s task if the bodies match.
-fn same_body(create: &NewCreate, first: &NewCreate, task: &Task) -> Creation {
+fn same_body(create: &NewCreate, first: &NewCreate, task: Task) -> Creation {
     match (&create.claim, &first.claim) {
-        (Some(mine), Some(theirs)) if mine.matches(&theirs.fingerprint) => {
-            Creation::Replayed(task.clone())
-        }
+        (Some(mine), Some(theirs)) if mine.matches(&theirs.fingerprint) => Creation::Replayed(task),
         _ => Creation::KeyReused,
     }
 }

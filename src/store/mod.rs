@@ -1,14 +1,12 @@
 //! The data path: [`Store`] is all the HTTP layer sees of the database; its calls take and
 //! give the crate's task types and fail with a [`StoreError`]. Inside: the pool and its 5 s
-//! budget (pool.rs, in_flight.rs), batching (batcher.rs, pace.rs), what batches run (tasks.rs,
+//! budget (pool.rs), batching and shedding (batcher.rs), what batches run (tasks.rs,
 //! idempotency.rs, pruner.rs), reads on standbys (reads.rs, replicas.rs), the SQL (sql/) and
 //! what database errors mean (error.rs).
 
 mod batcher;
 mod error;
 mod idempotency;
-mod in_flight;
-mod pace;
 mod pool;
 mod pruner;
 mod reads;
@@ -63,27 +61,23 @@ pub struct Store {
     pruner: Pruner,
 }
 
-/// A create: the task, and the Idempotency-Key it came with, if any.
+/// A create: the task, and the Idempotency-Key it came with (and its body's fingerprint).
 #[derive(Debug)]
 pub struct NewCreate {
-    /// What to store.
     pub task: NewTask,
-    /// Its key and body fingerprint.
     pub claim: Option<Claim>,
 }
 
-/// A change to one task, made only if the task meets `expected` (`If-Match`).
+/// A change to one task (a [`TaskPatch`], or `()` for a delete), made only if the task meets
+/// `expected` (`If-Match`).
 #[derive(Debug)]
 struct ById<K> {
     id: i64,
-    /// What the change is: a [`TaskPatch`], or `()` for a delete.
     patch: K,
     expected: Precondition,
 }
 
-/// A `PATCH`.
 type Update = ById<TaskPatch>;
-/// A `DELETE`.
 type Delete = ById<()>;
 
 /// What a create did.
@@ -225,7 +219,6 @@ impl Store {
         }
     }
 
-    /// The pool as of now.
     pub fn pool_state(&self) -> PoolState {
         self.pool.state()
     }

@@ -11,8 +11,7 @@ use tokio::task::JoinHandle;
 use super::StoreError;
 use super::pool::{Deadline, Effect, Pool};
 use super::sql::keys as sql;
-use super::sql::{self as statements, Conn};
-use crate::observe::traces::Statement;
+use super::sql::{Conn, DELETE_KEYS, SELECT_TASKS, UPDATE_TASKS};
 
 /// Keys pruned by one statement: short, so the rows it locks are few and brief.
 const PRUNE_BATCH: i64 = 1000;
@@ -55,9 +54,9 @@ impl Pruner {
                     Ok(pruned) => log::info!("pruned {pruned} expired idempotency keys"),
                     Err(err) => log::warn!("could not prune expired idempotency keys: {err}"),
                 }
-                let count =
-                    prune_step(&pool, statements::SELECT_TASKS, Effect::Reads, sql::count_keys);
-                match count.await {
+                let due = Deadline::start();
+                let count = pool.run(SELECT_TASKS, due, Effect::Reads, sql::count_keys).await;
+                match count.map_err(StoreError::from) {
                     Ok(count) => drop(held.set(count)),
                     Err(err) => log::warn!("could not count idempotency keys: {err}"),
                 }
@@ -84,16 +83,6 @@ impl Drop for Pruner {
     }
 }
 
-/// One statement of the pruner, within the store's usual budget.
-async fn prune_step<T>(
-    pool: &Pool,
-    name: Statement,
-    effect: Effect,
-    step: impl AsyncFnOnce(&Conn) -> Result<T, tokio_postgres::Error> + Clone,
-) -> Result<T, StoreError> {
-    Ok(pool.run(name, Deadline::start(), effect, step).await?)
-}
-
 /// Walks the tasks from `walk` (at first, the first keyed task) to the first within the TTL,
 /// letting go of expired keys: how many. A task a request held stops the walk there, so
 /// the next round looks at it again.
@@ -103,16 +92,11 @@ async fn release_expired(
     walk: &mut Option<i64>,
     stopped: &watch::Receiver<bool>,
 ) -> Result<u64, StoreError> {
-    let mut from = match *walk {
-        Some(from) => from,
-        None => {
-            match prune_step(pool, statements::SELECT_TASKS, Effect::Reads, sql::first_keyed)
-                .await?
-            {
-                Some(first) => first,
-                None => return Ok(0),
-            }
-        }
+    if walk.is_none() {
+        *walk = pool.run(SELECT_TASKS, Deadline::start(), Effect::Reads, sql::first_keyed).await?;
+    }
+    let Some(mut from) = *walk else {
+        return Ok(0);
     };
     let mut released = 0;
     while !*stopped.borrow() {
@@ -121,7 +105,7 @@ async fn release_expired(
         let step = async |conn: &Conn| {
             sql::release_expired(conn, ttl_secs, from, PRUNE_SPAN, PRUNE_BATCH).await
         };
-        let walked = prune_step(pool, statements::UPDATE_TASKS, Effect::Writes, step).await?;
+        let walked = pool.run(UPDATE_TASKS, Deadline::start(), Effect::Writes, step).await?;
         released += walked.released;
         match walked.fresh.into_iter().chain(walked.left).min() {
             // Keys past the batch's limit before the first task within the TTL.
@@ -148,7 +132,7 @@ async fn prune_kept(pool: &Pool, ttl_secs: f64) -> Result<u64, StoreError> {
     let mut pruned = 0;
     loop {
         let step = async |conn: &Conn| sql::prune_kept_keys(conn, ttl_secs, PRUNE_BATCH).await;
-        let count = prune_step(pool, statements::DELETE_KEYS, Effect::Writes, step).await?;
+        let count = pool.run(DELETE_KEYS, Deadline::start(), Effect::Writes, step).await?;
         pruned += count;
         if count < PRUNE_BATCH as u64 {
             return Ok(pruned);

@@ -4,9 +4,9 @@
 
 use jiff::Timestamp;
 use tokio_postgres::Error;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::Type;
 
-use super::{Conn, Sql, columns, task};
+use super::{Conn, Param, Sql, columns, task};
 use crate::store::NewCreate;
 use crate::tasks::Task;
 
@@ -112,14 +112,15 @@ static COUNT_KEYS: Sql = Sql {
         + (SELECT count(*) FROM idempotency_keys)",
     types: &[],
 };
-// At most $2 keys of deleted tasks older than $1 seconds; rows another session holds
-// are skipped.
+// At most $2 keys of deleted tasks older than $1 seconds, and how many; rows another
+// session holds are skipped.
 static PRUNE_KEYS: Sql = Sql {
-    text: "DELETE FROM idempotency_keys WHERE key IN (
+    text: "WITH gone AS (DELETE FROM idempotency_keys WHERE key IN (
         SELECT key FROM idempotency_keys
         WHERE created_at < now() - make_interval(secs => $1)
         ORDER BY created_at LIMIT $2
-        FOR UPDATE SKIP LOCKED)",
+        FOR UPDATE SKIP LOCKED) RETURNING 1)
+    SELECT count(*) FROM gone",
     types: &[Type::FLOAT8, Type::INT8],
 };
 
@@ -137,8 +138,7 @@ pub async fn insert_keyed(
     let claims = inputs.iter().map(|i| i.claim.as_ref());
     let keys: Vec<Option<&str>> = claims.clone().map(|c| Some(c?.key.as_str())).collect();
     let prints: Vec<Option<&[u8]>> = claims.map(|c| Some(c?.fingerprint.as_slice())).collect();
-    let params: [&(dyn ToSql + Sync); 6] =
-        [&titles, &descriptions, &statuses, &keys, &prints, &ttl_secs];
+    let params: [Param; 6] = [&titles, &descriptions, &statuses, &keys, &prints, &ttl_secs];
     let rows = INSERT_KEYED.query(conn, &params).await?;
     // Rows come back in input order, the inputs whose keys were held missing: each row
     // is the next input with its key (without one: the next input without one).
@@ -158,16 +158,12 @@ pub async fn insert_keyed(
         .collect()
 }
 
-/// A key held: the fingerprint of its body, and the id and time of the task its create
-/// stored (the rest of that answer follows from the body: idempotency.rs).
+/// A key held: the fingerprint of the body it came with, and the id and time of the task its
+/// create stored (the rest of that answer follows from the body: idempotency.rs).
 pub struct HeldKey {
-    /// The Idempotency-Key.
     pub key: String,
-    /// The fingerprint of the body it came with.
     pub fingerprint: Vec<u8>,
-    /// The id of the task its create stored.
     pub task_id: i64,
-    /// When that task was created.
     pub created_at: Timestamp,
 }
 
@@ -182,20 +178,17 @@ pub async fn find_keys(conn: &Conn, keys: &[&str], ttl_secs: f64) -> Result<Vec<
 }
 
 /// Lets go of the keys of `keys` that tasks older than `ttl_secs` hold.
-pub async fn release_keys(conn: &Conn, keys: &[&str], ttl_secs: f64) -> Result<u64, Error> {
-    RELEASE_KEYS.execute(conn, &[&keys, &ttl_secs]).await
+pub async fn release_keys(conn: &Conn, keys: &[&str], ttl_secs: f64) -> Result<(), Error> {
+    RELEASE_KEYS.query(conn, &[&keys, &ttl_secs]).await.map(drop)
 }
 
-/// One step of the pruner's walk over tasks (RELEASE_EXPIRED).
+/// One step of the pruner's walk over tasks (RELEASE_EXPIRED): keys let go; the first task of
+/// the span within the TTL; the first that still holds an expired key; the last id of all.
 #[derive(Default)]
 pub struct Walked {
-    /// Keys let go.
     pub released: u64,
-    /// The first task of the span within the TTL.
     pub fresh: Option<i64>,
-    /// The first task of the span that still holds an expired key.
     pub left: Option<i64>,
-    /// The last id of all.
     pub last: Option<i64>,
 }
 
@@ -223,18 +216,17 @@ pub async fn release_expired(
 
 /// The first task that holds a key, if any.
 pub async fn first_keyed(conn: &Conn) -> Result<Option<i64>, Error> {
-    let rows = FIRST_KEYED.query(conn, &[]).await?;
-    rows.first().map_or(Ok(None), |row| row.try_get(0))
+    Ok(FIRST_KEYED.value(conn, &[]).await?.flatten())
 }
 
 /// How many keys the database holds: tasks' and deleted tasks', expired or not.
 pub async fn count_keys(conn: &Conn) -> Result<i64, Error> {
-    let rows = COUNT_KEYS.query(conn, &[]).await?;
-    rows.first().map_or(Ok(0), |row| row.try_get(0))
+    Ok(COUNT_KEYS.value(conn, &[]).await?.unwrap_or(0))
 }
 
 /// Deletes at most `limit` keys of deleted tasks older than `ttl_secs`, skipping any a
 /// request holds; how many went.
 pub async fn prune_kept_keys(conn: &Conn, ttl_secs: f64, limit: i64) -> Result<u64, Error> {
-    PRUNE_KEYS.execute(conn, &[&ttl_secs, &limit]).await
+    let pruned: Option<i64> = PRUNE_KEYS.value(conn, &[&ttl_secs, &limit]).await?;
+    Ok(pruned.map_or(0, |n| n as u64))
 }

@@ -37,6 +37,9 @@ pub struct Conn {
     pub answered: AtomicUsize,
 }
 
+/// A statement's parameter.
+pub type Param<'a> = &'a (dyn ToSql + Sync);
+
 /// A statement, and the types of its parameters (what an unnamed one needs).
 pub struct Sql {
     pub text: &'static str,
@@ -45,36 +48,26 @@ pub struct Sql {
 
 impl Sql {
     /// Runs the statement: prepared once per connection and cached, or unnamed.
-    pub async fn query(
-        &self,
-        conn: &Conn,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>, Error> {
+    pub async fn query(&self, conn: &Conn, params: &[Param<'_>]) -> Result<Vec<Row>, Error> {
+        let client = &conn.client;
         let rows = match conn.unnamed {
-            true => conn.client.query_typed(self.text, &self.typed(params)).await?,
-            false => {
-                conn.client.query(&conn.client.prepare_cached(self.text).await?, params).await?
+            true => {
+                let typed: Vec<_> =
+                    params.iter().copied().zip(self.types.iter().cloned()).collect();
+                client.query_typed(self.text, &typed).await?
             }
+            false => client.query(&client.prepare_cached(self.text).await?, params).await?,
         };
         conn.answered.fetch_add(1, Ordering::Relaxed);
         Ok(rows)
     }
 
-    /// Runs the statement for how many rows it touched, as [`Sql::query`] does.
-    pub async fn execute(&self, conn: &Conn, params: &[&(dyn ToSql + Sync)]) -> Result<u64, Error> {
-        let touched = match conn.unnamed {
-            true => conn.client.execute_typed(self.text, &self.typed(params)).await?,
-            false => {
-                conn.client.execute(&conn.client.prepare_cached(self.text).await?, params).await?
-            }
-        };
-        conn.answered.fetch_add(1, Ordering::Relaxed);
-        Ok(touched)
-    }
-
-    fn typed<'a>(&self, params: &[&'a (dyn ToSql + Sync)]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
-        let types = self.types.iter().cloned();
-        params.iter().copied().zip(types).collect()
+    /// The first column of the first row, if any.
+    pub async fn value<T>(&self, conn: &Conn, params: &[Param<'_>]) -> Result<Option<T>, Error>
+    where
+        T: for<'a> FromSql<'a>,
+    {
+        self.query(conn, params).await?.first().map(|row| row.try_get(0)).transpose()
     }
 }
 
@@ -83,17 +76,14 @@ const fn named(operation: &'static str, collection: Option<&'static str>) -> Sta
     Statement { operation, collection }
 }
 
-/// `SELECT … FROM tasks`.
 pub const SELECT_TASKS: Statement = named("SELECT", Some("tasks"));
-/// `INSERT INTO tasks`, keys or not.
+/// Keys or not.
 pub const INSERT_TASKS: Statement = named("INSERT", Some("tasks"));
-/// `UPDATE tasks`.
 pub const UPDATE_TASKS: Statement = named("UPDATE", Some("tasks"));
-/// `DELETE FROM tasks`.
 pub const DELETE_TASKS: Statement = named("DELETE", Some("tasks"));
 /// Pruning `idempotency_keys`.
 pub const DELETE_KEYS: Statement = named("DELETE", Some("idempotency_keys"));
-/// `/ready`'s `SHOW transaction_read_only`.
+/// `/ready`'s `SHOW transaction_read_only`, and the standbys' probe.
 pub const SHOW: Statement = named("SHOW", None);
 
 impl<'a> FromSql<'a> for Status {

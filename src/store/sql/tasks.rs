@@ -6,9 +6,9 @@ use std::collections::HashMap;
 
 use jiff::Timestamp;
 use tokio_postgres::Error;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::Type;
 
-use super::{Conn, Sql, columns, task};
+use super::{Conn, Param, Sql, columns, task};
 use crate::observe::traces::Statement;
 use crate::store::{ById, Delete, NewCreate, Precondition, Update};
 use crate::tasks::{Status, Task, TaskPatch};
@@ -205,7 +205,7 @@ impl Kind for TaskPatch {
             .collect();
         let statuses: Vec<Option<&str>> =
             updates.iter().map(|u| u.patch.status.map(Status::as_str)).collect();
-        let params: [&(dyn ToSql + Sync); 8] =
+        let params: [Param; 8] =
             [&ids, &titles, &set, &descriptions, &statuses, &checked, &versions, &stride];
         let rows = UPDATE_MANY.query(conn, &params).await?;
         rows.iter().map(|row| task(row).map(|task| (task.id, task))).collect()
@@ -254,7 +254,7 @@ pub async fn list(
 ) -> Result<Vec<Task>, Error> {
     let rows = match status {
         Some(status) => {
-            let params: [&(dyn ToSql + Sync); 4] = [&status.as_str(), &after, &limit, &offset];
+            let params: [Param; 4] = [&status.as_str(), &after, &limit, &offset];
             LIST_BY_STATUS.query(conn, &params).await?
         }
         None => LIST.query(conn, &[&after, &limit, &offset]).await?,
@@ -275,7 +275,7 @@ pub async fn list_many(
         true => {
             let statuses: Vec<Option<&str>> =
                 reads.iter().map(|read| read.status.map(Status::as_str)).collect();
-            let params: [&(dyn ToSql + Sync); 3] = [&afters, &limits, &statuses];
+            let params: [Param; 3] = [&afters, &limits, &statuses];
             LIST_MANY_BY_STATUS.query(conn, &params).await?
         }
         false => LIST_MANY.query(conn, &[&afters, &limits]).await?,
