@@ -37,7 +37,6 @@ type Job<I, T> = (I, Deadline, oneshot::Sender<Answer<T>>, Option<Scope>, Instan
 /// deadline, and gives one answer per input, in order.
 pub struct Batcher<I, T> {
     queue: mpsc::UnboundedSender<Job<I, T>>,
-    /// Jobs queued and not yet taken by a lane, and how fast they are taken.
     pace: Arc<Pace>,
 }
 
@@ -88,12 +87,12 @@ impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
     }
 }
 
-/// What a batch already running does once every client it serves has left.
+/// What a batch already running does once every client it serves has left: runs on to its
+/// end, as a write's outcome must be known (its budget bounds it); or is dropped, its
+/// statement cancelled, as a read for nobody.
 #[derive(Clone, Copy, PartialEq)]
 enum Abandoned {
-    /// Runs to its end: a write's outcome must be known (its budget bounds it).
     RunOn,
-    /// Is dropped, its statement cancelled: a read for nobody.
     Drop,
 }
 
@@ -156,9 +155,9 @@ async fn dispatch<I, T, F, Fut>(
                     () = all_closed(&mut replies) => return,
                 },
             };
-            // A reply left without an answer drops: its request fails, as internal.
+            // A reply left without an answer drops: its request fails, as internal. (A client
+            // that left meanwhile needs no answer.)
             for (reply, answer) in replies.into_iter().zip(answers) {
-                // The client may have left meanwhile; then nobody needs the answer.
                 let _ = reply.send(answer);
             }
             drop(lane);
@@ -181,11 +180,11 @@ async fn all_closed<T>(replies: &mut [oneshot::Sender<T>]) {
 const SHED_AFTER: Duration = Duration::from_millis(250);
 
 /// How the queue moves: how many wait, how long the oldest of the last batch had waited,
-/// and since when the queue has not moved, both as microseconds since `epoch`.
+/// and since when the queue has not moved, both as microseconds since `epoch`. Past `busy`
+/// queued (a full batch per lane), admission looks at the pace; past `full`, it turns
+/// everyone away.
 struct Pace {
-    /// Queued requests past which admission looks at the pace: a full batch per lane.
     busy: usize,
-    /// Queued requests past which the next is turned away whatever the pace.
     full: usize,
     queued: AtomicUsize,
     waited: AtomicU64,

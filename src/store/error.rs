@@ -133,28 +133,19 @@ enum Spoiled {
 /// The one table of SQLSTATEs meaning "the database could not serve now, whatever the
 /// request held, and did nothing", and what each spoils; `None` for any other code.
 fn unavailable(code: &SqlState) -> Option<Spoiled> {
-    use Spoiled::{Connection, Nothing};
-    Some(match code.code() {
-        // Connection exceptions.
-        class if class.starts_with("08") => Connection,
-        // Serialization failures and deadlocks; out of connections, disk or memory.
-        class if class.starts_with("40") || class.starts_with("53") => Nothing,
-        _ if code == &SqlState::QUERY_CANCELED || code == &SqlState::LOCK_NOT_AVAILABLE => Nothing,
-        _ if [
-            SqlState::ADMIN_SHUTDOWN,
-            SqlState::CRASH_SHUTDOWN,
-            SqlState::CANNOT_CONNECT_NOW,
-            SqlState::IDLE_SESSION_TIMEOUT,
-            SqlState::READ_ONLY_SQL_TRANSACTION,
-            SqlState::INVALID_SQL_STATEMENT_NAME,
-            SqlState::DUPLICATE_PSTATEMENT,
-        ]
-        .contains(code) =>
-        {
-            Connection
+    match code.code() {
+        // Connection exceptions; admin or crash shutdown, cannot connect now, idle session
+        // timeout; read-only transaction; a prepared statement missing or there already.
+        class if class.starts_with("08") => Some(Spoiled::Connection),
+        "57P01" | "57P02" | "57P03" | "57P05" | "25006" | "26000" | "42P05" => {
+            Some(Spoiled::Connection)
         }
-        _ => return None,
-    })
+        // Serialization failures and deadlocks; out of connections, disk or memory; query
+        // cancelled; lock not available.
+        class if class.starts_with("40") || class.starts_with("53") => Some(Spoiled::Nothing),
+        "57014" | "55P03" => Some(Spoiled::Nothing),
+        _ => None,
+    }
 }
 
 /// Whether a prepared statement was not where it was prepared (26000), or was there

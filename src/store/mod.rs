@@ -33,7 +33,6 @@ use error::message;
 use pool::{Deadline, Effect, OutOfTime, Pool};
 use pruner::Pruner;
 use replicas::Standbys;
-use sql::Conn;
 use tasks::Reads;
 
 pub use error::{Cause, StoreError};
@@ -91,33 +90,28 @@ pub enum Creation {
     KeyReused,
 }
 
-/// What a client expects of a task before it changes it (`If-Match`).
+/// What a client expects of a task before it changes it (`If-Match`): nothing, that it
+/// exists (`If-Match: *`), or that its `updated_at` is one of these.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Precondition {
-    /// Nothing.
     None,
-    /// That it exists (`If-Match: *`).
     Exists,
-    /// That its `updated_at` is one of these.
     UpdatedAt(Vec<Timestamp>),
 }
 
-/// What a conditional change did.
+/// What a conditional change did: done; no such task (and no precondition); or nothing, as
+/// a precondition was not met.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Change<T> {
-    /// Done.
     Done(T),
-    /// No such task (and no precondition).
     NotFound,
-    /// A precondition was not met: nothing changed.
     PreconditionFailed,
 }
 
-/// What `/ready` learned from one round trip: the database answers and takes writes, or why not.
+/// What `/ready` learned from one round trip: the database answers and takes writes, or why
+/// not (a short reason for the client, and the cause for the log).
 pub enum Health {
-    /// The database answered.
     Ok,
-    /// It did not: a short reason for the client, and the cause for the log.
     Failed(&'static str, StoreError),
 }
 
@@ -194,29 +188,27 @@ impl Store {
 
     /// One round trip to the database, within `budget`.
     pub async fn check(&self, budget: Duration) -> Health {
-        let ping = async |conn: &Conn| sql::read_only(conn).await;
-        match self.pool.run(sql::SHOW, Deadline::after(budget), Effect::Reads, ping).await {
-            Ok(false) => Health::Ok,
-            Ok(true) => Health::Failed(
-                "read-only",
-                StoreError::Unavailable(message("the database takes no writes (a standby?)")),
-            ),
-            Err(failure) => {
-                let err = StoreError::from(failure);
-                let reason = match &err {
-                    StoreError::Unavailable(cause) if cause.is::<OutOfTime>() => "timeout",
-                    // target_session_attrs=read-write, and only a standby answered.
-                    StoreError::Unavailable(cause)
-                        if describe(&**cause).contains("does not allow writes") =>
-                    {
-                        "read-only"
-                    }
-                    StoreError::Unavailable(cause) if cause.is::<PoolError>() => "unreachable",
-                    _ => "error",
-                };
-                Health::Failed(reason, err)
+        let deadline = Deadline::after(budget);
+        let err = match self.pool.run(sql::SHOW, deadline, Effect::Reads, sql::read_only).await {
+            Ok(false) => return Health::Ok,
+            Ok(true) => {
+                let standby = message("the database takes no writes (a standby?)");
+                return Health::Failed("read-only", StoreError::Unavailable(standby));
             }
-        }
+            Err(failure) => StoreError::from(failure),
+        };
+        let reason = match &err {
+            StoreError::Unavailable(cause) if cause.is::<OutOfTime>() => "timeout",
+            // target_session_attrs=read-write, and only a standby answered.
+            StoreError::Unavailable(cause)
+                if describe(&**cause).contains("does not allow writes") =>
+            {
+                "read-only"
+            }
+            StoreError::Unavailable(cause) if cause.is::<PoolError>() => "unreachable",
+            _ => "error",
+        };
+        Health::Failed(reason, err)
     }
 
     pub fn pool_state(&self) -> PoolState {
@@ -225,17 +217,11 @@ impl Store {
 
     /// Registers `db_batch_size{query}`, `idempotency_keys_held` and the standbys' metrics.
     pub fn register_metrics(&self, registry: &mut Registry) {
-        registry.register(
-            "db_batch_size",
-            "Requests served by one batched statement, by query",
-            self.batch_sizes.clone(),
-        );
-        registry.register(
-            "idempotency_keys_held",
-            "Idempotency keys the database holds (of tasks and of deleted tasks), as counted \
-             after each pruning round",
-            self.keys_held.clone(),
-        );
+        let sizes = "Requests served by one batched statement, by query";
+        registry.register("db_batch_size", sizes, self.batch_sizes.clone());
+        let held = "Idempotency keys the database holds (of tasks and of deleted tasks), as \
+                    counted after each pruning round";
+        registry.register("idempotency_keys_held", held, self.keys_held.clone());
         if let Some(standbys) = &self.standbys {
             standbys.register_metrics(registry);
         }

@@ -23,8 +23,7 @@ use crate::pg::DbOptions;
 
 /// How long a request may wait for the database before it fails (spec §2).
 pub const REQUEST_BUDGET: Duration = Duration::from_secs(5);
-/// A statement still running this long before its deadline is cancelled, so the
-/// verdict is back in time.
+/// A statement still running this long before its deadline is cancelled, so the verdict is back.
 const CANCEL_MARGIN: Duration = Duration::from_millis(50);
 /// With less than this left before the cancel, a statement is not started.
 const LEAST_STATEMENT_TIME: Duration = Duration::from_millis(10);
@@ -54,13 +53,11 @@ impl From<OutOfTime> for StoreError {
     }
 }
 
-/// Why [`Pool::run`] failed: a statement's own error, kept whole so the caller can
-/// judge it (a refused row is retried alone), or anything else.
+/// Why [`Pool::run`] failed: the database answered a statement with an error, kept whole so
+/// the caller can judge it (a refused row is retried alone); or no connection, time or verdict.
 #[derive(Debug)]
 pub enum Failure {
-    /// The database answered a statement with this error.
     Statement(tokio_postgres::Error),
-    /// No connection, no time, or no verdict.
     Other(StoreError),
 }
 
@@ -87,7 +84,6 @@ impl Deadline {
         Deadline(Instant::now() + budget)
     }
 
-    /// When a statement still running is cancelled.
     fn cancel_at(self) -> Instant {
         self.0 - CANCEL_MARGIN
     }
@@ -142,12 +138,10 @@ impl Pool {
         Ok(Pool { pool, tls, unnamed, written })
     }
 
-    /// The WAL position after the newest write this pool committed, if it tracks them.
     pub fn written(&self) -> Option<u64> {
         self.written.as_ref().map(|lsn| lsn.load(Ordering::Relaxed))
     }
 
-    /// Opens the first connection now, so the first request does not pay for it.
     pub async fn warm_up(&self) {
         if let Err(err) = self.pool.get().await {
             let err = StoreError::from(err);
@@ -160,7 +154,6 @@ impl Pool {
         PoolState { size: status.size, available: status.available, waiting: status.waiting }
     }
 
-    /// Closes the pool: idle connections now, busy ones when they come back.
     pub fn close(&self) {
         self.pool.close();
     }

@@ -18,22 +18,20 @@ const STANDBY_BUDGET: Duration = Duration::from_secs(1);
 /// each; so read, it costs a few hundred KiB whatever its size.
 pub const CHUNK_ROWS: i64 = 32;
 
-/// Part of a page of tasks, and where the rest of it starts.
+/// Part of a page of tasks, in id order, and where the rest of it starts if there may be more.
 pub struct Chunk {
-    /// The tasks, in id order.
     pub tasks: Vec<Task>,
-    /// The rest of the page, if there may be more.
     pub more: Option<Cursor>,
 }
 
-/// Where the rest of a page starts ([`Store::list_more`]). A page never holds a task twice
-/// and keeps id order, but is not one snapshot: tasks may come and go between chunks.
+/// Where the rest of a page starts ([`Store::list_more`]), and is read (where the page was).
+/// A page never holds a task twice and keeps id order, but is not one snapshot: tasks may
+/// come and go between chunks.
 #[derive(Clone, Copy, Debug)]
 pub struct Cursor {
     status: Option<Status>,
     after: i64,
     left: i64,
-    /// Where the page is read: the rest of it is read there too.
     target: Target,
 }
 

@@ -15,7 +15,7 @@ use super::error::{self, message};
 use super::idempotency;
 use super::pool::{Deadline, Effect, Failure, Pool};
 use super::sql::tasks::{self as sql, Kind, Read};
-use super::sql::{self as statements, Conn};
+use super::sql::{Conn, INSERT_TASKS, SELECT_TASKS};
 use super::{ById, CHUNK_ROWS, Change, Creation, NewCreate, StoreError};
 use crate::tasks::Task;
 
@@ -58,7 +58,7 @@ fn finder(pool: Arc<Pool>, lanes: usize, sizes: Histogram) -> Batcher<i64, Optio
         let pool = pool.clone();
         async move {
             let find = async |conn: &Conn| sql::find_many(conn, &ids).await;
-            match pool.run(statements::SELECT_TASKS, deadline, Effect::Reads, find).await {
+            match pool.run(SELECT_TASKS, deadline, Effect::Reads, find).await {
                 Ok(rows) => {
                     let found: HashMap<i64, Result<Task, StoreError>> =
                         rows.into_iter().map(|(id, task)| (id, task.map_err(Into::into))).collect();
@@ -83,7 +83,7 @@ fn lister(
         let pool = pool.clone();
         async move {
             let list = async |conn: &Conn| sql::list_many(conn, &reads, by_status).await;
-            match pool.run(statements::SELECT_TASKS, deadline, Effect::Reads, list).await {
+            match pool.run(SELECT_TASKS, deadline, Effect::Reads, list).await {
                 Ok(pages) => pages.into_iter().map(Ok).collect(),
                 Err(failure) => vec![Err(StoreError::from(failure)); reads.len()],
             }
@@ -106,24 +106,16 @@ pub fn creator(
             let (pool, all) = (&*pool, &creates);
             let insert = move |at: Range<usize>| async move {
                 let creates = &all[at];
-                match creates.iter().all(|c| c.claim.is_none()) {
-                    true => unkeyed(pool, deadline, creates).await,
-                    false => idempotency::create(pool, deadline, key_ttl, creates).await,
+                if creates.iter().any(|c| c.claim.is_some()) {
+                    return idempotency::create(pool, deadline, key_ttl, creates).await;
                 }
+                let insert = async |conn: &Conn| sql::insert_many(conn, creates).await;
+                let tasks = pool.run(INSERT_TASKS, deadline, Effect::Writes, insert).await?;
+                Ok(answer_in_order(creates, tasks))
             };
             one_by_one_if_refused(creates.len(), insert).await
         }
     })
-}
-
-async fn unkeyed(
-    pool: &Pool,
-    deadline: Deadline,
-    creates: &[NewCreate],
-) -> Result<Answers<Creation>, Failure> {
-    let insert = async |conn: &Conn| sql::insert_many(conn, creates).await;
-    let tasks = pool.run(statements::INSERT_TASKS, deadline, Effect::Writes, insert).await?;
-    Ok(answer_in_order(creates, tasks))
 }
 
 /// Each input's row, from an insert's rows in id order, which is input order. Checked in

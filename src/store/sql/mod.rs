@@ -25,15 +25,13 @@ macro_rules! columns {
 }
 pub(crate) use columns;
 
-/// A pooled connection as statements use it: the client, how statements are sent on it,
-/// and how many were answered, so the pool knows whether a failed attempt may go again.
+/// A pooled connection as statements use it: the client; whether statements go unnamed
+/// (parsed with each execution in the same round trip, so nothing has to live on one server
+/// connection between transactions); and how many were answered on this attempt, so the
+/// pool knows whether a failed attempt may go again.
 pub struct Conn {
-    /// The pooled client.
     pub client: Client,
-    /// Statements go unnamed: parsed with each execution in the same round trip, so
-    /// nothing has to live on one server connection between transactions.
     pub unnamed: bool,
-    /// Statements answered so far on this attempt.
     pub answered: AtomicUsize,
 }
 
@@ -135,12 +133,10 @@ fn lsn(text: Option<&str>) -> Option<u64> {
 /// The primary's system identifier, timeline and WAL position; `None` when the server is
 /// in recovery (a standby).
 pub async fn primary_position(conn: &Conn) -> Result<Option<(u64, u64, u64)>, Error> {
-    let row = texts(
-        conn,
+    let sql =
         "SELECT system_identifier, pg_walfile_name(pg_current_wal_lsn()), pg_current_wal_lsn()
-         FROM pg_control_system() WHERE NOT pg_is_in_recovery()",
-    )
-    .await?;
+        FROM pg_control_system() WHERE NOT pg_is_in_recovery()";
+    let row = texts(conn, sql).await?;
     let field = |n: usize| row.get(n).and_then(Option::as_deref);
     // The WAL file's name starts with the timeline, in 8 hex digits.
     let timeline = field(1).and_then(|name| u64::from_str_radix(name.get(..8)?, 16).ok());
@@ -151,12 +147,9 @@ pub async fn primary_position(conn: &Conn) -> Result<Option<(u64, u64, u64)>, Er
 /// A standby's system identifier and replayed WAL position; `None` when the server is
 /// not in recovery (promoted) or has replayed nothing yet.
 pub async fn standby_position(conn: &Conn) -> Result<Option<(u64, u64)>, Error> {
-    let row = texts(
-        conn,
-        "SELECT system_identifier, pg_last_wal_replay_lsn()
-         FROM pg_control_system() WHERE pg_is_in_recovery()",
-    )
-    .await?;
+    let sql = "SELECT system_identifier, pg_last_wal_replay_lsn()
+        FROM pg_control_system() WHERE pg_is_in_recovery()";
+    let row = texts(conn, sql).await?;
     let field = |n: usize| row.get(n).and_then(Option::as_deref);
     let system = field(0).and_then(|id| id.parse::<i64>().ok());
     Ok(system.zip(lsn(field(1))).map(|(s, l)| (s as u64, l)))
