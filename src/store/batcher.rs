@@ -41,8 +41,7 @@ pub struct Batcher<I, T> {
 }
 
 impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
-    /// Starts the dispatcher on the current tokio runtime: `lanes` batches in flight at
-    /// most, of up to [`MAX_BATCH`]. It stops once the `Batcher` is dropped and its queue empty.
+    /// A batcher of up to [`MAX_BATCH`] whose batches run on when abandoned, as writes must.
     pub fn new<F, Fut>(lanes: usize, run: F) -> Self
     where
         F: Fn(Vec<I>, Deadline) -> Fut + Send + 'static,
@@ -51,24 +50,77 @@ impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
         Self::start(lanes, MAX_BATCH, Abandoned::RunOn, run)
     }
 
-    /// A batcher for reads with large answers: batches of up to `most`, so memory stays
-    /// bounded, dropped (their statement cancelled) once all their clients have left.
-    pub fn for_reads<F, Fut>(lanes: usize, most: usize, run: F) -> Self
+    /// Starts the dispatcher on the current tokio runtime: `lanes` batches in flight at most,
+    /// of up to `most` (reads with large answers take fewer, so memory stays bounded). It
+    /// stops once the `Batcher` is dropped and its queue empty.
+    ///
+    /// The one trick: a free lane is taken *before* jobs are taken from the queue. A request
+    /// that finds a lane free runs at once, alone; while every lane is busy, requests pile up,
+    /// and the lane that comes free takes them all (up to `most`) as one batch. So batches
+    /// grow exactly as much as the database is slow.
+    pub fn start<F, Fut>(lanes: usize, most: usize, abandoned: Abandoned, run: F) -> Self
     where
         F: Fn(Vec<I>, Deadline) -> Fut + Send + 'static,
         Fut: Future<Output = Vec<Answer<T>>> + Send + 'static,
     {
-        Self::start(lanes, most, Abandoned::Drop, run)
-    }
-
-    fn start<F, Fut>(lanes: usize, most: usize, abandoned: Abandoned, run: F) -> Self
-    where
-        F: Fn(Vec<I>, Deadline) -> Fut + Send + 'static,
-        Fut: Future<Output = Vec<Answer<T>>> + Send + 'static,
-    {
-        let (queue, jobs) = mpsc::unbounded_channel();
+        let (queue, mut queued) = mpsc::unbounded_channel::<Job<I, T>>();
         let pace = Arc::new(Pace::new(lanes * most, MAX_QUEUED));
-        tokio::spawn(dispatch(jobs, pace.clone(), lanes, most, abandoned, run));
+        let (lanes, mut jobs, taking) = (Arc::new(Semaphore::new(lanes)), Vec::new(), pace.clone());
+        tokio::spawn(async move {
+            loop {
+                let lane = lanes.clone().acquire_owned().await.expect("the semaphore stays open");
+                let taken = queued.recv_many(&mut jobs, most).await;
+                if taken == 0 {
+                    return; // the Batcher is gone and the queue is empty
+                }
+                taking.took(taken, jobs[0].4, Instant::now());
+                // A client that left is not served: no row is read or written for nobody.
+                // One whose time is up fails now, before anything is sent for it.
+                let (mut inputs, mut replies, mut deadline) = (Vec::new(), Vec::new(), None);
+                let mut traced = Vec::new();
+                for (input, due, reply, scope, _) in jobs.drain(..) {
+                    if reply.is_closed() || !due.has_time() {
+                        let _ = reply.send(Err(OutOfTime.into()));
+                        continue;
+                    }
+                    deadline = Some(deadline.map_or(due, |earliest: Deadline| earliest.min(due)));
+                    inputs.push(input);
+                    replies.push(reply);
+                    traced.extend(scope);
+                }
+                let Some(deadline) = deadline else {
+                    continue;
+                };
+                // The statement's span: a child of the first traced request, linked to each.
+                let scope = Scope::batch(traced, inputs.len());
+                let answers = run(inputs, deadline);
+                tokio::spawn(async move {
+                    let answers = async {
+                        match scope {
+                            Some(scope) => trace::within(scope, answers).await,
+                            None => answers.await,
+                        }
+                    };
+                    let answers = match abandoned {
+                        Abandoned::RunOn => answers.await,
+                        Abandoned::Drop => tokio::select! {
+                            answers = answers => answers,
+                            () = async {
+                                for reply in &mut replies {
+                                    reply.closed().await;
+                                }
+                            } => return,
+                        },
+                    };
+                    // A reply left without an answer drops: its request fails, as internal.
+                    // (A client that left meanwhile needs no answer.)
+                    for (reply, answer) in replies.into_iter().zip(answers) {
+                        let _ = reply.send(answer);
+                    }
+                    drop(lane);
+                });
+            }
+        });
         Batcher { queue, pace }
     }
 
@@ -91,85 +143,9 @@ impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
 /// end, as a write's outcome must be known (its budget bounds it); or is dropped, its
 /// statement cancelled, as a read for nobody.
 #[derive(Clone, Copy, PartialEq)]
-enum Abandoned {
+pub enum Abandoned {
     RunOn,
     Drop,
-}
-
-/// The one trick: a free lane is taken *before* jobs are taken from the queue. A request
-/// that finds a lane free runs at once, alone; while every lane is busy, requests pile up,
-/// and the lane that comes free takes them all (up to `most`) as one batch. So batches
-/// grow exactly as much as the database is slow.
-async fn dispatch<I, T, F, Fut>(
-    mut queue: mpsc::UnboundedReceiver<Job<I, T>>,
-    pace: Arc<Pace>,
-    lanes: usize,
-    most: usize,
-    abandoned: Abandoned,
-    run: F,
-) where
-    I: Send + 'static,
-    T: Send + 'static,
-    F: Fn(Vec<I>, Deadline) -> Fut,
-    Fut: Future<Output = Vec<Answer<T>>> + Send + 'static,
-{
-    let (lanes, mut jobs) = (Arc::new(Semaphore::new(lanes)), Vec::with_capacity(most));
-    loop {
-        let lane = lanes.clone().acquire_owned().await.expect("the semaphore is never closed");
-        let taken = queue.recv_many(&mut jobs, most).await;
-        if taken == 0 {
-            return; // the Batcher is gone and the queue is empty
-        }
-        pace.took(taken, jobs[0].4, Instant::now());
-        // A client that left is not served: no row is read or written for nobody.
-        // One whose time is up fails now, before anything is sent for it.
-        let (mut inputs, mut replies, mut deadline) = (Vec::new(), Vec::new(), None);
-        let mut traced = Vec::new();
-        for (input, due, reply, scope, _) in jobs.drain(..) {
-            if reply.is_closed() || !due.has_time() {
-                let _ = reply.send(Err(OutOfTime.into()));
-                continue;
-            }
-            deadline = Some(deadline.map_or(due, |earliest: Deadline| earliest.min(due)));
-            inputs.push(input);
-            replies.push(reply);
-            traced.extend(scope);
-        }
-        let Some(deadline) = deadline else {
-            continue;
-        };
-        // The statement's span: a child of the first traced request, linked to each.
-        let scope = Scope::batch(traced, inputs.len());
-        let answers = run(inputs, deadline);
-        tokio::spawn(async move {
-            let answers = async {
-                match scope {
-                    Some(scope) => trace::within(scope, answers).await,
-                    None => answers.await,
-                }
-            };
-            let answers = match abandoned {
-                Abandoned::RunOn => answers.await,
-                Abandoned::Drop => tokio::select! {
-                    answers = answers => answers,
-                    () = all_closed(&mut replies) => return,
-                },
-            };
-            // A reply left without an answer drops: its request fails, as internal. (A client
-            // that left meanwhile needs no answer.)
-            for (reply, answer) in replies.into_iter().zip(answers) {
-                let _ = reply.send(answer);
-            }
-            drop(lane);
-        });
-    }
-}
-
-/// Done once every reply's receiver is gone: nobody waits for the batch any more.
-async fn all_closed<T>(replies: &mut [oneshot::Sender<T>]) {
-    for reply in replies {
-        reply.closed().await;
-    }
 }
 
 /// How long a request may wait in the queue before newcomers are turned away, once more
@@ -349,7 +325,7 @@ mod tests {
                 }
             }
         };
-        let read = Batcher::for_reads(1, 8, slow("read"));
+        let read = Batcher::start(1, 8, Abandoned::Drop, slow("read"));
         let write = Batcher::new(1, slow("write"));
         let quick = Duration::from_millis(50);
         let gave_up = tokio::join!(

@@ -1,14 +1,13 @@
 //! The data path: [`Store`] is all the HTTP layer sees of the database; its calls take and
 //! give the crate's task types and fail with a [`StoreError`]. Inside: the pool and its 5 s
 //! budget (pool.rs), batching and shedding (batcher.rs), what batches run (tasks.rs,
-//! idempotency.rs, pruner.rs), reads on standbys (reads.rs, replicas.rs), the SQL (sql/) and
-//! what database errors mean (error.rs).
+//! idempotency.rs), reads on standbys (reads.rs, replicas.rs), the SQL (sql/) and what
+//! database errors mean (error.rs).
 
 mod batcher;
 mod error;
 mod idempotency;
 mod pool;
-mod pruner;
 mod reads;
 mod replicas;
 mod sql;
@@ -30,8 +29,8 @@ use crate::pg::DbOptions;
 use crate::tasks::{NewTask, Task, TaskPatch};
 use batcher::Batcher;
 use error::message;
+use idempotency::Pruner;
 use pool::{Deadline, Effect, OutOfTime, Pool};
-use pruner::Pruner;
 use replicas::Standbys;
 use tasks::Reads;
 

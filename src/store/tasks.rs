@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use prometheus_client::metrics::histogram::Histogram;
 
-use super::batcher::Batcher;
+use super::batcher::{Abandoned, Batcher};
 use super::error::{self, message};
 use super::idempotency;
 use super::pool::{Deadline, Effect, Failure, Pool};
@@ -78,7 +78,7 @@ fn lister(
     sizes: Histogram,
     by_status: bool,
 ) -> Batcher<Read, Vec<Task>> {
-    Batcher::for_reads(lanes, MOST_CHUNKS, move |reads: Vec<Read>, deadline| {
+    Batcher::start(lanes, MOST_CHUNKS, Abandoned::Drop, move |reads: Vec<Read>, deadline| {
         sizes.observe(reads.len() as f64);
         let pool = pool.clone();
         async move {
