@@ -88,9 +88,7 @@ impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
                     replies.push(reply);
                     traced.extend(scope);
                 }
-                let Some(deadline) = deadline else {
-                    continue;
-                };
+                let Some(deadline) = deadline else { continue };
                 // The statement's span: a child of the first traced request, linked to each.
                 let scope = Scope::batch(traced, inputs.len());
                 let answers = run(inputs, deadline);
@@ -225,33 +223,6 @@ mod tests {
         inputs.into_iter().map(Ok).collect()
     }
 
-    #[tokio::test]
-    async fn answers_each_input_in_order_and_batches_while_lanes_are_busy() {
-        let sizes = Arc::new(Mutex::new(Vec::new()));
-        let seen = sizes.clone();
-        let batcher = Arc::new(Batcher::new(1, move |inputs: Vec<u32>, _| {
-            seen.lock().unwrap().push(inputs.len());
-            async move {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                answered(inputs.into_iter().map(|n| n * 10).collect())
-            }
-        }));
-        let waiters: Vec<_> = (0..50)
-            .map(|n| {
-                let batcher = batcher.clone();
-                tokio::spawn(async move { (n, batcher.submit(n, Deadline::start()).await) })
-            })
-            .collect();
-        for waiter in waiters {
-            let (n, answer) = waiter.await.unwrap();
-            assert_eq!(answer.ok(), Some(n * 10));
-        }
-        let sizes = sizes.lock().unwrap();
-        assert_eq!(sizes.iter().sum::<usize>(), 50);
-        // One lane, busy for 20 ms: everything that queued meanwhile went together.
-        assert!(sizes.len() < 50, "never batched: {sizes:?}");
-    }
-
     type Seen = Arc<Mutex<Vec<(Vec<u32>, Deadline)>>>;
 
     /// A batcher of one lane whose batches take 50 ms, each seen with its deadline; its
@@ -270,6 +241,27 @@ mod tests {
         let first = tokio::spawn(async move { busy.submit(1, Deadline::start()).await });
         tokio::time::sleep(Duration::from_millis(10)).await;
         (batcher, seen, first)
+    }
+
+    #[tokio::test]
+    async fn answers_each_input_in_order_and_batches_while_lanes_are_busy() {
+        let (batcher, seen, first) = busy().await;
+        let waiters: Vec<_> = (2..50)
+            .map(|n| {
+                let batcher = batcher.clone();
+                tokio::spawn(async move { (n, batcher.submit(n, Deadline::start()).await) })
+            })
+            .collect();
+        for waiter in waiters {
+            let (n, answer) = waiter.await.unwrap();
+            assert_eq!(answer.ok(), Some(n));
+        }
+        assert_eq!(first.await.unwrap().ok(), Some(1));
+        // One lane, busy: everything that queued meanwhile went together.
+        let sizes: Vec<usize> =
+            seen.lock().unwrap().iter().map(|(inputs, _)| inputs.len()).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 49);
+        assert!(sizes.len() < 49, "never batched: {sizes:?}");
     }
 
     #[tokio::test]

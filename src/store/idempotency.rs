@@ -72,9 +72,7 @@ pub async fn create(
                     break;
                 }
                 // Keys let go past their TTL: those creates once more.
-                releasing = true;
-                sent = released;
-                lost = None;
+                (releasing, sent, lost) = (true, released, None);
                 continue;
             }
             Err(failure) => failure,
@@ -88,9 +86,8 @@ pub async fn create(
             // key is not, and fails as before.
             None if connection_lost => {
                 let err = StoreError::from(failure);
-                for &at in sent.iter().filter(|&&at| creates[at].claim.is_none()) {
-                    answers[at] = Some(Err(err.clone()));
-                }
+                let unkeyed = sent.iter().filter(|&&at| creates[at].claim.is_none());
+                unkeyed.for_each(|&at| answers[at] = Some(Err(err.clone())));
                 sent.retain(|&at| creates[at].claim.is_some());
                 log::warn!(
                     "the connection was lost with a keyed insert ({err}); asking again for {} keys",
@@ -107,9 +104,7 @@ pub async fn create(
             // the keys were let go, and the database could not be asked to insert them.
             _ => {
                 let err = StoreError::from(failure);
-                for &at in &sent {
-                    answers[at] = Some(Err(err.clone()));
-                }
+                sent.iter().for_each(|&at| answers[at] = Some(Err(err.clone())));
                 break;
             }
         }
@@ -124,35 +119,32 @@ pub async fn create(
             let unknown = StoreError::Unknown(message(format!(
                 "the connection was lost with a keyed insert ({err}), and the database could not be asked again in time"
             )));
-            for &at in &sent {
-                answers[at] = Some(Err(unknown.clone()));
-            }
+            sent.iter().for_each(|&at| answers[at] = Some(Err(unknown.clone())));
             break;
         }
     }
-    Ok(creates
-        .iter()
-        .enumerate()
-        .map(|(at, create)| {
-            let first = create.claim.as_ref().map_or(at, |claim| first_of[claim.key.as_str()]);
-            match answers[first].clone() {
-                // A second create with its batch-mate's key.
-                Some(Ok(Creation::Created(task) | Creation::Replayed(task))) if first != at => {
-                    Ok(same_body(create, &creates[first], task))
-                }
-                Some(answer) => answer,
-                // Its key's first use was undone meanwhile: nothing was written.
-                None => Err(StoreError::Unavailable(message("the key was released; try again"))),
+    let answer = |(at, create): (usize, &NewCreate)| {
+        let first = create.claim.as_ref().map_or(at, |claim| first_of[claim.key.as_str()]);
+        match answers[first].clone() {
+            // A second create with its batch-mate's key.
+            Some(Ok(Creation::Created(task) | Creation::Replayed(task))) if first != at => {
+                Ok(same_body(create, &creates[first], task))
             }
-        })
-        .collect())
+            Some(answer) => answer,
+            // Its key's first use was undone meanwhile: nothing was written.
+            None => Err(StoreError::Unavailable(message("the key was released; try again"))),
+        }
+    };
+    Ok(creates.iter().enumerate().map(answer).collect())
 }
 
 /// Whether `failure` says nothing of the statement's fate: no connection, no time, shed, or
 /// no verdict (again).
 fn could_not_ask(failure: &Failure) -> bool {
     match failure {
-        Failure::Statement(err) => error::is_connection_lost(err) || error::is_unavailable(err),
+        Failure::Statement(err) => {
+            error::is_connection_lost(err) || error::unavailable(err).is_some()
+        }
         Failure::Other(err) => {
             matches!(err, StoreError::Unavailable(_) | StoreError::Busy | StoreError::Unknown(_))
         }
@@ -184,11 +176,8 @@ async fn attempt(
     }
     // Keys held before this statement: what did they answer? The inserts above are
     // done, so a failure from here on is these creates' own (those of `asked`).
-    let mut asked: Vec<&str> = sent
-        .iter()
-        .filter(|&&at| !answered[at])
-        .filter_map(|&at| creates[at].claim.as_ref().map(|c| c.key.as_str()))
-        .collect();
+    let held = |&at: &usize| creates[at].claim.as_ref().filter(|_| !answered[at]);
+    let mut asked: Vec<&str> = sent.iter().filter_map(held).map(|c| c.key.as_str()).collect();
     let released = async {
         if asked.is_empty() {
             return Ok(Vec::new());
@@ -322,9 +311,7 @@ async fn release_expired(
     if walk.is_none() {
         *walk = pool.run(SELECT_TASKS, Deadline::start(), Effect::Reads, sql::first_keyed).await?;
     }
-    let Some(mut from) = *walk else {
-        return Ok(0);
-    };
+    let Some(mut from) = *walk else { return Ok(0) };
     let mut released = 0;
     while !*stopped.borrow() {
         // Where the next round starts, should this one fail from here on.

@@ -133,8 +133,12 @@ impl Store {
         let standby = |db| Pool::open(db, pool_size, unnamed_statements, false).map(Arc::new);
         let pools = standbys.iter().map(standby).collect::<Result<Vec<_>, _>>()?;
         let names = standbys.iter().map(DbOptions::address).collect();
-        let reads =
-            std::iter::once(&pool).chain(&pools).map(|pool| Reads::new(pool, lanes, &sizes));
+        let reads = std::iter::once(&pool).chain(&pools).map(|pool| Reads {
+            finder: tasks::finder(pool.clone(), lanes, sizes("find")),
+            lister: tasks::lister(pool.clone(), lanes, sizes("list"), false),
+            status_lister: tasks::lister(pool.clone(), lanes, sizes("list_status"), true),
+            pool: pool.clone(),
+        });
         Ok(Store {
             reads: reads.collect(),
             standbys: (!pools.is_empty())

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::error::{self, StoreError, message};
+use super::error::{self, Spoiled, StoreError, message};
 use super::sql::{self, Conn};
 use crate::error::describe;
 use crate::observe::metrics::PoolState;
@@ -117,16 +117,11 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A pool of at most `max_size` connections to `db`, its waits bounded by
-    /// [`REQUEST_BUDGET`] too; with `track_writes`, it keeps [`Pool::written`].
-    pub fn open(
-        db: &DbOptions,
-        max_size: usize,
-        unnamed: bool,
-        track_writes: bool,
-    ) -> Result<Pool, String> {
+    /// A pool of at most `size` connections to `db`, its waits bounded by [`REQUEST_BUDGET`]
+    /// too; with `track` (writes), it keeps [`Pool::written`].
+    pub fn open(db: &DbOptions, size: usize, unnamed: bool, track: bool) -> Result<Pool, String> {
         let pool = deadpool_postgres::Pool::builder(db.manager())
-            .max_size(max_size)
+            .max_size(size)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(REQUEST_BUDGET))
             .create_timeout(Some(REQUEST_BUDGET))
@@ -134,7 +129,7 @@ impl Pool {
             .build()
             .map_err(|err| format!("database pool: {err}"))?;
         let unnamed = AtomicBool::new(unnamed);
-        let (tls, written) = (db.tls(), track_writes.then(|| AtomicU64::new(0)));
+        let (tls, written) = (db.tls(), track.then(|| AtomicU64::new(0)));
         Ok(Pool { pool, tls, unnamed, written })
     }
 
@@ -242,7 +237,7 @@ impl Pool {
                 Ok(value)
             }
             Some(Err(err)) => {
-                let spoiled = error::spoils_connection(&err);
+                let spoiled = error::unavailable(&err) == Some(Spoiled::Connection);
                 in_flight.finish(spoiled);
                 if spoiled && err.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION) {
                     let dropped = self.pool.retain(|_, _| false).removed.len();

@@ -37,13 +37,11 @@ pub struct Cursor {
 
 impl Store {
     /// One task, if it exists, read where `token` (a write's consistency token) allows.
-    /// Looked up together with the other gets queued now.
     pub async fn get(&self, id: i64, token: Option<&str>) -> Result<Option<Task>, StoreError> {
         let target = self.target(token).await;
         self.read(target, |reads, deadline| reads.finder.submit(id, deadline)).await
     }
 
-    /// Where a read goes: a standby, if any may serve it (replicas.rs), else the primary.
     async fn target(&self, token: Option<&str>) -> Target {
         match &self.standbys {
             Some(standbys) => standbys.choose(token).await,
@@ -51,9 +49,8 @@ impl Store {
         }
     }
 
-    /// Runs `read` where `target` says, by its deadline: a standby that cannot serve it (down,
-    /// busy, or too slow for [`STANDBY_BUDGET`]) costs the client nothing, as the primary
-    /// serves it then.
+    /// Runs `read` where `target` says: a standby that cannot serve it (down, busy, or too slow
+    /// for [`STANDBY_BUDGET`]) costs the client nothing, as the primary serves it then.
     async fn read<'a, T, F>(
         &'a self,
         target: Target,
@@ -81,8 +78,7 @@ impl Store {
         self.standbys.as_ref()?.token(self.pool.written()?)
     }
 
-    /// The first chunk of a page of tasks in id order: at most [`CHUNK_ROWS`], and a
-    /// [`Cursor`] to the rest, if there may be more.
+    /// The first chunk of a page of tasks in id order, and a [`Cursor`] to the rest.
     pub async fn list(&self, query: &ListQuery, token: Option<&str>) -> Result<Chunk, StoreError> {
         let cursor = Cursor {
             status: query.status,
@@ -93,8 +89,7 @@ impl Store {
         self.chunk(cursor, query.offset).await
     }
 
-    /// The next chunk of a page, with a fresh budget: a page read slowly holds no
-    /// connection between chunks.
+    /// The next chunk of a page, with a fresh budget: a slow reader holds no connection.
     pub async fn list_more(&self, cursor: Cursor) -> Result<Chunk, StoreError> {
         self.chunk(cursor, 0).await
     }

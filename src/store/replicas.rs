@@ -69,7 +69,7 @@ pub struct Standbys {
 }
 
 impl Standbys {
-    /// Starts probing `pools` (one a standby, named by `names`) against `primary`.
+    /// Starts probing `pools` (standbys, named by `names`) against `primary`.
     pub fn start(
         primary: Arc<Pool>,
         pools: Vec<Arc<Pool>>,
@@ -112,9 +112,7 @@ impl Standbys {
     /// A standby that has replayed past `token`, waiting at most [`TOKEN_WAIT`] for one;
     /// the primary for a token that cannot be honoured.
     async fn past(&self, token: &str) -> Target {
-        let Some(lsn) = self.honoured(token).await else {
-            return Target::Primary;
-        };
+        let Some(lsn) = self.honoured(token).await else { return Target::Primary };
         let replayed = |seen: &Seen| {
             let past = |standby: &Option<(u64, Duration)>| standby.is_some_and(|(at, _)| at >= lsn);
             seen.standbys.iter().position(past)

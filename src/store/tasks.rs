@@ -1,6 +1,5 @@
-//! What each [`Batcher`] of the task resource runs: gets by one `id = ANY`, page chunks by
-//! one read (of any status, or of one, each on its index), creates by one insert (keyed ones
-//! in idempotency.rs), changes by one statement, each with its own `If-Match` check. A batch
+//! What each [`Batcher`] of the task resource runs, as one statement: gets, page chunks,
+//! creates (keyed ones: idempotency.rs), changes each with its own `If-Match` check. A batch
 //! refused for what one row holds runs again one by one, so only that one fails.
 
 use std::collections::{HashMap, HashSet};
@@ -23,11 +22,9 @@ use crate::tasks::Task;
 /// chunks of [`CHUNK_ROWS`] rows (256), as many as a pool of 8 read one at a time.
 const MOST_CHUNKS: usize = 256 / CHUNK_ROWS as usize;
 
-/// An answer per request of a batch, in order.
 type Answers<T> = Vec<Result<T, StoreError>>;
 
-/// The batched reads of one server, the primary or a standby: gets, and chunks of pages of
-/// any status and of one.
+/// The batched reads of one server, the primary or a standby.
 pub struct Reads {
     pub pool: Arc<Pool>,
     pub finder: Batcher<i64, Option<Task>>,
@@ -35,24 +32,8 @@ pub struct Reads {
     pub status_lister: Batcher<Read, Vec<Task>>,
 }
 
-impl Reads {
-    /// The batchers of `pool`, in `lanes`, their batch sizes observed into `sizes`' own.
-    pub fn new(
-        pool: &Arc<Pool>,
-        lanes: usize,
-        sizes: &impl Fn(&'static str) -> Histogram,
-    ) -> Reads {
-        Reads {
-            finder: finder(pool.clone(), lanes, sizes("find")),
-            lister: lister(pool.clone(), lanes, sizes("list"), false),
-            status_lister: lister(pool.clone(), lanes, sizes("list_status"), true),
-            pool: pool.clone(),
-        }
-    }
-}
-
 /// The batched lookup behind `Store::get`; a row that cannot be decoded fails its own id only.
-fn finder(pool: Arc<Pool>, lanes: usize, sizes: Histogram) -> Batcher<i64, Option<Task>> {
+pub fn finder(pool: Arc<Pool>, lanes: usize, sizes: Histogram) -> Batcher<i64, Option<Task>> {
     Batcher::new(lanes, move |ids: Vec<i64>, deadline| {
         sizes.observe(ids.len() as f64);
         let pool = pool.clone();
@@ -72,7 +53,7 @@ fn finder(pool: Arc<Pool>, lanes: usize, sizes: Histogram) -> Batcher<i64, Optio
 
 /// The batched read of page chunks behind `Store::list`: every read queued now, all
 /// with a status (`by_status`) or all without, by one statement.
-fn lister(
+pub fn lister(
     pool: Arc<Pool>,
     lanes: usize,
     sizes: Histogram,

@@ -203,9 +203,7 @@ pub async fn release_expired(
 ) -> Result<Walked, Error> {
     let rows = RELEASE_EXPIRED.query(conn, &[&ttl_secs, &from, &span, &limit]).await?;
     // One row, always.
-    let Some(row) = rows.first() else {
-        return Ok(Walked::default());
-    };
+    let Some(row) = rows.first() else { return Ok(Walked::default()) };
     Ok(Walked {
         released: row.try_get::<_, i64>(0)?.try_into().unwrap_or(0),
         fresh: row.try_get(1)?,
