@@ -138,8 +138,7 @@ pub async fn create(
     Ok(creates.iter().enumerate().map(answer).collect())
 }
 
-/// Whether `failure` says nothing of the statement's fate: no connection, no time, shed, or
-/// no verdict (again).
+/// Whether `failure` says nothing of the statement's fate: no connection, time or verdict; shed.
 fn could_not_ask(failure: &Failure) -> bool {
     match failure {
         Failure::Statement(err) => {
@@ -238,11 +237,10 @@ const PRUNE_EVERY: Duration = Duration::from_secs(300);
 /// How long a stopping pruner may take to finish its statement.
 const PRUNE_STOP: Duration = Duration::from_secs(6);
 
-/// Lets go of expired keys now and then until stopped (or dropped), a few at a time and
-/// skipping any a request holds, so no request waits on it. Tasks' keys are found by a walk
-/// in id order, which is time order, from where the last round stopped: no index every keyed
-/// create would have to keep (sql/V4). Deleted tasks' keys go by their time. Each round ends
-/// by counting the keys held (`idempotency_keys_held`).
+/// Lets go of expired keys now and then until stopped (or dropped), a few at a time, skipping
+/// any a request holds. Tasks' keys are found by a walk in id order (time order) from where the
+/// last round stopped: no index every keyed create would have to keep (sql/V4). Deleted tasks'
+/// keys go by their time. Each round ends by counting the keys held (`idempotency_keys_held`).
 pub struct Pruner {
     stop: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
@@ -300,8 +298,7 @@ impl Drop for Pruner {
 }
 
 /// Walks the tasks from `walk` (at first, the first keyed task) to the first within the TTL,
-/// letting go of expired keys: how many. A task a request held stops the walk there, so
-/// the next round looks at it again.
+/// letting go of expired keys: how many. A task a request held stops the walk there, for later.
 async fn release_expired(
     pool: &Pool,
     ttl_secs: f64,

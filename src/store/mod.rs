@@ -135,8 +135,8 @@ impl Store {
         let names = standbys.iter().map(DbOptions::address).collect();
         let reads = std::iter::once(&pool).chain(&pools).map(|pool| Reads {
             finder: tasks::finder(pool.clone(), lanes, sizes("find")),
-            lister: tasks::lister(pool.clone(), lanes, sizes("list"), false),
-            status_lister: tasks::lister(pool.clone(), lanes, sizes("list_status"), true),
+            lister: tasks::lister(pool.clone(), lanes, sizes("list")),
+            status_lister: tasks::lister(pool.clone(), lanes, sizes("list_status")),
             pool: pool.clone(),
         });
         Ok(Store {
@@ -158,8 +158,7 @@ impl Store {
         self.pool.warm_up().await;
     }
 
-    /// Stores a new task, unless its key says it was stored before; one insert with the
-    /// other creates queued now.
+    /// Stores a new task, unless its key says it was stored before; one insert with the others.
     pub async fn create(&self, create: NewCreate) -> Result<Creation, StoreError> {
         self.creator.submit(create, Deadline::start()).await
     }
@@ -179,14 +178,12 @@ impl Store {
             });
             return Ok(expected.judge(task));
         }
-        let update = Update { id, patch, expected };
-        self.updater.submit(update, Deadline::start()).await
+        self.updater.submit(Update { id, patch, expected }, Deadline::start()).await
     }
 
     /// Deletes a task if it meets `expected`, as [`Store::update`] changes one.
     pub async fn delete(&self, id: i64, expected: Precondition) -> Result<Change<()>, StoreError> {
-        let delete = Delete { id, patch: (), expected };
-        self.deleter.submit(delete, Deadline::start()).await
+        self.deleter.submit(Delete { id, patch: (), expected }, Deadline::start()).await
     }
 
     /// One round trip to the database, within `budget`.

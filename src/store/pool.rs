@@ -1,8 +1,7 @@
 //! The connection pool, and the 5 s budget (spec §2): a request gets a [`Deadline`] when it
-//! reaches the store, and waiting for a batch, a connection and its statements all count
-//! against it. One mechanism enforces it: just before the deadline a statement still running
-//! is cancelled ([`InFlight`]), and a write then waits for the verdict, so an error means
-//! nothing was written. A client that leaves costs a cancel request, not a new connection.
+//! reaches the store; waiting for a batch, a connection and its statements all count against
+//! it. Just before the deadline a statement still running is cancelled ([`InFlight`]: a cancel
+//! request, not a new connection), and a write waits for the verdict: an error means no write.
 
 use std::fmt;
 use std::sync::Arc;
@@ -94,17 +93,15 @@ impl Deadline {
     }
 }
 
-/// What a lost verdict means: for reads, no answer (the request fails as unavailable); for
-/// writes, nobody knows if they happened (the request waits for the verdict,
-/// [`VERDICT_GRACE`] past the deadline at most, then fails as unknown).
+/// What a lost verdict means: reads fail as unavailable; writes wait for it, [`VERDICT_GRACE`]
+/// past the deadline at most, then fail as unknown (nobody knows if they happened).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Effect {
     Reads,
     Writes,
 }
 
-/// The database as the store uses it: the pool, what a cancel request needs, and how
-/// statements are sent.
+/// The database as the store uses it.
 pub struct Pool {
     pool: deadpool_postgres::Pool,
     tls: MakeRustlsConnect,
@@ -256,8 +253,7 @@ impl Pool {
         (result, sent)
     }
 
-    /// A pooled connection by `deadline`, unless too many wait for one already (then,
-    /// waiting would only run out the budget).
+    /// A pooled connection by `deadline`, unless so many wait that waiting runs out the budget.
     async fn connection(&self, deadline: Deadline) -> Result<Object, StoreError> {
         let pool = self.pool.status();
         if !deadline.has_time() {
@@ -290,8 +286,7 @@ impl InFlight<'_> {
         }
     }
 
-    /// Asks the server to stop the statement (a cancel request, on a connection of its
-    /// own); the verdict still comes back on this one.
+    /// Asks the server to stop the statement (a cancel request); the verdict comes back here.
     fn cancel(&self) {
         let (token, tls) = (self.conn().client.cancel_token(), self.tls.clone());
         tokio::spawn(async move {
@@ -312,9 +307,8 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// A connection whose statement nobody waits for any more: the statement is cancelled, and
-/// once the server answers on it again (so it is idle) it goes back to the pool; one that
-/// does not within [`CANCEL_TIMEOUT`] is closed.
+/// A connection whose statement nobody waits for: cancelled, it goes back to the pool once the
+/// server answers on it again (so it is idle), or is closed if not within [`CANCEL_TIMEOUT`].
 async fn settle(object: Object, tls: MakeRustlsConnect) {
     let token = object.cancel_token();
     let idle = async {

@@ -51,14 +51,11 @@ impl Store {
 
     /// Runs `read` where `target` says: a standby that cannot serve it (down, busy, or too slow
     /// for [`STANDBY_BUDGET`]) costs the client nothing, as the primary serves it then.
-    async fn read<'a, T, F>(
+    async fn read<'a, T, F: Future<Output = Result<T, StoreError>>>(
         &'a self,
         target: Target,
         read: impl Fn(&'a Reads, Deadline) -> F,
-    ) -> F::Output
-    where
-        F: Future<Output = Result<T, StoreError>>,
-    {
+    ) -> F::Output {
         let deadline = Deadline::start();
         if let Target::Standby(n) = target {
             let answer = read(&self.reads[n + 1], Deadline::after(STANDBY_BUDGET).min(deadline));
@@ -96,22 +93,16 @@ impl Store {
 
     async fn chunk(&self, cursor: Cursor, offset: i64) -> Result<Chunk, StoreError> {
         let limit = cursor.left.min(CHUNK_ROWS);
-        let (status, after) = (cursor.status, cursor.after);
+        let read = Read { status: cursor.status, after: cursor.after, limit };
         let tasks = self.read(cursor.target, |reads, deadline| async move {
             match offset > 0 {
                 // Rare, and an offset would cost the batched statement its plan: alone.
                 true => {
-                    let list = async |conn: &Conn| {
-                        sql::tasks::list(conn, status, after, limit, offset).await
-                    };
-                    let run = reads.pool.run(sql::SELECT_TASKS, deadline, Effect::Reads, list);
-                    run.await.map_err(StoreError::from)
+                    let list = async |conn: &Conn| sql::tasks::list(conn, &read, offset).await;
+                    Ok(reads.pool.run(sql::SELECT_TASKS, deadline, Effect::Reads, list).await?)
                 }
-                false => {
-                    let lister =
-                        if status.is_some() { &reads.status_lister } else { &reads.lister };
-                    lister.submit(Read { status, after, limit }, deadline).await
-                }
+                false if read.status.is_some() => reads.status_lister.submit(read, deadline).await,
+                false => reads.lister.submit(read, deadline).await,
             }
         });
         let tasks = tasks.await?;

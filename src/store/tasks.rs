@@ -51,19 +51,14 @@ pub fn finder(pool: Arc<Pool>, lanes: usize, sizes: Histogram) -> Batcher<i64, O
     })
 }
 
-/// The batched read of page chunks behind `Store::list`: every read queued now, all
-/// with a status (`by_status`) or all without, by one statement.
-pub fn lister(
-    pool: Arc<Pool>,
-    lanes: usize,
-    sizes: Histogram,
-    by_status: bool,
-) -> Batcher<Read, Vec<Task>> {
+/// The batched read of page chunks behind `Store::list`: every read queued now, all with a
+/// status or all without (a lister of each), by one statement.
+pub fn lister(pool: Arc<Pool>, lanes: usize, sizes: Histogram) -> Batcher<Read, Vec<Task>> {
     Batcher::start(lanes, MOST_CHUNKS, Abandoned::Drop, move |reads: Vec<Read>, deadline| {
         sizes.observe(reads.len() as f64);
         let pool = pool.clone();
         async move {
-            let list = async |conn: &Conn| sql::list_many(conn, &reads, by_status).await;
+            let list = async |conn: &Conn| sql::list_many(conn, &reads).await;
             match pool.run(SELECT_TASKS, deadline, Effect::Reads, list).await {
                 Ok(pages) => pages.into_iter().map(Ok).collect(),
                 Err(failure) => vec![Err(StoreError::from(failure)); reads.len()],

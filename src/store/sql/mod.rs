@@ -9,15 +9,13 @@ pub mod tasks;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use deadpool_postgres::Client;
-use tokio_postgres::Error;
-use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, ToSql, Type};
+use tokio_postgres::{Error, Row, SimpleQueryMessage};
 
 use crate::observe::traces::Statement;
 use crate::tasks::{Status, Task};
 
-/// The columns every query of tasks returns, in [`Task`]'s order (a macro, so
-/// `concat!` can build each statement at compile time).
+/// The columns every query of tasks returns, in [`Task`]'s order (a macro, for `concat!`).
 macro_rules! columns {
     () => {
         "id, title, description, status, created_at, updated_at"
@@ -116,7 +114,7 @@ async fn texts(conn: &Conn, query: &str) -> Result<Vec<Option<String>>, Error> {
     Ok(messages
         .iter()
         .find_map(|message| match message {
-            tokio_postgres::SimpleQueryMessage::Row(row) => {
+            SimpleQueryMessage::Row(row) => {
                 Some((0..row.len()).map(|i| row.get(i).map(str::to_owned)).collect())
             }
             _ => None,

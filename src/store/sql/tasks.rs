@@ -91,8 +91,8 @@ static DELETE_MANY: Sql = Sql {
     SELECT id FROM gone",
     types: &[Type::INT8_ARRAY, Type::BOOL_ARRAY, Type::TIMESTAMPTZ_ARRAY, Type::INT4],
 };
-// A page is read in chunks, each after the last id seen (ids are positive, so the first
-// starts after 0). A first chunk that skips `offset` rows is read alone, by these two.
+// A page is read in chunks, each after the last id seen (ids are positive: the first starts
+// after 0). A first chunk that skips `offset` rows is read alone, by these two.
 static LIST: Sql = Sql {
     text: concat!(
         "SELECT ",
@@ -148,17 +148,16 @@ static LIST_MANY_BY_STATUS: Sql = Sql {
     types: &[Type::INT8_ARRAY, Type::INT8_ARRAY, Type::TEXT_ARRAY],
 };
 
-/// One chunk of a page without an offset: up to `limit` tasks (at most
-/// [`CHUNK_ROWS`]) in id order after id `after`, of one status or any.
-#[derive(Debug)]
+/// One chunk of a page: up to `limit` tasks (at most [`CHUNK_ROWS`]) in id order after id
+/// `after`, of one status or any.
+#[derive(Clone, Copy, Debug)]
 pub struct Read {
     pub status: Option<Status>,
     pub after: i64,
     pub limit: i64,
 }
 
-/// Stores several new tasks in one statement, so one commit; answers in input
-/// order. All or nothing: one row the database refuses fails them all.
+/// Stores new tasks in one statement (one commit), answered in input order; all or nothing.
 pub async fn insert_many(conn: &Conn, creates: &[NewCreate]) -> Result<Vec<Task>, Error> {
     let titles: Vec<&str> = creates.iter().map(|c| c.task.title.as_str()).collect();
     let descriptions: Vec<Option<&str>> =
@@ -170,22 +169,19 @@ pub async fn insert_many(conn: &Conn, creates: &[NewCreate]) -> Result<Vec<Task>
     Ok(tasks)
 }
 
-/// Several tasks by id, in one statement. A row that cannot be decoded is an error
-/// for its own id only.
+/// Several tasks by id. A row that cannot be decoded is an error for its own id only.
 pub async fn find_many(conn: &Conn, ids: &[i64]) -> Result<Vec<(i64, Result<Task, Error>)>, Error> {
     let rows = FIND_MANY.query(conn, &[&ids]).await?;
     rows.iter().map(|row| Ok((row.try_get(0)?, task(row)))).collect()
 }
 
-/// A kind of change to tasks by id, as one statement makes many: a [`TaskPatch`]
-/// (`PATCH`, UPDATE_MANY) or `()` (`DELETE`, DELETE_MANY).
+/// A kind of change to tasks by id, as one statement makes many: a [`TaskPatch`] (`PATCH`,
+/// UPDATE_MANY) or `()` (`DELETE`, DELETE_MANY); what it gives back for a task changed.
 pub trait Kind: Sized + Send + Sync + 'static {
-    /// What the statement gives back for a task it changed.
     type Done: Clone + Send + 'static;
-    /// The statement, as its trace span names it.
     const STATEMENT: Statement;
-    /// Runs `changes` (no two of the same task) as one statement: what each changed
-    /// task gave, by id. A change whose task is missing, or fails its check, is absent.
+    /// Runs `changes` (no two of the same task) as one statement: what each changed task
+    /// gave, by id. A change whose task is missing, or fails its check, is absent.
     fn run(
         conn: &Conn,
         changes: &[&ById<Self>],
@@ -243,16 +239,10 @@ fn checks<K>(changes: &[&ById<K>]) -> (Vec<i64>, Vec<bool>, Vec<Option<Timestamp
     (ids, checked.collect(), versions, i32::try_from(stride).unwrap_or(i32::MAX))
 }
 
-/// Up to `limit` tasks in id order after id `after`, skipping `offset` of them,
-/// optionally of one status: one chunk, alone.
-pub async fn list(
-    conn: &Conn,
-    status: Option<Status>,
-    after: i64,
-    limit: i64,
-    offset: i64,
-) -> Result<Vec<Task>, Error> {
-    let rows = match status {
+/// One chunk that skips `offset` tasks, alone.
+pub async fn list(conn: &Conn, read: &Read, offset: i64) -> Result<Vec<Task>, Error> {
+    let (after, limit) = (read.after, read.limit);
+    let rows = match read.status {
         Some(status) => {
             let params: [Param; 4] = [&status.as_str(), &after, &limit, &offset];
             LIST_BY_STATUS.query(conn, &params).await?
@@ -262,16 +252,12 @@ pub async fn list(
     rows.iter().map(task).collect()
 }
 
-/// Several chunks without an offset (each `limit` at most 32) at once, all with a
-/// status or all without: each read's tasks, in id order, in the order of `reads`.
-pub async fn list_many(
-    conn: &Conn,
-    reads: &[Read],
-    by_status: bool,
-) -> Result<Vec<Vec<Task>>, Error> {
+/// Several chunks without an offset at once, all with a status or all without: each read's
+/// tasks, in id order, in the order of `reads`.
+pub async fn list_many(conn: &Conn, reads: &[Read]) -> Result<Vec<Vec<Task>>, Error> {
     let afters: Vec<i64> = reads.iter().map(|read| read.after).collect();
     let limits: Vec<i64> = reads.iter().map(|read| read.limit).collect();
-    let rows = match by_status {
+    let rows = match reads.first().is_some_and(|read| read.status.is_some()) {
         true => {
             let statuses: Vec<Option<&str>> =
                 reads.iter().map(|read| read.status.map(Status::as_str)).collect();
