@@ -79,13 +79,19 @@ pub async fn create(
         };
         let connection_lost =
             matches!(&failure, Failure::Statement(err) if error::is_connection_lost(err));
+        if lost.is_none() && !connection_lost && !releasing {
+            return Err(failure);
+        }
+        // No connection, time or verdict, or shed: the statement's fate is still unknown.
+        let err = StoreError::from(failure);
+        let unanswered =
+            matches!(err, StoreError::Unavailable(_) | StoreError::Busy | StoreError::Unknown(_));
         match lost.as_ref() {
             // The connection went with the statement: stored or not, only the keys can
             // tell. A keyed create is safe to send again, and then gets what the database
             // holds (its own task, replayed, if the first one was stored); one without a
             // key is not, and fails as before.
             None if connection_lost => {
-                let err = StoreError::from(failure);
                 let unkeyed = sent.iter().filter(|&&at| creates[at].claim.is_none());
                 unkeyed.for_each(|&at| answers[at] = Some(Err(err.clone())));
                 sent.retain(|&at| creates[at].claim.is_some());
@@ -95,15 +101,13 @@ pub async fn create(
                 );
                 lost = Some(err);
             }
-            None if !releasing => return Err(failure),
             // Asked again, and no answer yet (no connection, or lost once more): wait a
             // little, and ask again.
-            Some(_) if could_not_ask(&failure) => tokio::time::sleep(ASK_AGAIN_AFTER).await,
+            Some(_) if unanswered => tokio::time::sleep(ASK_AGAIN_AFTER).await,
             // A later round's failure fails only the creates it was for: the database
             // said no to them, so the first round could not have stored them either; or
             // the keys were let go, and the database could not be asked to insert them.
             _ => {
-                let err = StoreError::from(failure);
                 sent.iter().for_each(|&at| answers[at] = Some(Err(err.clone())));
                 break;
             }
@@ -136,18 +140,6 @@ pub async fn create(
         }
     };
     Ok(creates.iter().enumerate().map(answer).collect())
-}
-
-/// Whether `failure` says nothing of the statement's fate: no connection, time or verdict; shed.
-fn could_not_ask(failure: &Failure) -> bool {
-    match failure {
-        Failure::Statement(err) => {
-            error::is_connection_lost(err) || error::unavailable(err).is_some()
-        }
-        Failure::Other(err) => {
-            matches!(err, StoreError::Unavailable(_) | StoreError::Busy | StoreError::Unknown(_))
-        }
-    }
 }
 
 /// The creates at `sent` (no key twice) inserted by one statement: an answer for each stored

@@ -222,18 +222,14 @@ impl Store {
         let held = "Idempotency keys the database holds (of tasks and of deleted tasks), as \
                     counted after each pruning round";
         registry.register("idempotency_keys_held", held, self.keys_held.clone());
-        if let Some(standbys) = &self.standbys {
-            standbys.register_metrics(registry);
-        }
+        self.standbys.iter().for_each(|standbys| standbys.register_metrics(registry));
     }
 
     /// Stops the background tasks and closes the pools: idle connections now, busy ones
     /// when they come back.
     pub async fn close(&self) {
         self.pruner.stop().await;
-        if let Some(standbys) = &self.standbys {
-            standbys.stop();
-        }
+        self.standbys.iter().for_each(Standbys::stop);
         self.reads.iter().for_each(|reads| reads.pool.close());
     }
 }

@@ -166,23 +166,19 @@ async fn together<K: Kind>(
     changes: &[ById<K>],
 ) -> Result<Answers<Change<K::Done>>, Failure> {
     let mut seen = HashSet::with_capacity(changes.len());
-    let (mut shared, mut after) = (Vec::with_capacity(changes.len()), Vec::new());
-    for (at, change) in changes.iter().enumerate() {
-        match seen.insert(change.id) {
-            true => shared.push(change),
-            false => after.push(at),
-        }
-    }
+    let first: Vec<bool> = changes.iter().map(|change| seen.insert(change.id)).collect();
+    let shared: Vec<_> =
+        changes.iter().zip(&first).filter_map(|(c, &first)| first.then_some(c)).collect();
     let work = async |conn: &Conn| {
         let mut done = K::run(conn, &shared).await?;
         let mut answers: Answers<Change<K::Done>> = Vec::with_capacity(changes.len());
-        for (at, change) in changes.iter().enumerate() {
+        for (change, first) in changes.iter().zip(&first) {
             let judge =
                 |mut done: HashMap<i64, K::Done>| change.expected.judge(done.remove(&change.id));
-            answers.push(match after.contains(&at) {
+            answers.push(match first {
+                true => Ok(change.expected.judge(done.remove(&change.id))),
                 // The shared statement is done: this one's failure is its own.
-                true => K::run(conn, &[change]).await.map(judge).map_err(StoreError::from),
-                false => Ok(change.expected.judge(done.remove(&change.id))),
+                false => K::run(conn, &[change]).await.map(judge).map_err(StoreError::from),
             });
         }
         Ok(answers)

@@ -10,11 +10,11 @@ use super::{Conn, Param, Sql, columns, task};
 use crate::store::NewCreate;
 use crate::tasks::Task;
 
-// Keyed creates: each task is stored with its key and fingerprint (sql/V3), so the key's
-// unique index makes its first use the only one, and the batch stays one insert. An input
-// whose key a task holds is skipped (ON CONFLICT), as is one whose key a deleted task held
-// (idempotency_keys, looked up once per batch) within $6 seconds: FIND_KEYS says what it
-// answered; one held past its TTL waits for RELEASE_KEYS. Rows come back in input order.
+// Keyed creates: each task is stored with its key and fingerprint (sql/V3), so the key's unique
+// index makes its first use the only one, and the batch stays one insert. An input whose key a
+// task holds is skipped (ON CONFLICT), as is one whose key a deleted task held within $6 seconds
+// (idempotency_keys): FIND_KEYS says what it answered; one held past its TTL waits for
+// RELEASE_KEYS. Rows come back in input order.
 static INSERT_KEYED: Sql = Sql {
     text: concat!(
         "INSERT INTO tasks (title, description, status, idempotency_key, idempotency_fingerprint)
@@ -40,12 +40,12 @@ static INSERT_KEYED: Sql = Sql {
         Type::FLOAT8,
     ],
 };
-// Each lookup of keys below finds them by the key's index alone (OFFSET 0 keeps the
-// subquery apart), then tests their time: with the time in the same WHERE, the planner may
-// pick an index on created_at, which on stale statistics after a burst of keyed creates
-// walks every key of the last day (sql/V3 had such an index; V4 dropped it).
-
-// The keys held, not older than $2 seconds, by tasks or by deleted tasks, with the id
+// Each lookup of keys below finds them by the key's index alone (OFFSET 0 keeps the subquery
+// apart), then tests their time: with the time in the same WHERE, the planner may pick an index
+// on created_at, which on stale statistics after a burst of keyed creates walks every key of the
+// last day (sql/V3 had such an index; V4 dropped it).
+//
+// FIND_KEYS: the keys held, not older than $2 seconds, by tasks or deleted tasks, with the id
 // and time of their tasks.
 static FIND_KEYS: Sql = Sql {
     text: "SELECT idempotency_key, idempotency_fingerprint, id, created_at
@@ -70,11 +70,10 @@ static RELEASE_KEYS: Sql = Sql {
         FOR UPDATE SKIP LOCKED)",
     types: &[Type::TEXT_ARRAY, Type::FLOAT8],
 };
-// The pruner's walk over tasks, by id (ids go with time: sql/V4), $3 ids from $2 on:
-// the keys that at most $4 of them older than $1 seconds hold, let go (rows another
-// session holds are skipped); and where the walk goes on: the first task of the span
-// not older than that, the first that still holds an expired key (skipped, or past
-// $4), and the last id of all.
+// The pruner's walk over tasks, by id (ids go with time: sql/V4), $3 ids from $2 on: the keys
+// that at most $4 of them older than $1 seconds hold, let go (rows another session holds are
+// skipped); and where the walk goes on: the first task of the span not older than that, the
+// first that still holds an expired key (skipped, or past $4), and the last id of all.
 static RELEASE_EXPIRED: Sql = Sql {
     text: "WITH released AS (
         UPDATE tasks SET idempotency_key = NULL, idempotency_fingerprint = NULL
