@@ -1,9 +1,8 @@
-//! Natural batching: concurrent requests for the same kind of query share one statement,
-//! because PostgreSQL spends most of a one-row lookup or insert on the round trip and the
-//! commit, not the row (docs/decisions.md has the numbers). What a batch runs is tasks.rs's
-//! choice; a traced request's scope travels with its job, so the batch's span links to it.
-//! Past capacity, newcomers are turned away at once (503) by how long the queue makes
-//! requests wait, not by how many wait ([`Pace`]).
+//! Natural batching: concurrent requests for the same query share one statement, as PostgreSQL
+//! spends most of a one-row lookup or insert on the round trip and the commit, not the row
+//! (docs/decisions.md). What a batch runs is tasks.rs's choice; a traced request's scope travels
+//! with its job, so the batch's span links to it. Past capacity, newcomers are turned away at
+//! once (503) by how long the queue makes requests wait, not by how many ([`Pace`]).
 
 use std::future::Future;
 use std::sync::Arc;

@@ -65,9 +65,7 @@ pub async fn create(
             async |conn: &Conn| attempt(conn, ttl, creates, &sent, &first_of, !releasing).await;
         let failure = match pool.run(INSERT_TASKS, deadline, Effect::Writes, round).await {
             Ok((round, released)) => {
-                for (at, answer) in round {
-                    answers[at] = Some(answer);
-                }
+                round.into_iter().for_each(|(at, answer)| answers[at] = Some(answer));
                 if released.is_empty() {
                     break;
                 }

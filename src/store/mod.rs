@@ -78,14 +78,12 @@ struct ById<K> {
 type Update = ById<TaskPatch>;
 type Delete = ById<()>;
 
-/// What a create did.
+/// What a create did: stored the task; or nothing, as its key had created this task before,
+/// for the same body (replayed), or had been used for another body.
 #[derive(Clone, Debug)]
 pub enum Creation {
-    /// Stored the task.
     Created(Task),
-    /// Nothing: its key had created this task before, for the same body.
     Replayed(Task),
-    /// Nothing: its key had been used for another body.
     KeyReused,
 }
 

@@ -13,9 +13,9 @@ use crate::tasks::{ListQuery, Status, Task};
 
 /// How long a read may take on a standby before the primary serves it instead.
 const STANDBY_BUDGET: Duration = Duration::from_secs(1);
-/// Most rows one list statement reads: what a page holds in memory at once, however
-/// slowly its client reads. A page is at most 1,000 tasks of up to 5,200 characters
-/// each; so read, it costs a few hundred KiB whatever its size.
+/// Most rows one list statement reads: what a page holds in memory at once, however slowly its
+/// client reads. A page is at most 1,000 tasks of up to 5,200 characters each; so read, it
+/// costs a few hundred KiB whatever its size.
 pub const CHUNK_ROWS: i64 = 32;
 
 /// Part of a page of tasks, in id order, and where the rest of it starts if there may be more.

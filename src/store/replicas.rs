@@ -134,12 +134,9 @@ impl Standbys {
     /// write made since the last probe is ahead of what it saw: the primary is asked once.
     async fn honoured(&self, token: &str) -> Option<u64> {
         let primary = self.seen.borrow().primary?;
-        let mut fields = token.split('-').map(|field| u64::from_str_radix(field, 16));
-        let (Some(Ok(system)), Some(Ok(timeline)), Some(Ok(lsn)), None) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
-        else {
-            return None;
-        };
+        let fields = token.split('-').map(|field| u64::from_str_radix(field, 16).ok());
+        let fields: Vec<u64> = fields.collect::<Option<_>>()?;
+        let [system, timeline, lsn] = fields[..] else { return None };
         if system != primary.system || timeline != primary.timeline {
             return None;
         }

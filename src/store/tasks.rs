@@ -104,11 +104,8 @@ fn answer_in_order(creates: &[NewCreate], mut tasks: Vec<Task>) -> Answers<Creat
     if tasks.len() == creates.len() && tasks.iter().zip(creates).all(|(t, c)| holds(t, c)) {
         return tasks.into_iter().map(|t| Ok(Creation::Created(t))).collect();
     }
-    log::error!(
-        "an insert of {} rows returned {} that are not in input order; matching them by content",
-        creates.len(),
-        tasks.len()
-    );
+    let (sent, got) = (creates.len(), tasks.len());
+    log::error!("an insert of {sent} rows returned {got} not in input order; matching by content");
     creates
         .iter()
         .map(|create| match tasks.iter().position(|task| holds(task, create)) {

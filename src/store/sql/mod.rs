@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use deadpool_postgres::Client;
 use tokio_postgres::types::{FromSql, ToSql, Type};
-use tokio_postgres::{Error, Row, SimpleQueryMessage};
+use tokio_postgres::{Error, Row, SimpleQueryMessage, SimpleQueryRow};
 
 use crate::observe::traces::Statement;
 use crate::tasks::{Status, Task};
@@ -108,18 +108,11 @@ pub fn task(row: &Row) -> Result<Task, Error> {
     })
 }
 
-/// The first row of a simple query, as text fields.
-async fn texts(conn: &Conn, query: &str) -> Result<Vec<Option<String>>, Error> {
+/// The first row of a simple query (text fields), if any.
+async fn first_row(conn: &Conn, query: &str) -> Result<Option<SimpleQueryRow>, Error> {
     let messages = conn.client.simple_query(query).await?;
-    Ok(messages
-        .iter()
-        .find_map(|message| match message {
-            SimpleQueryMessage::Row(row) => {
-                Some((0..row.len()).map(|i| row.get(i).map(str::to_owned)).collect())
-            }
-            _ => None,
-        })
-        .unwrap_or_default())
+    let row = |message| if let SimpleQueryMessage::Row(row) = message { Some(row) } else { None };
+    Ok(messages.into_iter().find_map(row))
 }
 
 /// `0/16B3748` as a number.
@@ -134,12 +127,11 @@ pub async fn primary_position(conn: &Conn) -> Result<Option<(u64, u64, u64)>, Er
     let sql =
         "SELECT system_identifier, pg_walfile_name(pg_current_wal_lsn()), pg_current_wal_lsn()
         FROM pg_control_system() WHERE NOT pg_is_in_recovery()";
-    let row = texts(conn, sql).await?;
-    let field = |n: usize| row.get(n).and_then(Option::as_deref);
+    let Some(row) = first_row(conn, sql).await? else { return Ok(None) };
     // The WAL file's name starts with the timeline, in 8 hex digits.
-    let timeline = field(1).and_then(|name| u64::from_str_radix(name.get(..8)?, 16).ok());
-    let system = field(0).and_then(|id| id.parse::<i64>().ok());
-    Ok(system.zip(timeline).zip(lsn(field(2))).map(|((s, t), l)| (s as u64, t, l)))
+    let timeline = row.get(1).and_then(|name| u64::from_str_radix(name.get(..8)?, 16).ok());
+    let system = row.get(0).and_then(|id| id.parse::<i64>().ok());
+    Ok(system.zip(timeline).zip(lsn(row.get(2))).map(|((s, t), l)| (s as u64, t, l)))
 }
 
 /// A standby's system identifier and replayed WAL position; `None` when the server is
@@ -147,20 +139,18 @@ pub async fn primary_position(conn: &Conn) -> Result<Option<(u64, u64, u64)>, Er
 pub async fn standby_position(conn: &Conn) -> Result<Option<(u64, u64)>, Error> {
     let sql = "SELECT system_identifier, pg_last_wal_replay_lsn()
         FROM pg_control_system() WHERE pg_is_in_recovery()";
-    let row = texts(conn, sql).await?;
-    let field = |n: usize| row.get(n).and_then(Option::as_deref);
-    let system = field(0).and_then(|id| id.parse::<i64>().ok());
-    Ok(system.zip(lsn(field(1))).map(|(s, l)| (s as u64, l)))
+    let Some(row) = first_row(conn, sql).await? else { return Ok(None) };
+    let system = row.get(0).and_then(|id| id.parse::<i64>().ok());
+    Ok(system.zip(lsn(row.get(1))).map(|(s, l)| (s as u64, l)))
 }
 
 /// Whether the server takes no writes (a standby), for `/ready`.
 pub async fn read_only(conn: &Conn) -> Result<bool, Error> {
-    let row = texts(conn, "SHOW transaction_read_only").await?;
-    Ok(row.first().and_then(Option::as_deref) == Some("on"))
+    let row = first_row(conn, "SHOW transaction_read_only").await?;
+    Ok(row.is_some_and(|row| row.get(0) == Some("on")))
 }
 
 /// Where the primary is inserting WAL now: at or past every commit it has made.
 pub async fn insert_position(conn: &Conn) -> Option<u64> {
-    let row = texts(conn, "SELECT pg_current_wal_insert_lsn()").await.ok()?;
-    lsn(row.first().and_then(Option::as_deref))
+    lsn(first_row(conn, "SELECT pg_current_wal_insert_lsn()").await.ok()??.get(0))
 }

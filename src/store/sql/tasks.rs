@@ -266,7 +266,7 @@ pub async fn list_many(conn: &Conn, reads: &[Read]) -> Result<Vec<Vec<Task>>, Er
         }
         false => LIST_MANY.query(conn, &[&afters, &limits]).await?,
     };
-    let mut pages: Vec<Vec<Task>> = reads.iter().map(|_| Vec::new()).collect();
+    let mut pages: Vec<Vec<Task>> = vec![Vec::new(); reads.len()];
     for row in rows {
         let n: i64 = row.try_get(6)?;
         // `n` counts from 1 over `reads`, so it always has a place.
@@ -274,9 +274,7 @@ pub async fn list_many(conn: &Conn, reads: &[Read]) -> Result<Vec<Vec<Task>>, Er
             page.push(task(&row)?);
         }
     }
-    for page in &mut pages {
-        page.sort_unstable_by_key(|task| task.id);
-    }
+    pages.iter_mut().for_each(|page| page.sort_unstable_by_key(|task| task.id));
     Ok(pages)
 }
 
