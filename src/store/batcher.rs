@@ -28,8 +28,7 @@ const MAX_QUEUED: usize = 64 * MAX_BATCH;
 pub const LANES: usize = 2;
 
 type Answer<T> = Result<T, StoreError>;
-/// A request's input, deadline, reply, trace scope (batches run in a task of their own) and
-/// when it was queued.
+/// A request's input, deadline, reply, trace scope (batches run in tasks of their own), queue time.
 type Job<I, T> = (I, Deadline, oneshot::Sender<Answer<T>>, Option<Scope>, Instant);
 
 /// A queue in front of one batched query: `run` gets a batch's inputs and their earliest
@@ -49,14 +48,12 @@ impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
         Self::start(lanes, MAX_BATCH, Abandoned::RunOn, run)
     }
 
-    /// Starts the dispatcher on the current tokio runtime: `lanes` batches in flight at most,
-    /// of up to `most` (reads with large answers take fewer, so memory stays bounded). It
-    /// stops once the `Batcher` is dropped and its queue empty.
-    ///
-    /// The one trick: a free lane is taken *before* jobs are taken from the queue. A request
-    /// that finds a lane free runs at once, alone; while every lane is busy, requests pile up,
-    /// and the lane that comes free takes them all (up to `most`) as one batch. So batches
-    /// grow exactly as much as the database is slow.
+    /// Starts the dispatcher on the current tokio runtime: `lanes` batches in flight at most, of
+    /// up to `most` (reads with large answers take fewer, so memory stays bounded), until the
+    /// `Batcher` is dropped and its queue empty. The one trick: a free lane is taken *before*
+    /// jobs are taken from the queue. A request that finds a lane free runs at once, alone;
+    /// while every lane is busy, requests pile up, and the lane that comes free takes them all
+    /// (up to `most`) as one batch. So batches grow exactly as much as the database is slow.
     pub fn start<F, Fut>(lanes: usize, most: usize, abandoned: Abandoned, run: F) -> Self
     where
         F: Fn(Vec<I>, Deadline) -> Fut + Send + 'static,
@@ -152,10 +149,9 @@ pub enum Abandoned {
 /// as many (9.7k/s against 44k/s in `make bench`'s overload run, docs/decisions.md).
 const SHED_AFTER: Duration = Duration::from_millis(250);
 
-/// How the queue moves: how many wait, how long the oldest of the last batch had waited,
-/// and since when the queue has not moved, both as microseconds since `epoch`. Past `busy`
-/// queued (a full batch per lane), admission looks at the pace; past `full`, it turns
-/// everyone away.
+/// How the queue moves: how many wait, how long the oldest of the last batch had waited, and
+/// since when the queue has not moved (microseconds since `epoch`). Past `busy` queued (a batch
+/// per lane), admission looks at the pace; past `full`, it turns everyone away.
 struct Pace {
     busy: usize,
     full: usize,
@@ -182,9 +178,8 @@ impl Pace {
         at.saturating_duration_since(self.epoch).as_micros() as u64
     }
 
-    /// Counts a newcomer in, or turns it away: the queue is full, or longer than a
-    /// batch per lane and either its last batch waited past [`SHED_AFTER`] or it has
-    /// not moved for that long.
+    /// Counts a newcomer in, or turns it away: the queue is full, or longer than a batch per lane
+    /// and either its last batch waited past [`SHED_AFTER`] or it has not moved for that long.
     fn admit(&self, now: Instant) -> bool {
         let before = self.queued.fetch_add(1, Ordering::Relaxed);
         if before == 0 {

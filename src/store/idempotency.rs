@@ -1,7 +1,6 @@
-//! Idempotency keys of `POST /tasks` (the IETF httpapi draft): a batch of creates with keys
-//! as one statement that stores each task with its key (sql/V3), the replay of what a key
-//! answered before, asking again when the connection went with the insert, and the
-//! [`Pruner`] of expired keys. What a key looks like on the wire is http's business.
+//! Idempotency keys of `POST /tasks` (the IETF httpapi draft): creates with keys as one statement
+//! storing each task with its key (sql/V3), the replay of what a key answered, asking again when
+//! the connection went with the insert, and the [`Pruner`] of expired keys. The wire is http's.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -218,10 +217,6 @@ fn same_body(create: &NewCreate, first: &NewCreate, task: Task) -> Creation {
     }
 }
 
-/// Keys pruned by one statement: short, so the rows it locks are few and brief.
-const PRUNE_BATCH: i64 = 1000;
-/// Tasks the pruner's walk looks at per statement, by id.
-const PRUNE_SPAN: i64 = 10_000;
 /// The pruner's pause between rounds, at most; less with a short TTL.
 const PRUNE_EVERY: Duration = Duration::from_secs(300);
 /// How long a stopping pruner may take to finish its statement.
@@ -303,9 +298,7 @@ async fn release_expired(
     while !*stopped.borrow() {
         // Where the next round starts, should this one fail from here on.
         *walk = Some(from);
-        let step = async |conn: &Conn| {
-            sql::release_expired(conn, ttl_secs, from, PRUNE_SPAN, PRUNE_BATCH).await
-        };
+        let step = async |conn: &Conn| sql::release_expired(conn, ttl_secs, from).await;
         let walked = pool.run(UPDATE_TASKS, Deadline::start(), Effect::Writes, step).await?;
         released += walked.released;
         match walked.fresh.into_iter().chain(walked.left).min() {
@@ -316,7 +309,7 @@ async fn release_expired(
                 break;
             }
             None => match walked.last {
-                Some(last) if last >= from + PRUNE_SPAN => from += PRUNE_SPAN,
+                Some(last) if last >= from + sql::PRUNE_SPAN => from += sql::PRUNE_SPAN,
                 last => {
                     from = from.max(last.map_or(from, |last| last + 1));
                     break;
@@ -332,10 +325,10 @@ async fn release_expired(
 async fn prune_kept(pool: &Pool, ttl_secs: f64) -> Result<u64, StoreError> {
     let mut pruned = 0;
     loop {
-        let step = async |conn: &Conn| sql::prune_kept_keys(conn, ttl_secs, PRUNE_BATCH).await;
+        let step = async |conn: &Conn| sql::prune_kept_keys(conn, ttl_secs).await;
         let count = pool.run(DELETE_KEYS, Deadline::start(), Effect::Writes, step).await?;
         pruned += count;
-        if count < PRUNE_BATCH as u64 {
+        if count < sql::PRUNE_BATCH as u64 {
             return Ok(pruned);
         }
     }

@@ -1,8 +1,7 @@
-//! The data path: [`Store`] is all the HTTP layer sees of the database; its calls take and
-//! give the crate's task types and fail with a [`StoreError`]. Inside: the pool and its 5 s
-//! budget (pool.rs), batching and shedding (batcher.rs), what batches run (tasks.rs,
-//! idempotency.rs), reads on standbys (reads.rs, replicas.rs), the SQL (sql/) and what
-//! database errors mean (error.rs).
+//! The data path: [`Store`] is all the HTTP layer sees of the database; its calls take and give
+//! the crate's task types and fail with a [`StoreError`]. Inside: the pool and its 5 s budget
+//! (pool.rs), batching and shedding (batcher.rs), what batches run (tasks.rs, idempotency.rs),
+//! reads on standbys (reads.rs, replicas.rs), the SQL (sql/), what errors mean (error.rs).
 
 mod batcher;
 mod error;
@@ -113,9 +112,8 @@ pub enum Health {
 }
 
 impl Store {
-    /// A store on pools of at most `pool_size` connections; starts its background tasks, so
-    /// call it inside the tokio runtime. Keys are kept for `key_ttl`; with
-    /// `unnamed_statements`, no statement outlives its transaction (a pooler in transaction mode).
+    /// A store on pools of at most `pool_size` connections, and its background tasks (so call it
+    /// in the tokio runtime). Keys are kept for `key_ttl`; `unnamed_statements`: for a pooler.
     pub fn open(
         db: &DbOptions,
         pool_size: usize,

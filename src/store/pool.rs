@@ -150,11 +150,10 @@ impl Pool {
         self.pool.close();
     }
 
-    /// Runs `work` on a pooled connection by `deadline`, and gives the database's verdict;
-    /// should that not come in time ([`Effect`]), or the caller stop waiting, the statement
-    /// is cancelled. A connection a failover made read-only is closed with the idle ones
-    /// (new ones find the new primary); a prepared statement a pooler lost before anything
-    /// ran sends `work` again at once, unnamed. `statement` names the trace span, if any.
+    /// Runs `work` on a pooled connection by `deadline`: the database's verdict. A statement
+    /// not done in time ([`Effect`]), or whose caller stopped waiting, is cancelled. A connection
+    /// a failover made read-only is closed with the idle ones (new ones find the new primary); a
+    /// prepared statement a pooler lost before anything ran sends `work` again, unnamed.
     pub async fn run<T>(
         &self,
         statement: Statement,

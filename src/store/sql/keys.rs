@@ -10,6 +10,11 @@ use super::{Conn, Param, Sql, columns, task};
 use crate::store::NewCreate;
 use crate::tasks::Task;
 
+/// Keys the pruner lets go of by one statement: few, so the rows it locks are few and brief.
+pub const PRUNE_BATCH: i64 = 1000;
+/// Tasks the pruner's walk looks at per statement, by id.
+pub const PRUNE_SPAN: i64 = 10_000;
+
 // Keyed creates: each task is stored with its key and fingerprint (sql/V3), so the key's unique
 // index makes its first use the only one, and the batch stays one insert. An input whose key a
 // task holds is skipped (ON CONFLICT), as is one whose key a deleted task held within $6 seconds
@@ -191,16 +196,10 @@ pub struct Walked {
     pub last: Option<i64>,
 }
 
-/// Lets go of the keys that at most `limit` tasks of ids `from` to `from + span - 1`,
-/// older than `ttl_secs`, hold; skipping any a request holds.
-pub async fn release_expired(
-    conn: &Conn,
-    ttl_secs: f64,
-    from: i64,
-    span: i64,
-    limit: i64,
-) -> Result<Walked, Error> {
-    let rows = RELEASE_EXPIRED.query(conn, &[&ttl_secs, &from, &span, &limit]).await?;
+/// Lets go of the keys that at most [`PRUNE_BATCH`] tasks older than `ttl_secs`, of the
+/// [`PRUNE_SPAN`] ids from `from` on, hold; skipping any a request holds.
+pub async fn release_expired(conn: &Conn, ttl_secs: f64, from: i64) -> Result<Walked, Error> {
+    let rows = RELEASE_EXPIRED.query(conn, &[&ttl_secs, &from, &PRUNE_SPAN, &PRUNE_BATCH]).await?;
     // One row, always.
     let Some(row) = rows.first() else { return Ok(Walked::default()) };
     Ok(Walked {
@@ -221,9 +220,9 @@ pub async fn count_keys(conn: &Conn) -> Result<i64, Error> {
     Ok(COUNT_KEYS.value(conn, &[]).await?.unwrap_or(0))
 }
 
-/// Deletes at most `limit` keys of deleted tasks older than `ttl_secs`, skipping any a
+/// Deletes at most [`PRUNE_BATCH`] keys of deleted tasks older than `ttl_secs`, skipping any a
 /// request holds; how many went.
-pub async fn prune_kept_keys(conn: &Conn, ttl_secs: f64, limit: i64) -> Result<u64, Error> {
-    let pruned: Option<i64> = PRUNE_KEYS.value(conn, &[&ttl_secs, &limit]).await?;
+pub async fn prune_kept_keys(conn: &Conn, ttl_secs: f64) -> Result<u64, Error> {
+    let pruned: Option<i64> = PRUNE_KEYS.value(conn, &[&ttl_secs, &PRUNE_BATCH]).await?;
     Ok(pruned.map_or(0, |n| n as u64))
 }

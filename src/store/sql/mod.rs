@@ -1,7 +1,6 @@
-//! Every SQL statement the store sends, and nowhere else: how one is sent (prepared and
-//! cached per connection, or unnamed behind a transaction-mode pooler), its trace span's
-//! name, and the row decoder; the tasks' statements in tasks.rs, the keys' in keys.rs. Which
-//! connection runs them, and by when, is store/pool.rs's business.
+//! Every SQL statement the store sends, and nowhere else: how one is sent (prepared and cached
+//! per connection, or unnamed behind a transaction-mode pooler), its trace span's name, and the
+//! row decoder; the tasks' statements in tasks.rs, the keys' in keys.rs. Where, by when: pool.rs.
 
 pub mod keys;
 pub mod tasks;
@@ -23,10 +22,9 @@ macro_rules! columns {
 }
 pub(crate) use columns;
 
-/// A pooled connection as statements use it: the client; whether statements go unnamed
-/// (parsed with each execution in the same round trip, so nothing has to live on one server
-/// connection between transactions); and how many were answered on this attempt, so the
-/// pool knows whether a failed attempt may go again.
+/// A pooled connection as statements use it: the client; whether statements go unnamed (parsed
+/// with each execution, so nothing lives on one server connection between transactions); and
+/// how many were answered on this attempt, so the pool knows whether it may go again.
 pub struct Conn {
     pub client: Client,
     pub unnamed: bool,
@@ -121,8 +119,7 @@ fn lsn(text: Option<&str>) -> Option<u64> {
     Some(u64::from_str_radix(high, 16).ok()? << 32 | u64::from_str_radix(low, 16).ok()?)
 }
 
-/// The primary's system identifier, timeline and WAL position; `None` when the server is
-/// in recovery (a standby).
+/// The primary's system identifier, timeline and WAL position; `None` on a standby.
 pub async fn primary_position(conn: &Conn) -> Result<Option<(u64, u64, u64)>, Error> {
     let sql =
         "SELECT system_identifier, pg_walfile_name(pg_current_wal_lsn()), pg_current_wal_lsn()
@@ -134,8 +131,7 @@ pub async fn primary_position(conn: &Conn) -> Result<Option<(u64, u64, u64)>, Er
     Ok(system.zip(timeline).zip(lsn(row.get(2))).map(|((s, t), l)| (s as u64, t, l)))
 }
 
-/// A standby's system identifier and replayed WAL position; `None` when the server is
-/// not in recovery (promoted) or has replayed nothing yet.
+/// A standby's system identifier and replayed WAL position; `None` if promoted or yet to replay.
 pub async fn standby_position(conn: &Conn) -> Result<Option<(u64, u64)>, Error> {
     let sql = "SELECT system_identifier, pg_last_wal_replay_lsn()
         FROM pg_control_system() WHERE pg_is_in_recovery()";

@@ -1,6 +1,5 @@
-//! The statements of the task resource: find, insert, update and delete many tasks at once
-//! (a batch of requests is one statement), and read a page in chunks. Which requests share
-//! one is store/tasks.rs's choice.
+//! The statements of the task resource: find, insert, update and delete many tasks at once (a
+//! batch is one statement), and read pages in chunks. Which requests share one: store/tasks.rs.
 
 use std::collections::HashMap;
 
@@ -31,14 +30,13 @@ static INSERT_MANY: Sql = Sql {
     ),
     types: &[Type::TEXT_ARRAY, Type::TEXT_ARRAY, Type::TEXT_ARRAY],
 };
-// Changes to several tasks, one row of arrays each: $2/$5 NULL keep the title/status;
-// $3 says whether $4 (possibly NULL) replaces the description; $6 whether the change
-// is checked against the versions (updated_at) its If-Match names: the n-th change's
-// are the n-th run of $8 elements of $7 (padded with NULLs), one `= ANY` each,
-// checked in the statement that writes, so atomically. `t.id = ANY($1)` lets the
-// planner fetch the rows by primary key. On the right-hand side, t's columns are the
-// old values, so `updated_at` moves only when a value actually changes, and then
-// always forward, so that it (the ETag) names one version of the task.
+// Changes to several tasks, one row of arrays each: $2/$5 NULL keep the title/status; $3 says
+// whether $4 (possibly NULL) replaces the description; $6 whether the change is checked against
+// the versions (updated_at) its If-Match names: the n-th change's are the n-th run of $8
+// elements of $7 (padded with NULLs), one `= ANY` each, checked in the statement that writes,
+// so atomically. `t.id = ANY($1)` lets the planner fetch the rows by primary key. On the right,
+// t's columns are the old values, so `updated_at` moves only when a value actually changes, and
+// then always forward, so that it (the ETag) names one version of the task.
 static UPDATE_MANY: Sql = Sql {
     text: "UPDATE tasks AS t SET
         title = COALESCE(u.title, t.title),
@@ -69,9 +67,8 @@ static UPDATE_MANY: Sql = Sql {
         Type::INT4,
     ],
 };
-// Deletes, checked as UPDATE_MANY's changes are. A deleted task's Idempotency-Key
-// moves to idempotency_keys, so that a retry of its create is still answered as it
-// was, and stores nothing new, until the key expires.
+// Deletes, checked as UPDATE_MANY's changes are. A deleted task's Idempotency-Key moves to
+// idempotency_keys: a retry of its create is answered as it was, storing nothing, until it expires.
 static DELETE_MANY: Sql = Sql {
     text: "WITH gone AS (
         DELETE FROM tasks AS t
@@ -109,12 +106,11 @@ static LIST_BY_STATUS: Sql = Sql {
     ),
     types: &[Type::TEXT, Type::INT8, Type::INT8, Type::INT8],
 };
-// Chunks without an offset, of several pages at once: one element of each array per
-// chunk (after, limit; and status, by status); every row comes with its chunk's place
-// in the arrays, counted from 1. The index scan's LIMIT is the constant CHUNK_ROWS and
-// each chunk's own limit a filter above it: with `LIMIT q.lim` the planner, not knowing
-// the limit, guesses a tenth of the table, and once the table is large enough that
-// guess makes PostgreSQL JIT-compile the statement, some milliseconds, every time.
+// Chunks without an offset, of several pages at once: one element of each array per chunk
+// (after, limit; and status, by status); every row comes with its chunk's place in the arrays,
+// counted from 1. The index scan's LIMIT is the constant CHUNK_ROWS and each chunk's own limit
+// a filter above it: with `LIMIT q.lim` the planner guesses a tenth of the table, and once the
+// table is large enough that guess makes PostgreSQL JIT-compile the statement, every time.
 macro_rules! chunks {
     ($arrays:literal, $names:literal, $filter:literal) => {
         concat!(
