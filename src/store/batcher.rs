@@ -219,8 +219,7 @@ mod tests {
 
     type Seen = Arc<Mutex<Vec<(Vec<u32>, Deadline)>>>;
 
-    /// A batcher of one lane whose batches take 50 ms, each seen with its deadline; its
-    /// lane is busy with a batch of [1] (the handle) when it is given.
+    /// A one-lane batcher of 50 ms batches, each seen with its deadline, busy with [1] (handle).
     async fn busy() -> (Arc<Batcher<u32, u32>>, Seen, tokio::task::JoinHandle<Answer<u32>>) {
         let seen = Seen::default();
         let log = seen.clone();

@@ -1,6 +1,5 @@
-//! What a database failure means for a request: [`StoreError`], and the one table of
-//! SQLSTATEs ([`unavailable_code`]) behind it and the pool's judgement of a connection. Turning
-//! a `StoreError` into a status code is http/error.rs's job.
+//! What a database failure means for a request: [`StoreError`], and the one table of SQLSTATEs
+//! ([`unavailable_code`]) behind it and the pool's judgement of a connection. Status codes: http.
 
 use std::fmt;
 use std::sync::Arc;
@@ -95,8 +94,7 @@ impl From<tokio_postgres::Error> for StoreError {
     }
 }
 
-/// No answer from the server: the connection failed or was closed, so a statement in
-/// flight may or may not have been committed.
+/// No answer: the connection failed or closed, so a statement in flight may have committed.
 pub fn is_connection_lost(err: &tokio_postgres::Error) -> bool {
     err.as_db_error().is_none()
         && (err.is_closed()

@@ -135,8 +135,7 @@ impl Pool {
     }
 
     pub async fn warm_up(&self) {
-        if let Err(err) = self.pool.get().await {
-            let err = StoreError::from(err);
+        if let Err(err) = self.pool.get().await.map_err(StoreError::from) {
             log::warn!("could not open a pooled database connection yet: {err}");
         }
     }

@@ -24,9 +24,8 @@ pub struct Chunk {
     pub more: Option<Cursor>,
 }
 
-/// Where the rest of a page starts ([`Store::list_more`]), and is read (where the page was).
-/// A page never holds a task twice and keeps id order, but is not one snapshot: tasks may
-/// come and go between chunks.
+/// Where the rest of a page starts ([`Store::list_more`]) and is read. A page never holds a task
+/// twice and keeps id order, but is not one snapshot: tasks may come and go between chunks.
 #[derive(Clone, Copy, Debug)]
 pub struct Cursor {
     status: Option<Status>,
@@ -69,20 +68,15 @@ impl Store {
         read(&self.reads[0], deadline).await
     }
 
-    /// The consistency token of the writes answered so far: a read that sends it back
-    /// sees them. `None` without standbys.
+    /// The consistency token of the writes answered so far: a read that sends it back sees them.
     pub fn token(&self) -> Option<String> {
         self.standbys.as_ref()?.token(self.pool.written()?)
     }
 
     /// The first chunk of a page of tasks in id order, and a [`Cursor`] to the rest.
     pub async fn list(&self, query: &ListQuery, token: Option<&str>) -> Result<Chunk, StoreError> {
-        let cursor = Cursor {
-            status: query.status,
-            after: 0,
-            left: query.limit,
-            target: self.target(token).await,
-        };
+        let target = self.target(token).await;
+        let cursor = Cursor { status: query.status, after: 0, left: query.limit, target };
         self.chunk(cursor, query.offset).await
     }
 
@@ -107,12 +101,9 @@ impl Store {
         });
         let tasks = tasks.await?;
         let left = cursor.left - tasks.len() as i64;
-        let more = match tasks.last() {
-            Some(last) if tasks.len() as i64 == limit && left > 0 => {
-                Some(Cursor { after: last.id, left, ..cursor })
-            }
-            _ => None,
-        };
+        let full = tasks.len() as i64 == limit && left > 0;
+        let more =
+            tasks.last().filter(|_| full).map(|last| Cursor { after: last.id, left, ..cursor });
         Ok(Chunk { tasks, more })
     }
 }

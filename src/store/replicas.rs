@@ -188,13 +188,11 @@ async fn probe(
     loop {
         let at = look(&primary, PROBE_BUDGET, sql::primary_position).await.flatten();
         let seen_primary = at.map(|(system, timeline, lsn)| Primary { system, timeline, lsn });
-        if let Some(now) = seen_primary {
-            if history.back().is_none_or(|(lsn, _)| *lsn != now.lsn) {
-                history.push_back((now.lsn, Instant::now()));
-            }
-            while history.len() > keep as usize {
-                history.pop_front();
-            }
+        if let Some(now) = seen_primary
+            && history.back().is_none_or(|(lsn, _)| *lsn != now.lsn)
+        {
+            history.push_back((now.lsn, Instant::now()));
+            history.drain(..history.len().saturating_sub(keep as usize));
         }
         let mut seen = Seen { primary: seen_primary, standbys: Vec::with_capacity(standbys.len()) };
         for (pool, gauge) in standbys.iter().zip(&gauges) {

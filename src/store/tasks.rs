@@ -18,8 +18,7 @@ use super::sql::{Conn, INSERT_TASKS, SELECT_TASKS};
 use super::{ById, CHUNK_ROWS, Change, Creation, NewCreate, StoreError};
 use crate::tasks::Task;
 
-/// Most chunks one list statement reads: what it holds at once is at most this many
-/// chunks of [`CHUNK_ROWS`] rows (256), as many as a pool of 8 read one at a time.
+/// Most chunks one list statement reads: [`CHUNK_ROWS`] each, 256 rows, as a pool of 8 read singly.
 const MOST_CHUNKS: usize = 256 / CHUNK_ROWS as usize;
 
 type Answers<T> = Vec<Result<T, StoreError>>;

@@ -1,6 +1,5 @@
-//! The statements of Idempotency-Key: creates that store each task with its key, the look-up
-//! of keys held, letting go of expired ones, and the pruner's walk. What a held key answers
-//! is store/idempotency.rs's business.
+//! The statements of Idempotency-Key: creates that store each task with its key, the look-up of
+//! keys held, letting go of expired ones, and the pruner's walk. What keys answer: idempotency.rs.
 
 use jiff::Timestamp;
 use tokio_postgres::Error;

@@ -5,6 +5,7 @@
 pub mod keys;
 pub mod tasks;
 
+use std::error::Error as StdError;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use deadpool_postgres::Client;
@@ -31,7 +32,6 @@ pub struct Conn {
     pub answered: AtomicUsize,
 }
 
-/// A statement's parameter.
 pub type Param<'a> = &'a (dyn ToSql + Sync);
 
 /// A statement, and the types of its parameters (what an unnamed one needs).
@@ -71,7 +71,6 @@ const fn named(operation: &'static str, collection: Option<&'static str>) -> Sta
 }
 
 pub const SELECT_TASKS: Statement = named("SELECT", Some("tasks"));
-/// Keys or not.
 pub const INSERT_TASKS: Statement = named("INSERT", Some("tasks"));
 pub const UPDATE_TASKS: Statement = named("UPDATE", Some("tasks"));
 pub const DELETE_TASKS: Statement = named("DELETE", Some("tasks"));
@@ -81,10 +80,7 @@ pub const DELETE_KEYS: Statement = named("DELETE", Some("idempotency_keys"));
 pub const SHOW: Statement = named("SHOW", None);
 
 impl<'a> FromSql<'a> for Status {
-    fn from_sql(
-        ty: &Type,
-        raw: &'a [u8],
-    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn StdError + Sync + Send>> {
         let text = <&str as FromSql>::from_sql(ty, raw)?;
         Status::parse(text).ok_or_else(|| format!("unknown status {text:?} in the database").into())
     }

@@ -16,8 +16,7 @@ static FIND_MANY: Sql = Sql {
     text: concat!("SELECT ", columns!(), " FROM tasks WHERE id = ANY($1)"),
     types: &[Type::INT8_ARRAY],
 };
-// Rows go in in `n` order, so each takes the next identity value: sorted by id, the
-// returned rows are in input order.
+// Rows go in in `n` order, each taking the next identity value: by id, rows are in input order.
 static INSERT_MANY: Sql = Sql {
     text: concat!(
         "INSERT INTO tasks (title, description, status)
