@@ -64,7 +64,8 @@ impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
         let (lanes, mut jobs, taking) = (Arc::new(Semaphore::new(lanes)), Vec::new(), pace.clone());
         tokio::spawn(async move {
             loop {
-                let lane = lanes.clone().acquire_owned().await.expect("the semaphore stays open");
+                let lane =
+                    lanes.clone().acquire_owned().await.expect("the semaphore is never closed");
                 let taken = queued.recv_many(&mut jobs, most).await;
                 if taken == 0 {
                     return; // the Batcher is gone and the queue is empty
@@ -213,10 +214,6 @@ mod tests {
 
     use std::sync::Mutex;
 
-    fn answered(inputs: Vec<u32>) -> Vec<Answer<u32>> {
-        inputs.into_iter().map(Ok).collect()
-    }
-
     type Seen = Arc<Mutex<Vec<(Vec<u32>, Deadline)>>>;
 
     /// A one-lane batcher of 50 ms batches, each seen with its deadline, busy with [1] (handle).
@@ -227,7 +224,7 @@ mod tests {
             log.lock().unwrap().push((inputs.clone(), deadline));
             async move {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                answered(inputs)
+                inputs.into_iter().map(Ok).collect()
             }
         }));
         let busy = batcher.clone();
@@ -306,7 +303,7 @@ mod tests {
                 async move {
                     tokio::time::sleep(Duration::from_millis(300)).await;
                     std::mem::forget(end); // ran to its end: not counted as dropped
-                    answered(inputs)
+                    inputs.into_iter().map(Ok).collect()
                 }
             }
         };

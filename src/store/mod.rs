@@ -19,7 +19,7 @@ use deadpool_postgres::PoolError;
 use jiff::Timestamp;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::error::describe;
@@ -36,9 +36,6 @@ use tasks::Reads;
 pub use error::{Cause, StoreError};
 pub use idempotency::Claim;
 pub use reads::{CHUNK_ROWS, Chunk, Cursor};
-
-/// Batch-size buckets: 1 to [`batcher::MAX_BATCH`].
-const BATCH_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 
 type BatchSizes = Family<[(&'static str, &'static str); 1], Histogram, fn() -> Histogram>;
 
@@ -113,7 +110,8 @@ pub enum Health {
 
 impl Store {
     /// A store on pools of at most `pool_size` connections, and its background tasks (so call it
-    /// in the tokio runtime). Keys are kept for `key_ttl`; `unnamed_statements`: for a pooler.
+    /// in the tokio runtime). Keys are kept for `key_ttl`; with `unnamed_statements`, no
+    /// statement outlives its transaction (a pooler in transaction mode).
     pub fn open(
         db: &DbOptions,
         pool_size: usize,
@@ -123,7 +121,9 @@ impl Store {
     ) -> Result<Store, String> {
         let pool = Arc::new(Pool::open(db, pool_size, unnamed_statements, !standbys.is_empty())?);
         let lanes = batcher::LANES.min(pool_size);
-        let batch_sizes = BatchSizes::new_with_constructor(|| Histogram::new(BATCH_BUCKETS));
+        // Batch sizes from 1 to batcher::MAX_BATCH, by powers of 2.
+        let buckets = || Histogram::new(exponential_buckets(1.0, 2.0, 8));
+        let batch_sizes = BatchSizes::new_with_constructor(buckets);
         let sizes = |query| batch_sizes.get_or_create(&[("query", query)]).clone();
         let keys_held = Gauge::default();
         let standby = |db| Pool::open(db, pool_size, unnamed_statements, false).map(Arc::new);
@@ -193,20 +193,18 @@ impl Store {
             }
             Err(failure) => StoreError::from(failure),
         };
+        let says = |cause: &Cause, text| describe(&**cause).contains(text);
         let reason = match &err {
             StoreError::Unavailable(cause) if cause.is::<OutOfTime>() => "timeout",
             // target_session_attrs=read-write, and only a standby answered.
-            StoreError::Unavailable(cause)
-                if describe(&**cause).contains("does not allow writes") =>
-            {
-                "read-only"
-            }
+            StoreError::Unavailable(cause) if says(cause, "does not allow writes") => "read-only",
             StoreError::Unavailable(cause) if cause.is::<PoolError>() => "unreachable",
             _ => "error",
         };
         Health::Failed(reason, err)
     }
 
+    /// The pool as of now.
     pub fn pool_state(&self) -> PoolState {
         self.pool.state()
     }

@@ -79,6 +79,7 @@ impl Deadline {
         Deadline::after(REQUEST_BUDGET)
     }
 
+    /// A deadline `budget` from now.
     pub fn after(budget: Duration) -> Deadline {
         Deadline(Instant::now() + budget)
     }
@@ -130,21 +131,25 @@ impl Pool {
         Ok(Pool { pool, tls, unnamed, written })
     }
 
+    /// The WAL position after the newest write this pool committed, if it tracks them.
     pub fn written(&self) -> Option<u64> {
         self.written.as_ref().map(|lsn| lsn.load(Ordering::Relaxed))
     }
 
+    /// Opens the first connection now, so the first request does not pay for it.
     pub async fn warm_up(&self) {
         if let Err(err) = self.pool.get().await.map_err(StoreError::from) {
             log::warn!("could not open a pooled database connection yet: {err}");
         }
     }
 
+    /// The pool as of now.
     pub fn state(&self) -> PoolState {
         let status = self.pool.status();
         PoolState { size: status.size, available: status.available, waiting: status.waiting }
     }
 
+    /// Closes the pool: idle connections now, busy ones when they come back.
     pub fn close(&self) {
         self.pool.close();
     }

@@ -167,6 +167,7 @@ impl Standbys {
         registry.register("db_standby_lag_seconds", lag, self.lag.clone());
     }
 
+    /// Stops the probe.
     pub fn stop(&self) {
         self.probe.abort();
     }

@@ -104,7 +104,9 @@ fn answer_in_order(creates: &[NewCreate], mut tasks: Vec<Task>) -> Answers<Creat
         return tasks.into_iter().map(|t| Ok(Creation::Created(t))).collect();
     }
     let (sent, got) = (creates.len(), tasks.len());
-    log::error!("an insert of {sent} rows returned {got} not in input order; matching by content");
+    log::error!(
+        "an insert of {sent} rows returned {got} that are not in input order; matching them by content"
+    );
     creates
         .iter()
         .map(|create| match tasks.iter().position(|task| holds(task, create)) {

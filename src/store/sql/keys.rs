@@ -199,7 +199,6 @@ pub struct Walked {
 /// [`PRUNE_SPAN`] ids from `from` on, hold; skipping any a request holds.
 pub async fn release_expired(conn: &Conn, ttl_secs: f64, from: i64) -> Result<Walked, Error> {
     let rows = RELEASE_EXPIRED.query(conn, &[&ttl_secs, &from, &PRUNE_SPAN, &PRUNE_BATCH]).await?;
-    // One row, always.
     let Some(row) = rows.first() else { return Ok(Walked::default()) };
     Ok(Walked {
         released: row.try_get::<_, i64>(0)?.try_into().unwrap_or(0),

@@ -32,7 +32,7 @@ pub struct Conn {
     pub answered: AtomicUsize,
 }
 
-pub type Param<'a> = &'a (dyn ToSql + Sync);
+type Param<'a> = &'a (dyn ToSql + Sync);
 
 /// A statement, and the types of its parameters (what an unnamed one needs).
 pub struct Sql {
@@ -70,9 +70,13 @@ const fn named(operation: &'static str, collection: Option<&'static str>) -> Sta
     Statement { operation, collection }
 }
 
+/// `SELECT … FROM tasks`.
 pub const SELECT_TASKS: Statement = named("SELECT", Some("tasks"));
+/// `INSERT INTO tasks`, keys or not.
 pub const INSERT_TASKS: Statement = named("INSERT", Some("tasks"));
+/// `UPDATE tasks`.
 pub const UPDATE_TASKS: Statement = named("UPDATE", Some("tasks"));
+/// `DELETE FROM tasks`.
 pub const DELETE_TASKS: Statement = named("DELETE", Some("tasks"));
 /// Pruning `idempotency_keys`.
 pub const DELETE_KEYS: Statement = named("DELETE", Some("idempotency_keys"));
