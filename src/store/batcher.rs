@@ -1,16 +1,17 @@
-//! Natural batching: concurrent requests for the same kind of query share one statement,
-//! because PostgreSQL spends most of a one-row lookup or insert on the round trip and the
-//! commit, not the row (docs/decisions.md has the numbers). What a batch runs is tasks.rs's
-//! choice; a traced request's scope travels with its job, so the batch's span links to it.
+//! Natural batching: concurrent requests for the same query share one statement, as PostgreSQL
+//! spends most of a one-row lookup or insert on the round trip and the commit, not the row
+//! (docs/decisions.md). What a batch runs is tasks.rs's choice; a traced request's scope travels
+//! with its job, so the batch's span links to it. Past capacity, newcomers are turned away at
+//! once (503) by how long the queue makes requests wait, not by how many ([`Pace`]).
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::error::{StoreError, message};
-use super::pace::Pace;
 use super::pool::{Deadline, OutOfTime};
 use crate::observe::traces::{self as trace, Scope};
 
@@ -18,7 +19,7 @@ use crate::observe::traces::{self as trace, Scope};
 pub const MAX_BATCH: usize = 128;
 
 /// Requests queued for one query past which the next is turned away (503) whatever the
-/// queue's pace (pace.rs): the last resort, as the connection limit bounds the queue first.
+/// queue's pace: the last resort, as the connection limit bounds the queue first.
 const MAX_QUEUED: usize = 64 * MAX_BATCH;
 
 /// Batches of one query in flight at once, each on its own pooled connection. Two beat one,
@@ -27,21 +28,18 @@ const MAX_QUEUED: usize = 64 * MAX_BATCH;
 pub const LANES: usize = 2;
 
 type Answer<T> = Result<T, StoreError>;
-/// A request's input, deadline, reply, trace scope (batches run in a task of their own) and
-/// when it was queued.
+/// A request's input, deadline, reply, trace scope (batches run in tasks of their own), queue time.
 type Job<I, T> = (I, Deadline, oneshot::Sender<Answer<T>>, Option<Scope>, Instant);
 
 /// A queue in front of one batched query: `run` gets a batch's inputs and their earliest
 /// deadline, and gives one answer per input, in order.
 pub struct Batcher<I, T> {
     queue: mpsc::UnboundedSender<Job<I, T>>,
-    /// Jobs queued and not yet taken by a lane, and how fast they are taken.
     pace: Arc<Pace>,
 }
 
 impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
-    /// Starts the dispatcher on the current tokio runtime: `lanes` batches in flight at
-    /// most, of up to [`MAX_BATCH`]. It stops once the `Batcher` is dropped and its queue empty.
+    /// A batcher of up to [`MAX_BATCH`] whose batches run on when abandoned, as writes must.
     pub fn new<F, Fut>(lanes: usize, run: F) -> Self
     where
         F: Fn(Vec<I>, Deadline) -> Fut + Send + 'static,
@@ -50,30 +48,80 @@ impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
         Self::start(lanes, MAX_BATCH, Abandoned::RunOn, run)
     }
 
-    /// A batcher for reads with large answers: batches of up to `most`, so memory stays
-    /// bounded, dropped (their statement cancelled) once all their clients have left.
-    pub fn for_reads<F, Fut>(lanes: usize, most: usize, run: F) -> Self
+    /// Starts the dispatcher on the current tokio runtime: `lanes` batches in flight at most, of
+    /// up to `most` (reads with large answers take fewer, so memory stays bounded), until the
+    /// `Batcher` is dropped and its queue empty. The one trick: a free lane is taken *before*
+    /// jobs are taken from the queue. A request that finds a lane free runs at once, alone;
+    /// while every lane is busy, requests pile up, and the lane that comes free takes them all
+    /// (up to `most`) as one batch. So batches grow exactly as much as the database is slow.
+    pub fn start<F, Fut>(lanes: usize, most: usize, abandoned: Abandoned, run: F) -> Self
     where
         F: Fn(Vec<I>, Deadline) -> Fut + Send + 'static,
         Fut: Future<Output = Vec<Answer<T>>> + Send + 'static,
     {
-        Self::start(lanes, most, Abandoned::Drop, run)
-    }
-
-    fn start<F, Fut>(lanes: usize, most: usize, abandoned: Abandoned, run: F) -> Self
-    where
-        F: Fn(Vec<I>, Deadline) -> Fut + Send + 'static,
-        Fut: Future<Output = Vec<Answer<T>>> + Send + 'static,
-    {
-        let (queue, jobs) = mpsc::unbounded_channel();
+        let (queue, mut queued) = mpsc::unbounded_channel::<Job<I, T>>();
         let pace = Arc::new(Pace::new(lanes * most, MAX_QUEUED));
-        tokio::spawn(dispatch(jobs, pace.clone(), lanes, most, abandoned, run));
+        let (lanes, mut jobs, taking) = (Arc::new(Semaphore::new(lanes)), Vec::new(), pace.clone());
+        tokio::spawn(async move {
+            loop {
+                let lane =
+                    lanes.clone().acquire_owned().await.expect("the semaphore is never closed");
+                let taken = queued.recv_many(&mut jobs, most).await;
+                if taken == 0 {
+                    return; // the Batcher is gone and the queue is empty
+                }
+                taking.took(taken, jobs[0].4, Instant::now());
+                // A client that left is not served: no row is read or written for nobody.
+                // One whose time is up fails now, before anything is sent for it.
+                let (mut inputs, mut replies, mut deadline) = (Vec::new(), Vec::new(), None);
+                let mut traced = Vec::new();
+                for (input, due, reply, scope, _) in jobs.drain(..) {
+                    if reply.is_closed() || !due.has_time() {
+                        let _ = reply.send(Err(OutOfTime.into()));
+                        continue;
+                    }
+                    deadline = Some(deadline.map_or(due, |earliest: Deadline| earliest.min(due)));
+                    inputs.push(input);
+                    replies.push(reply);
+                    traced.extend(scope);
+                }
+                let Some(deadline) = deadline else { continue };
+                // The statement's span: a child of the first traced request, linked to each.
+                let scope = Scope::batch(traced, inputs.len());
+                let answers = run(inputs, deadline);
+                tokio::spawn(async move {
+                    let answers = async {
+                        match scope {
+                            Some(scope) => trace::within(scope, answers).await,
+                            None => answers.await,
+                        }
+                    };
+                    let answers = match abandoned {
+                        Abandoned::RunOn => answers.await,
+                        Abandoned::Drop => tokio::select! {
+                            answers = answers => answers,
+                            () = async {
+                                for reply in &mut replies {
+                                    reply.closed().await;
+                                }
+                            } => return,
+                        },
+                    };
+                    // A reply left without an answer drops: its request fails, as internal.
+                    // (A client that left meanwhile needs no answer.)
+                    for (reply, answer) in replies.into_iter().zip(answers) {
+                        let _ = reply.send(answer);
+                    }
+                    drop(lane);
+                });
+            }
+        });
         Batcher { queue, pace }
     }
 
     /// Queues `input` and waits for its answer, due by `deadline`. A caller gone before its
     /// batch starts is not run; one out of time by then fails unrun; one that finds the
-    /// queue past capacity (pace.rs) is turned away at once, as busy.
+    /// queue past capacity ([`Pace::admit`]) is turned away at once, as busy.
     pub async fn submit(&self, input: I, deadline: Deadline) -> Answer<T> {
         let now = Instant::now();
         if !self.pace.admit(now) {
@@ -86,91 +134,77 @@ impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
     }
 }
 
-/// What a batch already running does once every client it serves has left.
+/// What a batch already running does once every client it serves has left: runs on to its
+/// end, as a write's outcome must be known (its budget bounds it); or is dropped, its
+/// statement cancelled, as a read for nobody.
 #[derive(Clone, Copy, PartialEq)]
-enum Abandoned {
-    /// Runs to its end: a write's outcome must be known (its budget bounds it).
+pub enum Abandoned {
     RunOn,
-    /// Is dropped, its statement cancelled: a read for nobody.
     Drop,
 }
 
-/// The one trick: a free lane is taken *before* jobs are taken from the queue. A request
-/// that finds a lane free runs at once, alone; while every lane is busy, requests pile up,
-/// and the lane that comes free takes them all (up to `most`) as one batch. So batches
-/// grow exactly as much as the database is slow.
-async fn dispatch<I, T, F, Fut>(
-    mut queue: mpsc::UnboundedReceiver<Job<I, T>>,
-    pace: Arc<Pace>,
-    lanes: usize,
-    most: usize,
-    abandoned: Abandoned,
-    run: F,
-) where
-    I: Send + 'static,
-    T: Send + 'static,
-    F: Fn(Vec<I>, Deadline) -> Fut,
-    Fut: Future<Output = Vec<Answer<T>>> + Send + 'static,
-{
-    let (lanes, mut jobs) = (Arc::new(Semaphore::new(lanes)), Vec::with_capacity(most));
-    loop {
-        let lane = lanes.clone().acquire_owned().await.expect("the semaphore is never closed");
-        let taken = queue.recv_many(&mut jobs, most).await;
-        if taken == 0 {
-            return; // the Batcher is gone and the queue is empty
-        }
-        pace.took(taken, jobs[0].4, Instant::now());
-        // A client that left is not served: no row is read or written for nobody.
-        // One whose time is up fails now, before anything is sent for it.
-        let (mut inputs, mut replies, mut deadline) = (Vec::new(), Vec::new(), None);
-        let mut traced = Vec::new();
-        for (input, due, reply, scope, _) in jobs.drain(..) {
-            if reply.is_closed() {
-                continue;
-            }
-            if !due.has_time() {
-                let _ = reply.send(Err(OutOfTime.into()));
-                continue;
-            }
-            deadline = Some(deadline.map_or(due, |earliest: Deadline| earliest.min(due)));
-            inputs.push(input);
-            replies.push(reply);
-            traced.extend(scope);
-        }
-        let Some(deadline) = deadline else {
-            continue;
-        };
-        // The statement's span: a child of the first traced request, linked to each.
-        let scope = Scope::batch(traced, inputs.len());
-        let answers = run(inputs, deadline);
-        tokio::spawn(async move {
-            let answers = async {
-                match scope {
-                    Some(scope) => trace::within(scope, answers).await,
-                    None => answers.await,
-                }
-            };
-            let answers = match abandoned {
-                Abandoned::RunOn => answers.await,
-                Abandoned::Drop => tokio::select! {
-                    answers = answers => answers,
-                    () = all_closed(&mut replies) => return,
-                },
-            };
-            // A reply left without an answer drops: its request fails, as internal.
-            for (reply, answer) in replies.into_iter().zip(answers) {
-                // The client may have left meanwhile; then nobody needs the answer.
-                let _ = reply.send(answer);
-            }
-            drop(lane);
-        });
-    }
+/// How long a request may wait in the queue before newcomers are turned away, once more
+/// than a batch per lane is queued: a queue the database drains fast may be long; one it
+/// drains slowly turns newcomers away before anyone waits out a budget in it. Not less:
+/// 4,096 clients in a closed loop wait ~90 ms here, and shedding at 50 ms served a fifth
+/// as many (9.7k/s against 44k/s in `make bench`'s overload run, docs/decisions.md).
+const SHED_AFTER: Duration = Duration::from_millis(250);
+
+/// How the queue moves: how many wait, how long the oldest of the last batch had waited, and
+/// since when the queue has not moved (microseconds since `epoch`). Past `busy` queued (a batch
+/// per lane), admission looks at the pace; past `full`, it turns everyone away.
+struct Pace {
+    busy: usize,
+    full: usize,
+    queued: AtomicUsize,
+    waited: AtomicU64,
+    still_since: AtomicU64,
+    epoch: Instant,
 }
 
-/// Done once every reply's receiver is gone: nobody waits for the batch any more.
-async fn all_closed<T>(replies: &mut [oneshot::Sender<T>]) {
-    for reply in replies {
-        reply.closed().await;
+impl Pace {
+    fn new(busy: usize, full: usize) -> Self {
+        let (queued, epoch) = (AtomicUsize::new(0), Instant::now());
+        Pace {
+            busy,
+            full,
+            queued,
+            waited: AtomicU64::new(0),
+            still_since: AtomicU64::new(0),
+            epoch,
+        }
+    }
+
+    fn micros(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_micros() as u64
+    }
+
+    /// Counts a newcomer in, or turns it away: the queue is full, or longer than a batch per lane
+    /// and either its last batch waited past [`SHED_AFTER`] or it has not moved for that long.
+    fn admit(&self, now: Instant) -> bool {
+        let before = self.queued.fetch_add(1, Ordering::Relaxed);
+        if before == 0 {
+            self.still_since.store(self.micros(now), Ordering::Relaxed);
+        }
+        let shed = before >= self.full
+            || (before > self.busy && {
+                let limit = SHED_AFTER.as_micros() as u64;
+                let since = self.still_since.load(Ordering::Relaxed);
+                let still = self.micros(now).saturating_sub(since);
+                self.waited.load(Ordering::Relaxed) > limit || still > limit
+            });
+        if shed {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        !shed
+    }
+
+    /// A lane took `taken` jobs `now`, the oldest queued at `oldest`.
+    fn took(&self, taken: usize, oldest: Instant, now: Instant) {
+        self.queued.fetch_sub(taken, Ordering::Relaxed);
+        let waited = now.saturating_duration_since(oldest).as_micros() as u64;
+        self.waited.store(waited, Ordering::Relaxed);
+        self.still_since.store(self.micros(now), Ordering::Relaxed);
     }
 }
 
@@ -179,43 +213,10 @@ mod tests {
     use super::*;
 
     use std::sync::Mutex;
-    use std::time::Duration;
-
-    fn answered(inputs: Vec<u32>) -> Vec<Answer<u32>> {
-        inputs.into_iter().map(Ok).collect()
-    }
-
-    #[tokio::test]
-    async fn answers_each_input_in_order_and_batches_while_lanes_are_busy() {
-        let sizes = Arc::new(Mutex::new(Vec::new()));
-        let seen = sizes.clone();
-        let batcher = Arc::new(Batcher::new(1, move |inputs: Vec<u32>, _| {
-            seen.lock().unwrap().push(inputs.len());
-            async move {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                answered(inputs.into_iter().map(|n| n * 10).collect())
-            }
-        }));
-        let waiters: Vec<_> = (0..50)
-            .map(|n| {
-                let batcher = batcher.clone();
-                tokio::spawn(async move { (n, batcher.submit(n, Deadline::start()).await) })
-            })
-            .collect();
-        for waiter in waiters {
-            let (n, answer) = waiter.await.unwrap();
-            assert_eq!(answer.ok(), Some(n * 10));
-        }
-        let sizes = sizes.lock().unwrap();
-        assert_eq!(sizes.iter().sum::<usize>(), 50);
-        // One lane, busy for 20 ms: everything that queued meanwhile went together.
-        assert!(sizes.len() < 50, "never batched: {sizes:?}");
-    }
 
     type Seen = Arc<Mutex<Vec<(Vec<u32>, Deadline)>>>;
 
-    /// A batcher of one lane whose batches take 50 ms, each seen with its deadline; its
-    /// lane is busy with a batch of [1] (the handle) when it is given.
+    /// A one-lane batcher of 50 ms batches, each seen with its deadline, busy with [1] (handle).
     async fn busy() -> (Arc<Batcher<u32, u32>>, Seen, tokio::task::JoinHandle<Answer<u32>>) {
         let seen = Seen::default();
         let log = seen.clone();
@@ -223,13 +224,34 @@ mod tests {
             log.lock().unwrap().push((inputs.clone(), deadline));
             async move {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                answered(inputs)
+                inputs.into_iter().map(Ok).collect()
             }
         }));
         let busy = batcher.clone();
         let first = tokio::spawn(async move { busy.submit(1, Deadline::start()).await });
         tokio::time::sleep(Duration::from_millis(10)).await;
         (batcher, seen, first)
+    }
+
+    #[tokio::test]
+    async fn answers_each_input_in_order_and_batches_while_lanes_are_busy() {
+        let (batcher, seen, first) = busy().await;
+        let waiters: Vec<_> = (2..50)
+            .map(|n| {
+                let batcher = batcher.clone();
+                tokio::spawn(async move { (n, batcher.submit(n, Deadline::start()).await) })
+            })
+            .collect();
+        for waiter in waiters {
+            let (n, answer) = waiter.await.unwrap();
+            assert_eq!(answer.ok(), Some(n));
+        }
+        assert_eq!(first.await.unwrap().ok(), Some(1));
+        // One lane, busy: everything that queued meanwhile went together.
+        let sizes: Vec<usize> =
+            seen.lock().unwrap().iter().map(|(inputs, _)| inputs.len()).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 49);
+        assert!(sizes.len() < 49, "never batched: {sizes:?}");
     }
 
     #[tokio::test]
@@ -281,11 +303,11 @@ mod tests {
                 async move {
                     tokio::time::sleep(Duration::from_millis(300)).await;
                     std::mem::forget(end); // ran to its end: not counted as dropped
-                    answered(inputs)
+                    inputs.into_iter().map(Ok).collect()
                 }
             }
         };
-        let read = Batcher::for_reads(1, 8, slow("read"));
+        let read = Batcher::start(1, 8, Abandoned::Drop, slow("read"));
         let write = Batcher::new(1, slow("write"));
         let quick = Duration::from_millis(50);
         let gave_up = tokio::join!(
@@ -296,5 +318,30 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(600)).await;
         // The read was dropped when its client left; the write ran on to its end.
         assert_eq!(*ends.lock().unwrap(), vec!["read"]);
+    }
+
+    #[test]
+    fn admission_sheds_by_how_long_the_queue_waits_and_how_long_it_is() {
+        // As for the writes: 2 lanes of 128, and 64 batches queued at most.
+        let (batch, busy, full) = (128, 2 * 128, 64 * 128);
+        let pace = Pace::new(busy, full);
+        let now = pace.epoch + Duration::from_secs(1);
+        // Fast-moving: a long queue is fine, up to `full`.
+        pace.took(0, now, now);
+        assert!((0..full).all(|_| pace.admit(now)));
+        assert!(!pace.admit(now), "past full");
+        // Its last batch waited too long: past a batch per lane, newcomers are shed ...
+        pace.took(full - busy - 1, now - SHED_AFTER * 2, now);
+        assert!(!pace.admit(now));
+        // ... but a short queue is never shed.
+        pace.took(batch, now, now);
+        pace.waited.store(u64::MAX, Ordering::Relaxed);
+        assert!(pace.admit(now));
+        // Not moved for longer than SHED_AFTER, with a long queue: shed.
+        let pace = Pace::new(busy, full);
+        let start = pace.epoch + Duration::from_secs(1);
+        assert!((0..=busy).all(|_| pace.admit(start)));
+        assert!(pace.admit(start + SHED_AFTER / 2));
+        assert!(!pace.admit(start + SHED_AFTER * 2));
     }
 }

@@ -1,6 +1,5 @@
-//! What a database failure means for a request: [`StoreError`], and the one table of
-//! SQLSTATEs ([`unavailable`]) behind it and the pool's judgement of a connection. Turning
-//! a `StoreError` into a status code is http/error.rs's job.
+//! What a database failure means for a request: [`StoreError`], and the one table of SQLSTATEs
+//! ([`unavailable_code`]) behind it and the pool's judgement of a connection. Status codes: http.
 
 use std::fmt;
 use std::sync::Arc;
@@ -14,8 +13,7 @@ use crate::tasks::Invalid;
 /// Why the store failed, for the log only: the error with its chain of causes.
 pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
 
-/// How a store call failed. `Clone` (the causes are shared), because one failed
-/// batched statement fails every request it served.
+/// How a store call failed. `Clone` (causes are shared): one failed batch fails all it served.
 #[derive(Clone, Debug)]
 pub enum StoreError {
     /// The database could not serve in time, or is gone; try again shortly.
@@ -26,7 +24,6 @@ pub enum StoreError {
     Unknown(Cause),
     /// Turned away before anything was sent: too many requests are waiting already.
     Busy,
-    /// Anything else.
     Internal(Cause),
 }
 
@@ -80,18 +77,16 @@ impl From<tokio_postgres::Error> for StoreError {
         let refusal = || message(format!("{}: {}", code.code(), db.message()));
         if code == &SqlState::CHECK_VIOLATION {
             // Constraints are named tasks_<field>_check (sql/V1__create_tasks.sql).
-            let field = db
-                .constraint()
-                .and_then(|name| name.strip_prefix("tasks_")?.strip_suffix("_check"))
-                .unwrap_or("body");
-            refused(field, "is not allowed")
+            let field =
+                db.constraint().and_then(|c| c.strip_prefix("tasks_")?.strip_suffix("_check"));
+            refused(field.unwrap_or("body"), "is not allowed")
         } else if code == &SqlState::NOT_NULL_VIOLATION {
             refused(db.column().unwrap_or("body"), "must not be null")
         } else if code == &SqlState::CHARACTER_NOT_IN_REPERTOIRE
             || code == &SqlState::UNTRANSLATABLE_CHARACTER
         {
             refused("body", "holds a character the database cannot store")
-        } else if unavailable(code).is_some() {
+        } else if unavailable_code(code).is_some() {
             StoreError::Unavailable(refusal())
         } else {
             StoreError::Internal(refusal())
@@ -99,8 +94,7 @@ impl From<tokio_postgres::Error> for StoreError {
     }
 }
 
-/// No answer from the server: the connection failed or was closed, so a statement in
-/// flight may or may not have been committed.
+/// No answer: the connection failed or closed, so a statement in flight may have committed.
 pub fn is_connection_lost(err: &tokio_postgres::Error) -> bool {
     err.as_db_error().is_none()
         && (err.is_closed()
@@ -111,64 +105,43 @@ fn refused(field: &str, reason: &'static str) -> StoreError {
     StoreError::Refused(Invalid { field: field.to_owned(), reason })
 }
 
-/// Whether the database answered a statement that it could not serve now (below).
-pub fn is_unavailable(err: &tokio_postgres::Error) -> bool {
-    err.as_db_error().is_some_and(|db| unavailable(db.code()).is_some())
-}
-
-/// Whether the connection a statement failed on is no good for the next one (below).
-pub fn spoils_connection(err: &tokio_postgres::Error) -> bool {
-    err.as_db_error().is_some_and(|db| unavailable(db.code()) == Some(Spoiled::Connection))
-}
-
-/// What an unavailable database leaves behind.
+/// What an unavailable database leaves behind: nothing, or a connection no good for the next
+/// statement, as its server is read-only (a standby, or a primary demoted by a failover),
+/// shutting down, gone, or (a pooler's doing) not the one that holds its prepared statements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Spoiled {
-    /// Nothing: the connection serves the next statement.
+pub enum Spoiled {
     Nothing,
-    /// The connection: its server is read-only (a standby, or a primary demoted by a
-    /// failover), shutting down, gone, or (a pooler's doing) not the one that holds
-    /// its prepared statements.
     Connection,
+}
+
+/// Whether the database answered a statement that it could not serve now, and what that spoils.
+pub fn unavailable(err: &tokio_postgres::Error) -> Option<Spoiled> {
+    err.as_db_error().and_then(|db| unavailable_code(db.code()))
 }
 
 /// The one table of SQLSTATEs meaning "the database could not serve now, whatever the
 /// request held, and did nothing", and what each spoils; `None` for any other code.
-fn unavailable(code: &SqlState) -> Option<Spoiled> {
-    use Spoiled::{Connection, Nothing};
-    Some(match code.code() {
-        // Connection exceptions.
-        class if class.starts_with("08") => Connection,
-        // Serialization failures and deadlocks; out of connections, disk or memory.
-        class if class.starts_with("40") || class.starts_with("53") => Nothing,
-        _ if code == &SqlState::QUERY_CANCELED || code == &SqlState::LOCK_NOT_AVAILABLE => Nothing,
-        _ if [
-            SqlState::ADMIN_SHUTDOWN,
-            SqlState::CRASH_SHUTDOWN,
-            SqlState::CANNOT_CONNECT_NOW,
-            SqlState::IDLE_SESSION_TIMEOUT,
-            SqlState::READ_ONLY_SQL_TRANSACTION,
-            SqlState::INVALID_SQL_STATEMENT_NAME,
-            SqlState::DUPLICATE_PSTATEMENT,
-        ]
-        .contains(code) =>
-        {
-            Connection
+fn unavailable_code(code: &SqlState) -> Option<Spoiled> {
+    match code.code() {
+        // Connection exceptions; admin or crash shutdown, cannot connect now, idle session
+        // timeout; read-only transaction; a prepared statement missing or there already.
+        class if class.starts_with("08") => Some(Spoiled::Connection),
+        "57P01" | "57P02" | "57P03" | "57P05" | "25006" | "26000" | "42P05" => {
+            Some(Spoiled::Connection)
         }
-        _ => return None,
-    })
+        // Serialization failures and deadlocks; out of connections, disk or memory; query
+        // cancelled; lock not available.
+        class if class.starts_with("40") || class.starts_with("53") => Some(Spoiled::Nothing),
+        "57014" | "55P03" => Some(Spoiled::Nothing),
+        _ => None,
+    }
 }
 
 /// Whether a prepared statement was not where it was prepared (26000), or was there
 /// already (42P05): the mark of a pooler in transaction mode.
 pub fn is_lost_statement(err: &tokio_postgres::Error) -> bool {
-    err.code() == Some(&SqlState::INVALID_SQL_STATEMENT_NAME)
-        || err.code() == Some(&SqlState::DUPLICATE_PSTATEMENT)
-}
-
-/// Whether a statement was refused because the server takes no writes (25006).
-pub fn is_read_only(err: &tokio_postgres::Error) -> bool {
-    err.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION)
+    let lost = [SqlState::INVALID_SQL_STATEMENT_NAME, SqlState::DUPLICATE_PSTATEMENT];
+    err.code().is_some_and(|code| lost.contains(code))
 }
 
 /// Whether the database refused a batched statement for what some row held (class 22, data
@@ -177,8 +150,7 @@ pub fn is_row_refusal(err: &tokio_postgres::Error) -> bool {
     err.as_db_error().is_some_and(|db| matches!(&db.code().code()[..2], "22" | "23"))
 }
 
-/// A failure told in words: by the store itself, or by the database as the log may
-/// show it (SQLSTATE and message).
+/// A failure told in words: by the store, or by the database (SQLSTATE and message).
 pub fn message(text: impl Into<String>) -> Cause {
     Arc::new(std::io::Error::other(text.into()))
 }

@@ -1,16 +1,12 @@
-//! The data path: [`Store`] is all the HTTP layer sees of the database; its calls take and
-//! give the crate's task types and fail with a [`StoreError`]. Inside: the pool and its 5 s
-//! budget (pool.rs, in_flight.rs), batching (batcher.rs, pace.rs), what batches run (tasks.rs,
-//! idempotency.rs, pruner.rs), reads on standbys (reads.rs, replicas.rs), the SQL (sql/) and
-//! what database errors mean (error.rs).
+//! The data path: [`Store`] is all the HTTP layer sees of the database; its calls take and give
+//! the crate's task types and fail with a [`StoreError`]. Inside: the pool and its 5 s budget
+//! (pool.rs), batching and shedding (batcher.rs), what batches run (tasks.rs, idempotency.rs),
+//! reads on standbys (reads.rs, replicas.rs), the SQL (sql/), what errors mean (error.rs).
 
 mod batcher;
 mod error;
 mod idempotency;
-mod in_flight;
-mod pace;
 mod pool;
-mod pruner;
 mod reads;
 mod replicas;
 mod sql;
@@ -23,7 +19,7 @@ use deadpool_postgres::PoolError;
 use jiff::Timestamp;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::error::describe;
@@ -32,18 +28,14 @@ use crate::pg::DbOptions;
 use crate::tasks::{NewTask, Task, TaskPatch};
 use batcher::Batcher;
 use error::message;
+use idempotency::Pruner;
 use pool::{Deadline, Effect, OutOfTime, Pool};
-use pruner::Pruner;
 use replicas::Standbys;
-use sql::Conn;
 use tasks::Reads;
 
 pub use error::{Cause, StoreError};
 pub use idempotency::Claim;
 pub use reads::{CHUNK_ROWS, Chunk, Cursor};
-
-/// Batch-size buckets: 1 to [`batcher::MAX_BATCH`].
-const BATCH_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 
 type BatchSizes = Family<[(&'static str, &'static str); 1], Histogram, fn() -> Histogram>;
 
@@ -63,74 +55,63 @@ pub struct Store {
     pruner: Pruner,
 }
 
-/// A create: the task, and the Idempotency-Key it came with, if any.
+/// A create: the task, and the Idempotency-Key it came with (and its body's fingerprint).
 #[derive(Debug)]
 pub struct NewCreate {
-    /// What to store.
     pub task: NewTask,
-    /// Its key and body fingerprint.
     pub claim: Option<Claim>,
 }
 
-/// A change to one task, made only if the task meets `expected` (`If-Match`).
+/// A change to one task (a [`TaskPatch`], or `()` for a delete), made only if the task meets
+/// `expected` (`If-Match`).
 #[derive(Debug)]
 struct ById<K> {
     id: i64,
-    /// What the change is: a [`TaskPatch`], or `()` for a delete.
     patch: K,
     expected: Precondition,
 }
 
-/// A `PATCH`.
 type Update = ById<TaskPatch>;
-/// A `DELETE`.
 type Delete = ById<()>;
 
-/// What a create did.
+/// What a create did: stored the task; or nothing, as its key had created this task before,
+/// for the same body (replayed), or had been used for another body.
 #[derive(Clone, Debug)]
 pub enum Creation {
-    /// Stored the task.
     Created(Task),
-    /// Nothing: its key had created this task before, for the same body.
     Replayed(Task),
-    /// Nothing: its key had been used for another body.
     KeyReused,
 }
 
-/// What a client expects of a task before it changes it (`If-Match`).
+/// What a client expects of a task before it changes it (`If-Match`): nothing, that it
+/// exists (`If-Match: *`), or that its `updated_at` is one of these.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Precondition {
-    /// Nothing.
     None,
-    /// That it exists (`If-Match: *`).
     Exists,
-    /// That its `updated_at` is one of these.
     UpdatedAt(Vec<Timestamp>),
 }
 
-/// What a conditional change did.
+/// What a conditional change did: done; no such task (and no precondition); or nothing, as
+/// a precondition was not met.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Change<T> {
-    /// Done.
     Done(T),
-    /// No such task (and no precondition).
     NotFound,
-    /// A precondition was not met: nothing changed.
     PreconditionFailed,
 }
 
-/// What `/ready` learned from one round trip: the database answers and takes writes, or why not.
+/// What `/ready` learned from one round trip: the database answers and takes writes, or why
+/// not (a short reason for the client, and the cause for the log).
 pub enum Health {
-    /// The database answered.
     Ok,
-    /// It did not: a short reason for the client, and the cause for the log.
     Failed(&'static str, StoreError),
 }
 
 impl Store {
-    /// A store on pools of at most `pool_size` connections; starts its background tasks, so
-    /// call it inside the tokio runtime. Keys are kept for `key_ttl`; with
-    /// `unnamed_statements`, no statement outlives its transaction (a pooler in transaction mode).
+    /// A store on pools of at most `pool_size` connections, and its background tasks (so call it
+    /// in the tokio runtime). Keys are kept for `key_ttl`; with `unnamed_statements`, no
+    /// statement outlives its transaction (a pooler in transaction mode).
     pub fn open(
         db: &DbOptions,
         pool_size: usize,
@@ -140,14 +121,20 @@ impl Store {
     ) -> Result<Store, String> {
         let pool = Arc::new(Pool::open(db, pool_size, unnamed_statements, !standbys.is_empty())?);
         let lanes = batcher::LANES.min(pool_size);
-        let batch_sizes = BatchSizes::new_with_constructor(|| Histogram::new(BATCH_BUCKETS));
+        // Batch sizes from 1 to batcher::MAX_BATCH, by powers of 2.
+        let buckets = || Histogram::new(exponential_buckets(1.0, 2.0, 8));
+        let batch_sizes = BatchSizes::new_with_constructor(buckets);
         let sizes = |query| batch_sizes.get_or_create(&[("query", query)]).clone();
         let keys_held = Gauge::default();
         let standby = |db| Pool::open(db, pool_size, unnamed_statements, false).map(Arc::new);
         let pools = standbys.iter().map(standby).collect::<Result<Vec<_>, _>>()?;
         let names = standbys.iter().map(DbOptions::address).collect();
-        let reads =
-            std::iter::once(&pool).chain(&pools).map(|pool| Reads::new(pool, lanes, &sizes));
+        let reads = std::iter::once(&pool).chain(&pools).map(|pool| Reads {
+            finder: tasks::finder(pool.clone(), lanes, sizes("find")),
+            lister: tasks::lister(pool.clone(), lanes, sizes("list")),
+            status_lister: tasks::lister(pool.clone(), lanes, sizes("list_status")),
+            pool: pool.clone(),
+        });
         Ok(Store {
             reads: reads.collect(),
             standbys: (!pools.is_empty())
@@ -167,8 +154,7 @@ impl Store {
         self.pool.warm_up().await;
     }
 
-    /// Stores a new task, unless its key says it was stored before; one insert with the
-    /// other creates queued now.
+    /// Stores a new task, unless its key says it was stored before; one insert with the others.
     pub async fn create(&self, create: NewCreate) -> Result<Creation, StoreError> {
         self.creator.submit(create, Deadline::start()).await
     }
@@ -188,41 +174,34 @@ impl Store {
             });
             return Ok(expected.judge(task));
         }
-        let update = Update { id, patch, expected };
-        self.updater.submit(update, Deadline::start()).await
+        self.updater.submit(Update { id, patch, expected }, Deadline::start()).await
     }
 
     /// Deletes a task if it meets `expected`, as [`Store::update`] changes one.
     pub async fn delete(&self, id: i64, expected: Precondition) -> Result<Change<()>, StoreError> {
-        let delete = Delete { id, patch: (), expected };
-        self.deleter.submit(delete, Deadline::start()).await
+        self.deleter.submit(Delete { id, patch: (), expected }, Deadline::start()).await
     }
 
     /// One round trip to the database, within `budget`.
     pub async fn check(&self, budget: Duration) -> Health {
-        let ping = async |conn: &Conn| sql::read_only(conn).await;
-        match self.pool.run(sql::SHOW, Deadline::after(budget), Effect::Reads, ping).await {
-            Ok(false) => Health::Ok,
-            Ok(true) => Health::Failed(
-                "read-only",
-                StoreError::Unavailable(message("the database takes no writes (a standby?)")),
-            ),
-            Err(failure) => {
-                let err = StoreError::from(failure);
-                let reason = match &err {
-                    StoreError::Unavailable(cause) if cause.is::<OutOfTime>() => "timeout",
-                    // target_session_attrs=read-write, and only a standby answered.
-                    StoreError::Unavailable(cause)
-                        if describe(&**cause).contains("does not allow writes") =>
-                    {
-                        "read-only"
-                    }
-                    StoreError::Unavailable(cause) if cause.is::<PoolError>() => "unreachable",
-                    _ => "error",
-                };
-                Health::Failed(reason, err)
+        let deadline = Deadline::after(budget);
+        let err = match self.pool.run(sql::SHOW, deadline, Effect::Reads, sql::read_only).await {
+            Ok(false) => return Health::Ok,
+            Ok(true) => {
+                let standby = message("the database takes no writes (a standby?)");
+                return Health::Failed("read-only", StoreError::Unavailable(standby));
             }
-        }
+            Err(failure) => StoreError::from(failure),
+        };
+        let says = |cause: &Cause, text| describe(&**cause).contains(text);
+        let reason = match &err {
+            StoreError::Unavailable(cause) if cause.is::<OutOfTime>() => "timeout",
+            // target_session_attrs=read-write, and only a standby answered.
+            StoreError::Unavailable(cause) if says(cause, "does not allow writes") => "read-only",
+            StoreError::Unavailable(cause) if cause.is::<PoolError>() => "unreachable",
+            _ => "error",
+        };
+        Health::Failed(reason, err)
     }
 
     /// The pool as of now.
@@ -232,29 +211,19 @@ impl Store {
 
     /// Registers `db_batch_size{query}`, `idempotency_keys_held` and the standbys' metrics.
     pub fn register_metrics(&self, registry: &mut Registry) {
-        registry.register(
-            "db_batch_size",
-            "Requests served by one batched statement, by query",
-            self.batch_sizes.clone(),
-        );
-        registry.register(
-            "idempotency_keys_held",
-            "Idempotency keys the database holds (of tasks and of deleted tasks), as counted \
-             after each pruning round",
-            self.keys_held.clone(),
-        );
-        if let Some(standbys) = &self.standbys {
-            standbys.register_metrics(registry);
-        }
+        let sizes = "Requests served by one batched statement, by query";
+        registry.register("db_batch_size", sizes, self.batch_sizes.clone());
+        let held = "Idempotency keys the database holds (of tasks and of deleted tasks), as \
+                    counted after each pruning round";
+        registry.register("idempotency_keys_held", held, self.keys_held.clone());
+        self.standbys.iter().for_each(|standbys| standbys.register_metrics(registry));
     }
 
     /// Stops the background tasks and closes the pools: idle connections now, busy ones
     /// when they come back.
     pub async fn close(&self) {
         self.pruner.stop().await;
-        if let Some(standbys) = &self.standbys {
-            standbys.stop();
-        }
+        self.standbys.iter().for_each(Standbys::stop);
         self.reads.iter().for_each(|reads| reads.pool.close());
     }
 }

@@ -1,7 +1,7 @@
 //! The connection pool, and the 5 s budget (spec §2): a request gets a [`Deadline`] when it
-//! reaches the store, and waiting for a batch, a connection and its statements all count
-//! against it. One mechanism enforces it: just before the deadline a statement still running
-//! is cancelled, and a write then waits for the verdict, so an error means nothing was written.
+//! reaches the store; waiting for a batch, a connection and its statements all count against
+//! it. Just before the deadline a statement still running is cancelled ([`InFlight`]: a cancel
+//! request, not a new connection), and a write waits for the verdict: an error means no write.
 
 use std::fmt;
 use std::sync::Arc;
@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use deadpool_postgres::{Object, Runtime};
 use tokio::time::Instant;
+use tokio_postgres::error::SqlState;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::error::{self, StoreError, message};
-use super::in_flight::InFlight;
-use super::sql::Conn;
+use super::error::{self, Spoiled, StoreError, message};
+use super::sql::{self, Conn};
 use crate::error::describe;
 use crate::observe::metrics::PoolState;
 use crate::observe::traces::{self, Statement};
@@ -22,14 +22,15 @@ use crate::pg::DbOptions;
 
 /// How long a request may wait for the database before it fails (spec §2).
 pub const REQUEST_BUDGET: Duration = Duration::from_secs(5);
-/// A statement still running this long before its deadline is cancelled, so the
-/// verdict is back in time.
+/// A statement still running this long before its deadline is cancelled, so the verdict is back.
 const CANCEL_MARGIN: Duration = Duration::from_millis(50);
 /// With less than this left before the cancel, a statement is not started.
 const LEAST_STATEMENT_TIME: Duration = Duration::from_millis(10);
 /// How long past its deadline a write waits for a database that stopped answering (TCP
 /// keepalive may yet report the connection dead) before its outcome is given up as unknown.
 const VERDICT_GRACE: Duration = Duration::from_secs(2);
+/// A cancel, and the connection coming back idle after it, that take longer close it.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Requests that may wait for each pooled connection before the next is turned away (503).
 const WAITERS_PER_CONNECTION: usize = 32;
 
@@ -51,13 +52,11 @@ impl From<OutOfTime> for StoreError {
     }
 }
 
-/// Why [`Pool::run`] failed: a statement's own error, kept whole so the caller can
-/// judge it (a refused row is retried alone), or anything else.
+/// Why [`Pool::run`] failed: the database answered a statement with an error, kept whole so
+/// the caller can judge it (a refused row is retried alone); or no connection, time or verdict.
 #[derive(Debug)]
 pub enum Failure {
-    /// The database answered a statement with this error.
     Statement(tokio_postgres::Error),
-    /// No connection, no time, or no verdict.
     Other(StoreError),
 }
 
@@ -85,7 +84,6 @@ impl Deadline {
         Deadline(Instant::now() + budget)
     }
 
-    /// When a statement still running is cancelled.
     fn cancel_at(self) -> Instant {
         self.0 - CANCEL_MARGIN
     }
@@ -96,18 +94,15 @@ impl Deadline {
     }
 }
 
-/// What a lost verdict means: for a read, no answer; for a write, nobody knows if it happened.
+/// What a lost verdict means: reads fail as unavailable; writes wait for it, [`VERDICT_GRACE`]
+/// past the deadline at most, then fail as unknown (nobody knows if they happened).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Effect {
-    /// Reads only: past the deadline, the request fails as unavailable.
     Reads,
-    /// Writes: the request waits for the verdict, [`VERDICT_GRACE`] past the deadline at
-    /// most, then fails as unknown.
     Writes,
 }
 
-/// The database as the store uses it: the pool, what a cancel request needs, and how
-/// statements are sent.
+/// The database as the store uses it.
 pub struct Pool {
     pool: deadpool_postgres::Pool,
     tls: MakeRustlsConnect,
@@ -120,17 +115,11 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A pool of at most `max_size` connections to `db`, its waits bounded by
-    /// [`REQUEST_BUDGET`] too; with `track_writes`, each write is followed by a look at the
-    /// WAL position ([`Pool::written`]).
-    pub fn open(
-        db: &DbOptions,
-        max_size: usize,
-        unnamed: bool,
-        track_writes: bool,
-    ) -> Result<Pool, String> {
+    /// A pool of at most `size` connections to `db`, its waits bounded by [`REQUEST_BUDGET`]
+    /// too; with `track` (writes), it keeps [`Pool::written`].
+    pub fn open(db: &DbOptions, size: usize, unnamed: bool, track: bool) -> Result<Pool, String> {
         let pool = deadpool_postgres::Pool::builder(db.manager())
-            .max_size(max_size)
+            .max_size(size)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(REQUEST_BUDGET))
             .create_timeout(Some(REQUEST_BUDGET))
@@ -138,7 +127,7 @@ impl Pool {
             .build()
             .map_err(|err| format!("database pool: {err}"))?;
         let unnamed = AtomicBool::new(unnamed);
-        let (tls, written) = (db.tls(), track_writes.then(|| AtomicU64::new(0)));
+        let (tls, written) = (db.tls(), track.then(|| AtomicU64::new(0)));
         Ok(Pool { pool, tls, unnamed, written })
     }
 
@@ -149,8 +138,7 @@ impl Pool {
 
     /// Opens the first connection now, so the first request does not pay for it.
     pub async fn warm_up(&self) {
-        if let Err(err) = self.pool.get().await {
-            let err = StoreError::from(err);
+        if let Err(err) = self.pool.get().await.map_err(StoreError::from) {
             log::warn!("could not open a pooled database connection yet: {err}");
         }
     }
@@ -166,11 +154,10 @@ impl Pool {
         self.pool.close();
     }
 
-    /// Runs `work` on a pooled connection by `deadline`, and gives the database's verdict;
-    /// should that not come in time ([`Effect`]), or the caller stop waiting, the statement
-    /// is cancelled. A connection a failover made read-only is closed with the idle ones
-    /// (new ones find the new primary); a prepared statement a pooler lost before anything
-    /// ran sends `work` again at once, unnamed. `statement` names the trace span, if any.
+    /// Runs `work` on a pooled connection by `deadline`: the database's verdict. A statement
+    /// not done in time ([`Effect`]), or whose caller stopped waiting, is cancelled. A connection
+    /// a failover made read-only is closed with the idle ones (new ones find the new primary); a
+    /// prepared statement a pooler lost before anything ran sends `work` again, unnamed.
     pub async fn run<T>(
         &self,
         statement: Statement,
@@ -193,7 +180,6 @@ impl Pool {
                      endpoint"
                 );
             }
-            // Nothing of `work` ran: it goes again at once, unnamed.
             result = self.attempt(deadline, effect, work).await.0;
         }
         if let (Some(span), Err(failure)) = (&mut span, &result) {
@@ -223,14 +209,10 @@ impl Pool {
             Ok(object) => object,
             Err(err) => return (Err(Failure::Other(err)), None),
         };
-        let conn = Conn {
-            client: object,
-            unnamed: self.unnamed.load(Ordering::Relaxed),
-            answered: AtomicUsize::new(0),
-        };
+        let unnamed = self.unnamed.load(Ordering::Relaxed);
+        let conn = Conn { client: object, unnamed, answered: AtomicUsize::new(0) };
         let in_flight = InFlight { conn: Some(conn), tls: &self.tls };
         let conn = in_flight.conn();
-        let sent = || (!conn.unnamed).then(|| conn.answered.load(Ordering::Relaxed));
         let answer = {
             let mut verdict = std::pin::pin!(work(conn));
             match tokio::time::timeout_at(deadline.cancel_at(), &mut verdict).await {
@@ -244,45 +226,38 @@ impl Pool {
                 }
             }
         };
-        let sent = sent();
-        let err = match answer {
+        let sent = (!conn.unnamed).then(|| conn.answered.load(Ordering::Relaxed));
+        let result = match answer {
             Some(Ok(value)) => {
                 if let (Some(written), Effect::Writes) = (&self.written, effect) {
-                    let position = super::sql::insert_position(conn).await;
+                    let position = sql::insert_position(conn).await;
                     written.fetch_max(position.unwrap_or(0), Ordering::Relaxed);
                 }
-                in_flight.finish();
-                return (Ok(value), sent);
+                in_flight.finish(false);
+                Ok(value)
             }
-            Some(Err(err)) => err,
-            None if effect == Effect::Reads => {
-                return (Err(Failure::Other(OutOfTime.into())), sent);
+            Some(Err(err)) => {
+                let spoiled = error::unavailable(&err) == Some(Spoiled::Connection);
+                in_flight.finish(spoiled);
+                if spoiled && err.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION) {
+                    let dropped = self.pool.retain(|_, _| false).removed.len();
+                    log::warn!(
+                        "the database is read-only (a failover?): dropped this connection and \
+                         {dropped} idle ones"
+                    );
+                }
+                Err(Failure::Statement(err))
             }
-            None => {
-                let unknown = format!(
-                    "the database gave no verdict within {VERDICT_GRACE:?} of the deadline"
-                );
-                return (Err(Failure::Other(StoreError::Unknown(message(unknown)))), sent);
-            }
+            None if effect == Effect::Reads => Err(Failure::Other(OutOfTime.into())),
+            None => Err(Failure::Other(StoreError::Unknown(message(format!(
+                "the database gave no verdict within {VERDICT_GRACE:?} of the deadline"
+            ))))),
         };
-        if !error::spoils_connection(&err) {
-            in_flight.finish();
-            return (Err(Failure::Statement(err)), sent);
-        }
-        in_flight.discard();
-        if error::is_read_only(&err) {
-            let dropped = self.pool.retain(|_, _| false).removed.len();
-            log::warn!(
-                "the database is read-only (a failover?): dropped this connection and \
-                 {dropped} idle ones"
-            );
-        }
-        (Err(Failure::Statement(err)), sent)
+        (result, sent)
     }
 
-    /// A pooled connection by `deadline`, unless too many wait for one already.
+    /// A pooled connection by `deadline`, unless so many wait that waiting runs out the budget.
     async fn connection(&self, deadline: Deadline) -> Result<Object, StoreError> {
-        // Past this many waiting for a connection, waiting only runs out the budget.
         let pool = self.pool.status();
         if !deadline.has_time() {
             Err(OutOfTime.into())
@@ -293,4 +268,68 @@ impl Pool {
             got.map_err(|_| OutOfTime)?.map_err(StoreError::from)
         }
     }
+}
+
+/// A pooled connection with a statement running. Finished, it goes back to the pool;
+/// dropped unfinished, its statement is cancelled and it goes back once idle again.
+struct InFlight<'a> {
+    conn: Option<Conn>,
+    tls: &'a MakeRustlsConnect,
+}
+
+impl InFlight<'_> {
+    fn conn(&self) -> &Conn {
+        self.conn.as_ref().expect("taken only by finish or drop")
+    }
+
+    /// The statement is done: the connection goes back to the pool, or is closed if spoiled.
+    fn finish(mut self, spoiled: bool) {
+        if let Some(conn) = self.conn.take().filter(|_| spoiled) {
+            drop(Object::take(conn.client));
+        }
+    }
+
+    /// Asks the server to stop the statement (a cancel request); the verdict comes back here.
+    fn cancel(&self) {
+        let (token, tls) = (self.conn().client.cancel_token(), self.tls.clone());
+        tokio::spawn(async move {
+            match tokio::time::timeout(CANCEL_TIMEOUT, token.cancel_query(tls)).await {
+                Ok(Ok(())) => log::debug!("cancelled a statement at its deadline"),
+                Ok(Err(err)) => log::warn!("could not cancel a statement: {}", describe(&err)),
+                Err(_) => log::warn!("could not cancel a statement within {CANCEL_TIMEOUT:?}"),
+            }
+        });
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            tokio::spawn(settle(conn.client, self.tls.clone()));
+        }
+    }
+}
+
+/// A connection whose statement nobody waits for: cancelled, it goes back to the pool once the
+/// server answers on it again (so it is idle), or is closed if not within [`CANCEL_TIMEOUT`].
+async fn settle(object: Object, tls: MakeRustlsConnect) {
+    let token = object.cancel_token();
+    let idle = async {
+        token.cancel_query(tls).await?;
+        // Answered after whatever the cancelled statement still sends. A cancel that
+        // came too late for the statement can hit this one instead: then once more.
+        match object.batch_execute("").await {
+            Err(err) if err.code() == Some(&SqlState::QUERY_CANCELED) => {
+                object.batch_execute("").await
+            }
+            other => other,
+        }
+    };
+    let failed = match tokio::time::timeout(CANCEL_TIMEOUT, idle).await {
+        Ok(Ok(())) => return log::debug!("cancelled a statement; its connection is idle again"),
+        Ok(Err(err)) => format!("could not cancel a statement: {}", describe(&err)),
+        Err(_) => format!("could not cancel a statement within {CANCEL_TIMEOUT:?}"),
+    };
+    log::warn!("{failed}");
+    drop(Object::take(object));
 }

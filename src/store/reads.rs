@@ -13,39 +13,34 @@ use crate::tasks::{ListQuery, Status, Task};
 
 /// How long a read may take on a standby before the primary serves it instead.
 const STANDBY_BUDGET: Duration = Duration::from_secs(1);
-/// Most rows one list statement reads: what a page holds in memory at once, however
-/// slowly its client reads. A page is at most 1,000 tasks of up to 5,200 characters
-/// each; so read, it costs a few hundred KiB whatever its size.
+/// Most rows one list statement reads: what a page holds in memory at once, however slowly its
+/// client reads. A page is at most 1,000 tasks of up to 5,200 characters each; so read, it
+/// costs a few hundred KiB whatever its size.
 pub const CHUNK_ROWS: i64 = 32;
 
-/// Part of a page of tasks, and where the rest of it starts.
+/// Part of a page of tasks, in id order, and where the rest of it starts if there may be more.
 pub struct Chunk {
-    /// The tasks, in id order.
     pub tasks: Vec<Task>,
-    /// The rest of the page, if there may be more.
     pub more: Option<Cursor>,
 }
 
-/// Where the rest of a page starts ([`Store::list_more`]). A page never holds a task twice
-/// and keeps id order, but is not one snapshot: tasks may come and go between chunks.
+/// Where the rest of a page starts ([`Store::list_more`]) and is read. A page never holds a task
+/// twice and keeps id order, but is not one snapshot: tasks may come and go between chunks.
 #[derive(Clone, Copy, Debug)]
 pub struct Cursor {
     status: Option<Status>,
     after: i64,
     left: i64,
-    /// Where the page is read: the rest of it is read there too.
     target: Target,
 }
 
 impl Store {
     /// One task, if it exists, read where `token` (a write's consistency token) allows.
-    /// Looked up together with the other gets queued now.
     pub async fn get(&self, id: i64, token: Option<&str>) -> Result<Option<Task>, StoreError> {
         let target = self.target(token).await;
         self.read(target, |reads, deadline| reads.finder.submit(id, deadline)).await
     }
 
-    /// Where a read goes: a standby, if any may serve it (replicas.rs), else the primary.
     async fn target(&self, token: Option<&str>) -> Target {
         match &self.standbys {
             Some(standbys) => standbys.choose(token).await,
@@ -53,17 +48,13 @@ impl Store {
         }
     }
 
-    /// Runs `read` where `target` says, by its deadline: a standby that cannot serve it (down,
-    /// busy, or too slow for [`STANDBY_BUDGET`]) costs the client nothing, as the primary
-    /// serves it then.
-    async fn read<'a, T, F>(
+    /// Runs `read` where `target` says: a standby that cannot serve it (down, busy, or too slow
+    /// for [`STANDBY_BUDGET`]) costs the client nothing, as the primary serves it then.
+    async fn read<'a, T, F: Future<Output = Result<T, StoreError>>>(
         &'a self,
         target: Target,
         read: impl Fn(&'a Reads, Deadline) -> F,
-    ) -> F::Output
-    where
-        F: Future<Output = Result<T, StoreError>>,
-    {
+    ) -> F::Output {
         let deadline = Deadline::start();
         if let Target::Standby(n) = target {
             let answer = read(&self.reads[n + 1], Deadline::after(STANDBY_BUDGET).min(deadline));
@@ -77,58 +68,42 @@ impl Store {
         read(&self.reads[0], deadline).await
     }
 
-    /// The consistency token of the writes answered so far: a read that sends it back
-    /// sees them. `None` without standbys.
+    /// The consistency token of the writes answered so far: a read that sends it back sees them.
     pub fn token(&self) -> Option<String> {
         self.standbys.as_ref()?.token(self.pool.written()?)
     }
 
-    /// The first chunk of a page of tasks in id order: at most [`CHUNK_ROWS`], and a
-    /// [`Cursor`] to the rest, if there may be more.
+    /// The first chunk of a page of tasks in id order, and a [`Cursor`] to the rest.
     pub async fn list(&self, query: &ListQuery, token: Option<&str>) -> Result<Chunk, StoreError> {
-        let cursor = Cursor {
-            status: query.status,
-            after: 0,
-            left: query.limit,
-            target: self.target(token).await,
-        };
+        let target = self.target(token).await;
+        let cursor = Cursor { status: query.status, after: 0, left: query.limit, target };
         self.chunk(cursor, query.offset).await
     }
 
-    /// The next chunk of a page, with a fresh budget: a page read slowly holds no
-    /// connection between chunks.
+    /// The next chunk of a page, with a fresh budget: a slow reader holds no connection.
     pub async fn list_more(&self, cursor: Cursor) -> Result<Chunk, StoreError> {
         self.chunk(cursor, 0).await
     }
 
     async fn chunk(&self, cursor: Cursor, offset: i64) -> Result<Chunk, StoreError> {
         let limit = cursor.left.min(CHUNK_ROWS);
-        let (status, after) = (cursor.status, cursor.after);
+        let read = Read { status: cursor.status, after: cursor.after, limit };
         let tasks = self.read(cursor.target, |reads, deadline| async move {
             match offset > 0 {
                 // Rare, and an offset would cost the batched statement its plan: alone.
                 true => {
-                    let list = async |conn: &Conn| {
-                        sql::tasks::list(conn, status, after, limit, offset).await
-                    };
-                    let run = reads.pool.run(sql::SELECT_TASKS, deadline, Effect::Reads, list);
-                    run.await.map_err(StoreError::from)
+                    let list = async |conn: &Conn| sql::tasks::list(conn, &read, offset).await;
+                    Ok(reads.pool.run(sql::SELECT_TASKS, deadline, Effect::Reads, list).await?)
                 }
-                false => {
-                    let lister =
-                        if status.is_some() { &reads.status_lister } else { &reads.lister };
-                    lister.submit(Read { status, after, limit }, deadline).await
-                }
+                false if read.status.is_some() => reads.status_lister.submit(read, deadline).await,
+                false => reads.lister.submit(read, deadline).await,
             }
         });
         let tasks = tasks.await?;
         let left = cursor.left - tasks.len() as i64;
-        let more = match tasks.last() {
-            Some(last) if tasks.len() as i64 == limit && left > 0 => {
-                Some(Cursor { after: last.id, left, ..cursor })
-            }
-            _ => None,
-        };
+        let full = tasks.len() as i64 == limit && left > 0;
+        let more =
+            tasks.last().filter(|_| full).map(|last| Cursor { after: last.id, left, ..cursor });
         Ok(Chunk { tasks, more })
     }
 }

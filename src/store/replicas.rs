@@ -69,7 +69,7 @@ pub struct Standbys {
 }
 
 impl Standbys {
-    /// Starts probing `pools` (one a standby, named by `names`) against `primary`.
+    /// Starts probing `pools` (standbys, named by `names`) against `primary`.
     pub fn start(
         primary: Arc<Pool>,
         pools: Vec<Arc<Pool>>,
@@ -86,22 +86,18 @@ impl Standbys {
         Standbys { primary, known, max_lag, seen, next, probe, reads, waited, lag }
     }
 
-    /// Where a read with `token` (or none) goes.
-    pub async fn choose(&self, token: Option<&str>) -> Target {
-        match token {
-            None => self.within_lag(),
-            Some(token) => self.past(token).await,
-        }
-    }
-
     /// Counts a read `target` answered.
     pub fn served(&self, target: Target) {
         let label = if target == Target::Primary { "primary" } else { "standby" };
         self.reads.get_or_create(&[("target", label)]).inc();
     }
 
-    /// A standby at most `READ_MAX_LAG` behind, in turn; else the primary.
-    fn within_lag(&self) -> Target {
+    /// Where a read with `token` goes ([`Standbys::past`]); without one, to a standby at most
+    /// `READ_MAX_LAG` behind, in turn, else the primary.
+    pub async fn choose(&self, token: Option<&str>) -> Target {
+        if let Some(token) = token {
+            return self.past(token).await;
+        }
         let seen = self.seen.borrow();
         let fresh: Vec<usize> = (seen.standbys.iter().enumerate())
             .filter(|(_, standby)| standby.is_some_and(|(_, lag)| lag <= self.max_lag))
@@ -116,27 +112,21 @@ impl Standbys {
     /// A standby that has replayed past `token`, waiting at most [`TOKEN_WAIT`] for one;
     /// the primary for a token that cannot be honoured.
     async fn past(&self, token: &str) -> Target {
-        let Some(lsn) = self.honoured(token).await else {
-            return Target::Primary;
+        let Some(lsn) = self.honoured(token).await else { return Target::Primary };
+        let replayed = |seen: &Seen| {
+            let past = |standby: &Option<(u64, Duration)>| standby.is_some_and(|(at, _)| at >= lsn);
+            seen.standbys.iter().position(past)
         };
+        if let Some(n) = replayed(&self.seen.borrow()) {
+            return Target::Standby(n);
+        }
+        self.waited.inc();
         let mut seen = self.seen.clone();
-        let waited = tokio::time::timeout(TOKEN_WAIT, async {
-            for turn in 0.. {
-                let replayed = (seen.borrow_and_update().standbys.iter())
-                    .position(|standby| standby.is_some_and(|(replayed, _)| replayed >= lsn));
-                if let Some(n) = replayed {
-                    return Target::Standby(n);
-                }
-                if turn == 0 {
-                    self.waited.inc();
-                }
-                if seen.changed().await.is_err() {
-                    break;
-                }
-            }
-            Target::Primary
-        });
-        waited.await.unwrap_or(Target::Primary)
+        let wait = seen.wait_for(|seen| replayed(seen).is_some());
+        match tokio::time::timeout(TOKEN_WAIT, wait).await {
+            Ok(Ok(seen)) => replayed(&seen).map_or(Target::Primary, Target::Standby),
+            _ => Target::Primary,
+        }
     }
 
     /// The position `token` names, when it is one of this database's, on the primary's
@@ -144,12 +134,9 @@ impl Standbys {
     /// write made since the last probe is ahead of what it saw: the primary is asked once.
     async fn honoured(&self, token: &str) -> Option<u64> {
         let primary = self.seen.borrow().primary?;
-        let mut fields = token.split('-').map(|field| u64::from_str_radix(field, 16));
-        let (Some(Ok(system)), Some(Ok(timeline)), Some(Ok(lsn)), None) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
-        else {
-            return None;
-        };
+        let fields = token.split('-').map(|field| u64::from_str_radix(field, 16).ok());
+        let fields: Vec<u64> = fields.collect::<Option<_>>()?;
+        let [system, timeline, lsn] = fields[..] else { return None };
         if system != primary.system || timeline != primary.timeline {
             return None;
         }
@@ -172,11 +159,8 @@ impl Standbys {
 
     /// Registers `db_reads{target}`, `db_reads_waited` and `db_standby_lag_seconds{standby}`.
     pub fn register_metrics(&self, registry: &mut Registry) {
-        registry.register(
-            "db_reads",
-            "Reads of tasks, by the database that answered them",
-            self.reads.clone(),
-        );
+        let reads = "Reads of tasks, by the database that answered them";
+        registry.register("db_reads", reads, self.reads.clone());
         let waited = "Reads with a consistency token that waited for a standby to replay past it";
         registry.register("db_reads_waited", waited, self.waited.clone());
         let lag = "How far behind the primary each standby was at the last probe (NaN: down)";
@@ -203,23 +187,17 @@ async fn probe(
     let keep =
         (max_lag + Duration::from_secs(2)).max(HISTORY).as_millis() / PROBE_EVERY.as_millis();
     loop {
-        let seen_primary =
-            look(&primary, PROBE_BUDGET, async |conn: &Conn| sql::primary_position(conn).await)
-                .await
-                .flatten()
-                .map(|(system, timeline, lsn)| Primary { system, timeline, lsn });
-        if let Some(now) = seen_primary {
-            if history.back().is_none_or(|(lsn, _)| *lsn != now.lsn) {
-                history.push_back((now.lsn, Instant::now()));
-            }
-            while history.len() > keep as usize {
-                history.pop_front();
-            }
+        let at = look(&primary, PROBE_BUDGET, sql::primary_position).await.flatten();
+        let seen_primary = at.map(|(system, timeline, lsn)| Primary { system, timeline, lsn });
+        if let Some(now) = seen_primary
+            && history.back().is_none_or(|(lsn, _)| *lsn != now.lsn)
+        {
+            history.push_back((now.lsn, Instant::now()));
+            history.drain(..history.len().saturating_sub(keep as usize));
         }
         let mut seen = Seen { primary: seen_primary, standbys: Vec::with_capacity(standbys.len()) };
         for (pool, gauge) in standbys.iter().zip(&gauges) {
-            let position = async |conn: &Conn| sql::standby_position(conn).await;
-            let replay = look(pool, PROBE_BUDGET, position).await.flatten();
+            let replay = look(pool, PROBE_BUDGET, sql::standby_position).await.flatten();
             let standby = replay.zip(seen_primary).and_then(|((system, replayed), primary)| {
                 // Behind all the history holds: at least as far behind as its oldest entry.
                 let full = history.len() == keep as usize;

@@ -1,6 +1,5 @@
-//! What each [`Batcher`] of the task resource runs: gets by one `id = ANY`, page chunks by
-//! one read (of any status, or of one, each on its index), creates by one insert (keyed ones
-//! in idempotency.rs), changes by one statement, each with its own `If-Match` check. A batch
+//! What each [`Batcher`] of the task resource runs, as one statement: gets, page chunks,
+//! creates (keyed ones: idempotency.rs), changes each with its own `If-Match` check. A batch
 //! refused for what one row holds runs again one by one, so only that one fails.
 
 use std::collections::{HashMap, HashSet};
@@ -10,24 +9,21 @@ use std::time::Duration;
 
 use prometheus_client::metrics::histogram::Histogram;
 
-use super::batcher::Batcher;
+use super::batcher::{Abandoned, Batcher};
 use super::error::{self, message};
 use super::idempotency;
 use super::pool::{Deadline, Effect, Failure, Pool};
 use super::sql::tasks::{self as sql, Kind, Read};
-use super::sql::{self as statements, Conn};
+use super::sql::{Conn, INSERT_TASKS, SELECT_TASKS};
 use super::{ById, CHUNK_ROWS, Change, Creation, NewCreate, StoreError};
 use crate::tasks::Task;
 
-/// Most chunks one list statement reads: what it holds at once is at most this many
-/// chunks of [`CHUNK_ROWS`] rows (256), as many as a pool of 8 read one at a time.
+/// Most chunks one list statement reads: [`CHUNK_ROWS`] each, 256 rows, as a pool of 8 read singly.
 const MOST_CHUNKS: usize = 256 / CHUNK_ROWS as usize;
 
-/// An answer per request of a batch, in order.
 type Answers<T> = Vec<Result<T, StoreError>>;
 
-/// The batched reads of one server, the primary or a standby: gets, and chunks of pages of
-/// any status and of one.
+/// The batched reads of one server, the primary or a standby.
 pub struct Reads {
     pub pool: Arc<Pool>,
     pub finder: Batcher<i64, Option<Task>>,
@@ -35,30 +31,14 @@ pub struct Reads {
     pub status_lister: Batcher<Read, Vec<Task>>,
 }
 
-impl Reads {
-    /// The batchers of `pool`, in `lanes`, their batch sizes observed into `sizes`' own.
-    pub fn new(
-        pool: &Arc<Pool>,
-        lanes: usize,
-        sizes: &impl Fn(&'static str) -> Histogram,
-    ) -> Reads {
-        Reads {
-            finder: finder(pool.clone(), lanes, sizes("find")),
-            lister: lister(pool.clone(), lanes, sizes("list"), false),
-            status_lister: lister(pool.clone(), lanes, sizes("list_status"), true),
-            pool: pool.clone(),
-        }
-    }
-}
-
 /// The batched lookup behind `Store::get`; a row that cannot be decoded fails its own id only.
-fn finder(pool: Arc<Pool>, lanes: usize, sizes: Histogram) -> Batcher<i64, Option<Task>> {
+pub fn finder(pool: Arc<Pool>, lanes: usize, sizes: Histogram) -> Batcher<i64, Option<Task>> {
     Batcher::new(lanes, move |ids: Vec<i64>, deadline| {
         sizes.observe(ids.len() as f64);
         let pool = pool.clone();
         async move {
             let find = async |conn: &Conn| sql::find_many(conn, &ids).await;
-            match pool.run(statements::SELECT_TASKS, deadline, Effect::Reads, find).await {
+            match pool.run(SELECT_TASKS, deadline, Effect::Reads, find).await {
                 Ok(rows) => {
                     let found: HashMap<i64, Result<Task, StoreError>> =
                         rows.into_iter().map(|(id, task)| (id, task.map_err(Into::into))).collect();
@@ -70,20 +50,15 @@ fn finder(pool: Arc<Pool>, lanes: usize, sizes: Histogram) -> Batcher<i64, Optio
     })
 }
 
-/// The batched read of page chunks behind `Store::list`: every read queued now, all
-/// with a status (`by_status`) or all without, by one statement.
-fn lister(
-    pool: Arc<Pool>,
-    lanes: usize,
-    sizes: Histogram,
-    by_status: bool,
-) -> Batcher<Read, Vec<Task>> {
-    Batcher::for_reads(lanes, MOST_CHUNKS, move |reads: Vec<Read>, deadline| {
+/// The batched read of page chunks behind `Store::list`: every read queued now, all with a
+/// status or all without (a lister of each), by one statement.
+pub fn lister(pool: Arc<Pool>, lanes: usize, sizes: Histogram) -> Batcher<Read, Vec<Task>> {
+    Batcher::start(lanes, MOST_CHUNKS, Abandoned::Drop, move |reads: Vec<Read>, deadline| {
         sizes.observe(reads.len() as f64);
         let pool = pool.clone();
         async move {
-            let list = async |conn: &Conn| sql::list_many(conn, &reads, by_status).await;
-            match pool.run(statements::SELECT_TASKS, deadline, Effect::Reads, list).await {
+            let list = async |conn: &Conn| sql::list_many(conn, &reads).await;
+            match pool.run(SELECT_TASKS, deadline, Effect::Reads, list).await {
                 Ok(pages) => pages.into_iter().map(Ok).collect(),
                 Err(failure) => vec![Err(StoreError::from(failure)); reads.len()],
             }
@@ -106,24 +81,16 @@ pub fn creator(
             let (pool, all) = (&*pool, &creates);
             let insert = move |at: Range<usize>| async move {
                 let creates = &all[at];
-                match creates.iter().all(|c| c.claim.is_none()) {
-                    true => unkeyed(pool, deadline, creates).await,
-                    false => idempotency::create(pool, deadline, key_ttl, creates).await,
+                if creates.iter().any(|c| c.claim.is_some()) {
+                    return idempotency::create(pool, deadline, key_ttl, creates).await;
                 }
+                let insert = async |conn: &Conn| sql::insert_many(conn, creates).await;
+                let tasks = pool.run(INSERT_TASKS, deadline, Effect::Writes, insert).await?;
+                Ok(answer_in_order(creates, tasks))
             };
             one_by_one_if_refused(creates.len(), insert).await
         }
     })
-}
-
-async fn unkeyed(
-    pool: &Pool,
-    deadline: Deadline,
-    creates: &[NewCreate],
-) -> Result<Answers<Creation>, Failure> {
-    let insert = async |conn: &Conn| sql::insert_many(conn, creates).await;
-    let tasks = pool.run(statements::INSERT_TASKS, deadline, Effect::Writes, insert).await?;
-    Ok(answer_in_order(creates, tasks))
 }
 
 /// Each input's row, from an insert's rows in id order, which is input order. Checked in
@@ -136,10 +103,9 @@ fn answer_in_order(creates: &[NewCreate], mut tasks: Vec<Task>) -> Answers<Creat
     if tasks.len() == creates.len() && tasks.iter().zip(creates).all(|(t, c)| holds(t, c)) {
         return tasks.into_iter().map(|t| Ok(Creation::Created(t))).collect();
     }
+    let (sent, got) = (creates.len(), tasks.len());
     log::error!(
-        "an insert of {} rows returned {} that are not in input order; matching them by content",
-        creates.len(),
-        tasks.len()
+        "an insert of {sent} rows returned {got} that are not in input order; matching them by content"
     );
     creates
         .iter()
@@ -198,23 +164,19 @@ async fn together<K: Kind>(
     changes: &[ById<K>],
 ) -> Result<Answers<Change<K::Done>>, Failure> {
     let mut seen = HashSet::with_capacity(changes.len());
-    let (mut shared, mut after) = (Vec::with_capacity(changes.len()), Vec::new());
-    for (at, change) in changes.iter().enumerate() {
-        match seen.insert(change.id) {
-            true => shared.push(change),
-            false => after.push(at),
-        }
-    }
+    let first: Vec<bool> = changes.iter().map(|change| seen.insert(change.id)).collect();
+    let shared: Vec<_> =
+        changes.iter().zip(&first).filter_map(|(c, &first)| first.then_some(c)).collect();
     let work = async |conn: &Conn| {
         let mut done = K::run(conn, &shared).await?;
         let mut answers: Answers<Change<K::Done>> = Vec::with_capacity(changes.len());
-        for (at, change) in changes.iter().enumerate() {
+        for (change, first) in changes.iter().zip(&first) {
             let judge =
                 |mut done: HashMap<i64, K::Done>| change.expected.judge(done.remove(&change.id));
-            answers.push(match after.contains(&at) {
+            answers.push(match first {
+                true => Ok(change.expected.judge(done.remove(&change.id))),
                 // The shared statement is done: this one's failure is its own.
-                true => K::run(conn, &[change]).await.map(judge).map_err(StoreError::from),
-                false => Ok(change.expected.judge(done.remove(&change.id))),
+                false => K::run(conn, &[change]).await.map(judge).map_err(StoreError::from),
             });
         }
         Ok(answers)

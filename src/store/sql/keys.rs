@@ -1,20 +1,24 @@
-//! The statements of Idempotency-Key: creates that store each task with its key, the look-up
-//! of keys held, letting go of expired ones, and the pruner's walk. What a held key answers
-//! is store/idempotency.rs's business.
+//! The statements of Idempotency-Key: creates that store each task with its key, the look-up of
+//! keys held, letting go of expired ones, and the pruner's walk. What keys answer: idempotency.rs.
 
 use jiff::Timestamp;
 use tokio_postgres::Error;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::Type;
 
-use super::{Conn, Sql, columns, task};
+use super::{Conn, Param, Sql, columns, task};
 use crate::store::NewCreate;
 use crate::tasks::Task;
 
-// Keyed creates: each task is stored with its key and fingerprint (sql/V3), so the key's
-// unique index makes its first use the only one, and the batch stays one insert. An input
-// whose key a task holds is skipped (ON CONFLICT), as is one whose key a deleted task held
-// (idempotency_keys, looked up once per batch) within $6 seconds: FIND_KEYS says what it
-// answered; one held past its TTL waits for RELEASE_KEYS. Rows come back in input order.
+/// Keys the pruner lets go of by one statement: few, so the rows it locks are few and brief.
+pub const PRUNE_BATCH: i64 = 1000;
+/// Tasks the pruner's walk looks at per statement, by id.
+pub const PRUNE_SPAN: i64 = 10_000;
+
+// Keyed creates: each task is stored with its key and fingerprint (sql/V3), so the key's unique
+// index makes its first use the only one, and the batch stays one insert. An input whose key a
+// task holds is skipped (ON CONFLICT), as is one whose key a deleted task held within $6 seconds
+// (idempotency_keys): FIND_KEYS says what it answered; one held past its TTL waits for
+// RELEASE_KEYS. Rows come back in input order.
 static INSERT_KEYED: Sql = Sql {
     text: concat!(
         "INSERT INTO tasks (title, description, status, idempotency_key, idempotency_fingerprint)
@@ -40,12 +44,12 @@ static INSERT_KEYED: Sql = Sql {
         Type::FLOAT8,
     ],
 };
-// Each lookup of keys below finds them by the key's index alone (OFFSET 0 keeps the
-// subquery apart), then tests their time: with the time in the same WHERE, the planner may
-// pick an index on created_at, which on stale statistics after a burst of keyed creates
-// walks every key of the last day (sql/V3 had such an index; V4 dropped it).
-
-// The keys held, not older than $2 seconds, by tasks or by deleted tasks, with the id
+// Each lookup of keys below finds them by the key's index alone (OFFSET 0 keeps the subquery
+// apart), then tests their time: with the time in the same WHERE, the planner may pick an index
+// on created_at, which on stale statistics after a burst of keyed creates walks every key of the
+// last day (sql/V3 had such an index; V4 dropped it).
+//
+// FIND_KEYS: the keys held, not older than $2 seconds, by tasks or deleted tasks, with the id
 // and time of their tasks.
 static FIND_KEYS: Sql = Sql {
     text: "SELECT idempotency_key, idempotency_fingerprint, id, created_at
@@ -70,11 +74,10 @@ static RELEASE_KEYS: Sql = Sql {
         FOR UPDATE SKIP LOCKED)",
     types: &[Type::TEXT_ARRAY, Type::FLOAT8],
 };
-// The pruner's walk over tasks, by id (ids go with time: sql/V4), $3 ids from $2 on:
-// the keys that at most $4 of them older than $1 seconds hold, let go (rows another
-// session holds are skipped); and where the walk goes on: the first task of the span
-// not older than that, the first that still holds an expired key (skipped, or past
-// $4), and the last id of all.
+// The pruner's walk over tasks, by id (ids go with time: sql/V4), $3 ids from $2 on: the keys
+// that at most $4 of them older than $1 seconds hold, let go (rows another session holds are
+// skipped); and where the walk goes on: the first task of the span not older than that, the
+// first that still holds an expired key (skipped, or past $4), and the last id of all.
 static RELEASE_EXPIRED: Sql = Sql {
     text: "WITH released AS (
         UPDATE tasks SET idempotency_key = NULL, idempotency_fingerprint = NULL
@@ -112,14 +115,15 @@ static COUNT_KEYS: Sql = Sql {
         + (SELECT count(*) FROM idempotency_keys)",
     types: &[],
 };
-// At most $2 keys of deleted tasks older than $1 seconds; rows another session holds
-// are skipped.
+// At most $2 keys of deleted tasks older than $1 seconds, and how many; rows another
+// session holds are skipped.
 static PRUNE_KEYS: Sql = Sql {
-    text: "DELETE FROM idempotency_keys WHERE key IN (
+    text: "WITH gone AS (DELETE FROM idempotency_keys WHERE key IN (
         SELECT key FROM idempotency_keys
         WHERE created_at < now() - make_interval(secs => $1)
         ORDER BY created_at LIMIT $2
-        FOR UPDATE SKIP LOCKED)",
+        FOR UPDATE SKIP LOCKED) RETURNING 1)
+    SELECT count(*) FROM gone",
     types: &[Type::FLOAT8, Type::INT8],
 };
 
@@ -137,8 +141,7 @@ pub async fn insert_keyed(
     let claims = inputs.iter().map(|i| i.claim.as_ref());
     let keys: Vec<Option<&str>> = claims.clone().map(|c| Some(c?.key.as_str())).collect();
     let prints: Vec<Option<&[u8]>> = claims.map(|c| Some(c?.fingerprint.as_slice())).collect();
-    let params: [&(dyn ToSql + Sync); 6] =
-        [&titles, &descriptions, &statuses, &keys, &prints, &ttl_secs];
+    let params: [Param; 6] = [&titles, &descriptions, &statuses, &keys, &prints, &ttl_secs];
     let rows = INSERT_KEYED.query(conn, &params).await?;
     // Rows come back in input order, the inputs whose keys were held missing: each row
     // is the next input with its key (without one: the next input without one).
@@ -158,16 +161,12 @@ pub async fn insert_keyed(
         .collect()
 }
 
-/// A key held: the fingerprint of its body, and the id and time of the task its create
-/// stored (the rest of that answer follows from the body: idempotency.rs).
+/// A key held: the fingerprint of the body it came with, and the id and time of the task its
+/// create stored (the rest of that answer follows from the body: idempotency.rs).
 pub struct HeldKey {
-    /// The Idempotency-Key.
     pub key: String,
-    /// The fingerprint of the body it came with.
     pub fingerprint: Vec<u8>,
-    /// The id of the task its create stored.
     pub task_id: i64,
-    /// When that task was created.
     pub created_at: Timestamp,
 }
 
@@ -182,37 +181,25 @@ pub async fn find_keys(conn: &Conn, keys: &[&str], ttl_secs: f64) -> Result<Vec<
 }
 
 /// Lets go of the keys of `keys` that tasks older than `ttl_secs` hold.
-pub async fn release_keys(conn: &Conn, keys: &[&str], ttl_secs: f64) -> Result<u64, Error> {
-    RELEASE_KEYS.execute(conn, &[&keys, &ttl_secs]).await
+pub async fn release_keys(conn: &Conn, keys: &[&str], ttl_secs: f64) -> Result<(), Error> {
+    RELEASE_KEYS.query(conn, &[&keys, &ttl_secs]).await.map(drop)
 }
 
-/// One step of the pruner's walk over tasks (RELEASE_EXPIRED).
+/// One step of the pruner's walk over tasks (RELEASE_EXPIRED): keys let go; the first task of
+/// the span within the TTL; the first that still holds an expired key; the last id of all.
 #[derive(Default)]
 pub struct Walked {
-    /// Keys let go.
     pub released: u64,
-    /// The first task of the span within the TTL.
     pub fresh: Option<i64>,
-    /// The first task of the span that still holds an expired key.
     pub left: Option<i64>,
-    /// The last id of all.
     pub last: Option<i64>,
 }
 
-/// Lets go of the keys that at most `limit` tasks of ids `from` to `from + span - 1`,
-/// older than `ttl_secs`, hold; skipping any a request holds.
-pub async fn release_expired(
-    conn: &Conn,
-    ttl_secs: f64,
-    from: i64,
-    span: i64,
-    limit: i64,
-) -> Result<Walked, Error> {
-    let rows = RELEASE_EXPIRED.query(conn, &[&ttl_secs, &from, &span, &limit]).await?;
-    // One row, always.
-    let Some(row) = rows.first() else {
-        return Ok(Walked::default());
-    };
+/// Lets go of the keys that at most [`PRUNE_BATCH`] tasks older than `ttl_secs`, of the
+/// [`PRUNE_SPAN`] ids from `from` on, hold; skipping any a request holds.
+pub async fn release_expired(conn: &Conn, ttl_secs: f64, from: i64) -> Result<Walked, Error> {
+    let rows = RELEASE_EXPIRED.query(conn, &[&ttl_secs, &from, &PRUNE_SPAN, &PRUNE_BATCH]).await?;
+    let Some(row) = rows.first() else { return Ok(Walked::default()) };
     Ok(Walked {
         released: row.try_get::<_, i64>(0)?.try_into().unwrap_or(0),
         fresh: row.try_get(1)?,
@@ -223,18 +210,17 @@ pub async fn release_expired(
 
 /// The first task that holds a key, if any.
 pub async fn first_keyed(conn: &Conn) -> Result<Option<i64>, Error> {
-    let rows = FIRST_KEYED.query(conn, &[]).await?;
-    rows.first().map_or(Ok(None), |row| row.try_get(0))
+    Ok(FIRST_KEYED.value(conn, &[]).await?.flatten())
 }
 
 /// How many keys the database holds: tasks' and deleted tasks', expired or not.
 pub async fn count_keys(conn: &Conn) -> Result<i64, Error> {
-    let rows = COUNT_KEYS.query(conn, &[]).await?;
-    rows.first().map_or(Ok(0), |row| row.try_get(0))
+    Ok(COUNT_KEYS.value(conn, &[]).await?.unwrap_or(0))
 }
 
-/// Deletes at most `limit` keys of deleted tasks older than `ttl_secs`, skipping any a
+/// Deletes at most [`PRUNE_BATCH`] keys of deleted tasks older than `ttl_secs`, skipping any a
 /// request holds; how many went.
-pub async fn prune_kept_keys(conn: &Conn, ttl_secs: f64, limit: i64) -> Result<u64, Error> {
-    PRUNE_KEYS.execute(conn, &[&ttl_secs, &limit]).await
+pub async fn prune_kept_keys(conn: &Conn, ttl_secs: f64) -> Result<u64, Error> {
+    let pruned: Option<i64> = PRUNE_KEYS.value(conn, &[&ttl_secs, &PRUNE_BATCH]).await?;
+    Ok(pruned.map_or(0, |n| n as u64))
 }

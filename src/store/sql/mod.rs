@@ -1,23 +1,21 @@
-//! Every SQL statement the store sends, and nowhere else: how one is sent (prepared and
-//! cached per connection, or unnamed behind a transaction-mode pooler), its trace span's
-//! name, and the row decoder; the tasks' statements in tasks.rs, the keys' in keys.rs. Which
-//! connection runs them, and by when, is store/pool.rs's business.
+//! Every SQL statement the store sends, and nowhere else: how one is sent (prepared and cached
+//! per connection, or unnamed behind a transaction-mode pooler), its trace span's name, and the
+//! row decoder; the tasks' statements in tasks.rs, the keys' in keys.rs. Where, by when: pool.rs.
 
 pub mod keys;
 pub mod tasks;
 
+use std::error::Error as StdError;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use deadpool_postgres::Client;
-use tokio_postgres::Error;
-use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, ToSql, Type};
+use tokio_postgres::{Error, Row, SimpleQueryMessage, SimpleQueryRow};
 
 use crate::observe::traces::Statement;
 use crate::tasks::{Status, Task};
 
-/// The columns every query of tasks returns, in [`Task`]'s order (a macro, so
-/// `concat!` can build each statement at compile time).
+/// The columns every query of tasks returns, in [`Task`]'s order (a macro, for `concat!`).
 macro_rules! columns {
     () => {
         "id, title, description, status, created_at, updated_at"
@@ -25,17 +23,16 @@ macro_rules! columns {
 }
 pub(crate) use columns;
 
-/// A pooled connection as statements use it: the client, how statements are sent on it,
-/// and how many were answered, so the pool knows whether a failed attempt may go again.
+/// A pooled connection as statements use it: the client; whether statements go unnamed (parsed
+/// with each execution, so nothing lives on one server connection between transactions); and
+/// how many were answered on this attempt, so the pool knows whether it may go again.
 pub struct Conn {
-    /// The pooled client.
     pub client: Client,
-    /// Statements go unnamed: parsed with each execution in the same round trip, so
-    /// nothing has to live on one server connection between transactions.
     pub unnamed: bool,
-    /// Statements answered so far on this attempt.
     pub answered: AtomicUsize,
 }
+
+type Param<'a> = &'a (dyn ToSql + Sync);
 
 /// A statement, and the types of its parameters (what an unnamed one needs).
 pub struct Sql {
@@ -45,36 +42,26 @@ pub struct Sql {
 
 impl Sql {
     /// Runs the statement: prepared once per connection and cached, or unnamed.
-    pub async fn query(
-        &self,
-        conn: &Conn,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>, Error> {
+    pub async fn query(&self, conn: &Conn, params: &[Param<'_>]) -> Result<Vec<Row>, Error> {
+        let client = &conn.client;
         let rows = match conn.unnamed {
-            true => conn.client.query_typed(self.text, &self.typed(params)).await?,
-            false => {
-                conn.client.query(&conn.client.prepare_cached(self.text).await?, params).await?
+            true => {
+                let typed: Vec<_> =
+                    params.iter().copied().zip(self.types.iter().cloned()).collect();
+                client.query_typed(self.text, &typed).await?
             }
+            false => client.query(&client.prepare_cached(self.text).await?, params).await?,
         };
         conn.answered.fetch_add(1, Ordering::Relaxed);
         Ok(rows)
     }
 
-    /// Runs the statement for how many rows it touched, as [`Sql::query`] does.
-    pub async fn execute(&self, conn: &Conn, params: &[&(dyn ToSql + Sync)]) -> Result<u64, Error> {
-        let touched = match conn.unnamed {
-            true => conn.client.execute_typed(self.text, &self.typed(params)).await?,
-            false => {
-                conn.client.execute(&conn.client.prepare_cached(self.text).await?, params).await?
-            }
-        };
-        conn.answered.fetch_add(1, Ordering::Relaxed);
-        Ok(touched)
-    }
-
-    fn typed<'a>(&self, params: &[&'a (dyn ToSql + Sync)]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
-        let types = self.types.iter().cloned();
-        params.iter().copied().zip(types).collect()
+    /// The first column of the first row, if any.
+    pub async fn value<T>(&self, conn: &Conn, params: &[Param<'_>]) -> Result<Option<T>, Error>
+    where
+        T: for<'a> FromSql<'a>,
+    {
+        self.query(conn, params).await?.first().map(|row| row.try_get(0)).transpose()
     }
 }
 
@@ -93,14 +80,11 @@ pub const UPDATE_TASKS: Statement = named("UPDATE", Some("tasks"));
 pub const DELETE_TASKS: Statement = named("DELETE", Some("tasks"));
 /// Pruning `idempotency_keys`.
 pub const DELETE_KEYS: Statement = named("DELETE", Some("idempotency_keys"));
-/// `/ready`'s `SHOW transaction_read_only`.
+/// `/ready`'s `SHOW transaction_read_only`, and the standbys' probe.
 pub const SHOW: Statement = named("SHOW", None);
 
 impl<'a> FromSql<'a> for Status {
-    fn from_sql(
-        ty: &Type,
-        raw: &'a [u8],
-    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn StdError + Sync + Send>> {
         let text = <&str as FromSql>::from_sql(ty, raw)?;
         Status::parse(text).ok_or_else(|| format!("unknown status {text:?} in the database").into())
     }
@@ -122,18 +106,11 @@ pub fn task(row: &Row) -> Result<Task, Error> {
     })
 }
 
-/// The first row of a simple query, as text fields.
-async fn texts(conn: &Conn, query: &str) -> Result<Vec<Option<String>>, Error> {
+/// The first row of a simple query (text fields), if any.
+async fn first_row(conn: &Conn, query: &str) -> Result<Option<SimpleQueryRow>, Error> {
     let messages = conn.client.simple_query(query).await?;
-    Ok(messages
-        .iter()
-        .find_map(|message| match message {
-            tokio_postgres::SimpleQueryMessage::Row(row) => {
-                Some((0..row.len()).map(|i| row.get(i).map(str::to_owned)).collect())
-            }
-            _ => None,
-        })
-        .unwrap_or_default())
+    let row = |message| if let SimpleQueryMessage::Row(row) = message { Some(row) } else { None };
+    Ok(messages.into_iter().find_map(row))
 }
 
 /// `0/16B3748` as a number.
@@ -142,44 +119,34 @@ fn lsn(text: Option<&str>) -> Option<u64> {
     Some(u64::from_str_radix(high, 16).ok()? << 32 | u64::from_str_radix(low, 16).ok()?)
 }
 
-/// The primary's system identifier, timeline and WAL position; `None` when the server is
-/// in recovery (a standby).
+/// The primary's system identifier, timeline and WAL position; `None` on a standby.
 pub async fn primary_position(conn: &Conn) -> Result<Option<(u64, u64, u64)>, Error> {
-    let row = texts(
-        conn,
+    let sql =
         "SELECT system_identifier, pg_walfile_name(pg_current_wal_lsn()), pg_current_wal_lsn()
-         FROM pg_control_system() WHERE NOT pg_is_in_recovery()",
-    )
-    .await?;
-    let field = |n: usize| row.get(n).and_then(Option::as_deref);
+        FROM pg_control_system() WHERE NOT pg_is_in_recovery()";
+    let Some(row) = first_row(conn, sql).await? else { return Ok(None) };
     // The WAL file's name starts with the timeline, in 8 hex digits.
-    let timeline = field(1).and_then(|name| u64::from_str_radix(name.get(..8)?, 16).ok());
-    let system = field(0).and_then(|id| id.parse::<i64>().ok());
-    Ok(system.zip(timeline).zip(lsn(field(2))).map(|((s, t), l)| (s as u64, t, l)))
+    let timeline = row.get(1).and_then(|name| u64::from_str_radix(name.get(..8)?, 16).ok());
+    let system = row.get(0).and_then(|id| id.parse::<i64>().ok());
+    Ok(system.zip(timeline).zip(lsn(row.get(2))).map(|((s, t), l)| (s as u64, t, l)))
 }
 
-/// A standby's system identifier and replayed WAL position; `None` when the server is
-/// not in recovery (promoted) or has replayed nothing yet.
+/// A standby's system identifier and replayed WAL position; `None` if promoted or yet to replay.
 pub async fn standby_position(conn: &Conn) -> Result<Option<(u64, u64)>, Error> {
-    let row = texts(
-        conn,
-        "SELECT system_identifier, pg_last_wal_replay_lsn()
-         FROM pg_control_system() WHERE pg_is_in_recovery()",
-    )
-    .await?;
-    let field = |n: usize| row.get(n).and_then(Option::as_deref);
-    let system = field(0).and_then(|id| id.parse::<i64>().ok());
-    Ok(system.zip(lsn(field(1))).map(|(s, l)| (s as u64, l)))
+    let sql = "SELECT system_identifier, pg_last_wal_replay_lsn()
+        FROM pg_control_system() WHERE pg_is_in_recovery()";
+    let Some(row) = first_row(conn, sql).await? else { return Ok(None) };
+    let system = row.get(0).and_then(|id| id.parse::<i64>().ok());
+    Ok(system.zip(lsn(row.get(1))).map(|(s, l)| (s as u64, l)))
 }
 
 /// Whether the server takes no writes (a standby), for `/ready`.
 pub async fn read_only(conn: &Conn) -> Result<bool, Error> {
-    let row = texts(conn, "SHOW transaction_read_only").await?;
-    Ok(row.first().and_then(Option::as_deref) == Some("on"))
+    let row = first_row(conn, "SHOW transaction_read_only").await?;
+    Ok(row.is_some_and(|row| row.get(0) == Some("on")))
 }
 
 /// Where the primary is inserting WAL now: at or past every commit it has made.
 pub async fn insert_position(conn: &Conn) -> Option<u64> {
-    let row = texts(conn, "SELECT pg_current_wal_insert_lsn()").await.ok()?;
-    lsn(row.first().and_then(Option::as_deref))
+    lsn(first_row(conn, "SELECT pg_current_wal_insert_lsn()").await.ok()??.get(0))
 }

@@ -1,14 +1,13 @@
-//! The statements of the task resource: find, insert, update and delete many tasks at once
-//! (a batch of requests is one statement), and read a page in chunks. Which requests share
-//! one is store/tasks.rs's choice.
+//! The statements of the task resource: find, insert, update and delete many tasks at once (a
+//! batch is one statement), and read pages in chunks. Which requests share one: store/tasks.rs.
 
 use std::collections::HashMap;
 
 use jiff::Timestamp;
 use tokio_postgres::Error;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::Type;
 
-use super::{Conn, Sql, columns, task};
+use super::{Conn, Param, Sql, columns, task};
 use crate::observe::traces::Statement;
 use crate::store::{ById, Delete, NewCreate, Precondition, Update};
 use crate::tasks::{Status, Task, TaskPatch};
@@ -17,8 +16,7 @@ static FIND_MANY: Sql = Sql {
     text: concat!("SELECT ", columns!(), " FROM tasks WHERE id = ANY($1)"),
     types: &[Type::INT8_ARRAY],
 };
-// Rows go in in `n` order, so each takes the next identity value: sorted by id, the
-// returned rows are in input order.
+// Rows go in in `n` order, each taking the next identity value: by id, rows are in input order.
 static INSERT_MANY: Sql = Sql {
     text: concat!(
         "INSERT INTO tasks (title, description, status)
@@ -31,14 +29,13 @@ static INSERT_MANY: Sql = Sql {
     ),
     types: &[Type::TEXT_ARRAY, Type::TEXT_ARRAY, Type::TEXT_ARRAY],
 };
-// Changes to several tasks, one row of arrays each: $2/$5 NULL keep the title/status;
-// $3 says whether $4 (possibly NULL) replaces the description; $6 whether the change
-// is checked against the versions (updated_at) its If-Match names: the n-th change's
-// are the n-th run of $8 elements of $7 (padded with NULLs), one `= ANY` each,
-// checked in the statement that writes, so atomically. `t.id = ANY($1)` lets the
-// planner fetch the rows by primary key. On the right-hand side, t's columns are the
-// old values, so `updated_at` moves only when a value actually changes, and then
-// always forward, so that it (the ETag) names one version of the task.
+// Changes to several tasks, one row of arrays each: $2/$5 NULL keep the title/status; $3 says
+// whether $4 (possibly NULL) replaces the description; $6 whether the change is checked against
+// the versions (updated_at) its If-Match names: the n-th change's are the n-th run of $8
+// elements of $7 (padded with NULLs), one `= ANY` each, checked in the statement that writes,
+// so atomically. `t.id = ANY($1)` lets the planner fetch the rows by primary key. On the right,
+// t's columns are the old values, so `updated_at` moves only when a value actually changes, and
+// then always forward, so that it (the ETag) names one version of the task.
 static UPDATE_MANY: Sql = Sql {
     text: "UPDATE tasks AS t SET
         title = COALESCE(u.title, t.title),
@@ -69,9 +66,8 @@ static UPDATE_MANY: Sql = Sql {
         Type::INT4,
     ],
 };
-// Deletes, checked as UPDATE_MANY's changes are. A deleted task's Idempotency-Key
-// moves to idempotency_keys, so that a retry of its create is still answered as it
-// was, and stores nothing new, until the key expires.
+// Deletes, checked as UPDATE_MANY's changes are. A deleted task's Idempotency-Key moves to
+// idempotency_keys: a retry of its create is answered as it was, storing nothing, until it expires.
 static DELETE_MANY: Sql = Sql {
     text: "WITH gone AS (
         DELETE FROM tasks AS t
@@ -91,8 +87,8 @@ static DELETE_MANY: Sql = Sql {
     SELECT id FROM gone",
     types: &[Type::INT8_ARRAY, Type::BOOL_ARRAY, Type::TIMESTAMPTZ_ARRAY, Type::INT4],
 };
-// A page is read in chunks, each after the last id seen (ids are positive, so the first
-// starts after 0). A first chunk that skips `offset` rows is read alone, by these two.
+// A page is read in chunks, each after the last id seen (ids are positive: the first starts
+// after 0). A first chunk that skips `offset` rows is read alone, by these two.
 static LIST: Sql = Sql {
     text: concat!(
         "SELECT ",
@@ -109,12 +105,11 @@ static LIST_BY_STATUS: Sql = Sql {
     ),
     types: &[Type::TEXT, Type::INT8, Type::INT8, Type::INT8],
 };
-// Chunks without an offset, of several pages at once: one element of each array per
-// chunk (after, limit; and status, by status); every row comes with its chunk's place
-// in the arrays, counted from 1. The index scan's LIMIT is the constant CHUNK_ROWS and
-// each chunk's own limit a filter above it: with `LIMIT q.lim` the planner, not knowing
-// the limit, guesses a tenth of the table, and once the table is large enough that
-// guess makes PostgreSQL JIT-compile the statement, some milliseconds, every time.
+// Chunks without an offset, of several pages at once: one element of each array per chunk
+// (after, limit; and status, by status); every row comes with its chunk's place in the arrays,
+// counted from 1. The index scan's LIMIT is the constant CHUNK_ROWS and each chunk's own limit
+// a filter above it: with `LIMIT q.lim` the planner guesses a tenth of the table, and once the
+// table is large enough that guess makes PostgreSQL JIT-compile the statement, every time.
 macro_rules! chunks {
     ($arrays:literal, $names:literal, $filter:literal) => {
         concat!(
@@ -148,17 +143,16 @@ static LIST_MANY_BY_STATUS: Sql = Sql {
     types: &[Type::INT8_ARRAY, Type::INT8_ARRAY, Type::TEXT_ARRAY],
 };
 
-/// One chunk of a page without an offset: up to `limit` tasks (at most
-/// [`CHUNK_ROWS`]) in id order after id `after`, of one status or any.
-#[derive(Debug)]
+/// One chunk of a page: up to `limit` tasks (at most [`CHUNK_ROWS`]) in id order after id
+/// `after`, of one status or any.
+#[derive(Clone, Copy, Debug)]
 pub struct Read {
     pub status: Option<Status>,
     pub after: i64,
     pub limit: i64,
 }
 
-/// Stores several new tasks in one statement, so one commit; answers in input
-/// order. All or nothing: one row the database refuses fails them all.
+/// Stores new tasks in one statement (one commit), answered in input order; all or nothing.
 pub async fn insert_many(conn: &Conn, creates: &[NewCreate]) -> Result<Vec<Task>, Error> {
     let titles: Vec<&str> = creates.iter().map(|c| c.task.title.as_str()).collect();
     let descriptions: Vec<Option<&str>> =
@@ -170,22 +164,19 @@ pub async fn insert_many(conn: &Conn, creates: &[NewCreate]) -> Result<Vec<Task>
     Ok(tasks)
 }
 
-/// Several tasks by id, in one statement. A row that cannot be decoded is an error
-/// for its own id only.
+/// Several tasks by id. A row that cannot be decoded is an error for its own id only.
 pub async fn find_many(conn: &Conn, ids: &[i64]) -> Result<Vec<(i64, Result<Task, Error>)>, Error> {
     let rows = FIND_MANY.query(conn, &[&ids]).await?;
     rows.iter().map(|row| Ok((row.try_get(0)?, task(row)))).collect()
 }
 
-/// A kind of change to tasks by id, as one statement makes many: a [`TaskPatch`]
-/// (`PATCH`, UPDATE_MANY) or `()` (`DELETE`, DELETE_MANY).
+/// A kind of change to tasks by id, as one statement makes many: a [`TaskPatch`] (`PATCH`,
+/// UPDATE_MANY) or `()` (`DELETE`, DELETE_MANY); what it gives back for a task changed.
 pub trait Kind: Sized + Send + Sync + 'static {
-    /// What the statement gives back for a task it changed.
     type Done: Clone + Send + 'static;
-    /// The statement, as its trace span names it.
     const STATEMENT: Statement;
-    /// Runs `changes` (no two of the same task) as one statement: what each changed
-    /// task gave, by id. A change whose task is missing, or fails its check, is absent.
+    /// Runs `changes` (no two of the same task) as one statement: what each changed task
+    /// gave, by id. A change whose task is missing, or fails its check, is absent.
     fn run(
         conn: &Conn,
         changes: &[&ById<Self>],
@@ -205,7 +196,7 @@ impl Kind for TaskPatch {
             .collect();
         let statuses: Vec<Option<&str>> =
             updates.iter().map(|u| u.patch.status.map(Status::as_str)).collect();
-        let params: [&(dyn ToSql + Sync); 8] =
+        let params: [Param; 8] =
             [&ids, &titles, &set, &descriptions, &statuses, &checked, &versions, &stride];
         let rows = UPDATE_MANY.query(conn, &params).await?;
         rows.iter().map(|row| task(row).map(|task| (task.id, task))).collect()
@@ -243,18 +234,12 @@ fn checks<K>(changes: &[&ById<K>]) -> (Vec<i64>, Vec<bool>, Vec<Option<Timestamp
     (ids, checked.collect(), versions, i32::try_from(stride).unwrap_or(i32::MAX))
 }
 
-/// Up to `limit` tasks in id order after id `after`, skipping `offset` of them,
-/// optionally of one status: one chunk, alone.
-pub async fn list(
-    conn: &Conn,
-    status: Option<Status>,
-    after: i64,
-    limit: i64,
-    offset: i64,
-) -> Result<Vec<Task>, Error> {
-    let rows = match status {
+/// One chunk that skips `offset` tasks, alone.
+pub async fn list(conn: &Conn, read: &Read, offset: i64) -> Result<Vec<Task>, Error> {
+    let (after, limit) = (read.after, read.limit);
+    let rows = match read.status {
         Some(status) => {
-            let params: [&(dyn ToSql + Sync); 4] = [&status.as_str(), &after, &limit, &offset];
+            let params: [Param; 4] = [&status.as_str(), &after, &limit, &offset];
             LIST_BY_STATUS.query(conn, &params).await?
         }
         None => LIST.query(conn, &[&after, &limit, &offset]).await?,
@@ -262,25 +247,21 @@ pub async fn list(
     rows.iter().map(task).collect()
 }
 
-/// Several chunks without an offset (each `limit` at most 32) at once, all with a
-/// status or all without: each read's tasks, in id order, in the order of `reads`.
-pub async fn list_many(
-    conn: &Conn,
-    reads: &[Read],
-    by_status: bool,
-) -> Result<Vec<Vec<Task>>, Error> {
+/// Several chunks without an offset at once, all with a status or all without: each read's
+/// tasks, in id order, in the order of `reads`.
+pub async fn list_many(conn: &Conn, reads: &[Read]) -> Result<Vec<Vec<Task>>, Error> {
     let afters: Vec<i64> = reads.iter().map(|read| read.after).collect();
     let limits: Vec<i64> = reads.iter().map(|read| read.limit).collect();
-    let rows = match by_status {
+    let rows = match reads.first().is_some_and(|read| read.status.is_some()) {
         true => {
             let statuses: Vec<Option<&str>> =
                 reads.iter().map(|read| read.status.map(Status::as_str)).collect();
-            let params: [&(dyn ToSql + Sync); 3] = [&afters, &limits, &statuses];
+            let params: [Param; 3] = [&afters, &limits, &statuses];
             LIST_MANY_BY_STATUS.query(conn, &params).await?
         }
         false => LIST_MANY.query(conn, &[&afters, &limits]).await?,
     };
-    let mut pages: Vec<Vec<Task>> = reads.iter().map(|_| Vec::new()).collect();
+    let mut pages: Vec<Vec<Task>> = vec![Vec::new(); reads.len()];
     for row in rows {
         let n: i64 = row.try_get(6)?;
         // `n` counts from 1 over `reads`, so it always has a place.
@@ -288,9 +269,7 @@ pub async fn list_many(
             page.push(task(&row)?);
         }
     }
-    for page in &mut pages {
-        page.sort_unstable_by_key(|task| task.id);
-    }
+    pages.iter_mut().for_each(|page| page.sort_unstable_by_key(|task| task.id));
     Ok(pages)
 }
 
