@@ -178,11 +178,14 @@ async fn dispatch(app: &Arc<App>, route: &str, id: &str, request: Request<Incomi
             Box::pin(handlers::list(app, query, token)).await
         }
         ("/tasks", &Method::POST) => {
-            let body = body::object(headers, body).await?;
-            let task = NewTask::decode(&body)?;
-            let claim = idempotency::claim(headers, &task, &body)?;
-            drop(parts);
-            Box::pin(handlers::create(app, NewCreate { task, claim })).await
+            Box::pin(async move {
+                let body = body::object(&parts.headers, body).await?;
+                let task = NewTask::decode(&body)?;
+                let claim = idempotency::claim(&parts.headers, &task, &body)?;
+                drop(parts);
+                handlers::create(app, NewCreate { task, claim }).await
+            })
+            .await
         }
         ("/tasks/{id}", &Method::GET) => {
             let (id, none_match) = (parse_id(id)?, conditional::if_none_match(headers)?);
@@ -191,9 +194,12 @@ async fn dispatch(app: &Arc<App>, route: &str, id: &str, request: Request<Incomi
         }
         ("/tasks/{id}", &Method::PATCH) => {
             let (id, expected) = (parse_id(id)?, conditional::if_match(headers)?);
-            let patch = TaskPatch::decode(&body::object(headers, body).await?)?;
-            drop(parts);
-            Box::pin(handlers::update(app, id, patch, expected)).await
+            Box::pin(async move {
+                let patch = TaskPatch::decode(&body::object(&parts.headers, body).await?)?;
+                drop(parts);
+                handlers::update(app, id, patch, expected).await
+            })
+            .await
         }
         ("/tasks/{id}", &Method::DELETE) => {
             let (id, expected) = (parse_id(id)?, conditional::if_match(headers)?);
