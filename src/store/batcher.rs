@@ -219,14 +219,12 @@ mod tests {
     #[tokio::test]
     async fn answers_each_input_in_order_and_batches_while_lanes_are_busy() {
         let (batcher, seen, first) = busy().await;
-        let waiters: Vec<_> = (2..50)
-            .map(|n| {
-                let batcher = batcher.clone();
-                tokio::spawn(async move { (n, batcher.submit(n, Deadline::start()).await) })
-            })
-            .collect();
-        for waiter in waiters {
-            let (n, answer) = waiter.await.unwrap();
+        let mut waiters = tokio::task::JoinSet::new();
+        for n in 2..50 {
+            let batcher = batcher.clone();
+            waiters.spawn(async move { (n, batcher.submit(n, Deadline::start()).await) });
+        }
+        for (n, answer) in waiters.join_all().await {
             assert_eq!(answer.ok(), Some(n));
         }
         assert_eq!(first.await.unwrap().ok(), Some(1));
@@ -270,21 +268,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_read_batch_nobody_waits_for_is_dropped_and_a_write_batch_runs_on() {
-        /// Set when the batch's future is dropped, or when it ran to its end.
-        struct Ends(Arc<Mutex<Vec<&'static str>>>, &'static str);
-        impl Drop for Ends {
-            fn drop(&mut self) {
-                self.0.lock().unwrap().push(self.1);
-            }
-        }
-        let ends = Arc::new(Mutex::new(Vec::new()));
+        // Each batch's name once it ran to its end; a dropped one never gets there.
+        let ended = Arc::new(Mutex::new(Vec::new()));
         let slow = |name: &'static str| {
-            let ends = ends.clone();
+            let ended = ended.clone();
             move |inputs: Vec<u32>, _| {
-                let end = Ends(ends.clone(), name);
+                let ended = ended.clone();
                 async move {
                     tokio::time::sleep(Duration::from_millis(300)).await;
-                    std::mem::forget(end); // ran to its end: not counted as dropped
+                    ended.lock().unwrap().push(name);
                     inputs.into_iter().map(Ok).collect()
                 }
             }
@@ -299,7 +291,7 @@ mod tests {
         assert!(gave_up.0.is_err() && gave_up.1.is_err());
         tokio::time::sleep(Duration::from_millis(600)).await;
         // The read was dropped when its client left; the write ran on to its end.
-        assert_eq!(*ends.lock().unwrap(), vec!["read"]);
+        assert_eq!(*ended.lock().unwrap(), vec!["write"]);
     }
 
     #[test]
