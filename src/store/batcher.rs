@@ -139,9 +139,8 @@ pub enum Abandoned {
 /// served a fifth as many (9.7k/s against 44k/s in `make bench`'s overload run, docs/decisions.md).
 const SHED_AFTER: Duration = Duration::from_millis(250);
 
-/// How the queue moves: how many wait, how long the oldest of the last batch had waited, and
-/// since when the queue has not moved (microseconds since `epoch`). Past `busy` queued (a batch
-/// per lane), admission looks at the pace; past `full`, it turns everyone away.
+/// How the queue moves: how many wait, how long the last batch's oldest waited, and since when
+/// it has not (µs since `epoch`). Past `busy` queued, admission looks at the pace; past `full`, no.
 struct Pace {
     busy: usize,
     full: usize,

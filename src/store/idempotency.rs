@@ -155,8 +155,7 @@ async fn attempt(
             None => log::error!("a keyed insert returned row {n} of {}", sent.len()),
         }
     }
-    // Keys held before this statement: what did they answer? The inserts above are
-    // done, so a failure from here on is these creates' own (those of `asked`).
+    // Keys held before this statement: what did they answer? A failure from here on is theirs.
     let held = |&at: &usize| creates[at].claim.as_ref().filter(|_| !answered[at]);
     let mut asked: Vec<&str> = sent.iter().filter_map(held).map(|c| c.key.as_str()).collect();
     let released = async {

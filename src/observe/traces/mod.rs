@@ -73,8 +73,7 @@ tokio::task_local! {
     static CURRENT: Scope;
 }
 
-/// What a task works for: the span its statements are children of and, for a batched
-/// statement, every traced request it serves.
+/// What a task works for: its statements' parent span and, for a batch, every traced request.
 #[derive(Clone)]
 pub struct Scope {
     tracer: Tracer,
@@ -86,8 +85,7 @@ pub struct Scope {
 }
 
 impl Scope {
-    /// The scope of a statement serving `size` requests, `traced` the scopes of those
-    /// traced: a child of the first (so it shows in a trace), linked to each.
+    /// The scope of a batch of `size` requests: a child of the first `traced`, linked to each.
     pub fn batch(traced: Vec<Scope>, size: usize) -> Option<Scope> {
         let first = traced.first()?;
         Some(Scope {

@@ -94,8 +94,7 @@ static RELEASE_EXPIRED: Sql = Sql {
         (SELECT max(id) FROM tasks)",
     types: &[Type::FLOAT8, Type::INT8, Type::INT8, Type::INT8],
 };
-// Where the pruner's walk starts: the first task that holds a key. (OFFSET 0: by the
-// key's index, not a walk up the primary key that would pass every task without one.)
+// Where the pruner's walk starts (OFFSET 0: by the key's index, not a walk up the primary key).
 static FIRST_KEYED: Sql = Sql {
     text: "SELECT min(id) FROM (SELECT id FROM tasks WHERE idempotency_key IS NOT NULL
                          OFFSET 0) AS keyed",
@@ -185,8 +184,8 @@ pub struct Walked {
     pub last: Option<i64>,
 }
 
-/// Lets go of the keys that at most [`PRUNE_BATCH`] tasks older than `ttl_secs`, of the
-/// [`PRUNE_SPAN`] ids from `from` on, hold; skipping any a request holds.
+/// Lets go of the keys of at most [`PRUNE_BATCH`] expired tasks of the [`PRUNE_SPAN`] ids from
+/// `from` on, skipping any a request holds.
 pub async fn release_expired(conn: &Conn, ttl_secs: f64, from: i64) -> Result<Walked, Error> {
     let rows = RELEASE_EXPIRED.query(conn, &[&ttl_secs, &from, &PRUNE_SPAN, &PRUNE_BATCH]).await?;
     let Some(row) = rows.first() else { return Ok(Walked::default()) };
@@ -208,8 +207,7 @@ pub async fn count_keys(conn: &Conn) -> Result<i64, Error> {
     Ok(COUNT_KEYS.value(conn, &[]).await?.unwrap_or(0))
 }
 
-/// Deletes at most [`PRUNE_BATCH`] keys of deleted tasks older than `ttl_secs`, skipping any a
-/// request holds; how many went.
+/// Deletes at most [`PRUNE_BATCH`] expired keys of deleted tasks, skipping locked ones: how many.
 pub async fn prune_kept_keys(conn: &Conn, ttl_secs: f64) -> Result<u64, Error> {
     let pruned: Option<i64> = PRUNE_KEYS.value(conn, &[&ttl_secs, &PRUNE_BATCH]).await?;
     Ok(pruned.map_or(0, |n| n as u64))
