@@ -60,8 +60,7 @@ impl Config {
         Config::parse(|name| std::env::var(name).ok())
     }
 
-    /// Parses from a lookup function, so tests need not touch the real environment.
-    /// An empty variable counts as unset.
+    /// Parses from a lookup function (tests need not touch the real environment); empty is unset.
     pub fn parse(env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let env = Env(&env);
         let statements = [("prepared", false), ("unnamed", true)];

@@ -1,6 +1,5 @@
-//! Logging set-up: env_logger to stdout (spec §6), filtered by `RUST_LOG` or else
-//! `LOG_LEVEL`, as text or one JSON object a line (`LOG_FORMAT=json`); and [`Quoted`], a
-//! client's value in a text line. What gets logged is decided where it happens.
+//! Logging set-up: env_logger to stdout (spec §6) by `RUST_LOG` or `LOG_LEVEL`, as text or JSON
+//! lines (`LOG_FORMAT`); and [`Quoted`], a client's value in a text line. What to log: the callers.
 
 use std::fmt::{self, Write as _};
 use std::io::{self, Write};

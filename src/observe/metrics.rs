@@ -1,6 +1,5 @@
-//! The metrics of `GET /metrics`: the server's own (requests, latency, connections,
-//! the pool, migrations, build info) and what other parts register. prometheus-client
-//! keeps them and writes OpenMetrics; the text format 0.0.4 is derived from that.
+//! The metrics of `GET /metrics`: the server's own and what other parts register.
+//! prometheus-client keeps them and writes OpenMetrics; the text format 0.0.4 is derived from it.
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -111,9 +111,8 @@ fn decode(text: &str, what: &str) -> Result<String, String> {
     Ok(percent_encoding::percent_decode_str(text).decode_utf8().map_err(not_utf8)?.into_owned())
 }
 
-/// `keyword = value ...`, as libpq's `conninfo_parse` reads it: blanks around `=` are
-/// skipped; a value ends at a blank unless quoted with `'…'`; `\` escapes the next
-/// character, quoted or not.
+/// `keyword = value ...`, as libpq's `conninfo_parse` reads it: blanks around `=` are skipped;
+/// a value ends at a blank unless quoted with `'…'`; `\` escapes the next character, quoted or not.
 fn parse_key_values(text: &str) -> Result<Pairs, String> {
     let mut pairs = Pairs::new();
     let mut chars = text.chars().peekable();

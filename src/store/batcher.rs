@@ -1,8 +1,6 @@
-//! Natural batching: concurrent requests for the same query share one statement, as PostgreSQL
-//! spends most of a one-row lookup or insert on the round trip and the commit, not the row
-//! (docs/decisions.md). What a batch runs is tasks.rs's choice; a traced request's scope travels
-//! with its job, so the batch's span links to it. Past capacity, newcomers are turned away at
-//! once (503) by how long the queue makes requests wait, not by how many ([`Pace`]).
+//! Natural batching: concurrent requests for the same query share one statement, as a one-row
+//! statement's cost is its round trip and commit (docs/decisions.md); what a batch runs is
+//! tasks.rs's choice. Past capacity, newcomers get 503 by how long the queue waits ([`Pace`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,9 +20,8 @@ pub const MAX_BATCH: usize = 128;
 /// queue's pace: the last resort, as the connection limit bounds the queue first.
 const MAX_QUEUED: usize = 64 * MAX_BATCH;
 
-/// Batches of one query in flight at once, each on its own pooled connection. Two beat one,
-/// four and eight in paired runs (docs/decisions.md): fewer lanes make bigger batches, and a
-/// slower database needs no more lanes, as batches grow to fill the wait.
+/// Batches of one query in flight at once, each on its own pooled connection: two beat one,
+/// four and eight in paired runs (docs/decisions.md), as fewer lanes make bigger batches.
 pub const LANES: usize = 2;
 
 type Answer<T> = Result<T, StoreError>;
@@ -48,12 +45,9 @@ impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
         Self::start(lanes, MAX_BATCH, Abandoned::RunOn, run)
     }
 
-    /// Starts the dispatcher on the current tokio runtime: `lanes` batches in flight at most, of
-    /// up to `most` (reads with large answers take fewer, so memory stays bounded), until the
-    /// `Batcher` is dropped and its queue empty. The one trick: a free lane is taken *before*
-    /// jobs are taken from the queue. A request that finds a lane free runs at once, alone;
-    /// while every lane is busy, requests pile up, and the lane that comes free takes them all
-    /// (up to `most`) as one batch. So batches grow exactly as much as the database is slow.
+    /// Starts the dispatcher: `lanes` batches of up to `most` in flight, until the `Batcher` is
+    /// dropped and its queue empty. A lane is taken *before* jobs, so while every lane is busy
+    /// requests pile up for the next free one: batches grow exactly as the database is slow.
     pub fn start<F, Fut>(lanes: usize, most: usize, abandoned: Abandoned, run: F) -> Self
     where
         F: Fn(Vec<I>, Deadline) -> Fut + Send + 'static,
@@ -108,7 +102,6 @@ impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
                         },
                     };
                     // A reply left without an answer drops: its request fails, as internal.
-                    // (A client that left meanwhile needs no answer.)
                     for (reply, answer) in replies.into_iter().zip(answers) {
                         let _ = reply.send(answer);
                     }
@@ -119,9 +112,8 @@ impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
         Batcher { queue, pace }
     }
 
-    /// Queues `input` and waits for its answer, due by `deadline`. A caller gone before its
-    /// batch starts is not run; one out of time by then fails unrun; one that finds the
-    /// queue past capacity ([`Pace::admit`]) is turned away at once, as busy.
+    /// Queues `input` and waits for its answer, due by `deadline`; busy at once if the queue is
+    /// past capacity ([`Pace::admit`]).
     pub async fn submit(&self, input: I, deadline: Deadline) -> Answer<T> {
         let now = Instant::now();
         if !self.pace.admit(now) {
@@ -134,25 +126,21 @@ impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
     }
 }
 
-/// What a batch already running does once every client it serves has left: runs on to its
-/// end, as a write's outcome must be known (its budget bounds it); or is dropped, its
-/// statement cancelled, as a read for nobody.
+/// What a running batch does once all its clients left: runs on, as a write's outcome must be
+/// known (its budget bounds it); or is dropped, its statement cancelled, as a read for nobody.
 #[derive(Clone, Copy, PartialEq)]
 pub enum Abandoned {
     RunOn,
     Drop,
 }
 
-/// How long a request may wait in the queue before newcomers are turned away, once more
-/// than a batch per lane is queued: a queue the database drains fast may be long; one it
-/// drains slowly turns newcomers away before anyone waits out a budget in it. Not less:
-/// 4,096 clients in a closed loop wait ~90 ms here, and shedding at 50 ms served a fifth
-/// as many (9.7k/s against 44k/s in `make bench`'s overload run, docs/decisions.md).
+/// How long a request may wait in a queue of more than a batch per lane before newcomers are
+/// turned away. Not less: 4,096 clients in a closed loop wait ~90 ms here, and shedding at 50 ms
+/// served a fifth as many (9.7k/s against 44k/s in `make bench`'s overload run, docs/decisions.md).
 const SHED_AFTER: Duration = Duration::from_millis(250);
 
-/// How the queue moves: how many wait, how long the oldest of the last batch had waited, and
-/// since when the queue has not moved (microseconds since `epoch`). Past `busy` queued (a batch
-/// per lane), admission looks at the pace; past `full`, it turns everyone away.
+/// How the queue moves: how many wait, how long the last batch's oldest waited, and since when
+/// it has not (µs since `epoch`). Past `busy` queued, admission looks at the pace; past `full`, no.
 struct Pace {
     busy: usize,
     full: usize,
@@ -165,14 +153,8 @@ struct Pace {
 impl Pace {
     fn new(busy: usize, full: usize) -> Self {
         let (queued, epoch) = (AtomicUsize::new(0), Instant::now());
-        Pace {
-            busy,
-            full,
-            queued,
-            waited: AtomicU64::new(0),
-            still_since: AtomicU64::new(0),
-            epoch,
-        }
+        let (waited, still_since) = (AtomicU64::new(0), AtomicU64::new(0));
+        Pace { busy, full, queued, waited, still_since, epoch }
     }
 
     fn micros(&self, at: Instant) -> u64 {
@@ -236,14 +218,12 @@ mod tests {
     #[tokio::test]
     async fn answers_each_input_in_order_and_batches_while_lanes_are_busy() {
         let (batcher, seen, first) = busy().await;
-        let waiters: Vec<_> = (2..50)
-            .map(|n| {
-                let batcher = batcher.clone();
-                tokio::spawn(async move { (n, batcher.submit(n, Deadline::start()).await) })
-            })
-            .collect();
-        for waiter in waiters {
-            let (n, answer) = waiter.await.unwrap();
+        let mut waiters = tokio::task::JoinSet::new();
+        for n in 2..50 {
+            let batcher = batcher.clone();
+            waiters.spawn(async move { (n, batcher.submit(n, Deadline::start()).await) });
+        }
+        for (n, answer) in waiters.join_all().await {
             assert_eq!(answer.ok(), Some(n));
         }
         assert_eq!(first.await.unwrap().ok(), Some(1));
@@ -270,8 +250,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_gets_its_earliest_deadline_and_the_expired_are_not_run() {
         let (batcher, seen, first) = busy().await;
-        // Queued behind [1]: one whose time is up by the time a lane is free, and two
-        // with time, the sooner of which is the batch's deadline.
+        // Behind [1]: one out of time when the lane frees, two whose sooner is the deadline.
         let soon = Deadline::after(Duration::from_millis(2000));
         let (expired, late, early) = tokio::join!(
             batcher.submit(2, Deadline::after(Duration::from_millis(20))),
@@ -288,21 +267,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_read_batch_nobody_waits_for_is_dropped_and_a_write_batch_runs_on() {
-        /// Set when the batch's future is dropped, or when it ran to its end.
-        struct Ends(Arc<Mutex<Vec<&'static str>>>, &'static str);
-        impl Drop for Ends {
-            fn drop(&mut self) {
-                self.0.lock().unwrap().push(self.1);
-            }
-        }
-        let ends = Arc::new(Mutex::new(Vec::new()));
+        // Each batch's name once it ran to its end; a dropped one never gets there.
+        let ended = Arc::new(Mutex::new(Vec::new()));
         let slow = |name: &'static str| {
-            let ends = ends.clone();
+            let ended = ended.clone();
             move |inputs: Vec<u32>, _| {
-                let end = Ends(ends.clone(), name);
+                let ended = ended.clone();
                 async move {
                     tokio::time::sleep(Duration::from_millis(300)).await;
-                    std::mem::forget(end); // ran to its end: not counted as dropped
+                    ended.lock().unwrap().push(name);
                     inputs.into_iter().map(Ok).collect()
                 }
             }
@@ -317,7 +290,7 @@ mod tests {
         assert!(gave_up.0.is_err() && gave_up.1.is_err());
         tokio::time::sleep(Duration::from_millis(600)).await;
         // The read was dropped when its client left; the write ran on to its end.
-        assert_eq!(*ends.lock().unwrap(), vec!["read"]);
+        assert_eq!(*ended.lock().unwrap(), vec!["write"]);
     }
 
     #[test]

@@ -106,8 +106,7 @@ fn refused(field: &str, reason: &'static str) -> StoreError {
 }
 
 /// What an unavailable database leaves behind: nothing, or a connection no good for the next
-/// statement, as its server is read-only (a standby, or a primary demoted by a failover),
-/// shutting down, gone, or (a pooler's doing) not the one that holds its prepared statements.
+/// statement (its server read-only, shutting down, gone, or missing its prepared statements).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Spoiled {
     Nothing,
@@ -137,8 +136,7 @@ fn unavailable_code(code: &SqlState) -> Option<Spoiled> {
     }
 }
 
-/// Whether a prepared statement was not where it was prepared (26000), or was there
-/// already (42P05): the mark of a pooler in transaction mode.
+/// Whether a prepared statement was missing (26000) or there already (42P05): a pooler's mark.
 pub fn is_lost_statement(err: &tokio_postgres::Error) -> bool {
     let lost = [SqlState::INVALID_SQL_STATEMENT_NAME, SqlState::DUPLICATE_PSTATEMENT];
     err.code().is_some_and(|code| lost.contains(code))

@@ -20,9 +20,8 @@ use crate::tasks::Task;
 /// The pause before a keyed insert whose connection was lost is asked again once more.
 const ASK_AGAIN_AFTER: Duration = Duration::from_millis(100);
 
-/// An Idempotency-Key (1 to 255 printable ASCII characters), and the fingerprint of the
-/// create it came with: a digest of its canonical JSON, what is stored with the key; and when
-/// it differs, of the body as written, what the release before stored, also a match.
+/// An Idempotency-Key (1 to 255 printable ASCII characters) and its create's fingerprint: a digest
+/// of its canonical JSON (stored), and of the body as written (the release before stored it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claim {
     pub key: String,
@@ -56,8 +55,7 @@ pub async fn create(
     }
     let mut answers: Vec<Option<Result<Creation, StoreError>>> = vec![None; creates.len()];
     let mut releasing = false;
-    // Set once the connection went with a keyed insert: until the database is asked
-    // again and answers, nobody knows whether those creates were stored.
+    // Set once the connection went with a keyed insert: whether it stored them is unknown.
     let mut lost: Option<StoreError> = None;
     loop {
         let round =
@@ -84,10 +82,8 @@ pub async fn create(
         let unanswered =
             matches!(err, StoreError::Unavailable(_) | StoreError::Busy | StoreError::Unknown(_));
         match lost.as_ref() {
-            // The connection went with the statement: stored or not, only the keys can
-            // tell. A keyed create is safe to send again, and then gets what the database
-            // holds (its own task, replayed, if the first one was stored); one without a
-            // key is not, and fails as before.
+            // Stored or not, only the keys can tell: a keyed create is safe to send again (and
+            // gets its own task replayed if it was stored); one without a key is not, and fails.
             None if connection_lost => {
                 let unkeyed = sent.iter().filter(|&&at| creates[at].claim.is_none());
                 unkeyed.for_each(|&at| answers[at] = Some(Err(err.clone())));
@@ -98,12 +94,10 @@ pub async fn create(
                 );
                 lost = Some(err);
             }
-            // Asked again, and no answer yet (no connection, or lost once more): wait a
-            // little, and ask again.
+            // Asked again, and no answer yet: wait a little, and ask again.
             Some(_) if unanswered => tokio::time::sleep(ASK_AGAIN_AFTER).await,
-            // A later round's failure fails only the creates it was for: the database
-            // said no to them, so the first round could not have stored them either; or
-            // the keys were let go, and the database could not be asked to insert them.
+            // A later round's failure fails only its creates: the database refused them (so the
+            // first round stored none), or their keys were let go and they could not be sent.
             _ => {
                 sent.iter().for_each(|&at| answers[at] = Some(Err(err.clone())));
                 break;
@@ -115,8 +109,7 @@ pub async fn create(
         if let Some(err) = &lost
             && !deadline.has_time()
         {
-            // Out of time before the truth came back: its outcome stays unknown, and
-            // it is answered so (no answer), never as an error.
+            // Out of time before the truth came back: unknown (no answer), never an error.
             let unknown = StoreError::Unknown(message(format!(
                 "the connection was lost with a keyed insert ({err}), and the database could not be asked again in time"
             )));
@@ -162,8 +155,7 @@ async fn attempt(
             None => log::error!("a keyed insert returned row {n} of {}", sent.len()),
         }
     }
-    // Keys held before this statement: what did they answer? The inserts above are
-    // done, so a failure from here on is these creates' own (those of `asked`).
+    // Keys held before this statement: what did they answer? A failure from here on is theirs.
     let held = |&at: &usize| creates[at].claim.as_ref().filter(|_| !answered[at]);
     let mut asked: Vec<&str> = sent.iter().filter_map(held).map(|c| c.key.as_str()).collect();
     let released = async {
@@ -222,10 +214,9 @@ const PRUNE_EVERY: Duration = Duration::from_secs(300);
 /// How long a stopping pruner may take to finish its statement.
 const PRUNE_STOP: Duration = Duration::from_secs(6);
 
-/// Lets go of expired keys now and then until stopped (or dropped), a few at a time, skipping
-/// any a request holds. Tasks' keys are found by a walk in id order (time order) from where the
-/// last round stopped: no index every keyed create would have to keep (sql/V4). Deleted tasks'
-/// keys go by their time. Each round ends by counting the keys held (`idempotency_keys_held`).
+/// Lets go of expired keys until stopped (or dropped), a few at a time, skipping any a request
+/// holds. Tasks' keys are found by a walk in id (time) order, so no index every keyed create must
+/// keep (sql/V4). Each round ends by counting the keys held (`idempotency_keys_held`).
 pub struct Pruner {
     stop: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,

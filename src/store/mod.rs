@@ -92,8 +92,7 @@ pub enum Precondition {
     UpdatedAt(Vec<Timestamp>),
 }
 
-/// What a conditional change did: done; no such task (and no precondition); or nothing, as
-/// a precondition was not met.
+/// What a conditional change did: done; no such task (and no precondition); a precondition failed.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Change<T> {
     Done(T),
@@ -110,8 +109,7 @@ pub enum Health {
 
 impl Store {
     /// A store on pools of at most `pool_size` connections, and its background tasks (so call it
-    /// in the tokio runtime). Keys are kept for `key_ttl`; with `unnamed_statements`, no
-    /// statement outlives its transaction (a pooler in transaction mode).
+    /// in the tokio runtime); Idempotency-Keys are kept for `key_ttl`.
     pub fn open(
         db: &DbOptions,
         pool_size: usize,
@@ -219,8 +217,7 @@ impl Store {
         self.standbys.iter().for_each(|standbys| standbys.register_metrics(registry));
     }
 
-    /// Stops the background tasks and closes the pools: idle connections now, busy ones
-    /// when they come back.
+    /// Stops the background tasks and closes the pools: idle connections now, busy ones later.
     pub async fn close(&self) {
         self.pruner.stop().await;
         self.standbys.iter().for_each(Standbys::stop);

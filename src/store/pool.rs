@@ -1,7 +1,6 @@
-//! The connection pool, and the 5 s budget (spec §2): a request gets a [`Deadline`] when it
-//! reaches the store; waiting for a batch, a connection and its statements all count against
-//! it. Just before the deadline a statement still running is cancelled ([`InFlight`]: a cancel
-//! request, not a new connection), and a write waits for the verdict: an error means no write.
+//! The connection pool, and the 5 s budget (spec §2): a request's [`Deadline`] covers its batch,
+//! connection and statements. Just before it a running statement is cancelled ([`InFlight`]: a
+//! cancel request), and a write waits for the verdict: an error means no write.
 
 use std::fmt;
 use std::sync::Arc;
@@ -106,8 +105,7 @@ pub enum Effect {
 pub struct Pool {
     pool: deadpool_postgres::Pool,
     tls: MakeRustlsConnect,
-    /// Statements go unnamed: from the start (`DATABASE_STATEMENTS=unnamed`), or once a
-    /// pooler in transaction mode was found to lose prepared ones.
+    /// Unnamed statements: from start (`DATABASE_STATEMENTS=unnamed`), or once a pooler lost one.
     unnamed: AtomicBool,
     /// With standbys to read from: the WAL position after the newest write committed by
     /// this pool (a write's consistency token names at least its commit).
@@ -154,10 +152,9 @@ impl Pool {
         self.pool.close();
     }
 
-    /// Runs `work` on a pooled connection by `deadline`: the database's verdict. A statement
-    /// not done in time ([`Effect`]), or whose caller stopped waiting, is cancelled. A connection
-    /// a failover made read-only is closed with the idle ones (new ones find the new primary); a
-    /// prepared statement a pooler lost before anything ran sends `work` again, unnamed.
+    /// Runs `work` on a pooled connection by `deadline` ([`Effect`]), cancelled if late or left.
+    /// A failover's read-only connection closes with the idle ones (new ones find the primary);
+    /// a prepared statement a pooler lost before anything ran sends `work` again, unnamed.
     pub async fn run<T>(
         &self,
         statement: Statement,

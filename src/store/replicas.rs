@@ -1,7 +1,6 @@
-//! Reads past one database (`DATABASE_READ_URL`): a probe that follows each standby's replay
-//! position against the primary's, and where a read goes: with a consistency token, to a
-//! standby replayed past it (waiting at most [`TOKEN_WAIT`]); without, to one at most
-//! `READ_MAX_LAG` behind; else, or for a token that cannot be honoured, to the primary.
+//! Reads past one database (`DATABASE_READ_URL`): a probe follows each standby's replay against
+//! the primary, and a read with a consistency token goes to a standby replayed past it (waiting
+//! [`TOKEN_WAIT`] at most), one without to one `READ_MAX_LAG` behind at most, else the primary.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -1,6 +1,5 @@
-//! What each [`Batcher`] of the task resource runs, as one statement: gets, page chunks,
-//! creates (keyed ones: idempotency.rs), changes each with its own `If-Match` check. A batch
-//! refused for what one row holds runs again one by one, so only that one fails.
+//! What each [`Batcher`] of the task resource runs, as one statement: gets, page chunks, creates
+//! (keyed: idempotency.rs), checked changes. A batch refused for one row runs again one by one.
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;

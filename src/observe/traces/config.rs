@@ -108,9 +108,8 @@ pub fn parse(env: &Env) -> Result<Option<TraceConfig>, ConfigError> {
     Ok(Some(config))
 }
 
-/// A collector's URL, `http[s]://host[:port][/path][?query]`, with the spec's rule for the
-/// path: a base endpoint (`signal_path`, `OTEL_EXPORTER_OTLP_ENDPOINT`) gets `v1/traces`
-/// appended; a signal's own is used as it is.
+/// A collector's URL, `http[s]://host[:port][/path][?query]`; with `signal_path` (the spec's rule
+/// for `OTEL_EXPORTER_OTLP_ENDPOINT`) it gets `v1/traces` appended.
 fn endpoint(url: &str, signal_path: bool) -> Result<Uri, String> {
     let uri: Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
     if !matches!(uri.scheme_str(), Some("http" | "https")) {
@@ -149,9 +148,8 @@ fn resource(env: &Env) -> Result<Vec<(String, String)>, ConfigError> {
     Ok([name, version].into_iter().chain(given).collect())
 }
 
-/// The W3C Baggage-like list both variables use: `key=value` pairs separated by commas,
-/// each key and value percent-decoded and trimmed. Errors never quote a value (a header
-/// may hold a secret).
+/// The W3C Baggage-like list both variables use: `key=value,…`, percent-decoded and trimmed.
+/// Errors never quote a value (a header may hold a secret).
 fn pairs(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut pairs = Vec::new();
     for (n, entry) in text.split(',').enumerate().filter(|(_, e)| !e.trim().is_empty()) {

@@ -1,7 +1,6 @@
-//! The [`Tracer`]'s queue, bounded in spans and bytes (past them a span is dropped and
-//! counted), and the task that empties it: OTLP/HTTP posts of at most [`MAX_EXPORT_BYTES`]
-//! to one collector, each on a connection of its own (rustls for https://) and within the
-//! OTLP timeout. A failed export drops its spans, counted and warned of at most every 30 s.
+//! The [`Tracer`]'s queue, bounded in spans and bytes (past them a span is dropped and counted),
+//! and the task that posts it to the collector: OTLP/HTTP of at most [`MAX_EXPORT_BYTES`], a
+//! connection each. A failed export drops its spans, counted and warned of at most every 30 s.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};

@@ -1,8 +1,6 @@
-//! OpenTelemetry traces, off unless an OTLP endpoint is configured: a server span per
-//! request (http/router.rs asks), a client span per database statement (the store's
-//! pool asks), and the task-local [`Scope`] that takes a request's span to its statements.
-//! A [`Span`] is the OTLP message it is exported as, and ends when dropped, so a cancelled
-//! request or statement still ends its span and queues it.
+//! OpenTelemetry traces, off unless an OTLP endpoint is configured: a server span per request,
+//! a client span per statement, and the task-local [`Scope`] that links them. A [`Span`] is its
+//! OTLP message and ends when dropped, so a cancelled request or statement still exports it.
 
 pub mod config;
 pub mod context;
@@ -75,8 +73,7 @@ tokio::task_local! {
     static CURRENT: Scope;
 }
 
-/// What a task works for: the span its statements are children of and, for a batched
-/// statement, every traced request it serves.
+/// What a task works for: its statements' parent span and, for a batch, every traced request.
 #[derive(Clone)]
 pub struct Scope {
     tracer: Tracer,
@@ -88,8 +85,7 @@ pub struct Scope {
 }
 
 impl Scope {
-    /// The scope of a statement serving `size` requests, `traced` the scopes of those
-    /// traced: a child of the first (so it shows in a trace), linked to each.
+    /// The scope of a batch of `size` requests: a child of the first `traced`, linked to each.
     pub fn batch(traced: Vec<Scope>, size: usize) -> Option<Scope> {
         let first = traced.first()?;
         Some(Scope {
@@ -138,8 +134,7 @@ pub fn statement(statement: Statement) -> Option<Span> {
     CURRENT.try_with(|scope| scope.statement(statement)).ok()
 }
 
-/// `SpanFlags`: the low byte holds the W3C trace flags (01: sampled); the next bits
-/// say whether the parent's or link's remoteness is known, and that it is remote.
+/// `SpanFlags`: the W3C trace flags (01: sampled) in the low byte, then remoteness bits.
 const SAMPLED: u32 = 0x01;
 const HAS_IS_REMOTE: u32 = SpanFlags::ContextHasIsRemoteMask as u32;
 const IS_REMOTE: u32 = SpanFlags::ContextIsRemoteMask as u32;
@@ -163,8 +158,7 @@ pub struct Span {
 }
 
 impl Span {
-    /// Starts `span` (name, kind, attributes, links) in `trace_id`, a child of `parent`
-    /// (and whether that is remote: the caller's).
+    /// Starts `span` in `trace_id`, a child of `parent` (and whether that is remote).
     fn start(
         tracer: Tracer,
         trace_id: TraceId,

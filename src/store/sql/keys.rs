@@ -14,11 +14,9 @@ pub const PRUNE_BATCH: i64 = 1000;
 /// Tasks the pruner's walk looks at per statement, by id.
 pub const PRUNE_SPAN: i64 = 10_000;
 
-// Keyed creates: each task is stored with its key and fingerprint (sql/V3), so the key's unique
-// index makes its first use the only one, and the batch stays one insert. An input whose key a
-// task holds is skipped (ON CONFLICT), as is one whose key a deleted task held within $6 seconds
-// (idempotency_keys): FIND_KEYS says what it answered; one held past its TTL waits for
-// RELEASE_KEYS. Rows come back in input order.
+// Keyed creates: each task is stored with its key (sql/V3), so the key's unique index makes its
+// first use the only one in one insert. An input whose key a task holds (ON CONFLICT), or a deleted
+// task held within $6 seconds, is skipped: FIND_KEYS says what it answered. Rows keep input order.
 static INSERT_KEYED: Sql = Sql {
     text: concat!(
         "INSERT INTO tasks (title, description, status, idempotency_key, idempotency_fingerprint)
@@ -44,13 +42,10 @@ static INSERT_KEYED: Sql = Sql {
         Type::FLOAT8,
     ],
 };
-// Each lookup of keys below finds them by the key's index alone (OFFSET 0 keeps the subquery
-// apart), then tests their time: with the time in the same WHERE, the planner may pick an index
-// on created_at, which on stale statistics after a burst of keyed creates walks every key of the
+// Lookups below find keys by the key's index alone (OFFSET 0 keeps the subquery apart), then test
+// their time: else the planner may walk a created_at index, on stale statistics every key of the
 // last day (sql/V3 had such an index; V4 dropped it).
-//
-// FIND_KEYS: the keys held, not older than $2 seconds, by tasks or deleted tasks, with the id
-// and time of their tasks.
+// FIND_KEYS: the keys held, not older than $2 seconds, by tasks or deleted tasks.
 static FIND_KEYS: Sql = Sql {
     text: "SELECT idempotency_key, idempotency_fingerprint, id, created_at
     FROM (SELECT idempotency_key, idempotency_fingerprint, id, created_at
@@ -74,10 +69,8 @@ static RELEASE_KEYS: Sql = Sql {
         FOR UPDATE SKIP LOCKED)",
     types: &[Type::TEXT_ARRAY, Type::FLOAT8],
 };
-// The pruner's walk over tasks, by id (ids go with time: sql/V4), $3 ids from $2 on: the keys
-// that at most $4 of them older than $1 seconds hold, let go (rows another session holds are
-// skipped); and where the walk goes on: the first task of the span not older than that, the
-// first that still holds an expired key (skipped, or past $4), and the last id of all.
+// The pruner's walk over tasks by id (ids go with time: sql/V4), $3 ids from $2 on: lets go of
+// the keys of at most $4 older than $1 seconds (skipping locked rows); and where the walk goes on.
 static RELEASE_EXPIRED: Sql = Sql {
     text: "WITH released AS (
         UPDATE tasks SET idempotency_key = NULL, idempotency_fingerprint = NULL
@@ -101,22 +94,19 @@ static RELEASE_EXPIRED: Sql = Sql {
         (SELECT max(id) FROM tasks)",
     types: &[Type::FLOAT8, Type::INT8, Type::INT8, Type::INT8],
 };
-// Where the pruner's walk starts: the first task that holds a key. (OFFSET 0: by the
-// key's index, not a walk up the primary key that would pass every task without one.)
+// Where the pruner's walk starts (OFFSET 0: by the key's index, not a walk up the primary key).
 static FIRST_KEYED: Sql = Sql {
     text: "SELECT min(id) FROM (SELECT id FROM tasks WHERE idempotency_key IS NOT NULL
                          OFFSET 0) AS keyed",
     types: &[],
 };
-// Every key held: by the key's index (partial, so it holds keyed tasks only), and the
-// deleted tasks' table.
+// Every key held: by the key's partial index (keyed tasks only), and the deleted tasks' table.
 static COUNT_KEYS: Sql = Sql {
     text: "SELECT (SELECT count(*) FROM tasks WHERE idempotency_key IS NOT NULL)
         + (SELECT count(*) FROM idempotency_keys)",
     types: &[],
 };
-// At most $2 keys of deleted tasks older than $1 seconds, and how many; rows another
-// session holds are skipped.
+// At most $2 keys of deleted tasks older than $1 seconds, skipping locked rows; how many.
 static PRUNE_KEYS: Sql = Sql {
     text: "WITH gone AS (DELETE FROM idempotency_keys WHERE key IN (
         SELECT key FROM idempotency_keys
@@ -143,8 +133,7 @@ pub async fn insert_keyed(
     let prints: Vec<Option<&[u8]>> = claims.map(|c| Some(c?.fingerprint.as_slice())).collect();
     let params: [Param; 6] = [&titles, &descriptions, &statuses, &keys, &prints, &ttl_secs];
     let rows = INSERT_KEYED.query(conn, &params).await?;
-    // Rows come back in input order, the inputs whose keys were held missing: each row
-    // is the next input with its key (without one: the next input without one).
+    // Rows keep input order, held keys missing: each is the next input with its key (or none).
     let mut next = 0;
     rows.into_iter()
         .map(|row| {
@@ -195,8 +184,8 @@ pub struct Walked {
     pub last: Option<i64>,
 }
 
-/// Lets go of the keys that at most [`PRUNE_BATCH`] tasks older than `ttl_secs`, of the
-/// [`PRUNE_SPAN`] ids from `from` on, hold; skipping any a request holds.
+/// Lets go of the keys of at most [`PRUNE_BATCH`] expired tasks of the [`PRUNE_SPAN`] ids from
+/// `from` on, skipping any a request holds.
 pub async fn release_expired(conn: &Conn, ttl_secs: f64, from: i64) -> Result<Walked, Error> {
     let rows = RELEASE_EXPIRED.query(conn, &[&ttl_secs, &from, &PRUNE_SPAN, &PRUNE_BATCH]).await?;
     let Some(row) = rows.first() else { return Ok(Walked::default()) };
@@ -218,8 +207,7 @@ pub async fn count_keys(conn: &Conn) -> Result<i64, Error> {
     Ok(COUNT_KEYS.value(conn, &[]).await?.unwrap_or(0))
 }
 
-/// Deletes at most [`PRUNE_BATCH`] keys of deleted tasks older than `ttl_secs`, skipping any a
-/// request holds; how many went.
+/// Deletes at most [`PRUNE_BATCH`] expired keys of deleted tasks, skipping locked ones: how many.
 pub async fn prune_kept_keys(conn: &Conn, ttl_secs: f64) -> Result<u64, Error> {
     let pruned: Option<i64> = PRUNE_KEYS.value(conn, &[&ttl_secs, &PRUNE_BATCH]).await?;
     Ok(pruned.map_or(0, |n| n as u64))

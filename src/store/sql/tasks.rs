@@ -30,12 +30,9 @@ static INSERT_MANY: Sql = Sql {
     types: &[Type::TEXT_ARRAY, Type::TEXT_ARRAY, Type::TEXT_ARRAY],
 };
 // Changes to several tasks, one row of arrays each: $2/$5 NULL keep the title/status; $3 says
-// whether $4 (possibly NULL) replaces the description; $6 whether the change is checked against
-// the versions (updated_at) its If-Match names: the n-th change's are the n-th run of $8
-// elements of $7 (padded with NULLs), one `= ANY` each, checked in the statement that writes,
-// so atomically. `t.id = ANY($1)` lets the planner fetch the rows by primary key. On the right,
-// t's columns are the old values, so `updated_at` moves only when a value actually changes, and
-// then always forward, so that it (the ETag) names one version of the task.
+// whether $4 replaces the description; $6 whether If-Match is checked, atomically, against the
+// n-th run of $8 elements of $7. `t.id = ANY($1)` lets the planner fetch rows by primary key.
+// `updated_at` moves only when a value changes, and always forward: it (the ETag) names a version.
 static UPDATE_MANY: Sql = Sql {
     text: "UPDATE tasks AS t SET
         title = COALESCE(u.title, t.title),
@@ -105,11 +102,10 @@ static LIST_BY_STATUS: Sql = Sql {
     ),
     types: &[Type::TEXT, Type::INT8, Type::INT8, Type::INT8],
 };
-// Chunks without an offset, of several pages at once: one element of each array per chunk
-// (after, limit; and status, by status); every row comes with its chunk's place in the arrays,
-// counted from 1. The index scan's LIMIT is the constant CHUNK_ROWS and each chunk's own limit
-// a filter above it: with `LIMIT q.lim` the planner guesses a tenth of the table, and once the
-// table is large enough that guess makes PostgreSQL JIT-compile the statement, every time.
+// Chunks without an offset, of several pages at once: an element of each array per chunk, each
+// row with its chunk's place (from 1). The scan's LIMIT is the constant CHUNK_ROWS, each chunk's
+// a filter above: with `LIMIT q.lim` the planner guesses a tenth of the table, and on a large
+// table that guess makes PostgreSQL JIT-compile the statement, every time.
 macro_rules! chunks {
     ($arrays:literal, $names:literal, $filter:literal) => {
         concat!(
