@@ -2,6 +2,9 @@
 one line each, then `LABEL: N passed, N failed`."""
 
 from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class Failed(Exception):
@@ -11,6 +14,13 @@ class Failed(Exception):
 def check(ok: bool, what: str) -> None:
     if not ok:
         raise Failed(what)
+
+
+def made(task: T | None) -> T:
+    """The task the create flow made; the flows after a failed create fail too."""
+    if task is None:
+        raise Failed("no task: create failed")
+    return task
 
 
 def run(label: str, flows: object, names: Sequence[str]) -> int:

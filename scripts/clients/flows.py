@@ -11,7 +11,7 @@ import sys
 import uuid
 from typing import TypeVar
 
-from flowrun import Failed, check, run
+from flowrun import Failed, check, made, run
 from task_api_client import Client
 from task_api_client.api.operational import health, metrics, openapi, ready
 from task_api_client.api.tasks import create_task, delete_task, get_task, list_tasks, update_task
@@ -63,9 +63,7 @@ class Flows:
 
     @property
     def task(self) -> Task:
-        if self.made is None:
-            raise Failed("no task: create failed")
-        return self.made
+        return made(self.made)
 
     def create(self) -> None:
         body = NewTask(title=self.title, description="made by scripts/clients/flows.py")

@@ -14,7 +14,7 @@ import sys
 import uuid
 from collections.abc import Callable, Mapping
 
-from flowrun import Failed, check, run
+from flowrun import Failed, check, made, run
 from pydantic import ValidationError
 from task_api_oag import ApiClient, Configuration, OperationalApi, TasksApi
 from task_api_oag.exceptions import ApiException
@@ -60,9 +60,7 @@ class Flows:
 
     @property
     def task(self) -> Task:
-        if self.made is None:
-            raise Failed("no task: create failed")
-        return self.made
+        return made(self.made)
 
     def create(self) -> None:
         response = self.tasks.create_task_with_http_info(NewTask(title=self.title))
