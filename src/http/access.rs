@@ -67,7 +67,11 @@ impl Access<'_> {
         ];
         // The trace id is validated lowercase hex: nothing to quote.
         let trace = self.trace_id.map(|id| format!(" trace_id={id}"));
-        let status = status.map_or("-".into(), |status| status.to_string());
+        // Borrowed, not formatted: this runs for every request.
+        let status: &dyn Display = match &status {
+            Some(status) => status,
+            None => &"-",
+        };
         log::logger().log(
             &Record::builder()
                 .target("access")
