@@ -11,7 +11,16 @@ use task_api::{Error, healthcheck, http};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+// mimalloc 3 keeps a freed page 1 s before it hands it back; at mimalloc 2's 10 ms, RSS under
+// 4,096 connections is what they hold (docs/performance.md). MIMALLOC_PURGE_DELAY overrides.
+unsafe extern "C" {
+    safe fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+}
+
 fn main() -> ExitCode {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        mi_option_set(15, 10); // 15: mi_option_purge_delay in the mimalloc.h Cargo.lock pins
+    }
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

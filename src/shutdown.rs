@@ -1,7 +1,6 @@
 //! One future that completes on SIGTERM or SIGINT. SIGTERM is what `docker stop`
 //! and Kubernetes send to PID 1, so ctrl-c alone would not do (spec §5).
 
-use std::future::Future;
 use std::io;
 
 use tokio::signal::unix::{SignalKind, signal};

@@ -18,8 +18,7 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reads a request body as a JSON object.
 pub async fn object(headers: &HeaderMap, body: Incoming) -> Result<Map<String, Value>, ApiError> {
     // `application/json`, any case, parameters such as `charset` allowed.
-    let essence = headers.get(CONTENT_TYPE).and_then(|value| value.to_str().ok());
-    let essence = essence.and_then(|value| value.split(';').next());
+    let essence = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()?.split(';').next());
     if !essence.is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json")) {
         return Err(ApiError::UnsupportedMediaType);
     }

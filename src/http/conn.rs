@@ -1,7 +1,6 @@
 //! One client connection's IO (spec §5): TCP options, the write deadline, our answer in place
 //! of hyper's to a head it cannot parse (spec §2), and why a connection ended, for `/metrics`.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;

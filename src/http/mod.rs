@@ -14,7 +14,6 @@ mod page;
 mod response;
 mod router;
 
-use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -223,8 +222,7 @@ fn spawn_connection(
         let (app, requests) = (app.clone(), requests.clone());
         service_fn(move |request| {
             requests.fetch_add(1, Ordering::Relaxed);
-            // Boxed: hyper keeps room for a request's future in every connection, idle or not.
-            Box::pin(router::handle(app.clone(), request, refuse))
+            router::handle(app.clone(), router::detached(request), refuse)
         })
     };
     let io = TokioIo::new(conn::ClientIo::new(stream, app.clone()));

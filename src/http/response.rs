@@ -69,7 +69,5 @@ pub fn with_body(status: StatusCode, content_type: &'static str, body: Body) -> 
 
 /// A response with no body (204, 304).
 pub fn empty(status: StatusCode) -> Response<Body> {
-    let mut response = Response::new(Body::Whole(None));
-    *response.status_mut() = status;
-    response
+    Response::builder().status(status).body(Body::Whole(None)).expect("a status and no headers")
 }

@@ -1,13 +1,14 @@
 //! Turns a request into one handler call: one `match` on (route, method), with 404 and 405 +
 //! `allow` (spec §2); around it the request id, access line, metrics and (if traced) span.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use hyper::body::Incoming;
 use hyper::header::{CONNECTION, HeaderName, HeaderValue, USER_AGENT};
-use hyper::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 
 use super::access::{self, Access};
 use super::error::ApiError;
@@ -41,13 +42,21 @@ fn route(path: &str) -> (&'static str, &str) {
 /// hyper then closes the connection, and the client sees no answer, not a wrong one.
 const NO_ANSWER: &str = "no answer: the outcome of the write is unknown";
 
+/// `request` with a head of its own: hyper reads ahead while the request waits, and its read
+/// buffer, shared with the head, would be allocated anew (8 KiB) for every request.
+pub fn detached(request: Request<Incoming>) -> Request<Incoming> {
+    let (mut head, body) = request.into_parts();
+    for value in head.headers.values_mut() {
+        *value = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+    }
+    head.uri = Uri::try_from(head.uri.to_string()).unwrap_or(head.uri);
+    Request::from_parts(head, body)
+}
+
 /// The service function: route (or, over `MAX_CONNECTIONS`, refuse: 503), render any error,
-/// stamp the request id, log one line, count it; within the request's span, if traced.
-pub async fn handle(
-    app: Arc<App>,
-    request: Request<Incoming>,
-    refuse: bool,
-) -> Result<Response<Body>, &'static str> {
+/// stamp the request id, log one line, count it; within the request's span, if traced. Boxed:
+/// hyper keeps room for a request's future in every connection, idle or not.
+pub fn handle(app: Arc<App>, request: Request<Incoming>, refuse: bool) -> Pin<Box<Served>> {
     // Tracing off costs this one branch: no span, no id, no scope.
     let span = app.tracer.as_ref().and_then(|tracer| {
         let protocol = if request.version() == Version::HTTP_10 { "1.0" } else { "1.1" };
@@ -62,21 +71,24 @@ pub async fn handle(
         };
         tracer.server_span(trace::parent(headers), described)
     });
-    let Some(mut span) = span else { return answer(&app, request, None, refuse).await };
+    let Some(mut span) = span else { return Box::pin(answer(app, request, None, refuse)) };
     let trace_id = Some(span.context().trace_id.to_string());
-    // Boxed: the traced future's extra state stays out of every untraced request's.
-    let traced = traces::within(span.scope(), answer(&app, request, trace_id, refuse));
-    let answered = Box::pin(traced).await;
-    match &answered {
-        Ok(response) => span.answered(response.status().as_u16()),
-        Err(_) => span.failed("outcome_unknown".into(), NO_ANSWER.into()),
-    }
-    answered
+    Box::pin(async move {
+        let answered = traces::within(span.scope(), answer(app, request, trace_id, refuse)).await;
+        match &answered {
+            Ok(response) => span.answered(response.status().as_u16()),
+            Err(_) => span.failed("outcome_unknown".into(), NO_ANSWER.into()),
+        }
+        answered
+    })
 }
+
+/// What the service's future gives hyper.
+type Served = dyn Future<Output = Result<Response<Body>, &'static str>> + Send;
 
 /// Routes (or refuses), answers and logs a request; `traced_id`: its span's trace id, if any.
 async fn answer(
-    app: &Arc<App>,
+    app: Arc<App>,
     request: Request<Incoming>,
     traced_id: Option<String>,
     refuse: bool,
@@ -92,7 +104,10 @@ async fn answer(
         Access { method: method.as_str(), path: &path, request_id: &id, trace_id, started };
     let answer = match refuse {
         true => Err(ApiError::Overloaded),
-        false => dispatch(app, route, task_id, request).await,
+        false => match dispatch(&app, route, task_id, request) {
+            Ok(handler) => handler.await,
+            Err(err) => Err(err),
+        },
     };
     let mut response = match answer {
         Ok(response) => response,
@@ -155,42 +170,43 @@ pub fn unparsed(app: &App, status: StatusCode) -> Vec<u8> {
 /// The header a write's consistency token travels in, both ways.
 static CONSISTENCY_TOKEN: HeaderName = HeaderName::from_static("x-consistency-token");
 
-/// Each handler's future is boxed, so that a request holds the memory of its own handler
-/// only; and the head is dropped before the handler waits on the database, so that hyper can
-/// read the next request into the same buffer (docs/performance.md, "Memory per connection").
-async fn dispatch(app: &Arc<App>, route: &str, id: &str, request: Request<Incoming>) -> Answer {
+/// A handler's future, boxed: a request holds the memory of its own handler only.
+type Handler<'a> = Pin<Box<dyn Future<Output = Answer> + Send + 'a>>;
+
+/// Picks the handler, with what it needs of the head; the head goes before anything waits
+/// (docs/performance.md, "Memory per connection").
+fn dispatch<'a>(
+    app: &'a Arc<App>,
+    route: &str,
+    id: &str,
+    request: Request<Incoming>,
+) -> Result<Handler<'a>, ApiError> {
     let (parts, body) = request.into_parts();
     let (method, headers) = (parts.method.clone(), &parts.headers);
-    let token = headers.get(&CONSISTENCY_TOKEN).and_then(|token| token.to_str().ok());
-    let token = token.map(str::to_owned);
-    let token = token.as_deref();
-    match (route, &method) {
-        ("/health", &Method::GET) => Ok(handlers::live()),
-        ("/ready", &Method::GET) => Ok(Box::pin(handlers::ready(app)).await),
-        ("/metrics", &Method::GET) => Ok(handlers::metrics(app, headers)),
-        ("/openapi.json", &Method::GET) => Ok(handlers::openapi()),
-        ("/docs", &Method::GET) if app.docs => docs::serve("", headers),
-        ("/docs/{file}", &Method::GET) if app.docs => docs::serve(id, headers),
-        ("/docs" | "/docs/{file}", _) if !app.docs => Err(ApiError::NotFound),
+    let token = headers.get(&CONSISTENCY_TOKEN).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let now = |answer: Answer| -> Handler<'a> { Box::pin(std::future::ready(answer)) };
+    Ok(match (route, &method) {
+        ("/health", &Method::GET) => now(Ok(handlers::live())),
+        ("/ready", &Method::GET) => Box::pin(async move { Ok(handlers::ready(app).await) }),
+        ("/metrics", &Method::GET) => now(Ok(handlers::metrics(app, headers))),
+        ("/openapi.json", &Method::GET) => now(Ok(handlers::openapi())),
+        ("/docs", &Method::GET) if app.docs => now(docs::serve("", headers)),
+        ("/docs/{file}", &Method::GET) if app.docs => now(docs::serve(id, headers)),
+        ("/docs" | "/docs/{file}", _) if !app.docs => Err(ApiError::NotFound)?,
         ("/tasks", &Method::GET) => {
             let query = ListQuery::parse(parts.uri.query())?;
+            Box::pin(async move { handlers::list(app, query, token.as_deref()).await })
+        }
+        ("/tasks", &Method::POST) => Box::pin(async move {
+            let body = body::object(&parts.headers, body).await?;
+            let task = NewTask::decode(&body)?;
+            let claim = idempotency::claim(&parts.headers, &task, &body)?;
             drop(parts);
-            Box::pin(handlers::list(app, query, token)).await
-        }
-        ("/tasks", &Method::POST) => {
-            Box::pin(async move {
-                let body = body::object(&parts.headers, body).await?;
-                let task = NewTask::decode(&body)?;
-                let claim = idempotency::claim(&parts.headers, &task, &body)?;
-                drop(parts);
-                handlers::create(app, NewCreate { task, claim }).await
-            })
-            .await
-        }
+            handlers::create(app, NewCreate { task, claim }).await
+        }),
         ("/tasks/{id}", &Method::GET) => {
             let (id, none_match) = (parse_id(id)?, conditional::if_none_match(headers)?);
-            drop(parts);
-            Box::pin(handlers::get(app, id, none_match, token)).await
+            Box::pin(async move { handlers::get(app, id, none_match, token.as_deref()).await })
         }
         ("/tasks/{id}", &Method::PATCH) => {
             let (id, expected) = (parse_id(id)?, conditional::if_match(headers)?);
@@ -199,16 +215,14 @@ async fn dispatch(app: &Arc<App>, route: &str, id: &str, request: Request<Incomi
                 drop(parts);
                 handlers::update(app, id, patch, expected).await
             })
-            .await
         }
         ("/tasks/{id}", &Method::DELETE) => {
             let (id, expected) = (parse_id(id)?, conditional::if_match(headers)?);
-            drop(parts);
-            Box::pin(handlers::delete(app, id, expected)).await
+            Box::pin(handlers::delete(app, id, expected))
         }
-        (UNMATCHED, _) => Err(ApiError::NotFound),
-        ("/tasks", _) => Err(ApiError::MethodNotAllowed("GET, POST")),
-        ("/tasks/{id}", _) => Err(ApiError::MethodNotAllowed("GET, PATCH, DELETE")),
-        _ => Err(ApiError::MethodNotAllowed("GET")),
-    }
+        (UNMATCHED, _) => Err(ApiError::NotFound)?,
+        ("/tasks", _) => Err(ApiError::MethodNotAllowed("GET, POST"))?,
+        ("/tasks/{id}", _) => Err(ApiError::MethodNotAllowed("GET, PATCH, DELETE"))?,
+        _ => Err(ApiError::MethodNotAllowed("GET"))?,
+    })
 }

@@ -2,7 +2,6 @@
 //! statement's cost is its round trip and commit (docs/decisions.md); what a batch runs is
 //! tasks.rs's choice. Past capacity, newcomers get 503 by how long the queue waits ([`Pace`]).
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};

@@ -7,7 +7,6 @@ pub mod context;
 mod export;
 mod sampler;
 
-use std::future::Future;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
