@@ -389,9 +389,11 @@ class Bench:
                     self.settle()
                     self.paired(name, baseline, connections, proc)
         if "overload" in ONLY:
+            self.settle()
             for connections in OVERLOAD:
                 self.wrk("get_by_id", connections, proc)
         if "pooled" in ONLY:
+            self.settle()
             port, pooled = self.start_pooled()
             for connections in CONNECTIONS:
                 for name in POOLED:
