@@ -20,8 +20,7 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
         (1..=128).contains(&id.len()) && id.as_bytes().iter().all(|b| (0x20..=0x7e).contains(b))
     };
     match headers.get(&X_REQUEST_ID).filter(sane) {
-        // A copy: the request's own would hold hyper's read buffer for as long as the request.
-        Some(id) => HeaderValue::from_bytes(id.as_bytes()).expect("checked above"),
+        Some(id) => id.clone(), // the head is the request's own (router::detached)
         None => HeaderValue::try_from(uuid::Uuid::new_v4().to_string())
             .expect("a UUID is a valid header value"),
     }

@@ -222,7 +222,7 @@ fn spawn_connection(
         let (app, requests) = (app.clone(), requests.clone());
         service_fn(move |request| {
             requests.fetch_add(1, Ordering::Relaxed);
-            router::handle(app.clone(), router::detached(request), refuse)
+            router::handle(app.clone(), request, refuse)
         })
     };
     let io = TokioIo::new(conn::ClientIo::new(stream, app.clone()));

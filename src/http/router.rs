@@ -44,7 +44,7 @@ const NO_ANSWER: &str = "no answer: the outcome of the write is unknown";
 
 /// `request` with a head of its own: hyper reads ahead while the request waits, and its read
 /// buffer, shared with the head, would be allocated anew (8 KiB) for every request.
-pub fn detached(request: Request<Incoming>) -> Request<Incoming> {
+fn detached(request: Request<Incoming>) -> Request<Incoming> {
     let (mut head, body) = request.into_parts();
     for value in head.headers.values_mut() {
         *value = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
@@ -57,6 +57,7 @@ pub fn detached(request: Request<Incoming>) -> Request<Incoming> {
 /// stamp the request id, log one line, count it; within the request's span, if traced. Boxed:
 /// hyper keeps room for a request's future in every connection, idle or not.
 pub fn handle(app: Arc<App>, request: Request<Incoming>, refuse: bool) -> Pin<Box<Served>> {
+    let request = detached(request);
     // Tracing off costs this one branch: no span, no id, no scope.
     let span = app.tracer.as_ref().and_then(|tracer| {
         let protocol = if request.version() == Version::HTTP_10 { "1.0" } else { "1.1" };
