@@ -53,7 +53,7 @@ impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
         Fut: Future<Output = Vec<Answer<T>>> + Send + 'static,
     {
         let (queue, mut queued) = mpsc::unbounded_channel::<Job<I, T>>();
-        let pace = Arc::new(Pace::new(lanes * most, MAX_QUEUED));
+        let pace = Arc::new(Pace::new(lanes * MAX_BATCH, MAX_QUEUED));
         let (lanes, mut jobs, taking) = (Arc::new(Semaphore::new(lanes)), Vec::new(), pace.clone());
         tokio::spawn(async move {
             loop {
@@ -133,7 +133,7 @@ pub enum Abandoned {
     Drop,
 }
 
-/// How long a request may wait in a queue of more than a batch per lane before newcomers are
+/// How long a request may wait in a queue of more than a full batch per lane before newcomers are
 /// turned away. Not less: 4,096 clients in a closed loop wait ~90 ms here, and shedding at 50 ms
 /// served a fifth as many (9.7k/s against 44k/s in `make bench`'s overload run, docs/decisions.md).
 const SHED_AFTER: Duration = Duration::from_millis(250);
@@ -160,7 +160,8 @@ impl Pace {
         at.saturating_duration_since(self.epoch).as_micros() as u64
     }
 
-    /// Counts a newcomer in, or turns it away: the queue is full, or longer than a batch per lane
+    /// Counts a newcomer in, or turns it away: the queue is full, or past `busy` (a [`MAX_BATCH`]
+    /// per lane, also for the lists' smaller batches: a few dozen clients are never capacity)
     /// and either its last batch waited past [`SHED_AFTER`] or it has not moved for that long.
     fn admit(&self, now: Instant) -> bool {
         let before = self.queued.fetch_add(1, Ordering::Relaxed);

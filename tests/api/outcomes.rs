@@ -208,6 +208,27 @@ async fn past_capacity_a_newcomer_is_turned_away_at_once_and_nothing_is_lost() {
     assert_eq!(newcomer_stored, 0);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_short_stall_turns_away_no_list_of_a_few_dozen_clients() {
+    // A brief lock (a migration's, a replica just started and still slow) is not capacity:
+    // lists are batched 8 at a time, yet shed no sooner than the other queries.
+    let app = spawn_app().await;
+    let locker = app.db.client().await;
+    locker.batch_execute("BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    let list = |addr| tokio::spawn(crate::helpers::send(addr, Method::GET, "/tasks", &[], ""));
+    // Both lanes' batches wait on the lock, with more than 8 a lane queued behind them ...
+    let mut waiting: Vec<_> = (0..40).map(|_| list(app.addr)).collect();
+    // ... for longer than a queue past capacity may stand still; then more come.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    waiting.extend((0..24).map(|_| list(app.addr)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    locker.batch_execute("COMMIT").await.unwrap();
+    for waiter in waiting {
+        let response = waiter.await.unwrap();
+        assert_eq!(response.status, 200, "{}", response.body);
+    }
+}
+
 /// Sessions PostgreSQL has opened on the test's database so far, asked on `client`.
 async fn sessions_opened(client: &tokio_postgres::Client) -> i64 {
     client
