@@ -239,3 +239,36 @@ async fn concurrent_changes_to_one_task_behave_as_if_sent_one_after_the_other() 
     assert_eq!(patched, 30.0);
     assert!(statements >= 1.0);
 }
+
+/// A page of a status few tasks have, or none, reads about its page, not the table.
+#[tokio::test]
+async fn a_page_of_a_rare_status_reads_its_page_not_the_table() {
+    let app = spawn_app().await;
+    let db = app.db.client().await;
+    // 20,000 tasks, 20 of them completed, with the statistics autovacuum would gather.
+    let rows = "INSERT INTO tasks (title, status) SELECT 'task ' || n, \
+        CASE n % 1000 WHEN 0 THEN 'completed' ELSE 'pending' END FROM generate_series(1, 20000) n";
+    db.batch_execute(&format!("{rows}; ANALYZE tasks")).await.unwrap();
+    const PAGES: i64 = 8;
+    for n in 0..PAGES {
+        let (status, tasks) = [("completed", 20), ("in_progress", 0)][n as usize % 2];
+        let response = app.get(&format!("/tasks?status={status}&limit=20")).await;
+        assert_eq!(response.status, 200, "{}", response.body);
+        assert_eq!(response.json().as_array().map(Vec::len), Some(tasks), "{status}");
+    }
+    // The index entries the pages read, once PostgreSQL has counted every page's scan.
+    let counted = "SELECT sum(idx_scan)::int8, sum(idx_tup_read)::int8 \
+        FROM pg_stat_user_indexes WHERE relname = 'tasks'";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let read = loop {
+        let row = db.query_one(counted, &[]).await.unwrap();
+        let (scans, read): (i64, i64) = (row.get(0), row.get(1));
+        if scans >= PAGES {
+            break read;
+        }
+        assert!(std::time::Instant::now() < deadline, "{scans} scans of tasks counted in 30 s");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    // A page reads its rows and the next (CHUNK_ROWS at most): not 20,000.
+    assert!(read <= 40 * PAGES, "{read} index entries read for {PAGES} pages");
+}

@@ -105,9 +105,10 @@ static LIST_BY_STATUS: Sql = Sql {
 // Chunks without an offset, of several pages at once: an element of each array per chunk, each
 // row with its chunk's place (from 1). The scan's LIMIT is the constant CHUNK_ROWS, each chunk's
 // a filter above: with `LIMIT q.lim` the planner guesses a tenth of the table, and on a large
-// table that guess makes PostgreSQL JIT-compile the statement, every time.
+// table that guess makes PostgreSQL JIT-compile the statement, every time. By status, a chunk is
+// a range of the (status, id) index, however few tasks have the status (docs/decisions.md).
 macro_rules! chunks {
-    ($arrays:literal, $names:literal, $filter:literal) => {
+    ($arrays:literal, $names:literal, $scan:literal) => {
         concat!(
             "SELECT t.id, t.title, t.description, t.status, t.created_at, t.updated_at, q.n
     FROM unnest(",
@@ -120,21 +121,21 @@ macro_rules! chunks {
         FROM (SELECT ",
             columns!(),
             " FROM tasks WHERE ",
-            $filter,
-            " ORDER BY id LIMIT 32) s) t
+            $scan,
+            " LIMIT 32) s) t
     WHERE t.r <= q.lim"
         )
     };
 }
 static LIST_MANY: Sql = Sql {
-    text: chunks!("$1::int8[], $2::int8[]", "after, lim", "id > q.after"),
+    text: chunks!("$1::int8[], $2::int8[]", "after, lim", "id > q.after ORDER BY id"),
     types: &[Type::INT8_ARRAY, Type::INT8_ARRAY],
 };
 static LIST_MANY_BY_STATUS: Sql = Sql {
     text: chunks!(
         "$1::int8[], $2::int8[], $3::text[]",
         "after, lim, status",
-        "status = q.status AND id > q.after"
+        "status = ANY(ARRAY[q.status]) AND id > q.after ORDER BY status, id"
     ),
     types: &[Type::INT8_ARRAY, Type::INT8_ARRAY, Type::TEXT_ARRAY],
 };
