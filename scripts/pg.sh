@@ -28,10 +28,17 @@ bindir() {
       echo "pg.sh: no PostgreSQL server found; install it (sudo apt-get install postgresql)" >&2
       exit 1
     fi
-    echo "pg.sh: installing PostgreSQL from the distribution" >&2
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    # Callers at once (parallel tests): one installs, the others wait on this lock, then on dpkg's.
+    exec 9>/tmp/task-api-postgresql-install.lock
+    flock 9
     dir=$(find_bindir)
+    if [[ -z $dir ]]; then
+      echo "pg.sh: installing PostgreSQL from the distribution" >&2
+      apt-get -o DPkg::Lock::Timeout=300 update -qq >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq postgresql >/dev/null
+      dir=$(find_bindir)
+    fi
+    exec 9>&-
   fi
   echo "$dir"
 }
