@@ -28,8 +28,8 @@ bindir() {
       echo "pg.sh: no PostgreSQL server found; install it (sudo apt-get install postgresql)" >&2
       exit 1
     fi
-    # Callers at once (parallel tests): one installs, the others wait on this lock, then on dpkg's.
-    exec 9>/tmp/task-api-postgresql-install.lock
+    # Parallel tests start clusters at once: one installs, the others wait (pgbouncer.sh's lock too).
+    exec 9>/tmp/task-api-apt.lock
     flock 9
     dir=$(find_bindir)
     if [[ -z $dir ]]; then

@@ -19,10 +19,10 @@ start() {
   dir=$(realpath -m "$1"); port=$2; pg_port=$3; user=$4; password=$5
   if ! command -v pgbouncer >/dev/null && [[ ! -x /usr/sbin/pgbouncer ]]; then
     [[ $(id -u) == 0 ]] || { echo "pgbouncer.sh: install pgbouncer" >&2; exit 1; }
-    # Callers at once (parallel tests): one installs, the others wait on this lock, then on dpkg's.
-    exec 9>/tmp/task-api-pgbouncer-install.lock
+    # Parallel tests start PgBouncers at once: one installs, the others wait (pg.sh's lock too).
+    exec 9>/tmp/task-api-apt.lock
     flock 9
-    if [[ ! -x /usr/sbin/pgbouncer ]]; then
+    if ! command -v pgbouncer >/dev/null && [[ ! -x /usr/sbin/pgbouncer ]]; then
       echo "pgbouncer.sh: installing pgbouncer from the distribution" >&2
       apt-get -o DPkg::Lock::Timeout=300 update -qq >/dev/null
       DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq pgbouncer >/dev/null

@@ -19,18 +19,13 @@ if [[ -z ${TEST_DATABASE_URL:-} ]]; then
   export TEST_DATABASE_URL="postgres://postgres:test-secret-pw@127.0.0.1:$port/postgres?sslmode=disable"
 fi
 # The metrics test reads /metrics with each format's own parser: promtool (Debian's
-# prometheus) for the text format, prometheus_client (PyPI) for OpenMetrics. The pooler
-# tests start PgBouncers of their own, several at once: installed here, before they run,
-# as two apt-gets at once fail on dpkg's lock.
-missing=()
-command -v promtool >/dev/null || missing+=(prometheus)
-command -v pgbouncer >/dev/null || [[ -x /usr/sbin/pgbouncer ]] || missing+=(pgbouncer)
-if ((${#missing[@]})); then
+# prometheus) for the text format, prometheus_client (PyPI) for OpenMetrics.
+if ! command -v promtool >/dev/null; then
   if [[ $(id -u) == 0 ]]; then
     apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
   else
-    echo "test.sh: missing: ${missing[*]}: install them from the distribution" >&2
+    echo "test.sh: promtool is missing: install Debian's prometheus package" >&2
   fi
 fi
 TOOLS_VENV=target/tools
