@@ -14,23 +14,28 @@ as_owner() {
   if [[ $(id -u) == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+find_bin() {
+  command -v pgbouncer || { [[ -x /usr/sbin/pgbouncer ]] && echo /usr/sbin/pgbouncer; } || true
+}
+
 start() {
-  local dir port pg_port user password
+  local dir port pg_port user password bin
   dir=$(realpath -m "$1"); port=$2; pg_port=$3; user=$4; password=$5
-  if ! command -v pgbouncer >/dev/null && [[ ! -x /usr/sbin/pgbouncer ]]; then
+  bin=$(find_bin)
+  if [[ -z $bin ]]; then
     [[ $(id -u) == 0 ]] || { echo "pgbouncer.sh: install pgbouncer" >&2; exit 1; }
     # Parallel tests start PgBouncers at once: one installs, the others wait (pg.sh's lock too).
     exec 9>/tmp/task-api-apt.lock
     flock 9
-    if ! command -v pgbouncer >/dev/null && [[ ! -x /usr/sbin/pgbouncer ]]; then
+    bin=$(find_bin)
+    if [[ -z $bin ]]; then
       echo "pgbouncer.sh: installing pgbouncer from the distribution" >&2
       apt-get -o DPkg::Lock::Timeout=300 update -qq >/dev/null
       DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq pgbouncer >/dev/null
+      bin=$(find_bin)
     fi
     exec 9>&-
   fi
-  local bin
-  bin=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
   mkdir -p "$dir"
   printf '"%s" "%s"\n' "$user" "$password" >"$dir/userlist.txt"
   cat >"$dir/pgbouncer.ini" <<INI
