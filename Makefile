@@ -16,7 +16,10 @@ export TASK_API_REVISION := $(shell git rev-parse --short HEAD 2>/dev/null || ec
 export CC_x86_64_unknown_linux_musl := musl-gcc
 
 RUN_PGDATA := .pgdata
-RUN_PG_PORT := 54320
+# Below the kernel's ephemeral range (32768-60999): a port in it can be held by any outgoing
+# connection, or its TIME_WAIT, and PostgreSQL then cannot bind it. `make run` connects to the
+# port in postmaster.pid, so a cluster an older checkout started on another port still serves.
+RUN_PG_PORT := 25432
 
 # cargo-auditable writes the dependency list into the binary (a .dep-v0 section), so
 # `cargo audit bin` and image scanners see the crates inside a scratch image.
@@ -41,7 +44,8 @@ ifdef DATABASE_URL
 else
 	scripts/pg.sh start $(RUN_PGDATA) $(RUN_PG_PORT)
 	scripts/pg.sh createdb $(RUN_PGDATA) tasks
-	DATABASE_URL=postgres://postgres:postgres@127.0.0.1:$(RUN_PG_PORT)/tasks cargo run --release -- serve
+	DATABASE_URL=postgres://postgres:postgres@127.0.0.1:$$(sed -n 4p $(RUN_PGDATA)/postmaster.pid)/tasks \
+	  cargo run --release -- serve
 endif
 
 ## test          the whole test suite against a throwaway PostgreSQL (or TEST_DATABASE_URL)
