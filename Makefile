@@ -18,7 +18,7 @@ export CC_x86_64_unknown_linux_musl := musl-gcc
 RUN_PGDATA := .pgdata
 # Below the kernel's ephemeral range (32768-60999): a port in it can be held by any outgoing
 # connection, or its TIME_WAIT, and PostgreSQL then cannot bind it. `make run` connects to the
-# port in postmaster.pid, so a cluster an older checkout started on another port still serves.
+# port the cluster runs on, so a cluster an older checkout started on another port still serves.
 RUN_PG_PORT := 25432
 
 # cargo-auditable writes the dependency list into the binary (a .dep-v0 section), so
@@ -44,7 +44,7 @@ ifdef DATABASE_URL
 else
 	scripts/pg.sh start $(RUN_PGDATA) $(RUN_PG_PORT)
 	scripts/pg.sh createdb $(RUN_PGDATA) tasks
-	DATABASE_URL=postgres://postgres:postgres@127.0.0.1:$$(sed -n 4p $(RUN_PGDATA)/postmaster.pid)/tasks \
+	DATABASE_URL=postgres://postgres:postgres@127.0.0.1:$$(scripts/pg.sh port $(RUN_PGDATA))/tasks \
 	  cargo run --release -- serve
 endif
 

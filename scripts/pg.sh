@@ -8,6 +8,7 @@
 #       Host connections need a password: $PG_PASSWORD, default "postgres".
 #   scripts/pg.sh createdb DIR NAME   create database NAME if it does not exist
 #   scripts/pg.sh stop DIR            stop the server (fast shutdown)
+#   scripts/pg.sh port DIR            print the running server's port
 #   scripts/pg.sh bindir              print the server's bin directory
 #
 # initdb refuses root, so as root everything runs as the `postgres` user.
@@ -83,11 +84,12 @@ start() {
     || { tail -n 20 "$dir/server.log" >&2; exit 1; }
 }
 
+# The running server's port: the fourth line of its postmaster.pid.
+port() { sed -n 4p "$(realpath -m "$1")/postmaster.pid"; }
+
 createdb() {
-  local dir bin
-  dir=$(realpath -m "$1"); bin=$(bindir)
-  local port
-  port=$(sed -n 4p "$dir/postmaster.pid")
+  local dir bin port
+  dir=$(realpath -m "$1"); bin=$(bindir); port=$(port "$dir")
   as_owner "$bin/psql" -h "$dir" -p "$port" -U postgres -d postgres -tAc \
     "SELECT 1 FROM pg_database WHERE datname = '$2'" | grep -q 1 \
     || as_owner "$bin/psql" -h "$dir" -p "$port" -U postgres -d postgres -qc "CREATE DATABASE \"$2\""
@@ -104,6 +106,7 @@ case ${1:-} in
   start) shift; start "$@" ;;
   createdb) shift; createdb "$@" ;;
   stop) shift; stop "$@" ;;
+  port) shift; port "$@" ;;
   bindir) bindir ;;
   *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
