@@ -6,6 +6,7 @@ import datetime
 import os
 import platform
 import re
+import shlex
 import threading
 from pathlib import Path
 
@@ -69,11 +70,11 @@ def memory_gib():
     return 0.0
 
 
-def command(target, variables):
-    """The command that ran this tool: its make target (or `python3 -m`), after the tool's
-    variables that are set."""
-    tool = f"make {target}" if "MAKELEVEL" in os.environ else f"PYTHONPATH=scripts python3 -m {target}"
-    given = [f"{name}={os.environ[name]}" for name in variables if os.environ.get(name)]
+def command(target, variables, module):
+    """The command that ran this tool: its make target (or `python3 -m module`), after the
+    tool's variables that are set."""
+    tool = f"make {target}" if "MAKELEVEL" in os.environ else f"PYTHONPATH=scripts python3 -m {module}"
+    given = [f"{name}={shlex.quote(os.environ[name])}" for name in variables if os.environ.get(name)]
     return " ".join([*given, tool])
 
 
