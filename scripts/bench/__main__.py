@@ -54,12 +54,18 @@ twins; measure.py the runs; report.py the report; curve.py the drawing.
 connections instead, prints its numbers as a table, and writes them with the drawing to
 docs/results/load-latency.md and docs/results/load-latency.svg.
 
+`python3 -m bench overload` (make bench-overload) runs only the overload row at 4,096
+connections, BENCH_ROUNDS times, each variant of BENCH_VARIANTS in turn on a server started for
+its run, and writes the runs, and each variant's share of them that met the row's targets, to
+docs/results/overload.md: one run of the row is a sample of a noisy machine, this its spread.
+
 Environment: BENCH_SECONDS (10), BENCH_WARMUP (2), BENCH_CONNECTIONS ("64 256"),
 BENCH_BINARY (the musl release binary), BENCH_ENV (extra server variables, "K=V K=V"),
 BENCH_QUICK=1 (only get_by_id and create, with their pgbench twins: for tuning runs),
 BENCH_ONLY (scenarios to run, "patch,delete"), BENCH_CURVE=1 (the curve too, after the
 table), BENCH_CURVE_SECONDS (5, per point of the curve), BENCH_PAIRS (5; 0: no runs in
-turn, the targets then use the table's rows), BENCH_PAIR_SECONDS (3).
+turn, the targets then use the table's rows), BENCH_PAIR_SECONDS (3), BENCH_ROUNDS (5) and
+BENCH_VARIANTS ("as shipped:"; "label: K=V K=V; label: K=V", each a variant's server variables).
 """
 
 import signal
@@ -84,7 +90,8 @@ def main():
     with workdir("bench") as work:
         bench = Bench(work)
         try:
-            bench.run_curve() if sys.argv[1:] == ["curve"] else bench.run()
+            {"curve": bench.run_curve, "overload": bench.run_overload}.get(
+                sys.argv[1] if sys.argv[1:] else "", bench.run)()
         finally:
             bench.close()
 

@@ -23,11 +23,11 @@ from harness.server import Server
 PGBOUNCER_SH = ROOT / "scripts/pgbouncer.sh"
 
 from . import curve
-from .report import VARIABLES, report
+from .report import VARIABLES, overload_report, report
 from .workloads import (APART, BASELINES, BATCHED, BINARY, CONNECTIONS, CURVE, CURVE_CONNECTIONS,
                         CURVE_SCENARIOS, CURVE_SECONDS, DELETE_CEILING, EXPECTED, ONLY, OVERLOAD, PAIR_SECONDS,
-                        PAIRS, PASSWORD, PGBENCH_SCRIPTS, POOLED, SCENARIOS, SECONDS, SEED_TASKS, THREADS,
-                        TWINS, VIA_PGBOUNCER, VIA_STANDBY, WARMUP, WRK_SCRIPTS)
+                        PAIRS, PASSWORD, PGBENCH_SCRIPTS, POOLED, ROUNDS, SCENARIOS, SECONDS, SEED_TASKS, THREADS,
+                        TWINS, VARIANTS, VIA_PGBOUNCER, VIA_STANDBY, WARMUP, WRK_SCRIPTS)
 
 def percentile(sorted_values, p):
     return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * p / 100))]
@@ -418,6 +418,22 @@ class Bench:
         self.curve(proc)
         self.stop_server()
 
+    def run_overload(self):
+        """The overload row at its most connections, ROUNDS times: each variant's server in turn,
+        started for its run alone, so that its peak RSS is that run's."""
+        install("wrk", "wrk", "bench")
+        self.start_postgres()
+        runs = []
+        for _ in range(ROUNDS):
+            for label, env in VARIANTS:
+                self.server, _ = self.spawn(self.url, self.api_port, env)
+                if not runs:
+                    self.seed()
+                runs.append((label, self.wrk("get_by_id", OVERLOAD[-1], self.server.proc, row=False)))
+                self.stop_server()
+                self.server = None
+        overload_report(runs, OVERLOAD[-1], time.perf_counter() - self.started)
+
     def curve(self, proc):
         """get_by_id, create and patch from 16 to 4,096 connections: the SVG and its table."""
         started = time.perf_counter()
@@ -435,7 +451,8 @@ class Bench:
             return
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "load-latency.svg").write_text(curve.svg(points, title))
-        how = command("bench-curve" if sys.argv[1:] == ["curve"] else "bench", VARIABLES)
+        how = (command("bench-curve", VARIABLES, "bench curve") if sys.argv[1:] == ["curve"]
+               else command("bench", VARIABLES, "bench"))
         path = write("load-latency.md", f"make bench-curve: {title}", BINARY, how,
                      [f"![{title}](load-latency.svg)", "", table], took)
         print(f"\nbench: wrote {path.relative_to(ROOT)} and load-latency.svg beside it")
