@@ -83,6 +83,10 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not BINARY.exists():
         sys.exit(f"bench: {BINARY} is missing; run `make build` first")
+    runs = {"": "run", "curve": "run_curve", "overload": "run_overload"}
+    what = " ".join(sys.argv[1:])
+    if what not in runs:
+        sys.exit(f"bench: unknown command {what!r}; known: python3 -m bench [curve | overload]")
     unknown = set(ONLY) - set(SCENARIOS)
     if unknown:
         sys.exit(f"bench: unknown scenario {', '.join(sorted(unknown))}; known: {', '.join(SCENARIOS)}")
@@ -90,8 +94,7 @@ def main():
     with workdir("bench") as work:
         bench = Bench(work)
         try:
-            {"curve": bench.run_curve, "overload": bench.run_overload}.get(
-                sys.argv[1] if sys.argv[1:] else "", bench.run)()
+            getattr(bench, runs[what])()
         finally:
             bench.close()
 

@@ -154,9 +154,9 @@ def overload_report(runs, connections, took):
                    f"| {r['p99'] / mean_wait(r):.2f} | {r['errors']} | {r['peak_rss']:.1f} |")
     out += ["", f"The spread is the p99 over the mean wait, {connections:,} connections ÷ req/s: the p99 "
             "is that wait times the spread.", ""]
+    span = lambda values, form: f"{form.format(min(values))}–{form.format(max(values))}"
     for label, _ in VARIANTS:
         mine = [r for other, r in runs if other == label]
-        span = lambda values, form: f"{form.format(min(values))}–{form.format(max(values))}"
         out.append(f"- {label}, {len(mine)} runs: p99 ≤ {OVERLOAD_P99} ms in "
                    f"{sum(r['p99'] <= OVERLOAD_P99 for r in mine)}, peak RSS ≤ {OVERLOAD_RSS} MiB in "
                    f"{sum(r['peak_rss'] <= OVERLOAD_RSS for r in mine)}, 0 errors in "
