@@ -1,6 +1,6 @@
 # `make bench`: task-api against pgbench on the same database and machine, in one run.
 
-.PHONY: bench bench-curve bench-overload
+.PHONY: bench bench-curve bench-overload bench-memory
 
 ## bench         load test against pgbench (wrk; ~13 minutes); prints its table and writes it to
 ##               docs/results/bench.md; BENCH_CURVE=1 also redraws the load–latency curve
@@ -16,3 +16,8 @@ bench-curve: build
 ##               BENCH_VARIANTS in turn (~20 s a run): writes docs/results/overload.md
 bench-overload: build
 	PYTHONPATH=scripts python3 -m bench overload
+
+## bench-memory  what 4,096 connections hold, kept alive and with a request in flight, BENCH_ROUNDS
+##               (5) times, each of BENCH_VARIANTS in turn (~10 s a run): writes docs/results/memory.md
+bench-memory: build
+	PYTHONPATH=scripts python3 -m bench memory

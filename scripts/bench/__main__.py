@@ -59,13 +59,19 @@ connections, BENCH_ROUNDS times, each variant of BENCH_VARIANTS in turn on a ser
 its run, and writes the runs, and each variant's share of them that met the row's targets, to
 docs/results/overload.md: one run of the row is a sample of a noisy machine, this its spread.
 
+`python3 -m bench memory` (make bench-memory) measures what the row's 4,096 connections hold,
+BENCH_ROUNDS times, each variant in turn on a server started for its run: its RSS idle, with the
+connections kept alive after one get each, and with a get waiting on all but one (tasks locked),
+and writes the runs to docs/results/memory.md.
+
 Environment: BENCH_SECONDS (10), BENCH_WARMUP (2), BENCH_CONNECTIONS ("64 256"),
 BENCH_BINARY (the musl release binary), BENCH_ENV (extra server variables, "K=V K=V"),
 BENCH_QUICK=1 (only get_by_id and create, with their pgbench twins: for tuning runs),
 BENCH_ONLY (scenarios to run, "patch,delete"), BENCH_CURVE=1 (the curve too, after the
 table), BENCH_CURVE_SECONDS (5, per point of the curve), BENCH_PAIRS (5; 0: no runs in
 turn, the targets then use the table's rows), BENCH_PAIR_SECONDS (3), BENCH_ROUNDS (5) and
-BENCH_VARIANTS ("as shipped:"; "label: K=V K=V; label: K=V", each a variant's server variables).
+BENCH_VARIANTS ("as shipped:"; "label: K=V K=V; label: K=V", each a variant's server variables;
+BENCH_BINARY=path among them runs that variant on another build).
 """
 
 import signal
@@ -83,10 +89,10 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not BINARY.exists():
         sys.exit(f"bench: {BINARY} is missing; run `make build` first")
-    runs = {"": "run", "curve": "run_curve", "overload": "run_overload"}
+    runs = {"": "run", "curve": "run_curve", "overload": "run_overload", "memory": "run_memory"}
     what = " ".join(sys.argv[1:])
     if what not in runs:
-        sys.exit(f"bench: unknown command {what!r}; known: python3 -m bench [curve | overload]")
+        sys.exit(f"bench: unknown command {what!r}; known: python3 -m bench [curve | overload | memory]")
     unknown = set(ONLY) - set(SCENARIOS)
     if unknown:
         sys.exit(f"bench: unknown scenario {', '.join(sorted(unknown))}; known: {', '.join(SCENARIOS)}")

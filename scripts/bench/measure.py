@@ -13,7 +13,7 @@ import time
 from string import Template
 
 from harness.cluster import Cluster
-from harness.http import Connection, request
+from harness.http import Connection, metric, request, tally
 from harness.net import free_port
 from harness.process import install
 from harness import ROOT
@@ -23,7 +23,7 @@ from harness.server import Server
 PGBOUNCER_SH = ROOT / "scripts/pgbouncer.sh"
 
 from . import curve
-from .report import VARIABLES, overload_report, report
+from .report import VARIABLES, memory_report, overload_report, report
 from .workloads import (APART, BASELINES, BATCHED, BINARY, CONNECTIONS, CURVE, CURVE_CONNECTIONS,
                         CURVE_SCENARIOS, CURVE_SECONDS, DELETE_CEILING, EXPECTED, ONLY, OVERLOAD, PAIR_SECONDS,
                         PAIRS, PASSWORD, PGBENCH_SCRIPTS, POOLED, ROUNDS, SCENARIOS, SECONDS, SEED_TASKS, THREADS,
@@ -207,8 +207,9 @@ class Bench:
         on /health)."""
         env = dict(kv.split("=", 1) for kv in os.environ.get("BENCH_ENV", "").split() if "=" in kv)
         env.update(extra)
+        binary = ROOT / env.pop("BENCH_BINARY", BINARY)  # a variant's own build, else this one
         started = time.monotonic()
-        server = Server(BINARY, self.work / "server.log", url, port, env)
+        server = Server(binary, self.work / "server.log", url, port, env)
         ready = server.wait("/health", limit=30, every=0.001, timeout=2)
         return server, (ready - started) * 1000
 
@@ -418,10 +419,9 @@ class Bench:
         self.curve(proc)
         self.stop_server()
 
-    def run_overload(self):
-        """The overload row at its most connections, ROUNDS times: each variant's server in turn,
-        started for its run alone, so that its peak RSS is that run's."""
-        install("wrk", "wrk", "bench")
+    def in_turn(self, measure):
+        """`measure(proc)` ROUNDS times on each variant's server in turn, each started for its run
+        alone, so that its peak RSS is that run's: [(variant, what it measured)], in the order run."""
         self.start_postgres()
         runs = []
         for _ in range(ROUNDS):
@@ -429,10 +429,56 @@ class Bench:
                 self.server, _ = self.spawn(self.url, self.api_port, env)
                 if not runs:
                     self.seed()
-                runs.append((label, self.wrk("get_by_id", OVERLOAD[-1], self.server.proc, row=False)))
+                runs.append((label, measure(self.server.proc)))
                 self.stop_server()
                 self.server = None
+        return runs
+
+    def run_overload(self):
+        """The overload row at its most connections, each variant in turn."""
+        install("wrk", "wrk", "bench")
+        runs = self.in_turn(lambda proc: self.wrk("get_by_id", OVERLOAD[-1], proc, row=False))
         overload_report(runs, OVERLOAD[-1], time.perf_counter() - self.started)
+
+    def run_memory(self):
+        """What the overload row's most connections hold (`held`), each variant in turn."""
+        runs = self.in_turn(lambda proc: asyncio.run(self.held(proc, OVERLOAD[-1])))
+        memory_report(runs, OVERLOAD[-1], time.perf_counter() - self.started)
+
+    async def held(self, proc, connections):
+        """The server's RSS (KiB) idle, then with `connections` kept alive after a request each,
+        then with a get waiting on all but one while tasks is locked (and how many the server counted
+        in flight), its peak, and the answers."""
+        rss = {}
+        await asyncio.sleep(1)  # each sample a second after the change: mimalloc's purge delay
+        rss["idle"] = proc.kib("VmRSS")
+        clients = [Connection(self.api_port) for _ in range(connections)]
+        calls = []
+        for first in range(0, connections, 256):  # opened a few at a time, within the listen backlog
+            calls += await asyncio.gather(*(c.send("GET", "/tasks/1") for c in clients[first:first + 256]))
+        await asyncio.sleep(1)
+        rss["kept alive"] = proc.kib("VmRSS")
+        lock = subprocess.Popen([*self.cluster.psql_argv("bench"), "-qAt", "-v", "ON_ERROR_STOP=1", "-c",
+                                 "BEGIN; LOCK TABLE tasks; SELECT pg_sleep(3); COMMIT"],
+                                env=self.cluster.env(), stdout=subprocess.DEVNULL)
+        try:
+            if not self.cluster.wait_until("EXISTS (SELECT FROM pg_locks WHERE relation = 'tasks'::regclass "
+                                           "AND mode = 'AccessExclusiveLock' AND granted)", 10, "bench"):
+                sys.exit("bench: tasks was not locked within 10 s")
+            waiting = asyncio.gather(*(c.send("GET", f"/tasks/{i % SEED_TASKS + 1}")
+                                       for i, c in enumerate(clients[1:])))
+            await asyncio.sleep(1)
+            rss["waiting"] = proc.kib("VmRSS")
+            # Asked on the first connection (one more would pass MAX_CONNECTIONS): /metrics counts itself.
+            asked = await clients[0].send("GET", "/metrics")
+            gauge = "task_api_http_requests_in_flight"
+            waited = metric(asked.body.decode(), gauge) - 1 if asked.ok and gauge in asked.body.decode() else None
+            calls += await waiting
+        finally:
+            lock.wait(30)
+        for c in clients:
+            c.drop()
+        return rss, waited, proc.kib("VmHWM"), tally(calls)
 
     def curve(self, proc):
         """get_by_id, create and patch from 16 to 4,096 connections: the SVG and its table."""

@@ -143,6 +143,21 @@ def report(bench, cold_ms, idle_mib):
     print(f"\nbench: wrote {write('bench.md', title, BINARY, how, out, took)}")
 
 
+def by_variant(runs):
+    """[(variant, [what each of its runs measured])], from [(variant, what a run measured)]."""
+    return [(label, [measured for other, measured in runs if other == label]) for label, _ in VARIANTS]
+
+
+def written_in_turn(tool, what, out, took, after=""):
+    """Prints the report `out` of `python3 -m bench <tool>` and writes it to docs/results/<tool>.md."""
+    title = (f"make bench-{tool}: {what}, {ROUNDS} round{'s' * (ROUNDS != 1)} of {len(VARIANTS)} "
+             f"variant{'s' * (len(VARIANTS) != 1)} in turn{after}")
+    print(f"\n{title}\n")
+    print("\n".join(out))
+    how = command(f"bench-{tool}", VARIABLES, f"bench {tool}")
+    print(f"\nbench: wrote {write(f'{tool}.md', title, BINARY, how, out, took)}")
+
+
 def overload_report(runs, connections, took):
     """Prints the runs of `python3 -m bench overload` ([(variant, result)], in the order run),
     one row each and a line per variant, and writes them to docs/results/overload.md."""
@@ -155,8 +170,7 @@ def overload_report(runs, connections, took):
     out += ["", f"The spread is the p99 over the mean wait, {connections:,} connections ÷ req/s: the p99 "
             "is that wait times the spread.", ""]
     span = lambda values, form: f"{form.format(min(values))}–{form.format(max(values))}"
-    for label, _ in VARIANTS:
-        mine = [r for other, r in runs if other == label]
+    for label, mine in by_variant(runs):
         out.append(f"- {label}, {len(mine)} runs: p99 ≤ {OVERLOAD_P99} ms in "
                    f"{sum(r['p99'] <= OVERLOAD_P99 for r in mine)}, peak RSS ≤ {OVERLOAD_RSS} MiB in "
                    f"{sum(r['peak_rss'] <= OVERLOAD_RSS for r in mine)}, 0 errors in "
@@ -164,8 +178,31 @@ def overload_report(runs, connections, took):
                    f"p99 {span([r['p99'] for r in mine], '{:.1f}')} ms, spread "
                    f"{span([r['p99'] / mean_wait(r) for r in mine], '{:.2f}')}, peak RSS "
                    f"{span([r['peak_rss'] for r in mine], '{:.1f}')} MiB")
-    title = (f"make bench-overload: get_by_id at {connections:,} connections, {ROUNDS} round{'s' * (ROUNDS != 1)} of "
-             f"{len(VARIANTS)} variant{'s' * (len(VARIANTS) != 1)} in turn, {SECONDS} s per run after {WARMUP} s warm-up")
-    print(f"\n{title}\n")
-    print("\n".join(out))
-    print(f"\nbench: wrote {write('overload.md', title, BINARY, command('bench-overload', VARIABLES, 'bench overload'), out, took)}")
+    written_in_turn("overload", f"get_by_id at {connections:,} connections", out, took,
+                    f", {SECONDS} s per run after {WARMUP} s warm-up")
+
+
+def memory_report(runs, connections, took):
+    """Prints the runs of `python3 -m bench memory` ([(variant, (RSS KiB by state, requests in
+    flight, peak KiB, answers))], in the order run), one row each and a line per variant, and
+    writes them to docs/results/memory.md."""
+    mib = lambda kib: f"{kib / 1024:.1f}"
+    each = lambda rss, state: (rss[state] - rss["idle"]) / connections  # KiB per connection
+    out = ["| round | variant | idle MiB | kept alive MiB | KiB each | waiting MiB | KiB each | in flight | peak MiB "
+           "| answers |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for i, (label, (rss, waited, peak, answers)) in enumerate(runs):
+        answered = ", ".join(f"{n} × {what}" for what, n in sorted(answers.items()))
+        out.append(f"| {i // len(VARIANTS) + 1} | {label} | {mib(rss['idle'])} | {mib(rss['kept alive'])} "
+                   f"| {each(rss, 'kept alive'):.1f} | {mib(rss['waiting'])} | {each(rss, 'waiting'):.1f} "
+                   f"| {'?' if waited is None else f'{waited:.0f}'} | {mib(peak)} | {answered} |")
+    out += ["", f"Each server started for its run. Idle: a second after it is ready. Kept alive: a second after "
+            f"{connections:,} connections each had one get answered. Waiting: a second after all but one of them "
+            "sent another while `tasks` was locked (3 s); \"in flight\" is how many requests the server's /metrics "
+            "(asked on the one left) then counted, itself aside. \"KiB each\" is the RSS over idle, per connection.", ""]
+    span = lambda values: f"{min(values):.1f}–{max(values):.1f}"
+    for label, mine in by_variant(runs):
+        out.append(f"- {label}, {len(mine)} runs: KiB per connection kept alive "
+                   f"{span([each(rss, 'kept alive') for rss, *_ in mine])}, waiting "
+                   f"{span([each(rss, 'waiting') for rss, *_ in mine])}; peak RSS "
+                   f"{span([peak / 1024 for _, _, peak, _ in mine])} MiB")
+    written_in_turn("memory", f"what {connections:,} connections hold", out, took)
