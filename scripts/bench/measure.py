@@ -471,8 +471,8 @@ class Bench:
             rss["waiting"] = proc.kib("VmRSS")
             # Asked on the first connection (one more would pass MAX_CONNECTIONS): /metrics counts itself.
             asked = await clients[0].send("GET", "/metrics")
-            gauge = "task_api_http_requests_in_flight"
-            waited = metric(asked.body.decode(), gauge) - 1 if asked.ok and gauge in asked.body.decode() else None
+            text, gauge = asked.body.decode() if asked.ok else "", "task_api_http_requests_in_flight"
+            waited = metric(text, gauge) - 1 if gauge in text else None
             calls += await waiting
         finally:
             lock.wait(30)
