@@ -24,7 +24,7 @@ PGBOUNCER_SH = ROOT / "scripts/pgbouncer.sh"
 
 from . import curve
 from .report import VARIABLES, memory_report, overload_report, report
-from .workloads import (APART, BASELINES, BATCHED, BINARY, CONNECTIONS, CURVE, CURVE_CONNECTIONS,
+from .workloads import (APART, assignments, BASELINES, BATCHED, BINARY, CONNECTIONS, CURVE, CURVE_CONNECTIONS,
                         CURVE_SCENARIOS, CURVE_SECONDS, DELETE_CEILING, EXPECTED, ONLY, OVERLOAD, PAIR_SECONDS,
                         PAIRS, PASSWORD, PGBENCH_SCRIPTS, POOLED, ROUNDS, SCENARIOS, SECONDS, SEED_TASKS, THREADS,
                         TWINS, VARIANTS, VIA_PGBOUNCER, VIA_STANDBY, WARMUP, WRK_SCRIPTS)
@@ -205,7 +205,7 @@ class Bench:
     def spawn(self, url, port, extra=()):
         """A server on `port` with DATABASE_URL `url`; it and its start time in ms (spawn → first 200
         on /health)."""
-        env = dict(kv.split("=", 1) for kv in os.environ.get("BENCH_ENV", "").split() if "=" in kv)
+        env = assignments(os.environ.get("BENCH_ENV", ""))
         env.update(extra)
         binary = ROOT / env.pop("BENCH_BINARY", BINARY)  # a variant's own build, else this one
         started = time.monotonic()
@@ -497,8 +497,7 @@ class Bench:
             return
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "load-latency.svg").write_text(curve.svg(points, title))
-        how = (command("bench-curve", VARIABLES, "bench curve") if sys.argv[1:] == ["curve"]
-               else command("bench", VARIABLES, "bench"))
+        how = command("bench-curve" if sys.argv[1:] == ["curve"] else "bench", VARIABLES)
         path = write("load-latency.md", f"make bench-curve: {title}", BINARY, how,
                      [f"![{title}](load-latency.svg)", "", table], took)
         print(f"\nbench: wrote {path.relative_to(ROOT)} and load-latency.svg beside it")

@@ -137,10 +137,15 @@ def report(bench, cold_ms, idle_mib):
     if set(ONLY) != set(SCENARIOS):
         print("\nbench: BENCH_ONLY or BENCH_QUICK runs a subset: docs/results/bench.md is left as it was")
         return
-    how = command("bench", VARIABLES, "bench")
+    how = command("bench", VARIABLES)
     title = (f"make bench: task-api against pgbench on one machine, {SECONDS} s per run after {WARMUP} s "
              "warm-up; wrk, pgbench, PostgreSQL and task-api share it")
     print(f"\nbench: wrote {write('bench.md', title, BINARY, how, out, took)}")
+
+
+def span(values, form="{:.1f}"):
+    """The least and the most of `values`, as `form` writes them: "1.0–2.0"."""
+    return f"{form.format(min(values))}–{form.format(max(values))}"
 
 
 def by_variant(runs):
@@ -154,7 +159,7 @@ def written_in_turn(tool, what, out, took, after=""):
              f"variant{'s' * (len(VARIANTS) != 1)} in turn{after}")
     print(f"\n{title}\n")
     print("\n".join(out))
-    how = command(f"bench-{tool}", VARIABLES, f"bench {tool}")
+    how = command(f"bench-{tool}", VARIABLES)
     print(f"\nbench: wrote {write(f'{tool}.md', title, BINARY, how, out, took)}")
 
 
@@ -169,7 +174,6 @@ def overload_report(runs, connections, took):
                    f"| {r['p99'] / mean_wait(r):.2f} | {r['errors']} | {r['peak_rss']:.1f} |")
     out += ["", f"The spread is the p99 over the mean wait, {connections:,} connections ÷ req/s: the p99 "
             "is that wait times the spread.", ""]
-    span = lambda values, form: f"{form.format(min(values))}–{form.format(max(values))}"
     for label, mine in by_variant(runs):
         out.append(f"- {label}, {len(mine)} runs: p99 ≤ {OVERLOAD_P99} ms in "
                    f"{sum(r['p99'] <= OVERLOAD_P99 for r in mine)}, peak RSS ≤ {OVERLOAD_RSS} MiB in "
@@ -199,7 +203,6 @@ def memory_report(runs, connections, took):
             f"{connections:,} connections each had one get answered. Waiting: a second after all but one of them "
             "sent another while `tasks` was locked (3 s); \"in flight\" is how many requests the server's /metrics "
             "(asked on the one left) then counted, itself aside. \"KiB each\" is the RSS over idle, per connection.", ""]
-    span = lambda values: f"{min(values):.1f}–{max(values):.1f}"
     for label, mine in by_variant(runs):
         out.append(f"- {label}, {len(mine)} runs: KiB per connection kept alive "
                    f"{span([each(rss, 'kept alive') for rss, *_ in mine])}, waiting "

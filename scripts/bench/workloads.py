@@ -27,9 +27,16 @@ SEED_TASKS = 10_000
 OVERLOAD = [1024, 4096]
 # The overload row's targets: the most p99 (ms) and peak RSS (MiB) of get_by_id.
 OVERLOAD_P99, OVERLOAD_RSS = 100, 64
+
+
+def assignments(text):
+    """{K: V} from "K=V K=V" (BENCH_ENV, a variant's variables)."""
+    return dict(kv.split("=", 1) for kv in text.split() if "=" in kv)
+
+
 # `python3 -m bench overload` and `memory`: ROUNDS runs, each on a server of its own, for each variant
 # in turn ("label: K=V K=V; label: K=V": its server variables; BENCH_BINARY=path, another build).
-VARIANTS = [(label.strip(), dict(kv.split("=", 1) for kv in env.split() if "=" in kv))
+VARIANTS = [(label.strip(), assignments(env))
             for label, _, env in (v.partition(":") for v in os.environ.get("BENCH_VARIANTS", "as shipped:").split(";"))
             if label.strip()]
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))

@@ -54,7 +54,7 @@ def run_one(s, work, cluster, results):
 def report(selected, results, seconds):
     conclude("faults", selected, results, seconds,
              f"`make test-faults` on {os.cpu_count()} cores in {seconds:.0f} s; PostgreSQL, task-api and the "
-             "clients share the machine.", TITLE, BINARY, command("test-faults", ["FAULTS_BINARY"], "faults"),
+             "clients share the machine.", TITLE, BINARY, command("test-faults", ["FAULTS_BINARY"]),
              "FAULTS_ONLY" if ONLY else "")
 
 

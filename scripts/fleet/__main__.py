@@ -116,7 +116,7 @@ def main():
             conclude("fleet", selected, results, seconds,
                      f"`make test-fleet` on {os.cpu_count()} cores in {seconds:.0f} s; PostgreSQL (primaries and "
                      "standbys), HAProxy, the task-api replicas and the clients share the machine.", TITLE, BINARY,
-                     command("test-fleet", ["FLEET_BINARY"], "fleet"), "FLEET_ONLY" if ONLY else "")
+                     command("test-fleet", ["FLEET_BINARY"]), "FLEET_ONLY" if ONLY else "")
         except KeyboardInterrupt:
             say(f"fleet: {'SIGTERM' if terminated else 'interrupted'}; stopping everything")
             results["interrupted"] = ("", False)

@@ -70,9 +70,10 @@ def memory_gib():
     return 0.0
 
 
-def command(target, variables, module):
-    """The command that ran this tool: its make target (or `python3 -m module`), after the
-    tool's variables that are set."""
+def command(target, variables):
+    """The command that ran this tool: its make target, or its module when run without make
+    (`test-faults`: `faults`, `bench-curve`: `bench curve`), after the tool's variables that are set."""
+    module = target.removeprefix("test-").replace("-", " ")
     tool = f"make {target}" if "MAKELEVEL" in os.environ else f"PYTHONPATH=scripts python3 -m {module}"
     given = [f"{name}={shlex.quote(os.environ[name])}" for name in variables if os.environ.get(name)]
     return " ".join([*given, tool])

@@ -69,7 +69,7 @@ def main():
                  f"{seconds:.0f} s after the builds; PostgreSQL, HAProxy, every replica and the clients share the "
                  "machine.",
                  f"make test-upgrade: {builds.old.label} and this build on one database, and this build with "
-                 "test-only migrations", BINARY, command("test-upgrade", ["FROM"], "upgrade"), "UPGRADE_ONLY" if ONLY else "")
+                 "test-only migrations", BINARY, command("test-upgrade", ["FROM"]), "UPGRADE_ONLY" if ONLY else "")
     sys.exit(0 if all(ok for _, ok in results.values()) and len(results) == len(selected) else 1)
 
 
