@@ -222,6 +222,31 @@ pub async fn run_cli(args: &[&str], env: &[(&str, &str)]) -> Output {
         .expect("wait for task-api")
 }
 
+/// Runs `n` of `task-api migrate` on `url` at once (all started before any is awaited, each
+/// given 60 s) and returns each one's stdout; fails the test if one fails.
+pub async fn migrate_at_once(url: &str, n: usize) -> Vec<String> {
+    let children: Vec<_> = (0..n)
+        .map(|_| {
+            command(&["migrate"], &[("DATABASE_URL", url)])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start task-api migrate")
+        })
+        .collect();
+    let mut outputs = Vec::new();
+    for child in children {
+        let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("migrate finished within 60 s")
+            .expect("wait for migrate");
+        let (stdout, stderr) = text(&output);
+        assert!(output.status.success(), "{stdout}{stderr}");
+        outputs.push(stdout);
+    }
+    outputs
+}
+
 /// stdout and stderr of a finished run, for assertions and failure messages.
 pub fn text(output: &Output) -> (String, String) {
     (
@@ -376,6 +401,21 @@ impl TestApp {
     pub async fn row_count(&self) -> i64 {
         let client = self.db.client().await;
         client.query_one("SELECT count(*) FROM tasks", &[]).await.unwrap().get(0)
+    }
+
+    /// Makes every statement of `event` (INSERT, UPDATE, DELETE) on `tasks` sleep `secs`.
+    pub async fn slow_down(&self, event: &str, secs: f64) {
+        self.db
+            .client()
+            .await
+            .batch_execute(&format!(
+                "CREATE OR REPLACE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS
+                     $$ BEGIN PERFORM pg_sleep({secs}); RETURN NULL; END $$;
+                 CREATE TRIGGER slow_{event} BEFORE {event} ON tasks
+                     FOR EACH STATEMENT EXECUTE FUNCTION slow();"
+            ))
+            .await
+            .unwrap();
     }
 
     /// Everything the server has written to stdout and stderr so far.

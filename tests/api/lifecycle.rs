@@ -2,7 +2,6 @@
 //! exit codes, what the process prints, and what clients get. The probe's own tests
 //! are in probe.rs.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,8 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::{
-    PgServer, TestApp, TestDb, assert_no_password, command, free_port, post_task, run_cli, send,
-    server_env, signal, spawn_app, spawn_app_with, spawn_server, text, try_send, wait_until,
+    PgServer, TestApp, TestDb, assert_no_password, free_port, migrate_at_once, post_task, run_cli,
+    send, server_env, signal, spawn_app, spawn_app_with, spawn_server, text, try_send, wait_until,
 };
 use serde_json::json;
 
@@ -26,25 +25,8 @@ const MIGRATIONS: [&str; 4] =
 #[tokio::test(flavor = "multi_thread")]
 async fn eight_concurrent_migrations_apply_each_exactly_once() {
     let db = TestDb::create().await;
-    let url = db.url();
-    // All eight are running before any is awaited.
-    let children: Vec<_> = (0..8)
-        .map(|_| {
-            command(&["migrate"], &[("DATABASE_URL", &url)])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start task-api migrate")
-        })
-        .collect();
     let (mut applied, mut nothing_pending) = (0, 0);
-    for child in children {
-        let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-            .await
-            .expect("migrate finished within 60 s")
-            .expect("wait for migrate");
-        let (stdout, stderr) = text(&output);
-        assert!(output.status.success(), "{stdout}{stderr}");
+    for stdout in migrate_at_once(&db.url(), 8).await {
         applied += stdout
             .lines()
             .filter(|l| MIGRATIONS.iter().any(|m| *l == format!("applied {m}")))

@@ -9,21 +9,6 @@ use serde_json::json;
 
 use crate::helpers::{TestApp, all_at_once, post_task, spawn_app, try_send, wait_until};
 
-/// Makes every statement of `event` (INSERT, UPDATE, DELETE) on `tasks` sleep `secs`.
-async fn slow_down(app: &TestApp, event: &str, secs: f64) {
-    app.db
-        .client()
-        .await
-        .batch_execute(&format!(
-            "CREATE OR REPLACE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS
-                 $$ BEGIN PERFORM pg_sleep({secs}); RETURN NULL; END $$;
-             CREATE TRIGGER slow_{event} BEFORE {event} ON tasks
-                 FOR EACH STATEMENT EXECUTE FUNCTION slow();"
-        ))
-        .await
-        .unwrap();
-}
-
 /// Queries of task-api's still running or waiting in the test's database.
 async fn busy_statements(app: &TestApp) -> i64 {
     app.db
@@ -43,7 +28,7 @@ async fn busy_statements(app: &TestApp) -> i64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn under_a_slow_database_a_failed_create_stored_nothing() {
     let app = spawn_app().await;
-    slow_down(&app, "INSERT", 3.0).await;
+    app.slow_down("INSERT", 3.0).await;
     let started = Instant::now();
     let create = |n: usize| post_task(app.addr, json!({"title": format!("slow {n}")}));
     // Two first, so both lanes are surely busy when the other 28 arrive.
@@ -85,8 +70,8 @@ async fn a_patch_or_delete_that_runs_out_of_time_changes_nothing() {
     let app = spawn_app().await;
     let task = app.create_task(json!({"title": "kept"})).await;
     let path = format!("/tasks/{}", task["id"]);
-    slow_down(&app, "UPDATE", 6.0).await;
-    slow_down(&app, "DELETE", 6.0).await;
+    app.slow_down("UPDATE", 6.0).await;
+    app.slow_down("DELETE", 6.0).await;
     for (method, body) in [(Method::PATCH, r#"{"title": "changed"}"#), (Method::DELETE, "")] {
         let started = Instant::now();
         let response =
@@ -170,7 +155,7 @@ async fn only_a_refused_row_is_retried_alone_and_other_failures_fail_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn past_capacity_a_newcomer_is_turned_away_at_once_and_nothing_is_lost() {
     let app = spawn_app().await;
-    slow_down(&app, "INSERT", 3.0).await;
+    app.slow_down("INSERT", 3.0).await;
     // Creates stuck behind a stalled insert: both lanes busy, and more than a batch per
     // lane queued behind them.
     let stuck: Vec<_> = (0..600)

@@ -3,14 +3,13 @@
 //! exactly-once through the pooler, and without the setting a lost prepared statement
 //! is one clear log line and a few 503s, never a stream of 500s.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use hyper::Method;
 use serde_json::json;
 
 use crate::helpers::{
-    PgBouncer, TestDb, all_at_once, command, post_task, send, spawn_server, text,
+    PgBouncer, TestDb, all_at_once, migrate_at_once, post_task, send, spawn_server,
 };
 
 const JSON: (&str, &str) = ("content-type", "application/json");
@@ -101,25 +100,11 @@ async fn four_replicas_migrate_through_pgbouncer_exactly_once() {
     let bouncer = tokio::task::block_in_place(PgBouncer::start);
     let db = TestDb::create().await;
     let url = bouncer.url(&db);
-    let children: Vec<_> = (0..4)
-        .map(|_| {
-            command(&["migrate"], &[("DATABASE_URL", &url)])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start task-api migrate")
-        })
-        .collect();
-    let mut applied = 0;
-    for child in children {
-        let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-            .await
-            .expect("migrate finished within 60 s")
-            .expect("wait for migrate");
-        let (stdout, stderr) = text(&output);
-        assert!(output.status.success(), "{stdout}{stderr}");
-        applied += stdout.lines().filter(|l| l.starts_with("applied ")).count();
-    }
+    let applied: usize = migrate_at_once(&url, 4)
+        .await
+        .iter()
+        .map(|stdout| stdout.lines().filter(|l| l.starts_with("applied ")).count())
+        .sum();
     let history: i64 = db
         .client()
         .await

@@ -93,17 +93,7 @@ async fn a_key_used_for_another_body_is_422_and_stores_nothing() {
 async fn sixteen_clients_with_one_key_store_one_row() {
     let app = spawn_app().await;
     // Slow enough that all sixteen are in flight together, across batches and lanes.
-    app.db
-        .client()
-        .await
-        .batch_execute(
-            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS
-                 $$ BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$;
-             CREATE TRIGGER slow BEFORE INSERT ON tasks
-                 FOR EACH STATEMENT EXECUTE FUNCTION slow();",
-        )
-        .await
-        .unwrap();
+    app.slow_down("INSERT", 0.3).await;
     let addr = app.addr;
     let requests = (0..16)
         .map(|_| async move {
@@ -134,17 +124,7 @@ async fn sixteen_clients_with_one_key_store_one_row() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_key_survives_kill_9_of_the_server_mid_request() {
     let mut app = spawn_app().await;
-    app.db
-        .client()
-        .await
-        .batch_execute(
-            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS
-                 $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$;
-             CREATE TRIGGER slow BEFORE INSERT ON tasks
-                 FOR EACH STATEMENT EXECUTE FUNCTION slow();",
-        )
-        .await
-        .unwrap();
+    app.slow_down("INSERT", 1.0).await;
     let addr = app.addr;
     let body = json!({"title": "survives"});
     let in_flight = tokio::spawn(crate::helpers::try_send(
