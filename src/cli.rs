@@ -50,9 +50,7 @@ pub enum Command {
     Migrate,
     /// Probe a running server.
     Healthcheck(Probe),
-    /// `--version`.
     Version,
-    /// `--help`.
     Help,
 }
 

@@ -1,23 +1,26 @@
 //! The process-level errors: [`Error`], what stopped a command, and its exit code (spec §3);
 //! [`ConfigError`]; [`describe`], any error with its causes. HTTP's are `http::error`'s.
 
-use std::fmt;
-
 /// Why a command failed. `main` prints it as one line and exits with [`Error::exit_code`].
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Bad command line: exit 2, naming the flag.
+    #[error("{0} (see --help)")]
     Usage(String),
     /// Bad environment: exit 2, naming the variable.
-    Config(ConfigError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// Start-up, migration or serving failed: exit 1. Never holds a password.
+    #[error("{0}")]
     Startup(String),
     /// `healthcheck` got no 200 in time: exit 1.
+    #[error("healthcheck failed: {0}")]
     Probe(String),
 }
 
 /// A variable missing or malformed, as `VAR: reason` (quoting a value only if it is no secret).
-#[derive(Debug, PartialEq)]
+#[derive(Debug, PartialEq, thiserror::Error)]
+#[error("{var}: {reason}")]
 pub struct ConfigError {
     /// The variable's name, as the user must fix it.
     pub var: &'static str,
@@ -39,25 +42,6 @@ impl Error {
             Error::Usage(_) | Error::Config(_) => 2,
             Error::Startup(_) | Error::Probe(_) => 1,
         }
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Usage(message) => write!(f, "{message} (see --help)"),
-            Error::Config(err) => write!(f, "{}: {}", err.var, err.reason),
-            Error::Startup(message) => f.write_str(message),
-            Error::Probe(message) => write!(f, "healthcheck failed: {message}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
-
-impl From<ConfigError> for Error {
-    fn from(err: ConfigError) -> Self {
-        Error::Config(err)
     }
 }
 

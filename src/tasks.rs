@@ -1,7 +1,5 @@
 //! The task resource (spec §1): its types, and the rules input must keep. No SQL, no HTTP.
 
-use std::fmt;
-
 use jiff::Timestamp;
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
@@ -63,16 +61,11 @@ pub struct ListQuery {
 }
 
 /// Input that breaks a rule; shown to the client as `"<field>: <reason>"` (a 422).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{field}: {reason}")]
 pub struct Invalid {
     pub field: String,
     pub reason: &'static str,
-}
-
-impl fmt::Display for Invalid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.reason)
-    }
 }
 
 fn invalid<T>(field: &str, reason: &'static str) -> Result<T, Invalid> {

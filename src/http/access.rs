@@ -67,10 +67,7 @@ impl Access<'_> {
         // The trace id is validated lowercase hex: nothing to quote.
         let trace = self.trace_id.map(|id| format!(" trace_id={id}"));
         // Borrowed, not formatted: this runs for every request.
-        let status: &dyn Display = match &status {
-            Some(status) => status,
-            None => &"-",
-        };
+        let status: &dyn Display = status.as_ref().map_or(&"-", |status| status);
         log::logger().log(
             &Record::builder()
                 .target("access")

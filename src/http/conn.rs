@@ -32,12 +32,9 @@ const KEEPALIVE: TcpKeepalive = TcpKeepalive::new()
 
 /// Sets what every accepted socket gets: no Nagle delay (responses go whole), keepalive.
 pub fn configure(stream: &TcpStream) {
-    if let Err(err) = stream.set_nodelay(true) {
-        log::debug!("TCP_NODELAY: {err}");
-    }
-    if let Err(err) = SockRef::from(stream).set_tcp_keepalive(&KEEPALIVE) {
-        log::debug!("TCP keepalive: {err}");
-    }
+    stream.set_nodelay(true).unwrap_or_else(|err| log::debug!("TCP_NODELAY: {err}"));
+    let keepalive = SockRef::from(stream).set_tcp_keepalive(&KEEPALIVE);
+    keepalive.unwrap_or_else(|err| log::debug!("TCP keepalive: {err}"));
 }
 
 /// Which deadline, if any, ended a connection that failed with `err` after `requests`

@@ -24,11 +24,8 @@ pub fn respond(app: &Arc<App>, first: Chunk) -> Response<Body> {
     // One frame waits for hyper at most; the next is made only once it is taken.
     let (frames, body) = mpsc::channel(1);
     let rest = stream(app.clone(), first, frames);
-    match traces::current() {
-        // The chunks read later are statements of this request too.
-        Some(scope) => tokio::spawn(traces::within(scope, rest)),
-        None => tokio::spawn(rest),
-    };
+    // The chunks read later are statements of this request too.
+    tokio::spawn(traces::within(traces::current(), rest));
     response::with_body(StatusCode::OK, "application/json", Body::Stream(body))
 }
 

@@ -75,7 +75,8 @@ pub fn handle(app: Arc<App>, request: Request<Incoming>, refuse: bool) -> Pin<Bo
     let Some(mut span) = span else { return Box::pin(answer(app, request, None, refuse)) };
     let trace_id = Some(span.context().trace_id.to_string());
     Box::pin(async move {
-        let answered = traces::within(span.scope(), answer(app, request, trace_id, refuse)).await;
+        let answered =
+            traces::within(Some(span.scope()), answer(app, request, trace_id, refuse)).await;
         match &answered {
             Ok(response) => span.answered(response.status().as_u16()),
             Err(_) => span.failed("outcome_unknown".into(), NO_ANSWER.into()),

@@ -29,14 +29,11 @@ type RouteLabels = [(&'static str, &'static str); 2];
 /// `method`, `route` and `status`.
 type RequestLabels = (RouteLabels, [(&'static str, u16); 1]);
 
-/// The pool's state as of now.
+/// The pool as of now: open connections, idle ones, and requests waiting for one.
 #[derive(Debug)]
 pub struct PoolState {
-    /// Open connections.
     pub size: usize,
-    /// Idle connections.
     pub available: usize,
-    /// Requests waiting for a connection.
     pub waiting: usize,
 }
 

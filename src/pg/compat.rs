@@ -58,15 +58,14 @@ pub fn records(migrations: &[Migration]) -> Result<Vec<Record>, String> {
 /// says this release works with it. Runs in the migrations' transaction, before refinery.
 pub async fn check(client: &Client, ours: &[Record]) -> Result<(), String> {
     let newest = ours.iter().map(|record| record.version).max().unwrap_or(0);
-    let history = rows(client, "SELECT to_regclass('refinery_schema_history') IS NOT NULL")
-        .await
-        .map_err(|err| err.to_string())?;
+    let select = async |sql: &str| rows(client, sql).await.map_err(|err| err.to_string());
+    let history = select("SELECT to_regclass('refinery_schema_history') IS NOT NULL").await?;
     if history.first().and_then(|row| row.get(0)) != Some("t") {
         return Ok(());
     }
     // Records are read only for newer migrations: a role that may only read history serves.
     let newer = format!("SELECT count(*) FROM refinery_schema_history WHERE version > {newest}");
-    let count = rows(client, &newer).await.map_err(|err| err.to_string())?;
+    let count = select(&newer).await?;
     if count.first().and_then(|row| row.get(0)) == Some("0") {
         return Ok(());
     }
@@ -76,7 +75,7 @@ pub async fn check(client: &Client, ours: &[Record]) -> Result<(), String> {
          ORDER BY h.version"
     );
     let this = crate::VERSION;
-    for row in rows(client, &query).await.map_err(|err| err.to_string())? {
+    for row in select(&query).await? {
         let migration = format!("V{}__{}", row.get(0).unwrap_or("?"), row.get(1).unwrap_or("?"));
         match (row.get(2), row.get(3)) {
             (Some(kind), Some(oldest)) if release(this) >= release(oldest) => {

@@ -83,12 +83,7 @@ impl<I: Send + 'static, T: Send + 'static> Batcher<I, T> {
                 let scope = Scope::batch(traced, inputs.len());
                 let answers = run(inputs, deadline);
                 tokio::spawn(async move {
-                    let answers = async {
-                        match scope {
-                            Some(scope) => trace::within(scope, answers).await,
-                            None => answers.await,
-                        }
-                    };
+                    let answers = trace::within(scope, answers);
                     let answers = match abandoned {
                         Abandoned::RunOn => answers.await,
                         Abandoned::Drop => tokio::select! {

@@ -1,7 +1,6 @@
 //! What a database failure means for a request: [`StoreError`], and the one table of SQLSTATEs
 //! ([`unavailable_code`]) behind it and the pool's judgement of a connection. Status codes: http.
 
-use std::fmt;
 use std::sync::Arc;
 
 use deadpool_postgres::PoolError;
@@ -14,16 +13,22 @@ use crate::tasks::Invalid;
 pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
 
 /// How a store call failed. `Clone` (causes are shared): one failed batch fails all it served.
-#[derive(Clone, Debug)]
+/// Displayed for the log: the cause with its chain, never a row's values.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database could not serve in time, or is gone; try again shortly.
+    #[error("unavailable: {}", describe(&**.0))]
     Unavailable(Cause),
     /// The database refused a value the validation let through.
+    #[error("refused: {0}")]
     Refused(Invalid),
     /// A write was sent, and no verdict came back: nobody knows whether it happened.
+    #[error("outcome unknown: {}", describe(&**.0))]
     Unknown(Cause),
     /// Turned away before anything was sent: too many requests are waiting already.
+    #[error("busy: too many requests waiting")]
     Busy,
+    #[error("{}", describe(&**.0))]
     Internal(Cause),
 }
 
@@ -36,19 +41,6 @@ impl StoreError {
             StoreError::Unknown(_) => "outcome_unknown",
             StoreError::Busy => "busy",
             StoreError::Internal(_) => "internal",
-        }
-    }
-}
-
-/// For the log: the cause with its chain, never a row's values.
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StoreError::Unavailable(cause) => write!(f, "unavailable: {}", describe(&**cause)),
-            StoreError::Refused(invalid) => write!(f, "refused: {invalid}"),
-            StoreError::Unknown(cause) => write!(f, "outcome unknown: {}", describe(&**cause)),
-            StoreError::Busy => f.write_str("busy: too many requests waiting"),
-            StoreError::Internal(cause) => f.write_str(&describe(&**cause)),
         }
     }
 }

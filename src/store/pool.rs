@@ -2,7 +2,6 @@
 //! connection and statements. Just before it a running statement is cancelled ([`InFlight`]: a
 //! cancel request), and a write waits for the verdict: an error means no write.
 
-use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -34,16 +33,9 @@ const CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
 const WAITERS_PER_CONNECTION: usize = 32;
 
 /// The request's budget ran out before the database could serve it: nothing was written.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("no answer within the request's {REQUEST_BUDGET:?} budget")]
 pub struct OutOfTime;
-
-impl fmt::Display for OutOfTime {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "no answer within the request's {REQUEST_BUDGET:?} budget")
-    }
-}
-
-impl std::error::Error for OutOfTime {}
 
 impl From<OutOfTime> for StoreError {
     fn from(err: OutOfTime) -> Self {

@@ -42,11 +42,9 @@ impl Store {
     }
 
     async fn target(&self, token: Option<&str>) -> Target {
-        match &self.standbys {
-            // Boxed: its check on the primary would add 3 KiB to every read in flight.
-            Some(standbys) => Box::pin(standbys.choose(token)).await,
-            None => Target::Primary,
-        }
+        let Some(standbys) = &self.standbys else { return Target::Primary };
+        // Boxed: its check on the primary would add 3 KiB to every read in flight.
+        Box::pin(standbys.choose(token)).await
     }
 
     /// Runs `read` where `target` says: a standby that cannot serve it (down, busy, or too slow

@@ -70,9 +70,7 @@ pub fn parse(env: &Env) -> Result<Option<TraceConfig>, ConfigError> {
     let base = "OTEL_EXPORTER_OTLP_ENDPOINT";
     let var = either(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", base);
     // The signal's own endpoint is used as it is; the base gets the signal's path.
-    let Some(endpoint) = env.read(var, |url| endpoint(url, var == base))? else {
-        return Ok(None);
-    };
+    let Some(endpoint) = env.read(var, |url| endpoint(url, var == base))? else { return Ok(None) };
     let var = either(env, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL");
     env.one_of(var, (), &[("http/protobuf", ())])
         .map_err(only("task-api sends no gRPC or JSON"))?;

@@ -17,11 +17,8 @@ pub struct SpanId(pub u64);
 /// Where a span sits: its trace, its own id, and whether its trace is sampled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SpanContext {
-    /// The trace it belongs to.
     pub trace_id: TraceId,
-    /// The span itself.
     pub span_id: SpanId,
-    /// The `sampled` trace flag.
     pub sampled: bool,
 }
 

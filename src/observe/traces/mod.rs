@@ -123,9 +123,12 @@ pub fn current() -> Option<Scope> {
     CURRENT.try_with(Scope::clone).ok()
 }
 
-/// Runs `work` within `scope`.
-pub async fn within<F: Future>(scope: Scope, work: F) -> F::Output {
-    CURRENT.scope(scope, work).await
+/// Runs `work` within `scope`, if there is one.
+pub async fn within<F: Future>(scope: Option<Scope>, work: F) -> F::Output {
+    match scope {
+        Some(scope) => CURRENT.scope(scope, work).await,
+        None => work.await,
+    }
 }
 
 /// A client span for `statement`, if the current task has a scope.
@@ -175,12 +178,8 @@ impl Span {
             start_time_unix_nano: since_epoch.map_or(0, |since| nanos(since.as_nanos())),
             ..span
         };
-        Span {
-            tracer,
-            context: SpanContext { trace_id, span_id, sampled: true },
-            started: Instant::now(),
-            span,
-        }
+        let context = SpanContext { trace_id, span_id, sampled: true };
+        Span { tracer, context, started: Instant::now(), span }
     }
 
     /// Its place in the trace.
@@ -190,12 +189,8 @@ impl Span {
 
     /// A scope in which database statements are children of this span.
     pub fn scope(&self) -> Scope {
-        Scope {
-            tracer: self.tracer.clone(),
-            parent: self.context,
-            links: Vec::new(),
-            batch_size: 0,
-        }
+        let tracer = self.tracer.clone();
+        Scope { tracer, parent: self.context, links: Vec::new(), batch_size: 0 }
     }
 
     /// Ends a server span with the response's status: status `Error` and `error.type`
@@ -265,9 +260,6 @@ fn text(key: &str, value: impl Into<String>) -> KeyValue {
 }
 
 fn attribute(key: &str, value: Value) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..KeyValue::default()
-    }
+    let value = Some(AnyValue { value: Some(value) });
+    KeyValue { key: key.to_owned(), value, ..KeyValue::default() }
 }

@@ -82,11 +82,8 @@ const WINDOW: u64 = 1_000_000_000;
 impl RateLimit {
     /// A limit of `per_second` (at least 1).
     pub fn new(per_second: usize) -> RateLimit {
-        RateLimit {
-            cost: WINDOW / per_second.max(1) as u64,
-            empty_at: AtomicU64::new(0),
-            epoch: Instant::now(),
-        }
+        let cost = WINDOW / per_second.max(1) as u64;
+        RateLimit { cost, empty_at: AtomicU64::new(0), epoch: Instant::now() }
     }
 
     /// Whether one more is admitted now.

@@ -189,12 +189,8 @@ pub struct Walked {
 pub async fn release_expired(conn: &Conn, ttl_secs: f64, from: i64) -> Result<Walked, Error> {
     let rows = RELEASE_EXPIRED.query(conn, &[&ttl_secs, &from, &PRUNE_SPAN, &PRUNE_BATCH]).await?;
     let Some(row) = rows.first() else { return Ok(Walked::default()) };
-    Ok(Walked {
-        released: row.try_get::<_, i64>(0)?.try_into().unwrap_or(0),
-        fresh: row.try_get(1)?,
-        left: row.try_get(2)?,
-        last: row.try_get(3)?,
-    })
+    let released = row.try_get::<_, i64>(0)?.try_into().unwrap_or(0);
+    Ok(Walked { released, fresh: row.try_get(1)?, left: row.try_get(2)?, last: row.try_get(3)? })
 }
 
 /// The first task that holds a key, if any.

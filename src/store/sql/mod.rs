@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use deadpool_postgres::Client;
 use tokio_postgres::types::{FromSql, ToSql, Type};
-use tokio_postgres::{Error, Row, SimpleQueryMessage, SimpleQueryRow};
+use tokio_postgres::{Error, Row, SimpleQueryRow};
 
 use crate::observe::traces::Statement;
+use crate::pg::connect::rows;
 use crate::tasks::{Status, Task};
 
 /// The columns every query of tasks returns, in [`Task`]'s order (a macro, for `concat!`).
@@ -70,18 +71,12 @@ const fn named(operation: &'static str, collection: Option<&'static str>) -> Sta
     Statement { operation, collection }
 }
 
-/// `SELECT … FROM tasks`.
 pub const SELECT_TASKS: Statement = named("SELECT", Some("tasks"));
-/// `INSERT INTO tasks`, keys or not.
-pub const INSERT_TASKS: Statement = named("INSERT", Some("tasks"));
-/// `UPDATE tasks`.
+pub const INSERT_TASKS: Statement = named("INSERT", Some("tasks")); // keyed or not
 pub const UPDATE_TASKS: Statement = named("UPDATE", Some("tasks"));
-/// `DELETE FROM tasks`.
 pub const DELETE_TASKS: Statement = named("DELETE", Some("tasks"));
-/// Pruning `idempotency_keys`.
-pub const DELETE_KEYS: Statement = named("DELETE", Some("idempotency_keys"));
-/// `/ready`'s `SHOW transaction_read_only`, and the standbys' probe.
-pub const SHOW: Statement = named("SHOW", None);
+pub const DELETE_KEYS: Statement = named("DELETE", Some("idempotency_keys")); // the pruner's
+pub const SHOW: Statement = named("SHOW", None); // /ready's read-only check, the standbys' probe
 
 impl<'a> FromSql<'a> for Status {
     fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn StdError + Sync + Send>> {
@@ -108,9 +103,7 @@ pub fn task(row: &Row) -> Result<Task, Error> {
 
 /// The first row of a simple query (text fields), if any.
 async fn first_row(conn: &Conn, query: &str) -> Result<Option<SimpleQueryRow>, Error> {
-    let messages = conn.client.simple_query(query).await?;
-    let row = |message| if let SimpleQueryMessage::Row(row) = message { Some(row) } else { None };
-    Ok(messages.into_iter().find_map(row))
+    Ok(rows(&conn.client, query).await?.into_iter().next())
 }
 
 /// `0/16B3748` as a number.

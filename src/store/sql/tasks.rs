@@ -236,8 +236,7 @@ pub async fn list(conn: &Conn, read: &Read, offset: i64) -> Result<Vec<Task>, Er
     let (after, limit) = (read.after, read.limit);
     let rows = match read.status {
         Some(status) => {
-            let params: [Param; 4] = [&status.as_str(), &after, &limit, &offset];
-            LIST_BY_STATUS.query(conn, &params).await?
+            LIST_BY_STATUS.query(conn, &[&status.as_str(), &after, &limit, &offset]).await?
         }
         None => LIST.query(conn, &[&after, &limit, &offset]).await?,
     };
@@ -253,8 +252,7 @@ pub async fn list_many(conn: &Conn, reads: &[Read]) -> Result<Vec<Vec<Task>>, Er
         true => {
             let statuses: Vec<Option<&str>> =
                 reads.iter().map(|read| read.status.map(Status::as_str)).collect();
-            let params: [Param; 3] = [&afters, &limits, &statuses];
-            LIST_MANY_BY_STATUS.query(conn, &params).await?
+            LIST_MANY_BY_STATUS.query(conn, &[&afters, &limits, &statuses]).await?
         }
         false => LIST_MANY.query(conn, &[&afters, &limits]).await?,
     };
