@@ -61,13 +61,15 @@ pub struct App {
 
 /// `task-api serve`: wait for the database, migrate, listen, serve till SIGTERM or SIGINT, drain.
 pub fn run(mut config: Config) -> Result<(), Error> {
-    logs::init(&config.log_filter, config.log_format);
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    let _lines = logs::init(&config.log_filter, config.log_format, &mut runtime); // to the end
     log::info!("task-api {} starting with {config:?}", crate::VERSION);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = runtime
         .enable_all()
         .build()
         .map_err(|err| Error::Startup(format!("tokio runtime: {err}")))?;
-    runtime.block_on(async {
+    // Spawned, so that it runs on the workers, whose going idle writes out the log lines.
+    let served = runtime.block_on(runtime.spawn(async move {
         let signals = shutdown::signals()
             .map_err(|err| Error::Startup(format!("cannot install signal handlers: {err}")))?;
         let mut signals = pin!(signals);
@@ -94,7 +96,8 @@ pub fn run(mut config: Config) -> Result<(), Error> {
         app.store.close().await;
         log::info!("stopped");
         Ok(())
-    })
+    }));
+    served.unwrap_or_else(|panicked| std::panic::resume_unwind(panicked.into_panic()))
 }
 
 /// Builds the indexes of `sql/indexes` in the background on a connection of its own, unless

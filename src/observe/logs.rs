@@ -3,6 +3,8 @@
 
 use std::fmt::{self, Write as _};
 use std::io::{self, Write};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use log::kv::{Key, Value, VisitSource};
 use serde_json::{Map, Value as Json};
@@ -20,8 +22,9 @@ pub enum Format {
 /// `LOG_FORMAT`'s words.
 pub const FORMATS: [(&str, Format); 2] = [("text", Format::Text), ("json", Format::Json)];
 
-/// Starts the logger once. `filter` is an env_logger filter (`info`, `task_api=debug`).
-pub fn init(filter: &str, format: Format) {
+/// Starts the logger once. `filter` is an env_logger filter (`info`, `task_api=debug`). Lines
+/// that wait ([`Lines`]) go out when one of `runtime`'s threads goes idle, and at the drop.
+pub fn init(filter: &str, format: Format, runtime: &mut tokio::runtime::Builder) -> Lines {
     // tokio_postgres's debug output holds statement parameters, which are request bodies
     // (spec §6: never a body, at any level): `warn` at most, unless the filter names it.
     let filter = match filter.contains("tokio_postgres") {
@@ -29,7 +32,10 @@ pub fn init(filter: &str, format: Format) {
         false => format!("{filter},tokio_postgres=warn"),
     };
     let mut logger = env_logger::Builder::new();
-    logger.parse_filters(&filter).target(env_logger::Target::Stdout);
+    let lines =
+        Lines(Arc::new(Mutex::new(Batch { bytes: Vec::new(), window: (Instant::now(), 0) })));
+    let target = env_logger::Target::Pipe(Box::new(lines.clone()));
+    logger.parse_filters(&filter).target(target);
     match format {
         Format::Text => logger.format(|buf, record| {
             let (time, level) = (buf.timestamp_micros(), record.level());
@@ -49,6 +55,68 @@ pub fn init(filter: &str, format: Format) {
         }),
     };
     logger.init();
+    runtime.on_thread_park({
+        let lines = lines.clone();
+        move || lines.write_out()
+    });
+    lines
+}
+
+/// Stdout, in batches under load: a write(2) was most of what a line cost (docs/decisions.md).
+/// Past [`BURST`] lines in a millisecond, a line waits in the batch till it passes 8 KiB, a
+/// thread of the runtime goes idle, or the drop.
+#[derive(Clone)]
+pub struct Lines(Arc<Mutex<Batch>>);
+
+/// Lines in a millisecond that are written at once: at a few requests a second, each is.
+const BURST: u32 = 4;
+
+struct Batch {
+    bytes: Vec<u8>,
+    /// The millisecond that counts, and its lines so far.
+    window: (Instant, u32),
+}
+
+impl Batch {
+    /// A line that cannot be written is dropped, as it always was.
+    fn write_out(&mut self) {
+        let _ = io::stdout().write_all(&self.bytes);
+        self.bytes.clear();
+    }
+}
+
+impl Lines {
+    /// Writes out what waits.
+    pub fn write_out(&self) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).write_out();
+    }
+}
+
+impl Write for Lines {
+    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
+        let mut batch = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if now - batch.window.0 > Duration::from_millis(1) {
+            batch.window = (now, 0);
+        }
+        batch.window.1 += 1;
+        batch.bytes.extend_from_slice(line);
+        if batch.window.1 <= BURST || batch.bytes.len() > 8192 {
+            batch.write_out();
+        }
+        Ok(line.len())
+    }
+
+    /// env_logger flushes after each line: a waiting line waits for [`Lines::write_out`].
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        self.write_out();
+    }
 }
 
 /// A record's fields, as JSON values: numbers stay numbers.

@@ -31,8 +31,9 @@ pub fn migrations() -> Vec<Migration> {
 
 /// `task-api migrate`: connect (with the start-up wait), apply, print what was applied.
 pub fn run(config: Config) -> Result<(), Error> {
-    crate::observe::logs::init(&config.log_filter, config.log_format);
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let mut runtime = tokio::runtime::Builder::new_current_thread();
+    let lines = crate::observe::logs::init(&config.log_filter, config.log_format, &mut runtime);
+    let runtime = runtime
         .enable_all()
         .build()
         .map_err(|err| Error::Startup(format!("tokio runtime: {err}")))?;
@@ -40,6 +41,7 @@ pub fn run(config: Config) -> Result<(), Error> {
         let deadline = db::startup_deadline(config.startup_timeout);
         let mut client = db::connect_with_retry(&config.database, deadline).await?;
         let applied = apply(&config.database, &mut client, deadline).await?;
+        lines.write_out(); // before what it prints
         if applied.is_empty() {
             println!("no pending migrations");
         }

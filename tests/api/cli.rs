@@ -11,8 +11,8 @@ use serde_json::json;
 use tokio::net::TcpStream;
 
 use crate::helpers::{
-    TestDb, assert_no_password, command, free_port, passwords, run_cli, send, send_raw, server_env,
-    spawn_app, spawn_app_with, spawn_server, spawn_server_args, text,
+    TestDb, all_at_once, assert_no_password, command, free_port, passwords, run_cli, send,
+    send_raw, server_env, spawn_app, spawn_app_with, spawn_server, spawn_server_args, text,
 };
 
 #[tokio::test]
@@ -215,6 +215,27 @@ async fn access_log_has_one_line_per_request_and_never_a_body_or_password() {
     assert!(passwords().len() > 1, "the test server has no password");
     assert_no_password(&output);
     assert!(created["id"].as_i64().is_some());
+}
+
+#[tokio::test]
+async fn every_access_line_is_written_whole_and_once_when_the_server_goes_idle() {
+    // Lines go out in batches (past 8 KiB, and whenever a worker goes idle): 500 requests at
+    // once make several batches, and what no batch filled is written with no request to push it.
+    let app = spawn_app().await;
+    let addr = app.addr;
+    let requests = (0..500).map(|i| async move {
+        let id = format!("line-{i}");
+        send(addr, Method::GET, "/health", &[("x-request-id", &id)], "").await
+    });
+    assert!(all_at_once(requests.collect()).await.iter().all(|r| r.status == 200));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let output = app.output();
+    for i in 0..500 {
+        let id = format!(" request_id=line-{i}");
+        let lines: Vec<_> = output.lines().filter(|l| l.ends_with(&id)).collect();
+        assert_eq!(lines.len(), 1, "{id}: {lines:?}");
+        assert!(lines[0].contains(" INFO  access: GET /health 200 "), "{}", lines[0]);
+    }
 }
 
 #[tokio::test]
